@@ -1,0 +1,533 @@
+"""The lifecycle service: sandboxes, user_mcp sources, agents and the audit log.
+
+register: validate -> vault -> row -> one-shot health check -> ``active`` | ``error``
+update:   partial; ``token`` rotates the secret; a changed URL/auth/transport re-runs the check
+test:     re-run the check (``active`` on success, ``error`` on failure; a paused source stays paused)
+pause / resume / revoke (``disconnected``, terminal, idempotent) / delete (permanent)
+
+Every mutation writes an audit record in the same transaction, with before/after views that
+never contain a credential. Listeners registered with `on_source_change` hear about every
+change to a source (the catalog drops its cache, the gateway evicts rate buckets).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import SecretStr, ValidationError
+
+from concierge import config
+from concierge.errors import Conflict, NotFound, ValidationFailed
+from concierge.ids import new_id
+from concierge.mcp_client import Endpoint, ProbeResult, probe
+from concierge.registry import validation as rules
+from concierge.registry.models import (
+    UNSET,
+    Agent,
+    AgentCreate,
+    AgentUpdate,
+    AuditEntry,
+    AuthKind,
+    Outcome,
+    RegisterSource,
+    Sandbox,
+    SourceStatus,
+    SourceView,
+    UpdateSource,
+)
+from concierge.registry.store import Store, now_iso
+from concierge.registry.vault import Vault, auth_key, load_master_key
+
+__all__ = ["DEFAULT_SANDBOX", "Prober", "Registry", "SourceChange"]
+
+log = logging.getLogger("concierge.registry")
+
+DEFAULT_SANDBOX = "default"
+PENDING_CHECK = "health check did not complete"
+CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", "transport",
+                               "connect_timeout"})
+
+Prober = Callable[[Endpoint], Awaitable[ProbeResult]]
+SourceChange = Callable[[str, str], None]  # (source_id, action)
+
+
+def _ingestion_mode(calls: list[Any] | None) -> str:
+    return "pull" if calls else "live_tools_only"
+
+
+class Registry:
+    """The system of record. Sync for reads and simple writes; async where a probe runs."""
+
+    def __init__(self, store: Store, vault: Vault, *, prober: Prober | None = None,
+                 actor: str = "local") -> None:
+        self.store = store
+        self.vault = vault
+        self._probe: Prober = prober or probe
+        self.actor = actor
+        self._listeners: list[SourceChange] = []
+
+    @classmethod
+    def open(cls, home: str | Path | None = None, **kwargs: Any) -> Registry:
+        """The registry in ``home`` (default ``CONCIERGE_HOME`` / XDG data dir)."""
+        directory = config.data_dir(home)
+        store = Store(config.db_path(directory))
+        vault = Vault(store, load_master_key(config.key_path(directory)))
+        return cls(store, vault, **kwargs)
+
+    def close(self) -> None:
+        self.store.close()
+
+    def on_source_change(self, listener: SourceChange) -> None:
+        self._listeners.append(listener)
+
+    def _changed(self, source_id: str, action: str) -> None:
+        for listener in self._listeners:
+            try:
+                listener(source_id, action)
+            except Exception:  # a listener must never break a committed write
+                log.exception("source change listener failed")
+
+    # -- audit -------------------------------------------------------------------------------
+
+    def _audit(self, cx: sqlite3.Connection, *, action: str, object_type: str, object_id: str,
+               sandbox_id: str | None, before: dict[str, Any] | None = None,
+               after: dict[str, Any] | None = None) -> None:
+        Store.insert(cx, "audit", {
+            "at": now_iso(), "sandbox_id": sandbox_id, "actor": self.actor, "action": action,
+            "object_type": object_type, "object_id": object_id, "before": before, "after": after,
+        })
+
+    def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        limit = max(1, min(int(limit), 10_000))
+        if sandbox is not None:
+            sb = self.get_sandbox(sandbox)
+            rows = self.store.query("SELECT * FROM audit WHERE sandbox_id = ? ORDER BY id DESC LIMIT ?",
+                                    (sb.id, limit))
+        else:
+            rows = self.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
+        return [AuditEntry(**r) for r in rows]
+
+    # -- sandboxes ---------------------------------------------------------------------------
+
+    def create_sandbox(self, name: str) -> Sandbox:
+        name = name.strip()
+        if not rules.NAMESPACE_RE.fullmatch(name):
+            raise ValidationFailed(
+                f"sandbox name {name!r} must be 1-64 characters of letters, digits, _ and -",
+                field="name")
+        sandbox = Sandbox(id=new_id("sb"), name=name, created_at=now_iso())
+        try:
+            with self.store.transaction() as cx:
+                Store.insert(cx, "sandboxes", sandbox.model_dump())
+                self._audit(cx, action="sandbox.create", object_type="sandbox", object_id=sandbox.id,
+                            sandbox_id=sandbox.id, after=sandbox.model_dump())
+        except sqlite3.IntegrityError:
+            raise Conflict(f"a sandbox named {name!r} already exists") from None
+        return sandbox
+
+    def default_sandbox(self) -> Sandbox:
+        row = self.store.query_one("SELECT * FROM sandboxes WHERE name = ?", (DEFAULT_SANDBOX,))
+        if row:
+            return Sandbox(**row)
+        try:
+            return self.create_sandbox(DEFAULT_SANDBOX)
+        except Conflict:  # created by a concurrent caller
+            return Sandbox(**self.store.query_one(  # type: ignore[arg-type]
+                "SELECT * FROM sandboxes WHERE name = ?", (DEFAULT_SANDBOX,)))
+
+    def list_sandboxes(self) -> list[Sandbox]:
+        self.default_sandbox()
+        return [Sandbox(**r) for r in self.store.query("SELECT * FROM sandboxes ORDER BY created_at")]
+
+    def get_sandbox(self, ref: str | None = None) -> Sandbox:
+        """By id or name; ``None`` means the default sandbox (created on first use)."""
+        if ref is None or ref == DEFAULT_SANDBOX:
+            return self.default_sandbox()
+        row = self.store.query_one("SELECT * FROM sandboxes WHERE id = ? OR name = ?", (ref, ref))
+        if row is None:
+            names = ", ".join(s.name for s in self.list_sandboxes())
+            raise NotFound(f"no sandbox {ref!r} (sandboxes: {names})")
+        return Sandbox(**row)
+
+    def delete_sandbox(self, ref: str) -> None:
+        """Permanent. The default sandbox cannot be deleted; a sandbox must be empty."""
+        sb = self.get_sandbox(ref)
+        if sb.name == DEFAULT_SANDBOX:
+            raise Conflict("the default sandbox cannot be deleted")
+        live = self.store.query_one("SELECT COUNT(*) AS n FROM sources WHERE sandbox_id = ?", (sb.id,))
+        agents = self.store.query_one("SELECT COUNT(*) AS n FROM agents WHERE sandbox_id = ?", (sb.id,))
+        if (live and live["n"]) or (agents and agents["n"]):
+            raise Conflict(f"sandbox {sb.name!r} still has sources or agents; delete them first")
+        with self.store.transaction() as cx:
+            cx.execute("DELETE FROM sandboxes WHERE id = ?", (sb.id,))
+            self._audit(cx, action="sandbox.delete", object_type="sandbox", object_id=sb.id,
+                        sandbox_id=None, before=sb.model_dump())
+
+    # -- sources: reads ----------------------------------------------------------------------
+
+    def _view(self, row: dict[str, Any]) -> SourceView:
+        return SourceView(
+            **{k: row[k] for k in SourceView.model_fields if k in row and k not in
+               ("has_token", "ingestion_mode")},
+            has_token=row["vault_key"] is not None,
+            ingestion_mode=_ingestion_mode(row["ingest_tool_calls"]),
+        )
+
+    def _row(self, source_id: str, sandbox: str | None = None) -> dict[str, Any]:
+        row = self.store.query_one("SELECT * FROM sources WHERE id = ?", (source_id,))
+        if row is None:
+            raise NotFound(f"no source {source_id!r}")
+        if sandbox is not None and row["sandbox_id"] != self.get_sandbox(sandbox).id:
+            raise NotFound(f"no source {source_id!r} in sandbox {sandbox!r}")
+        return row
+
+    def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
+        return self._view(self._row(source_id, sandbox))
+
+    def list_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                     include_disconnected: bool = True) -> list[SourceView]:
+        sql, params = "SELECT * FROM sources WHERE 1=1", []
+        if sandbox is not None:
+            sql += " AND sandbox_id = ?"
+            params.append(self.get_sandbox(sandbox).id)
+        if status is not None:
+            if status not in set(SourceStatus):
+                raise ValidationFailed(
+                    f"status must be one of {', '.join(SourceStatus)} (got {status!r})", field="status")
+            sql += " AND status = ?"
+            params.append(status)
+        elif not include_disconnected:
+            sql += " AND status != 'disconnected'"
+        sql += " ORDER BY created_at, id"
+        return [self._view(r) for r in self.store.query(sql, params)]
+
+    def endpoint(self, source_id: str) -> Endpoint:
+        """How to reach a source's server, with its decrypted credential. Never log this."""
+        return self._endpoint(self._row(source_id))
+
+    def _endpoint(self, row: dict[str, Any], token: str | None = None) -> Endpoint:
+        headers: dict[str, str] = {}
+        if row["auth_kind"] != AuthKind.NONE:
+            secret = token if token is not None else (
+                self.vault.get(row["vault_key"]) if row["vault_key"] else None)
+            if secret is not None:
+                if row["auth_kind"] == AuthKind.BEARER:
+                    headers["Authorization"] = f"Bearer {secret}"
+                else:
+                    headers[row["auth_header"]] = secret
+        return Endpoint(url=row["base_url"], headers=headers, transport=row["transport"],
+                        connect_timeout=row["connect_timeout"], call_timeout=row["call_timeout"])
+
+    # -- sources: writes ---------------------------------------------------------------------
+
+    def parse_register(self, body: dict[str, Any] | RegisterSource) -> RegisterSource:
+        if isinstance(body, RegisterSource):
+            return body
+        try:
+            return RegisterSource.model_validate(body)
+        except ValidationError as exc:
+            raise rules.from_pydantic(exc) from None
+
+    def parse_update(self, body: dict[str, Any] | UpdateSource) -> UpdateSource:
+        if isinstance(body, UpdateSource):
+            return body
+        try:
+            return UpdateSource.model_validate(body)
+        except ValidationError as exc:
+            raise rules.from_pydantic(exc) from None
+
+    async def register(self, body: dict[str, Any] | RegisterSource, *,
+                       sandbox: str | None = None) -> Outcome:
+        """Validate, store the secret, then the row, then run one health check."""
+        req = self.parse_register(body)
+        sb = self.get_sandbox(sandbox)
+        source_id = new_id("ds")
+        namespace = req.app_namespace or source_id
+        self._check_namespace_free(sb.id, namespace)
+        now = now_iso()
+        token = req.token.get_secret_value() if req.token else None
+        row: dict[str, Any] = {
+            "id": source_id, "sandbox_id": sb.id, "kind": "user_mcp", "name": req.name,
+            "base_url": req.base_url, "transport": req.transport, "auth_kind": str(req.auth_kind),
+            "auth_header": req.auth_header if req.auth_kind == AuthKind.HEADER_TOKEN else None,
+            "vault_key": auth_key(source_id) if token else None,
+            "token_last4": token[-4:] if token and len(token) >= 12 else None,
+            "app_namespace": namespace, "allowed_tools": req.allowed_tools,
+            "ingest_tool_calls": [c.model_dump() for c in req.ingest_tool_calls or []],
+            "rate_cap_per_minute": req.rate_cap_per_minute,
+            "webhook_rate_cap_per_minute": req.webhook_rate_cap_per_minute,
+            "connect_timeout": req.connect_timeout, "call_timeout": req.call_timeout,
+            "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
+            "tool_count": None, "server_name": None, "last_checked_at": None,
+            "last_latency_ms": None, "created_at": now, "updated_at": now,
+        }
+        try:
+            with self.store.transaction() as cx:
+                if token:
+                    self.vault.put(cx, auth_key(source_id), token)  # vault first, then the row
+                Store.insert(cx, "sources", row)
+                self._audit(cx, action="source.register", object_type="source", object_id=source_id,
+                            sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
+        except sqlite3.IntegrityError:
+            raise self._namespace_taken(namespace, sb.name) from None
+        log.info("registered source %s (%s) in sandbox %s", source_id, req.base_url, sb.name)
+        outcome = await self._check(source_id, action="source.health_check")
+        self._changed(source_id, "register")
+        return outcome
+
+    def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
+        row = self.store.query_one(
+            "SELECT id, name FROM sources WHERE sandbox_id = ? AND app_namespace = ? COLLATE NOCASE"
+            " AND status != 'disconnected' AND id != ?", (sandbox_id, namespace, except_id or ""))
+        if row:
+            sb = self.get_sandbox(sandbox_id)
+            raise self._namespace_taken(namespace, sb.name, holder=row)
+
+    @staticmethod
+    def _namespace_taken(namespace: str, sandbox_name: str,
+                         holder: dict[str, Any] | None = None) -> Conflict:
+        who = f" by {holder['name']!r} ({holder['id']})" if holder else ""
+        err = Conflict(f"app_namespace {namespace!r} is already used{who} in sandbox "
+                       f"{sandbox_name!r}; choose another namespace or revoke that source")
+        err.error = "namespace_taken"
+        return err
+
+    async def update(self, source_id: str, body: dict[str, Any] | UpdateSource, *,
+                     sandbox: str | None = None) -> Outcome:
+        """Partial update. Omitted fields keep their value; ``token`` rotates the secret."""
+        req = self.parse_update(body)
+        before = self._row(source_id, sandbox)
+        if before["status"] == SourceStatus.DISCONNECTED:
+            raise Conflict(f"source {source_id} is revoked (disconnected) and cannot be updated; "
+                           "register it again instead")
+        sent = req.sent()
+        if not sent:
+            raise ValidationFailed("nothing to update: send at least one field", field=None)
+        token_obj: SecretStr | None = sent.pop("token", None)
+        token = token_obj.get_secret_value() if token_obj is not None else None
+
+        merged = dict(before)
+        for key, value in sent.items():
+            if key == "ingest_tool_calls":
+                value = [c.model_dump() for c in value or []]
+            merged[key] = str(value) if key == "auth_kind" else value
+        kind = merged["auth_kind"]
+        if kind != AuthKind.HEADER_TOKEN and "auth_header" not in sent:
+            merged["auth_header"] = None
+        try:
+            rules.check_auth_combination(
+                kind, has_token=token is not None or (before["vault_key"] is not None),
+                token_sent=token is not None, auth_header=merged["auth_header"])
+        except ValueError as exc:
+            raise ValidationFailed(str(exc), field="token" if "token" in str(exc) else "auth_kind") from None
+        if "app_namespace" in sent and sent["app_namespace"] != before["app_namespace"]:
+            self._check_namespace_free(before["sandbox_id"], sent["app_namespace"], except_id=source_id)
+
+        drop_secret = kind == AuthKind.NONE and before["vault_key"] is not None
+        if token is not None:
+            merged["vault_key"] = auth_key(source_id)
+            merged["token_last4"] = token[-4:] if len(token) >= 12 else None
+        elif drop_secret:
+            merged["vault_key"] = None
+            merged["token_last4"] = None
+        recheck = bool(CONNECTION_FIELDS & (set(sent) | ({"token"} if token is not None else set())))
+        merged["updated_at"] = now_iso()
+        changes = {k: merged[k] for k in merged if merged[k] != before[k]}
+        try:
+            with self.store.transaction() as cx:
+                if token is not None:
+                    self.vault.put(cx, auth_key(source_id), token)
+                elif drop_secret:
+                    self.vault.delete(cx, auth_key(source_id))
+                Store.update(cx, "sources", source_id, changes)
+                after = self._view(merged).model_dump(mode="json")
+                if token is not None:
+                    after["token"] = "rotated"
+                self._audit(cx, action="source.update", object_type="source", object_id=source_id,
+                            sandbox_id=before["sandbox_id"],
+                            before=self._view(before).model_dump(mode="json"), after=after)
+        except sqlite3.IntegrityError:
+            sb = self.get_sandbox(before["sandbox_id"])
+            raise self._namespace_taken(merged["app_namespace"], sb.name) from None
+        self._changed(source_id, "update")
+        if recheck:
+            return await self._check(source_id, action="source.health_check")
+        return self._outcome(self._row(source_id), detail="updated")
+
+    async def test(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        row = self._row(source_id, sandbox)
+        if row["status"] == SourceStatus.DISCONNECTED:
+            raise Conflict(f"source {source_id} is revoked (disconnected); register it again to use it")
+        return await self._check(source_id, action="source.test")
+
+    async def _check(self, source_id: str, *, action: str) -> Outcome:
+        """One tools/list health check; records status, tool count, latency and time."""
+        row = self._row(source_id)
+        result = await self._probe(self._endpoint(row))
+        fields: dict[str, Any] = {
+            "last_checked_at": now_iso(), "last_latency_ms": round(result.latency_ms, 2),
+        }
+        if result.ok:
+            fields |= {"health_error": None, "tool_count": result.tool_count,
+                       "server_name": result.server_name}
+            new_status = SourceStatus.ACTIVE
+        else:
+            fields |= {"health_error": result.error or "health check failed"}
+            new_status = SourceStatus.ERROR
+        current = self._row(source_id)
+        if current["status"] in (SourceStatus.ACTIVE, SourceStatus.ERROR):
+            fields["status"] = new_status.value  # paused stays paused; revoked stays revoked
+        elif current["status"] == SourceStatus.DISCONNECTED:
+            return self._outcome(current)
+        with self.store.transaction() as cx:
+            Store.update(cx, "sources", source_id, fields)
+            self._audit(cx, action=action, object_type="source", object_id=source_id,
+                        sandbox_id=row["sandbox_id"],
+                        before={"status": current["status"], "health_error": current["health_error"]},
+                        after={k: fields.get(k, current[k]) for k in
+                               ("status", "health_error", "tool_count", "last_latency_ms")})
+        if fields.get("status", current["status"]) != current["status"]:
+            self._changed(source_id, "status")
+        log.info("health check %s: %s", source_id, "ok" if result.ok else result.error_kind)
+        detail = (f"healthy: {result.tool_count} tools in {result.latency_ms:.0f} ms"
+                  if result.ok else f"health check failed: {result.error}")
+        return self._outcome(self._row(source_id), detail=detail)
+
+    def _outcome(self, row: dict[str, Any], *, detail: str | None = None) -> Outcome:
+        return Outcome(data_source_id=row["id"], status=row["status"], name=row["name"],
+                       ingestion_mode=_ingestion_mode(row["ingest_tool_calls"]),
+                       health_error=row["health_error"], detail=detail)
+
+    def _set_status(self, source_id: str, sandbox: str | None, *, action: str, to: SourceStatus,
+                    allowed_from: set[SourceStatus], detail: str) -> Outcome:
+        row = self._row(source_id, sandbox)
+        status = SourceStatus(row["status"])
+        if status == to:
+            return self._outcome(row, detail=f"already {to.value}")
+        if status not in allowed_from:
+            raise Conflict(f"source {source_id} is {status.value} and cannot be {detail}")
+        with self.store.transaction() as cx:
+            Store.update(cx, "sources", source_id, {"status": to.value, "updated_at": now_iso()})
+            self._audit(cx, action=action, object_type="source", object_id=source_id,
+                        sandbox_id=row["sandbox_id"], before={"status": status.value},
+                        after={"status": to.value})
+        self._changed(source_id, action.split(".")[1])
+        return self._outcome(self._row(source_id), detail=detail)
+
+    def pause(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        """Stop offering the source's tools; nothing is deleted."""
+        return self._set_status(source_id, sandbox, action="source.pause", to=SourceStatus.PAUSED,
+                                allowed_from={SourceStatus.ACTIVE, SourceStatus.ERROR}, detail="paused")
+
+    async def resume(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        """Un-pause and re-run the health check (``active`` or ``error``)."""
+        row = self._row(source_id, sandbox)
+        if row["status"] == SourceStatus.DISCONNECTED:
+            raise Conflict(f"source {source_id} is revoked (disconnected) and cannot be resumed; "
+                           "register it again instead")
+        if row["status"] == SourceStatus.PAUSED:
+            with self.store.transaction() as cx:
+                Store.update(cx, "sources", source_id, {
+                    "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
+                    "updated_at": now_iso()})
+                self._audit(cx, action="source.resume", object_type="source", object_id=source_id,
+                            sandbox_id=row["sandbox_id"], before={"status": "paused"},
+                            after={"status": "resumed; health check follows"})
+        return await self._check(source_id, action="source.health_check")
+
+    def revoke(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        """Delete the source's secrets and mark it ``disconnected`` (terminal). Idempotent."""
+        row = self._row(source_id, sandbox)
+        if row["status"] == SourceStatus.DISCONNECTED:
+            return self._outcome(row, detail="already revoked")
+        with self.store.transaction() as cx:
+            self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            Store.update(cx, "sources", source_id, {
+                "status": SourceStatus.DISCONNECTED.value, "vault_key": None, "token_last4": None,
+                "updated_at": now_iso()})
+            self._audit(cx, action="source.revoke", object_type="source", object_id=source_id,
+                        sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"),
+                        after={"status": "disconnected", "secrets": "deleted"})
+        self._changed(source_id, "revoke")
+        log.info("revoked source %s", source_id)
+        return self._outcome(self._row(source_id), detail="revoked: secrets deleted, status disconnected")
+
+    def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None:
+        """Permanent: the row, its secrets and anything ingested from it."""
+        row = self._row(source_id, sandbox)
+        with self.store.transaction() as cx:
+            self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            for table in self._dependent_tables(cx):
+                cx.execute(f"DELETE FROM {table} WHERE source_id = ?", (source_id,))
+            cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+            self._audit(cx, action="source.delete", object_type="source", object_id=source_id,
+                        sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
+        self._changed(source_id, "delete")
+
+    @staticmethod
+    def _dependent_tables(cx: sqlite3.Connection) -> list[str]:
+        tables = [r[0] for r in cx.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+        return [t for t in tables if t != "sources" and
+                any(c[1] == "source_id" for c in cx.execute(f"PRAGMA table_info({t})"))]
+
+    # -- agents ------------------------------------------------------------------------------
+
+    def create_agent(self, body: dict[str, Any] | AgentCreate, *, sandbox: str | None = None) -> Agent:
+        try:
+            req = body if isinstance(body, AgentCreate) else AgentCreate.model_validate(body)
+        except ValidationError as exc:
+            raise rules.from_pydantic(exc) from None
+        sb = self.get_sandbox(sandbox)
+        now = now_iso()
+        agent = Agent(id=new_id("ag"), sandbox_id=sb.id, slug=req.slug, name=req.name or req.slug,
+                      system_prompt=req.system_prompt, tool_sources=req.tool_sources,
+                      tool_allowlist=req.tool_allowlist, model_settings=req.model_settings,
+                      status="active", created_at=now, updated_at=now)
+        try:
+            with self.store.transaction() as cx:
+                Store.insert(cx, "agents", agent.model_dump())
+                self._audit(cx, action="agent.create", object_type="agent", object_id=agent.id,
+                            sandbox_id=sb.id, after=agent.model_dump())
+        except sqlite3.IntegrityError:
+            raise Conflict(f"an agent {req.slug!r} already exists in sandbox {sb.name!r}") from None
+        return agent
+
+    def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
+        sb = self.get_sandbox(sandbox)
+        row = self.store.query_one("SELECT * FROM agents WHERE sandbox_id = ? AND (slug = ? OR id = ?)",
+                                   (sb.id, slug, slug))
+        if row is None:
+            known = ", ".join(a.slug for a in self.list_agents(sandbox=sb.id)) or "none yet"
+            raise NotFound(f"no agent {slug!r} in sandbox {sb.name!r} (agents: {known})")
+        return Agent(**row)
+
+    def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
+        sb = self.get_sandbox(sandbox)
+        return [Agent(**r) for r in self.store.query(
+            "SELECT * FROM agents WHERE sandbox_id = ? ORDER BY created_at", (sb.id,))]
+
+    def update_agent(self, slug: str, body: dict[str, Any] | AgentUpdate, *,
+                     sandbox: str | None = None) -> Agent:
+        try:
+            req = body if isinstance(body, AgentUpdate) else AgentUpdate.model_validate(body)
+        except ValidationError as exc:
+            raise rules.from_pydantic(exc) from None
+        before = self.get_agent(slug, sandbox=sandbox)
+        changes = req.sent() | {"updated_at": now_iso()}
+        after = before.model_copy(update=changes)
+        with self.store.transaction() as cx:
+            Store.update(cx, "agents", before.id, changes)
+            self._audit(cx, action="agent.update", object_type="agent", object_id=before.id,
+                        sandbox_id=before.sandbox_id, before=before.model_dump(), after=after.model_dump())
+        return after
+
+    def delete_agent(self, slug: str, *, sandbox: str | None = None) -> None:
+        agent = self.get_agent(slug, sandbox=sandbox)
+        with self.store.transaction() as cx:
+            cx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
+            self._audit(cx, action="agent.delete", object_type="agent", object_id=agent.id,
+                        sandbox_id=agent.sandbox_id, before=agent.model_dump())
