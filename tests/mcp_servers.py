@@ -1,7 +1,6 @@
 """Test helpers: real MCP (and deliberately broken) servers on loopback.
 
-Not a test module. Import it from tests (``from mcp_servers import ...``; pytest puts
-``tests/`` on ``sys.path``).
+Not a test module. Import it from tests: ``from tests.mcp_servers import serve_in_thread, demo_app``.
 
 Serving
     ``serve_in_thread(app)``            context manager; uvicorn in a background thread on a
@@ -15,7 +14,7 @@ Serving
 MCP app builders (each call builds a fresh app: an SDK session manager runs only once)
     ``demo_app(token=, header=)``       concierge's demo server at ``/mcp``, optionally gated
     ``demo_sse_app()``                  the demo server over the legacy SSE transport at ``/sse``
-    ``tools_app(tools | count, paginate_by=, endless=)``   N generated tools, paginated
+    ``tools_app(tools | count=N, paginate_by=, endless=)``   listed or generated tools, paginated
     ``slow_app(delay_s, call_delay_s=)``  tools/list (and the ``slow_echo`` tool) answer late
     ``hostile_app()``                   huge / control-char / prompt-injection descriptions
     ``time_server_app()``               the third-party ``mcp-server-time`` server at ``/mcp``
@@ -24,6 +23,7 @@ Non-MCP apps (answer at any path)
     ``hang_app()``                      accepts HTTP requests and never answers
     ``html_app()``                      a plain HTML page
     ``status_app(status, body=, content_type=)``  a fixed HTTP status (403, 500, ...)
+    ``Gate(app)``                       wraps any app; set ``.status`` to make it fail mid-session
 
 All MCP apps serve streamable HTTP at ``/mcp`` unless stated otherwise.
 """
@@ -31,6 +31,7 @@ All MCP apps serve streamable HTTP at ``/mcp`` unless stated otherwise.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
@@ -49,6 +50,7 @@ __all__ = [
     "HOSTILE_HUGE_SIZE",
     "HOSTILE_INJECTION",
     "HOSTILE_ODD_NAME",
+    "Gate",
     "RunningServer",
     "closed_port_url",
     "demo_app",
@@ -221,20 +223,25 @@ def _echo_result(name: str, arguments: dict[str, Any] | None) -> types.CallToolR
 
 
 def tools_app(
-    tools: Sequence[tuple[str, str]] | int = 10,
+    tools: Sequence[tuple[str, str]] | int | None = None,
     *,
+    count: int | None = None,
     paginate_by: int | None = None,
     endless: bool = False,
     name: str = "tools-server",
 ) -> ASGIApp:
-    """A low-level ``Server`` listing ``tools`` (``(name, description)`` pairs, or a count of
-    generated ``tool_0000``… tools), ``paginate_by`` per page via ``nextCursor``.
+    """A low-level ``Server`` listing ``tools`` (``(name, description)`` pairs) or ``count``
+    generated ``tool_0000``… tools (default 10), ``paginate_by`` per page via ``nextCursor``.
 
     ``endless=True`` makes every page carry a cursor (a server that never stops paginating).
     Every tool echoes its ``text`` argument (or its own name).
     """
     if isinstance(tools, int):
-        specs = [(f"tool_{i:04d}", f"Generated tool number {i}.") for i in range(tools)]
+        tools, count = None, tools
+    if tools is not None and count is not None:
+        raise ValueError("pass tools or count, not both")
+    if tools is None:
+        specs = [(f"tool_{i:04d}", f"Generated tool number {i}.") for i in range(10 if count is None else count)]
     else:
         specs = list(tools)
     all_tools = [_tool(n, d) for n, d in specs]
@@ -325,7 +332,15 @@ def time_server_app(local_tz: str = "UTC") -> ASGIApp:
     """
     from mcp_server_time.server import create_server
 
+    # MCPServer() defaults to log_level="INFO" and calls logging.basicConfig(); undo that so
+    # one test hosting this server does not turn on INFO logging for the whole session.
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
     server: MCPServer = create_server(local_tz)
+    root.setLevel(level)
+    for handler in root.handlers[:]:
+        if handler not in handlers:
+            root.removeHandler(handler)
     return server.streamable_http_app(streamable_http_path="/mcp")
 
 
@@ -377,6 +392,29 @@ def status_app(
         await send({"type": "http.response.body", "body": payload})
 
     return app
+
+
+class Gate:
+    """Wraps an app; while ``status`` is set, every HTTP request gets that status instead.
+
+    Simulates a server that starts failing mid-session (token revoked → 401, outage → 503)::
+
+        gate = Gate(demo_app())
+        with serve_in_thread(gate) as srv:
+            ...
+            gate.status = 401
+    """
+
+    def __init__(self, app: ASGIApp, *, status: int | None = None) -> None:
+        self.app = app
+        self.status = status
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        status = self.status
+        if scope["type"] != "http" or status is None:
+            await self.app(scope, receive, send)
+            return
+        await status_app(status)(scope, receive, send)
 
 
 def html_app() -> ASGIApp:

@@ -1,0 +1,122 @@
+"""The Backend protocol: everything a surface or the concierge's tools may ask of the registry.
+
+`LocalBackend` runs the registry in-process (SQLite file); `RemoteBackend`
+(``concierge.remote``) talks to a ``concierge serve`` over HTTP with the same methods, so
+the CLI, the REPL and the concierge work the same against both. Request bodies are plain
+JSON-able dicts so they can cross the wire unchanged; answers are the registry's models.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Protocol, runtime_checkable
+
+from concierge.registry import (
+    Agent,
+    AuditEntry,
+    Outcome,
+    Registry,
+    Sandbox,
+    SourceView,
+)
+
+__all__ = ["Backend", "LocalBackend"]
+
+
+@runtime_checkable
+class Backend(Protocol):
+    """Registry operations, all async. Errors are `concierge.errors.ConciergeError`s."""
+
+    async def list_sandboxes(self) -> list[Sandbox]: ...
+    async def create_sandbox(self, name: str) -> Sandbox: ...
+    async def get_sandbox(self, ref: str | None = None) -> Sandbox: ...
+
+    async def list_sources(self, *, sandbox: str | None = None,
+                           status: str | None = None) -> list[SourceView]: ...
+    async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView: ...
+    async def register_source(self, body: dict[str, Any], *,
+                              sandbox: str | None = None) -> Outcome: ...
+    async def update_source(self, source_id: str, body: dict[str, Any], *,
+                            sandbox: str | None = None) -> Outcome: ...
+    async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome: ...
+    async def pause_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome: ...
+    async def resume_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome: ...
+    async def revoke_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome: ...
+    async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None: ...
+
+    async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]: ...
+    async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent: ...
+    async def create_agent(self, body: dict[str, Any], *, sandbox: str | None = None) -> Agent: ...
+    async def update_agent(self, slug: str, body: dict[str, Any], *,
+                           sandbox: str | None = None) -> Agent: ...
+
+    async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]: ...
+
+    async def aclose(self) -> None: ...
+
+
+class LocalBackend:
+    """The registry in this process."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+
+    @classmethod
+    def open(cls, home: str | None = None) -> LocalBackend:
+        return cls(Registry.open(home))
+
+    async def list_sandboxes(self) -> list[Sandbox]:
+        return self.registry.list_sandboxes()
+
+    async def create_sandbox(self, name: str) -> Sandbox:
+        return self.registry.create_sandbox(name)
+
+    async def get_sandbox(self, ref: str | None = None) -> Sandbox:
+        return self.registry.get_sandbox(ref)
+
+    async def list_sources(self, *, sandbox: str | None = None,
+                           status: str | None = None) -> list[SourceView]:
+        return self.registry.list_sources(sandbox=sandbox, status=status)
+
+    async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
+        return self.registry.get_source(source_id, sandbox=sandbox)
+
+    async def register_source(self, body: dict[str, Any], *, sandbox: str | None = None) -> Outcome:
+        return await self.registry.register(body, sandbox=sandbox)
+
+    async def update_source(self, source_id: str, body: dict[str, Any], *,
+                            sandbox: str | None = None) -> Outcome:
+        return await self.registry.update(source_id, body, sandbox=sandbox)
+
+    async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        return await self.registry.test(source_id, sandbox=sandbox)
+
+    async def pause_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        return self.registry.pause(source_id, sandbox=sandbox)
+
+    async def resume_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        return await self.registry.resume(source_id, sandbox=sandbox)
+
+    async def revoke_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        return self.registry.revoke(source_id, sandbox=sandbox)
+
+    async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None:
+        self.registry.delete_source(source_id, sandbox=sandbox)
+
+    async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
+        return self.registry.list_agents(sandbox=sandbox)
+
+    async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
+        return self.registry.get_agent(slug, sandbox=sandbox)
+
+    async def create_agent(self, body: dict[str, Any], *, sandbox: str | None = None) -> Agent:
+        return self.registry.create_agent(body, sandbox=sandbox)
+
+    async def update_agent(self, slug: str, body: dict[str, Any], *,
+                           sandbox: str | None = None) -> Agent:
+        return self.registry.update_agent(slug, body, sandbox=sandbox)
+
+    async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
+        return self.registry.audit(sandbox=sandbox, limit=limit)
+
+    async def aclose(self) -> None:
+        self.registry.close()

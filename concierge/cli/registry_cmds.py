@@ -1,0 +1,327 @@
+"""Non-conversational registry commands: sandbox, source, agent, audit, demo-server."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from concierge.backend import Backend
+from concierge.cli.output import emit, table
+from concierge.errors import ValidationFailed
+from concierge.registry import Outcome, SourceView
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    # sandbox
+    sandbox = sub.add_parser("sandbox", help="create and list sandboxes").add_subparsers(
+        dest="sandbox_cmd", metavar="SUBCOMMAND", required=True)
+    p = sandbox.add_parser("create", parents=[common], help="create a sandbox")
+    p.add_argument("name")
+    p.set_defaults(handler=sandbox_create)
+    p = sandbox.add_parser("list", parents=[common], help="list sandboxes")
+    p.set_defaults(handler=sandbox_list)
+
+    # source
+    source = sub.add_parser("source", help="manage data sources").add_subparsers(
+        dest="source_cmd", metavar="SUBCOMMAND", required=True)
+    user_mcp = source.add_parser("user-mcp", help="register, update, test and revoke your MCP servers"
+                                 ).add_subparsers(dest="user_mcp_cmd", metavar="SUBCOMMAND", required=True)
+    p = user_mcp.add_parser("add", parents=[common], help="register an MCP server (runs a health check)")
+    p.add_argument("name", help="a label for the source, e.g. 'Acme internal'")
+    p.add_argument("--url", required=True, help="the server's MCP URL (https; http for localhost)")
+    p.add_argument("--auth", required=True, choices=["none", "bearer", "header_token"])
+    _source_options(p)
+    p.set_defaults(handler=source_add)
+
+    p = user_mcp.add_parser("update", parents=[common], help="change a source; omitted options keep their value")
+    p.add_argument("id")
+    p.add_argument("--name")
+    p.add_argument("--url")
+    p.add_argument("--auth", choices=["none", "bearer", "header_token"])
+    _source_options(p)
+    p.add_argument("--allow-all", action="store_true", help="remove the per-source tool allowlist")
+    p.set_defaults(handler=source_update)
+
+    for name, fn, text in (("test", source_test, "re-run the health check"),
+                           ("revoke", source_revoke, "delete the secret and disconnect (terminal)")):
+        p = user_mcp.add_parser(name, parents=[common], help=text)
+        p.add_argument("id")
+        p.add_argument("--sandbox")
+        p.set_defaults(handler=fn)
+
+    p = source.add_parser("list", parents=[common], help="list sources")
+    p.add_argument("--sandbox")
+    p.add_argument("--status", choices=["active", "paused", "error", "disconnected"])
+    p.set_defaults(handler=source_list)
+    for name, fn, text in (("show", source_show, "show one source (never its credential)"),
+                           ("pause", source_pause, "stop offering the source's tools"),
+                           ("resume", source_resume, "resume and re-check a paused source")):
+        p = source.add_parser(name, parents=[common], help=text)
+        p.add_argument("id")
+        p.add_argument("--sandbox")
+        p.set_defaults(handler=fn)
+    p = source.add_parser("delete", parents=[common],
+                          help="PERMANENTLY delete a source, its secrets and anything ingested")
+    p.add_argument("id")
+    p.add_argument("--sandbox")
+    p.add_argument("--yes", action="store_true", help="required: confirms the permanent deletion")
+    p.set_defaults(handler=source_delete)
+
+    # agent
+    agent = sub.add_parser("agent", help="manage agents").add_subparsers(
+        dest="agent_cmd", metavar="SUBCOMMAND", required=True)
+    p = agent.add_parser("create", parents=[common], help="create an agent")
+    p.add_argument("slug")
+    p.add_argument("--name")
+    p.add_argument("--sandbox")
+    p.add_argument("--allowlist", action="append", metavar="NAME",
+                   help="a tool name or glob the agent may call (repeat; none = all tools)")
+    p.add_argument("--tool-source", action="append", metavar="KIND", help="default: user_mcp")
+    p.add_argument("--system-prompt")
+    p.set_defaults(handler=agent_create)
+    p = agent.add_parser("update", parents=[common], help="change an agent")
+    p.add_argument("slug")
+    p.add_argument("--name")
+    p.add_argument("--sandbox")
+    p.add_argument("--allowlist", action="append", metavar="NAME")
+    p.add_argument("--allow-all", action="store_true", help="clear the allowlist (all tools)")
+    p.add_argument("--tool-source", action="append", metavar="KIND")
+    p.add_argument("--system-prompt")
+    p.set_defaults(handler=agent_update)
+    p = agent.add_parser("list", parents=[common], help="list agents")
+    p.add_argument("--sandbox")
+    p.set_defaults(handler=agent_list)
+    p = agent.add_parser("show", parents=[common], help="show an agent")
+    p.add_argument("slug")
+    p.add_argument("--sandbox")
+    p.set_defaults(handler=agent_show)
+
+    # audit
+    p = sub.add_parser("audit", parents=[common], help="show the audit log, newest first")
+    p.add_argument("--sandbox")
+    p.add_argument("--limit", type=int, default=20)
+    p.set_defaults(handler=audit)
+
+    # demo server
+    p = sub.add_parser("demo-server", parents=[common], help="serve a small demo MCP server")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--token", help="require this token (a demo value, not a real secret)")
+    p.add_argument("--header", help="send the token in this header instead of Authorization: Bearer")
+    p.set_defaults(run=demo_server)
+
+
+def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--header", help="header name for --auth header_token, e.g. X-Api-Key")
+    tok = p.add_mutually_exclusive_group()
+    tok.add_argument("--token-stdin", action="store_true", help="read the token from standard input")
+    tok.add_argument("--token-env", metavar="VAR", help="read the token from this environment variable")
+    p.add_argument("--sandbox", help="sandbox name or id (default: 'default')")
+    p.add_argument("--namespace", help="tool-name prefix (<=64 of A-Z a-z 0-9 _ -)")
+    p.add_argument("--allow", action="append", metavar="TOOL",
+                   help="only offer this tool from the server (repeat)")
+    p.add_argument("--rate-cap", type=int, metavar="N", help="tool calls per minute, 1-600")
+    p.add_argument("--webhook-rate-cap", type=int, metavar="N", help="webhook events per minute, 1-6000")
+    p.add_argument("--connect-timeout", type=float, metavar="S", help="seconds (default 10)")
+    p.add_argument("--call-timeout", type=float, metavar="S", help="seconds (default 60)")
+    p.add_argument("--transport", choices=["auto", "streamable-http", "sse"])
+    p.add_argument("--ingest", action="append", metavar="JSON",
+                   help='a tool call to run on pull, e.g. \'{"name": "list_docs", "arguments": {}}\'')
+
+
+def _read_token(args: argparse.Namespace) -> str | None:
+    if args.token_stdin:
+        if sys.stdin.isatty():
+            import getpass
+
+            return getpass.getpass("Token (hidden): ").strip() or None
+        return sys.stdin.readline().strip() or None
+    if args.token_env:
+        value = os.environ.get(args.token_env)
+        if not value:
+            raise ValidationFailed(f"--token-env: the environment variable {args.token_env} is not set",
+                                   field="token")
+        return value
+    return None
+
+
+def _source_body(args: argparse.Namespace) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for opt, key in (("name", "name"), ("url", "base_url"), ("auth", "auth_kind"),
+                     ("header", "auth_header"), ("namespace", "app_namespace"),
+                     ("allow", "allowed_tools"), ("rate_cap", "rate_cap_per_minute"),
+                     ("webhook_rate_cap", "webhook_rate_cap_per_minute"),
+                     ("connect_timeout", "connect_timeout"), ("call_timeout", "call_timeout"),
+                     ("transport", "transport")):
+        value = getattr(args, opt, None)
+        if value is not None:
+            body[key] = value
+    if args.ingest:
+        try:
+            body["ingest_tool_calls"] = [json.loads(x) for x in args.ingest]
+        except json.JSONDecodeError as exc:
+            raise ValidationFailed(f"--ingest must be JSON like "
+                                   f"'{{\"name\": \"list_docs\", \"arguments\": {{}}}}' ({exc.msg})",
+                                   field="ingest_tool_calls") from None
+    if getattr(args, "allow_all", False):
+        body["allowed_tools"] = None
+    token = _read_token(args)
+    if token is not None:
+        body["token"] = token
+    return body
+
+
+def _outcome(outcome: Outcome, args: argparse.Namespace) -> int:
+    human = f"{outcome.data_source_id}  {outcome.name}  status={outcome.status}"
+    if outcome.detail:
+        human += f"\n{outcome.detail}"
+    if outcome.health_error and outcome.status == "error":
+        human += f"\nhealth error: {outcome.health_error}"
+    emit(outcome, as_json=args.json, human=human)
+    return 1 if outcome.status == "error" else 0
+
+
+def _source_lines(s: SourceView) -> str:
+    token = "none" if not s.has_token else ("stored" + (f" (…{s.token_last4})" if s.token_last4 else ""))
+    rows = [
+        ("id", s.id), ("name", s.name), ("status", s.status.value), ("url", s.base_url),
+        ("auth", s.auth_kind.value + (f" via {s.auth_header}" if s.auth_header else "")),
+        ("token", token), ("namespace", s.app_namespace),
+        ("allowed tools", ", ".join(s.allowed_tools) if s.allowed_tools else "all"),
+        ("ingestion", s.ingestion_mode), ("rate cap", f"{s.rate_cap_per_minute}/min"),
+        ("timeouts", f"connect {s.connect_timeout:g}s, call {s.call_timeout:g}s"),
+        ("tools", s.tool_count), ("server", s.server_name), ("last checked", s.last_checked_at),
+        ("health error", s.health_error),
+    ]
+    return "\n".join(f"{k:>14}: {v}" for k, v in rows if v is not None)
+
+
+async def sandbox_create(args: argparse.Namespace, backend: Backend) -> int:
+    sb = await backend.create_sandbox(args.name)
+    emit(sb, as_json=args.json, human=f"created sandbox {sb.name} ({sb.id})")
+    return 0
+
+
+async def sandbox_list(args: argparse.Namespace, backend: Backend) -> int:
+    rows = await backend.list_sandboxes()
+    emit(rows, as_json=args.json, human=table([(s.id, s.name, s.created_at) for s in rows],
+                                             ["ID", "NAME", "CREATED"]))
+    return 0
+
+
+async def source_add(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await backend.register_source(_source_body(args), sandbox=args.sandbox), args)
+
+
+async def source_update(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await backend.update_source(args.id, _source_body(args), sandbox=args.sandbox), args)
+
+
+async def source_test(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await backend.test_source(args.id, sandbox=args.sandbox), args)
+
+
+async def source_revoke(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await backend.revoke_source(args.id, sandbox=args.sandbox), args)
+
+
+async def source_pause(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await backend.pause_source(args.id, sandbox=args.sandbox), args)
+
+
+async def source_resume(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await backend.resume_source(args.id, sandbox=args.sandbox), args)
+
+
+async def source_list(args: argparse.Namespace, backend: Backend) -> int:
+    rows = await backend.list_sources(sandbox=args.sandbox, status=args.status)
+    human = table([(s.id, s.name, s.status.value, s.app_namespace, s.auth_kind.value,
+                    s.tool_count, s.base_url) for s in rows],
+                  ["ID", "NAME", "STATUS", "NAMESPACE", "AUTH", "TOOLS", "URL"]) or "no sources yet"
+    emit(rows, as_json=args.json, human=human)
+    return 0
+
+
+async def source_show(args: argparse.Namespace, backend: Backend) -> int:
+    s = await backend.get_source(args.id, sandbox=args.sandbox)
+    emit(s, as_json=args.json, human=_source_lines(s))
+    return 0
+
+
+async def source_delete(args: argparse.Namespace, backend: Backend) -> int:
+    if not args.yes:
+        raise ValidationFailed("source delete is permanent (the row, its secrets and anything "
+                               "ingested); add --yes to confirm, or use `source user-mcp revoke`",
+                               field="yes")
+    await backend.delete_source(args.id, sandbox=args.sandbox)
+    emit({"data_source_id": args.id, "deleted": True}, as_json=args.json,
+         human=f"deleted {args.id} permanently")
+    return 0
+
+
+async def agent_create(args: argparse.Namespace, backend: Backend) -> int:
+    body: dict[str, Any] = {"slug": args.slug, "tool_allowlist": args.allowlist or []}
+    if args.name:
+        body["name"] = args.name
+    if args.tool_source:
+        body["tool_sources"] = args.tool_source
+    if args.system_prompt is not None:
+        body["system_prompt"] = args.system_prompt
+    agent = await backend.create_agent(body, sandbox=args.sandbox)
+    emit(agent, as_json=args.json, human=f"created agent {agent.slug} ({agent.id})")
+    return 0
+
+
+async def agent_update(args: argparse.Namespace, backend: Backend) -> int:
+    body: dict[str, Any] = {}
+    if args.name:
+        body["name"] = args.name
+    if args.allowlist:
+        body["tool_allowlist"] = args.allowlist
+    if args.allow_all:
+        body["tool_allowlist"] = []
+    if args.tool_source:
+        body["tool_sources"] = args.tool_source
+    if args.system_prompt is not None:
+        body["system_prompt"] = args.system_prompt
+    agent = await backend.update_agent(args.slug, body, sandbox=args.sandbox)
+    emit(agent, as_json=args.json, human=f"updated agent {agent.slug}")
+    return 0
+
+
+async def agent_list(args: argparse.Namespace, backend: Backend) -> int:
+    rows = await backend.list_agents(sandbox=args.sandbox)
+    human = table([(a.slug, a.name, ",".join(a.tool_sources), ",".join(a.tool_allowlist) or "all")
+                   for a in rows], ["SLUG", "NAME", "TOOL SOURCES", "ALLOWLIST"]) or "no agents yet"
+    emit(rows, as_json=args.json, human=human)
+    return 0
+
+
+async def agent_show(args: argparse.Namespace, backend: Backend) -> int:
+    a = await backend.get_agent(args.slug, sandbox=args.sandbox)
+    human = "\n".join(f"{k:>14}: {v}" for k, v in (
+        ("slug", a.slug), ("name", a.name), ("id", a.id), ("status", a.status),
+        ("tool sources", ", ".join(a.tool_sources)),
+        ("allowlist", ", ".join(a.tool_allowlist) or "all tools")))
+    emit(a, as_json=args.json, human=human)
+    return 0
+
+
+async def audit(args: argparse.Namespace, backend: Backend) -> int:
+    rows = await backend.audit(sandbox=args.sandbox, limit=args.limit)
+    human = table([(e.at, e.actor, e.action, e.object_id) for e in rows],
+                  ["WHEN", "WHO", "WHAT", "OBJECT"]) or "no audit entries"
+    emit(rows, as_json=args.json, human=human)
+    return 0
+
+
+def demo_server(args: argparse.Namespace) -> int:
+    from concierge.demo_server import run_demo_server
+
+    run_demo_server(host=args.host, port=args.port, token=args.token, header=args.header)
+    return 0

@@ -1,0 +1,100 @@
+"""What an agent sees: the resolved tool catalog and the trace that explains it.
+
+Shared by the catalog resolver, the gateway, the concierge's tools and the HTTP API.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+__all__ = ["CatalogResult", "CatalogTool", "PullResult", "ResolutionTrace", "SkippedSource",
+           "ToolCallOutcome"]
+
+
+class CatalogTool(BaseModel):
+    name: str = Field(description="Advertised name, ^[a-zA-Z0-9_-]{1,64}$, unique in the catalog.")
+    app: str = Field(description="The source's app_namespace (its label in the catalog).")
+    source_id: str
+    source_name: str
+    original_name: str = Field(description="The tool's name on the MCP server.")
+    description: str
+    input_schema: dict[str, Any]
+
+
+class SkippedSource(BaseModel):
+    source_id: str
+    name: str
+    reason: str = Field(description="paused | error | disconnected | not_in_tool_sources | timeout | "
+                                    "unauthorized | forbidden | connection_refused | ... (ErrorKind)")
+    detail: str | None = None
+
+
+class ResolutionTrace(BaseModel):
+    """Why the agent saw what it saw (names follow the reference's trace)."""
+
+    agent: str | None = None
+    sources_resolved: list[str] = Field(default_factory=list)
+    sources_skipped: list[SkippedSource] = Field(default_factory=list)
+    tool_names_advertised: list[str] = Field(default_factory=list)
+    allowlist_filtered_out: dict[str, list[str]] = Field(
+        default_factory=dict, description='{"source": [...], "agent": [...]}: names each allowlist removed')
+    allowlist_missing_entries: list[str] = Field(
+        default_factory=list, description="agent allowlist entries that matched no tool")
+    source_allowlist_missing_entries: dict[str, list[str]] = Field(
+        default_factory=dict, description="per source id: allowed_tools entries the server lacks")
+    renamed: list[dict[str, str]] = Field(
+        default_factory=list, description="tools advertised under a shortened/deduplicated name")
+    collisions: list[dict[str, str]] = Field(default_factory=list)
+    cached_sources: list[str] = Field(default_factory=list)
+    duration_ms: float = 0.0
+
+
+class CatalogResult(BaseModel):
+    agent: str | None
+    sandbox_id: str
+    tools: list[CatalogTool]
+    trace: ResolutionTrace
+
+    @property
+    def count(self) -> int:
+        return len(self.tools)
+
+    @property
+    def by_app(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for tool in self.tools:
+            out.setdefault(tool.app, []).append(tool.name)
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The reference answer shape plus the trace."""
+        return {
+            "tools": [{"name": t.name, "app": t.app, "description": t.description,
+                       "source_id": t.source_id} for t in self.tools],
+            "by_app": self.by_app,
+            "count": self.count,
+            "trace": self.trace.model_dump(mode="json"),
+        }
+
+
+class ToolCallOutcome(BaseModel):
+    """The answer of a gateway call."""
+
+    name: str
+    source_id: str
+    original_name: str
+    is_error: bool
+    text: str
+    content: list[dict[str, Any]] = Field(default_factory=list)
+    structured_content: dict[str, Any] | None = None
+    latency_ms: float = 0.0
+
+
+class PullResult(BaseModel):
+    source_id: str
+    calls: int
+    stored: int = Field(description="results stored (new content)")
+    unchanged: int = Field(description="results identical to the last stored one")
+    errors: list[str] = Field(default_factory=list)
