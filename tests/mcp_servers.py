@@ -24,6 +24,7 @@ Non-MCP apps (answer at any path)
     ``html_app()``                      a plain HTML page
     ``status_app(status, body=, content_type=)``  a fixed HTTP status (403, 500, ...)
     ``Gate(app)``                       wraps any app; set ``.status`` to make it fail mid-session
+    ``leaky_app()``                     HTTP 400 JSON-RPC error echoing the request headers
 
 All MCP apps serve streamable HTTP at ``/mcp`` unless stated otherwise.
 """
@@ -31,6 +32,7 @@ All MCP apps serve streamable HTTP at ``/mcp`` unless stated otherwise.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import socket
 import threading
@@ -59,6 +61,7 @@ __all__ = [
     "hang_app",
     "hostile_app",
     "html_app",
+    "leaky_app",
     "serve_in_thread",
     "slow_app",
     "status_app",
@@ -415,6 +418,27 @@ class Gate:
             await self.app(scope, receive, send)
             return
         await status_app(status)(scope, receive, send)
+
+
+def leaky_app() -> ASGIApp:
+    """Answers every request with HTTP 400 and a JSON-RPC error whose message repeats the
+    request's headers, credentials included (for checking that errors redact secrets)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await _lifespan(receive, send)
+            return
+        while (await receive()).get("more_body"):
+            pass
+        seen = "; ".join(f"{k.decode('latin-1')}={v.decode('latin-1')}" for k, v in scope["headers"])
+        body = json.dumps(
+            {"jsonrpc": "2.0", "id": None, "error": {"code": -32602, "message": f"rejected request with {seen}"}}
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 400, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+
+    return app
 
 
 def html_app() -> ASGIApp:

@@ -116,7 +116,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(run=demo_server)
 
 
+class _RefuseToken(argparse.Action):
+    """``--token VALUE`` would land in shell history and process lists: refuse it, and say why."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        parser.error("a token is never taken as a plain argument (it would land in your shell "
+                     "history); use --token-stdin or --token-env VAR")
+
+
 def _source_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--token", action=_RefuseToken, help=argparse.SUPPRESS)
     p.add_argument("--header", help="header name for --auth header_token, e.g. X-Api-Key")
     tok = p.add_mutually_exclusive_group()
     tok.add_argument("--token-stdin", action="store_true", help="read the token from standard input")

@@ -435,6 +435,10 @@ def _classify(
     detail: str
     http_status = status
 
+    def line(text: str, limit: int = _MAX_DETAIL_CHARS) -> str:
+        # Redact before cutting, so a secret split by the cut cannot survive in part.
+        return _one_line(_redact(text, endpoint.headers), limit)
+
     def timeout() -> tuple[ErrorKind, str]:
         what = "to the tool call" if phase == "call" else "from the server"
         return ErrorKind.TIMEOUT, f"no answer {what} at {where} within {deadline:g} s"
@@ -467,7 +471,7 @@ def _classify(
         kind, detail = ErrorKind.UNKNOWN, f"the URL '{where}' is not a valid http(s) URL"
     elif isinstance(leaf, httpx2.RemoteProtocolError | httpx2.NetworkError):
         kind = ErrorKind.CONNECTION_REFUSED
-        detail = f"the connection to {where} was dropped ({_one_line(str(leaf), 80) or type(leaf).__name__})"
+        detail = f"the connection to {where} was dropped ({line(str(leaf), 80) or type(leaf).__name__})"
     elif isinstance(leaf, MCPError):
         code = leaf.error.code
         message = leaf.error.message or ""
@@ -490,15 +494,15 @@ def _classify(
                 f"the connection to {where} closed — is the server running?",
             )
         else:
-            kind, detail = ErrorKind.PROTOCOL, f"the server answered with MCP error {code}: {_one_line(message)}"
+            kind, detail = ErrorKind.PROTOCOL, f"the server answered with MCP error {code}: {line(message)}"
     elif isinstance(leaf, ValidationError):
         kind, detail = ErrorKind.PROTOCOL, f"the server sent a malformed MCP message ({leaf.error_count()} errors)"
     elif isinstance(leaf, RuntimeError) and "structured content" in str(leaf).lower():
-        kind, detail = ErrorKind.PROTOCOL, _one_line(str(leaf))
+        kind, detail = ErrorKind.PROTOCOL, line(str(leaf))
     elif isinstance(leaf, OSError):
-        kind, detail = ErrorKind.CONNECTION_REFUSED, f"could not reach {where} ({_one_line(str(leaf), 80)})"
+        kind, detail = ErrorKind.CONNECTION_REFUSED, f"could not reach {where} ({line(str(leaf), 80)})"
     else:
-        kind, detail = ErrorKind.UNKNOWN, f"{type(leaf).__name__}: {_one_line(str(leaf)) or 'no detail'}"
+        kind, detail = ErrorKind.UNKNOWN, f"{type(leaf).__name__}: {line(str(leaf)) or 'no detail'}"
     return ConnectorError(kind, _redact(detail, endpoint.headers), http_status=http_status)
 
 

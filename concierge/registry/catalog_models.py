@@ -48,6 +48,8 @@ class ResolutionTrace(BaseModel):
         default_factory=list, description="tools advertised under a shortened/deduplicated name")
     collisions: list[dict[str, str]] = Field(default_factory=list)
     cached_sources: list[str] = Field(default_factory=list)
+    notes: list[str] = Field(default_factory=list, description="anything else worth knowing "
+                             "(paused agent, app filter, oversized schema replaced)")
     duration_ms: float = 0.0
 
 
@@ -97,4 +99,5 @@ class PullResult(BaseModel):
     calls: int
     stored: int = Field(description="results stored (new content)")
     unchanged: int = Field(description="results identical to the last stored one")
+    skipped: int = Field(default=0, description="ingest calls not run (stopped by an error or the cap)")
     errors: list[str] = Field(default_factory=list)

@@ -141,7 +141,8 @@ class Registry:
 
     def list_sandboxes(self) -> list[Sandbox]:
         self.default_sandbox()
-        return [Sandbox(**r) for r in self.store.query("SELECT * FROM sandboxes ORDER BY created_at")]
+        return [Sandbox(**r) for r in self.store.query(
+            "SELECT * FROM sandboxes ORDER BY name != ?, created_at", (DEFAULT_SANDBOX,))]
 
     def get_sandbox(self, ref: str | None = None) -> Sandbox:
         """By id or name; ``None`` means the default sandbox (created on first use)."""

@@ -91,6 +91,20 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX audit_by_sandbox ON audit(sandbox_id, id);
     """,
+    # 2: results of pull() (a source's ingest_tool_calls), one row per changed result
+    """
+    CREATE TABLE ingested_results (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        arguments TEXT NOT NULL,
+        call_key TEXT NOT NULL,
+        content_hash TEXT NOT NULL,
+        content TEXT NOT NULL,
+        fetched_at TEXT NOT NULL
+    );
+    CREATE INDEX ingested_by_call ON ingested_results(source_id, call_key, id);
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",

@@ -165,7 +165,7 @@ class OpenAIChatModel:
                     chunk = await iterator.__anext__()
                 except StopAsyncIteration:
                     break
-                except (httpx2.HTTPError, json.JSONDecodeError, ValueError) as exc:
+                except (httpx2.HTTPError, ValueError) as exc:  # ValueError: bad JSON / schema
                     raise ModelError(
                         f"the model server at {self.base_url} sent a broken stream: {self._clean(str(exc))}",
                         error="model_bad_response",

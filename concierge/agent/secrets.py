@@ -1,0 +1,264 @@
+"""Credentials in a conversation: detect pasted ones, replace them by references, keep the values.
+
+A person may paste a token into the chat ("the token is ghp_…", "Authorization: Bearer …").
+`redact` finds such values and swaps each for a reference like ``[secret:sec_1a2b3c4d]``,
+putting the value in a `SecretStore`. The reference is all the model, the history, the
+transcript and the logs ever see; a tool that needs the credential gets the reference
+(``token_ref``) and resolves it through the store at the last moment.
+
+What counts as a credential (any one suffices):
+
+- a value after ``Bearer`` or ``Authorization:``;
+- a value after a phrase like ``token is``, ``api key:``, ``password =``, ``secret:``;
+- a ``token=`` / ``api_key=`` / ``key=`` query parameter;
+- a well-known key prefix (``sk-``, ``ghp_``, ``github_pat_``, ``xoxb-``, ``AKIA``,
+  ``glpat-``, ``AIza``, ``hf_``, ``sk_live_``, ``npm_``, JWTs, PEM private keys, …);
+- a long, high-entropy word (≥ 24 characters mixing letters and digits), unless it is one of
+  our own ids (``ds_…``), part of a URL's host or path, or already a reference.
+
+`SecretStore` is a protocol (``put``/``get``/``delete``); `InMemorySecretStore` is the default,
+and the HTTP layer supplies a vault-backed one so references survive a restart.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import secrets as _random
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+__all__ = [
+    "MASK",
+    "REF_RE",
+    "InMemorySecretStore",
+    "Redaction",
+    "SecretStore",
+    "find_secrets",
+    "is_ref",
+    "new_ref",
+    "normalize_ref",
+    "redact",
+    "ref_text",
+    "scrub",
+]
+
+MASK = "••••"
+"""How a credential is shown to people (never any of its characters)."""
+
+REF_RE = re.compile(r"\[secret:(sec_[0-9a-f]{8,32})\]")
+"""A reference as it appears in text."""
+_BARE_REF_RE = re.compile(r"^\[?(?:secret:)?(sec_[0-9a-f]{8,32})\]?$")
+
+_TOKEN_CHARS = r"[A-Za-z0-9._~+/=:\-]"
+
+# (pattern, group holding the secret). Order matters only for readability: overlapping
+# matches are merged.
+_PATTERNS: list[tuple[re.Pattern[str], int]] = [
+    # Authorization headers and bearer tokens.
+    (re.compile(r"(?i)\bbearer\s+(" + _TOKEN_CHARS + r"{6,})"), 1),
+    (re.compile(r"(?i)\bauthorization\s*[:=]\s*(?:basic\s+|token\s+)?(" + _TOKEN_CHARS + r"{6,})"), 1),
+    # "token is X", "api key: X", "password = X", "x-api-key: X", "the secret is `X`".
+    (re.compile(
+        r"(?i)\b(?:access[ _-]?token|auth[ _-]?token|api[ _-]?token|token|api[ _-]?key|apikey|"
+        r"x-api-key|secret|password|passwd|credential|key)"
+        r"(?:\s+(?:is|was|will\s+be|should\s+be)|\s*[:=]|\s+of)\s*[\"'`]?(" + _TOKEN_CHARS + r"{6,})"), 1),
+    # Query parameters.
+    (re.compile(r"(?i)[?&](?:token|access_token|api_key|apikey|key|secret|sig|password)=([^&\s#]{6,})"), 1),
+    # Well-known prefixes.
+    (re.compile(r"\b(sk-(?:proj-|ant-|live-)?[A-Za-z0-9_\-]{16,})"), 1),
+    (re.compile(r"\b((?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,})"), 1),
+    (re.compile(r"\b(github_pat_[A-Za-z0-9_]{20,})"), 1),
+    (re.compile(r"\b(xox[abprse]-[A-Za-z0-9\-]{10,})"), 1),
+    (re.compile(r"\b((?:AKIA|ASIA)[0-9A-Z]{16})\b"), 1),
+    (re.compile(r"\b(glpat-[A-Za-z0-9_\-]{20,})"), 1),
+    (re.compile(r"\b(AIza[0-9A-Za-z_\-]{35})"), 1),
+    (re.compile(r"\b(hf_[A-Za-z0-9]{30,})"), 1),
+    (re.compile(r"\b((?:sk|pk|rk)_(?:live|test)_[A-Za-z0-9]{16,})"), 1),
+    (re.compile(r"\b(npm_[A-Za-z0-9]{36})"), 1),
+    (re.compile(r"\b(SG\.[A-Za-z0-9_\-]{16,}\.[A-Za-z0-9_\-]{16,})"), 1),
+    (re.compile(r"\b(eyJ[A-Za-z0-9_\-]{8,}\.eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,})"), 1),
+    (re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"), 1),
+]
+
+# Words that follow "token is" without being tokens ("the token is required", "is expired").
+_NOT_SECRETS = frozenset({
+    "required", "missing", "invalid", "expired", "revoked", "optional", "rotated", "stored",
+    "correct", "incorrect", "wrong", "needed", "necessary", "attached", "included", "provided",
+    "below", "above", "attached", "secret", "private", "public", "empty", "unknown", "working",
+    "ready", "changed", "different", "the", "my", "our", "your", "their", "called", "named",
+    "header", "bearer", "token", "same", "valid", "available", "enabled", "disabled", "fine",
+})
+_OUR_ID_RE = re.compile(r"^(?:ds|sb|ag|sec|run|call|conf|ask|cs)_[0-9A-Za-z]{6,32}$")
+_WORD_RE = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
+_URL_RE = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s<>\"'`]+", re.I)
+
+
+@runtime_checkable
+class SecretStore(Protocol):
+    """Where credential values live, keyed by reference id (``sec_…``)."""
+
+    def put(self, ref: str, value: str) -> None: ...
+    def get(self, ref: str) -> str | None: ...
+    def delete(self, ref: str) -> None: ...
+
+
+class InMemorySecretStore:
+    """The default store: values live as long as the process."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, str] = {}
+
+    def put(self, ref: str, value: str) -> None:
+        self._values[ref] = value
+
+    def get(self, ref: str) -> str | None:
+        return self._values.get(ref)
+
+    def delete(self, ref: str) -> None:
+        self._values.pop(ref, None)
+
+    def __repr__(self) -> str:  # never the values
+        return f"InMemorySecretStore({len(self._values)} secrets)"
+
+
+def new_ref() -> str:
+    """A fresh reference id, ``sec_`` + 8 hex characters."""
+    return f"sec_{_random.token_hex(4)}"
+
+
+def ref_text(ref: str) -> str:
+    """How a reference appears in a message: ``[secret:sec_1a2b3c4d]``."""
+    return f"[secret:{ref}]"
+
+
+def normalize_ref(value: str) -> str | None:
+    """``sec_…`` from ``sec_…`` / ``secret:sec_…`` / ``[secret:sec_…]``; None if it is not a reference."""
+    match = _BARE_REF_RE.match(value.strip())
+    return match.group(1) if match else None
+
+
+def is_ref(value: str) -> bool:
+    return normalize_ref(value) is not None
+
+
+def _entropy(word: str) -> float:
+    counts = Counter(word)
+    n = len(word)
+    return -sum(c / n * math.log2(c / n) for c in counts.values())
+
+
+def _looks_random(word: str) -> bool:
+    """A long word that mixes letters and digits with high per-character entropy."""
+    core = word.strip(".-_=/+")
+    if len(core) < 24 or _OUR_ID_RE.match(core):
+        return False
+    digits = sum(c.isdigit() for c in core)
+    letters = sum(c.isalpha() for c in core)
+    if digits < 3 or letters < 3:
+        return False
+    # Words joined by separators ("my-internal-server-2024-v2") are prose, not keys.
+    parts = [p for p in re.split(r"[-_./]", core) if p]
+    if len(parts) >= 3 and max(len(p) for p in parts) < 16:
+        return False
+    return _entropy(core) >= 3.6
+
+
+def _plausible(value: str) -> bool:
+    value = value.strip("\"'`.,;:!?)]}")
+    if len(value) < 6 or is_ref(value) or _OUR_ID_RE.match(value):
+        return False
+    if value.lower() in _NOT_SECRETS:
+        return False
+    if value.isalpha() and value.islower() and len(value) < 20:
+        return False  # a plain word ("the token is somewhere") is not a credential
+    if value.lower().startswith(("http://", "https://")):
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class Redaction:
+    """The outcome of `redact`."""
+
+    text: str
+    refs: tuple[str, ...] = ()
+    """New references, in order of appearance."""
+    replaced: dict[str, str] = field(default_factory=dict, repr=False)
+    """ref -> value, for the caller to store. Never log this."""
+
+
+def find_secrets(text: str) -> list[tuple[int, int]]:
+    """Spans ``(start, end)`` of credential values in ``text``, sorted and non-overlapping."""
+    spans: list[tuple[int, int]] = []
+    for pattern, group in _PATTERNS:
+        for match in pattern.finditer(text):
+            start, end = match.span(group)
+            value = text[start:end]
+            stripped = value.rstrip("\"'`.,;:!?)]}")
+            end = start + len(stripped)
+            if _plausible(stripped):
+                spans.append((start, end))
+    urls = [m.span() for m in _URL_RE.finditer(text)]
+    for match in _WORD_RE.finditer(text):
+        start, end = match.span()
+        # A random-looking path segment or host is part of an address, not a credential;
+        # credentials in URLs are caught by the query-parameter pattern above.
+        if any(u0 <= start and end <= u1 for u0, u1 in urls):
+            continue
+        word = match.group().rstrip(".")
+        if _looks_random(word):
+            spans.append((start, start + len(word)))
+    # Spans inside an existing reference are not secrets.
+    refs = [m.span() for m in REF_RE.finditer(text)]
+    spans = [s for s in spans if not any(r0 <= s[0] and s[1] <= r1 for r0, r1 in refs)]
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start < merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+def redact(text: str, store: SecretStore | None = None) -> Redaction:
+    """Replace every credential in ``text`` by a fresh reference; put the values in ``store``.
+
+    The same value pasted twice in one text gets one reference.
+    """
+    spans = find_secrets(text)
+    if not spans:
+        return Redaction(text)
+    out: list[str] = []
+    refs: list[str] = []
+    replaced: dict[str, str] = {}
+    by_value: dict[str, str] = {}
+    last = 0
+    for start, end in spans:
+        value = text[start:end]
+        ref = by_value.get(value)
+        if ref is None:
+            ref = by_value[value] = new_ref()
+            refs.append(ref)
+            replaced[ref] = value
+            if store is not None:
+                store.put(ref, value)
+        out.append(text[last:start])
+        out.append(ref_text(ref))
+        last = end
+    out.append(text[last:])
+    return Redaction("".join(out), tuple(refs), replaced)
+
+
+def scrub(text: str, values: Iterable[tuple[str, str]]) -> str:
+    """Replace known secret values (``(ref, value)`` pairs) by their references.
+
+    The last line of defence for anything written out (transcripts, logs): even text that
+    did not pass through `redact` cannot carry a value the session knows about.
+    """
+    for ref, value in sorted(values, key=lambda rv: -len(rv[1])):
+        if value and len(value) >= 4 and value in text:
+            text = text.replace(value, ref_text(ref))
+    return text
