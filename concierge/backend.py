@@ -18,6 +18,10 @@ from concierge.registry import (
     Sandbox,
     SourceView,
 )
+from concierge.registry.catalog import Catalog
+from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
+from concierge.registry.gateway import Gateway
+from concierge.registry.ingest import Ingestor
 
 __all__ = ["Backend", "LocalBackend"]
 
@@ -51,6 +55,12 @@ class Backend(Protocol):
 
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]: ...
 
+    async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
+                          app: str | None = None) -> CatalogResult: ...
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None, *, agent: str,
+                        sandbox: str | None = None) -> ToolCallOutcome: ...
+    async def pull_source(self, source_id: str, *, sandbox: str | None = None) -> PullResult: ...
+
     async def aclose(self) -> None: ...
 
 
@@ -59,6 +69,9 @@ class LocalBackend:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self._catalog: Catalog | None = None
+        self._gateway: Gateway | None = None
+        self._ingestor: Ingestor | None = None
 
     @classmethod
     def open(cls, home: str | None = None) -> LocalBackend:
@@ -118,5 +131,38 @@ class LocalBackend:
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
         return self.registry.audit(sandbox=sandbox, limit=limit)
 
+    # -- catalog, gateway, pull (built on first use) ------------------------------------------
+
+    @property
+    def catalog(self) -> Catalog:
+        if self._catalog is None:
+            self._catalog = Catalog(self.registry)
+        return self._catalog
+
+    @property
+    def gateway(self) -> Gateway:
+        if self._gateway is None:
+            self._gateway = Gateway(self.registry, self.catalog)
+        return self._gateway
+
+    @property
+    def ingestor(self) -> Ingestor:
+        if self._ingestor is None:
+            self._ingestor = Ingestor(self.registry, self.gateway)
+        return self._ingestor
+
+    async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
+                          app: str | None = None) -> CatalogResult:
+        return await self.catalog.resolve(slug, sandbox=sandbox, app=app)
+
+    async def call_tool(self, name: str, arguments: dict[str, Any] | None, *, agent: str,
+                        sandbox: str | None = None) -> ToolCallOutcome:
+        return await self.gateway.call(name, arguments, agent=agent, sandbox=sandbox)
+
+    async def pull_source(self, source_id: str, *, sandbox: str | None = None) -> PullResult:
+        return await self.ingestor.pull(source_id, sandbox=sandbox)
+
     async def aclose(self) -> None:
+        if self._gateway is not None:
+            await self._gateway.aclose()
         self.registry.close()

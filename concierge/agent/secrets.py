@@ -65,6 +65,9 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
         r"(?i)\b(?:access[ _-]?token|auth[ _-]?token|api[ _-]?token|token|api[ _-]?key|apikey|"
         r"x-api-key|secret|password|passwd|credential|key)"
         r"(?:\s+(?:is|was|will\s+be|should\s+be)|\s*[:=]|\s+of)\s*[\"'`]?(" + _TOKEN_CHARS + r"{6,})"), 1),
+    # "header X-Api-Key with value X", "value: X" (only values mixing letters and digits).
+    (re.compile(r"(?i)\b(?:with\s+(?:the\s+)?value|value\s*[:=])\s*[\"'`]?"
+                r"((?=[A-Za-z._~+/=:\-]*[0-9])(?=[0-9._~+/=:\-]*[A-Za-z])" + _TOKEN_CHARS + r"{8,})"), 1),
     # Query parameters.
     (re.compile(r"(?i)[?&](?:token|access_token|api_key|apikey|key|secret|sig|password)=([^&\s#]{6,})"), 1),
     # Well-known prefixes.
