@@ -9,6 +9,7 @@ Not a test module; import it from tests (``from tests.fake_openai import ...``).
         fake.bodies            # every JSON body received, in order
         fake.requests          # RecordedRequest(method, path, headers, body) for each request
         fake.received_text()   # all bodies as one string: assert a canary is not in it
+        fake.reset()           # empty queue and records, e.g. per test with a module-scoped server
 
 Every ``POST /v1/chat/completions`` is answered by the next queued reply, rendered as JSON or
 as SSE depending on the request's ``stream`` flag (usage chunk only when
@@ -23,7 +24,8 @@ Reply builders: ``text_reply(text)``, ``tool_reply(*calls, text=)`` where a call
 `FakeToolCall` or ``(name, arguments)``, ``error_reply(status, message, code=)``; every reply
 takes ``delay=`` (seconds before answering; for timeouts), ``usage=(prompt, completion)``,
 ``headers=``, ``text_chunks=``, ``tool_call_style="split"|"whole"`` (arguments in fragments,
-or each call whole in one delta) and ``ids=False`` (tool calls without ids).
+or each call whole in one delta), ``ids=False`` (tool calls without ids) and
+``drop_after_text=True`` (a streamed answer cut off after its text).
 """
 
 from __future__ import annotations
@@ -82,6 +84,8 @@ class Reply:
     text_chunks: int = 3
     tool_call_style: Literal["split", "whole"] = "split"
     ids: bool = True
+    drop_after_text: bool = False
+    """Streaming only: cut the connection after the text chunks (a server dying mid-answer)."""
 
 
 Responder = Reply | Callable[[dict[str, Any]], Reply]
@@ -146,6 +150,14 @@ class FakeOpenAI:
 
     def enqueue(self, *replies: Responder) -> None:
         self._queue.extend(replies)
+
+    def reset(self, *, default: Responder | None = None, reject_stream_options: bool = False) -> None:
+        """Forget the queue and the recorded requests (to share one server across tests)."""
+        self._queue.clear()
+        with self._lock:
+            self.requests.clear()
+        self.default = default
+        self.reject_stream_options = reject_stream_options
 
     @property
     def remaining(self) -> int:
@@ -247,6 +259,8 @@ class FakeOpenAI:
         yield chunk({"role": "assistant", "content": ""})
         for piece in _split(reply.text, reply.text_chunks):
             yield chunk({"content": piece})
+        if reply.drop_after_text:
+            raise ConnectionAbortedError("fake_openai: dropping the stream on purpose")
         for index, (c, call_id) in enumerate(zip(reply.tool_calls, ids, strict=True)):
             head = {"index": index} | ({"id": call_id} if reply.ids else {}) | {"type": "function"}
             arguments = _arguments(c)

@@ -49,10 +49,10 @@ from mcp.server.mcpserver import MCPServer
 from concierge.demo_server import build_demo_app, build_demo_server
 
 __all__ = [
+    "Gate",
     "HOSTILE_HUGE_SIZE",
     "HOSTILE_INJECTION",
     "HOSTILE_ODD_NAME",
-    "Gate",
     "RunningServer",
     "closed_port_url",
     "demo_app",

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import anyio
 import pytest
@@ -28,6 +31,7 @@ from tests.mcp_servers import (
     closed_port_url,
     demo_app,
     demo_sse_app,
+    free_port,
     hang_app,
     hostile_app,
     html_app,
@@ -496,3 +500,40 @@ async def test_header_values_never_leak(caplog: pytest.LogCaptureFixture) -> Non
     texts.append(caplog.text)
     for text in texts:
         assert CANARY not in text
+
+
+# --- the demo server as the CLI runs it ------------------------------------------------------
+
+
+async def test_run_demo_server_in_a_subprocess() -> None:
+    port = free_port()
+    code = (
+        "from concierge.demo_server import run_demo_server; "
+        f"run_demo_server(port={port}, token={CANARY!r}, header='X-Api-Key')"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=str(Path(__file__).resolve().parents[1]),
+    )
+    try:
+        assert proc.stdout is not None
+        line = await anyio.to_thread.run_sync(proc.stdout.readline)
+        assert line.strip() == f"Demo MCP server on http://127.0.0.1:{port}/mcp (auth: header X-Api-Key)"
+        ep = Endpoint(f"http://127.0.0.1:{port}/mcp", headers={"X-Api-Key": CANARY}, connect_timeout=2)
+        result = await probe(ep)
+        for _ in range(50):  # uvicorn may bind a moment after the banner is printed
+            if result.ok:
+                break
+            await anyio.sleep(0.1)
+            result = await probe(ep)
+        assert result.ok and result.tool_count == 4
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+        if proc.stderr is not None:
+            proc.stderr.close()

@@ -98,7 +98,7 @@ async def test_switch_to_none_deletes_secret(registry, bearer_server, open_serve
     await registry.update(out.data_source_id, {"auth_kind": "none", "base_url": open_server.url()})
     src = registry.get_source(out.data_source_id)
     assert not src.has_token and src.status == "active"
-    assert registry.store.query("SELECT key FROM vault") == []
+    assert registry.store.query("SELECT key FROM vault WHERE key LIKE '%/auth'") == []
 
 
 async def test_update_auth_rules_against_stored_state(registry, open_server):

@@ -9,6 +9,7 @@ import sys
 from typing import Any
 
 from concierge.backend import Backend
+from concierge.cli import catalog_cmds
 from concierge.cli.output import emit, table
 from concierge.errors import ValidationFailed
 from concierge.registry import Outcome, SourceView
@@ -71,6 +72,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--sandbox")
     p.add_argument("--yes", action="store_true", help="required: confirms the permanent deletion")
     p.set_defaults(handler=source_delete)
+    p = source.add_parser("pull", parents=[common], help="run the source's ingest_tool_calls and store results")
+    p.add_argument("id")
+    p.add_argument("--sandbox")
+    p.set_defaults(handler=catalog_cmds.source_pull)
 
     # agent
     agent = sub.add_parser("agent", help="manage agents").add_subparsers(
@@ -100,6 +105,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("slug")
     p.add_argument("--sandbox")
     p.set_defaults(handler=agent_show)
+    p = agent.add_parser("tools", parents=[common], help="the agent's tools right now (live catalog)")
+    p.add_argument("slug", nargs="?", help="omit to see every tool an agent could have")
+    p.add_argument("--sandbox")
+    p.add_argument("--app", metavar="NAMESPACE", help="only this app_namespace's tools")
+    p.add_argument("--trace", action="store_true", help="show the full resolution trace")
+    p.set_defaults(handler=catalog_cmds.agent_tools)
 
     # audit
     p = sub.add_parser("audit", parents=[common], help="show the audit log, newest first")

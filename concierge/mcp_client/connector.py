@@ -548,29 +548,35 @@ async def probe(endpoint: Endpoint, *, max_pages: int = 50, max_tools: int = 500
     start = time.perf_counter()
     box = _StatusBox()
     name = version = proto = None
+    tools: list[ToolInfo] | None = None
+    latency = 0.0
     try:
         with anyio.fail_after(endpoint.connect_timeout):
             async with _connect(endpoint, box, read_timeout=endpoint.connect_timeout) as client:
+                box.status = None  # statuses seen while negotiating (e.g. a 4xx before fallback) are stale
                 info = client.server_info
                 if info is not None:
                     name = _sanitize(info.name, _MAX_TITLE_CHARS, single_line=True) or None
                     version = _sanitize(info.version or "", _MAX_TITLE_CHARS, single_line=True) or None
                 proto = client.protocol_version
                 tools = await _collect_tools(client, max_pages=max_pages, max_tools=max_tools)
+                latency = _ms(start)
     except Exception as exc:
-        err = _classify(exc, endpoint, box.status, deadline=endpoint.connect_timeout)
-        return ProbeResult(
-            ok=False,
-            tools=(),
-            tool_count=0,
-            server_name=name,
-            server_version=version,
-            protocol_version=proto,
-            latency_ms=_ms(start),
-            error_kind=ErrorKind(err.kind),
-            error=str(err),
-            http_status=err.http_status,
-        )
+        if tools is None:  # (if the listing is in hand, only closing the connection failed)
+            err = _classify(exc, endpoint, box.status, deadline=endpoint.connect_timeout)
+            return ProbeResult(
+                ok=False,
+                tools=(),
+                tool_count=0,
+                server_name=name,
+                server_version=version,
+                protocol_version=proto,
+                latency_ms=_ms(start),
+                error_kind=ErrorKind(err.kind),
+                error=str(err),
+                http_status=err.http_status,
+            )
+    assert tools is not None
     return ProbeResult(
         ok=True,
         tools=tuple(tools),
@@ -578,7 +584,7 @@ async def probe(endpoint: Endpoint, *, max_pages: int = 50, max_tools: int = 500
         server_name=name,
         server_version=version,
         protocol_version=proto,
-        latency_ms=_ms(start),
+        latency_ms=latency,
         error_kind=None,
         error=None,
         http_status=None,
@@ -588,12 +594,17 @@ async def probe(endpoint: Endpoint, *, max_pages: int = 50, max_tools: int = 500
 async def list_tools(endpoint: Endpoint, *, max_pages: int = 50, max_tools: int = 5000) -> list[ToolInfo]:
     """Every tool the server lists (all pages) under ``connect_timeout``; raises ``ConnectorError``."""
     box = _StatusBox()
+    tools: list[ToolInfo] | None = None
     try:
         with anyio.fail_after(endpoint.connect_timeout):
             async with _connect(endpoint, box, read_timeout=endpoint.connect_timeout) as client:
-                return await _collect_tools(client, max_pages=max_pages, max_tools=max_tools)
+                box.status = None
+                tools = await _collect_tools(client, max_pages=max_pages, max_tools=max_tools)
     except Exception as exc:
-        raise _classify(exc, endpoint, box.status, deadline=endpoint.connect_timeout) from None
+        if tools is None:  # else only closing failed
+            raise _classify(exc, endpoint, box.status, deadline=endpoint.connect_timeout) from None
+    assert tools is not None
+    return tools
 
 
 async def call_tool(endpoint: Endpoint, name: str, arguments: dict[str, Any] | None = None) -> ToolCallResult:
@@ -602,6 +613,8 @@ async def call_tool(endpoint: Endpoint, name: str, arguments: dict[str, Any] | N
     the call under ``call_timeout``)."""
     box = _StatusBox()
     phase, budget = "connect", endpoint.connect_timeout
+    result: types.CallToolResult | None = None
+    latency = 0.0
     try:
         with _Deadline(endpoint.connect_timeout) as deadline:
             async with _connect(
@@ -613,13 +626,21 @@ async def call_tool(endpoint: Endpoint, name: str, arguments: dict[str, Any] | N
                 start = time.perf_counter()
                 result = await client.call_tool(name, arguments, read_timeout_seconds=endpoint.call_timeout)
                 latency = _ms(start)
-        return _call_result(result, latency)
     except Exception as exc:
-        raise _classify(exc, endpoint, box.status, deadline=budget, phase=phase) from None
+        if result is None:  # else only closing failed; the answer stands
+            raise _classify(exc, endpoint, box.status, deadline=budget, phase=phase) from None
+    assert result is not None
+    return _call_result(result, latency)
 
 
 # --------------------------------------------------------------------------------------------
 # Long-lived sessions
+
+
+def _retrieve(task: asyncio.Task[None]) -> None:
+    """Mark a worker's exception as seen (it was recorded already), so asyncio does not log it."""
+    if not task.cancelled():
+        task.exception()
 
 
 class McpSession:
@@ -670,6 +691,7 @@ class McpSession:
         self._opening = True
         ready, self._stop, self._done = anyio.Event(), anyio.Event(), anyio.Event()
         self._task = asyncio.get_running_loop().create_task(self._run(ready), name=f"mcp-session {self!r}")
+        self._task.add_done_callback(_retrieve)
         try:
             with anyio.fail_after(self.endpoint.connect_timeout):
                 async with anyio.create_task_group() as tg:

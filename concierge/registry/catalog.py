@@ -50,6 +50,7 @@ __all__ = [
     "base_name",
     "is_glob",
     "matches_any",
+    "namespace_prefix",
 ]
 
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
@@ -85,6 +86,11 @@ def base_name(namespace: str, tool: str) -> str:
     if len(clean) > MAX_NAME:
         clean = _with_suffix(clean, _digest(raw))
     return clean
+
+
+def namespace_prefix(namespace: str) -> str:
+    """What every advertised name of ``namespace`` starts with (even a shortened one)."""
+    return f"{_INVALID.sub('_', namespace)}{SEPARATOR}"[:MAX_NAME - HASH_CHARS - 1]
 
 
 def _collision_name(base: str, key: str, taken: set[str]) -> str:
@@ -231,7 +237,7 @@ class Catalog:
     @staticmethod
     def _skip(source: SourceView, reason: str, detail: str | None) -> _Listing:
         return _Listing(skipped=SkippedSource(source_id=source.id, name=source.name,
-                                              reason=reason, detail=detail))
+                                              app=source.app_namespace, reason=reason, detail=detail))
 
     # -- resolve ----------------------------------------------------------------------------
 
@@ -290,9 +296,9 @@ class Catalog:
                 if missing:
                     trace.source_allowlist_missing_entries[src.id] = missing
                 kept = [t for t in tools if matches_any(src.allowed_tools, t.name)]
-                trace.allowlist_filtered_out["source"].extend(
+                trace.allowlist_filtered_out["source"].extend(sorted(
                     base_name(src.app_namespace, t.name) for t in tools
-                    if not matches_any(src.allowed_tools, t.name))
+                    if not matches_any(src.allowed_tools, t.name)))
                 tools = kept
             candidates.extend(_Candidate(src, t, order[src.id]) for t in tools)
 

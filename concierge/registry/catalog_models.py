@@ -26,6 +26,7 @@ class CatalogTool(BaseModel):
 class SkippedSource(BaseModel):
     source_id: str
     name: str
+    app: str | None = Field(default=None, description="the source's app_namespace")
     reason: str = Field(description="paused | error | disconnected | not_in_tool_sources | timeout | "
                                     "unauthorized | forbidden | connection_refused | ... (ErrorKind)")
     detail: str | None = None

@@ -27,7 +27,7 @@ import anyio
 
 from concierge.errors import Conflict, ConnectorError, NotFound, PermissionDenied
 from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
-from concierge.registry.catalog import Catalog, matches_any
+from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ToolCallOutcome
 from concierge.registry.models import Agent, SourceStatus, SourceView
 from concierge.registry.ratelimit import RateLimiter
@@ -40,6 +40,7 @@ log = logging.getLogger("concierge.gateway")
 SessionFactory = Callable[..., McpSession]
 BUCKET_EVICTING_ACTIONS = frozenset({"update", "pause", "revoke", "delete"})
 """Source changes that reset the rate bucket (a health-check status change does not)."""
+INACTIVE_REASONS = frozenset({"paused", "error", "disconnected"})
 
 
 class Gateway:
@@ -168,6 +169,15 @@ class Gateway:
                                    error="not_allowed")
         if name in trace.allowlist_filtered_out.get("source", []):
             raise PermissionDenied(f"tool {name} is not in its source's allowed_tools", error="not_allowed")
+        for skipped in trace.sources_skipped:  # the tool's source is down or switched off
+            if skipped.app and name.startswith(namespace_prefix(skipped.app)):
+                why = f"{skipped.reason}" + (f": {skipped.detail}" if skipped.detail else "")
+                if skipped.reason in INACTIVE_REASONS:
+                    raise Conflict(f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), "
+                                   f"which is {why}", error="source_inactive")
+                if skipped.reason != "not_in_tool_sources":
+                    raise ConnectorError(skipped.reason, f"tool {name} belongs to source {skipped.name} "
+                                         f"({skipped.source_id}), which could not be listed: {why}")
         hint = ""
         close = difflib.get_close_matches(name, list(table), n=3)
         if close:

@@ -17,6 +17,7 @@ from concierge.errors import RateLimited
 __all__ = ["Clock", "RateLimited", "RateLimiter", "TokenBucket"]
 
 Clock = Callable[[], float]
+_EPSILON = 1e-9
 
 
 class TokenBucket:
@@ -47,8 +48,8 @@ class TokenBucket:
     def try_take(self, n: float = 1.0) -> float:
         """Take ``n`` tokens and return 0.0, or take nothing and return the seconds to wait."""
         self._refill()
-        if self._tokens >= n:
-            self._tokens -= n
+        if self._tokens >= n - _EPSILON:  # float refill sums land a hair short of whole tokens
+            self._tokens = max(0.0, self._tokens - n)
             return 0.0
         return (n - self._tokens) / self.rate
 

@@ -40,7 +40,9 @@ from concierge.registry.models import (
     UpdateSource,
 )
 from concierge.registry.store import Store, now_iso
-from concierge.registry.vault import Vault, auth_key, load_master_key
+from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
+from concierge.registry.webhooks import RegisteredOutcome
+from concierge.registry.webhooks import new_secret as new_webhook_secret
 
 __all__ = ["DEFAULT_SANDBOX", "Prober", "Registry", "SourceChange"]
 
@@ -251,6 +253,7 @@ class Registry:
         self._check_namespace_free(sb.id, namespace)
         now = now_iso()
         token = req.token.get_secret_value() if req.token else None
+        webhook_secret = new_webhook_secret()
         row: dict[str, Any] = {
             "id": source_id, "sandbox_id": sb.id, "kind": "user_mcp", "name": req.name,
             "base_url": req.base_url, "transport": req.transport, "auth_kind": str(req.auth_kind),
@@ -270,6 +273,7 @@ class Registry:
             with self.store.transaction() as cx:
                 if token:
                     self.vault.put(cx, auth_key(source_id), token)  # vault first, then the row
+                self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 Store.insert(cx, "sources", row)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
@@ -278,7 +282,8 @@ class Registry:
         log.info("registered source %s (%s) in sandbox %s", source_id, req.base_url, sb.name)
         outcome = await self._check(source_id, action="source.health_check")
         self._changed(source_id, "register")
-        return outcome
+        # The webhook signing secret is returned this once (excluded from model_dump()).
+        return RegisteredOutcome(**outcome.model_dump(), webhook_secret=webhook_secret)
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
         row = self.store.query_one(

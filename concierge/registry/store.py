@@ -105,6 +105,47 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX ingested_by_call ON ingested_results(source_id, call_key, id);
     """,
+    # 3: the HTTP service: API keys (hashes only), webhook events, concierge conversations
+    """
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY,
+        hash TEXT NOT NULL UNIQUE,
+        prefix TEXT NOT NULL,
+        sandbox_id TEXT,
+        role TEXT NOT NULL,
+        label TEXT,
+        created_at TEXT NOT NULL,
+        last_used_at TEXT,
+        revoked_at TEXT
+    );
+    -- One row per accepted event; the unique pair is what makes a replayed event id a no-op.
+    CREATE TABLE webhook_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        source_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        content_type TEXT,
+        payload TEXT NOT NULL,
+        UNIQUE (source_id, event_id)
+    );
+    CREATE TABLE concierge_sessions (
+        id TEXT PRIMARY KEY,
+        sandbox_id TEXT NOT NULL,
+        key_id TEXT,
+        state TEXT NOT NULL,
+        created_at TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    CREATE TABLE concierge_events (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        session_id TEXT NOT NULL,
+        run_id TEXT,
+        type TEXT NOT NULL,
+        data TEXT NOT NULL,
+        at TEXT NOT NULL
+    );
+    CREATE INDEX concierge_events_by_session ON concierge_events(session_id, id);
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",

@@ -5,6 +5,7 @@
 """
 
 from concierge.agent.models.base import ChatModel, ModelResponse, TextSink, ToolCall, Usage
+from concierge.agent.models.offline import OfflinePlanner
 from concierge.agent.models.openai_model import OpenAIChatModel, from_env
 from concierge.agent.models.scripted import FunctionModel, ScriptedModel, ScriptExhausted, text, tool_call
 
@@ -12,6 +13,7 @@ __all__ = [
     "ChatModel",
     "FunctionModel",
     "ModelResponse",
+    "OfflinePlanner",
     "OpenAIChatModel",
     "ScriptExhausted",
     "ScriptedModel",

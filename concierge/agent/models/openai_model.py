@@ -108,8 +108,9 @@ class OpenAIChatModel:
     ) -> ModelResponse:
         """One chat completion, retried on transient failures. Raises `ModelError`.
 
-        A streamed attempt that already passed text to ``on_text`` is not retried (the person
-        would see the text twice); its failure is raised instead.
+        Text goes to ``on_text`` as it streams (in one piece when ``stream=False``). An attempt
+        that already passed text to ``on_text`` is not retried (the person would see the text
+        twice); its failure is raised instead.
         """
         attempt = 0
         while True:
@@ -118,7 +119,7 @@ class OpenAIChatModel:
                 return await self._attempt(messages, tools, on_text, progress)
             except openai.APIError as exc:
                 if progress.emitted or not _retryable(exc) or attempt >= self.max_retries:
-                    raise self._translate(exc, attempts=attempt + 1) from None
+                    raise self._translate(exc, attempts=attempt + 1, mid_answer=progress.emitted) from None
                 await anyio.sleep(self._delay(attempt, exc))
                 attempt += 1
 
@@ -136,7 +137,11 @@ class OpenAIChatModel:
             params["tools"] = list(tools)
         if not self.stream:
             completion = await self._client.chat.completions.create(**params)
-            return self._from_completion(completion)
+            response = self._from_completion(completion)
+            if response.text and on_text is not None:  # surfaces see text the same way either way
+                progress.emitted = True
+                await on_text(response.text)
+            return response
         params["stream"] = True
         if self._stream_options_ok:
             try:
@@ -157,12 +162,11 @@ class OpenAIChatModel:
         text_parts: list[str] = []
         finish_reason: str | None = None
         usage = Usage()
-        iterator = stream.__aiter__()
         try:
             while True:
                 # Only reading the stream is translated; errors raised by on_text propagate as-is.
                 try:
-                    chunk = await iterator.__anext__()
+                    chunk = await stream.__anext__()
                 except StopAsyncIteration:
                     break
                 except (httpx2.HTTPError, ValueError) as exc:  # ValueError: bad JSON / schema
@@ -201,7 +205,11 @@ class OpenAIChatModel:
                 f"the model server at {self.base_url} answered without any choices", error="model_bad_response"
             )
         choice = choices[0]
-        message = choice.message
+        message = getattr(choice, "message", None)
+        if message is None:
+            raise ModelError(
+                f"the model server at {self.base_url} answered without a message", error="model_bad_response"
+            )
         calls: list[ToolCall] = []
         for position, tc in enumerate(message.tool_calls or ()):
             function = getattr(tc, "function", None)
@@ -242,7 +250,7 @@ class OpenAIChatModel:
             text = text[: _SERVER_MESSAGE_LIMIT - 1] + "…"
         return text
 
-    def _translate(self, exc: openai.APIError, *, attempts: int) -> ModelError:
+    def _translate(self, exc: openai.APIError, *, attempts: int, mid_answer: bool = False) -> ModelError:
         where = f"the model server at {self.base_url}"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         if isinstance(exc, openai.APITimeoutError):
@@ -250,6 +258,11 @@ class OpenAIChatModel:
                 f"{where} did not answer within {self.timeout:g} s{tries} — check that it is up and not "
                 "overloaded, or raise the timeout",
                 error="model_timeout",
+            )
+        if isinstance(exc, openai.APIConnectionError) and mid_answer:
+            return ModelError(
+                f"the connection to {where} broke off in the middle of the answer — try again",
+                error="model_unreachable",
             )
         if isinstance(exc, openai.APIConnectionError):
             return ModelError(
@@ -346,8 +359,10 @@ class _ToolCallAccumulator:
                 return slot
         elif index is None and self._calls:
             last = self._calls[-1]
+            # Without an index, a new id or a new name starts a call; so does the same name
+            # once the previous call's arguments are complete JSON.
             starts_new = (call_id and last["id"] and call_id != last["id"]) or (
-                name and last["name"] and not call_id
+                name and last["name"] and (name != last["name"] or _is_json(last["arguments"]))
             )
             if not starts_new:
                 return len(self._calls) - 1
@@ -377,6 +392,14 @@ def _parse_arguments(raw: str) -> dict[str, Any]:
     except ValueError:
         return {}
     return value if isinstance(value, dict) else {}
+
+
+def _is_json(raw: str) -> bool:
+    try:
+        json.loads(raw)
+    except ValueError:
+        return False
+    return True
 
 
 def _usage(usage: Any) -> Usage:

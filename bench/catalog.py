@@ -1,0 +1,152 @@
+"""Catalog and gateway benchmarks. Prints numbers; asserts nothing.
+
+    .venv/bin/python bench/catalog.py [--sources 50] [--delay 0.1] [--calls 200]
+
+1. Resolution time for an agent over N sources whose ``tools/list`` each answers after
+   ``--delay`` seconds: cold (empty cache), warm (from the per-source cache), and cold again
+   with the sources listed one after another (``max_concurrency=1``) for comparison.
+2. The median latency a gateway tool call adds over a direct ``tools/call`` on an already
+   open session to the same server (routing, allowlists, rate bucket, pooled session).
+
+All servers are real MCP servers on loopback (one uvicorn process thread serving N paths).
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpcore2
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from concierge.mcp_client import McpSession  # noqa: E402
+from concierge.registry import Registry  # noqa: E402
+from concierge.registry.catalog import Catalog  # noqa: E402
+from concierge.registry.gateway import Gateway  # noqa: E402
+from tests.catalog_fixtures import Upstream, upstream_app  # noqa: E402
+from tests.mcp_servers import serve_in_thread  # noqa: E402
+
+
+class PathRouter:
+    """Serves one MCP app at ``/s<i>/mcp`` for every i, so each source has its own URL."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/mcp"):
+            scope = dict(scope, path="/mcp", raw_path=b"/mcp")
+        await self.app(scope, receive, send)
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:8.1f} ms"
+
+
+async def run(n_sources: int, delay: float, n_calls: int) -> None:
+    state = Upstream(tools=[("echo", "Echo the text."), ("lookup", "Look something up.")])
+    with serve_in_thread(factory=lambda: PathRouter(upstream_app(state))) as srv, \
+            tempfile.TemporaryDirectory() as home:
+        reg = Registry.open(home)
+
+        async def register(i: int) -> None:
+            out = await reg.register({"name": f"Source {i}", "base_url": srv.url(f"/s{i}/mcp"),
+                                      "auth_kind": "none", "app_namespace": f"s{i:02d}",
+                                      "rate_cap_per_minute": 600})
+            assert out.status == "active", out.health_error
+
+        async with anyio.create_task_group() as tg:
+            for i in range(n_sources):
+                tg.start_soon(register, i)
+        reg.create_agent({"slug": "bench"})
+        state.list_delay = delay
+
+        print(f"Catalog resolution: agent over {n_sources} sources, tools/list answers after "
+              f"{delay * 1000:.0f} ms each ({2 * n_sources} tools)")
+        catalog = Catalog(reg)
+        cold = []
+        for _ in range(3):
+            catalog.invalidate()
+            t = time.perf_counter()
+            result = await catalog.resolve("bench")
+            cold.append(time.perf_counter() - t)
+            assert result.count == 2 * n_sources and not result.trace.sources_skipped
+        warm = []
+        for _ in range(20):
+            t = time.perf_counter()
+            result = await catalog.resolve("bench")
+            warm.append(time.perf_counter() - t)
+            assert len(result.trace.cached_sources) == n_sources
+        sequential = Catalog(reg, max_concurrency=1)
+        t = time.perf_counter()
+        result = await sequential.resolve("bench")
+        one_by_one = time.perf_counter() - t
+        assert result.count == 2 * n_sources
+        # Each connection builds an httpx2 client, which loads the CA bundle into a new SSL
+        # context (~20 ms of CPU on the event loop, even for http://). Show what sharing one
+        # context would give, by patching it here only.
+        original = httpcore2.default_ssl_context
+        httpcore2.default_ssl_context = functools.lru_cache(maxsize=4)(original)  # type: ignore[assignment]
+        try:
+            shared = []
+            for _ in range(3):
+                catalog.invalidate()
+                t = time.perf_counter()
+                result = await catalog.resolve("bench")
+                shared.append(time.perf_counter() - t)
+        finally:
+            httpcore2.default_ssl_context = original  # type: ignore[assignment]
+        print(f"  cold, concurrent      {ms(statistics.median(cold))}   (median of 3; min {ms(min(cold)).strip()})")
+        print(f"  warm, from cache      {ms(statistics.median(warm))}   (median of 20)")
+        print(f"  cold, one after other {ms(one_by_one)}   ({one_by_one / statistics.median(cold):.1f}x the "
+              "concurrent time)")
+        print(f"  cold, concurrent, one shared SSL context (patched in this bench only) "
+              f"{ms(statistics.median(shared)).strip()}")
+
+        state.list_delay = 0.0
+        gateway = Gateway(reg, Catalog(reg))
+        source_id = reg.list_sources()[0].id
+        namespace = reg.get_source(source_id).app_namespace
+        direct_times, gateway_times = [], []
+        async with McpSession(reg.endpoint(source_id)) as direct:
+            await direct.call_tool("echo", {"text": "warm"})
+            await gateway.call(f"{namespace}_echo", {"text": "warm"}, agent="bench")
+            for i in range(n_calls):
+                t = time.perf_counter()
+                r1 = await direct.call_tool("echo", {"text": str(i)})
+                direct_times.append(time.perf_counter() - t)
+                t = time.perf_counter()
+                r2 = await gateway.call(f"{namespace}_echo", {"text": str(i)}, agent="bench")
+                gateway_times.append(time.perf_counter() - t)
+                assert r1.text == r2.text == str(i)
+        await gateway.aclose()
+        reg.close()
+        d, g = statistics.median(direct_times), statistics.median(gateway_times)
+        print(f"\nGateway call vs a direct call on an open session ({n_calls} calls each, interleaved)")
+        print(f"  direct  median {ms(d)}")
+        print(f"  gateway median {ms(g)}")
+        print(f"  added   median {ms(g - d)}   (p90 gateway {ms(statistics.quantiles(gateway_times, n=10)[-1]).strip()})")
+        print(f"  sessions opened by the gateway: {gateway.sessions_opened[source_id]}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sources", type=int, default=50)
+    parser.add_argument("--delay", type=float, default=0.1)
+    parser.add_argument("--calls", type=int, default=200)
+    args = parser.parse_args()
+    started = time.perf_counter()
+    anyio.run(run, args.sources, args.delay, args.calls)
+    print(f"\n(total bench time {time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,235 @@
+"""Webhooks for a user_mcp source: a signing secret per source, signature checks, a rate cap and
+replay protection.
+
+    issue at register   `new_secret()` is stored in the vault at ``user_mcp/<id>/webhook`` in the
+                        registration's transaction and returned ONCE (`RegisteredOutcome`)
+    rotate              `Webhooks.rotate` replaces it and returns the new one, once
+    revoke / delete     the registry deletes every vault key under ``user_mcp/<id>/``
+    receive             `Webhooks.receive`: source known and live -> signature (HMAC-SHA256 over
+                        ``"<timestamp>.<body>"``, timestamp within `TOLERANCE_S`) -> an event id
+                        seen before is acknowledged as ``duplicate`` and not stored again ->
+                        the source's ``webhook_rate_cap_per_minute`` -> stored
+
+A sender signs like this (the same as `sign`)::
+
+    X-Concierge-Timestamp: 1767225600
+    X-Concierge-Event-Id:  evt_123
+    X-Concierge-Signature: sha256=<hex HMAC-SHA256(secret, b"1767225600." + body)>
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel, Field, SecretStr
+
+from concierge.errors import Conflict, ConciergeError, NotFound, ValidationFailed
+from concierge.registry.models import Outcome, SourceStatus
+from concierge.registry.ratelimit import RateLimiter
+from concierge.registry.store import now_iso
+from concierge.registry.vault import webhook_key
+
+if TYPE_CHECKING:
+    from concierge.registry.service import Registry
+
+__all__ = [
+    "EVENT_ID_HEADER",
+    "MAX_BODY_BYTES",
+    "SIGNATURE_HEADER",
+    "TIMESTAMP_HEADER",
+    "TOLERANCE_S",
+    "PayloadTooLarge",
+    "RegisteredOutcome",
+    "SignatureInvalid",
+    "WebhookEvent",
+    "WebhookReceipt",
+    "WebhookSecret",
+    "Webhooks",
+    "new_secret",
+    "sign",
+    "verify",
+]
+
+SIGNATURE_HEADER = "X-Concierge-Signature"
+TIMESTAMP_HEADER = "X-Concierge-Timestamp"
+EVENT_ID_HEADER = "X-Concierge-Event-Id"
+TOLERANCE_S = 300
+"""A signature older (or newer) than this many seconds is refused, so a captured request
+cannot be replayed later under a fresh event id."""
+MAX_BODY_BYTES = 256 * 1024
+MAX_EVENT_ID = 200
+
+
+class SignatureInvalid(ConciergeError):
+    """The webhook request is not signed with the source's current secret (HTTP 401)."""
+
+    error = "invalid_signature"
+    status_code = 401
+
+
+class PayloadTooLarge(ValidationFailed):
+    error = "payload_too_large"
+    status_code = 413
+
+
+class RegisteredOutcome(Outcome):
+    """The register outcome plus the webhook signing secret, which is shown exactly once.
+
+    The secret is excluded from ``model_dump()`` so no surface (the concierge's tools, a
+    transcript, ``--json``) passes it on by accident; the HTTP register route adds it on
+    purpose, as ``webhook_secret``.
+    """
+
+    webhook_secret: SecretStr | None = Field(default=None, exclude=True)
+
+
+class WebhookSecret(BaseModel):
+    data_source_id: str
+    webhook_secret: str = Field(description="The new signing secret. Shown once; store it now.")
+    detail: str
+
+
+class WebhookReceipt(BaseModel):
+    status: Literal["stored", "duplicate"]
+    event_id: str
+    data_source_id: str
+
+
+class WebhookEvent(BaseModel):
+    id: int
+    source_id: str
+    event_id: str
+    received_at: str
+    content_type: str | None
+    payload: Any
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` + 256 random bits."""
+    return "whsec_" + secrets.token_urlsafe(32)
+
+
+def sign(secret: str, timestamp: int | str, body: bytes) -> str:
+    """The ``X-Concierge-Signature`` value for ``body`` sent at ``timestamp`` (Unix seconds)."""
+    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
+    return "sha256=" + mac.hexdigest()
+
+
+def verify(secret: str, timestamp: str | None, body: bytes, signature: str | None, *,
+           now: float, tolerance: float = TOLERANCE_S) -> None:
+    """Raise `SignatureInvalid` unless ``signature`` signs ``body`` at a recent ``timestamp``."""
+    if not signature or not timestamp:
+        raise SignatureInvalid(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
+    try:
+        sent_at = int(timestamp)
+    except ValueError:
+        raise SignatureInvalid(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
+    if abs(now - sent_at) > tolerance:
+        raise SignatureInvalid(f"{TIMESTAMP_HEADER} is more than {tolerance:g} s from the server's clock")
+    if not hmac.compare_digest(sign(secret, sent_at, body), signature.strip()):
+        raise SignatureInvalid("signature does not match the source's webhook secret")
+
+
+def _header(headers: Mapping[str, str], name: str) -> str | None:
+    value = headers.get(name) or headers.get(name.lower())
+    return value.strip() if value else None
+
+
+class Webhooks:
+    """Receives, rate-caps, deduplicates and stores webhook events; rotates signing secrets."""
+
+    def __init__(self, registry: Registry, *, limiter: RateLimiter | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.registry = registry
+        self.limiter = limiter or RateLimiter()
+        self._clock = clock
+        registry.on_source_change(self._on_source_change)
+
+    def _on_source_change(self, source_id: str, action: str) -> None:
+        # Revoke must evict the webhook bucket (reference); update/pause/delete start afresh too.
+        if action in ("update", "pause", "revoke", "delete"):
+            self.limiter.evict(source_id)
+
+    def rotate(self, source_id: str, *, sandbox: str | None = None) -> WebhookSecret:
+        """Replace the source's signing secret; the old one stops working at once."""
+        source = self.registry.get_source(source_id, sandbox=sandbox)
+        if source.status == SourceStatus.DISCONNECTED:
+            raise Conflict(f"source {source_id} is revoked (disconnected); it has no webhook endpoint")
+        secret = new_secret()
+        with self.registry.store.transaction() as cx:
+            self.registry.vault.put(cx, webhook_key(source_id), secret)
+            self.registry._audit(cx, action="source.webhook_secret_rotate", object_type="source",
+                                 object_id=source_id, sandbox_id=source.sandbox_id,
+                                 after={"webhook_secret": "rotated"})
+        return WebhookSecret(data_source_id=source_id, webhook_secret=secret,
+                             detail="webhook signing secret rotated; the previous one no longer works")
+
+    def receive(self, source_id: str, *, body: bytes, headers: Mapping[str, str],
+                content_type: str | None = None) -> WebhookReceipt:
+        """Check and store one event. See the module docstring for the order of checks."""
+        if len(body) > MAX_BODY_BYTES:
+            raise PayloadTooLarge(f"webhook body is over {MAX_BODY_BYTES} bytes", field="body")
+        row = self.registry.store.query_one(
+            "SELECT id, name, status, webhook_rate_cap_per_minute FROM sources WHERE id = ?", (source_id,))
+        secret = self.registry.vault.get(webhook_key(source_id)) if row else None
+        if row is None or secret is None:  # unknown and revoked look the same to a sender
+            raise NotFound(f"no webhook endpoint for source {source_id!r}")
+        verify(secret, _header(headers, TIMESTAMP_HEADER), body, _header(headers, SIGNATURE_HEADER),
+               now=self._clock())
+        if row["status"] == SourceStatus.PAUSED:
+            raise Conflict(f"source {row['name']} ({source_id}) is paused; resume it to receive events",
+                           error="source_inactive")
+        payload, event_id = _parse(body, content_type)
+        event_id = _header(headers, EVENT_ID_HEADER) or event_id
+        if not event_id:
+            raise ValidationFailed(f"send an event id in {EVENT_ID_HEADER} (or an \"id\" in a JSON body)",
+                                   field="event_id")
+        if len(event_id) > MAX_EVENT_ID:
+            raise ValidationFailed(f"event id is over {MAX_EVENT_ID} characters", field="event_id")
+        if self._seen(source_id, event_id):
+            return WebhookReceipt(status="duplicate", event_id=event_id, data_source_id=source_id)
+        self.limiter.acquire(source_id, row["webhook_rate_cap_per_minute"], label=f"{row['name']} webhooks")
+        with self.registry.store.transaction() as cx:
+            cur = cx.execute(
+                "INSERT OR IGNORE INTO webhook_events (source_id, event_id, received_at, content_type,"
+                " payload) VALUES (?, ?, ?, ?, ?)",
+                (source_id, event_id, now_iso(), content_type, json.dumps(payload)))
+        # A concurrent delivery of the same id may have won the insert: still only one row.
+        status: Literal["stored", "duplicate"] = "stored" if cur.rowcount else "duplicate"
+        return WebhookReceipt(status=status, event_id=event_id, data_source_id=source_id)
+
+    def _seen(self, source_id: str, event_id: str) -> bool:
+        return self.registry.store.query_one(
+            "SELECT 1 AS x FROM webhook_events WHERE source_id = ? AND event_id = ?",
+            (source_id, event_id)) is not None
+
+    def events(self, source_id: str, *, sandbox: str | None = None, limit: int = 50) -> list[WebhookEvent]:
+        """The newest stored events of a source."""
+        self.registry.get_source(source_id, sandbox=sandbox)
+        limit = max(1, min(int(limit), 1000))
+        rows = self.registry.store.query(
+            "SELECT * FROM webhook_events WHERE source_id = ? ORDER BY id DESC LIMIT ?", (source_id, limit))
+        return [WebhookEvent(**(r | {"payload": json.loads(r["payload"])})) for r in rows]
+
+
+def _parse(body: bytes, content_type: str | None) -> tuple[Any, str | None]:
+    """The payload to store (JSON when it parses, else text) and an ``id`` found in it."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ValidationFailed("webhook body must be UTF-8 text or JSON", field="body") from None
+    try:
+        payload: Any = json.loads(text) if text.strip() else None
+    except json.JSONDecodeError:
+        if content_type and "json" in content_type:
+            raise ValidationFailed("webhook body is not valid JSON", field="body") from None
+        return text, None
+    event_id = payload.get("id") if isinstance(payload, dict) else None
+    return payload, str(event_id) if isinstance(event_id, (str, int)) and str(event_id) else None
+

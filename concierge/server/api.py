@@ -1,0 +1,235 @@
+"""The route table: one `ApiRoute` per endpoint, from which both the Starlette routes and the
+OpenAPI document are built (so the two cannot drift), and the per-request plumbing.
+
+A handler is ``async def h(ctx: Ctx) -> Response | BaseModel | list | dict``; a returned value
+is sent as JSON with the route's status. `dispatch` authenticates, checks the route's access
+level, names the caller in the audit log and turns `ConciergeError` into ``{"error", "detail"}``.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import json
+import re
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from pydantic import BaseModel
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from concierge.errors import ConciergeError, ValidationFailed
+from concierge.registry import Sandbox
+from concierge.server.auth import Principal, Role, is_loopback
+from concierge.server.errors import Unauthenticated, error_response, internal_error
+
+if TYPE_CHECKING:
+    from concierge.server.app import Services
+
+__all__ = [
+    "ACTOR",
+    "Access",
+    "ApiRoute",
+    "Ctx",
+    "ListOf",
+    "Query",
+    "dispatch",
+    "jsonable",
+]
+
+Access = Literal["public", "signature", "viewer", "editor", "owner"]
+"""``public``: no key. ``signature``: no key, the handler checks an HMAC signature."""
+
+ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("concierge_actor", default=None)
+"""The caller of the current request, read by the registry's audit log (see app.py)."""
+
+MAX_BODY_BYTES = 1024 * 1024
+_PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
+
+
+@dataclass(frozen=True)
+class ListOf:
+    """A JSON array of ``model`` (for the OpenAPI document)."""
+
+    model: type[BaseModel]
+
+
+@dataclass(frozen=True)
+class Query:
+    name: str
+    description: str
+    schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+Handler = Callable[["Ctx"], Awaitable[Any]]
+
+
+@dataclass(frozen=True)
+class ApiRoute:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    access: Access
+    tag: str
+    body: type[BaseModel] | None = None
+    response: type[BaseModel] | ListOf | dict[str, Any] | None = None
+    status: int = 200
+    media: str = "application/json"
+    query: Sequence[Query] = ()
+    errors: Sequence[int] = ()
+    """Error statuses beyond the ones implied by ``access`` and path parameters."""
+    description: str | None = None
+
+    @property
+    def path_params(self) -> list[str]:
+        return _PATH_PARAM.findall(self.path)
+
+    @property
+    def role(self) -> Role | None:
+        return Role(self.access) if self.access in ("viewer", "editor", "owner") else None
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json")
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {k: jsonable(v) for k, v in value.items()}
+    return value
+
+
+class Ctx:
+    """What a handler gets: the request, the caller and the services."""
+
+    def __init__(self, request: Request, principal: Principal | None, services: Services) -> None:
+        self.request = request
+        self.principal = principal
+        self.services = services
+
+    @property
+    def backend(self):  # type: ignore[no-untyped-def]  # LocalBackend
+        return self.services.backend
+
+    @property
+    def registry(self):  # type: ignore[no-untyped-def]
+        return self.services.registry
+
+    @property
+    def caller(self) -> Principal:
+        assert self.principal is not None, "route is not public"
+        return self.principal
+
+    def param(self, name: str) -> str:
+        return str(self.request.path_params[name])
+
+    def query(self, name: str, default: str | None = None) -> str | None:
+        return self.request.query_params.get(name, default)
+
+    def int_query(self, name: str, default: int, *, lo: int, hi: int) -> int:
+        raw = self.request.query_params.get(name)
+        if raw is None:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValidationFailed(f"{name} must be an integer (got {raw!r})", field=name) from None
+        if not lo <= value <= hi:
+            raise ValidationFailed(f"{name} must be between {lo} and {hi} (got {value})", field=name)
+        return value
+
+    async def body_bytes(self) -> bytes:
+        body = await self.request.body()
+        if len(body) > MAX_BODY_BYTES:
+            raise ValidationFailed(f"request body is over {MAX_BODY_BYTES} bytes", field="body")
+        return body
+
+    async def json(self, *, required: bool = True) -> dict[str, Any]:
+        """The body as a JSON object (400 when it is not one)."""
+        raw = await self.body_bytes()
+        if not raw.strip():
+            if required:
+                raise ValidationFailed("request body must be a JSON object", field="body")
+            return {}
+        try:
+            data = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValidationFailed(f"request body is not valid JSON ({exc})", field="body") from None
+        if not isinstance(data, dict):
+            raise ValidationFailed("request body must be a JSON object", field="body")
+        return data
+
+    def sandbox(self, ref: str | None = None) -> Sandbox:
+        """The sandbox named by the path (id or name), if this caller may use it.
+
+        A key limited to one sandbox gets 403 for any other ref, existing or not, so it cannot
+        probe for other tenants' sandboxes."""
+        ref = ref if ref is not None else self.param("sandbox_id")
+        principal = self.caller
+        try:
+            sb = self.registry.get_sandbox(ref)
+        except ConciergeError:
+            if principal.sandbox_id is not None:
+                principal.require_sandbox(None)
+            raise
+        principal.require_sandbox(sb.id)
+        return sb
+
+    def default_sandbox(self) -> Sandbox:
+        """The key's own sandbox, else the registry's default sandbox."""
+        sandbox_id = self.caller.sandbox_id
+        return self.registry.get_sandbox(sandbox_id) if sandbox_id else self.registry.get_sandbox(None)
+
+    def visible(self, sandbox_id: str | None) -> bool:
+        return self.caller.sandbox_id is None or sandbox_id == self.caller.sandbox_id
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, value = header.partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    return None
+
+
+def authenticate(request: Request, services: Services) -> Principal:
+    """The caller, from ``Authorization: Bearer <key>`` or (when allowed) anonymous loopback."""
+    presented = _bearer(request)
+    if presented is not None:
+        principal = services.keys.authenticate(presented)
+        if principal is None:
+            raise Unauthenticated("the API key is unknown or revoked")
+        return principal
+    client = request.client.host if request.client else None
+    if services.allow_anonymous_loopback and is_loopback(client):
+        return Principal(key_id=None, role=Role.OWNER, sandbox_id=None)
+    if request.headers.get("authorization"):
+        raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")
+    raise Unauthenticated("an API key is required: send 'Authorization: Bearer <key>' "
+                          "(create one with `concierge keys create`)")
+
+
+def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitable[Response]]:
+    """The Starlette endpoint for ``route``."""
+
+    async def endpoint(request: Request) -> Response:
+        try:
+            principal: Principal | None = None
+            if route.role is not None:
+                principal = authenticate(request, services)
+                principal.require(route.role, f"{route.method} {route.path}")
+            # Each request runs in its own task, so this never leaks to another request.
+            ACTOR.set(principal.actor if principal else None)
+            result = await route.handler(Ctx(request, principal, services))
+            if isinstance(result, Response):
+                return result
+            return JSONResponse(jsonable(result), status_code=route.status)
+        except ConciergeError as exc:
+            return error_response(exc)
+        except Exception as exc:  # a bug: 500 with the request id, details in the log
+            return internal_error(request, exc)
+
+    endpoint.__name__ = route.handler.__name__
+    return endpoint

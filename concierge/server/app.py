@@ -1,0 +1,193 @@
+"""`build_app`: the whole HTTP service as one Starlette app.
+
+    RequestIdMiddleware                      every response carries X-Request-Id
+    └── Starlette router
+        ├── the route table (routes_*.py, webhooks.py, chat.py, widget.py): one `ApiRoute`
+        │   per endpoint, dispatched by `api.dispatch` (auth, role, errors)
+        └── the agent MCP gateway mount (gateway_mount.py)
+
+The registry is the embedded one (`LocalBackend`); the server adds API keys, webhooks, the
+concierge's conversations and the widget on top, all in the same SQLite file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import anyio
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from concierge.backend import LocalBackend
+from concierge.registry import Registry
+from concierge.registry.webhooks import Webhooks
+from concierge.server import (
+    chat,
+    routes_agents,
+    routes_audit,
+    routes_meta,
+    routes_sandboxes,
+    routes_sources,
+    webhooks,
+    widget,
+)
+from concierge.server.api import ACTOR, ApiRoute, dispatch
+from concierge.server.auth import KeyStore
+from concierge.server.errors import RequestIdMiddleware, internal_error
+from concierge.server.gateway_mount import MCP_PATH, OPENAPI_PATH_ITEM, GatewayMount
+from concierge.server.openapi import build_openapi
+
+__all__ = ["ROUTE_TABLE", "Services", "build_app"]
+
+log = logging.getLogger("concierge.server")
+
+ROUTE_TABLE: tuple[ApiRoute, ...] = (
+    *routes_meta.ROUTES,
+    *routes_sandboxes.ROUTES,
+    *routes_sources.ROUTES,
+    *routes_agents.ROUTES,
+    *routes_audit.ROUTES,
+    *webhooks.ROUTES,
+    *chat.ROUTES,
+    *widget.ROUTES,
+)
+
+
+@dataclass
+class Services:
+    """Everything a handler may use."""
+
+    backend: LocalBackend
+    keys: KeyStore
+    webhooks: Webhooks
+    allow_anonymous_loopback: bool
+    chat: chat.ChatService = field(init=False)
+    openapi: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Registry:
+        return self.backend.registry
+
+
+class _ActorFromRequest:
+    """The registry's ``actor`` as seen by its audit log: the calling key while a request is
+    being served, else the registry's own actor. Read per access, so concurrent requests
+    (one awaiting a health check while another writes) are each audited under their caller."""
+
+    def __get__(self, obj: Any, objtype: Any = None) -> Any:
+        if obj is None:
+            return self
+        return ACTOR.get() or obj.__dict__.get("_own_actor", "local")
+
+    def __set__(self, obj: Any, value: str) -> None:
+        obj.__dict__["_own_actor"] = value
+
+
+def _audit_as_caller(registry: Registry) -> None:
+    cls = type(registry)
+    if isinstance(cls.__dict__.get("actor"), _ActorFromRequest):
+        return
+    own = registry.__dict__.pop("actor", "local")
+    registry.__class__ = type(f"Http{cls.__name__}", (cls,), {"actor": _ActorFromRequest(),
+                                                              "__module__": __name__})
+    registry.actor = own
+
+
+def _group(routes: Sequence[ApiRoute]) -> dict[str, dict[str, ApiRoute]]:
+    by_path: dict[str, dict[str, ApiRoute]] = defaultdict(dict)
+    for route in routes:
+        if route.method in by_path[route.path]:
+            raise ValueError(f"duplicate route {route.method} {route.path}")
+        by_path[route.path][route.method] = route
+    return by_path
+
+
+def _path_endpoint(methods: dict[str, ApiRoute], services: Services) -> Callable[[Request], Any]:
+    handlers = {m: dispatch(r, services) for m, r in methods.items()}
+    if "GET" in handlers and "HEAD" not in handlers:
+        handlers["HEAD"] = handlers["GET"]
+    allowed = ", ".join(sorted(methods))
+
+    async def endpoint(request: Request) -> Response:
+        handler = handlers.get(request.method)
+        if handler is None:
+            return JSONResponse({"error": "method_not_allowed",
+                                 "detail": f"{request.method} is not allowed here; use {allowed}"},
+                                status_code=405, headers={"Allow": allowed})
+        return await handler(request)
+
+    return endpoint
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        return JSONResponse({"error": "not_found", "detail": f"no route {request.url.path}"}, 404)
+    return JSONResponse({"error": "http_error", "detail": str(exc.detail)}, exc.status_code,
+                        headers=exc.headers)
+
+
+async def _server_error(request: Request, exc: Exception) -> Response:
+    return internal_error(request, exc)
+
+
+def build_app(registry: Registry | None = None, *,
+              backend_factory: Callable[[], LocalBackend] | None = None,
+              keys: KeyStore | None = None, allow_anonymous_loopback: bool = False,
+              host: str = "127.0.0.1", model_factory: Callable[[], Any] | None = None,
+              chat_run_timeout: float = 120.0) -> Starlette:
+    """The service over ``registry`` (or ``backend_factory()``; default: ``LocalBackend.open()``).
+
+    ``keys``: the API key store (default: the registry database's). ``allow_anonymous_loopback``:
+    serve requests without a key when they come from loopback (local use only). ``host``: the
+    bind address (loopback turns on the MCP SDK's Host check for the gateway mount).
+    ``model_factory``: the concierge's chat model (default: ``OPENAI_API_KEY`` → OpenAI, else
+    the offline planner). A registry passed in stays open when the app stops; one the app
+    opened is closed.
+    """
+    owns_backend = registry is None
+    if registry is not None:
+        backend = LocalBackend(registry)
+    else:
+        backend = backend_factory() if backend_factory is not None else LocalBackend.open()
+    _audit_as_caller(backend.registry)
+    services = Services(backend=backend, keys=keys or KeyStore(backend.registry.store),
+                        webhooks=Webhooks(backend.registry),
+                        allow_anonymous_loopback=allow_anonymous_loopback)
+    services.chat = chat.ChatService(services, model_factory=model_factory,
+                                     run_timeout=chat_run_timeout)
+    gateway = GatewayMount(services, host=host)
+    services.openapi = build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM})
+
+    routes: list[Route] = [Route(path, _path_endpoint(methods, services))
+                           for path, methods in _group(ROUTE_TABLE).items()]
+    routes.append(Route(MCP_PATH, gateway))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tg:
+            await gateway.run(tg)
+            try:
+                yield
+            finally:
+                gateway.stop()
+        await services.chat.aclose()
+        if owns_backend:
+            await backend.aclose()
+        elif backend._gateway is not None:  # the registry is the caller's; our MCP sessions are ours
+            await backend._gateway.aclose()
+
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    middleware=[Middleware(RequestIdMiddleware)],
+                    exception_handlers={HTTPException: _http_error, Exception: _server_error})
+    app.state.services = services
+    return app

@@ -1,0 +1,170 @@
+"""API keys: who is calling, which sandboxes they see, and what they may change.
+
+A key looks like ``ck_`` + 43 random characters. It is shown once, when created; the database
+keeps only its SHA-256 (a key has 256 random bits, so a fast hash is enough) and a short prefix
+for ``keys list``. A request sends it as ``Authorization: Bearer ck_…``.
+
+    role     viewer  read anything in its sandboxes; chat (reads run, writes cannot be approved)
+             editor  + register / update / test / pause / resume / revoke, agents, tool calls,
+                     approve concierge writes, hand over secrets, rotate webhook secrets
+             owner   + permanent deletes; with no sandbox: create sandboxes
+    sandbox  a key made with ``--sandbox S`` sees S only (another sandbox is 403);
+             a key made without one sees every sandbox
+
+Without any key, a request is served only when the server was started with
+``allow_anonymous_loopback`` and it comes from 127.0.0.1 / ::1: it acts as an owner of every
+sandbox (local use, like the CLI on the same machine).
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+
+from pydantic import BaseModel
+
+from concierge.errors import NotFound, PermissionDenied, ValidationFailed
+from concierge.ids import new_id
+from concierge.registry.store import Store, now_iso
+
+__all__ = ["ApiKey", "CreatedKey", "KeyStore", "Principal", "Role", "is_loopback"]
+
+KEY_PREFIX = "ck_"
+_TOUCH_EVERY_S = 60.0  # last_used_at is a hint; don't write on every request
+
+
+class Role(enum.StrEnum):
+    VIEWER = "viewer"
+    EDITOR = "editor"
+    OWNER = "owner"
+
+    @property
+    def rank(self) -> int:
+        return {"viewer": 0, "editor": 1, "owner": 2}[self.value]
+
+
+@dataclass(frozen=True)
+class Principal:
+    """The caller of one request."""
+
+    key_id: str | None
+    """None for an anonymous loopback caller."""
+    role: Role
+    sandbox_id: str | None
+    """The one sandbox this key may use; None: every sandbox."""
+
+    @property
+    def actor(self) -> str:
+        """How the audit log names this caller."""
+        return f"key:{self.key_id}" if self.key_id else "local-http"
+
+    def require(self, role: Role, what: str) -> None:
+        if self.role.rank < role.rank:
+            raise PermissionDenied(f"{what} needs the {role.value} role; this key is a {self.role.value}")
+
+    def require_sandbox(self, sandbox_id: str | None) -> None:
+        if self.sandbox_id is not None and sandbox_id != self.sandbox_id:
+            raise PermissionDenied("this key is limited to another sandbox")
+
+    def require_global(self, what: str) -> None:
+        if self.sandbox_id is not None:
+            raise PermissionDenied(f"{what} needs a key that is not limited to one sandbox")
+
+
+class ApiKey(BaseModel):
+    """A key as `keys list` shows it: never the key itself."""
+
+    id: str
+    prefix: str
+    sandbox_id: str | None
+    role: Role
+    label: str | None
+    created_at: str
+    last_used_at: str | None
+    revoked_at: str | None
+
+
+class CreatedKey(ApiKey):
+    key: str
+    """The key itself: shown once, never stored."""
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def is_loopback(host: str | None) -> bool:
+    if not host:
+        return False
+    return host == "::1" or host.startswith("127.") or host == "localhost"
+
+
+class KeyStore:
+    """The ``api_keys`` table of the registry database."""
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._touched: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def create(self, *, role: Role | str = Role.OWNER, sandbox_id: str | None = None,
+               label: str | None = None) -> CreatedKey:
+        try:
+            role = Role(role)
+        except ValueError:
+            raise ValidationFailed(f"role must be one of {', '.join(Role)} (got {role!r})",
+                                   field="role") from None
+        key = KEY_PREFIX + secrets.token_urlsafe(32)
+        row = {"id": new_id("key"), "hash": _hash(key), "prefix": key[:9], "sandbox_id": sandbox_id,
+               "role": role.value, "label": label, "created_at": now_iso(), "last_used_at": None,
+               "revoked_at": None}
+        with self.store.transaction() as cx:
+            Store.insert(cx, "api_keys", row)
+        return CreatedKey(**{k: v for k, v in row.items() if k != "hash"}, key=key)
+
+    def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
+        sql = "SELECT * FROM api_keys" + ("" if include_revoked else " WHERE revoked_at IS NULL")
+        return [ApiKey(**r) for r in self.store.query(sql + " ORDER BY created_at, id")]
+
+    def get(self, key_id: str) -> ApiKey:
+        row = self.store.query_one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        if row is None:
+            raise NotFound(f"no API key {key_id!r}")
+        return ApiKey(**row)
+
+    def revoke(self, key_id: str) -> ApiKey:
+        """Idempotent; a revoked key is refused from the next request on."""
+        key = self.get(key_id)
+        if key.revoked_at is None:
+            with self.store.transaction() as cx:
+                cx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_iso(), key_id))
+        return self.get(key_id)
+
+    def active_count(self) -> int:
+        row = self.store.query_one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL")
+        return int(row["n"]) if row else 0
+
+    def authenticate(self, presented: str) -> Principal | None:
+        """The principal of a live key, or None."""
+        if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
+            return None
+        row = self.store.query_one(
+            "SELECT id, role, sandbox_id FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
+            (_hash(presented),))
+        if row is None:
+            return None
+        self._touch(row["id"])
+        return Principal(key_id=row["id"], role=Role(row["role"]), sandbox_id=row["sandbox_id"])
+
+    def _touch(self, key_id: str) -> None:
+        now = time.monotonic()
+        with self._lock:
+            if now - self._touched.get(key_id, -_TOUCH_EVERY_S) < _TOUCH_EVERY_S:
+                return
+            self._touched[key_id] = now
+        with self.store.transaction() as cx:
+            cx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now_iso(), key_id))

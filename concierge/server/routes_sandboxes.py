@@ -1,0 +1,40 @@
+"""Sandboxes: list (only the ones the key may see), create (owner, unscoped key), show."""
+
+from __future__ import annotations
+
+from concierge.errors import ValidationFailed
+from concierge.registry import Sandbox
+from concierge.server.api import ApiRoute, Ctx, ListOf
+from concierge.server.auth import Role
+from concierge.server.schemas import SandboxCreate
+
+__all__ = ["ROUTES"]
+
+BASE = "/api/v1/storage/sandboxes"
+
+
+async def list_sandboxes(ctx: Ctx) -> list[Sandbox]:
+    return [sb for sb in await ctx.backend.list_sandboxes() if ctx.visible(sb.id)]
+
+
+async def create_sandbox(ctx: Ctx) -> Sandbox:
+    ctx.caller.require_global("creating a sandbox")
+    ctx.caller.require(Role.OWNER, "creating a sandbox")
+    body = await ctx.json()
+    if set(body) != {"name"} or not isinstance(body["name"], str):
+        raise ValidationFailed('send {"name": "..."} (1-64 letters, digits, _ and -)', field="name")
+    return await ctx.backend.create_sandbox(body["name"])
+
+
+async def show_sandbox(ctx: Ctx) -> Sandbox:
+    return ctx.sandbox()
+
+
+ROUTES = [
+    ApiRoute("GET", BASE, list_sandboxes, "List the sandboxes this key may use", "viewer",
+             "sandboxes", response=ListOf(Sandbox)),
+    ApiRoute("POST", BASE, create_sandbox, "Create a sandbox (owner key not limited to a sandbox)",
+             "owner", "sandboxes", body=SandboxCreate, response=Sandbox, status=201, errors=(409,)),
+    ApiRoute("GET", BASE + "/{sandbox_id}", show_sandbox, "Show a sandbox (by id or name)", "viewer",
+             "sandboxes", response=Sandbox),
+]

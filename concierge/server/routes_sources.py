@@ -1,0 +1,116 @@
+"""user_mcp sources: the reference lifecycle routes and what a client needs around them."""
+
+from __future__ import annotations
+
+from concierge.errors import NotFound
+from concierge.registry import Outcome, RegisterSource, SourceView, UpdateSource
+from concierge.registry.catalog_models import PullResult
+from concierge.registry.webhooks import RegisteredOutcome
+from concierge.server.api import ApiRoute, Ctx, ListOf, Query
+from concierge.server.schemas import DeleteResult, RegisterResponse
+
+__all__ = ["ROUTES"]
+
+SB = "/api/v1/storage/sandboxes/{sandbox_id}"
+SRC = SB + "/sources/{source_id}"
+
+_STATUS = Query("status", "Only sources with this status.",
+                {"type": "string", "enum": ["active", "paused", "error", "disconnected"]})
+
+
+async def list_all_sources(ctx: Ctx) -> list[SourceView]:
+    rows = await ctx.backend.list_sources(status=ctx.query("status"))
+    return [s for s in rows if ctx.visible(s.sandbox_id)]
+
+
+async def show_any_source(ctx: Ctx) -> SourceView:
+    source_id = ctx.param("source_id")
+    source = await ctx.backend.get_source(source_id)
+    if not ctx.visible(source.sandbox_id):
+        raise NotFound(f"no source {source_id!r}")  # another tenant's: not even its existence
+    return source
+
+
+async def list_sources(ctx: Ctx) -> list[SourceView]:
+    return await ctx.backend.list_sources(sandbox=ctx.sandbox().id, status=ctx.query("status"))
+
+
+async def show_source(ctx: Ctx) -> SourceView:
+    return await ctx.backend.get_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+
+
+async def register(ctx: Ctx) -> RegisterResponse:
+    sb = ctx.sandbox()
+    outcome = await ctx.backend.register_source(await ctx.json(), sandbox=sb.id)
+    secret = outcome.webhook_secret if isinstance(outcome, RegisteredOutcome) else None
+    return RegisterResponse(**outcome.model_dump(),
+                            webhook_secret=secret.get_secret_value() if secret else None)
+
+
+async def update(ctx: Ctx) -> Outcome:
+    sb = ctx.sandbox()
+    return await ctx.backend.update_source(ctx.param("source_id"), await ctx.json(), sandbox=sb.id)
+
+
+async def test(ctx: Ctx) -> Outcome:
+    return await ctx.backend.test_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+
+
+async def revoke(ctx: Ctx) -> Outcome:
+    return await ctx.backend.revoke_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+
+
+async def pause(ctx: Ctx) -> Outcome:
+    return await ctx.backend.pause_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+
+
+async def resume(ctx: Ctx) -> Outcome:
+    return await ctx.backend.resume_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+
+
+async def pull(ctx: Ctx) -> PullResult:
+    return await ctx.backend.pull_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+
+
+async def delete(ctx: Ctx) -> DeleteResult:
+    source_id = ctx.param("source_id")
+    await ctx.backend.delete_source(source_id, sandbox=ctx.sandbox().id)
+    return DeleteResult(data_source_id=source_id, deleted=True)
+
+
+ROUTES = [
+    ApiRoute("GET", "/api/v1/storage/sources", list_all_sources,
+             "List sources in every sandbox this key may use", "viewer", "sources",
+             response=ListOf(SourceView), query=(_STATUS,)),
+    ApiRoute("GET", "/api/v1/storage/sources/{source_id}", show_any_source,
+             "Show a source by id, whatever its sandbox", "viewer", "sources", response=SourceView),
+    ApiRoute("GET", SB + "/sources", list_sources, "List a sandbox's sources", "viewer", "sources",
+             response=ListOf(SourceView), query=(_STATUS,)),
+    ApiRoute("POST", SB + "/sources/user-mcp", register,
+             "Register a tenant-supplied MCP server as a user_mcp source", "editor", "sources",
+             body=RegisterSource, response=RegisterResponse, errors=(409,),
+             description="Validates, stores the credential in the vault, writes the row, then runs a "
+                         "one-shot tools/list health check: status `active`, or `error` with "
+                         "`health_error` (the row is kept). The answer carries the webhook signing "
+                         "secret once."),
+    ApiRoute("GET", SRC, show_source, "Show a source (never its credential)", "viewer", "sources",
+             response=SourceView),
+    ApiRoute("DELETE", SRC, delete, "Delete a source permanently (its row, secrets and ingested data)",
+             "owner", "sources", response=DeleteResult),
+    ApiRoute("PATCH", SRC + "/user-mcp", update,
+             "Update a user_mcp source (config + optional credential rotation)", "editor", "sources",
+             body=UpdateSource, response=Outcome, errors=(409,),
+             description="Omitted fields keep their value; `token` replaces the vault secret. A changed "
+                         "URL, auth or transport re-runs the health check."),
+    ApiRoute("POST", SRC + "/user-mcp/test", test, "Re-run the health check", "editor", "sources",
+             response=Outcome, errors=(409,)),
+    ApiRoute("POST", SRC + "/user-mcp/revoke", revoke,
+             "Revoke: delete the secrets, status disconnected (terminal)", "editor", "sources",
+             response=Outcome),
+    ApiRoute("POST", SRC + "/pause", pause, "Pause: stop offering the source's tools", "editor",
+             "sources", response=Outcome, errors=(409,)),
+    ApiRoute("POST", SRC + "/resume", resume, "Resume a paused source and re-check it", "editor",
+             "sources", response=Outcome, errors=(409,)),
+    ApiRoute("POST", SRC + "/pull", pull, "Run the source's ingest_tool_calls now", "editor", "sources",
+             response=PullResult, errors=(409, 429)),
+]
