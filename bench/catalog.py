@@ -8,17 +8,22 @@
 2. The median latency a gateway tool call adds over a direct ``tools/call`` on an already
    open session to the same server (routing, allowlists, rate bucket, pooled session).
 
-All servers are real MCP servers on loopback (one uvicorn process thread serving N paths).
+The sources are real MCP servers on loopback: one uvicorn server in its own process serving
+N paths, so its work does not share this process's event loop or GIL.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +37,7 @@ from concierge.registry import Registry  # noqa: E402
 from concierge.registry.catalog import Catalog  # noqa: E402
 from concierge.registry.gateway import Gateway  # noqa: E402
 from tests.catalog_fixtures import Upstream, upstream_app  # noqa: E402
-from tests.mcp_servers import serve_in_thread  # noqa: E402
+from tests.mcp_servers import free_port  # noqa: E402
 
 
 class PathRouter:
@@ -51,14 +56,45 @@ def ms(seconds: float) -> str:
     return f"{seconds * 1000:8.1f} ms"
 
 
+def serve(port: int, delay: float) -> None:
+    """The upstream: one MCP server process answering tools/list after ``delay`` s at /s<i>/mcp."""
+    import uvicorn
+
+    state = Upstream(tools=[("echo", "Echo the text."), ("lookup", "Look something up.")], list_delay=delay)
+    uvicorn.run(PathRouter(upstream_app(state)), host="127.0.0.1", port=port, log_level="warning",
+                access_log=False)
+
+
+@contextlib.contextmanager
+def upstream_process(delay: float) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--delay", str(delay)])
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the upstream server did not start") from None
+                time.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
 async def run(n_sources: int, delay: float, n_calls: int) -> None:
-    state = Upstream(tools=[("echo", "Echo the text."), ("lookup", "Look something up.")])
-    with serve_in_thread(factory=lambda: PathRouter(upstream_app(state))) as srv, \
+    # Two upstream processes: N slow-listing sources, and one plain server for the call latency
+    # (an MCP server may run its tools/list handler to validate a call, so a slow listing
+    # would also slow every call).
+    with upstream_process(delay) as base, upstream_process(0.0) as plain, \
             tempfile.TemporaryDirectory() as home:
         reg = Registry.open(home)
 
         async def register(i: int) -> None:
-            out = await reg.register({"name": f"Source {i}", "base_url": srv.url(f"/s{i}/mcp"),
+            out = await reg.register({"name": f"Source {i}", "base_url": f"{base}/s{i}/mcp",
                                       "auth_kind": "none", "app_namespace": f"s{i:02d}",
                                       "rate_cap_per_minute": 600})
             assert out.status == "active", out.health_error
@@ -67,7 +103,6 @@ async def run(n_sources: int, delay: float, n_calls: int) -> None:
             for i in range(n_sources):
                 tg.start_soon(register, i)
         reg.create_agent({"slug": "bench"})
-        state.list_delay = delay
 
         print(f"Catalog resolution: agent over {n_sources} sources, tools/list answers after "
               f"{delay * 1000:.0f} ms each ({2 * n_sources} tools)")
@@ -111,10 +146,11 @@ async def run(n_sources: int, delay: float, n_calls: int) -> None:
         print(f"  cold, concurrent, one shared SSL context (patched in this bench only) "
               f"{ms(statistics.median(shared)).strip()}")
 
-        state.list_delay = 0.0
+        source_id = (await reg.register({"name": "Plain", "base_url": f"{plain}/s0/mcp", "auth_kind": "none",
+                                         "app_namespace": "plain", "rate_cap_per_minute": 600})).data_source_id
+        assert source_id is not None
+        namespace = "plain"
         gateway = Gateway(reg, Catalog(reg))
-        source_id = reg.list_sources()[0].id
-        namespace = reg.get_source(source_id).app_namespace
         direct_times, gateway_times = [], []
         async with McpSession(reg.endpoint(source_id)) as direct:
             await direct.call_tool("echo", {"text": "warm"})
@@ -142,7 +178,11 @@ def main() -> None:
     parser.add_argument("--sources", type=int, default=50)
     parser.add_argument("--delay", type=float, default=0.1)
     parser.add_argument("--calls", type=int, default=200)
+    parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.delay)
+        return
     started = time.perf_counter()
     anyio.run(run, args.sources, args.delay, args.calls)
     print(f"\n(total bench time {time.perf_counter() - started:.1f} s)")

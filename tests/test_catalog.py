@@ -400,3 +400,20 @@ def test_cli_agent_tools_json_human_and_trace(capsys: pytest.CaptureFixture[str]
 
         assert main(["agent", "tools", "--app", "nope", "--json"]) == 1
         assert json.loads(capsys.readouterr().out)["error"] == "not_found"
+
+
+@pytest.mark.anyio
+async def test_an_agent_sees_only_its_own_sandbox(reg: Registry) -> None:
+    mine, theirs = Upstream(tools=[("mine", "M.")]), Upstream(tools=[("theirs", "T.")])
+    with serve_upstream(mine) as m, serve_upstream(theirs) as t:
+        await register(reg, m.url(), "acme")
+        reg.create_sandbox("other")
+        other = await reg.register({"name": "Theirs", "base_url": t.url(), "auth_kind": "none",
+                                    "app_namespace": "acme"}, sandbox="other")  # same namespace, other sandbox
+        assert other.status == "active"
+        reg.create_agent({"slug": "bot"})
+        reg.create_agent({"slug": "bot"}, sandbox="other")
+        catalog = Catalog(reg)
+        assert names(await catalog.resolve("bot")) == {"acme_mine"}
+        assert names(await catalog.resolve("bot", sandbox="other")) == {"acme_theirs"}
+        assert (await catalog.resolve("bot", sandbox="other")).sandbox_id == reg.get_sandbox("other").id

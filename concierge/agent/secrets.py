@@ -41,6 +41,7 @@ __all__ = [
     "new_ref",
     "normalize_ref",
     "redact",
+    "redact_all",
     "ref_text",
     "scrub",
 ]
@@ -162,9 +163,11 @@ def _looks_random(word: str) -> bool:
     letters = sum(c.isalpha() for c in core)
     if digits < 3 or letters < 3:
         return False
-    # Words joined by separators ("my-internal-server-2024-v2") are prose, not keys.
+    # Words joined by separators ("my-internal-server-2024-v2") are prose, not keys, unless
+    # one of them is itself random-looking ("canary-TOKEN-6d2f8a1c9e").
     parts = [p for p in re.split(r"[-_./]", core) if p]
-    if len(parts) >= 3 and max(len(p) for p in parts) < 16:
+    if len(parts) >= 3 and max(len(p) for p in parts) < 16 and not any(
+            len(p) >= 8 and any(c.isdigit() for c in p) and any(c.isalpha() for c in p) for p in parts):
         return False
     return _entropy(core) >= 3.6
 
@@ -253,6 +256,15 @@ def redact(text: str, store: SecretStore | None = None) -> Redaction:
         last = end
     out.append(text[last:])
     return Redaction("".join(out), tuple(refs), replaced)
+
+
+def redact_all(text: str, store: SecretStore | None = None) -> Redaction:
+    """Treat the whole (stripped) text as one credential: for an answer to "what is the token?"."""
+    value = text.strip()
+    ref = new_ref()
+    if store is not None:
+        store.put(ref, value)
+    return Redaction(ref_text(ref), (ref,), {ref: value})
 
 
 def scrub(text: str, values: Iterable[tuple[str, str]]) -> str:

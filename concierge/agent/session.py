@@ -162,7 +162,12 @@ class ConciergeSession:
            ``agent_error(model_error)``. The history stays valid either way.
         """
         self._guard()
-        redaction = sec.redact(text, self.secrets)
+        if (self.pending is not None and self.pending["kind"] == "secret" and len(text.split()) == 1
+                and len(text.strip()) >= 6 and not sec.find_secrets(text)):
+            # Asked for a credential, the person typed one bare word in the chat: that is it.
+            redaction = sec.redact_all(text, self.secrets)
+        else:
+            redaction = sec.redact(text, self.secrets)
         self._remember(redaction.refs)
         clean = redaction.text
         if self.transcript is not None:
@@ -317,7 +322,8 @@ class ConciergeSession:
             raise NotFound(f"no pending {kind} {pending_id!r} (it may be stale); the open request is "
                            f"{p['kind']} {p['id']}")
         if p["kind"] != kind:
-            raise Conflict(f"{pending_id} asks for a {p['kind']}, not a {kind}")
+            words = {"secret": "a credential (provide_secret)", "confirmation": "a yes or no (confirm)"}
+            raise Conflict(f"{pending_id} asks for {words[p['kind']]}, not {words[kind]}")
         if p.get("answer") is not None:
             raise Conflict(f"{pending_id} was already answered; call resume()")
         return p

@@ -292,15 +292,14 @@ def health_hint(health_error: str | None) -> str | None:
         return None
     text = health_error.lower()
     for needles, hint in (
-        (("unauthorized", "401"), "The server refused the credential. Check the token (and the "
-                                  "header name for header_token), then rotate it and test again."),
+        (("unauthorized", "401"), "The server refused the credential: check the token (and the "
+                                  "header name for header_token) and rotate it if needed."),
         (("forbidden", "403"), "The credential was accepted but lacks access. Check its scopes or "
                                "permissions on the server."),
         (("404", "not_found", "not found"), "Nothing MCP answered at that path. Check the URL; MCP "
                                             "endpoints usually end in /mcp (or /sse)."),
         (("nothing is listening", "connection_refused", "closed", "dropped"),
-         "Nothing answered at that address. Make sure the server is running and the host and "
-         "port are right, then test again."),
+         "Make sure the server is running and the host and port are right."),
         (("resolve", "dns"), "The host name does not resolve. Check the spelling of the URL."),
         (("tls", "ssl", "certificate"), "The TLS connection failed. Check the certificate, or "
                                         "whether the server speaks https on that port."),
@@ -309,11 +308,11 @@ def health_hint(health_error: str | None) -> str | None:
                                              "the connect timeout."),
         (("not an mcp", "not_mcp", "does not look like", "not as an mcp"),
          "Something answered, but it is not an MCP endpoint. Check the URL path."),
-        (("5", "server failed"), "The server itself failed. Check its logs, then test again."),
+        (("server failed", "http 5"), "The server itself failed: check its logs."),
     ):
         if any(n in text for n in needles):
             return hint
-    return "Check the URL and credential, then test again."
+    return "Check the URL and the credential."
 
 
 def _outcome(outcome: Outcome, extra: dict[str, Any] | None = None) -> dict[str, Any]:

@@ -74,6 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # The mcp SDK logs tracebacks for server faults we already classify and explain.
+        logging.getLogger("mcp").setLevel(logging.CRITICAL)
     if args.command is None:  # bare `concierge` starts the conversational REPL
         if "chat" not in _commands(parser):
             parser.print_help()

@@ -16,7 +16,7 @@ from concierge.cli.output import emit, table
 from concierge.errors import ValidationFailed
 from concierge.registry.catalog_models import CatalogResult, ResolutionTrace
 
-__all__ = ["add_commands", "agent_tools", "gateway", "source_pull", "tool_call"]
+__all__ = ["add_commands", "agent_tools", "gateway", "render_catalog", "source_pull", "tool_call"]
 
 _DESCRIPTION_COLUMN = 60
 

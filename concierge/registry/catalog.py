@@ -41,12 +41,12 @@ from concierge.registry.models import SourceStatus, SourceView
 from concierge.registry.service import Registry
 
 __all__ = [
+    "Catalog",
+    "Lister",
     "MAX_DESCRIPTION",
     "MAX_NAME",
     "MAX_SCHEMA_CHARS",
     "NAME_RE",
-    "Catalog",
-    "Lister",
     "base_name",
     "is_glob",
     "matches_any",

@@ -26,6 +26,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from concierge.backend import LocalBackend
 from concierge.registry import Registry
@@ -111,21 +112,27 @@ def _group(routes: Sequence[ApiRoute]) -> dict[str, dict[str, ApiRoute]]:
     return by_path
 
 
-def _path_endpoint(methods: dict[str, ApiRoute], services: Services) -> Callable[[Request], Any]:
-    handlers = {m: dispatch(r, services) for m, r in methods.items()}
-    if "GET" in handlers and "HEAD" not in handlers:
-        handlers["HEAD"] = handlers["GET"]
-    allowed = ", ".join(sorted(methods))
+class _PathApp:
+    """Every method of one path (an ASGI app, so Starlette passes all methods here and the
+    405 answer is ours, in JSON)."""
 
-    async def endpoint(request: Request) -> Response:
-        handler = handlers.get(request.method)
+    def __init__(self, methods: dict[str, ApiRoute], services: Services) -> None:
+        self.handlers = {m: dispatch(r, services) for m, r in methods.items()}
+        if "GET" in self.handlers and "HEAD" not in self.handlers:
+            self.handlers["HEAD"] = self.handlers["GET"]
+        self.allowed = ", ".join(sorted(methods))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        request = Request(scope, receive, send)
+        handler = self.handlers.get(request.method)
         if handler is None:
-            return JSONResponse({"error": "method_not_allowed",
-                                 "detail": f"{request.method} is not allowed here; use {allowed}"},
-                                status_code=405, headers={"Allow": allowed})
-        return await handler(request)
-
-    return endpoint
+            response: Response = JSONResponse(
+                {"error": "method_not_allowed",
+                 "detail": f"{request.method} is not allowed here; use {self.allowed}"},
+                status_code=405, headers={"Allow": self.allowed})
+        else:
+            response = await handler(request)
+        await response(scope, receive, send)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -168,7 +175,7 @@ def build_app(registry: Registry | None = None, *,
     gateway = GatewayMount(services, host=host)
     services.openapi = build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM})
 
-    routes: list[Route] = [Route(path, _path_endpoint(methods, services))
+    routes: list[Route] = [Route(path, _PathApp(methods, services))
                            for path, methods in _group(ROUTE_TABLE).items()]
     routes.append(Route(MCP_PATH, gateway))
 
@@ -176,9 +183,11 @@ def build_app(registry: Registry | None = None, *,
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with anyio.create_task_group() as tg:
             await gateway.run(tg)
+            await services.chat.run(tg)
             try:
                 yield
             finally:
+                services.chat.stop()
                 gateway.stop()
         await services.chat.aclose()
         if owns_backend:

@@ -275,18 +275,36 @@ def _mentioned(text: str, sources: list[dict[str, Any]]) -> list[dict[str, Any]]
 
 def _pick(text: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
     """The candidate an answer to "which one?" means, if exactly one."""
-    low = text.lower().strip()
-    number = re.fullmatch(r"\s*#?(\d+)\s*[.)]?\s*", low)
-    if number and 1 <= int(number.group(1)) <= len(candidates):
-        return candidates[int(number.group(1)) - 1]
+    low = text.lower().strip().rstrip(".!")
+    number = re.fullmatch(r"#?(\d+)\s*[.)]?", low)
+    if number:
+        index = int(number.group(1))
+        return candidates[index - 1] if 1 <= index <= len(candidates) else None
+    hits = _mentioned(text, candidates)
+    if len(hits) == 1:
+        return hits[0]
+    if hits:
+        return None
+    # "the second one", "first", "last" (a bare "one" counts only on its own).
+    words = re.findall(r"[a-z0-9]+", low)
     for word, index in _ORDINALS.items():
-        if re.search(rf"\b{word}\b", low) and len(low.split()) <= 4:
+        if word in words and (word != "one" or words == ["one"]) and len(words) <= 4:
             if index == -1:
                 return candidates[-1]
-            if index <= len(candidates):
-                return candidates[index - 1]
-    hits = _mentioned(text, candidates)
-    return hits[0] if len(hits) == 1 else None
+            return candidates[index - 1] if index <= len(candidates) else None
+    return None
+
+
+def _plain_error(text: str | None) -> str:
+    """A connector error for people: without its ``kind:`` prefix, ending in one stop."""
+    text = re.sub(r"^[a-z_]+: ", "", (text or "the health check failed").strip())
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def _sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
 
 
 # --------------------------------------------------------------------------------------------
@@ -528,11 +546,11 @@ class OfflinePlanner:
             if error == "namespace_taken":
                 flow.slots["namespace_taken"] = True
                 flow.slots.pop("app_namespace", None)
-                flow.notice = result.get("detail", "") + "."
+                flow.notice = _sentence(result.get("detail", ""))
                 return
             if "url" in str(result.get("detail", "")).lower():
                 flow.slots.pop("url", None)
-                flow.notice = f"That didn't work: {result.get('detail')}."
+                flow.notice = f"That didn't work: {_sentence(result.get('detail', ''))}"
                 return
         state.flow = None
         state.reply = _reply_for(name, args, result)
@@ -565,7 +583,9 @@ class OfflinePlanner:
         prefix = f"{flow.notice} " if flow.notice else ""
         awaiting = self._awaiting(state, flow)
         if awaiting == "url":
-            return prefix + "What's the URL of your MCP server? (for example https://mcp.example.com/mcp)"
+            if flow.notice:
+                return prefix + "What's the server's https:// URL?"
+            return "What's the URL of your MCP server? (for example https://mcp.example.com/mcp)"
         if awaiting == "auth":
             return prefix + ("How does it authenticate: with a bearer token, a token in a custom "
                              "header, or none?")
@@ -709,6 +729,12 @@ def _declined(name: str, args: dict[str, Any]) -> str:
     return "OK — nothing was changed."
 
 
+def _healthy(result: dict[str, Any]) -> str:
+    """ "healthy: 4 tools in 12 ms" -> "4 tools answered in 12 ms"."""
+    detail = str(result.get("detail", "")).removeprefix("healthy: ")
+    return detail.replace(" in ", " answered in ", 1)
+
+
 def _tools_count(n: Any) -> str:
     return "1 tool" if n == 1 else f"{n} tools"
 
@@ -720,18 +746,19 @@ def _reply_for(name: str, args: dict[str, Any], result: Any) -> str:
         return f"That didn't work: {result.get('detail') or result['error']}."
     label = result.get("name") or args.get("name") or args.get("source", "")
     status = result.get("status")
-    failed = (f' failed its health check: {result.get("health_error")}. {result.get("hint", "")} '
-              f'The source is kept (status error); once it\'s fixed, say "test {label}".')
+    failed = (f' failed its health check: {_plain_error(result.get("health_error"))} '
+              f'{result.get("hint", "")} The source is kept (status error); once it\'s fixed, '
+              f'say "test {label}".')
     if name == "register_source":
         if status == "active":
             ns = result.get("namespace")
-            return (f'Done — "{label}" is registered in sandbox "{result.get("sandbox")}" and healthy: '
-                    f'{_tools_count(result.get("tool_count"))}, named {ns}_…. Agents in this sandbox '
-                    "can use them now.")
+            return (f'Done — "{label}" is registered in sandbox "{result.get("sandbox")}" and healthy, '
+                    f'with {_tools_count(result.get("tool_count"))} (their names start with {ns}). '
+                    "Agents in this sandbox can use them now.")
         return f'I registered "{label}", but it' + failed
     if name == "test_source":
         if status == "active":
-            return f'"{label}" is healthy: {result.get("detail", "").removeprefix("healthy: ")}.'
+            return f'"{label}" is healthy: {_healthy(result)}.'
         if status == "paused":
             return f'"{label}" is paused; its check result: {result.get("detail")}.'
         return f'"{label}"' + failed
@@ -746,11 +773,12 @@ def _reply_for(name: str, args: dict[str, Any], result: Any) -> str:
         if args.get("url"):
             changes.append(f'URL changed to {result.get("url", args["url"])}')
         done = "; ".join(changes) or "updated"
+        before = args.get("source") if args.get("name") else label
         if status == "error":
-            return f'Updated "{label}" ({done}), but it' + failed
-        check = (f' Health check: {result.get("detail")}.' if str(result.get("detail", "")).startswith("healthy")
+            return f'Updated "{before}" ({done}), but it' + failed
+        check = (f" It's healthy: {_healthy(result)}." if str(result.get("detail", "")).startswith("healthy")
                  else "")
-        return f'Updated "{label}": {done}.{check}'
+        return f'Updated "{before}": {done}.{check}'
     if name == "revoke_source":
         sid = result.get("data_source_id", "")
         return (f'Revoked "{label}": its stored credential is deleted and it is disconnected; your '
@@ -795,7 +823,7 @@ def _sources_reply(result: dict[str, Any]) -> str:
         if s["status"] == "active":
             state = f"active, {_tools_count(s.get('tools'))}"
         elif s["status"] == "error":
-            state = f"failing: {s.get('health_error') or 'health check failed'}"
+            state = f"failing: {_plain_error(s.get('health_error')).rstrip('.')}"
         else:
             state = s["status"]
         lines.append(f"- {s['name']} ({s['id']}) — {state}; {s['url']}, auth {s['auth']}, "
@@ -823,7 +851,7 @@ def _catalog_reply(result: dict[str, Any]) -> str:
             lines.append(f"…and {len(tools) - 20} more.")
     for skipped in trace.get("sources_skipped", []):
         why = skipped.get("reason", "skipped")
-        detail = f": {skipped['detail']}" if skipped.get("detail") else ""
+        detail = f": {_plain_error(skipped['detail']).rstrip('.')}" if skipped.get("detail") else ""
         lines.append(f"Skipped {skipped.get('name', skipped.get('source_id'))} ({why}{detail}).")
     missing = trace.get("allowlist_missing_entries") or []
     if missing:

@@ -1,0 +1,640 @@
+"""The concierge over HTTP: one-shot, streamed chat, and out-of-band answers.
+
+    POST …/concierge/test                       {message, session_id?} -> one JSON result
+    POST …/concierge/chat                       {message, session_id?} -> Server-Sent Events
+    GET  …/concierge/sessions/{id}              the conversation so far (for reloads) + what waits
+    POST …/concierge/sessions/{id}/confirm      {id, approved}  -> the resumed run (SSE or JSON)
+    POST …/concierge/sessions/{id}/secret       {id, value}     -> the resumed run (SSE or JSON)
+    DELETE …/concierge/sessions/{id}            forget it (and the credentials it holds)
+
+A run that needs the person ends with ``agent_finish`` whose ``stop_reason`` is
+``awaiting_confirmation`` (after ``confirmation_required``) or ``awaiting_secret`` (after
+``secret_required``). The client answers on the confirm / secret endpoint and that same
+response streams the resumed run — so the credential travels in its own request, straight
+to the server's vault, and never through the chat text or the model. A yes needs an editor
+key; anyone may decline. The confirm and secret endpoints answer JSON in the `/test` shape
+instead of SSE when the request says ``Accept: application/json``.
+
+In the one-shot `/test`, writes are never run: the result is ``status: succeeded`` with
+``stop_reason: awaiting_confirmation``, the summary of the change in ``output_text`` and a
+``pending_confirmation`` object (or ``pending_secret``) telling which endpoint to answer.
+
+Runs execute in the server's own task group, not the request's: a client that disconnects
+(or reloads the widget) does not cut a registration in half; the run finishes and its
+events land in the stored history. Conversations (engine state + event history) live in
+SQLite and credentials in the vault (`VaultSecretStore`), so they survive a restart.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import anyio
+from anyio.abc import TaskGroup, TaskStatus
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from starlette.responses import JSONResponse, Response, StreamingResponse
+
+from concierge.agent import secrets as sec
+from concierge.agent.events import Event, to_record
+from concierge.agent.session import ConciergeSession
+from concierge.errors import Conflict, NotFound
+from concierge.registry import Sandbox
+from concierge.registry import validation as rules
+from concierge.registry.store import Store, now_iso
+from concierge.server.api import ACTOR, ApiRoute, Ctx
+from concierge.server.auth import Principal, Role
+from concierge.server.scoped import ScopedBackend
+from concierge.server.secret_store import VaultSecretStore
+
+if TYPE_CHECKING:
+    from concierge.server.app import Services
+
+__all__ = [
+    "MAX_MESSAGE_CHARS",
+    "ROUTES",
+    "ChatRequest",
+    "ChatService",
+    "ConfirmRequest",
+    "SecretRequest",
+    "SessionHistory",
+    "TestResult",
+]
+
+log = logging.getLogger("concierge.server.chat")
+
+MAX_MESSAGE_CHARS = 4000
+MAX_LIVE_SESSIONS = 256
+KEEPALIVE_S = 15.0
+BASE = "/api/v1/storage/sandboxes/{sandbox_id}/concierge"
+SESSION = BASE + "/sessions/{session_id}"
+
+
+# -- wire models ----------------------------------------------------------------------------
+
+class ChatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS,
+                         description="What the person says (at most 4,000 characters).")
+    session_id: str | None = Field(default=None, description="Continue this conversation.")
+
+
+class ConfirmRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The confirmation_required event's id.")
+    approved: bool = Field(description="true runs the change (editor key); false runs nothing.")
+
+
+class SecretRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(description="The secret_required event's id.")
+    value: SecretStr = Field(description="The credential. Stored in the vault; never echoed.")
+
+
+class PendingConfirmation(BaseModel):
+    id: str
+    tool: str
+    summary: str
+    arguments: dict[str, Any]
+    session_id: str
+    answer_url: str = Field(description='POST {"id", "approved"} here to answer.')
+
+
+class PendingSecret(BaseModel):
+    id: str
+    tool: str
+    purpose: str
+    session_id: str
+    answer_url: str = Field(description='POST {"id", "value"} here to hand the credential over.')
+
+
+class ToolCallRecord(BaseModel):
+    call_id: str
+    name: str
+    arguments: dict[str, Any]
+    result: Any = None
+    error: str | None = None
+
+
+class TestResult(BaseModel):
+    """The one-shot answer (reference fields first)."""
+
+    run_id: str
+    status: Literal["succeeded", "failed", "timeout", "cancelled"]
+    output_text: str
+    tokens_in: int
+    tokens_out: int
+    duration_ms: float
+    error_message: str | None
+    session_id: str
+    stop_reason: str | None = Field(description="end_turn | awaiting_confirmation | awaiting_secret")
+    pending_confirmation: PendingConfirmation | None = None
+    pending_secret: PendingSecret | None = None
+    tool_calls: list[ToolCallRecord] = Field(default_factory=list)
+
+
+class EventRecord(BaseModel):
+    event: str = Field(description="An engine event name, or user_message / user_confirm / user_secret.")
+    data: dict[str, Any]
+    run_id: str | None = None
+    at: str
+
+
+class SessionHistory(BaseModel):
+    session_id: str
+    sandbox_id: str
+    created_at: str
+    updated_at: str
+    running: bool
+    events: list[EventRecord]
+    pending: dict[str, Any] | None = Field(
+        description="The confirmation_required / secret_required still waiting ({event, data}), if any.")
+
+
+class Deleted(BaseModel):
+    session_id: str
+    deleted: bool
+
+
+SSE_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "description": "Server-Sent Events. `event:` is run_started, agent_text_delta, agent_tool_call, "
+                   "agent_tool_result, confirmation_required, secret_required, agent_finish or "
+                   "agent_error; `data:` is the event's JSON payload.",
+}
+
+
+# -- sessions and runs ----------------------------------------------------------------------
+
+@dataclass
+class _Live:
+    session: ConciergeSession
+    sandbox_id: str
+    key_id: str | None
+    busy: bool = False
+    """A run is going (set and cleared on the event loop: no lock needed)."""
+    scope: anyio.CancelScope | None = None
+
+
+class _Run:
+    """One run's events, handed from the background task to whoever listens (maybe no one)."""
+
+    def __init__(self) -> None:
+        self.send: MemoryObjectSendStream[dict[str, Any]]
+        self.receive: MemoryObjectReceiveStream[dict[str, Any]]
+        self.send, self.receive = anyio.create_memory_object_stream[dict[str, Any]](max_buffer_size=10_000)
+        self.done = anyio.Event()
+        self.cancelled = False
+
+    async def publish(self, record: dict[str, Any]) -> None:
+        try:
+            self.send.send_nowait(record)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError, anyio.WouldBlock):
+            pass  # the listener left; the run goes on and its history is stored
+
+
+class ChatService:
+    """Conversations over HTTP: start, persist, restore and stream them."""
+
+    def __init__(self, services: Services, *, model_factory: Callable[[], Any] | None = None,
+                 run_timeout: float = 120.0) -> None:
+        self.services = services
+        self._model_factory = model_factory
+        self._model: Any = None
+        self.run_timeout = run_timeout
+        self.secrets = VaultSecretStore(services.registry.store, services.registry.vault)
+        self._live: OrderedDict[str, _Live] = OrderedDict()
+        self._tg: TaskGroup | None = None
+
+    @property
+    def store(self) -> Store:
+        return self.services.registry.store
+
+    async def run(self, tg: TaskGroup) -> None:
+        """Called from the app's lifespan: runs execute in ``tg``."""
+        self._tg = tg
+
+    def stop(self) -> None:
+        for live in self._live.values():
+            if live.scope is not None:
+                live.scope.cancel()
+
+    async def aclose(self) -> None:
+        self._live.clear()
+
+    def model(self) -> Any:
+        if self._model is None:
+            if self._model_factory is not None:
+                self._model = self._model_factory()
+            else:
+                from concierge.agent.models import OfflinePlanner, from_env
+
+                self._model = from_env() or OfflinePlanner()
+        return self._model
+
+    # -- sessions ---------------------------------------------------------------------------
+
+    def create(self, sb: Sandbox, principal: Principal) -> _Live:
+        session = ConciergeSession(ScopedBackend(self.services.backend, principal), self.model(),
+                                   sandbox=sb.name, secret_store=self.secrets)
+        now = now_iso()
+        with self.store.transaction() as cx:
+            Store.insert(cx, "concierge_sessions", {
+                "id": session.session_id, "sandbox_id": sb.id, "key_id": principal.key_id,
+                "state": json.dumps(session.to_state()), "created_at": now, "updated_at": now})
+        return self._remember(_Live(session, sb.id, principal.key_id))
+
+    def open(self, session_id: str, sb: Sandbox, principal: Principal) -> _Live:
+        """A conversation of this sandbox and this key (404 for anyone else's)."""
+        live = self._live.get(session_id)
+        if live is None:
+            row = self.store.query_one("SELECT * FROM concierge_sessions WHERE id = ?", (session_id,))
+            if row is None or row["sandbox_id"] != sb.id or row["key_id"] != principal.key_id:
+                raise NotFound(f"no conversation {session_id!r} in this sandbox for this key")
+            session = ConciergeSession.from_state(
+                json.loads(row["state"]), ScopedBackend(self.services.backend, principal), self.model(),
+                secret_store=self.secrets, sandbox=sb.name)
+            live = self._remember(_Live(session, row["sandbox_id"], row["key_id"]))
+        elif live.sandbox_id != sb.id or live.key_id != principal.key_id:
+            raise NotFound(f"no conversation {session_id!r} in this sandbox for this key")
+        self._live.move_to_end(session_id)
+        return live
+
+    def _remember(self, live: _Live) -> _Live:
+        self._live[live.session.session_id] = live
+        while len(self._live) > MAX_LIVE_SESSIONS:
+            oldest = next((k for k, v in self._live.items() if not v.busy), None)
+            if oldest is None:
+                break
+            del self._live[oldest]  # its state is in SQLite; it is reloaded on next use
+        return live
+
+    def _save(self, live: _Live) -> None:
+        with self.store.transaction() as cx:
+            cx.execute("UPDATE concierge_sessions SET state = ?, updated_at = ? WHERE id = ?",
+                       (json.dumps(live.session.to_state()), now_iso(), live.session.session_id))
+
+    def record(self, live: _Live, records: list[dict[str, Any]], run_id: str | None) -> None:
+        if not records:
+            return
+        at = now_iso()
+        with self.store.transaction() as cx:
+            cx.executemany(
+                "INSERT INTO concierge_events (session_id, run_id, type, data, at) VALUES (?,?,?,?,?)",
+                [(live.session.session_id, run_id, r["event"], json.dumps(r["data"]), at) for r in records])
+
+    def history(self, live: _Live) -> SessionHistory:
+        row = self.store.query_one("SELECT * FROM concierge_sessions WHERE id = ?",
+                                   (live.session.session_id,))
+        assert row is not None
+        events = [EventRecord(event=r["type"], data=json.loads(r["data"]), run_id=r["run_id"], at=r["at"])
+                  for r in self.store.query(
+                      "SELECT * FROM concierge_events WHERE session_id = ? ORDER BY id",
+                      (live.session.session_id,))]
+        pending = None
+        if not live.busy:
+            waiting = live.session.pending_event()
+            if waiting is not None and (live.session.pending or {}).get("answer") is None:
+                pending = self.scrub(live, to_record(waiting))
+        return SessionHistory(session_id=row["id"], sandbox_id=row["sandbox_id"],
+                              created_at=row["created_at"], updated_at=row["updated_at"],
+                              running=live.busy, events=events, pending=pending)
+
+    def delete(self, live: _Live) -> None:
+        if live.busy:
+            raise Conflict("the conversation is busy with a run; wait for it to finish")
+        session_id = live.session.session_id
+        for ref in live.session.secret_refs:
+            self.secrets.delete(ref)
+        with self.store.transaction() as cx:
+            cx.execute("DELETE FROM concierge_events WHERE session_id = ?", (session_id,))
+            cx.execute("DELETE FROM concierge_sessions WHERE id = ?", (session_id,))
+        self._live.pop(session_id, None)
+
+    @staticmethod
+    def scrub(live: _Live, record: dict[str, Any]) -> dict[str, Any]:
+        """The last line of defence: no value the session knows may leave in an event."""
+        text = json.dumps(record, ensure_ascii=False, default=str)
+        return json.loads(sec.scrub(text, live.session.known_secrets()))
+
+    # -- runs -------------------------------------------------------------------------------
+
+    async def start(self, live: _Live, events: Callable[[], AsyncIterator[Event]], *,
+                    actor: str, before: list[dict[str, Any]] | None = None) -> _Run:
+        """Start a run in the background; 409 when the conversation is busy."""
+        if self._tg is None:
+            raise RuntimeError("the chat service needs the app's lifespan to run")
+        if live.busy:
+            raise Conflict("the conversation is busy with another run; wait for it to finish",
+                           error="session_busy")
+        live.busy = True
+        run = _Run()
+        try:
+            await self._tg.start(self._drive, live, events, run, actor, before or [])
+        except BaseException:
+            live.busy = False
+            raise
+        return run
+
+    async def _drive(self, live: _Live, events: Callable[[], AsyncIterator[Event]], run: _Run,
+                     actor: str, before: list[dict[str, Any]], *, task_status: TaskStatus[None]) -> None:
+        ACTOR.set(actor)
+        pending_text: list[str] = []
+        run_id: str | None = None
+        stored: list[dict[str, Any]] = []
+
+        def flush_text() -> None:
+            if pending_text:
+                stored.append({"event": "agent_text_delta", "data": {"text": "".join(pending_text)}})
+                pending_text.clear()
+
+        try:
+            with anyio.CancelScope() as scope:
+                live.scope = scope
+                task_status.started()
+                agen = events()
+                async with contextlib.aclosing(agen):  # type: ignore[type-var]
+                    async for event in agen:
+                        record = self.scrub(live, to_record(event))
+                        if event.type == "run_started":
+                            run_id = record["data"].get("run_id")
+                            # The person's words, with any pasted credential already a reference.
+                            stored.extend(self.scrub(live, r) for r in before)
+                        if event.type == "agent_text_delta":
+                            pending_text.append(record["data"].get("text", ""))
+                        else:
+                            flush_text()
+                            stored.append(record)
+                        await run.publish(record)
+            if scope.cancelled_caught:
+                run.cancelled = True
+                error = {"event": "agent_error", "data": {"message": "the run was cancelled",
+                                                          "type": "cancelled", "run_id": run_id or ""}}
+                flush_text()
+                stored.append(error)
+                await run.publish(error)
+        except Exception as exc:  # never let one conversation take the server down
+            log.exception("chat run failed in session %s", live.session.session_id)
+            error = {"event": "agent_error", "data": {"message": f"internal error: {type(exc).__name__}",
+                                                      "type": "internal_error", "run_id": run_id or ""}}
+            flush_text()
+            stored.append(error)
+            await run.publish(error)
+        finally:
+            live.scope = None
+            flush_text()
+            with anyio.CancelScope(shield=True):
+                try:
+                    self.record(live, stored, run_id)
+                    self._save(live)
+                except Exception:
+                    log.exception("could not store session %s", live.session.session_id)
+                live.busy = False
+                run.send.close()
+                run.done.set()
+
+
+# -- helpers for handlers -------------------------------------------------------------------
+
+def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise rules.from_pydantic(exc) from None
+
+
+def _actor(principal: Principal) -> str:
+    return f"{principal.actor} via concierge"
+
+
+def _sse(record: dict[str, Any]) -> str:
+    return f"event: {record['event']}\ndata: {json.dumps(record['data'], ensure_ascii=False)}\n\n"
+
+
+def _stream(run: _Run) -> StreamingResponse:
+    async def body() -> AsyncIterator[str]:
+        async with run.receive:
+            while True:
+                with anyio.move_on_after(KEEPALIVE_S) as idle:
+                    try:
+                        record = await run.receive.receive()
+                    except anyio.EndOfStream:
+                        return
+                if idle.cancelled_caught:
+                    yield ": keep-alive\n\n"
+                    continue
+                yield _sse(record)
+
+    return StreamingResponse(body(), media_type="text/event-stream",
+                             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
+
+
+async def _collect(ctx: Ctx, live: _Live, run: _Run, started: float, timeout: float) -> TestResult:
+    """Wait for the run (at most ``timeout`` s) and fold its events into a `TestResult`."""
+    text: list[str] = []
+    calls: dict[str, ToolCallRecord] = {}
+    finish: dict[str, Any] | None = None
+    error: dict[str, Any] | None = None
+    run_id = ""
+    pending_c: PendingConfirmation | None = None
+    pending_s: PendingSecret | None = None
+    timed_out = False
+    base = (ctx.request.url.path.rsplit("/concierge/", 1)[0]
+            + f"/concierge/sessions/{live.session.session_id}")
+    async with run.receive:
+        with anyio.move_on_after(timeout) as limit:
+            async for record in run.receive:
+                kind, data = record["event"], record["data"]
+                if kind == "run_started":
+                    run_id = data.get("run_id", "")
+                elif kind == "agent_text_delta":
+                    text.append(data.get("text", ""))
+                elif kind == "agent_tool_call":
+                    calls[data["call_id"]] = ToolCallRecord(call_id=data["call_id"], name=data["name"],
+                                                            arguments=data.get("arguments") or {})
+                elif kind == "agent_tool_result":
+                    call = calls.setdefault(data["call_id"], ToolCallRecord(
+                        call_id=data["call_id"], name=data["name"], arguments={}))
+                    call.result, call.error = data.get("result"), data.get("error")
+                elif kind == "confirmation_required":
+                    pending_c = PendingConfirmation(
+                        id=data["id"], tool=data["tool"], summary=data["summary"],
+                        arguments=data.get("arguments") or {}, session_id=live.session.session_id,
+                        answer_url=base + "/confirm")
+                elif kind == "secret_required":
+                    pending_s = PendingSecret(id=data["id"], tool=data["tool"], purpose=data["purpose"],
+                                              session_id=live.session.session_id,
+                                              answer_url=base + "/secret")
+                elif kind == "agent_finish":
+                    finish = data
+                elif kind == "agent_error":
+                    error = data
+        if limit.cancelled_caught:
+            timed_out = True
+            if live.scope is not None:
+                live.scope.cancel()
+    await run.done.wait()
+    output = "".join(text)
+    stop = finish.get("stop_reason") if finish else None
+    if stop == "awaiting_confirmation" and pending_c is not None:
+        output += ("\n\n" if output else "") + (
+            f"Not done yet — this change waits for your confirmation: {pending_c.summary}")
+    elif stop == "awaiting_secret" and pending_s is not None:
+        output += ("\n\n" if output else "") + (
+            f"Not done yet — this change needs {pending_s.purpose}, handed over privately.")
+    usage = (finish or {}).get("usage") or {}
+    status: Literal["succeeded", "failed", "timeout", "cancelled"]
+    if timed_out:
+        status = "timeout"
+    elif finish is not None:
+        status = "succeeded"
+    elif error is not None and error.get("type") == "cancelled":
+        status = "cancelled"
+    else:
+        status = "failed"
+    message = None
+    if timed_out:
+        message = f"the run did not finish within {timeout:g} s"
+    elif error is not None:
+        message = str(error.get("message"))
+    return TestResult(
+        run_id=run_id or (finish or {}).get("run_id", ""), status=status, output_text=output,
+        tokens_in=int(usage.get("input_tokens") or 0), tokens_out=int(usage.get("output_tokens") or 0),
+        duration_ms=round((time.perf_counter() - started) * 1000, 1), error_message=message,
+        session_id=live.session.session_id, stop_reason=stop,
+        pending_confirmation=pending_c if stop == "awaiting_confirmation" else None,
+        pending_secret=pending_s if stop == "awaiting_secret" else None,
+        tool_calls=list(calls.values()))
+
+
+def _wants_json(ctx: Ctx) -> bool:
+    accept = ctx.request.headers.get("accept", "")
+    return "application/json" in accept and "text/event-stream" not in accept
+
+
+def _chat(ctx: Ctx) -> ChatService:
+    return ctx.services.chat
+
+
+async def _begin(ctx: Ctx) -> tuple[_Live, _Run, float]:
+    sb = ctx.sandbox()
+    req: ChatRequest = _parse(ChatRequest, await ctx.json())
+    service = _chat(ctx)
+    live = (service.open(req.session_id, sb, ctx.caller) if req.session_id
+            else service.create(sb, ctx.caller))
+    started = time.perf_counter()
+    message = req.message
+
+    run = await service.start(live, lambda: live.session.send(message), actor=_actor(ctx.caller),
+                              before=[{"event": "user_message", "data": {"text": message}}])
+    return live, run, started
+
+
+# -- handlers -------------------------------------------------------------------------------
+
+async def concierge_test(ctx: Ctx) -> TestResult:
+    live, run, started = await _begin(ctx)
+    return await _collect(ctx, live, run, started, _chat(ctx).run_timeout)
+
+
+async def concierge_chat(ctx: Ctx) -> Response:
+    _, run, _ = await _begin(ctx)
+    return _stream(run)
+
+
+async def _resumed(ctx: Ctx, live: _Live, run: _Run, started: float) -> Response:
+    if _wants_json(ctx):
+        result = await _collect(ctx, live, run, started, _chat(ctx).run_timeout)
+        return JSONResponse(result.model_dump(mode="json"))
+    return _stream(run)
+
+
+async def chat_session_confirm(ctx: Ctx) -> Response:
+    sb = ctx.sandbox()
+    req: ConfirmRequest = _parse(ConfirmRequest, await ctx.json())
+    if req.approved:
+        ctx.caller.require(Role.EDITOR, "approving a change")
+    service = _chat(ctx)
+    live = service.open(ctx.param("session_id"), sb, ctx.caller)
+    if live.busy:
+        raise Conflict("the conversation is busy with another run; wait for it to finish",
+                       error="session_busy")
+    live.session.confirm(req.id, req.approved)
+    started = time.perf_counter()
+    run = await service.start(live, live.session.resume, actor=_actor(ctx.caller),
+                              before=[{"event": "user_confirm", "data": {"id": req.id,
+                                                                         "approved": req.approved}}])
+    return await _resumed(ctx, live, run, started)
+
+
+async def chat_session_secret(ctx: Ctx) -> Response:
+    sb = ctx.sandbox()
+    req: SecretRequest = _parse(SecretRequest, await ctx.json())
+    service = _chat(ctx)
+    live = service.open(ctx.param("session_id"), sb, ctx.caller)
+    if live.busy:
+        raise Conflict("the conversation is busy with another run; wait for it to finish",
+                       error="session_busy")
+    live.session.provide_secret(req.id, req.value.get_secret_value())
+    started = time.perf_counter()
+    run = await service.start(live, live.session.resume, actor=_actor(ctx.caller),
+                              before=[{"event": "user_secret", "data": {"id": req.id}}])
+    return await _resumed(ctx, live, run, started)
+
+
+async def chat_session_history(ctx: Ctx) -> SessionHistory:
+    service = _chat(ctx)
+    return service.history(service.open(ctx.param("session_id"), ctx.sandbox(), ctx.caller))
+
+
+async def chat_session_delete(ctx: Ctx) -> Deleted:
+    service = _chat(ctx)
+    live = service.open(ctx.param("session_id"), ctx.sandbox(), ctx.caller)
+    service.delete(live)
+    return Deleted(session_id=live.session.session_id, deleted=True)
+
+
+ROUTES = [
+    ApiRoute("POST", BASE + "/test", concierge_test,
+             "Ask the concierge once; writes are reported as pending, never run", "viewer", "concierge",
+             body=ChatRequest, response=TestResult, errors=(409,),
+             description="Runs one turn and answers when it ends. A change the concierge wants to make "
+                         "is not run: `stop_reason` is `awaiting_confirmation`, `output_text` ends with "
+                         "its summary and `pending_confirmation` says where to answer (or "
+                         "`pending_secret` when a credential is needed first)."),
+    ApiRoute("POST", BASE + "/chat", concierge_chat,
+             "Chat with the concierge (Server-Sent Events of the engine's events)", "viewer", "concierge",
+             body=ChatRequest, response=SSE_SCHEMA, media="text/event-stream", errors=(409,),
+             description="Send `session_id` (from `run_started` or `agent_finish`) to continue a "
+                         "conversation. A run that needs the person ends with `agent_finish` "
+                         "`awaiting_confirmation` or `awaiting_secret`; answer on the session's "
+                         "confirm or secret endpoint, whose response streams the resumed run."),
+    ApiRoute("GET", SESSION, chat_session_history,
+             "A conversation so far, and the confirmation or credential it waits for", "viewer",
+             "concierge", response=SessionHistory),
+    ApiRoute("DELETE", SESSION, chat_session_delete,
+             "Forget a conversation and the credentials handed over in it", "viewer", "concierge",
+             response=Deleted, errors=(409,)),
+    ApiRoute("POST", SESSION + "/confirm", chat_session_confirm,
+             "Answer a confirmation_required; streams the resumed run", "viewer", "concierge",
+             body=ConfirmRequest, response=SSE_SCHEMA, media="text/event-stream", errors=(409,),
+             description="`approved: true` needs an editor key. Send `Accept: application/json` for "
+                         "the one-shot result shape instead of SSE."),
+    ApiRoute("POST", SESSION + "/secret", chat_session_secret,
+             "Hand over the credential a secret_required asked for; streams the resumed run",
+             "editor", "concierge", body=SecretRequest, response=SSE_SCHEMA, media="text/event-stream",
+             errors=(409,),
+             description="The value goes to the vault and the tool gets a reference; it never "
+                         "enters the chat, the model or any response. `Accept: application/json` "
+                         "gives the one-shot result shape."),
+]

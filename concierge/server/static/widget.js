@@ -1,0 +1,1 @@
+// widget placeholder; replaced below
