@@ -62,6 +62,8 @@ _STOP_WORDS = frozenset(
     "about status state".split())
 
 
+_NOT_AGENT_NAMES = frozenset("an every each see use using got get currently called named".split())
+
 # --------------------------------------------------------------------------------------------
 # State
 
@@ -671,7 +673,7 @@ class OfflinePlanner:
             re.search(r"\b(?:agent|bot)\s+[\"']?([\w-]+)", text, re.I) or \
             re.search(r"\b([\w-]+)\s+(?:agent|bot)\b", text, re.I)
         hint = match.group(1).lower() if match else ""
-        hint = "" if hint in ("my", "the", "an", "a", "this", "that", "which", "every", "each") else hint
+        hint = " ".join(w for w in hint.split() if w not in _STOP_WORDS and w not in _NOT_AGENT_NAMES)
         wants_agent = bool(re.search(r"\b(agent|bot)\b", text, re.I)) or bool(hint)
         if flow.agents is None:
             if not wants_agent and not re.search(r"\btools?\b", text, re.I):

@@ -1,0 +1,143 @@
+"""``concierge serve`` and ``concierge keys create|list|revoke``.
+
+Keys live in the local registry database (``CONCIERGE_HOME``): ``keys`` manages the keys of
+the server you start on this machine. A key is printed once, when created; only its hash is
+stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from concierge.cli.output import emit, table
+from concierge.errors import ValidationFailed
+
+__all__ = ["add_commands", "check_bind"]
+
+LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
+
+
+def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
+    p = sub.add_parser("serve", parents=[common], help="serve the REST API, the chat, the widget and "
+                                                      "the MCP gateway over HTTP")
+    p.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
+    p.add_argument("--allow-anonymous-loopback", action="store_true",
+                   help="serve requests from this machine without an API key (local use only; "
+                        "refused with a non-loopback --host)")
+    p.set_defaults(run=serve)
+
+    keys = sub.add_parser("keys", help="create, list and revoke API keys for `concierge serve`"
+                          ).add_subparsers(dest="keys_cmd", metavar="SUBCOMMAND", required=True)
+    p = keys.add_parser("create", parents=[common], help="create a key (printed once; only a hash is kept)")
+    p.add_argument("--sandbox", help="limit the key to this sandbox (name or id); default: every sandbox")
+    p.add_argument("--role", choices=["owner", "editor", "viewer"], default="owner",
+                   help="viewer: read; editor: + changes; owner: + permanent deletes (default owner)")
+    p.add_argument("--label", help="a note to recognise the key by in `keys list`")
+    p.set_defaults(run=keys_create)
+    p = keys.add_parser("list", parents=[common], help="list keys (never the keys themselves)")
+    p.add_argument("--all", action="store_true", help="include revoked keys")
+    p.set_defaults(run=keys_list)
+    p = keys.add_parser("revoke", parents=[common], help="revoke a key; it is refused from the next request")
+    p.add_argument("id", help="the key's id (key_…), from `keys list`")
+    p.set_defaults(run=keys_revoke)
+
+
+def check_bind(host: str, *, active_keys: int, allow_anonymous_loopback: bool) -> str | None:
+    """Why the server must not start with these settings, or None when it may."""
+    loopback = host in LOOPBACK_BINDS or host.startswith("127.")
+    if not loopback and allow_anonymous_loopback:
+        return (f"--allow-anonymous-loopback is for local use only and cannot be combined with "
+                f"--host {host}; create a key with `concierge keys create` instead")
+    if not loopback and active_keys == 0:
+        return (f"refusing to listen on {host} without API keys: anyone who can reach this port "
+                "could change your registry. Create one with `concierge keys create`, or bind to "
+                "127.0.0.1")
+    if loopback and active_keys == 0 and not allow_anonymous_loopback:
+        return ("no API keys exist, so every request would be refused. Create one with "
+                "`concierge keys create`, or start with --allow-anonymous-loopback for local use")
+    return None
+
+
+def _local_only(args: argparse.Namespace) -> None:
+    if getattr(args, "api_url", None):
+        raise ValidationFailed("keys are managed on the server's machine (its CONCIERGE_HOME); "
+                               "run this command there without --api-url", field="api_url")
+
+
+def serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from concierge.backend import LocalBackend
+    from concierge.server import build_app
+    from concierge.server.auth import KeyStore
+
+    _local_only(args)
+    backend = LocalBackend.open()
+    keys = KeyStore(backend.registry.store)
+    problem = check_bind(args.host, active_keys=keys.active_count(),
+                         allow_anonymous_loopback=args.allow_anonymous_loopback)
+    if problem:
+        backend.registry.close()
+        print(f"error: {problem}", file=sys.stderr)
+        return 1
+    app = build_app(backend_factory=lambda: backend, keys=keys,
+                    allow_anonymous_loopback=args.allow_anonymous_loopback, host=args.host)
+    url_host = f"[{args.host}]" if ":" in args.host else args.host
+    mode = "anonymous loopback allowed" if args.allow_anonymous_loopback else "API keys required"
+    print(f"concierge serving on http://{url_host}:{args.port} ({mode}); widget demo at /, "
+          f"API description at /openapi.json", file=sys.stderr, flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=5)
+    return 0
+
+
+def _keys():  # type: ignore[no-untyped-def]
+    from concierge.registry import Registry
+    from concierge.server.auth import KeyStore
+
+    registry = Registry.open()
+    return registry, KeyStore(registry.store)
+
+
+def keys_create(args: argparse.Namespace) -> int:
+    _local_only(args)
+    registry, keys = _keys()
+    try:
+        sandbox_id = registry.get_sandbox(args.sandbox).id if args.sandbox else None
+        created = keys.create(role=args.role, sandbox_id=sandbox_id, label=args.label)
+    finally:
+        registry.close()
+    scope = f"sandbox {args.sandbox}" if args.sandbox else "every sandbox"
+    emit(created, as_json=args.json,
+         human=f"{created.key}\n\nCreated {created.id}: {created.role.value} of {scope}. This is the only "
+               "time the key is shown; send it as 'Authorization: Bearer <key>' "
+               "(CONCIERGE_API_KEY for --api-url).")
+    return 0
+
+
+def keys_list(args: argparse.Namespace) -> int:
+    _local_only(args)
+    registry, keys = _keys()
+    try:
+        rows = keys.list(include_revoked=args.all)
+    finally:
+        registry.close()
+    human = table([(k.id, k.prefix + "…", k.role.value, k.sandbox_id or "all", k.label,
+                    k.last_used_at or "never", "revoked" if k.revoked_at else "active")
+                   for k in rows],
+                  ["ID", "KEY", "ROLE", "SANDBOX", "LABEL", "LAST USED", "STATE"]) or "no API keys"
+    emit(rows, as_json=args.json, human=human)
+    return 0
+
+
+def keys_revoke(args: argparse.Namespace) -> int:
+    _local_only(args)
+    registry, keys = _keys()
+    try:
+        key = keys.revoke(args.id)
+    finally:
+        registry.close()
+    emit(key, as_json=args.json, human=f"revoked {key.id}")
+    return 0

@@ -1,0 +1,184 @@
+"""The offline planner: slot filling, disambiguation, plain answers — through the real engine."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from concierge.agent.models import OfflinePlanner
+from concierge.agent.models.offline import _auth, _label, _pick, _update_fields, _url
+from concierge.agent.secrets import normalize_ref
+from concierge.agent.session import ConciergeSession
+from concierge.backend import LocalBackend
+from tests.agent_fixtures import (  # noqa: F401 - fixtures
+    BEARER,
+    backend,
+    bearer_server,
+    collect,
+    events_of,
+    finish,
+    open_server,
+    text_of,
+)
+from tests.mcp_servers import RunningServer
+
+pytestmark = pytest.mark.anyio
+
+
+async def say(session: ConciergeSession, text: str) -> list[Any]:
+    return await collect(session.send(text))
+
+
+async def answer(session: ConciergeSession, *, yes: bool | None = None, secret: str | None = None) -> list[Any]:
+    assert session.pending is not None
+    if secret is not None:
+        session.provide_secret(session.pending["id"], secret)
+    else:
+        session.confirm(session.pending["id"], bool(yes))
+    return await collect(session.resume())
+
+
+def calls(events: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.name, e.arguments) for e in events_of(events, "agent_tool_call")]
+
+
+# -- reading the person ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("text", "kind", "header"), [
+    ("it's authenticated with a bearer token", "bearer", None),
+    ("a custom header", "header_token", None),
+    ("header X-Api-Key", "header_token", "X-Api-Key"),
+    ("no auth", "none", None),
+    ("none", "none", None),
+    ("it is public, call it Public API", "none", None),
+    ("https://public.example.com/mcp", None, None),
+])
+def test_auth_scheme(text: str, kind: str | None, header: str | None) -> None:
+    assert _auth(text) == (kind, header)
+
+
+def test_url_label_and_update_fields() -> None:
+    assert _url("add https://mcp.acme.com/mcp, please.") == "https://mcp.acme.com/mcp"
+    assert _url("it's at localhost:8000/mcp") == "http://localhost:8000/mcp"
+    assert _label('register it and call it "Acme docs" in staging') == "Acme docs"
+    assert _update_fields("Rename acme to Acme prod and set its rate cap to 30") == {
+        "name": "Acme prod", "old_name": "acme", "rate_cap_per_minute": 30}
+    assert _update_fields("limit it to 45 calls per minute") == {"rate_cap_per_minute": 45}
+    assert _update_fields("rotate the token for acme") == {"rotate_token": True}
+    assert _update_fields("change the url of acme to https://new.example/mcp") == {"url": "https://new.example/mcp"}
+
+
+def test_pick_from_candidates() -> None:
+    candidates = [{"id": "ds_AAAAAAAA", "name": "Acme prod", "namespace": "acme_prod"},
+                  {"id": "ds_BBBBBBBB", "name": "Acme staging", "namespace": "acme_staging"}]
+    assert _pick("the staging one", candidates)["id"] == "ds_BBBBBBBB"
+    assert _pick("2", candidates)["id"] == "ds_BBBBBBBB"
+    assert _pick("the first one", candidates)["id"] == "ds_AAAAAAAA"
+    assert _pick("ds_BBBBBBBB", candidates)["name"] == "Acme staging"
+    assert _pick("acme", candidates) is None
+    assert _pick("7", candidates) is None
+
+
+# -- flows ----------------------------------------------------------------------------------
+
+
+async def test_slot_filling_survives_a_restore(backend: LocalBackend, bearer_server: RunningServer) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    assert "URL" in text_of(await say(session, "I'd like to add an MCP server"))
+    assert "authenticate" in text_of(await say(session, bearer_server.url()))
+    state = json.loads(json.dumps(session.to_state()))
+    session = ConciergeSession.from_state(state, backend, OfflinePlanner())  # a restart
+    assert "call it" in text_of(await say(session, "bearer"))
+    events = await say(session, "Acme docs")
+    assert calls(events) == [("register_source", {"name": "Acme docs", "url": bearer_server.url(),
+                                                  "auth_kind": "bearer", "app_namespace": "acme_docs"})]
+    assert events_of(events, "secret_required")
+    events = await answer(session, secret=BEARER)
+    assert events_of(events, "confirmation_required")
+    events = await answer(session, yes=True)
+    assert "healthy" in text_of(events)
+    assert (await backend.list_sources())[0].has_token
+
+
+async def test_pasted_token_skips_the_secret_question(backend: LocalBackend, bearer_server: RunningServer) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, f"Add {bearer_server.url()} with bearer token {BEARER}, call it Demo")
+    assert not events_of(events, "secret_required")
+    (name, arguments), = calls(events)
+    assert normalize_ref(arguments["token_ref"]) and BEARER not in json.dumps(arguments)
+    assert "healthy" in text_of(await answer(session, yes=True))
+
+
+async def test_register_into_a_named_sandbox(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.create_sandbox("staging")
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, f"Add {open_server.url()} with no auth in sandbox staging, call it Demo")
+    confirm = events_of(events, "confirmation_required")[0]
+    assert 'sandbox "staging"' in confirm.summary
+    await answer(session, yes=True)
+    assert [s.name for s in await backend.list_sources(sandbox="staging")] == ["Demo"]
+
+
+async def test_typed_yes_after_a_dropped_confirmation_asks_again(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"Add {open_server.url()} with no auth, call it Demo")
+    events = await say(session, "yes")  # typed instead of answering the confirmation
+    assert events_of(events, "agent_tool_result")[0].result["status"] == "not_confirmed"
+    assert events_of(events, "confirmation_required")  # asked again, properly
+    assert await backend.list_sources() == []
+
+
+async def test_pause_resume_and_delete_command(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.register_source({"name": "Acme", "base_url": open_server.url(), "auth_kind": "none"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "pause acme")
+    assert "Paused" in text_of(await answer(session, yes=True))
+    assert "None of your sources is active" in text_of(await say(session, "pause acme"))
+    await say(session, "resume it")
+    assert "healthy again" in text_of(await answer(session, yes=True))
+    events = await say(session, "delete acme permanently")
+    assert "concierge source delete ds_" in text_of(events) and session.pending is None
+    assert len(await backend.list_sources()) == 1
+
+
+async def test_update_url(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.register_source({"name": "Acme", "base_url": open_server.url() + "/old", "auth_kind": "none"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, f"change the url of acme to {open_server.url()}")
+    assert calls(events)[-1] == ("update_source", {"source": "Acme", "url": open_server.url()})
+    assert "healthy" in text_of(await answer(session, yes=True))
+
+
+async def test_agent_questions_always_use_the_live_catalog(backend: LocalBackend,
+                                                           open_server: RunningServer) -> None:
+    await backend.register_source({"name": "Acme", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "acme"})
+    await backend.create_agent({"slug": "support-bot"})
+    await backend.create_agent({"slug": "sales-bot"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    for _ in range(2):  # asked twice: resolved twice, never from memory
+        events = await say(session, "what tools does my support agent have right now?")
+        assert calls(events)[-1] == ("list_agent_tools", {"agent": "support-bot"})
+        assert "support-bot has 4 tools" in text_of(events)
+    assert "Which agent?" in text_of(await say(session, "what tools does my agent have?"))
+    events = await say(session, "sales-bot")
+    assert calls(events) == [("list_agent_tools", {"agent": "sales-bot"})]
+    assert "couldn't find an agent" in text_of(await say(session, "what tools does the billing agent have?"))
+
+
+async def test_unknown_requests_get_a_plain_answer(backend: LocalBackend) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    reply = text_of(await say(session, "what's the weather like?"))
+    assert "didn't understand" in reply and "OPENAI_API_KEY" in reply and "help" in reply
+    assert "Rotate the token" in text_of(await say(session, "help"))
+
+
+async def test_nothing_to_act_on(backend: LocalBackend) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    assert "no MCP sources yet" in text_of(await say(session, "revoke my custom MCP source"))
+    assert "no agents" in text_of(await say(session, "what tools does my support agent have?"))
+    assert "Your sandboxes: default (current)." == text_of(await say(session, "which sandboxes do I have?"))
