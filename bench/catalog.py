@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import socket
 import statistics
 import subprocess
@@ -28,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpcore2
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -125,26 +123,11 @@ async def run(n_sources: int, delay: float, n_calls: int) -> None:
         result = await sequential.resolve("bench")
         one_by_one = time.perf_counter() - t
         assert result.count == 2 * n_sources
-        # Each connection builds an httpx2 client, which loads the CA bundle into a new SSL
-        # context (~20 ms of CPU on the event loop, even for http://). Show what sharing one
-        # context would give, by patching it here only.
-        original = httpcore2.default_ssl_context
-        httpcore2.default_ssl_context = functools.lru_cache(maxsize=4)(original)  # type: ignore[assignment]
-        try:
-            shared = []
-            for _ in range(3):
-                catalog.invalidate()
-                t = time.perf_counter()
-                result = await catalog.resolve("bench")
-                shared.append(time.perf_counter() - t)
-        finally:
-            httpcore2.default_ssl_context = original  # type: ignore[assignment]
-        print(f"  cold, concurrent      {ms(statistics.median(cold))}   (median of 3; min {ms(min(cold)).strip()})")
+        low = ms(min(cold)).strip()
+        print(f"  cold, concurrent      {ms(statistics.median(cold))}   (median of 3; min {low})")
         print(f"  warm, from cache      {ms(statistics.median(warm))}   (median of 20)")
         print(f"  cold, one after other {ms(one_by_one)}   ({one_by_one / statistics.median(cold):.1f}x the "
               "concurrent time)")
-        print(f"  cold, concurrent, one shared SSL context (patched in this bench only) "
-              f"{ms(statistics.median(shared)).strip()}")
 
         source_id = (await reg.register({"name": "Plain", "base_url": f"{plain}/s0/mcp", "auth_kind": "none",
                                          "app_namespace": "plain", "rate_cap_per_minute": 600})).data_source_id
@@ -169,7 +152,8 @@ async def run(n_sources: int, delay: float, n_calls: int) -> None:
         print(f"\nGateway call vs a direct call on an open session ({n_calls} calls each, interleaved)")
         print(f"  direct  median {ms(d)}")
         print(f"  gateway median {ms(g)}")
-        print(f"  added   median {ms(g - d)}   (p90 gateway {ms(statistics.quantiles(gateway_times, n=10)[-1]).strip()})")
+        p90 = ms(statistics.quantiles(gateway_times, n=10)[-1]).strip()
+        print(f"  added   median {ms(g - d)}   (p90 gateway {p90})")
         print(f"  sessions opened by the gateway: {gateway.sessions_opened[source_id]}")
 
 

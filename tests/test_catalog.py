@@ -76,7 +76,7 @@ async def test_several_servers_slow_and_refused(reg: Registry) -> None:
         elapsed = time.perf_counter() - started
 
         # concurrent: 0.6 + 0.6 + 1.0 one after another; here only the slow source's deadline
-        assert 0.95 <= elapsed < 1.5, elapsed
+        assert 0.95 <= elapsed < 1.6, elapsed
         assert slow.listings == listings_before + 1  # it was asked, and abandoned at its deadline
         assert names(result) == {"acme_search", "acme_read", "beta_echo"}
         assert {t.name: (t.app, t.source_id, t.original_name) for t in result.tools}["acme_read"] == (

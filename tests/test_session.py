@@ -425,3 +425,37 @@ def test_parse_yes_no() -> None:
     assert parse_yes_no("Yes") is True and parse_yes_no("y") is True and parse_yes_no("go ahead") is True
     assert parse_yes_no("no") is False and parse_yes_no("Cancel.") is False
     assert parse_yes_no("maybe later") is None
+
+
+async def test_bare_word_typed_while_a_credential_is_asked_is_taken_as_it(
+        backend: LocalBackend, bearer_server: RunningServer) -> None:
+    model = ScriptedModel([register(bearer_server.url(), auth_kind="bearer"), "Done."])
+    session = ConciergeSession(backend, model)
+    await collect(session.send("add"))
+    short = "hunter22"  # too plain for the detector; the engine knows a credential was asked for
+    events = await collect(session.send(short))
+    assert events_of(events, "confirmation_required")
+    assert short not in json.dumps([c.messages for c in model.calls] + [e.to_dict() for e in events])
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_engine_with_the_real_openai_client(backend: LocalBackend, open_server: RunningServer,
+                                                  stream: bool) -> None:
+    with serve_fake_openai(api_key="sk-test-key") as fake:
+        fake.enqueue(
+            tool_reply(("register_source", {"name": "Demo", "url": open_server.url(), "auth_kind": "none"}),
+                       text="Let me register it."),
+            text_reply("Registered Demo."),
+        )
+        model = OpenAIChatModel("gpt-test", api_key="sk-test-key", base_url=fake.base_url,
+                                max_retries=0, stream=stream)
+        session = ConciergeSession(backend, model)
+        events = await collect(session.send(f"Register {open_server.url()} without auth as Demo"))
+        assert text_of(events) == "Let me register it."
+        session.confirm(events_of(events, "confirmation_required")[0].id, True)
+        events = await collect(session.resume())
+        assert text_of(events) == "Registered Demo."
+        second = fake.bodies[1]["messages"]
+        assert second[-2]["role"] == "assistant" and second[-2]["tool_calls"][0]["function"]["name"] == "register_source"
+        assert second[-1]["role"] == "tool" and json.loads(second[-1]["content"])["status"] == "active"
+        assert bool(fake.bodies[0].get("stream")) is stream

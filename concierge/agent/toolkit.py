@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from concierge.agent.secrets import MASK, SecretStore, normalize_ref
 from concierge.backend import Backend
 from concierge.errors import Conflict, ConciergeError, NotFound, ValidationFailed
+from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
 from concierge.registry.models import Outcome, SourceView
 
@@ -246,8 +247,9 @@ class AgentToolsArgs(BaseModel):
 # Helpers
 
 
-def _sandbox(ctx: ToolContext, explicit: str | None) -> str | None:
-    return explicit or ctx.sandbox
+def _sandbox(ctx: ToolContext, explicit: str | None) -> str:
+    """The sandbox a tool acts in: the argument, else the session's, else the default one."""
+    return explicit or ctx.sandbox or DEFAULT_SANDBOX
 
 
 def _source_row(s: SourceView) -> dict[str, Any]:
@@ -283,7 +285,7 @@ async def resolve_source(ctx: ToolContext, ref: str, sandbox: str | None) -> Sou
             err.error = "ambiguous"
             raise err
     known = ", ".join(f"{s.name} ({s.id})" for s in live) or "none"
-    raise NotFound(f"no source matches {ref!r} in sandbox {where or 'default'!r} (sources: {known})")
+    raise NotFound(f"no source matches {ref!r} in sandbox {where!r} (sources: {known})")
 
 
 def health_hint(health_error: str | None) -> str | None:
@@ -363,7 +365,7 @@ async def _list_sandboxes(ctx: ToolContext, args: NoArgs, _: Any) -> Any:
 async def _list_sources(ctx: ToolContext, args: ListSourcesArgs, _: Any) -> Any:
     where = _sandbox(ctx, args.sandbox)
     rows = await ctx.backend.list_sources(sandbox=where, status=args.status)
-    return {"sandbox": where or "default", "count": len(rows), "sources": [_source_row(s) for s in rows]}
+    return {"sandbox": where, "count": len(rows), "sources": [_source_row(s) for s in rows]}
 
 
 async def _show_source(ctx: ToolContext, args: SourceArgs, _: Any) -> Any:
@@ -618,6 +620,7 @@ class Toolkit:
 
     def __init__(self, tools: list[Tool]) -> None:
         self.tools = {t.name: t for t in tools}
+        self._definitions: list[dict[str, Any]] | None = None
 
     def __contains__(self, name: object) -> bool:
         return name in self.tools
@@ -629,7 +632,10 @@ class Toolkit:
         return self.tools.get(name)
 
     def definitions(self) -> list[dict[str, Any]]:
-        return [t.definition() for t in self.tools.values()]
+        """The OpenAI ``tools`` list (built once; treat it as read-only)."""
+        if self._definitions is None:
+            self._definitions = [t.definition() for t in self.tools.values()]
+        return self._definitions
 
     @property
     def writes(self) -> set[str]:

@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import re
+import ssl
 import time
 import unicodedata
 from collections.abc import AsyncIterator, Mapping
@@ -79,6 +81,14 @@ class ErrorKind(StrEnum):
     TOO_MANY_TOOLS = "too_many_tools"  # page cap or tool cap exceeded
     SERVER_ERROR = "server_error"  # HTTP 5xx
     UNKNOWN = "unknown"
+
+
+
+@functools.cache
+def _tls_context(verify: bool) -> ssl.SSLContext:
+    """One SSL context per verify mode for the whole process: building one loads the CA
+    bundle (~20 ms, blocking the event loop), which dominated cold catalog resolution."""
+    return httpx2.create_ssl_context(verify=verify)
 
 
 @dataclass(frozen=True)
@@ -303,7 +313,7 @@ async def _connect(
                 headers=headers,
                 timeout=httpx2.Timeout(http_timeout, connect=connect, read=max(_SSE_READ_TIMEOUT, http_timeout)),
                 auth=auth,
-                verify=endpoint.verify_tls,
+                verify=_tls_context(endpoint.verify_tls),
                 event_hooks=hooks,
             )
 
@@ -320,7 +330,7 @@ async def _connect(
 
     http = httpx2.AsyncClient(
         headers=headers,
-        verify=endpoint.verify_tls,
+        verify=_tls_context(endpoint.verify_tls),
         timeout=httpx2.Timeout(http_timeout, connect=connect),
         event_hooks=hooks,
     )

@@ -177,6 +177,12 @@ class Ctx:
         principal.require_sandbox(sb.id)
         return sb
 
+    def sandbox_ref(self) -> str:
+        """The path's sandbox ref exactly as sent (id or name), once the caller may use it, so
+        messages name the sandbox the way the caller did (as `LocalBackend` does)."""
+        self.sandbox()
+        return self.param("sandbox_id")
+
     def default_sandbox(self) -> Sandbox:
         """The key's own sandbox, else the registry's default sandbox."""
         sandbox_id = self.caller.sandbox_id

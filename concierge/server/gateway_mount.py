@@ -38,6 +38,10 @@ OPENAPI_PATH_ITEM: dict[str, Any] = {
         "parameters": [{"name": p, "in": "path", "required": True, "schema": {"type": "string"}}
                        for p in ("sandbox_id", "slug")],
         "responses": {"200": {"description": "MCP streamable HTTP (JSON or text/event-stream)"},
+                      "202": {"description": "A notification or response was accepted"},
+                      "400": {"description": "An MCP protocol error (JSON-RPC error body), e.g. a "
+                                             "GET or DELETE without an MCP session id"},
+                      "406": {"description": "The Accept header does not allow the MCP answer"},
                       "401": {"description": "No or unknown API key"},
                       "403": {"description": "Not allowed for this key"},
                       "404": {"description": "Unknown sandbox or agent"}},

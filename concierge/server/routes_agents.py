@@ -17,34 +17,34 @@ _APP = Query("app", "Only this app_namespace's tools (names stay those of the fu
 
 
 async def list_agents(ctx: Ctx) -> list[Agent]:
-    return await ctx.backend.list_agents(sandbox=ctx.sandbox().id)
+    return await ctx.backend.list_agents(sandbox=ctx.sandbox_ref())
 
 
 async def create_agent(ctx: Ctx) -> Agent:
-    return await ctx.backend.create_agent(await ctx.json(), sandbox=ctx.sandbox().id)
+    return await ctx.backend.create_agent(await ctx.json(), sandbox=ctx.sandbox_ref())
 
 
 async def show_agent(ctx: Ctx) -> Agent:
-    return await ctx.backend.get_agent(ctx.param("slug"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.get_agent(ctx.param("slug"), sandbox=ctx.sandbox_ref())
 
 
 async def update_agent(ctx: Ctx) -> Agent:
-    return await ctx.backend.update_agent(ctx.param("slug"), await ctx.json(), sandbox=ctx.sandbox().id)
+    return await ctx.backend.update_agent(ctx.param("slug"), await ctx.json(), sandbox=ctx.sandbox_ref())
 
 
 async def agent_tools(ctx: Ctx) -> CatalogView:
-    result = await ctx.backend.agent_tools(ctx.param("slug"), sandbox=ctx.sandbox().id,
+    result = await ctx.backend.agent_tools(ctx.param("slug"), sandbox=ctx.sandbox_ref(),
                                            app=ctx.query("app"))
     return CatalogView.of(result)
 
 
 async def sandbox_tools(ctx: Ctx) -> CatalogView:
-    result = await ctx.backend.agent_tools(None, sandbox=ctx.sandbox().id, app=ctx.query("app"))
+    result = await ctx.backend.agent_tools(None, sandbox=ctx.sandbox_ref(), app=ctx.query("app"))
     return CatalogView.of(result)
 
 
 async def call_tool(ctx: Ctx) -> ToolCallOutcome:
-    sb = ctx.sandbox()
+    sb = ctx.sandbox_ref()
     body = await ctx.json()
     name, arguments = body.get("name"), body.get("arguments")
     if not isinstance(name, str) or not name:
@@ -54,7 +54,7 @@ async def call_tool(ctx: Ctx) -> ToolCallOutcome:
     if set(body) - {"name", "arguments"}:
         extra = ", ".join(sorted(set(body) - {"name", "arguments"}))
         raise ValidationFailed(f"unknown field(s): {extra}", field=extra)
-    return await ctx.backend.call_tool(name, arguments, agent=ctx.param("slug"), sandbox=sb.id)
+    return await ctx.backend.call_tool(name, arguments, agent=ctx.param("slug"), sandbox=sb)
 
 
 ROUTES = [

@@ -19,7 +19,7 @@ async def audit_all(ctx: Ctx) -> list[AuditEntry]:
 
 async def audit_sandbox(ctx: Ctx) -> list[AuditEntry]:
     limit = ctx.int_query("limit", 50, lo=1, hi=1000)
-    return await ctx.backend.audit(sandbox=ctx.sandbox().id, limit=limit)
+    return await ctx.backend.audit(sandbox=ctx.sandbox_ref(), limit=limit)
 
 
 ROUTES = [

@@ -32,49 +32,49 @@ async def show_any_source(ctx: Ctx) -> SourceView:
 
 
 async def list_sources(ctx: Ctx) -> list[SourceView]:
-    return await ctx.backend.list_sources(sandbox=ctx.sandbox().id, status=ctx.query("status"))
+    return await ctx.backend.list_sources(sandbox=ctx.sandbox_ref(), status=ctx.query("status"))
 
 
 async def show_source(ctx: Ctx) -> SourceView:
-    return await ctx.backend.get_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.get_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def register(ctx: Ctx) -> RegisterResponse:
-    sb = ctx.sandbox()
-    outcome = await ctx.backend.register_source(await ctx.json(), sandbox=sb.id)
+    sb = ctx.sandbox_ref()
+    outcome = await ctx.backend.register_source(await ctx.json(), sandbox=sb)
     secret = outcome.webhook_secret if isinstance(outcome, RegisteredOutcome) else None
     return RegisterResponse(**outcome.model_dump(),
                             webhook_secret=secret.get_secret_value() if secret else None)
 
 
 async def update(ctx: Ctx) -> Outcome:
-    sb = ctx.sandbox()
-    return await ctx.backend.update_source(ctx.param("source_id"), await ctx.json(), sandbox=sb.id)
+    sb = ctx.sandbox_ref()
+    return await ctx.backend.update_source(ctx.param("source_id"), await ctx.json(), sandbox=sb)
 
 
 async def test(ctx: Ctx) -> Outcome:
-    return await ctx.backend.test_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.test_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def revoke(ctx: Ctx) -> Outcome:
-    return await ctx.backend.revoke_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.revoke_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def pause(ctx: Ctx) -> Outcome:
-    return await ctx.backend.pause_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.pause_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def resume(ctx: Ctx) -> Outcome:
-    return await ctx.backend.resume_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.resume_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def pull(ctx: Ctx) -> PullResult:
-    return await ctx.backend.pull_source(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return await ctx.backend.pull_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def delete(ctx: Ctx) -> DeleteResult:
     source_id = ctx.param("source_id")
-    await ctx.backend.delete_source(source_id, sandbox=ctx.sandbox().id)
+    await ctx.backend.delete_source(source_id, sandbox=ctx.sandbox_ref())
     return DeleteResult(data_source_id=source_id, deleted=True)
 
 

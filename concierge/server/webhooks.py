@@ -35,12 +35,12 @@ async def receive(ctx: Ctx) -> WebhookReceipt:
 
 
 async def rotate(ctx: Ctx) -> WebhookSecret:
-    return ctx.services.webhooks.rotate(ctx.param("source_id"), sandbox=ctx.sandbox().id)
+    return ctx.services.webhooks.rotate(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
 async def events(ctx: Ctx) -> list[WebhookEvent]:
     limit = ctx.int_query("limit", 50, lo=1, hi=1000)
-    return ctx.services.webhooks.events(ctx.param("source_id"), sandbox=ctx.sandbox().id, limit=limit)
+    return ctx.services.webhooks.events(ctx.param("source_id"), sandbox=ctx.sandbox_ref(), limit=limit)
 
 
 ROUTES = [
