@@ -117,7 +117,7 @@ class TerminalIO:
         """One line. Raises EOFError on Ctrl-D, KeyboardInterrupt on Ctrl-C."""
         if self.plain:
             return await self._plain_line(message)
-        return await self.session.prompt_async(message)
+        return await self.session.prompt_async(_ansi(message))
 
     async def confirm(self, question: str) -> bool:
         """Yes/no; anything but an explicit yes (including Ctrl-C/Ctrl-D) is no."""
@@ -125,7 +125,8 @@ class TerminalIO:
             if self.plain:
                 answer = await self._plain_line(question)
             else:
-                answer = await self.answers.prompt_async(question)
+                # PromptSession keeps the last call's options: say is_password=False explicitly.
+                answer = await self.answers.prompt_async(_ansi(question), is_password=False)
         except (EOFError, KeyboardInterrupt):
             self.line()
             return False
@@ -140,7 +141,7 @@ class TerminalIO:
 
                     return await anyio.to_thread.run_sync(getpass.getpass, question)
                 return await self._plain_line(question)
-            return await self.answers.prompt_async(question, is_password=True)
+            return await self.answers.prompt_async(_ansi(question), is_password=True)
         except (EOFError, KeyboardInterrupt):
             self.line()
             return None
@@ -180,6 +181,13 @@ class TerminalIO:
             return
         with raw, attach:
             yield
+
+
+def _ansi(text: str) -> Any:
+    """Prompt text with our colour codes, as prompt_toolkit formatted text."""
+    from prompt_toolkit.formatted_text import ANSI
+
+    return ANSI(text)
 
 
 @contextlib.contextmanager

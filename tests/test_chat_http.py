@@ -264,3 +264,22 @@ def test_busy_sessions_and_timeouts(slow_served):
         assert "finally" in "".join(d.get("text", "") for _, d in got[0])
     finally:
         chat.close()
+
+
+def test_a_run_finishes_and_is_stored_when_the_client_goes_away(slow_served):
+    server, key = slow_served
+    chat = Chat(server.url_base, key)
+    try:
+        with chat.http.stream("POST", CHAT, json={"message": "hello"}) as r:
+            first = next(line for line in r.iter_lines() if line.startswith("data: "))
+        session = json.loads(first[6:])["session_id"]  # run_started; then the page went away
+        for _ in range(200):
+            history = chat.http.get(chat.session_path(session)).json()
+            if not history["running"]:
+                break
+            threading.Event().wait(0.02)
+        names = [e["event"] for e in history["events"]]
+        assert names == ["user_message", "run_started", "agent_text_delta", "agent_finish"]
+        assert history["events"][2]["data"]["text"] == "finally"
+    finally:
+        chat.close()

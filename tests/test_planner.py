@@ -18,7 +18,6 @@ from tests.agent_fixtures import (  # noqa: F401 - fixtures
     bearer_server,
     collect,
     events_of,
-    finish,
     open_server,
     text_of,
 )
@@ -182,3 +181,11 @@ async def test_nothing_to_act_on(backend: LocalBackend) -> None:
     assert "no MCP sources yet" in text_of(await say(session, "revoke my custom MCP source"))
     assert "no agents" in text_of(await say(session, "what tools does my support agent have?"))
     assert "Your sandboxes: default (current)." == text_of(await say(session, "which sandboxes do I have?"))
+
+
+def test_words_inside_urls_do_not_steer_the_planner() -> None:
+    from concierge.agent.models.offline import _intent, _sandbox_in
+
+    assert _intent("Add https://health-check.example.com/mcp") == "register"
+    assert _intent("https://tools.example.com/mcp") == "register"
+    assert _sandbox_in("add https://staging.example.com/mcp sandbox please", ["default", "staging"]) is None

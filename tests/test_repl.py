@@ -145,3 +145,13 @@ async def test_dumb_terminal_gets_plain_input(backend: LocalBackend, monkeypatch
     with anyio.fail_after(20):
         assert await repl.run() == 0
     assert "no MCP sources" in out.getvalue()
+
+
+async def test_history_persists_and_ctrl_r_searches_it(backend: LocalBackend, pipe: Any,
+                                                       tmp_path: Path) -> None:
+    repl, out = make_repl(backend, OfflinePlanner(), pipe, tmp_path)
+    await run(repl, pipe, "list my sources\rhelp\r\x04")
+    with create_pipe_input() as again:
+        repl, out = make_repl(backend, OfflinePlanner(), again, tmp_path)  # a new REPL, same history file
+        await run(repl, again, "\x12sour\r\r\x04")  # Ctrl-R "sour", Enter ends the search, Enter sends
+    assert 'You have no MCP sources in sandbox "default" yet.' in out.getvalue()

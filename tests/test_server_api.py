@@ -4,8 +4,12 @@ and no credential in any response."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -16,9 +20,14 @@ import pytest
 from mcp import Client
 from mcp.client.streamable_http import streamable_http_client
 
+from concierge.cli.server_cmds import check_bind
+from concierge.errors import NotFound
+from concierge.registry import Registry
 from concierge.registry.webhooks import sign
 from concierge.server.app import ROUTE_TABLE
-from tests.mcp_servers import RunningServer
+from concierge.server.auth import KeyStore
+from tests.conftest import TEST_MASTER_KEY
+from tests.mcp_servers import RunningServer, free_port
 from tests.server_fixtures import (  # noqa: F401 - fixtures
     BEARER_CANARY,
     ApiServer,
@@ -251,6 +260,7 @@ def test_a_viewer_is_refused_every_write(api_server, demo_mcp, owner):
     for method, path, body in writes:
         r = viewer.request(method, path, json=body)
         assert "viewer" in error_of(r, 403, "forbidden")["detail"], (method, path)
+    assert viewer.post(f"{src}/user-mcp/test").json()["status"] == "active"  # a check, not a change
     # Reads work, and nothing changed.
     assert viewer.get(src).json()["name"] == "Demo" and viewer.get(src).json()["status"] == "active"
     assert viewer.get(f"{SB}/viewing/agents/bot/tools").json()["count"] == 4
@@ -296,6 +306,56 @@ def test_anonymous_loopback_only_when_started_so(tmp_path, open_mcp):
         registry.close()
 
 
+def test_anonymous_access_refuses_other_origins_and_hosts(tmp_path, open_mcp):
+    """Anonymous loopback mode must not let a web page elsewhere drive the local server."""
+    server, registry = start_api_server(tmp_path / "anon-origin", allow_anonymous_loopback=True)
+    body = {"name": "o", "base_url": open_mcp.url(), "auth_kind": "none"}
+    try:
+        with httpx2.Client(base_url=server.url_base) as c:
+            same = c.post(f"{SB}/default/concierge/test", json={"message": "help"},
+                          headers={"Origin": server.url_base})
+            assert same.status_code == 200  # the demo page at / is same-origin
+            for headers in ({"Origin": "https://evil.example"}, {"Origin": "null"},
+                            {"Host": "evil.example"}, {"Host": f"rebind.example:{server.port}"}):
+                r = c.post(f"{SB}/default/sources/user-mcp", json=body, headers=headers)
+                assert error_of(r, 403, "forbidden_origin")
+                error_of(c.post(f"{SB}/default/sources/ds_x/pause", headers=headers), 403)
+            assert registry.list_sources() == []
+            key = KeyStore(registry.store).create(role="editor").key
+            keyed = c.post(f"{SB}/default/sources/user-mcp", json=body,
+                           headers={"Origin": "https://app.example", "Authorization": f"Bearer {key}"})
+            assert keyed.json()["status"] == "active"  # a key is a key, whatever the page
+    finally:
+        server.stop()
+        registry.close()
+
+
+def test_cors_only_for_configured_origins(tmp_path):
+    allowed, other = "https://app.example", "https://other.example"
+    preflight = {"Access-Control-Request-Method": "POST",
+                 "Access-Control-Request-Headers": "authorization,content-type"}
+    server, registry = start_api_server(tmp_path / "cors", cors_origins=[allowed])
+    plain, plain_registry = start_api_server(tmp_path / "no-cors")
+    try:
+        with httpx2.Client(base_url=server.url_base) as c:
+            ok = c.options(f"{SB}/default/concierge/chat", headers={"Origin": allowed, **preflight})
+            assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == allowed
+            assert "authorization" in ok.headers["access-control-allow-headers"].lower()
+            assert c.options(f"{SB}/default/concierge/chat",
+                             headers={"Origin": other, **preflight}).status_code == 400
+            got = c.get("/healthz", headers={"Origin": allowed})
+            assert got.headers["access-control-allow-origin"] == allowed
+            assert "x-request-id" in got.headers["access-control-expose-headers"].lower()
+        with httpx2.Client(base_url=plain.url_base) as c:
+            r = c.options(f"{SB}/default/concierge/chat", headers={"Origin": allowed, **preflight})
+            assert "access-control-allow-origin" not in r.headers
+    finally:
+        server.stop()
+        plain.stop()
+        registry.close()
+        plain_registry.close()
+
+
 # -- errors -------------------------------------------------------------------------------------
 
 def test_validation_failures_answer_400_naming_the_field(api_server, owner):
@@ -317,6 +377,8 @@ def test_validation_failures_answer_400_naming_the_field(api_server, owner):
         (owner.post(f"{SB}/default/concierge/test", json={"message": "x" * 4001}), "message"),
         (owner.post(SB, json={"name": "has spaces"}), "name"),
     ]
+    text_plain = owner.post(url, content=b'{"name": "x"}', headers={"Content-Type": "text/plain"})
+    assert error_of(text_plain, 415, "unsupported_media_type")["field"] == "body"
     for response, field in cases:
         body = error_of(response, 400, "validation_error")
         assert body.get("field") == field or field in body["detail"], (field, body)
@@ -449,3 +511,70 @@ def test_module_fixture_demo_mcp_is_gated(demo_mcp: RunningServer):
         r = c.post(demo_mcp.url(), json={"jsonrpc": "2.0", "id": 1, "method": "tools/list"},
                    headers={"Accept": "application/json, text/event-stream"})
     assert r.status_code == 401
+
+
+# -- the CLI: serve and keys ------------------------------------------------------------------
+
+def _cli(home, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONCIERGE_HOME": str(home), "CONCIERGE_MASTER_KEY": TEST_MASTER_KEY}
+    return subprocess.run([sys.executable, "-m", "concierge", *args], capture_output=True, text=True,
+                          env=env, timeout=60, **kwargs)
+
+
+def test_keys_are_printed_once_and_stored_as_hashes(tmp_path):
+    home = tmp_path / "keys-home"
+    made = _cli(home, "keys", "create", "--role", "viewer", "--sandbox", "default", "--label", "ci")
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.split()[0]
+    assert key.startswith("ck_") and len(key) > 40 and "only time the key is shown" in made.stdout
+    listed = _cli(home, "keys", "list", "--json")
+    [row] = json.loads(listed.stdout)
+    assert key not in listed.stdout and row["role"] == "viewer" and row["label"] == "ci"
+    assert key[:9] == row["prefix"] and row["sandbox_id"].startswith("sb_")
+    assert key.encode() not in (home / "concierge.db").read_bytes()
+    assert hashlib.sha256(key.encode()).hexdigest().encode() in (home / "concierge.db").read_bytes()
+    assert _cli(home, "keys", "revoke", row["id"]).returncode == 0
+    assert json.loads(_cli(home, "keys", "list", "--all", "--json").stdout)[0]["revoked_at"]
+    registry = Registry.open(home)
+    try:
+        keys = KeyStore(registry.store)
+        assert keys.list(include_revoked=False) == [] and keys.authenticate(key) is None
+        with pytest.raises(NotFound, match="no API key 'key_nope'"):
+            keys.revoke("key_nope")
+    finally:
+        registry.close()
+
+
+def test_serve_refuses_unsafe_binds_with_a_clear_message(tmp_path):
+    home = tmp_path / "serve-home"
+    wide = _cli(home, "serve", "--host", "0.0.0.0", "--port", str(free_port()))
+    assert wide.returncode == 1 and "refusing to listen on 0.0.0.0 without API keys" in wide.stderr
+    assert "local use only" in str(check_bind("0.0.0.0", active_keys=1, allow_anonymous_loopback=True))
+    nokeys = _cli(home, "serve", "--port", str(free_port()))
+    assert nokeys.returncode == 1 and "concierge keys create" in nokeys.stderr
+    assert check_bind("10.0.0.5", active_keys=1, allow_anonymous_loopback=False) is None
+    assert check_bind("127.0.0.1", active_keys=0, allow_anonymous_loopback=True) is None
+
+
+def test_serve_runs_the_service(tmp_path):
+    home, port = tmp_path / "served-home", free_port()
+    env = {**os.environ, "CONCIERGE_HOME": str(home), "CONCIERGE_MASTER_KEY": TEST_MASTER_KEY}
+    proc = subprocess.Popen([sys.executable, "-m", "concierge", "serve", "--port", str(port),
+                             "--allow-anonymous-loopback"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                if httpx2.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            except httpx2.HTTPError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stderr.read()
+                time.sleep(0.05)
+        assert httpx2.get(url + "/api/v1/me").json()["role"] == "owner"
+        assert httpx2.get(url + "/").headers["content-type"].startswith("text/html")
+    finally:
+        proc.terminate()
+        _, err = proc.communicate(timeout=20)
+    assert f"serving on http://127.0.0.1:{port}" in err

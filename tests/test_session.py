@@ -353,16 +353,17 @@ async def test_canary_never_reaches_the_openai_server(backend: LocalBackend, bea
         )
         model = OpenAIChatModel("gpt-test", api_key="sk-test-key", base_url=fake.base_url, max_retries=0)
         path = tmp_path / "openai.jsonl"
-        with Transcript(path) as transcript:
-            session = ConciergeSession(backend, model, transcript=transcript)
-            events = await collect(session.send("Add my MCP server with a bearer token"))
-            ask = events_of(events, "secret_required")[0]
-            session.provide_secret(ask.id, BEARER)  # typed into hidden input
-            events = await collect(session.resume())
-            session.confirm(events_of(events, "confirmation_required")[0].id, True)
-            events = await collect(session.resume())
-            assert text_of(events) == "Registered."
-            events = await collect(session.send(f"by the way my token is {BEARER}"))  # pasted
+        async with model:
+            with Transcript(path) as transcript:
+                session = ConciergeSession(backend, model, transcript=transcript)
+                events = await collect(session.send("Add my MCP server with a bearer token"))
+                ask = events_of(events, "secret_required")[0]
+                session.provide_secret(ask.id, BEARER)  # typed into hidden input
+                events = await collect(session.resume())
+                session.confirm(events_of(events, "confirmation_required")[0].id, True)
+                events = await collect(session.resume())
+                assert text_of(events) == "Registered."
+                events = await collect(session.send(f"by the way my token is {BEARER}"))  # pasted
         assert fake.request_count == 3
         received = fake.received_text()
     assert BEARER not in received and "[secret:sec_" in received
@@ -391,6 +392,10 @@ async def test_state_survives_a_restart_with_a_pending_confirmation(
     events = await collect(restored.resume())
     assert events_of(events, "agent_tool_result")[0].result["status"] == "active"
     assert finish(events).session_id == session.session_id
+    (ref,) = restored.secret_refs
+    assert store.get(ref) == BEARER
+    restored.forget_secrets()
+    assert store.get(ref) is None and restored.secret_refs == []
 
 
 async def test_cancelled_run_leaves_a_valid_history(backend: LocalBackend) -> None:
@@ -447,15 +452,38 @@ async def test_engine_with_the_real_openai_client(backend: LocalBackend, open_se
                        text="Let me register it."),
             text_reply("Registered Demo."),
         )
-        model = OpenAIChatModel("gpt-test", api_key="sk-test-key", base_url=fake.base_url,
-                                max_retries=0, stream=stream)
-        session = ConciergeSession(backend, model)
-        events = await collect(session.send(f"Register {open_server.url()} without auth as Demo"))
-        assert text_of(events) == "Let me register it."
-        session.confirm(events_of(events, "confirmation_required")[0].id, True)
-        events = await collect(session.resume())
+        async with OpenAIChatModel("gpt-test", api_key="sk-test-key", base_url=fake.base_url,
+                                   max_retries=0, stream=stream) as model:
+            session = ConciergeSession(backend, model)
+            events = await collect(session.send(f"Register {open_server.url()} without auth as Demo"))
+            assert text_of(events) == "Let me register it."
+            session.confirm(events_of(events, "confirmation_required")[0].id, True)
+            events = await collect(session.resume())
         assert text_of(events) == "Registered Demo."
         second = fake.bodies[1]["messages"]
         assert second[-2]["role"] == "assistant" and second[-2]["tool_calls"][0]["function"]["name"] == "register_source"
         assert second[-1]["role"] == "tool" and json.loads(second[-1]["content"])["status"] == "active"
         assert bool(fake.bodies[0].get("stream")) is stream
+
+
+async def test_a_plain_word_while_a_credential_is_asked_is_not_taken_as_it(
+        backend: LocalBackend, bearer_server: RunningServer) -> None:
+    session = ConciergeSession(backend, ScriptedModel([register(bearer_server.url(), auth_kind="bearer"),
+                                                       "OK, stopped."]))
+    await collect(session.send("add"))
+    events = await collect(session.send("nevermind"))
+    assert events_of(events, "agent_tool_result")[0].result["status"] == "not_confirmed"
+    assert session.pending is None and session.history[-2] == {"role": "user", "content": "nevermind"}
+
+
+def test_public_api_is_sorted_and_resolves() -> None:
+    import importlib
+
+    for name in ("concierge.agent", "concierge.agent.events", "concierge.agent.secrets",
+                 "concierge.agent.session", "concierge.agent.toolkit", "concierge.agent.transcript",
+                 "concierge.agent.prompts", "concierge.agent.models.offline", "concierge.repl",
+                 "concierge.cli.chat_cmds"):
+        module = importlib.import_module(name)
+        assert module.__all__ == sorted(module.__all__), name
+        for export in module.__all__:
+            assert hasattr(module, export), f"{name}.{export}"

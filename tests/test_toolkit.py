@@ -81,6 +81,10 @@ def test_health_hints_say_what_to_try() -> None:
     assert "/mcp" in health_hint("not_found: x answered HTTP 404 — check the URL path")
     assert "time" in health_hint("timeout: no answer from the server at x within 10 s")
     assert health_hint(None) is None
+    # A port that looks like a status code must not change the advice.
+    for port in ("40132", "40301", "40412", "50001"):
+        hint = health_hint(f"connection_refused: nothing is listening at http://127.0.0.1:{port}/mcp")
+        assert "running" in hint, port
 
 
 def _ctx(backend: LocalBackend) -> ToolContext:

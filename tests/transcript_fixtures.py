@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,16 @@ from concierge.agent.transcript import Normalizer, Transcript
 from concierge.backend import LocalBackend
 from tests.mcp_servers import closed_port_url, demo_app, serve_in_thread
 
-__all__ = ["SCENARIOS", "TOKENS", "TRANSCRIPTS", "Scenario", "record", "servers_for", "setup_backend"]
+__all__ = [
+    "SCENARIOS",
+    "Scenario",
+    "TOKENS",
+    "TRANSCRIPTS",
+    "normalizer_for",
+    "record",
+    "servers_for",
+    "setup_backend",
+]
 
 TRANSCRIPTS = Path(__file__).resolve().parent.parent / "transcripts"
 

@@ -38,7 +38,6 @@ def __dir__() -> list[str]:
 
 
 __all__ = [
-    "DEFAULT_MAX_TURNS",
     "AgentError",
     "AgentFinish",
     "AgentTextDelta",
@@ -46,6 +45,7 @@ __all__ = [
     "AgentToolResult",
     "ConciergeSession",
     "ConfirmationRequired",
+    "DEFAULT_MAX_TURNS",
     "Event",
     "InMemorySecretStore",
     "RunStarted",

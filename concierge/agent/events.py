@@ -23,10 +23,6 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
 __all__ = [
-    "STOP_AWAITING_CONFIRMATION",
-    "STOP_AWAITING_SECRET",
-    "STOP_END_TURN",
-    "STOP_REASONS",
     "AgentError",
     "AgentFinish",
     "AgentTextDelta",
@@ -35,6 +31,10 @@ __all__ = [
     "ConfirmationRequired",
     "Event",
     "RunStarted",
+    "STOP_AWAITING_CONFIRMATION",
+    "STOP_AWAITING_SECRET",
+    "STOP_END_TURN",
+    "STOP_REASONS",
     "SecretRequired",
     "from_record",
     "to_record",

@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 __all__ = [
+    "InMemorySecretStore",
     "MASK",
     "REF_RE",
-    "InMemorySecretStore",
     "Redaction",
     "SecretStore",
     "find_secrets",

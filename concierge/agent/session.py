@@ -51,7 +51,12 @@ from concierge.agent.toolkit import Tool, ToolArgumentError, ToolContext, Toolki
 from concierge.backend import Backend
 from concierge.errors import ConciergeError, Conflict, MaxTurnsExceeded, NotFound, ValidationFailed
 
-__all__ = ["DEFAULT_MAX_TURNS", "STATE_VERSION", "ConciergeSession", "parse_yes_no"]
+__all__ = [
+    "ConciergeSession",
+    "DEFAULT_MAX_TURNS",
+    "STATE_VERSION",
+    "parse_yes_no",
+]
 
 log = logging.getLogger("concierge.agent")
 
@@ -77,6 +82,14 @@ def parse_yes_no(text: str) -> bool | None:
     """A typed answer to a confirmation prompt: True, False, or None when it is neither."""
     word = text.strip().lower().rstrip(".!")
     return True if word in _YES else False if word in _NO else None
+
+
+def _credential_like(text: str) -> bool:
+    """One bare word that is not a plain lowercase word ("cancel", "nevermind")."""
+    word = text.strip()
+    if len(word.split()) != 1 or len(word) < 6:
+        return False
+    return len(word) >= 16 or not word.isalpha() or not (word.islower() or word.isupper())
 
 
 def _new_id(prefix: str) -> str:
@@ -146,8 +159,8 @@ class ConciergeSession:
         1. ``run_started``. Pasted credentials in ``text`` are replaced by references
            (``[secret:sec_…]``, values into the secret store) before anything stores, logs,
            records or sends it. If a credential is pending and the message holds exactly
-           one, it answers that request (as `provide_secret` would) and the run goes on
-           as in `resume`.
+           one (or is a single bare token-like word), it answers that request (as
+           `provide_secret` would) and the run goes on as in `resume`.
         2. A parked confirmation (or credential request) is dropped unrun; the model is told
            nothing was changed. Then the message joins the history.
         3. Loop, at most ``max_turns`` model calls: fit system prompt + history into the
@@ -162,8 +175,8 @@ class ConciergeSession:
            ``agent_error(model_error)``. The history stays valid either way.
         """
         self._guard()
-        if (self.pending is not None and self.pending["kind"] == "secret" and len(text.split()) == 1
-                and len(text.strip()) >= 6 and not sec.find_secrets(text)):
+        if (self.pending is not None and self.pending["kind"] == "secret"
+                and _credential_like(text) and not sec.find_secrets(text)):
             # Asked for a credential, the person typed one bare word in the chat: that is it.
             redaction = sec.redact_all(text, self.secrets)
         else:
@@ -244,6 +257,11 @@ class ConciergeSession:
         async for event in self._run(self._resume_steps):
             yield event
 
+    @property
+    def running(self) -> bool:
+        """True while a run (`send`/`resume`) is streaming; state cannot be saved or answered then."""
+        return self._running
+
     def pending_event(self) -> ConfirmationRequired | SecretRequired | None:
         """The event that asked for the pending answer (to show it again, e.g. after a restart)."""
         p = self.pending
@@ -261,6 +279,12 @@ class ConciergeSession:
         self._guard()
         self.history.clear()
         self.pending = None
+
+    def forget_secrets(self) -> None:
+        """Delete from the store every credential this session holds (when a conversation ends)."""
+        for ref in self.secret_refs:
+            self.secrets.delete(ref)
+        self.secret_refs.clear()
 
     def known_secrets(self) -> list[tuple[str, str]]:
         """``(ref, value)`` for the credentials this session holds, for scrubbing output."""

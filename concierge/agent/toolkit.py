@@ -35,17 +35,19 @@ from concierge.registry.models import Outcome, SourceView
 
 __all__ = [
     "READ",
-    "WRITE",
     "SecretNeed",
     "Tool",
     "ToolArgumentError",
     "ToolContext",
     "Toolkit",
+    "WRITE",
     "default_toolkit",
     "delete_command",
     "health_hint",
     "main",
     "mask_arguments",
+    "resolve_source",
+    "write_definitions",
 ]
 
 READ: Literal["read"] = "read"
@@ -293,24 +295,23 @@ def health_hint(health_error: str | None) -> str | None:
     if not health_error:
         return None
     text = health_error.lower()
+    # Match the connector's kind prefix ("unauthorized: ...") and its phrases, never bare
+    # numbers: a URL's port (127.0.0.1:40132) must not read as an HTTP status.
     for needles, hint in (
-        (("unauthorized", "401"), "The server refused the credential: check the token (and the "
-                                  "header name for header_token) and rotate it if needed."),
-        (("forbidden", "403"), "The credential was accepted but lacks access. Check its scopes or "
-                               "permissions on the server."),
-        (("404", "not_found", "not found"), "Nothing MCP answered at that path. Check the URL; MCP "
-                                            "endpoints usually end in /mcp (or /sse)."),
-        (("nothing is listening", "connection_refused", "closed", "dropped"),
+        (("unauthorized", "http 401"), "Check the token (and, for header_token, the header name); "
+                                       "if it changed, rotate it."),
+        (("forbidden", "http 403"), "Check the token's scopes or permissions on the server."),
+        (("not_found", "http 404"), "Check the URL path: MCP endpoints usually end in /mcp (or /sse)."),
+        (("connection_refused", "nothing is listening", "connection to"),
          "Make sure the server is running and the host and port are right."),
-        (("resolve", "dns"), "The host name does not resolve. Check the spelling of the URL."),
-        (("tls", "ssl", "certificate"), "The TLS connection failed. Check the certificate, or "
-                                        "whether the server speaks https on that port."),
-        (("timeout", "no answer", "within"), "The server accepted the connection but did not "
-                                             "answer in time. Check that it is healthy, or raise "
-                                             "the connect timeout."),
-        (("not an mcp", "not_mcp", "does not look like", "not as an mcp"),
-         "Something answered, but it is not an MCP endpoint. Check the URL path."),
-        (("server failed", "http 5"), "The server itself failed: check its logs."),
+        (("dns:", "could not resolve"), "Check the spelling of the host name in the URL."),
+        (("tls:", "tls with", "certificate"), "Check the certificate, or whether the server speaks "
+                                              "https on that port."),
+        (("timeout", "no answer", "did not complete"),
+         "Check that the server is up and answering, or raise the connect timeout."),
+        (("not_mcp", "not an mcp", "not as an mcp", "does not look like"),
+         "Check the URL path: it must be the server's MCP endpoint."),
+        (("server_error", "the server failed"), "Check the server's logs."),
     ):
         if any(n in text for n in needles):
             return hint
@@ -365,6 +366,8 @@ async def _list_sandboxes(ctx: ToolContext, args: NoArgs, _: Any) -> Any:
 async def _list_sources(ctx: ToolContext, args: ListSourcesArgs, _: Any) -> Any:
     where = _sandbox(ctx, args.sandbox)
     rows = await ctx.backend.list_sources(sandbox=where, status=args.status)
+    # Oldest first; the name breaks ties (ids made in the same millisecond sort randomly).
+    rows = sorted(rows, key=lambda s: (s.created_at, s.name, s.id))
     return {"sandbox": where, "count": len(rows), "sources": [_source_row(s) for s in rows]}
 
 
@@ -385,7 +388,7 @@ async def _test_source(ctx: ToolContext, args: SourceArgs, _: Any) -> Any:
 
 
 async def _list_agents(ctx: ToolContext, args: SandboxArgs, _: Any) -> Any:
-    agents = await ctx.backend.list_agents(sandbox=_sandbox(ctx, args.sandbox))
+    agents = sorted(await ctx.backend.list_agents(sandbox=_sandbox(ctx, args.sandbox)), key=lambda a: a.slug)
     return {"agents": [{"slug": a.slug, "name": a.name, "status": a.status,
                         "tool_allowlist": a.tool_allowlist or "all"} for a in agents]}
 

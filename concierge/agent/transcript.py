@@ -38,8 +38,8 @@ from concierge.agent.models.base import ModelResponse, ToolCall, Usage
 from concierge.agent.secrets import scrub
 
 __all__ = [
-    "TRANSCRIPT_VERSION",
     "Normalizer",
+    "TRANSCRIPT_VERSION",
     "Transcript",
     "canonical",
     "model_steps",

@@ -52,7 +52,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(handler=chat)
 
     p = sub.add_parser("ask", parents=[common, models], help="one natural-language request; "
-                       "changes need --yes (exit 3 without it)")
+                       "changes need --yes (exit 3 without it)",
+                       epilog="exit status: 0 answered or done; 1 an error; 3 stopped before a change "
+                              "(it needs --yes, or a credential via --token-env)")
     p.add_argument("text", help='e.g. "test my custom MCP source"')
     p.add_argument("--yes", action="store_true", help="carry out changes without asking")
     p.add_argument("--token-env", metavar="VAR",
@@ -103,8 +105,7 @@ async def chat(args: argparse.Namespace, backend: Backend) -> int:
     try:
         return await Repl(session, TerminalIO(history_file=history_path()), model_label=label).run()
     finally:
-        if transcript is not None:
-            transcript.close()
+        await _close(model, transcript)
 
 
 async def ask(args: argparse.Namespace, backend: Backend) -> int:
@@ -132,8 +133,15 @@ async def ask(args: argparse.Namespace, backend: Backend) -> int:
                 return out.done(0)
             stream = session.resume()
     finally:
-        if transcript is not None:
-            transcript.close()
+        await _close(model, transcript)
+
+
+async def _close(model: Any, transcript: Any) -> None:
+    if transcript is not None:
+        transcript.close()
+    aclose = getattr(model, "aclose", None)
+    if aclose is not None:
+        await aclose()
 
 
 def _credential(args: argparse.Namespace, ask: SecretRequired) -> str | None:

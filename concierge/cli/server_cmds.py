@@ -26,6 +26,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--allow-anonymous-loopback", action="store_true",
                    help="serve requests from this machine without an API key (local use only; "
                         "refused with a non-loopback --host)")
+    p.add_argument("--cors-origin", action="append", metavar="ORIGIN", default=[],
+                   help="let pages from this origin (e.g. https://app.example.com, or *) call the API "
+                        "from a browser, for the widget embedded on another site (repeat)")
     p.set_defaults(run=serve)
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys for `concierge serve`"
@@ -83,7 +86,8 @@ def serve(args: argparse.Namespace) -> int:
         print(f"error: {problem}", file=sys.stderr)
         return 1
     app = build_app(backend_factory=lambda: backend, keys=keys,
-                    allow_anonymous_loopback=args.allow_anonymous_loopback, host=args.host)
+                    allow_anonymous_loopback=args.allow_anonymous_loopback, host=args.host,
+                    cors_origins=args.cors_origin)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     mode = "anonymous loopback allowed" if args.allow_anonymous_loopback else "API keys required"
     print(f"concierge serving on http://{url_host}:{args.port} ({mode}); widget demo at /, "

@@ -14,12 +14,13 @@ import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from concierge.errors import ConciergeError, ValidationFailed
+from concierge.errors import ConciergeError, PermissionDenied, ValidationFailed
 from concierge.registry import Sandbox
 from concierge.server.auth import Principal, Role, is_loopback
 from concierge.server.errors import Unauthenticated, error_response, internal_error
@@ -34,6 +35,8 @@ __all__ = [
     "Ctx",
     "ListOf",
     "Query",
+    "UnsupportedMediaType",
+    "authenticate",
     "dispatch",
     "jsonable",
 ]
@@ -46,6 +49,11 @@ ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("concierge_ac
 
 MAX_BODY_BYTES = 1024 * 1024
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
+
+
+class UnsupportedMediaType(ValidationFailed):
+    error = "unsupported_media_type"
+    status_code = 415
 
 
 @dataclass(frozen=True)
@@ -153,6 +161,11 @@ class Ctx:
             if required:
                 raise ValidationFailed("request body must be a JSON object", field="body")
             return {}
+        content_type = self.request.headers.get("content-type", "")
+        if "json" not in content_type.lower():
+            # Also keeps browsers honest: a cross-site page cannot send JSON without a preflight.
+            raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json' "
+                                       f"(got {content_type or 'no content type'!r})", field="body")
         try:
             data = json.loads(raw)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -200,6 +213,21 @@ def _bearer(request: Request) -> str | None:
     return None
 
 
+def _same_origin(request: Request) -> None:
+    """Anonymous loopback access is for this machine's own tools and pages. A web page from
+    anywhere else could otherwise make the browser drive the local server (a cross-site
+    request, or DNS rebinding with a foreign Host header), so both must look local."""
+    host = request.headers.get("host", "")
+    hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
+    if hostname.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
+        raise PermissionDenied(f"anonymous access is for http://127.0.0.1 only (Host {host!r}); "
+                               "send an API key", error="forbidden_origin")
+    origin = request.headers.get("origin")
+    if origin is not None and urlsplit(origin).netloc != host:
+        raise PermissionDenied(f"a page from {origin} may not use this server without an API key",
+                               error="forbidden_origin")
+
+
 def authenticate(request: Request, services: Services) -> Principal:
     """The caller, from ``Authorization: Bearer <key>`` or (when allowed) anonymous loopback."""
     presented = _bearer(request)
@@ -210,6 +238,7 @@ def authenticate(request: Request, services: Services) -> Principal:
         return principal
     client = request.client.host if request.client else None
     if services.allow_anonymous_loopback and is_loopback(client):
+        _same_origin(request)
         return Principal(key_id=None, role=Role.OWNER, sandbox_id=None)
     if request.headers.get("authorization"):
         raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")

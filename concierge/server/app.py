@@ -23,6 +23,7 @@ import anyio
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -104,12 +105,15 @@ def _audit_as_caller(registry: Registry) -> None:
 
 
 def _group(routes: Sequence[ApiRoute]) -> dict[str, dict[str, ApiRoute]]:
+    """Methods by path, literal segments before parameters at each position (``…/sources/user-mcp``
+    before ``…/sources/{source_id}``): a path takes every method, so the first match wins."""
     by_path: dict[str, dict[str, ApiRoute]] = defaultdict(dict)
     for route in routes:
         if route.method in by_path[route.path]:
             raise ValueError(f"duplicate route {route.method} {route.path}")
         by_path[route.path][route.method] = route
-    return by_path
+    order = sorted(by_path, key=lambda p: [(seg.startswith("{"), seg) for seg in p.split("/")])
+    return {path: by_path[path] for path in order}
 
 
 class _PathApp:
@@ -151,14 +155,16 @@ def build_app(registry: Registry | None = None, *,
               backend_factory: Callable[[], LocalBackend] | None = None,
               keys: KeyStore | None = None, allow_anonymous_loopback: bool = False,
               host: str = "127.0.0.1", model_factory: Callable[[], Any] | None = None,
-              chat_run_timeout: float = 120.0) -> Starlette:
+              chat_run_timeout: float = 120.0, cors_origins: Sequence[str] = ()) -> Starlette:
     """The service over ``registry`` (or ``backend_factory()``; default: ``LocalBackend.open()``).
 
     ``keys``: the API key store (default: the registry database's). ``allow_anonymous_loopback``:
     serve requests without a key when they come from loopback (local use only). ``host``: the
     bind address (loopback turns on the MCP SDK's Host check for the gateway mount).
     ``model_factory``: the concierge's chat model (default: ``OPENAI_API_KEY`` → OpenAI, else
-    the offline planner). A registry passed in stays open when the app stops; one the app
+    the offline planner). ``cors_origins``: web origins allowed to call the API from a browser
+    (the widget embedded on another site); ``["*"]`` allows any (keys are bearer tokens, never
+    cookies, so a page still needs a key). A registry passed in stays open when the app stops; one the app
     opened is closed.
     """
     owns_backend = registry is None
@@ -195,8 +201,14 @@ def build_app(registry: Registry | None = None, *,
         elif backend._gateway is not None:  # the registry is the caller's; our MCP sessions are ours
             await backend._gateway.aclose()
 
-    app = Starlette(routes=routes, lifespan=lifespan,
-                    middleware=[Middleware(RequestIdMiddleware)],
+    middleware = [Middleware(RequestIdMiddleware)]
+    if cors_origins:
+        middleware.append(Middleware(
+            CORSMiddleware, allow_origins=list(cors_origins), allow_credentials=False,
+            allow_methods=["GET", "POST", "PATCH", "DELETE"],
+            allow_headers=["authorization", "content-type", "x-request-id"],
+            expose_headers=["x-request-id", "retry-after"], max_age=600))
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=middleware,
                     exception_handlers={HTTPException: _http_error, Exception: _server_error})
     app.state.services = services
     return app

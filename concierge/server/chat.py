@@ -322,10 +322,11 @@ class ChatService:
         self._live.pop(session_id, None)
 
     @staticmethod
-    def scrub(live: _Live, record: dict[str, Any]) -> dict[str, Any]:
+    def scrub(live: _Live, record: dict[str, Any],
+              known: list[tuple[str, str]] | None = None) -> dict[str, Any]:
         """The last line of defence: no value the session knows may leave in an event."""
         text = json.dumps(record, ensure_ascii=False, default=str)
-        return json.loads(sec.scrub(text, live.session.known_secrets()))
+        return json.loads(sec.scrub(text, live.session.known_secrets() if known is None else known))
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -363,13 +364,19 @@ class ChatService:
                 live.scope = scope
                 task_status.started()
                 agen = events()
+                known: list[tuple[str, str]] | None = None
                 async with contextlib.aclosing(agen):  # type: ignore[type-var]
                     async for event in agen:
-                        record = self.scrub(live, to_record(event))
+                        if known is None:
+                            # Credentials enter a session before its run starts (a pasted one is
+                            # redacted first, a handed-over one precedes resume), so one look
+                            # at the store per run is enough.
+                            known = live.session.known_secrets()
+                        record = self.scrub(live, to_record(event), known)
                         if event.type == "run_started":
                             run_id = record["data"].get("run_id")
                             # The person's words, with any pasted credential already a reference.
-                            stored.extend(self.scrub(live, r) for r in before)
+                            stored.extend(self.scrub(live, r, known) for r in before)
                         if event.type == "agent_text_delta":
                             pending_text.append(record["data"].get("text", ""))
                         else:

@@ -126,13 +126,11 @@ def error_from_response(status: int, body: Any) -> ConciergeError:
         body = {}
     code = str(body.get("error") or "error")
     detail = str(body.get("detail") or f"HTTP {status}")
-    if status == 400 or code == "validation_error":
+    if status in (400, 413, 415) or code == "validation_error":
         err: ConciergeError = ValidationFailed(detail, field=body.get("field"))
         err.error = code
         return err
-    if status == 401:
-        return PermissionDenied(detail, error=code)
-    if status == 403:
+    if status in (401, 403):  # the CLI prints both the same way: "error: <detail>"
         return PermissionDenied(detail, error=code)
     if status == 404:
         return NotFound(detail, error=code)

@@ -24,6 +24,7 @@ _ERROR_TEXT = {
     404: "Unknown sandbox, source or agent",
     409: "Conflicts with the current state (taken namespace, revoked source, busy session)",
     413: "Body too large",
+    415: "The body is not sent as application/json",
     429: "Rate cap reached (`retry_after` seconds; `Retry-After` header)",
     502: "The MCP server or the chat model failed",
 }
@@ -81,6 +82,8 @@ def _error_statuses(route: ApiRoute) -> list[int]:
     if route.body is not None or route.query or route.method in ("POST", "PATCH", "PUT"):
         if route.access != "public":
             statuses.add(400)
+    if route.body is not None:
+        statuses.add(415)
     if route.path_params:
         statuses.add(404)
     return sorted(statuses)

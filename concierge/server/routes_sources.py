@@ -102,8 +102,11 @@ ROUTES = [
              body=UpdateSource, response=Outcome, errors=(409,),
              description="Omitted fields keep their value; `token` replaces the vault secret. A changed "
                          "URL, auth or transport re-runs the health check."),
-    ApiRoute("POST", SRC + "/user-mcp/test", test, "Re-run the health check", "editor", "sources",
-             response=Outcome, errors=(409,)),
+    ApiRoute("POST", SRC + "/user-mcp/test", test, "Re-run the health check", "viewer", "sources",
+             response=Outcome, errors=(409,),
+             description="A check, not a change of configuration: any key that may see the source may "
+                         "run it (as the concierge's read-only test tool does). `active` on success, "
+                         "`error` with `health_error` on failure; a paused source stays paused."),
     ApiRoute("POST", SRC + "/user-mcp/revoke", revoke,
              "Revoke: delete the secrets, status disconnected (terminal)", "editor", "sources",
              response=Outcome),

@@ -108,12 +108,13 @@ def _parse_context(system: str, state: _State) -> None:
 
 
 def _intent(text: str) -> str | None:
-    t = text.lower()
+    has_url = bool(_URL_RE.search(text))
+    t = _URL_RE.sub(" ", text).lower()  # "https://health.example.com" is not a health check
     if re.fullmatch(r"\s*(help|\?|/help|what can you do\??|how does (this|it) work\??)\s*", t):
         return "help"
     if re.search(r"\bhelp\b", t) and len(t.split()) <= 4:
         return "help"
-    if re.search(r"\btools?\b", t) and not _URL_RE.search(text) and not re.search(
+    if re.search(r"\btools?\b", t) and not has_url and not re.search(
             r"\b(add|register|connect|allow|only)\b", t):
         return "tools"
     if re.search(r"\b(delete|permanently|purge|erase)\b", t):
@@ -131,7 +132,7 @@ def _intent(text: str) -> str | None:
             r"\b(add|register)\b", t):
         return "test"
     if re.search(r"\b(add|register|connect|hook up|set up|plug in|new (mcp )?(server|source))\b", t) \
-            or _URL_RE.search(text):
+            or has_url:
         return "register"
     if re.search(r"\bsandbox(es)?\b", t):
         return "sandboxes"
@@ -198,6 +199,7 @@ def _label(text: str) -> str | None:
 
 
 def _sandbox_in(text: str, known: list[str]) -> str | None:
+    text = _URL_RE.sub(" ", text)
     match = re.search(r"\b(?:in|into|to|use|sandbox)\s+(?:the\s+)?(?:sandbox\s+)?[\"']?([A-Za-z0-9_-]+)[\"']?"
                       r"(?:\s+sandbox)?", text, re.I)
     words = {w.lower() for w in re.findall(r"[A-Za-z0-9_-]+", text)}
@@ -298,9 +300,10 @@ def _pick(text: str, candidates: list[dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def _plain_error(text: str | None) -> str:
-    """A connector error for people: without its ``kind:`` prefix, ending in one stop."""
+    """A connector error for people: its cause only (no ``kind:`` prefix, no advice), one stop."""
     text = re.sub(r"^[a-z_]+: ", "", (text or "the health check failed").strip())
-    return text if text.endswith((".", "?", "!")) else text + "."
+    text = text.split(" — ")[0].rstrip(" .")
+    return text + "."
 
 
 def _sentence(text: str) -> str:
@@ -748,9 +751,9 @@ def _reply_for(name: str, args: dict[str, Any], result: Any) -> str:
         return f"That didn't work: {result.get('detail') or result['error']}."
     label = result.get("name") or args.get("name") or args.get("source", "")
     status = result.get("status")
-    failed = (f' failed its health check: {_plain_error(result.get("health_error"))} '
-              f'{result.get("hint", "")} The source is kept (status error); once it\'s fixed, '
-              f'say "test {label}".')
+    cause = f'{_plain_error(result.get("health_error"))} {result.get("hint", "")}'.strip()
+    failed = (f" failed its health check: {cause} The source is kept (status error); once it's "
+              f'fixed, say "test {label}".')
     if name == "register_source":
         if status == "active":
             ns = result.get("namespace")
@@ -763,7 +766,7 @@ def _reply_for(name: str, args: dict[str, Any], result: Any) -> str:
             return f'"{label}" is healthy: {_healthy(result)}.'
         if status == "paused":
             return f'"{label}" is paused; its check result: {result.get("detail")}.'
-        return f'"{label}"' + failed
+        return f'"{label}" is failing its health check: {cause} Once it\'s fixed, say "test {label}" again.'
     if name == "update_source":
         changes = []
         if args.get("name"):
