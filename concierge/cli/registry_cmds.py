@@ -235,7 +235,18 @@ async def sandbox_list(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def source_add(args: argparse.Namespace, backend: Backend) -> int:
-    return _outcome(await backend.register_source(_source_body(args), sandbox=args.sandbox), args)
+    outcome = await backend.register_source(_source_body(args), sandbox=args.sandbox)
+    secret = getattr(outcome, "webhook_secret", None)
+    if secret is None:
+        return _outcome(outcome, args)
+    # The webhook signing secret is issued once, here; it cannot be read back later.
+    value = secret.get_secret_value()
+    if args.json:
+        emit(outcome.model_dump(mode="json") | {"webhook_secret": value}, as_json=True)
+        return 1 if outcome.status == "error" else 0
+    code = _outcome(outcome, args)
+    print(f"webhook signing secret (shown once; rotate via the API if lost): {value}")
+    return code
 
 
 async def source_update(args: argparse.Namespace, backend: Backend) -> int:
