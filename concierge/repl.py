@@ -36,6 +36,7 @@ from concierge.agent.events import (
     Event,
     SecretRequired,
 )
+from concierge.agent.secrets import find_secrets
 from concierge.agent.session import ConciergeSession
 from concierge.errors import ConciergeError
 
@@ -43,6 +44,27 @@ __all__ = ["Repl", "TerminalIO", "history_path"]
 
 _STYLES = {"dim": "\x1b[2m", "bold": "\x1b[1m", "red": "\x1b[31m", "green": "\x1b[32m",
            "yellow": "\x1b[33m", "reset": "\x1b[0m"}
+
+
+def _redacting_file_history(base: type) -> type:
+    """A FileHistory that never writes a pasted credential: each is replaced by ``[secret]``.
+
+    The session redacts messages before the model sees them, but prompt_toolkit stores the
+    line as typed; without this, "the new token is abc..." would sit in the history file.
+    """
+
+    class RedactingFileHistory(base):  # type: ignore[misc, valid-type]
+        def append_string(self, string: str) -> None:
+            super().append_string(mask_secrets(string))
+
+    return RedactingFileHistory
+
+
+def mask_secrets(text: str) -> str:
+    spans = find_secrets(text)
+    for start, end in reversed(spans):
+        text = text[:start] + "[secret]" + text[end:]
+    return text
 
 
 def history_path() -> Path:
@@ -78,7 +100,8 @@ class TerminalIO:
             from prompt_toolkit import PromptSession
             from prompt_toolkit.history import FileHistory, InMemoryHistory
 
-            history = FileHistory(str(history_file)) if history_file else InMemoryHistory()
+            history = (_redacting_file_history(FileHistory)(str(history_file)) if history_file
+                       else InMemoryHistory())
             self.session: Any = PromptSession(history=history, input=input, output=output)
             # Answers to confirmations and credentials never go to the history file.
             self.answers: Any = PromptSession(history=InMemoryHistory(), input=input, output=output)

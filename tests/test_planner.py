@@ -189,3 +189,13 @@ def test_words_inside_urls_do_not_steer_the_planner() -> None:
     assert _intent("Add https://health-check.example.com/mcp") == "register"
     assert _intent("https://tools.example.com/mcp") == "register"
     assert _sandbox_in("add https://staging.example.com/mcp sandbox please", ["default", "staging"]) is None
+
+
+def test_a_source_named_tools_can_still_be_changed() -> None:
+    """Found by hand: "rename Demo tools ..." used to be read as a catalog question."""
+    from concierge.agent.models.offline import _intent
+
+    assert _intent("set the rate cap of Demo tools to 120 and rename it to Demo prod") == "update"
+    assert _intent("revoke Demo tools") == "revoke"
+    assert _intent("pause Demo tools") == "pause"
+    assert _intent("What tools does my support agent have right now?") == "tools"

@@ -155,3 +155,16 @@ async def test_history_persists_and_ctrl_r_searches_it(backend: LocalBackend, pi
         repl, out = make_repl(backend, OfflinePlanner(), again, tmp_path)  # a new REPL, same history file
         await run(repl, again, "\x12sour\r\r\x04")  # Ctrl-R "sour", Enter ends the search, Enter sends
     assert 'You have no MCP sources in sandbox "default" yet.' in out.getvalue()
+
+
+async def test_a_pasted_token_never_reaches_the_history_file(
+        backend: LocalBackend, bearer_server: RunningServer, pipe: Any, tmp_path: Path) -> None:
+    """Found by hand: the history file stored the line as typed, pasted token included."""
+    repl, out = make_repl(backend, OfflinePlanner(), pipe, tmp_path)
+    keys = f"Add {bearer_server.url()} with bearer token {BEARER}, call it Demo\ry\r/quit\r"
+    assert await run(repl, pipe, keys) == 0
+    assert "registered" in out.getvalue()
+    history = (tmp_path / "history").read_text()
+    assert "with bearer token [secret], call it Demo" in history
+    assert BEARER not in history and BEARER not in out.getvalue()
+    assert (await backend.list_sources())[0].status.value == "active"

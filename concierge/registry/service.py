@@ -514,7 +514,7 @@ class Registry:
     def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
         sb = self.get_sandbox(sandbox)
         return [Agent(**r) for r in self.store.query(
-            "SELECT * FROM agents WHERE sandbox_id = ? ORDER BY created_at", (sb.id,))]
+            "SELECT * FROM agents WHERE sandbox_id = ? ORDER BY created_at, slug", (sb.id,))]
 
     def update_agent(self, slug: str, body: dict[str, Any] | AgentUpdate, *,
                      sandbox: str | None = None) -> Agent:

@@ -114,9 +114,6 @@ def _intent(text: str) -> str | None:
         return "help"
     if re.search(r"\bhelp\b", t) and len(t.split()) <= 4:
         return "help"
-    if re.search(r"\btools?\b", t) and not has_url and not re.search(
-            r"\b(add|register|connect|allow|only)\b", t):
-        return "tools"
     if re.search(r"\b(delete|permanently|purge|erase)\b", t):
         return "delete"
     if re.search(r"\b(revoke|disconnect|unregister|remove)\b", t):
@@ -128,6 +125,10 @@ def _intent(text: str) -> str | None:
     if re.search(r"\b(rotate|rename|rate ?cap|rate ?limit|new token|change|update|replace|"
                  r"calls? (per|a|/) ?min)", t):
         return "update"
+    # Catalog questions come after the change verbs: a source may be called "Demo tools".
+    if re.search(r"\btools?\b", t) and not has_url and not re.search(
+            r"\b(add|register|connect|allow|only)\b", t):
+        return "tools"
     if re.search(r"\b(test|check|health|healthy|ping|working|reachable)\b", t) and not re.search(
             r"\b(add|register)\b", t):
         return "test"
