@@ -72,7 +72,9 @@ def _trace_lines(trace: ResolutionTrace, *, full: bool) -> list[str]:
 
 def render_catalog(result: CatalogResult, *, full_trace: bool = False) -> str:
     who = f"agent {result.agent}" if result.agent else "an agent with every user_mcp tool"
-    head = f"{who}: {result.count} tools from {len(result.by_app)} apps"
+    apps = len(result.by_app)
+    head = (f"{who}: {result.count} tool{'s' * (result.count != 1)} from "
+            f"{apps} app{'s' * (apps != 1)}")
     rows = table([(t.name, t.app, _short(t.description)) for t in result.tools], ["NAME", "APP", "DESCRIPTION"])
     return "\n".join(x for x in [head, rows, *_trace_lines(result.trace, full=full_trace)] if x)
 
