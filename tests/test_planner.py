@@ -199,3 +199,16 @@ def test_a_source_named_tools_can_still_be_changed() -> None:
     assert _intent("revoke Demo tools") == "revoke"
     assert _intent("pause Demo tools") == "pause"
     assert _intent("What tools does my support agent have right now?") == "tools"
+
+
+async def test_agent_tools_with_no_agents_shows_what_an_agent_would_get(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found by hand: a new user asks about "my support agent" before creating any agent."""
+    await backend.register_source({"name": "Demo", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "What tools does my support agent have right now?")
+    assert [name for name, _ in calls(events)] == ["list_agents", "list_agent_tools"]
+    text = text_of(events)
+    assert text.startswith('There are no agents in sandbox "default" yet')
+    assert "This sandbox offers 4 tools right now:" in text and "- demo_echo" in text

@@ -560,6 +560,11 @@ class OfflinePlanner:
                 return
         state.flow = None
         state.reply = _reply_for(name, args, result)
+        if name == "list_agent_tools" and flow is not None and flow.agents == [] and not error:
+            # Asked about an agent in a sandbox that has none: show what an agent would get.
+            state.reply = (f'There are no agents in sandbox "{state.current_sandbox}" yet; one you '
+                           "create (`concierge agent create SLUG`) would see what this sandbox "
+                           "offers.\n" + state.reply)
 
     # -- deciding the next step ---------------------------------------------------------------
 
@@ -687,8 +692,7 @@ class OfflinePlanner:
             return ("list_agents", {})
         agents = flow.agents
         if not agents:
-            return (f'There are no agents in sandbox "{state.current_sandbox}" yet. Create one with '
-                    "`concierge agent create SLUG`, then ask me again.")
+            return ("list_agent_tools", {})
         words = [w for w in re.split(r"[\s_-]+", hint) if w]
         exact = [a for a in agents if hint and (a["slug"].lower() == hint or a["name"].lower() == hint)]
         loose = exact or [a for a in agents if words and all(
