@@ -7,26 +7,16 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 
 from concierge.errors import ConciergeError
 
-__all__ = ["emit", "error", "table", "to_jsonable"]
-
-
-def to_jsonable(obj: Any) -> Any:
-    if isinstance(obj, BaseModel):
-        return obj.model_dump(mode="json")
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(x) for x in obj]
-    if isinstance(obj, dict):
-        return {k: to_jsonable(x) for k, x in obj.items()}
-    return obj
+__all__ = ["emit", "error", "table"]
 
 
 def emit(obj: Any, *, as_json: bool, human: str | None = None) -> None:
     if as_json:
-        print(json.dumps(to_jsonable(obj), indent=2, sort_keys=False))
+        print(json.dumps(to_jsonable_python(obj), indent=2, sort_keys=False))
     elif human is not None:
         print(human)
 

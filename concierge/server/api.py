@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
+from pydantic_core import to_jsonable_python
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -38,7 +39,6 @@ __all__ = [
     "UnsupportedMediaType",
     "authenticate",
     "dispatch",
-    "jsonable",
 ]
 
 Access = Literal["public", "signature", "viewer", "editor", "owner"]
@@ -97,16 +97,6 @@ class ApiRoute:
     @property
     def role(self) -> Role | None:
         return Role(self.access) if self.access in ("viewer", "editor", "owner") else None
-
-
-def jsonable(value: Any) -> Any:
-    if isinstance(value, BaseModel):
-        return value.model_dump(mode="json")
-    if isinstance(value, (list, tuple)):
-        return [jsonable(v) for v in value]
-    if isinstance(value, dict):
-        return {k: jsonable(v) for k, v in value.items()}
-    return value
 
 
 class Ctx:
@@ -260,7 +250,7 @@ def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitab
             result = await route.handler(Ctx(request, principal, services))
             if isinstance(result, Response):
                 return result
-            return JSONResponse(jsonable(result), status_code=route.status)
+            return JSONResponse(to_jsonable_python(result), status_code=route.status)
         except ConciergeError as exc:
             return error_response(exc)
         except Exception as exc:  # a bug: 500 with the request id, details in the log
