@@ -3,14 +3,14 @@ and small helpers to run a session and look at its events."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from concierge.agent.events import AgentFinish, Event
 from concierge.backend import LocalBackend
-from tests.mcp_servers import RunningServer, demo_app, serve_in_thread
+from tests.mcp_servers import demo_server_fixture
 
 __all__ = ["BEARER", "HEADER", "backend", "bearer_server", "collect", "events_of", "finish",
            "header_server", "open_server", "text_of"]
@@ -26,22 +26,9 @@ async def backend() -> AsyncIterator[LocalBackend]:
     await b.aclose()
 
 
-@pytest.fixture(scope="module")
-def open_server() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app()) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def bearer_server() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app(token=BEARER)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def header_server() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app(token=HEADER, header="X-Api-Key")) as srv:
-        yield srv
+open_server = demo_server_fixture()
+bearer_server = demo_server_fixture(token=BEARER)
+header_server = demo_server_fixture(token=HEADER, header="X-Api-Key")
 
 
 async def collect(stream: AsyncIterator[Event]) -> list[Event]:

@@ -42,6 +42,7 @@ from typing import Any
 
 import anyio
 import mcp_types as types
+import pytest
 import uvicorn
 from mcp.server.lowlevel import Server
 from mcp.server.mcpserver import MCPServer
@@ -203,6 +204,17 @@ def serve_in_thread(
 def demo_app(token: str | None = None, header: str | None = None) -> ASGIApp:
     """concierge's demo server (4 tools) at ``/mcp``; gated by bearer ``token`` or ``header: token``."""
     return build_demo_app(token=token, header=header)
+
+
+def demo_server_fixture(token: str | None = None, header: str | None = None) -> Any:
+    """A module-scoped pytest fixture serving `demo_app(token, header)` on loopback."""
+
+    @pytest.fixture(scope="module")
+    def serve_demo() -> Iterator[RunningServer]:
+        with serve_in_thread(demo_app(token=token, header=header)) as srv:
+            yield srv
+
+    return serve_demo
 
 
 def demo_sse_app() -> ASGIApp:

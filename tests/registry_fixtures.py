@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from concierge.registry import Registry
-from tests.mcp_servers import RunningServer, demo_app, serve_in_thread
+from tests.mcp_servers import demo_server_fixture
 
 CANARY = "canary-TOKEN-7c1e9a44b2"
 HEADER_CANARY = "canary-HDR-5f3a9d0e61"
@@ -21,19 +21,6 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     reg.close()
 
 
-@pytest.fixture(scope="module")
-def open_server() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app()) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def bearer_server() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app(token=CANARY)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def header_server() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app(token=HEADER_CANARY, header="X-Api-Key")) as srv:
-        yield srv
+open_server = demo_server_fixture()
+bearer_server = demo_server_fixture(token=CANARY)
+header_server = demo_server_fixture(token=HEADER_CANARY, header="X-Api-Key")

@@ -19,7 +19,7 @@ from concierge.registry import Registry
 from concierge.server import build_app
 from concierge.server.auth import CreatedKey, KeyStore
 from tests.conftest import TEST_MASTER_KEY
-from tests.mcp_servers import RunningServer, demo_app, serve_in_thread
+from tests.mcp_servers import RunningServer, demo_server_fixture
 
 __all__ = [
     "BEARER_CANARY",
@@ -108,17 +108,8 @@ def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
         registry.close()
 
 
-@pytest.fixture(scope="module")
-def demo_mcp() -> Iterator[RunningServer]:
-    """The demo MCP server, gated by `BEARER_CANARY`."""
-    with serve_in_thread(demo_app(token=BEARER_CANARY)) as srv:
-        yield srv
-
-
-@pytest.fixture(scope="module")
-def open_mcp() -> Iterator[RunningServer]:
-    with serve_in_thread(demo_app()) as srv:
-        yield srv
+demo_mcp = demo_server_fixture(token=BEARER_CANARY)  # the demo MCP server, gated by BEARER_CANARY
+open_mcp = demo_server_fixture()
 
 
 class OpenApiChecker:
