@@ -96,8 +96,10 @@ def _session(args: argparse.Namespace, backend: Backend, model: ChatModel, *,
 
 
 async def chat(args: argparse.Namespace, backend: Backend) -> int:
-    from concierge.repl import Repl, TerminalIO, history_path
+    from concierge import config
+    from concierge.repl import Repl, TerminalIO, history_path, secure_data_dir
 
+    secure_data_dir(config.data_dir())  # the history file, database and key: owner-only
     model, label = select_model(args.model, offline=args.offline)
     if args.sandbox:
         await backend.get_sandbox(args.sandbox)  # a clear error now, not mid-conversation
