@@ -34,6 +34,7 @@ from typing import IO, Any
 import anyio
 
 from concierge.agent.events import (
+    MAX_MESSAGE_CHARS,
     STOP_AWAITING_CONFIRMATION,
     STOP_AWAITING_SECRET,
     AgentError,
@@ -52,9 +53,6 @@ from concierge.registry import SourceView
 
 __all__ = ["MAX_MESSAGE_CHARS", "MaskCredentials", "Repl", "TerminalIO", "history_path", "mask_secrets",
            "read_yes_no", "secure_data_dir"]
-
-MAX_MESSAGE_CHARS = 4000
-"""The longest message the REPL sends (the HTTP chat has the same limit)."""
 
 _STYLES = {"dim": "\x1b[2m", "bold": "\x1b[1m", "red": "\x1b[31m", "green": "\x1b[32m",
            "yellow": "\x1b[33m", "reset": "\x1b[0m"}
