@@ -59,11 +59,11 @@ if TYPE_CHECKING:
     from concierge.server.app import Services
 
 __all__ = [
-    "MAX_MESSAGE_CHARS",
-    "ROUTES",
     "ChatRequest",
     "ChatService",
     "ConfirmRequest",
+    "MAX_MESSAGE_CHARS",
+    "ROUTES",
     "SecretRequest",
     "SessionHistory",
     "TestResult",
