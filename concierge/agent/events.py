@@ -5,7 +5,7 @@ Names and fields follow the reference Concierge's SSE events::
     run_started           {run_id, session_id}
     agent_text_delta      {text}
     agent_tool_call       {call_id, name, arguments, label?}
-    agent_tool_result     {call_id, name, result, error?}
+    agent_tool_result     {call_id, name, result, error?, label?}
     confirmation_required {id, call_id, tool, summary, arguments, auto_approved?}
     secret_required       {id, call_id, tool, purpose, field}
     agent_finish          {stop_reason, session_id, usage, run_id}
@@ -16,7 +16,7 @@ Names and fields follow the reference Concierge's SSE events::
 ``agent_error`` the payload's ``type`` is the error's kind (e.g. ``max_turns_exceeded``).
 `to_record` / `from_record` wrap both as ``{"event": name, "data": payload}`` for JSON lines.
 
-``label`` on ``agent_tool_call`` is the step in plain words for people ("Checking the
+``label`` on ``agent_tool_call`` / ``agent_tool_result`` is the step in plain words for people ("Checking the
 server"), from `step_label`; surfaces that show steps set it (`with_label`), the engine does
 not, and readers must not need it. `MAX_MESSAGE_CHARS` is the longest message any surface
 sends.
@@ -24,7 +24,7 @@ sends.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 __all__ = [
@@ -104,12 +104,14 @@ class AgentToolCall(Event):
 @dataclass(frozen=True)
 class AgentToolResult(Event):
     type: ClassVar[str] = "agent_tool_result"
-    _optional: ClassVar[tuple[str, ...]] = ("error",)
+    _optional: ClassVar[tuple[str, ...]] = ("error", "label")
     call_id: str
     name: str
     result: Any
     error: str | None = None
     """A short error code when the tool failed (the model still gets the result to explain)."""
+    label: str | None = None
+    """The step in plain words, as on its ``agent_tool_call``; see `step_label`."""
 
 
 @dataclass(frozen=True)
@@ -194,10 +196,9 @@ def step_label(name: str) -> str:
 
 
 def with_label(event: Event) -> Event:
-    """``event`` with its plain-words ``label`` set, if it is a tool call without one."""
-    if isinstance(event, AgentToolCall) and event.label is None:
-        return AgentToolCall(call_id=event.call_id, name=event.name, arguments=event.arguments,
-                             label=step_label(event.name))
+    """``event`` with its plain-words ``label`` set, if it is a tool call or result without one."""
+    if isinstance(event, (AgentToolCall, AgentToolResult)) and event.label is None:
+        return replace(event, label=step_label(event.name))
     return event
 
 

@@ -182,9 +182,11 @@ class Deleted(BaseModel):
 
 SSE_SCHEMA: dict[str, Any] = {
     "type": "string",
-    "description": "Server-Sent Events. `event:` is run_started, agent_text_delta, agent_tool_call, "
-                   "agent_tool_result, confirmation_required, secret_required, agent_finish or "
-                   "agent_error; `data:` is the event's JSON payload.",
+    "description": "Server-Sent Events. `event:` is run_started, agent_text_delta, agent_tool_call "
+                   "(with `label`, the step in plain words), agent_tool_result, confirmation_required, "
+                   "secret_required, agent_finish or agent_error; right after run_started, user_message / "
+                   "user_confirm / user_secret say what the person sent (credentials as references). "
+                   "`data:` is the JSON payload.",
 }
 
 
@@ -389,8 +391,13 @@ class ChatService:
                         record = self.scrub(live, to_record(with_label(event)), known)
                         if event.type == "run_started":
                             run_id = record["data"].get("run_id")
-                            # The person's words, with any pasted credential already a reference.
-                            stored.extend(self.scrub(live, r, known) for r in before)
+                            # The person's words, with any pasted credential already a reference,
+                            # stored and streamed: the widget shows these, never what was typed.
+                            said = [_redacted(self.scrub(live, r, known)) for r in before]
+                            stored.extend([*said, record])
+                            for item in (record, *said):
+                                await run.publish(item)
+                            continue
                         if event.type == "agent_text_delta":
                             pending_text.append(record["data"].get("text", ""))
                         else:
@@ -426,6 +433,19 @@ class ChatService:
 
 
 # -- helpers for handlers -------------------------------------------------------------------
+
+_PERSON_RECORDS = frozenset({"user_message", "user_confirm", "user_secret"})
+
+
+def _redacted(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``user_message`` with every credential a reference: known values are already scrubbed;
+    short ones ("my key is abc") are redacted again here (throwaway references: the session
+    holds the real ones), so no value the person pasted is stored or echoed."""
+    if record.get("event") != "user_message":
+        return record
+    text = str(record.get("data", {}).get("text", ""))
+    return {**record, "data": {**record["data"], "text": sec.redact(text).text}}
+
 
 def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
     try:
@@ -470,11 +490,9 @@ async def _collect(ctx: Ctx, live: _Live, run: _Run, started: float, timeout: fl
     async with run.receive:
         with anyio.move_on_after(timeout) as limit:
             async for record in run.receive:
-                try:
-                    fold.add(from_record(record))
-                except (ValueError, KeyError, TypeError):  # not an engine event: nothing to fold
-                    log.warning("unexpected record %r in session %s", record.get("event"),
-                                live.session.session_id)
+                if record["event"] in _PERSON_RECORDS:
+                    continue  # what the person said or did, not the engine's events
+                fold.add(from_record(record))
         if limit.cancelled_caught:
             timed_out = True
             if live.scope is not None:
