@@ -205,6 +205,32 @@ def test_the_one_shot_outcome_is_the_same_fold_as_ask(chat, served, open_mcp):
     assert outcome("blah blah")["outcome"] == "error"  # not understood
 
 
+def test_a_typed_yes_or_no_answers_the_open_confirmation(chat, served, open_mcp):
+    """In the streamed chat "yes please" while a card is open confirms it (as in the REPL) and
+    "nah" declines it; the one-shot /test never runs a write, typed yes or not."""
+    _, registry, _ = served
+
+    def ask_to_register(name: str) -> tuple[str, dict[str, Any]]:
+        first = chat.say(f"Add my MCP server at {open_mcp.url()} with no auth, call it {name}")
+        return only(first, "agent_finish")["session_id"], only(first, "confirmation_required")
+
+    session, card = ask_to_register("Plain")
+    done = chat.say("yes please", session)
+    assert ("user_confirm", {"id": card["id"], "approved": True}) in done
+    assert only(done, "agent_tool_result")["result"]["status"] == "active"
+    assert [s.name for s in registry.list_sources()] == ["Plain"]
+
+    session, card = ask_to_register("Other")
+    declined = chat.say("nah", session)
+    assert ("user_confirm", {"id": card["id"], "approved": False}) in declined
+    assert only(declined, "agent_tool_result")["result"]["status"] == "declined"
+
+    session, card = ask_to_register("Third")
+    one_shot = chat.http.post(f"{SB}/concierge/test", json={"message": "yes", "session_id": session}).json()
+    assert one_shot["outcome"] == "needs_confirmation"  # asked again, not run
+    assert [s.name for s in registry.list_sources()] == ["Plain"]
+
+
 def test_a_blank_message_is_refused_naming_the_field(chat):
     for blank in ("", "   ", "\n\t"):
         r = chat.http.post(f"{SB}/concierge/test", json={"message": blank})

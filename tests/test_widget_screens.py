@@ -278,3 +278,32 @@ def test_desktop_layout(page_at, site, open_mcp: RunningServer) -> None:
     settle(page)
     expect(page.locator(".msg.bot").last.locator("ul > li")).to_have_count(1)
     shot(page, "desktop")
+
+
+def test_typing_yes_at_an_open_card_answers_it(page_at, site, open_mcp: RunningServer) -> None:
+    """Found by hand: typing "yes" at an open card dropped it and asked again with a new card."""
+    url, registry = site
+    page = page_at(url)
+    open_chat(page)
+    say(page, f"Add {open_mcp.url()} with no auth, call it Plain")
+    card = page.get_by_role("group", name="Please confirm this change")
+    expect(card.get_by_role("button", name="Confirm")).to_be_visible()
+    say(page, "yes please")
+    settle(page)
+    expect(card).to_contain_text("Confirmed.")
+    expect(page.get_by_role("group", name="Please confirm this change")).to_have_count(1)  # not asked again
+    expect(page.locator("[data-tool=register_source][data-status=ok]")).to_contain_text("healthy")
+    assert [s.name for s in registry.list_sources()] == ["Plain"]
+    shot(page, "typed-yes")
+
+
+def test_markup_in_messages_is_text(page_at, site) -> None:
+    url, _ = site
+    page = page_at(url)
+    open_chat(page)
+    say(page, '<img src=x onerror="document.title=\'owned\'"> and <b>bold</b>')
+    settle(page)
+    expect(page.locator(".msg.user").last).to_have_text('<img src=x onerror="document.title=\'owned\'"> and <b>bold</b>')
+    widget = "document.querySelector('#concierge-widget').shadowRoot"
+    assert page.evaluate(f"{widget}.querySelectorAll('.log img, .log b').length") == 0
+    assert page.title() != "owned"

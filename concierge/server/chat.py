@@ -9,7 +9,8 @@
 
 A run that needs the person ends with ``agent_finish`` whose ``stop_reason`` is
 ``awaiting_confirmation`` (after ``confirmation_required``) or ``awaiting_secret`` (after
-``secret_required``). The client answers on the confirm / secret endpoint and that same
+``secret_required``). The client answers on the confirm / secret endpoint (or, in the
+streamed chat, types a clear yes or no: "yes please", "nah") and that same
 response streams the resumed run — so the credential travels in its own request, straight
 to the server's vault, and never through the chat text or the model. A yes needs an editor
 key; anyone may decline. The confirm and secret endpoints answer JSON in the `/test` shape
@@ -43,6 +44,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from concierge.agent import secrets as sec
+from concierge.agent.answers import read_yes_no
 from concierge.agent.events import MAX_MESSAGE_CHARS, Event, from_record, to_record, with_label
 from concierge.agent.run_result import RunResult
 from concierge.agent.session import ConciergeSession
@@ -549,7 +551,10 @@ def _chat(ctx: Ctx) -> ChatService:
     return ctx.services.chat
 
 
-async def _begin(ctx: Ctx) -> tuple[_Live, _Run, float]:
+async def _begin(ctx: Ctx, *, typed_answers: bool = False) -> tuple[_Live, _Run, float]:
+    """Start the run a message asks for. With ``typed_answers`` (the streamed chat), a clear
+    yes or no typed while a confirmation is open answers it ("yes please" → confirm), as the
+    REPL's prompt does; anything else is a new message, which drops the open request."""
     sb = ctx.sandbox()
     req: ChatRequest = _parse(ChatRequest, await ctx.json())
     service = _chat(ctx)
@@ -557,9 +562,21 @@ async def _begin(ctx: Ctx) -> tuple[_Live, _Run, float]:
             else service.create(sb, ctx.caller))
     started = time.perf_counter()
     message = req.message
+    said = {"event": "user_message", "data": {"text": message}}
+    waiting = live.session.pending if not live.busy else None
+    verdict = (read_yes_no(message) if typed_answers and waiting is not None
+               and waiting["kind"] == "confirmation" and waiting.get("answer") is None else None)
+    if waiting is not None and verdict is not None:
+        if verdict:
+            ctx.caller.require(Role.EDITOR, "approving a change")
+        live.session.confirm(waiting["id"], verdict)
+        answered = {"event": "user_confirm", "data": {"id": waiting["id"], "approved": verdict}}
+        run = await service.start(live, live.session.resume, actor=_actor(ctx.caller),
+                                  before=[said, answered])
+        return live, run, started
 
     run = await service.start(live, lambda: live.session.send(message), actor=_actor(ctx.caller),
-                              before=[{"event": "user_message", "data": {"text": message}}])
+                              before=[said])
     return live, run, started
 
 
@@ -571,7 +588,7 @@ async def concierge_test(ctx: Ctx) -> TestResult:
 
 
 async def concierge_chat(ctx: Ctx) -> Response:
-    _, run, _ = await _begin(ctx)
+    _, run, _ = await _begin(ctx, typed_answers=True)
     return _stream(run)
 
 

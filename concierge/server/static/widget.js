@@ -422,6 +422,13 @@
     });
   }
 
+  function answeredCard(d) {
+    // A typed "yes please" / "nah" answered the open card (the server said so).
+    var card = log.querySelector('[data-confirmation="' + String(d.id).replace(/["\\]/g, "") + '"]');
+    var outcome = card && card.querySelector(".outcome");
+    if (outcome) outcome.textContent = d.approved ? "Confirmed." : "Cancelled; nothing was changed.";
+  }
+
   function confirmationCard(d, replay) {
     endBubble();
     parked(d);
@@ -489,7 +496,8 @@
   function render(kind, d, replay) {
     switch (kind) {
       case "user_message":
-        if (replay) userLine(d.text || ""); else stored(d);
+        if (replay) userLine(d.text || "");
+        else { stored(d); closeCards("Not answered; nothing was changed."); }
         break;
       case "run_started":
         if (d.session_id) remember(d.session_id);
@@ -515,6 +523,7 @@
       // Live, the card already says it ("Confirmed.", "Credential sent"); these are for reloads.
       case "user_confirm":
         if (replay) add(el("div", { class: "note" }, d.approved ? "You confirmed the change." : "You cancelled the change."));
+        else answeredCard(d);
         break;
       case "user_secret":
         if (replay) add(el("div", { class: "note" }, "You handed over a credential privately."));
@@ -664,7 +673,6 @@
     var text = input.value.trim();
     if (!text || busy || tooLong()) return;
     input.value = "";
-    closeCards("Not answered; nothing was changed.");
     // Shown as "…" until the server says how it stored it (a pasted token becomes "•••• secret").
     sending = userLine("…", true);
     var body = { message: text };
