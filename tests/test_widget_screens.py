@@ -307,3 +307,38 @@ def test_markup_in_messages_is_text(page_at, site) -> None:
     widget = "document.querySelector('#concierge-widget').shadowRoot"
     assert page.evaluate(f"{widget}.querySelectorAll('.log img, .log b').length") == 0
     assert page.title() != "owned"
+
+
+def test_cancel_on_the_credential_card_drops_the_request(page_at, site, demo_mcp: RunningServer) -> None:
+    """Cancel must drop the request on the server too: otherwise a token in the next message
+    answers the old request (the REPL's Ctrl-C bug, on the widget)."""
+    url, registry = site
+    page = page_at(url)
+    open_chat(page)
+    say(page, f"add {demo_mcp.url()} called Old with a bearer token")
+    card = page.locator("[data-secret]")
+    expect(card.get_by_role("button", name="Cancel")).to_be_visible()
+    card.get_by_role("button", name="Cancel").click()
+    settle(page)
+    expect(card).to_contain_text("Cancelled; nothing was changed.")
+    expect(page.locator(".msg.user").last).to_have_text("Cancel")
+    say(page, f"add {demo_mcp.url()} called New with bearer token {BEARER_CANARY}")
+    confirm = page.get_by_role("group", name="Please confirm this change")
+    expect(confirm).to_contain_text('"New"')
+    confirm.get_by_role("button", name="Confirm").click()
+    settle(page)
+    assert [(s.name, s.status) for s in registry.list_sources()] == [("New", "active")]
+
+
+def test_a_token_typed_in_the_chat_answers_the_credential_card(page_at, site, demo_mcp: RunningServer) -> None:
+    url, registry = site
+    page = page_at(url)
+    open_chat(page)
+    say(page, f"add {demo_mcp.url()} called Typed with a bearer token")
+    card = page.locator("[data-secret]")
+    expect(card.get_by_role("button", name="Send securely")).to_be_visible()
+    say(page, BEARER_CANARY)  # into the chat box, not the card
+    expect(page.get_by_role("group", name="Please confirm this change")).to_contain_text('"Typed"')
+    expect(card).to_contain_text("Credential received (it is not shown in the chat).")
+    expect(page.locator(".msg.user").last).to_have_text("•••• secret")
+    assert BEARER_CANARY not in page.evaluate("document.querySelector('#concierge-widget').shadowRoot.innerHTML")

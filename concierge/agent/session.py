@@ -89,11 +89,11 @@ def parse_yes_no(text: str) -> bool | None:
 
 
 def _credential_like(text: str) -> bool:
-    """One bare word that is not a plain lowercase word ("cancel", "nevermind")."""
+    """One bare word that is not a plain word ("cancel", "Cancel", "NEVERMIND")."""
     word = text.strip()
     if len(word.split()) != 1 or len(word) < 6:
         return False
-    return len(word) >= 16 or not word.isalpha() or not (word.islower() or word.isupper())
+    return len(word) >= 16 or not word.isalpha() or not (word.islower() or word.isupper() or word.istitle())
 
 
 def _new_id(prefix: str) -> str:

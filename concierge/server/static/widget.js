@@ -188,6 +188,7 @@
   var steps = {};                // call_id -> step line
   var lastStep = null;           // the latest step, and whether an answer followed it
   var replayPending = null;      // the request still open while the history is replayed
+  var lastSecretCard = null;     // the newest credential card
 
   function remember(id) {
     sessionId = id;
@@ -409,9 +410,9 @@
     lastStep = null;
   }
 
-  function closeCards(words) {
+  function closeCards(words, which) {
     // A new message drops whatever was waiting: its card can no longer be answered.
-    Array.prototype.forEach.call(log.querySelectorAll(".card:not(.done)"), function (card) {
+    Array.prototype.forEach.call(log.querySelectorAll(which || ".card:not(.done)"), function (card) {
       card.classList.add("done");
       var row = card.querySelector(".row");
       var field = card.querySelector("input");
@@ -461,7 +462,8 @@
     endBubble();
     parked(d);
     var id = "cw-s-" + d.id;
-    var card = el("form", { class: "card", "aria-labelledby": id + "-h", "data-secret": d.id });
+    var card = el("form", { class: "card", "aria-labelledby": id + "-h", "data-secret": d.id,
+      "data-call": d.call_id || "" });
     card.append(el("h3", { id: id + "-h" }, "A credential is needed"));
     var label = el("label", { for: id }, "Enter " + d.purpose + ". It goes straight to the server's " +
       "vault, never into the chat.");
@@ -488,7 +490,14 @@
       done("Credential sent to the server.");
       stream(BASE + "/sessions/" + encodeURIComponent(sessionId) + "/secret", { id: d.id, value: value });
     });
-    no.addEventListener("click", function () { done("Cancelled; nothing was changed."); });
+    no.addEventListener("click", function () {
+      if (busy) return;
+      done("Cancelled; nothing was changed.");
+      // Say so in the conversation: the request is dropped on the server too, so a token in a
+      // later message cannot answer it.
+      say("Cancel");
+    });
+    lastSecretCard = card;
     status.textContent = "Waiting for a credential.";
     if (!replay || !panel.hidden) field.focus();
   }
@@ -497,7 +506,7 @@
     switch (kind) {
       case "user_message":
         if (replay) userLine(d.text || "");
-        else { stored(d); closeCards("Not answered; nothing was changed."); }
+        else { stored(d); closeCards("Not answered; nothing was changed.", "[data-confirmation]:not(.done)"); }
         break;
       case "run_started":
         if (d.session_id) remember(d.session_id);
@@ -506,6 +515,9 @@
       case "agent_tool_call": stepStarted(d); break;
       case "agent_tool_result": stepDone(d); break;
       case "confirmation_required":
+        // A token typed into the chat instead of the card answered the credential request.
+        if (!replay) closeCards("Credential received (it is not shown in the chat).",
+                                '[data-secret][data-call="' + String(d.call_id).replace(/["\\]/g, "") + '"]:not(.done)');
         if (!replay) confirmationCard(d, false);
         else if (d.id !== replayPending) asked(d, "Asked to confirm: " + d.summary);
         break;
@@ -516,6 +528,14 @@
       case "agent_finish":
         endBubble();
         finished();
+        if (!replay) {
+          // A credential request this run did not renew was dropped by the new message.
+          Array.prototype.forEach.call(log.querySelectorAll("[data-secret]:not(.done)"), function (card) {
+            if (card !== lastSecretCard || d.stop_reason !== "awaiting_secret") {
+              closeCards("Not answered; nothing was changed.", '[data-secret="' + card.getAttribute("data-secret") + '"]');
+            }
+          });
+        }
         if (d.session_id) remember(d.session_id);
         if (!replay && d.stop_reason === "end_turn") status.textContent = "";
         break;
@@ -668,16 +688,20 @@
   input.addEventListener("keydown", function (ev) {
     if (ev.key === "Enter" && !ev.shiftKey && !ev.isComposing) { ev.preventDefault(); form.requestSubmit(); }
   });
+  function say(text) {
+    // Shown as "…" until the server says how it stored it (a pasted token becomes "•••• secret").
+    sending = userLine("…", true);
+    var body = { message: text };
+    if (sessionId) body.session_id = sessionId;
+    return stream(BASE + "/chat", body, text);
+  }
+
   form.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var text = input.value.trim();
     if (!text || busy || tooLong()) return;
     input.value = "";
-    // Shown as "…" until the server says how it stored it (a pasted token becomes "•••• secret").
-    sending = userLine("…", true);
-    var body = { message: text };
-    if (sessionId) body.session_id = sessionId;
-    stream(BASE + "/chat", body, text);
+    say(text);
   });
 
   if (data.open === "true") open(); else if (sessionId) restore();
