@@ -342,3 +342,23 @@ def test_a_token_typed_in_the_chat_answers_the_credential_card(page_at, site, de
     expect(card).to_contain_text("Credential received (it is not shown in the chat).")
     expect(page.locator(".msg.user").last).to_have_text("•••• secret")
     assert BEARER_CANARY not in page.evaluate("document.querySelector('#concierge-widget').shadowRoot.innerHTML")
+
+
+def test_a_conversation_gone_from_the_server_loses_nothing(page_at, site) -> None:
+    url, _ = site
+    page = page_at(url)
+    open_chat(page)
+    say(page, "help")
+    settle(page)
+    sid = page.evaluate("Object.values(localStorage)[0]")
+    assert httpx2.delete(f"{url}/api/v1/storage/sandboxes/default/concierge/sessions/{sid}").status_code == 200
+    say(page, "list my sources")
+    expect(page.get_by_role("alert")).to_have_text(
+        "This conversation is no longer on the server. Send your message again to start a new one.")
+    box = page.get_by_label("Message to the concierge")
+    assert box.input_value() == "list my sources"  # given back, not lost
+    assert page.console_errors == ["Failed to load resource: the server responded with a status of 404 (Not Found)"]
+    page.console_errors.clear()  # that 404 was the point
+    box.press("Enter")
+    settle(page)
+    expect(page.locator(".msg.bot").last).to_contain_text("no MCP sources")

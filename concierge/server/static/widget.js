@@ -570,7 +570,10 @@
       var body = await response.json();
       if (body && body.detail) detail = body.detail;
     } catch (e) { /* not JSON */ }
-    if (response.status === 404 && sessionId) remember(null);
+    if (response.status === 404 && sessionId) {
+      remember(null);
+      detail = "This conversation is no longer on the server. Send your message again to start a new one.";
+    }
     return detail;
   }
 
