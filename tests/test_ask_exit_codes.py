@@ -60,8 +60,7 @@ def test_a_change_that_ran_is_done(open_server: RunningServer, capsys: pytest.Ca
 def test_a_question_back_needs_more_information(capsys: pytest.CaptureFixture[str]) -> None:
     code, data = ask(capsys, "add https://mcp.example.com/mcp")
     assert (code, data["outcome"]) == (EXIT_NEEDS_INFO, "needs_info")
-    assert data["questions"] == ["How does it authenticate: with a bearer token, a token in a custom header, "
-                                 "or none?"]
+    assert len(data["questions"]) == 1 and "authenticate" in data["questions"][0]
 
 
 def test_which_one_do_you_mean_needs_more_information(open_server: RunningServer,

@@ -101,6 +101,8 @@ def test_a_retried_read_that_then_worked_is_done() -> None:
     "I can't create sandboxes from chat; run `concierge sandbox create NAME`.",
     "Sorry, I didn't understand that.",
     "Permanent deletion is never done from chat.",
+    "I don't delete sources from chat — it is permanent.",
+    "I'm not sure what you mean. Try \"help\".",
 ])
 def test_declining_is_an_error(text: str) -> None:
     assert fold(AgentTextDelta(text=text), finish()).outcome is Outcome.ERROR

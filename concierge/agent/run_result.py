@@ -74,7 +74,8 @@ _REFUSAL_RE = re.compile(
     r"(?i)\b(?:I|we)\s*(?:can't|cannot|can\s+not|won't|will\s+not|am\s+not\s+able\s+to|'m\s+not\s+able\s+to"
     r"|am\s+unable\s+to|'m\s+unable\s+to|couldn't|could\s+not)\s+(?:do|create|delete|run|set\s+up|make|"
     r"add|remove|send|change|help\s+with|understand)\b"
-    r"|\b(?:didn't|did\s+not|don't|do\s+not)\s+understand\b"
+    r"|\b(?:didn't|did\s+not|don't|do\s+not)\s+understand\b|\bnot\s+sure\s+what\s+you\s+mean\b"
+    r"|\b(?:I|we)\s+(?:don't|do\s+not)\s+\w+(?:\s+\w+){0,3}\s+from\s+(?:the\s+)?chat\b"
     r"|\bnever\s+(?:done|run)\s+from\s+(?:the\s+)?chat\b"
     r"|\bnot\s+something\s+I\s+can\b")
 
