@@ -11,7 +11,7 @@ Ctrl-C cancels the current turn (or clears the line); Ctrl-D exits. ``NO_COLOR``
 colour off; a dumb terminal (``TERM=dumb``) or a non-terminal stdin gets plain line input.
 
 Credentials: asked for on a separate prompt with in-memory history and hidden input; one
-pasted into a message is shown as ``*`` while typed (`MaskCredentials`) and written to the
+pasted into a message is shown as ``*`` while typed (`credential_mask`) and written to the
 history file as ``[secret]``. The history file and the data directory's files are owner-only
 (0600, `secure_data_dir`).
 
@@ -51,7 +51,7 @@ from concierge.agent.session import ConciergeSession
 from concierge.errors import ConciergeError
 from concierge.registry import SourceView
 
-__all__ = ["MAX_MESSAGE_CHARS", "MaskCredentials", "Repl", "TerminalIO", "history_path", "mask_secrets",
+__all__ = ["MAX_MESSAGE_CHARS", "Repl", "TerminalIO", "credential_mask", "history_path", "mask_secrets",
            "read_yes_no", "secure_data_dir"]
 
 _STYLES = {"dim": "\x1b[2m", "bold": "\x1b[1m", "red": "\x1b[31m", "green": "\x1b[32m",
@@ -93,19 +93,32 @@ def _private_file(path: Path) -> None:
     os.chmod(path, 0o600)
 
 
+_DATA_FILES = ("concierge.db", "concierge.db-wal", "concierge.db-shm", "concierge.db-journal", "master.key",
+               "chat_history")
+"""What concierge keeps in its data directory (and nothing else there is touched)."""
+
+
 def secure_data_dir(home: Path) -> None:
-    """Make the data directory owner-only: the directory 0700, every file in it 0600.
+    """Make concierge's files in its data directory owner-only (0600).
 
     The database (and its -wal/-shm files) is created with the process umask; SQLite gives
-    files it creates later the database's own mode, so tightening it once is enough.
+    files it creates later the database's own mode, so tightening it once is enough. Only
+    our own files are touched: ``CONCIERGE_HOME`` may be a directory shared with others.
     """
-    os.chmod(home, 0o700)
-    for entry in home.iterdir():
-        if entry.is_file() and not entry.is_symlink():
-            os.chmod(entry, 0o600)
+    for name in _DATA_FILES:
+        path = home / name
+        try:
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o600)
+        except OSError:  # not ours to change: leave it, the next start tries again
+            continue
 
 
-def _mask_processor() -> Any:
+def credential_mask() -> Any:
+    """A prompt_toolkit input processor: a credential typed or pasted is never echoed.
+
+    Built on call, so prompt_toolkit is imported only when a prompt is (not on a dumb terminal).
+    """
     from prompt_toolkit.formatted_text.utils import fragment_list_len
     from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
     from prompt_toolkit.layout.utils import explode_text_fragments
@@ -138,11 +151,6 @@ def _mask_processor() -> Any:
             return Transformation(fragments)
 
     return _Mask()
-
-
-def MaskCredentials() -> Any:  # noqa: N802 - built lazily: prompt_toolkit is imported only when used
-    """A prompt_toolkit input processor: a credential typed or pasted is never echoed."""
-    return _mask_processor()
 
 
 def history_path() -> Path:
@@ -181,7 +189,7 @@ class TerminalIO:
             history = (_redacting_file_history(FileHistory)(str(history_file)) if history_file
                        else InMemoryHistory())
             self.session: Any = PromptSession(history=history, input=input, output=output,
-                                              input_processors=[MaskCredentials()])
+                                              input_processors=[credential_mask()])
             # Answers to confirmations and credentials never go to the history file.
             self.answers: Any = PromptSession(history=InMemoryHistory(), input=input, output=output)
 

@@ -144,9 +144,19 @@ def test_secure_data_dir_tightens_what_sqlite_created(umask_022: None, tmp_path:
         files = {p.name: mode(p) for p in home.iterdir()}
         assert {"concierge.db", "concierge.db-wal"} <= set(files)
         assert set(files.values()) == {0o600}, files
-        assert mode(home) == 0o700
     finally:
         again.close()
+
+
+def test_secure_data_dir_touches_only_concierges_own_files(umask_022: None, tmp_path: Path) -> None:
+    """CONCIERGE_HOME may be a shared directory: someone else's script keeps its mode."""
+    (tmp_path / "run.sh").write_text("#!/bin/sh\n")
+    os.chmod(tmp_path / "run.sh", 0o755)
+    (tmp_path / "chat_history").write_text("")
+    os.chmod(tmp_path, 0o755)
+    secure_data_dir(tmp_path)
+    assert mode(tmp_path / "run.sh") == 0o755 and mode(tmp_path / "chat_history") == 0o600
+    assert mode(tmp_path) == 0o755  # the directory itself is left alone
 
 
 def test_concierge_chat_keeps_every_file_under_the_data_directory_owner_only(

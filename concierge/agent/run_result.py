@@ -81,13 +81,23 @@ _REFUSAL_RE = re.compile(
 
 _QUOTED_RE = re.compile(r"\"[^\"\n]*\"|“[^”\n]*”|`[^`\n]*`|'[^'\n]*\?'")
 _URL_RE = re.compile(r"\b[a-z][a-z0-9+.\-]*://\S+", re.I)
-_QUESTION_RE = re.compile(r"[^.!?\n]*\?(?=\s|$|[)\]])")
+_SENTENCE_RE = re.compile(r"[^.!?\n]*[.!?\n]?")
 
 
 def questions_in(text: str) -> list[str]:
-    """The questions ``text`` asks: sentences ending in ``?``, outside quotes and URLs."""
+    """The questions ``text`` asks: sentences ending in ``?``, outside quotes and URLs.
+
+    One pass over the text (sentences do not overlap), so a long answer costs linear time.
+    """
     plain = _URL_RE.sub(" ", _QUOTED_RE.sub(" … ", text))
-    return [q.strip(" -•*\t") for q in _QUESTION_RE.findall(plain) if q.strip(" -•*?\t")]
+    questions = []
+    for match in _SENTENCE_RE.finditer(plain):
+        sentence, end = match.group(), match.end()
+        if sentence.endswith("?") and (end == len(plain) or plain[end] in " \t\n)]"):
+            question = sentence.strip(" -•*\t")
+            if question.strip("?"):
+                questions.append(question)
+    return questions
 
 
 @dataclass
