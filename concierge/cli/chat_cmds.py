@@ -138,6 +138,10 @@ async def chat(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def ask(args: argparse.Namespace, backend: Backend) -> int:
+    from concierge import config
+    from concierge.repl import secure_data_dir
+
+    secure_data_dir(config.data_dir())  # the database and key: owner-only, as for the REPL
     model, _ = select_model(args.model, offline=args.offline)
     session, transcript = _session(args, backend, model, auto_approve=args.yes)
     out = _AskOutput(as_json=args.json)
