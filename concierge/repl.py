@@ -7,10 +7,17 @@ session's events and answers its confirmation and credential requests; it has no
 its own.
 
 Keys: Enter sends; Ctrl-R searches the history (kept in ``$CONCIERGE_HOME/chat_history``);
-Ctrl-C cancels the current turn (or clears the line); Ctrl-D exits. Credentials are read
-on a separate prompt with in-memory history and hidden input, so they never reach the
-history file. ``NO_COLOR`` turns colour off; a dumb terminal (``TERM=dumb``) or a
-non-terminal stdin gets plain line input.
+Ctrl-C cancels the current turn (or clears the line); Ctrl-D exits. ``NO_COLOR`` turns
+colour off; a dumb terminal (``TERM=dumb``) or a non-terminal stdin gets plain line input.
+
+Credentials: asked for on a separate prompt with in-memory history and hidden input; one
+pasted into a message is shown as ``*`` while typed (`credential_mask`) and written to the
+history file as ``[secret]``. The history file and the data directory's files are owner-only
+(0600, `secure_data_dir`).
+
+Answers: a confirmation takes typed answers ("yes please", "sure", "nah", `read_yes_no`) and
+asks again when it cannot tell. Ctrl-C at the token prompt abandons that request (the next
+message starts afresh); Ctrl-C while an approved change runs says what state it left.
 """
 
 from __future__ import annotations
@@ -19,12 +26,14 @@ import contextlib
 import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
 import anyio
 
 from concierge.agent.events import (
+    MAX_MESSAGE_CHARS,
     STOP_AWAITING_CONFIRMATION,
     STOP_AWAITING_SECRET,
     AgentError,
@@ -36,24 +45,32 @@ from concierge.agent.events import (
     Event,
     SecretRequired,
 )
+from concierge.agent.answers import read_yes_no
 from concierge.agent.secrets import find_secrets
 from concierge.agent.session import ConciergeSession
 from concierge.errors import ConciergeError
+from concierge.registry import SourceView
 
-__all__ = ["Repl", "TerminalIO", "history_path"]
+__all__ = ["MAX_MESSAGE_CHARS", "Repl", "TerminalIO", "credential_mask", "history_path", "mask_secrets",
+           "read_yes_no", "secure_data_dir"]
 
 _STYLES = {"dim": "\x1b[2m", "bold": "\x1b[1m", "red": "\x1b[31m", "green": "\x1b[32m",
            "yellow": "\x1b[33m", "reset": "\x1b[0m"}
 
 
 def _redacting_file_history(base: type) -> type:
-    """A FileHistory that never writes a pasted credential: each is replaced by ``[secret]``.
+    """A FileHistory that never writes a pasted credential (each becomes ``[secret]``) and
+    whose file is owner-only (0600) from the moment it exists.
 
     The session redacts messages before the model sees them, but prompt_toolkit stores the
     line as typed; without this, "the new token is abc..." would sit in the history file.
     """
 
     class RedactingFileHistory(base):  # type: ignore[misc, valid-type]
+        def __init__(self, filename: str) -> None:
+            _private_file(Path(filename))
+            super().__init__(filename)
+
         def append_string(self, string: str) -> None:
             super().append_string(mask_secrets(string))
 
@@ -61,10 +78,79 @@ def _redacting_file_history(base: type) -> type:
 
 
 def mask_secrets(text: str) -> str:
+    """``text`` with every credential `find_secrets` sees replaced by ``[secret]``."""
     spans = find_secrets(text)
     for start, end in reversed(spans):
         text = text[:start] + "[secret]" + text[end:]
     return text
+
+
+def _private_file(path: Path) -> None:
+    """Create ``path`` (if missing) with mode 0600, or tighten it to 0600."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+
+
+_DATA_FILES = ("concierge.db", "concierge.db-wal", "concierge.db-shm", "concierge.db-journal", "master.key",
+               "chat_history")
+"""What concierge keeps in its data directory (and nothing else there is touched)."""
+
+
+def secure_data_dir(home: Path) -> None:
+    """Make concierge's files in its data directory owner-only (0600).
+
+    The database (and its -wal/-shm files) is created with the process umask; SQLite gives
+    files it creates later the database's own mode, so tightening it once is enough. Only
+    our own files are touched: ``CONCIERGE_HOME`` may be a directory shared with others.
+    """
+    for name in _DATA_FILES:
+        path = home / name
+        try:
+            if path.is_file() and not path.is_symlink():
+                os.chmod(path, 0o600)
+        except OSError:  # not ours to change: leave it, the next start tries again
+            continue
+
+
+def credential_mask() -> Any:
+    """A prompt_toolkit input processor: a credential typed or pasted is never echoed.
+
+    Built on call, so prompt_toolkit is imported only when a prompt is (not on a dumb terminal).
+    """
+    from prompt_toolkit.formatted_text.utils import fragment_list_len
+    from prompt_toolkit.layout.processors import Processor, Transformation, TransformationInput
+    from prompt_toolkit.layout.utils import explode_text_fragments
+
+    class _Mask(Processor):
+        """Shows each credential in the input as ``*`` (same length: the cursor stays put)."""
+
+        def __init__(self) -> None:
+            self._seen: tuple[str, list[tuple[int, int]]] = ("", [])
+
+        def spans(self, text: str) -> list[tuple[int, int]]:
+            if self._seen[0] != text:  # once per edit, not once per line and redraw
+                self._seen = (text, find_secrets(text))
+            return self._seen[1]
+
+        def apply_transformation(self, ti: TransformationInput) -> Transformation:
+            spans = self.spans(ti.document.text)
+            if not spans:
+                return Transformation(ti.fragments)
+            line_start = ti.document.translate_row_col_to_index(ti.lineno, 0)
+            line_end = line_start + len(ti.document.lines[ti.lineno])
+            fragments = explode_text_fragments(ti.fragments)
+            size = fragment_list_len(fragments)
+            for start, end in spans:
+                for index in range(max(start, line_start), min(end, line_end)):
+                    at = ti.source_to_display(index - line_start)
+                    if 0 <= at < size and fragments[at][1] not in ("\n", ""):
+                        style, _, *rest = fragments[at]
+                        fragments[at] = (style, "*", *rest)  # type: ignore[assignment]
+            return Transformation(fragments)
+
+    return _Mask()
 
 
 def history_path() -> Path:
@@ -102,7 +188,8 @@ class TerminalIO:
 
             history = (_redacting_file_history(FileHistory)(str(history_file)) if history_file
                        else InMemoryHistory())
-            self.session: Any = PromptSession(history=history, input=input, output=output)
+            self.session: Any = PromptSession(history=history, input=input, output=output,
+                                              input_processors=[credential_mask()])
             # Answers to confirmations and credentials never go to the history file.
             self.answers: Any = PromptSession(history=InMemoryHistory(), input=input, output=output)
 
@@ -143,17 +230,24 @@ class TerminalIO:
         return await self.session.prompt_async(_ansi(message))
 
     async def confirm(self, question: str) -> bool:
-        """Yes/no; anything but an explicit yes (including Ctrl-C/Ctrl-D) is no."""
-        try:
-            if self.plain:
-                answer = await self._plain_line(question)
-            else:
-                # PromptSession keeps the last call's options: say is_password=False explicitly.
-                answer = await self.answers.prompt_async(_ansi(question), is_password=False)
-        except (EOFError, KeyboardInterrupt):
-            self.line()
-            return False
-        return answer.strip().lower() in ("y", "yes")
+        """Yes or no, typed in words (`read_yes_no`); asks again until the answer is clear.
+
+        Ctrl-C or Ctrl-D means no. An unclear answer is never taken as no.
+        """
+        while True:
+            try:
+                if self.plain:
+                    answer = await self._plain_line(question)
+                else:
+                    # PromptSession keeps the last call's options: say is_password=False explicitly.
+                    answer = await self.answers.prompt_async(_ansi(question), is_password=False)
+            except (EOFError, KeyboardInterrupt):
+                self.line()
+                return False
+            verdict = read_yes_no(answer)
+            if verdict is not None:
+                return verdict
+            self.line('Please answer "yes" or "no" (Ctrl-C also means no).')
 
     async def secret(self, question: str) -> str | None:
         """Hidden input on a prompt without a history file; None when cancelled."""
@@ -230,6 +324,20 @@ def _sigint(cancel: Callable[[], None]) -> Iterator[None]:
         loop.remove_signal_handler(signal.SIGINT)
 
 
+@dataclass
+class _Rendered:
+    """How a rendered run ended."""
+
+    last: Event | None
+    cancelled: bool
+    said: bool
+    """The run produced answer text."""
+
+
+_PENDING_CHECK = "health check did not complete"
+"""The registry's health_error while a source's first check has not finished."""
+
+
 class Repl:
     """The conversation loop of the terminal. ``model_label`` is shown at startup and by /model."""
 
@@ -255,37 +363,95 @@ class Repl:
                 if not await self.command(text):
                     return 0
                 continue
+            if len(text) > MAX_MESSAGE_CHARS:
+                self.io.line(f"That message is {len(text):,} characters long; the limit is "
+                             f"{MAX_MESSAGE_CHARS:,}. Nothing was sent: shorten it and try again.")
+                continue
             await self.turn(self.session.send(text))
 
     # -- one turn ------------------------------------------------------------------------------
 
     async def turn(self, stream: AsyncIterator[Event], *, progress: str | None = None) -> None:
         """Render a run, then answer what it waits for (confirmation, credential) and go on."""
-        while True:
-            last = await self._render(stream, progress=progress)
-            if last is None or not isinstance(last, AgentFinish):
-                return
+        rendered = await self._render(stream, progress=progress)
+        while not rendered.cancelled and self._waiting(rendered.last):
             pending = self.session.pending_event()
-            if last.stop_reason == STOP_AWAITING_CONFIRMATION and isinstance(pending, ConfirmationRequired):
-                approved = await self.io.confirm(self.io.style("Go ahead? [y/N] ", "bold"))
+            if isinstance(pending, ConfirmationRequired):
+                approved = await self.io.confirm(self.io.style("Go ahead? [yes/no] ", "bold"))
                 self.session.confirm(pending.id, approved)
-                progress = self._progress_for.get(pending.tool) if approved else None
-                if not approved:
-                    self.io.line(self.io.style("Not done.", "dim"))
-            elif last.stop_reason == STOP_AWAITING_SECRET and isinstance(pending, SecretRequired):
+                if approved:
+                    before = await self._sources_near(pending)
+                    rendered = await self._render(self.session.resume(), quiet_cancel=True,
+                                                  progress=self._progress_for.get(pending.tool))
+                    if rendered.cancelled:
+                        self.io.line(await self._interrupted(pending, before))
+                else:
+                    rendered = await self._render(self.session.resume(), progress=None)
+                    if not rendered.said and not rendered.cancelled:
+                        self.io.line(self.io.style("Not done; nothing was changed.", "dim"))
+            elif isinstance(pending, SecretRequired):
                 value = await self.io.secret("Token (hidden): ")
                 if not value or not value.strip():
-                    self.io.line("No token given; nothing was changed. Ask again when you have it.")
-                    # Leave it pending: a new message drops it, and the model is told.
+                    # Walked away: drop the request, so the next message starts afresh (a token
+                    # in it must not answer this one).
+                    self.session.abandon()
+                    self.io.line("Stopped; nothing was changed. Ask again when you have the token.")
                     return
                 self.session.provide_secret(pending.id, value)
-                progress = None
+                rendered = await self._render(self.session.resume(), progress=None)
             else:
                 return
-            stream = self.session.resume()
 
-    async def _render(self, stream: AsyncIterator[Event], *, progress: str | None) -> Event | None:
+    @staticmethod
+    def _waiting(last: Event | None) -> bool:
+        return isinstance(last, AgentFinish) and last.stop_reason in (STOP_AWAITING_CONFIRMATION,
+                                                                      STOP_AWAITING_SECRET)
+
+    async def _sources_near(self, pending: ConfirmationRequired) -> dict[str, SourceView] | None:
+        """The sources of the sandbox the change acts in (None if they cannot be listed)."""
+        sandbox = pending.arguments.get("sandbox") or self.session.sandbox
+        try:
+            return {s.id: s for s in await self.session.backend.list_sources(sandbox=sandbox)}
+        except ConciergeError:
+            return None
+
+    async def _interrupted(self, pending: ConfirmationRequired,
+                           before: dict[str, SourceView] | None) -> str:
+        """A sentence on where an interrupted change left things, looked up afresh."""
+        head = "Interrupted."
+        after = await self._sources_near(pending)
+        if before is None or after is None:
+            return (f"{head} I could not check what it changed: run /sources to see where "
+                    "things stand before trying again.")
+        if pending.tool == "register_source":
+            name = str(pending.arguments.get("name") or "the server")
+            new = [s for sid, s in after.items() if sid not in before]
+            if not new:
+                return f'{head} "{name}" was not registered; nothing was changed.'
+            source = new[0]
+            if source.health_error == _PENDING_CHECK:
+                state = ("but its health check was interrupted (status error until it is checked). "
+                         f'Say "test {source.name}" to check it now.')
+            elif source.status.value == "active":
+                state = f"and its health check passed ({source.tool_count or 0} tools)."
+            else:
+                state = f"but its health check failed: {source.health_error}"
+            return f'{head} "{source.name}" is registered ({source.id}), {state}'
+        changed = [s for sid, s in after.items() if sid in before and s != before[sid]]
+        gone = [s for sid, s in before.items() if sid not in after]
+        if gone:
+            return f'{head} "{gone[0].name}" ({gone[0].id}) was revoked.'
+        if changed:
+            s = changed[0]
+            note = ("; its health check was interrupted" if s.health_error == _PENDING_CHECK
+                    else f": {s.health_error}" if s.health_error else "")
+            return f'{head} "{s.name}" ({s.id}) was changed and is now {s.status.value}{note}.'
+        return f"{head} Nothing was changed."
+
+    async def _render(self, stream: AsyncIterator[Event], *, progress: str | None,
+                      quiet_cancel: bool = False) -> _Rendered:
         last: Event | None = None
+        said = False
         at_line_start = True
         with anyio.CancelScope() as scope:
             with self.io.interrupts(scope.cancel):
@@ -295,6 +461,7 @@ class Repl:
                     last = event
                     if isinstance(event, AgentTextDelta):
                         self.io.write(event.text)
+                        said = said or bool(event.text.strip())
                         at_line_start = event.text.endswith("\n")
                     elif isinstance(event, AgentToolCall):
                         note = self._progress_for.get(event.name)
@@ -322,9 +489,10 @@ class Repl:
         if scope.cancelled_caught:
             self.io.clear_progress()
             self._newline(at_line_start)
-            self.io.line(self.io.style("(cancelled)", "dim"))
-            return None
-        return last
+            if not quiet_cancel:
+                self.io.line(self.io.style("(cancelled)", "dim"))
+            return _Rendered(last, True, said)
+        return _Rendered(last, False, said)
 
     def _newline(self, at_line_start: bool) -> None:
         if not at_line_start:

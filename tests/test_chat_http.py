@@ -181,6 +181,69 @@ def test_the_one_shot_endpoint_reports_writes_instead_of_running_them(chat, serv
     assert long.status_code == 400 and long.json()["field"] == "message"
 
 
+def test_the_one_shot_outcome_is_the_same_fold_as_ask(chat, served, open_mcp):
+    """``outcome`` says what came of it, as `concierge ask`'s exit status does."""
+    from tests.mcp_servers import closed_port_url
+
+    _, registry, _ = served
+    url = f"{SB}/concierge/test"
+
+    def outcome(message: str) -> dict[str, Any]:
+        r = chat.http.post(url, json={"message": message})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    assert outcome("list my sources")["outcome"] == "done"
+    asked = outcome("add https://mcp.example.com/mcp")
+    assert asked["outcome"] == "needs_info" and asked["questions"][0].startswith("How does it authenticate")
+    assert outcome(f"Add {open_mcp.url()} with no auth, call it Plain")["outcome"] == "needs_confirmation"
+    assert outcome(f"Add {open_mcp.url()} with a bearer token, call it Locked")["outcome"] == "needs_secret"
+    asyncio.run(registry.register({"name": "Dead", "base_url": closed_port_url(), "auth_kind": "none",
+                                   "app_namespace": "dead"}))
+    failing = outcome("test Dead")
+    assert failing["outcome"] == "error" and failing["status"] == "succeeded"
+    assert outcome("blah blah")["outcome"] == "error"  # not understood
+
+
+def test_a_typed_yes_or_no_answers_the_open_confirmation(chat, served, open_mcp):
+    """In the streamed chat "yes please" while a card is open confirms it (as in the REPL) and
+    "nah" declines it; the one-shot /test never runs a write, typed yes or not."""
+    _, registry, _ = served
+
+    def ask_to_register(name: str) -> tuple[str, dict[str, Any]]:
+        first = chat.say(f"Add my MCP server at {open_mcp.url()} with no auth, call it {name}")
+        return only(first, "agent_finish")["session_id"], only(first, "confirmation_required")
+
+    session, card = ask_to_register("Plain")
+    done = chat.say("yes please", session)
+    assert ("user_confirm", {"id": card["id"], "approved": True}) in done
+    assert only(done, "agent_tool_result")["result"]["status"] == "active"
+    assert [s.name for s in registry.list_sources()] == ["Plain"]
+
+    session, card = ask_to_register("Other")
+    declined = chat.say("nah", session)
+    assert ("user_confirm", {"id": card["id"], "approved": False}) in declined
+    assert only(declined, "agent_tool_result")["result"]["status"] == "declined"
+
+    session, card = ask_to_register("Third")
+    one_shot = chat.http.post(f"{SB}/concierge/test", json={"message": "yes", "session_id": session}).json()
+    assert one_shot["outcome"] == "needs_confirmation"  # asked again, not run
+    assert [s.name for s in registry.list_sources()] == ["Plain"]
+
+
+def test_a_blank_message_is_refused_naming_the_field(chat):
+    for blank in ("", "   ", "\n\t"):
+        r = chat.http.post(f"{SB}/concierge/test", json={"message": blank})
+        assert r.status_code == 400 and r.json()["field"] == "message", r.text
+        assert "empty" in r.json()["detail"] or "at least 1" in r.json()["detail"]
+
+
+def test_tool_calls_carry_a_plain_words_label(chat):
+    events = chat.say("list my sources")
+    call = only(events, "agent_tool_call")
+    assert call["name"] == "list_sources" and call["label"] == "Looking up your sources"
+
+
 def test_a_conversation_survives_a_server_restart(chat, served, demo_mcp):
     server, registry, _ = served
     session, asked = walk_to_secret(chat, demo_mcp.url())

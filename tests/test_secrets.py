@@ -109,3 +109,100 @@ def test_scrub_replaces_known_values() -> None:
     text = "sent s3cr3t-value-1 to the server"
     assert scrub(text, [("sec_00000001", "s3cr3t-value-1")]) == "sent [secret:sec_00000001] to the server"
     assert MASK not in scrub(text, [])
+
+
+# -- a value after a cue word, whatever its length -----------------------------------------------
+
+CUED_SECRETS = [
+    ("with bearer token demo-token-123", "demo-token-123"),
+    ("my key is abc", "abc"),
+    ("password: hunter2", "hunter2"),
+    ("password hunter2", "hunter2"),
+    ("add http://127.0.0.1:8765/mcp called Gamma with bearer token is test-token-123", "test-token-123"),
+    ("the token for Demo is abc", "abc"),
+    ("set the token for Demo to abc123", "abc123"),
+    ("the bearer token for the Acme server is acme-1", "acme-1"),
+    ("Authorization: Bearer abc", "abc"),
+    ("token: 'correct horse battery'", "correct horse battery"),
+    ("my password is hunter", "hunter"),
+    ("the api key = 42", "42"),
+    ("secret: xyz", "xyz"),
+    ("use token 123456", "123456"),
+    ("X-Api-Key: k1", "k1"),
+    ("bearer abc123", "abc123"),
+    ("rotate the token for Demo, the new token is n3w-t0ken", "n3w-t0ken"),
+    ("the client secret is Zq", "Zq"),
+    ("passphrase: correct-horse", "correct-horse"),
+    ("api_key=abc", "abc"),
+    ("Add https://x.example/mcp with header X-Api-Key and key k-9", "k-9"),
+    ("TOKEN IS ABC", "ABC"),
+    ("my token's abc123", "abc123"),
+    ("The token is: tok_9", "tok_9"),
+]
+
+# Ordinary requests that mention credentials without giving one: redacting any of these would
+# break the request (the planner would see a reference where a name or a word was).
+CUED_PLAIN = [
+    "rotate the token for Demo",
+    "rotate the token for Demo tools",
+    "rotate the token of AcmeProd",
+    "rotate token acme-prod",
+    "update the key for acme",
+    "which key does it use",
+    "what's my key?",
+    "switch to a header token",
+    "switch to bearer token auth",
+    "bearer token auth",
+    "register it with token auth",
+    "token-based auth",
+    "the token for Demo",
+    "the token is expired, rotate it",
+    "the token is wrong, rotate it for Demo",
+    "the token was rotated yesterday",
+    "the token expires in 30 days",
+    "the token: none",
+    "token is the same as before",
+    "my password is the one I gave you",
+    "the key for Demo is in the vault",
+    "the key is X-Api-Key",
+    "use header token X-Api-Key",
+    "api key header X-Api-Key",
+    "set the key header to X-Api-Key",
+    "it needs a token in the X-Api-Key header",
+    "the token goes in the Authorization header",
+    "change the token to header",
+    "with a bearer token, call it Demo",
+    "what is the token for?",
+    "where is the key stored?",
+    "is my token valid?",
+    "tokens are stored encrypted",
+    "The signing secret issued once at registration",
+    "a token is never taken as a plain argument",
+    "the key is shown once",
+    "the secret sauce",
+    "key points: it works",
+    "keyboard and monkey business",
+    "bearer",
+]
+
+
+@pytest.mark.parametrize(("text", "secret"), CUED_SECRETS)
+def test_a_value_after_a_cue_word_is_a_credential_whatever_its_length(text: str, secret: str) -> None:
+    store = InMemorySecretStore()
+    result = redact(text, store)
+    assert [text[a:b] for a, b in find_secrets(text)] == [secret]
+    assert secret not in result.text.replace("[secret:", "")
+    assert [store.get(ref) for ref in result.refs] == [secret]
+
+
+@pytest.mark.parametrize("text", CUED_PLAIN)
+def test_talking_about_credentials_is_not_a_credential(text: str) -> None:
+    assert find_secrets(text) == [], text
+    assert redact(text).text == text
+
+
+def test_scrub_replaces_a_short_value_only_as_a_whole_word() -> None:
+    pairs = [("sec_00000002", "demo")]
+    assert scrub("the demo server, namespace demo_tools", pairs) == \
+        "the [secret:sec_00000002] server, namespace demo_tools"
+    assert scrub('{"token": "hunter2"}', [("sec_00000003", "hunter2")]) == '{"token": "[secret:sec_00000003]"}'

@@ -4,8 +4,8 @@ Names and fields follow the reference Concierge's SSE events::
 
     run_started           {run_id, session_id}
     agent_text_delta      {text}
-    agent_tool_call       {call_id, name, arguments}
-    agent_tool_result     {call_id, name, result, error?}
+    agent_tool_call       {call_id, name, arguments, label?}
+    agent_tool_result     {call_id, name, result, error?, label?}
     confirmation_required {id, call_id, tool, summary, arguments, auto_approved?}
     secret_required       {id, call_id, tool, purpose, field}
     agent_finish          {stop_reason, session_id, usage, run_id}
@@ -15,11 +15,16 @@ Names and fields follow the reference Concierge's SSE events::
 ``event:`` line) and ``event.to_dict()`` its payload exactly as listed (the SSE ``data:``); in
 ``agent_error`` the payload's ``type`` is the error's kind (e.g. ``max_turns_exceeded``).
 `to_record` / `from_record` wrap both as ``{"event": name, "data": payload}`` for JSON lines.
+
+``label`` on ``agent_tool_call`` / ``agent_tool_result`` is the step in plain words for people ("Checking the
+server"), from `step_label`; surfaces that show steps set it (`with_label`), the engine does
+not, and readers must not need it. `MAX_MESSAGE_CHARS` is the longest message any surface
+sends.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, ClassVar
 
 __all__ = [
@@ -30,15 +35,22 @@ __all__ = [
     "AgentToolResult",
     "ConfirmationRequired",
     "Event",
+    "MAX_MESSAGE_CHARS",
     "RunStarted",
+    "STEP_LABELS",
     "STOP_AWAITING_CONFIRMATION",
     "STOP_AWAITING_SECRET",
     "STOP_END_TURN",
     "STOP_REASONS",
     "SecretRequired",
     "from_record",
+    "step_label",
     "to_record",
+    "with_label",
 ]
+
+MAX_MESSAGE_CHARS = 4000
+"""The longest message a person may send on any surface (REPL, ``ask``, HTTP chat, widget)."""
 
 STOP_END_TURN = "end_turn"
 """The model answered; nothing is waiting."""
@@ -81,20 +93,25 @@ class AgentTextDelta(Event):
 @dataclass(frozen=True)
 class AgentToolCall(Event):
     type: ClassVar[str] = "agent_tool_call"
+    _optional: ClassVar[tuple[str, ...]] = ("label",)
     call_id: str
     name: str
     arguments: dict[str, Any]
+    label: str | None = None
+    """The step in plain words ("Checking the server"), for people; see `step_label`."""
 
 
 @dataclass(frozen=True)
 class AgentToolResult(Event):
     type: ClassVar[str] = "agent_tool_result"
-    _optional: ClassVar[tuple[str, ...]] = ("error",)
+    _optional: ClassVar[tuple[str, ...]] = ("error", "label")
     call_id: str
     name: str
     result: Any
     error: str | None = None
     """A short error code when the tool failed (the model still gets the result to explain)."""
+    label: str | None = None
+    """The step in plain words, as on its ``agent_tool_call``; see `step_label`."""
 
 
 @dataclass(frozen=True)
@@ -142,6 +159,47 @@ class AgentError(Event):
 
     def to_dict(self) -> dict[str, Any]:
         return {"message": self.message, "type": self.error_type, "run_id": self.run_id}
+
+
+STEP_LABELS: dict[str, str] = {
+    "list_sandboxes": "Looking up your sandboxes",
+    "switch_sandbox": "Switching sandbox",
+    "list_sources": "Looking up your sources",
+    "show_source": "Looking up the source",
+    "register_source": "Registering the server and checking it",
+    "update_source": "Updating the source",
+    "test_source": "Checking the server",
+    "test_all_sources": "Checking all your servers",
+    "check_all_sources": "Checking all your servers",
+    "pause_source": "Pausing the source",
+    "resume_source": "Resuming the source and checking it",
+    "revoke_source": "Revoking the source",
+    "delete_source_command": "Looking up how to delete it",
+    "list_agents": "Looking up your agents",
+    "create_agent": "Creating the agent",
+    "update_agent": "Updating the agent",
+    "list_agent_tools": "Resolving the tool catalog",
+    "describe_tool": "Looking up the tool",
+    "show_tool": "Looking up the tool",
+}
+"""Plain words for each concierge tool, as a step a person watches happen."""
+
+
+def step_label(name: str) -> str:
+    """The step a tool call is, in plain words: "Checking the server"; for a tool without an
+    entry in `STEP_LABELS`, its name as words ("list_webhooks" → "List webhooks")."""
+    label = STEP_LABELS.get(name)
+    if label:
+        return label
+    words = name.replace("_", " ").replace("-", " ").strip()
+    return (words[:1].upper() + words[1:]) if words else "Working"
+
+
+def with_label(event: Event) -> Event:
+    """``event`` with its plain-words ``label`` set, if it is a tool call or result without one."""
+    if isinstance(event, (AgentToolCall, AgentToolResult)) and event.label is None:
+        return replace(event, label=step_label(event.name))
+    return event
 
 
 _BY_TYPE: dict[str, type[Event]] = {cls.type: cls for cls in (

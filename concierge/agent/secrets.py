@@ -8,9 +8,16 @@ transcript and the logs ever see; a tool that needs the credential gets the refe
 
 What counts as a credential (any one suffices):
 
-- a value after ``Bearer`` or ``Authorization:``;
-- a value after a phrase like ``token is``, ``api key:``, ``password =``, ``secret:``;
-- a ``token=`` / ``api_key=`` / ``key=`` query parameter;
+- a value after a *cue* word — ``token``, ``key``, ``secret``, ``password``, ``bearer`` and
+  their compounds (``bearer token``, ``api key``, ``X-Api-Key``, ``client secret``, …):
+  after a strong link (``is``, ``:``, ``=``, ``will be``; ``the token for Demo is …``) any
+  value that is not a plain stop word ("the token is required", "the key is in the vault")
+  is one, whatever its length ("my key is abc"); right after the cue, or after ``to`` /
+  ``as``, only a value shaped like a credential is (it has a digit: "with bearer token
+  demo-token-123", "password hunter2"), so "rotate the token for Demo", "which key does it
+  use", "bearer token auth" are left alone;
+- a value after ``Authorization:`` (``Bearer``/``Basic``/``Token`` scheme optional);
+- a ``token=`` / ``api_key=`` / ``key=`` query parameter, or ``with value X``;
 - a well-known key prefix (``sk-``, ``ghp_``, ``github_pat_``, ``xoxb-``, ``AKIA``,
   ``glpat-``, ``AIza``, ``hf_``, ``sk_live_``, ``npm_``, JWTs, PEM private keys, …);
 - a long, high-entropy word (≥ 24 characters mixing letters and digits), unless it is one of
@@ -56,16 +63,8 @@ _BARE_REF_RE = re.compile(r"^\[?(?:secret:)?(sec_[0-9a-f]{8,32})\]?$")
 _TOKEN_CHARS = r"[A-Za-z0-9._~+/=:\-]"
 
 # (pattern, group holding the secret). Order matters only for readability: overlapping
-# matches are merged.
+# matches are merged. Values after cue words ("token is X") are found by `_cue_spans`.
 _PATTERNS: list[tuple[re.Pattern[str], int]] = [
-    # Authorization headers and bearer tokens.
-    (re.compile(r"(?i)\bbearer\s+(" + _TOKEN_CHARS + r"{6,})"), 1),
-    (re.compile(r"(?i)\bauthorization\s*[:=]\s*(?:basic\s+|token\s+)?(" + _TOKEN_CHARS + r"{6,})"), 1),
-    # "token is X", "api key: X", "password = X", "x-api-key: X", "the secret is `X`".
-    (re.compile(
-        r"(?i)\b(?:access[ _-]?token|auth[ _-]?token|api[ _-]?token|token|api[ _-]?key|apikey|"
-        r"x-api-key|secret|password|passwd|credential|key)"
-        r"(?:\s+(?:is|was|will\s+be|should\s+be)|\s*[:=]|\s+of)\s*[\"'`]?(" + _TOKEN_CHARS + r"{6,})"), 1),
     # "header X-Api-Key with value X", "value: X" (only values mixing letters and digits).
     (re.compile(r"(?i)\b(?:with\s+(?:the\s+)?value|value\s*[:=])\s*[\"'`]?"
                 r"((?=[A-Za-z._~+/=:\-]*[0-9])(?=[0-9._~+/=:\-]*[A-Za-z])" + _TOKEN_CHARS + r"{8,})"), 1),
@@ -87,14 +86,48 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
     (re.compile(r"(-----BEGIN [A-Z ]*PRIVATE KEY-----[\s\S]*?-----END [A-Z ]*PRIVATE KEY-----)"), 1),
 ]
 
-# Words that follow "token is" without being tokens ("the token is required", "is expired").
-_NOT_SECRETS = frozenset({
-    "required", "missing", "invalid", "expired", "revoked", "optional", "rotated", "stored",
-    "correct", "incorrect", "wrong", "needed", "necessary", "attached", "included", "provided",
-    "below", "above", "attached", "secret", "private", "public", "empty", "unknown", "working",
-    "ready", "changed", "different", "the", "my", "our", "your", "their", "called", "named",
-    "header", "bearer", "token", "same", "valid", "available", "enabled", "disabled", "fine",
-})
+# A cue word: what a credential is called. Compounds first, so "bearer token" is one cue.
+_CUE_RE = re.compile(
+    r"(?i)(?<![A-Za-z0-9_])(?:"
+    r"(?:x-)?(?:(?:bearer|access|auth|api|refresh|session|secret|personal[ _-]access)[ _-]?)?token"
+    r"|(?:x-)?(?:(?:api|access|secret|private|license|licence)[ _-]?)?key|apikey"
+    r"|(?:client[ _-]?)?secret|password|passwd|passphrase|passcode|credential|bearer"
+    r")(?![A-Za-z0-9_])")
+# What follows a cue: an optional "for Demo" / "of the Acme server", a link, then the value
+# (quoted, or one run of non-space characters).
+_VALUE = r"(?:(?P<q>[\"'`])(?P<quoted>[^\"'`\n]{1,256})(?P=q)|(?P<bare>[^\s\"'`<>,;]{1,512}))"
+_AFTER_CUE_RE = re.compile(
+    r"(?i)(?P<link>\s*[:=]\s*|\s*->\s*|['’]s\s+|\s+(?:is|was|will\s+be|should\s+be|would\s+be|equals)\b\s*[:=]?\s*"
+    r"|\s+(?:to|as)\s+|\s+)" + _VALUE)
+_AFTER_CUE_FOR_RE = re.compile(  # "the token for Demo is X", "set the key of the Acme server to X"
+    r"(?i)\s+(?:for|of|on)\s+(?:the\s+|my\s+|our\s+)?[\"'`]?[\w.\-]+[\"'`]?(?:\s+(?:server|source))?"
+    r"(?P<link>\s*[:=]\s*|\s+(?:is|was|will\s+be|should\s+be|would\s+be|equals)\b\s*[:=]?\s*"
+    r"|\s+(?:to|as)\s+)" + _VALUE)
+_AUTHORIZATION_RE = re.compile(
+    r"(?i)\bauthorization(?P<link>\s*[:=]\s*)(?:(?:bearer|basic|token)\s+)?" + _VALUE)
+_STRONG_LINK_RE = re.compile(r"[:=]|->|['’]s\b|\b(?:is|was|be|equals)\b", re.I)
+_HEADER_NAME_RE = re.compile(r"^(?:[Xx]-[A-Za-z][A-Za-z\-]*|(?:[A-Z][a-z]+-)+[A-Z][a-z]+)$")
+
+# Words that follow a cue without being credentials ("the token is required", "which key does
+# it use", "rotate the token for Demo", "bearer token auth").
+_NOT_SECRETS = frozenset("""
+a an the my our your their his her its this that these those it they them we you i me one
+is are was were be been being am do does did doing done has have had will would should could can
+may might must shall need needs needed
+in on at for of from to with by via into onto over under about after before through between
+and or but nor not no none nothing null nil n/a na so as if then than too very also just
+still already now yet here there where when which what who whom whose why how
+never always sometimes usually nowhere anywhere everywhere elsewhere inside outside only
+required missing invalid expired expiring revoked optional rotated stored saved kept set
+correct incorrect wrong needed necessary attached included provided given sent pasted shared
+below above same different secret private public empty unknown working ready changed changing
+valid available enabled disabled fine ok okay good bad new old fresh stale long short broken
+compromised leaked exposed gone lost deleted hidden masked encrypted safe secure somewhere
+called named header bearer token tokens key keys password secret auth authentication
+authorization based type kind scheme value field name id ids
+please thanks thank yes yeah yep sure
+goes go expires expire works work used use using uses
+""".split())
 _OUR_ID_RE = re.compile(r"^(?:ds|sb|ag|sec|run|call|conf|ask|cs)_[0-9A-Za-z]{6,32}$")
 _WORD_RE = re.compile(r"[A-Za-z0-9_\-+/=.]{24,}")
 _URL_RE = re.compile(r"\b[a-z][a-z0-9+.\-]*://[^\s<>\"'`]+", re.I)
@@ -185,6 +218,59 @@ def _plausible(value: str) -> bool:
     return True
 
 
+def _credential_shaped(value: str) -> bool:
+    """Looks like a credential even without "is"/":" before it: it has a digit (and a letter,
+    or is long), or is random-looking ("demo-token-123", "hunter2", "123456")."""
+    digits = sum(c.isdigit() for c in value)
+    letters = sum(c.isalpha() for c in value)
+    if digits and ((letters and len(value) >= 3) or len(value) >= 6):
+        return True
+    return _looks_random(value)
+
+
+_PROSE_SUFFIXES = ("ed", "en", "wn", "ing", "ly", "ble", "ful", "less", "ous", "ive", "ent", "ant")
+
+
+def _prose_word(value: str) -> bool:
+    """A plain lowercase word that reads as English after "is" ("shown", "used", "nowhere")."""
+    return value.isalpha() and value.islower() and len(value) > 4 and value.endswith(_PROSE_SUFFIXES)
+
+
+def _cue_value(text: str, match: re.Match[str]) -> tuple[int, int] | None:
+    """The span of the credential a cue's follow-up holds, if it is one."""
+    group = "quoted" if match.group("quoted") is not None else "bare"
+    start, end = match.span(group)
+    value = text[start:end]
+    if group == "bare":
+        stripped = value.rstrip(".,;:!?)]}")
+        end -= len(value) - len(stripped)
+        value = stripped
+    if not value.strip() or value.lower() in _NOT_SECRETS or is_ref(value) or _OUR_ID_RE.match(value):
+        return None
+    if REF_RE.search(value) or value.lower().startswith(("http://", "https://", "[secret")):
+        return None
+    if _HEADER_NAME_RE.match(value):
+        return None  # "the key is X-Api-Key": a header's name, not its value
+    if group == "bare" and _prose_word(value):
+        return None
+    strong = bool(_STRONG_LINK_RE.search(match.group("link")))
+    if not strong and not _credential_shaped(value):
+        return None
+    return start, end
+
+
+def _cue_spans(text: str) -> list[tuple[int, int]]:
+    spans = [span for m in _AUTHORIZATION_RE.finditer(text) if (span := _cue_value(text, m))]
+    for cue in _CUE_RE.finditer(text):
+        for follow in (_AFTER_CUE_FOR_RE, _AFTER_CUE_RE):
+            match = follow.match(text, cue.end())
+            span = _cue_value(text, match) if match else None
+            if span is not None:
+                spans.append(span)
+                break
+    return spans
+
+
 @dataclass(frozen=True)
 class Redaction:
     """The outcome of `redact`."""
@@ -207,6 +293,7 @@ def find_secrets(text: str) -> list[tuple[int, int]]:
             end = start + len(stripped)
             if _plausible(stripped):
                 spans.append((start, end))
+    spans.extend(_cue_spans(text))
     urls = [m.span() for m in _URL_RE.finditer(text)]
     for match in _WORD_RE.finditer(text):
         start, end = match.span()
@@ -271,9 +358,16 @@ def scrub(text: str, values: Iterable[tuple[str, str]]) -> str:
     """Replace known secret values (``(ref, value)`` pairs) by their references.
 
     The last line of defence for anything written out (transcripts, logs): even text that
-    did not pass through `redact` cannot carry a value the session knows about.
+    did not pass through `redact` cannot carry a value the session knows about. A short
+    value (under 8 characters, e.g. "hunter2") is replaced only where it stands as a whole
+    word, so it does not eat into names that happen to contain it ("demo" in "demo_tools").
     """
     for ref, value in sorted(values, key=lambda rv: -len(rv[1])):
-        if value and len(value) >= 4 and value in text:
+        if not value or len(value) < 4 or value not in text:
+            continue
+        if len(value) >= 8:
             text = text.replace(value, ref_text(ref))
+        else:
+            pattern = r"(?<![A-Za-z0-9_\-])" + re.escape(value) + r"(?![A-Za-z0-9_\-])"
+            text = re.sub(pattern, lambda _m, r=ref: ref_text(r), text)
     return text

@@ -70,6 +70,10 @@ NOT_CONFIRMED = {"status": "not_confirmed",
                            "and nothing was changed."}
 SKIPPED = {"status": "skipped",
            "detail": "Not run: an earlier change in the same step was not carried out."}
+ABANDONED = {"status": "abandoned",
+             "detail": "The person stopped this request before it could run (e.g. Ctrl-C at a "
+                       "prompt); nothing was changed. Do not resume it: start afresh from their "
+                       "next message."}
 CANCELLED = {"status": "cancelled",
              "detail": "Interrupted by the person; it may not have completed. Check before retrying."}
 
@@ -85,11 +89,11 @@ def parse_yes_no(text: str) -> bool | None:
 
 
 def _credential_like(text: str) -> bool:
-    """One bare word that is not a plain lowercase word ("cancel", "nevermind")."""
+    """One bare word that is not a plain word ("cancel", "Cancel", "NEVERMIND")."""
     word = text.strip()
     if len(word.split()) != 1 or len(word) < 6:
         return False
-    return len(word) >= 16 or not word.isalpha() or not (word.islower() or word.isupper())
+    return len(word) >= 16 or not word.isalpha() or not (word.islower() or word.isupper() or word.istitle())
 
 
 def _new_id(prefix: str) -> str:
@@ -279,6 +283,16 @@ class ConciergeSession:
         self._guard()
         self.history.clear()
         self.pending = None
+
+    def abandon(self) -> list[Event]:
+        """Drop the parked call unrun: the person walked away from it (Ctrl-C at the token
+        prompt). The model is told nothing was changed and not to resume it, so the next
+        message starts afresh; without this, a token in that message would answer the old
+        request. Returns the events that closed it (already recorded); none if nothing waits."""
+        self._guard()
+        if self.pending is not None and self.transcript is not None:
+            self.transcript.input("abandon", id=self.pending["id"])
+        return self._drop_pending(ABANDONED)
 
     def forget_secrets(self) -> None:
         """Delete from the store every credential this session holds (when a conversation ends)."""

@@ -6,6 +6,7 @@ One JSON object per line, ``kind`` first:
     {"kind": "input", "input": "message", "text": "<redacted text>"}
     {"kind": "input", "input": "confirm", "id": "confirm_…", "approved": true}
     {"kind": "input", "input": "secret", "id": "secret_…", "ref": "sec_…"}   (never the value)
+    {"kind": "input", "input": "abandon", "id": "secret_…"}   (the person walked away from it)
     {"kind": "model", "text": "…", "tool_calls": [{"id", "name", "arguments"}], "usage": {…}}
     {"kind": "event", "event": "agent_tool_call", "data": {…}}
 
@@ -22,6 +23,7 @@ both, normalized (`canonical`). `model_steps` turns a recording's model lines in
 from __future__ import annotations
 
 import json
+import os
 import re
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from pathlib import Path
@@ -62,7 +64,10 @@ class Transcript:
 
     def __init__(self, target: str | Path | IO[str], *, meta: dict[str, Any] | None = None) -> None:
         if isinstance(target, (str, Path)):
-            self._file: IO[str] = open(target, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            # Redacted, but still a record of someone's conversation: owner-only (0600).
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.chmod(target, 0o600)  # an existing file keeps its mode through O_CREAT
+            self._file: IO[str] = open(fd, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
             self._owned = True
         else:
             self._file, self._owned = target, False
@@ -251,6 +256,9 @@ async def replay(lines: Sequence[dict[str, Any]], session: Any, *, secret_value:
         kind = line["input"]
         if kind == "message":
             await consume(session.send(translate(line["text"])))
+            continue
+        if kind == "abandon":
+            events.extend(session.abandon())
             continue
         last = next((e for e in reversed(events) if isinstance(e, AgentFinish)), None)
         if kind == "confirm":

@@ -1,10 +1,18 @@
 """Conversational commands: ``chat`` (the REPL; bare ``concierge`` runs it) and ``ask``.
 
 ``concierge ask "TEXT"`` runs one natural-language request. Reads are answered; a change
-runs only with ``--yes``. Exit codes: 0 answered (or done), 1 an error, 3 stopped before a
-change — it needs ``--yes`` (what it would do is printed) or a credential (``--token-env
-VAR``, or type it when stdin is a terminal). ``--json`` prints ``{answer, tool_calls: [{call_id,
-name, arguments, result, error?}], stop_reason, pending?, error?}``.
+runs only with ``--yes``. Its exit status says what came of it (`concierge.agent.run_result`):
+
+    0  done: answered, or the change ran
+    1  error: the run failed, a change or a health check failed, or the concierge declined
+       (it gives the CLI command for what it does not do from chat, or did not understand)
+    2  usage error: no TEXT (or only spaces), TEXT too long, bad options
+    3  stopped before a change: it needs --yes (what it would do is printed) or a credential
+       (--token-env VAR, or type it when stdin is a terminal)
+    4  needs more information: it asked a question back ("Which one do you mean?")
+
+``--json`` prints `RunResult.to_dict`: ``{outcome, exit_code, answer, tool_calls: [{call_id,
+name, arguments, result, error?}], stop_reason, questions, pending?, error?, errors?}``.
 
 The model is chosen in one place, `select_model`: ``--offline`` → the offline planner;
 else ``OPENAI_API_KEY`` set → the OpenAI-compatible model (``--model`` or
@@ -20,24 +28,31 @@ import sys
 from typing import Any
 
 from concierge.agent.events import (
-    STOP_AWAITING_CONFIRMATION,
-    STOP_AWAITING_SECRET,
-    AgentError,
+    MAX_MESSAGE_CHARS,
     AgentFinish,
     AgentTextDelta,
-    AgentToolCall,
-    AgentToolResult,
     ConfirmationRequired,
+    Event,
     SecretRequired,
 )
 from concierge.agent.models.base import ChatModel
+from concierge.agent.run_result import EXIT_CODES, Outcome, RunResult
 from concierge.agent.session import ConciergeSession
 from concierge.backend import Backend
 
-__all__ = ["EXIT_NEEDS_YOU", "add_commands", "ask", "chat", "model_label", "select_model"]
+__all__ = ["EXIT_ERROR", "EXIT_NEEDS_INFO", "EXIT_NEEDS_YOU", "EXIT_OK", "EXIT_USAGE", "add_commands", "ask",
+           "chat", "model_label", "select_model"]
 
-EXIT_NEEDS_YOU = 3
+EXIT_OK = EXIT_CODES[Outcome.DONE]
+"""``ask`` answered, or the change ran."""
+EXIT_ERROR = EXIT_CODES[Outcome.ERROR]
+"""``ask`` failed: an error, a failed change or health check, or the concierge declined."""
+EXIT_USAGE = 2
+"""``ask`` was called wrongly (argparse's code): no text, text too long."""
+EXIT_NEEDS_YOU = EXIT_CODES[Outcome.NEEDS_CONFIRMATION]
 """``ask`` stopped before a change: it needs ``--yes`` or a credential."""
+EXIT_NEEDS_INFO = EXIT_CODES[Outcome.NEEDS_INFO]
+"""``ask`` needs more information: the concierge asked a question back."""
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -53,13 +68,25 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     p = sub.add_parser("ask", parents=[common, models], help="one natural-language request; "
                        "changes need --yes (exit 3 without it)",
-                       epilog="exit status: 0 answered or done; 1 an error; 3 stopped before a change "
-                              "(it needs --yes, or a credential via --token-env)")
-    p.add_argument("text", help='e.g. "test my custom MCP source"')
+                       epilog="exit status: 0 done (answered, or the change ran); 1 an error (a failed "
+                              "change or health check, or the concierge declined); 2 usage error; 3 "
+                              "stopped before a change (it needs --yes, or a credential via "
+                              "--token-env); 4 needs more information (it asked a question back)")
+    p.add_argument("text", type=_request_text, metavar="TEXT", help='e.g. "test my custom MCP source"')
     p.add_argument("--yes", action="store_true", help="carry out changes without asking")
     p.add_argument("--token-env", metavar="VAR",
                    help="if a credential is needed, read it from this environment variable")
     p.set_defaults(handler=ask)
+
+
+def _request_text(value: str) -> str:
+    """TEXT as argparse checks it: not empty, not over the length every surface accepts."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError('is empty: say what you want, e.g. concierge ask "list my sources"')
+    if len(value) > MAX_MESSAGE_CHARS:
+        raise argparse.ArgumentTypeError(f"is {len(value):,} characters long; the limit is "
+                                         f"{MAX_MESSAGE_CHARS:,}")
+    return value
 
 
 def select_model(name: str | None = None, *, offline: bool = False) -> tuple[ChatModel, str]:
@@ -96,8 +123,10 @@ def _session(args: argparse.Namespace, backend: Backend, model: ChatModel, *,
 
 
 async def chat(args: argparse.Namespace, backend: Backend) -> int:
-    from concierge.repl import Repl, TerminalIO, history_path
+    from concierge import config
+    from concierge.repl import Repl, TerminalIO, history_path, secure_data_dir
 
+    secure_data_dir(config.data_dir())  # the history file, database and key: owner-only
     model, label = select_model(args.model, offline=args.offline)
     if args.sandbox:
         await backend.get_sandbox(args.sandbox)  # a clear error now, not mid-conversation
@@ -109,29 +138,26 @@ async def chat(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def ask(args: argparse.Namespace, backend: Backend) -> int:
+    from concierge import config
+    from concierge.repl import secure_data_dir
+
+    secure_data_dir(config.data_dir())  # the database and key: owner-only, as for the REPL
     model, _ = select_model(args.model, offline=args.offline)
     session, transcript = _session(args, backend, model, auto_approve=args.yes)
     out = _AskOutput(as_json=args.json)
     try:
         stream = session.send(args.text)
         while True:
-            last = None
             async for event in stream:
                 out.add(event)
-                last = event
-            if isinstance(last, AgentError) or not isinstance(last, AgentFinish):
-                return out.done(1)
-            pending = session.pending_event()
-            if last.stop_reason == STOP_AWAITING_SECRET and isinstance(pending, SecretRequired):
+            pending = out.result.pending
+            if isinstance(pending, SecretRequired) and out.result.agent_error is None:
                 value = _credential(args, pending)
-                if value is None:
-                    return out.done(EXIT_NEEDS_YOU, pending=pending)
-                session.provide_secret(pending.id, value)
-            elif last.stop_reason == STOP_AWAITING_CONFIRMATION and isinstance(pending, ConfirmationRequired):
-                return out.done(EXIT_NEEDS_YOU, pending=pending)
-            else:
-                return out.done(0)
-            stream = session.resume()
+                if value is not None:
+                    session.provide_secret(pending.id, value)
+                    stream = session.resume()
+                    continue
+            return out.done()
     finally:
         await _close(model, transcript)
 
@@ -163,52 +189,32 @@ class _AskOutput:
 
     def __init__(self, *, as_json: bool) -> None:
         self.as_json = as_json
-        self.answer: list[str] = []
-        self.calls: dict[str, dict[str, Any]] = {}
-        self.stop_reason: str | None = None
-        self.error: dict[str, str] | None = None
-        self.done_writes: list[str] = []
+        self.result = RunResult()
 
-    def add(self, event: Any) -> None:
-        if isinstance(event, AgentTextDelta):
-            self.answer.append(event.text)
-            if not self.as_json:
-                sys.stdout.write(event.text)
-                sys.stdout.flush()
-        elif isinstance(event, AgentToolCall):
-            self.calls[event.call_id] = {"call_id": event.call_id, "name": event.name,
-                                         "arguments": event.arguments}
-        elif isinstance(event, AgentToolResult):
-            call = self.calls.setdefault(event.call_id, {"call_id": event.call_id, "name": event.name})
-            call["result"] = event.result
-            if event.error:
-                call["error"] = event.error
-        elif isinstance(event, ConfirmationRequired) and event.auto_approved:
-            self.done_writes.append(event.summary)
-            if not self.as_json:
-                print(f"(--yes) {event.summary}", file=sys.stderr)
-        elif isinstance(event, AgentFinish):
-            self.stop_reason = event.stop_reason
-            if self.answer and not self.as_json and not "".join(self.answer).endswith("\n"):
-                print()
-        elif isinstance(event, AgentError):
-            self.error = {"type": event.error_type, "message": event.message}
-
-    def done(self, code: int, *, pending: ConfirmationRequired | SecretRequired | None = None) -> int:
+    def add(self, event: Event) -> None:
+        self.result.add(event)
         if self.as_json:
-            data: dict[str, Any] = {"answer": "".join(self.answer), "tool_calls": list(self.calls.values()),
-                                    "stop_reason": self.stop_reason}
-            if pending is not None:
-                data["pending"] = {"event": pending.type, **pending.to_dict()}
-            if self.error:
-                data["error"] = self.error
-            print(json.dumps(data, indent=2, ensure_ascii=False))
-            return code
-        if self.error:
-            print(f"error: {self.error['message']}", file=sys.stderr)
+            return
+        if isinstance(event, AgentTextDelta):
+            sys.stdout.write(event.text)
+            sys.stdout.flush()
+        elif isinstance(event, ConfirmationRequired) and event.auto_approved:
+            print(f"(--yes) {event.summary}", file=sys.stderr)
+        elif isinstance(event, AgentFinish):
+            if self.result.text and not self.result.text.endswith("\n"):
+                print()
+
+    def done(self) -> int:
+        result = self.result
+        if self.as_json:
+            print(json.dumps(result.to_dict(), indent=2, ensure_ascii=False, default=str))
+            return result.exit_code
+        if result.agent_error is not None:
+            print(f"error: {result.agent_error.message}", file=sys.stderr)
+        pending = result.pending
         if isinstance(pending, ConfirmationRequired):
             print(f"Would: {pending.summary}\nNothing was changed. Run again with --yes to do it.")
         elif isinstance(pending, SecretRequired):
             print(f"Needs {pending.purpose}. Nothing was changed. Run again with --token-env VAR "
                   "(an environment variable holding it), or from a terminal to type it.")
-        return code
+        return result.exit_code

@@ -9,7 +9,8 @@
 
 A run that needs the person ends with ``agent_finish`` whose ``stop_reason`` is
 ``awaiting_confirmation`` (after ``confirmation_required``) or ``awaiting_secret`` (after
-``secret_required``). The client answers on the confirm / secret endpoint and that same
+``secret_required``). The client answers on the confirm / secret endpoint (or, in the
+streamed chat, types a clear yes or no: "yes please", "nah") and that same
 response streams the resumed run — so the credential travels in its own request, straight
 to the server's vault, and never through the chat text or the model. A yes needs an editor
 key; anyone may decline. The confirm and secret endpoints answer JSON in the `/test` shape
@@ -39,11 +40,13 @@ from typing import TYPE_CHECKING, Any, Literal
 import anyio
 from anyio.abc import TaskGroup, TaskStatus
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from concierge.agent import secrets as sec
-from concierge.agent.events import Event, to_record
+from concierge.agent.answers import read_yes_no
+from concierge.agent.events import MAX_MESSAGE_CHARS, Event, from_record, to_record, with_label
+from concierge.agent.run_result import RunResult
 from concierge.agent.session import ConciergeSession
 from concierge.errors import Conflict, NotFound
 from concierge.registry import Sandbox
@@ -58,11 +61,11 @@ if TYPE_CHECKING:
     from concierge.server.app import Services
 
 __all__ = [
-    "MAX_MESSAGE_CHARS",
-    "ROUTES",
     "ChatRequest",
     "ChatService",
     "ConfirmRequest",
+    "MAX_MESSAGE_CHARS",
+    "ROUTES",
     "SecretRequest",
     "SessionHistory",
     "TestResult",
@@ -70,7 +73,6 @@ __all__ = [
 
 log = logging.getLogger("concierge.server.chat")
 
-MAX_MESSAGE_CHARS = 4000
 MAX_LIVE_SESSIONS = 256
 KEEPALIVE_S = 15.0
 BASE = "/api/v1/storage/sandboxes/{sandbox_id}/concierge"
@@ -83,8 +85,15 @@ class ChatRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=MAX_MESSAGE_CHARS,
-                         description="What the person says (at most 4,000 characters).")
+                         description="What the person says (at most 4,000 characters; not blank).")
     session_id: str | None = Field(default=None, description="Continue this conversation.")
+
+    @field_validator("message")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("the message is empty: say what you want")
+        return value
 
 
 class ConfirmRequest(BaseModel):
@@ -138,6 +147,13 @@ class TestResult(BaseModel):
     error_message: str | None
     session_id: str
     stop_reason: str | None = Field(description="end_turn | awaiting_confirmation | awaiting_secret")
+    outcome: Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"] = Field(
+        description="What came of it (the same fold as `concierge ask`'s exit status): done — answered "
+                    "or the change ran; error — the run, a change or a health check failed, or the "
+                    "concierge declined; needs_confirmation / needs_secret — stopped before a change; "
+                    "needs_info — it asked a question back (see `questions`).")
+    questions: list[str] = Field(default_factory=list,
+                                 description="The questions the concierge's last words ask, if any.")
     pending_confirmation: PendingConfirmation | None = None
     pending_secret: PendingSecret | None = None
     tool_calls: list[ToolCallRecord] = Field(default_factory=list)
@@ -168,9 +184,11 @@ class Deleted(BaseModel):
 
 SSE_SCHEMA: dict[str, Any] = {
     "type": "string",
-    "description": "Server-Sent Events. `event:` is run_started, agent_text_delta, agent_tool_call, "
-                   "agent_tool_result, confirmation_required, secret_required, agent_finish or "
-                   "agent_error; `data:` is the event's JSON payload.",
+    "description": "Server-Sent Events. `event:` is run_started, agent_text_delta, agent_tool_call "
+                   "(with `label`, the step in plain words), agent_tool_result, confirmation_required, "
+                   "secret_required, agent_finish or agent_error; right after run_started, user_message / "
+                   "user_confirm / user_secret say what the person sent (credentials as references). "
+                   "`data:` is the JSON payload.",
 }
 
 
@@ -372,11 +390,16 @@ class ChatService:
                             # redacted first, a handed-over one precedes resume), so one look
                             # at the store per run is enough.
                             known = live.session.known_secrets()
-                        record = self.scrub(live, to_record(event), known)
+                        record = self.scrub(live, to_record(with_label(event)), known)
                         if event.type == "run_started":
                             run_id = record["data"].get("run_id")
-                            # The person's words, with any pasted credential already a reference.
-                            stored.extend(self.scrub(live, r, known) for r in before)
+                            # The person's words, with any pasted credential already a reference,
+                            # stored and streamed: the widget shows these, never what was typed.
+                            said = [_redacted(self.scrub(live, r, known)) for r in before]
+                            stored.extend([*said, record])
+                            for item in (record, *said):
+                                await run.publish(item)
+                            continue
                         if event.type == "agent_text_delta":
                             pending_text.append(record["data"].get("text", ""))
                         else:
@@ -413,6 +436,19 @@ class ChatService:
 
 # -- helpers for handlers -------------------------------------------------------------------
 
+_PERSON_RECORDS = frozenset({"user_message", "user_confirm", "user_secret"})
+
+
+def _redacted(record: dict[str, Any]) -> dict[str, Any]:
+    """A ``user_message`` with every credential a reference: known values are already scrubbed;
+    short ones ("my key is abc") are redacted again here (throwaway references: the session
+    holds the real ones), so no value the person pasted is stored or echoed."""
+    if record.get("event") != "user_message":
+        return record
+    text = str(record.get("data", {}).get("text", ""))
+    return {**record, "data": {**record["data"], "text": sec.redact(text).text}}
+
+
 def _parse(model: type[BaseModel], body: dict[str, Any]) -> Any:
     try:
         return model.model_validate(body)
@@ -447,65 +483,46 @@ def _stream(run: _Run) -> StreamingResponse:
 
 
 async def _collect(ctx: Ctx, live: _Live, run: _Run, started: float, timeout: float) -> TestResult:
-    """Wait for the run (at most ``timeout`` s) and fold its events into a `TestResult`."""
-    text: list[str] = []
-    calls: dict[str, ToolCallRecord] = {}
-    finish: dict[str, Any] | None = None
-    error: dict[str, Any] | None = None
-    run_id = ""
-    pending_c: PendingConfirmation | None = None
-    pending_s: PendingSecret | None = None
+    """Wait for the run (at most ``timeout`` s) and fold its events into a `TestResult`
+    (the same `RunResult` fold as ``concierge ask``)."""
+    fold = RunResult()
     timed_out = False
     base = (ctx.request.url.path.rsplit("/concierge/", 1)[0]
             + f"/concierge/sessions/{live.session.session_id}")
     async with run.receive:
         with anyio.move_on_after(timeout) as limit:
             async for record in run.receive:
-                kind, data = record["event"], record["data"]
-                if kind == "run_started":
-                    run_id = data.get("run_id", "")
-                elif kind == "agent_text_delta":
-                    text.append(data.get("text", ""))
-                elif kind == "agent_tool_call":
-                    calls[data["call_id"]] = ToolCallRecord(call_id=data["call_id"], name=data["name"],
-                                                            arguments=data.get("arguments") or {})
-                elif kind == "agent_tool_result":
-                    call = calls.setdefault(data["call_id"], ToolCallRecord(
-                        call_id=data["call_id"], name=data["name"], arguments={}))
-                    call.result, call.error = data.get("result"), data.get("error")
-                elif kind == "confirmation_required":
-                    pending_c = PendingConfirmation(
-                        id=data["id"], tool=data["tool"], summary=data["summary"],
-                        arguments=data.get("arguments") or {}, session_id=live.session.session_id,
-                        answer_url=base + "/confirm")
-                elif kind == "secret_required":
-                    pending_s = PendingSecret(id=data["id"], tool=data["tool"], purpose=data["purpose"],
-                                              session_id=live.session.session_id,
-                                              answer_url=base + "/secret")
-                elif kind == "agent_finish":
-                    finish = data
-                elif kind == "agent_error":
-                    error = data
+                if record["event"] in _PERSON_RECORDS:
+                    continue  # what the person said or did, not the engine's events
+                fold.add(from_record(record))
         if limit.cancelled_caught:
             timed_out = True
             if live.scope is not None:
                 live.scope.cancel()
     await run.done.wait()
-    output = "".join(text)
-    stop = finish.get("stop_reason") if finish else None
-    if stop == "awaiting_confirmation" and pending_c is not None:
+    sid = live.session.session_id
+    output = fold.text
+    stop = fold.stop_reason
+    pending_c = pending_s = None
+    if stop == "awaiting_confirmation" and fold.pending_confirmation is not None:
+        c = fold.pending_confirmation
+        pending_c = PendingConfirmation(id=c.id, tool=c.tool, summary=c.summary, arguments=c.arguments,
+                                        session_id=sid, answer_url=base + "/confirm")
         output += ("\n\n" if output else "") + (
-            f"Not done yet — this change waits for your confirmation: {pending_c.summary}")
-    elif stop == "awaiting_secret" and pending_s is not None:
+            f"Not done yet — this change waits for your confirmation: {c.summary}")
+    elif stop == "awaiting_secret" and fold.pending_secret is not None:
+        p = fold.pending_secret
+        pending_s = PendingSecret(id=p.id, tool=p.tool, purpose=p.purpose, session_id=sid,
+                                  answer_url=base + "/secret")
         output += ("\n\n" if output else "") + (
-            f"Not done yet — this change needs {pending_s.purpose}, handed over privately.")
-    usage = (finish or {}).get("usage") or {}
+            f"Not done yet — this change needs {p.purpose}, handed over privately.")
+    error = fold.agent_error
     status: Literal["succeeded", "failed", "timeout", "cancelled"]
     if timed_out:
         status = "timeout"
-    elif finish is not None:
+    elif stop is not None:
         status = "succeeded"
-    elif error is not None and error.get("type") == "cancelled":
+    elif error is not None and error.error_type == "cancelled":
         status = "cancelled"
     else:
         status = "failed"
@@ -513,15 +530,16 @@ async def _collect(ctx: Ctx, live: _Live, run: _Run, started: float, timeout: fl
     if timed_out:
         message = f"the run did not finish within {timeout:g} s"
     elif error is not None:
-        message = str(error.get("message"))
+        message = error.message
+    outcome = fold.outcome.value if not timed_out else "error"
     return TestResult(
-        run_id=run_id or (finish or {}).get("run_id", ""), status=status, output_text=output,
-        tokens_in=int(usage.get("input_tokens") or 0), tokens_out=int(usage.get("output_tokens") or 0),
+        run_id=fold.run_ids[-1] if fold.run_ids else "", status=status, output_text=output,
+        tokens_in=fold.usage["input_tokens"], tokens_out=fold.usage["output_tokens"],
         duration_ms=round((time.perf_counter() - started) * 1000, 1), error_message=message,
-        session_id=live.session.session_id, stop_reason=stop,
-        pending_confirmation=pending_c if stop == "awaiting_confirmation" else None,
-        pending_secret=pending_s if stop == "awaiting_secret" else None,
-        tool_calls=list(calls.values()))
+        session_id=sid, stop_reason=stop, outcome=outcome, questions=fold.questions,
+        pending_confirmation=pending_c, pending_secret=pending_s,
+        tool_calls=[ToolCallRecord(call_id=c.call_id, name=c.name, arguments=c.arguments,
+                                   result=c.result, error=c.error) for c in fold.tool_calls])
 
 
 def _wants_json(ctx: Ctx) -> bool:
@@ -533,7 +551,10 @@ def _chat(ctx: Ctx) -> ChatService:
     return ctx.services.chat
 
 
-async def _begin(ctx: Ctx) -> tuple[_Live, _Run, float]:
+async def _begin(ctx: Ctx, *, typed_answers: bool = False) -> tuple[_Live, _Run, float]:
+    """Start the run a message asks for. With ``typed_answers`` (the streamed chat), a clear
+    yes or no typed while a confirmation is open answers it ("yes please" → confirm), as the
+    REPL's prompt does; anything else is a new message, which drops the open request."""
     sb = ctx.sandbox()
     req: ChatRequest = _parse(ChatRequest, await ctx.json())
     service = _chat(ctx)
@@ -541,9 +562,21 @@ async def _begin(ctx: Ctx) -> tuple[_Live, _Run, float]:
             else service.create(sb, ctx.caller))
     started = time.perf_counter()
     message = req.message
+    said = {"event": "user_message", "data": {"text": message}}
+    waiting = live.session.pending if not live.busy else None
+    verdict = (read_yes_no(message) if typed_answers and waiting is not None
+               and waiting["kind"] == "confirmation" and waiting.get("answer") is None else None)
+    if waiting is not None and verdict is not None:
+        if verdict:
+            ctx.caller.require(Role.EDITOR, "approving a change")
+        live.session.confirm(waiting["id"], verdict)
+        answered = {"event": "user_confirm", "data": {"id": waiting["id"], "approved": verdict}}
+        run = await service.start(live, live.session.resume, actor=_actor(ctx.caller),
+                                  before=[said, answered])
+        return live, run, started
 
     run = await service.start(live, lambda: live.session.send(message), actor=_actor(ctx.caller),
-                              before=[{"event": "user_message", "data": {"text": message}}])
+                              before=[said])
     return live, run, started
 
 
@@ -555,7 +588,7 @@ async def concierge_test(ctx: Ctx) -> TestResult:
 
 
 async def concierge_chat(ctx: Ctx) -> Response:
-    _, run, _ = await _begin(ctx)
+    _, run, _ = await _begin(ctx, typed_answers=True)
     return _stream(run)
 
 

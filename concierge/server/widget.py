@@ -32,6 +32,8 @@ def demo_page(sandbox: str = "default", title: str = "Concierge") -> str:
   body {{ font: 16px/1.5 system-ui, sans-serif; margin: 0; color: #1f2328; background: #f6f8fa; }}
   main {{ max-width: 44rem; margin: 3rem auto; padding: 0 1.5rem; }}
   code {{ background: #eaeef2; padding: .1em .3em; border-radius: 4px; }}
+  pre {{ white-space: pre-wrap; overflow-wrap: anywhere; }}  /* no sideways scroll on a phone */
+  @media (max-width: 480px) {{ main {{ margin: 1.5rem auto 6rem; padding: 0 1rem; }} }}
 </style>
 </head>
 <body>
