@@ -15,6 +15,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from concierge import config
+
 __all__ = ["MIGRATIONS", "Store", "now_iso"]
 
 MIGRATIONS: Sequence[str] = (
@@ -146,6 +148,16 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX concierge_events_by_session ON concierge_events(session_id, id);
     """,
+    # 4: a key check value: one value encrypted with the master key, so a different key is
+    # refused when the registry opens instead of writing secrets under two keys
+    """
+    CREATE TABLE vault_key_check (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",
@@ -178,6 +190,9 @@ class Store:
     def __init__(self, path: Path | str, *, migrations: Sequence[str] = MIGRATIONS) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        # Created 0600 here, before SQLite does it under the umask; SQLite gives the -wal and
+        # -shm files the database file's mode.
+        config.private_file(self.path)
         self._cx = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=10.0)
         self._cx.row_factory = sqlite3.Row
