@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -196,13 +197,29 @@ class Store:
         self._cx = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=10.0)
         self._cx.row_factory = sqlite3.Row
-        self._cx.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(timeout=10.0)
         self._cx.execute("PRAGMA foreign_keys=ON")
         self._cx.execute("PRAGMA synchronous=NORMAL")
         self._cx.execute("PRAGMA busy_timeout=10000")
         self._migrate(migrations)
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _use_wal(self, *, timeout: float) -> None:
+        """Switch to WAL. Switching needs the database to itself, and SQLite answers "database
+        is locked" at once, without waiting, while another process opening the same new file
+        holds it (processes starting together on a fresh home): so wait and retry here."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                self._cx.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _migrate(self, migrations: Sequence[str]) -> None:
         with self.transaction() as cx:
