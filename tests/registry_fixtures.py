@@ -12,7 +12,7 @@ import anyio
 import pytest
 
 from concierge.registry import Registry
-from tests.mcp_servers import demo_server_fixture
+from tests.mcp_servers import demo_server_fixture, status_app
 
 CANARY = "canary-TOKEN-7c1e9a44b2"
 HEADER_CANARY = "canary-HDR-5f3a9d0e61"
@@ -32,7 +32,7 @@ header_server = demo_server_fixture(token=HEADER_CANARY, header="X-Api-Key")
 
 class HoldGate:
     """Wraps an ASGI app; while ``held``, HTTP requests wait (the first arrival sets
-    ``arrived``) until `release()`, then go on to the wrapped app. ``only_first=True`` holds
+    ``arrived``) until `release()`, then fail with 503; later requests go to the wrapped app. ``only_first=True`` holds
     just the first request (one MCP client's ``initialize``) and lets later ones through. A
     check "in flight" against a hanging server, that the test decides when to finish."""
 
@@ -54,4 +54,7 @@ class HoldGate:
             self.arrived.set()
             while self.held:
                 await anyio.sleep(0.01)
+            # A held request fails once released (its client may be long gone, killed).
+            await status_app(503)(scope, receive, send)
+            return
         await self.app(scope, receive, send)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -95,6 +96,7 @@ class Registry:
         self.actor = actor
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
+        self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> Registry:
@@ -424,13 +426,15 @@ class Registry:
         old URL must not overwrite the result of a newer configuration."""
         row = self._row(source_id)
         started = self._snapshot(row)
-        self._checking[source_id] = self._checking.get(source_id, 0) + 1
+        with self._checking_lock:
+            self._checking[source_id] = self._checking.get(source_id, 0) + 1
         try:
             result = await self._probe(self._endpoint(row))
         finally:
-            self._checking[source_id] -= 1
-            if not self._checking[source_id]:
-                del self._checking[source_id]
+            with self._checking_lock:
+                self._checking[source_id] -= 1
+                if not self._checking[source_id]:
+                    del self._checking[source_id]
         fields: dict[str, Any] = {
             "last_checked_at": now_iso(), "last_latency_ms": round(result.latency_ms, 2),
         }
