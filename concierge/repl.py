@@ -70,7 +70,7 @@ def mask_secrets(text: str) -> str:
 def history_path() -> Path:
     from concierge import config
 
-    return config.data_dir() / "chat_history"
+    return config.private_file(config.data_dir() / "chat_history")  # 0600, never under the umask
 
 
 def _dumb_terminal() -> bool:
