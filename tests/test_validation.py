@@ -73,7 +73,7 @@ def registry(tmp_path):
     ({"ingest_tool_calls": [{"name": "x", "extra": 1}]}, "ingest_tool_calls.0.extra is not a known field"),
     ({"connect_timeout": 0}, "connect_timeout: must be greater than 0"),
     ({"call_timeout": 601}, "call_timeout: must be less than or equal to 600"),
-    ({"name": ""}, "name: String should have at least 1 character"),
+    ({"name": ""}, "name: must have at least 1 character"),
     ({"name": ...}, "name is required"),
     ({"surprise": 1}, "surprise is not a known field"),
 ])

@@ -48,7 +48,7 @@ from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_k
 from concierge.registry.webhooks import RegisteredOutcome
 from concierge.registry.webhooks import new_secret as new_webhook_secret
 
-__all__ = ["DEFAULT_SANDBOX", "Prober", "Registry", "SourceChange"]
+__all__ = ["DEFAULT_SANDBOX", "InvalidForSource", "Prober", "Registry", "SourceChange"]
 
 log = logging.getLogger("concierge.registry")
 
@@ -59,6 +59,13 @@ CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", 
 
 Prober = Callable[[Endpoint], Awaitable[ProbeResult]]
 SourceChange = Callable[[str, str], None]  # (source_id, action)
+
+
+class InvalidForSource(ValidationFailed):
+    """An update that is valid on its own but not for the source as stored (a switch to
+    ``bearer`` for a source that has no token): HTTP 409, still a validation error."""
+
+    status_code = 409
 
 
 def _ingestion_mode(calls: list[Any] | None) -> str:
@@ -354,12 +361,14 @@ class Registry:
         kind = merged["auth_kind"]
         if kind != AuthKind.HEADER_TOKEN and "auth_header" not in sent:
             merged["auth_header"] = None
-        try:
-            rules.check_auth_combination(
-                kind, has_token=token is not None or (before["vault_key"] is not None),
-                token_sent=token is not None, auth_header=merged["auth_header"])
-        except ValueError as exc:
-            raise ValidationFailed(str(exc), field="token" if "token" in str(exc) else "auth_kind") from None
+        if "auth_kind" in sent:  # the rules the body breaks on its own: 400
+            self._check_auth(kind, has_token=True, token_sent=token is not None, error=ValidationFailed,
+                             auth_header=sent["auth_header"] if "auth_header" in sent else
+                             ("(stored)" if kind == AuthKind.HEADER_TOKEN else None))
+        # ... and with the source as stored (a token or header it lacks): 409
+        self._check_auth(kind, has_token=token is not None or (before["vault_key"] is not None),
+                         token_sent=token is not None, auth_header=merged["auth_header"],
+                         error=InvalidForSource)
         if "app_namespace" in sent and sent["app_namespace"] != before["app_namespace"]:
             self._check_namespace_free(before["sandbox_id"], sent["app_namespace"], except_id=source_id)
 
@@ -400,6 +409,16 @@ class Registry:
         if recheck:
             return await self._check(source_id, action="source.health_check")
         return self._outcome(self._row(source_id), detail="updated")
+
+    @staticmethod
+    def _check_auth(kind: str, *, has_token: bool, token_sent: bool, auth_header: str | None,
+                    error: type[ValidationFailed]) -> None:
+        try:
+            rules.check_auth_combination(kind, has_token=has_token, token_sent=token_sent,
+                                         auth_header=auth_header)
+        except ValueError as exc:
+            raise error(str(exc), field="token" if str(exc).startswith("token") else
+                        "auth_header" if str(exc).startswith("auth_header") else "auth_kind") from None
 
     @staticmethod
     def _revoked_conflict(source_id: str) -> Conflict:
