@@ -4,8 +4,13 @@ answer as documented (statuses, bodies, headers, constraints), with 0 failures.
 
 The schemathesis CLI runs in a process of its own against the app served by uvicorn in this
 one; bounded examples and a fixed seed keep it to seconds and the same on every run. The
-agent MCP mount (`…/agents/{slug}/mcp`: streamable HTTP, a protocol of its own, owned by the
-gateway) is left out."""
+agent MCP mount (`…/agents/{slug}/mcp`, streamable HTTP, owned by the gateway) is left out:
+its document describes the MCP transport loosely, and the SDK answers requests it calls
+valid (no body, no session) with 400.
+
+Sources that generated requests register are health-checked by the real probe when their URL
+is on loopback; other hosts are never contacted (`loopback_only`), since tests reach loopback
+only."""
 
 from __future__ import annotations
 
