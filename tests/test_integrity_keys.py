@@ -98,6 +98,8 @@ def test_a_kill_while_creating_the_key_never_breaks_the_next_run(tmp_path, no_en
             again.close()
         except VaultError as exc:
             broken.append(str(exc))
+        leftovers = [p.name for p in home.iterdir() if p.name.endswith(".tmp")]
+        assert not leftovers, leftovers  # a key file half made by the killed run is cleaned up
     print(f"\nkilled first runs: {len(broken)} of 12 left a home that does not open")
     assert not broken, broken
 
@@ -112,6 +114,16 @@ def test_an_empty_key_file_in_a_home_without_secrets_is_replaced(tmp_path, no_en
     assert len(bytes.fromhex((home / "master.key").read_text().strip())) == 32
     reg.close()
     Registry.open(home).close()  # and it is the key from now on
+
+
+def test_a_temporary_key_left_by_a_killed_run_is_removed(tmp_path, no_env_key):
+    home = tmp_path / "h"
+    home.mkdir()
+    orphan = home / ".master.key.4242.0badcafe.tmp"  # what a kill between write and link leaves
+    orphan.write_text("ab" * 32 + "\n")
+    Registry.open(home).close()
+    assert not orphan.exists()
+    assert (home / "master.key").read_text().strip() != "ab" * 32  # it never became the key
 
 
 async def test_an_empty_or_truncated_key_file_in_a_home_with_secrets_names_the_file(tmp_path, no_env_key):

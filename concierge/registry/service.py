@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import anyio
-
 from pydantic import SecretStr, ValidationError
 
 from concierge import config

@@ -102,6 +102,11 @@ def load_master_key(key_file: Path, *, has_secrets: Callable[[], bool] = lambda:
                              f"key file {key_file}")
         return MasterKey(key, ENV_KEY, key_file, from_env=True)
     with _directory_lock(key_file.parent):
+        # Keys are only ever made under this lock: a temporary key file seen now was left by a
+        # process killed while making one (it never became the key), so it goes.
+        for orphan in key_file.parent.glob(f".{key_file.name}.*.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                orphan.unlink()
         try:
             raw = key_file.read_bytes()
         except FileNotFoundError:

@@ -7,8 +7,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from concierge.registry import Outcome, Sandbox
-from concierge.registry.validation import SANDBOX_NAME_PATTERN
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace
+from concierge.registry.validation import SANDBOX_NAME_PATTERN
 
 __all__ = [
     "CatalogView",
