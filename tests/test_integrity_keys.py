@@ -108,12 +108,17 @@ def test_an_empty_key_file_in_a_home_without_secrets_is_replaced(tmp_path, no_en
     """What an older version left when killed between creating the key file and writing it,
     before anything was encrypted: replaced, since no secret can be lost."""
     home = tmp_path / "h"
-    home.mkdir()
-    (home / "master.key").write_bytes(b"")
-    reg = Registry.open(home)
-    assert len(bytes.fromhex((home / "master.key").read_text().strip())) == 32
-    reg.close()
+    Registry.open(home).close()  # (the key check value of the key now lost is recorded)
+    key_file = home / "master.key"
+    key_file.write_bytes(b"")
+    Registry.open(home).close()
+    assert len(bytes.fromhex(key_file.read_text().strip())) == 32
     Registry.open(home).close()  # and it is the key from now on
+    key_file.write_text("0123456789")  # truncated: refused, but deleting it is safe and said so
+    with pytest.raises(VaultError, match="nothing is encrypted with it yet: delete it"):
+        Registry.open(home)
+    key_file.unlink()
+    Registry.open(home).close()
 
 
 def test_a_temporary_key_left_by_a_killed_run_is_removed(tmp_path, no_env_key):
@@ -134,14 +139,19 @@ async def test_an_empty_or_truncated_key_file_in_a_home_with_secrets_names_the_f
     reg.close()
     key_file = home / "master.key"
     good = key_file.read_text()
-    for broken, what in ((b"", "is empty"), (good[:20].encode(), "does not hold a valid key")):
-        key_file.write_bytes(broken)
+    for broken, what in ((b"", "is empty"), (good[:20].encode(), "does not hold a valid key"),
+                         (None, "is missing")):
+        if broken is None:
+            key_file.unlink()
+        else:
+            key_file.write_bytes(broken)
         with pytest.raises(VaultError) as err:
             Registry.open(home)
         assert f"the key file {key_file} {what}" in err.value.detail
-        assert "restore the file from a backup" in err.value.detail
+        assert "holds 2 secret(s)" in err.value.detail and "restore the file from a backup" in err.value.detail
         assert "CONCIERGE_MASTER_KEY must be" not in err.value.detail
-        assert key_file.read_bytes() == broken  # never replaced while secrets depend on it
+        # never replaced (nor made) while secrets depend on the key it held
+        assert (key_file.read_bytes() if key_file.exists() else None) == broken
     key_file.write_text(good)
     Registry.open(home).close()
 

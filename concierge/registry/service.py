@@ -71,11 +71,15 @@ def _ingestion_mode(calls: list[Any] | None) -> str:
     return "pull" if calls else "live_tools_only"
 
 
-def _has_secrets(store: Store) -> bool:
-    """Whether anything was ever encrypted in this database (a secret, or the key check)."""
-    row = store.query_one("SELECT EXISTS(SELECT 1 FROM vault) OR EXISTS(SELECT 1 FROM vault_key_check)"
-                          " AS n")
-    return bool(row and row["n"])
+def _secrets_held(store: Store) -> int:
+    row = store.query_one("SELECT COUNT(*) AS n FROM vault")
+    return int(row["n"]) if row else 0
+
+
+def _forget_key_check(store: Store) -> None:
+    """A new key for a home whose vault is empty: the old key's check value goes with it."""
+    with store.transaction() as cx:
+        cx.execute("DELETE FROM vault_key_check WHERE NOT EXISTS (SELECT 1 FROM vault)")
 
 
 class _Snapshot(NamedTuple):
@@ -110,7 +114,8 @@ class Registry:
         directory = config.data_dir(home)
         store = Store(config.db_path(directory))
         try:
-            key = load_master_key(config.key_path(directory), has_secrets=lambda: _has_secrets(store))
+            key = load_master_key(config.key_path(directory), secrets=lambda: _secrets_held(store),
+                                  forget_check=lambda: _forget_key_check(store))
             vault = Vault(store, key)
         except BaseException:
             store.close()

@@ -86,12 +86,14 @@ def _decode(raw: str) -> bytes:
             return b""
 
 
-def load_master_key(key_file: Path, *, has_secrets: Callable[[], bool] = lambda: True) -> MasterKey:
+def load_master_key(key_file: Path, *, secrets: Callable[[], int] = lambda: 0,
+                    forget_check: Callable[[], None] = lambda: None) -> MasterKey:
     """``CONCIERGE_MASTER_KEY`` if set, else the key file's key, else a new key file (0600).
 
-    ``has_secrets`` tells whether anything was ever encrypted in this home. An empty key file
-    (a run of an older version killed while creating it) is replaced only when nothing was:
-    then no secret can be lost. Otherwise every fault names the file and how to recover.
+    ``secrets`` counts what this home's vault holds. A key file is made, or an empty one (an
+    older version killed while creating it) replaced, only while the vault holds nothing:
+    then no secret can be lost, and ``forget_check`` drops the check value of the old key.
+    Otherwise every fault names the file and how to recover.
     """
     env = os.environ.get(ENV_KEY)
     if env is not None and env.strip():
@@ -101,6 +103,7 @@ def load_master_key(key_file: Path, *, has_secrets: Callable[[], bool] = lambda:
                              f"{len(env.strip())} characters); {_GENERATE}, or unset it to use the "
                              f"key file {key_file}")
         return MasterKey(key, ENV_KEY, key_file, from_env=True)
+    origin = f"the key file {key_file}"
     with _directory_lock(key_file.parent):
         # Keys are only ever made under this lock: a temporary key file seen now was left by a
         # process killed while making one (it never became the key), so it goes.
@@ -108,26 +111,35 @@ def load_master_key(key_file: Path, *, has_secrets: Callable[[], bool] = lambda:
             with contextlib.suppress(FileNotFoundError):
                 orphan.unlink()
         try:
-            raw = key_file.read_bytes()
+            raw: bytes | None = key_file.read_bytes()
         except FileNotFoundError:
-            return MasterKey(_create_key_file(key_file), f"the key file {key_file}", key_file)
-        if not raw and not has_secrets():
-            key_file.unlink()  # ours, empty, and nothing was ever encrypted: nothing to lose
-            return MasterKey(_create_key_file(key_file), f"the key file {key_file}", key_file)
+            raw = None
+        if raw is None or not raw:
+            held = secrets()
+            if held:
+                what = "is missing" if raw is None else "is empty"
+                raise VaultError(f"{origin} {what}, and this home's vault holds {held} secret(s) "
+                                 f"encrypted with the key it held: restore the file from a backup, or "
+                                 f"set {ENV_KEY} to that key")
+            if raw is not None:
+                key_file.unlink()  # empty, and nothing was encrypted with it: nothing to lose
+            key = _create_key_file(key_file)
+            forget_check()
+            return MasterKey(key, origin, key_file)
     try:
         key = _decode(raw.decode("ascii"))
     except UnicodeDecodeError:
         key = b""
     if len(key) != 32:
-        what = "is empty" if not raw.strip() else (f"does not hold a valid key ({len(raw.strip())} "
-                                                   "characters; expected 64 hex characters)")
-        if has_secrets():
-            fix = (f"this home's vault holds secrets encrypted with the key it should hold: restore the "
-                   f"file from a backup, or set {ENV_KEY} to that key")
+        what = f"does not hold a valid key ({len(raw.strip())} characters; expected 64 hex characters)"
+        held = secrets()
+        if held:
+            fix = (f"this home's vault holds {held} secret(s) encrypted with the key it held: restore "
+                   f"the file from a backup, or set {ENV_KEY} to that key")
         else:
-            fix = "nothing is encrypted in this home yet: delete the file and a new key is made"
-        raise VaultError(f"the key file {key_file} {what}; {fix}")
-    return MasterKey(key, f"the key file {key_file}", key_file)
+            fix = "nothing is encrypted with it yet: delete it and a new key is made on the next run"
+        raise VaultError(f"{origin} {what}; {fix}")
+    return MasterKey(key, origin, key_file)
 
 
 @contextlib.contextmanager
