@@ -22,7 +22,7 @@ from tests.registry_fixtures import HoldGate
 
 pytestmark = pytest.mark.anyio
 
-KILLS = 3
+KILLS = int(os.environ.get("CONCIERGE_KILLS", "3"))
 _REGISTER = """
 import sys, anyio
 from concierge.registry import Registry
@@ -63,7 +63,9 @@ async def test_checks_interrupted_by_kill_are_rechecked_before_the_first_catalog
         gate.release()  # the server answers from now on
         backend = LocalBackend(reg)
         catalog = await backend.agent_tools(None)
-        assert _stuck(reg) == []
+        left = _stuck(reg)
+        print(f"after the first catalog: {len(left)} of {KILLS} still pending")
+        assert left == []
         assert all(reg.get_source(sid).status == "active" for sid in stuck)
         assert {t.name.split("_")[0] for t in catalog.tools} >= set(names)
         # Once per backend: a later catalog does not re-check again.
