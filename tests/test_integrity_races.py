@@ -14,7 +14,7 @@ from typing import Any
 import anyio
 import pytest
 
-from concierge.errors import Conflict
+from concierge.errors import Conflict, NotFound
 from concierge.registry import Registry
 from concierge.registry.vault import auth_key, webhook_key
 from tests.mcp_servers import closed_port_url, demo_app, serve_in_thread, status_app
@@ -118,6 +118,17 @@ async def test_the_vault_refuses_a_secret_for_a_revoked_source(registry: Registr
     assert _secrets_of(registry, sid) == []
     with pytest.raises(Conflict, match="revoked"):
         await registry.update(sid, {"token": "test-token-late-2"})
+
+
+async def test_the_vault_refuses_a_secret_for_a_deleted_source(registry: Registry):
+    """A rotation (token or webhook secret) that read the source before a delete committed."""
+    out = await registry.register({"name": "x", "base_url": closed_port_url(), "auth_kind": "none"})
+    sid = out.data_source_id
+    registry.delete_source(sid)
+    with pytest.raises(NotFound):
+        with registry.store.transaction() as cx:
+            registry.vault.put(cx, webhook_key(sid), "test-token-late-3")
+    assert _secrets_of(registry, sid) == []
 
 
 async def test_a_stale_health_check_does_not_overwrite_a_newer_configuration(registry, open_server):

@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import pytest
+
 from concierge.backend import LocalBackend
 from concierge.mcp_client import Endpoint, ProbeResult, probe
 from concierge.mcp_client.connector import ErrorKind
@@ -45,6 +47,7 @@ async def loopback_only(endpoint: Endpoint) -> ProbeResult:
                        http_status=None)
 
 
+@pytest.mark.timeout(600)  # the default run takes well under a minute; larger runs via the env
 def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
@@ -60,7 +63,7 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
              "--seed", str(SEED), "--generation-deterministic", "--max-examples", str(MAX_EXAMPLES),
              "--exclude-path-regex", "/mcp$", "--header", f"Authorization: Bearer {key.key}",
              "--request-timeout", "30", "--workers", "1", "--no-color"],
-            capture_output=True, text=True, timeout=300, cwd=tmp_path)
+            capture_output=True, text=True, timeout=550, cwd=tmp_path)
     finally:
         server.stop()
         registry.close()

@@ -1,6 +1,6 @@
 """The lifecycle service: sandboxes, user_mcp sources, agents and the audit log.
 
-register: validate -> vault -> row -> one-shot health check -> ``active`` | ``error``
+register: validate -> row + vault (one transaction) -> one-shot health check -> ``active`` | ``error``
 update:   partial; ``token`` rotates the secret; a changed URL/auth/transport re-runs the check
 test:     re-run the check (``active`` on success, ``error`` on failure; a paused source stays paused)
 pause / resume / revoke (``disconnected``, terminal, idempotent) / delete (permanent)
@@ -312,11 +312,11 @@ class Registry:
             "last_latency_ms": None, "created_at": now, "updated_at": now,
         }
         try:
-            with self.store.transaction() as cx:
-                if token:
-                    self.vault.put(cx, auth_key(source_id), token)  # vault first, then the row
-                self.vault.put(cx, webhook_key(source_id), webhook_secret)
+            with self.store.transaction() as cx:  # the row and its secrets, all or nothing
                 Store.insert(cx, "sources", row)
+                if token:  # (the vault takes a secret only for a live source row)
+                    self.vault.put(cx, auth_key(source_id), token)
+                self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
         except sqlite3.IntegrityError:

@@ -14,8 +14,8 @@ Two rules keep one registry under one key:
   with any other key is refused before it can write a secret; a database from before the
   check gets one on its first open with a key that decrypts its oldest secret.
 
-Nothing is written to the vault for a revoked (``disconnected``) source: `Vault.put` checks
-the source's status inside the caller's write transaction.
+Nothing is written to the vault for a deleted or revoked (``disconnected``) source:
+`Vault.put` checks the source's row inside the caller's write transaction.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from concierge.errors import Conflict, ConciergeError
+from concierge.errors import Conflict, ConciergeError, NotFound
 from concierge.registry.store import Store, now_iso
 
 __all__ = ["ENV_KEY", "MasterKey", "Vault", "VaultError", "auth_key", "load_master_key", "webhook_key"]
@@ -255,13 +255,16 @@ class Vault:
     # -- secrets -------------------------------------------------------------------------------
 
     def put(self, cx: sqlite3.Connection, key: str, secret: str) -> None:
-        """Store or replace a secret, inside the caller's write transaction. Refused for a
-        revoked source: checked here, under the transaction's write lock, so a revoke that
-        committed a moment ago is seen and its source never gets a secret back."""
+        """Store or replace a secret, inside the caller's write transaction. A source's secret
+        is refused unless its row exists and is not revoked: checked here, under the
+        transaction's write lock, so a revoke or delete that committed a moment ago (in any
+        process) is seen and the source never gets a secret back."""
         source_id = _source_of(key)
         if source_id is not None:
             row = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,)).fetchone()
-            if row is not None and row["status"] == "disconnected":
+            if row is None:
+                raise NotFound(f"no source {source_id!r}; no secret is stored for it")
+            if row["status"] == "disconnected":
                 raise Conflict(f"source {source_id} is revoked (disconnected); its secrets were "
                                "deleted and no new one is stored", error="source_revoked")
         nonce = os.urandom(12)

@@ -3,6 +3,7 @@ schemas — never written by hand, so it cannot drift from the routes the server
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -28,7 +29,8 @@ _ERROR_TEXT = {
     401: "No API key, or an unknown or revoked one",
     403: "The key's role or sandbox does not allow this",
     404: "Unknown sandbox, source or agent",
-    409: "Conflicts with the current state (taken namespace, revoked source, busy session)",
+    409: "Conflicts with the current state (taken namespace, revoked source, busy session, an "
+         "update the stored source cannot take, a tool the agent's catalog does not offer)",
     413: "Body too large",
     415: "The body is not sent as application/json",
     429: "Rate cap reached (`retry_after` seconds; `Retry-After` header)",
@@ -105,6 +107,8 @@ def _without_unset(model: type[BaseModel], schema: dict[str, Any]) -> dict[str, 
     """Partial-update models mark "not sent" with an internal ``Unset`` enum: on the wire that
     is simply an omitted field. Where the model takes ``null`` (as "keep" or "clear"), the
     document says so; where it refuses ``null``, the document does not offer it."""
+    if "UNSET" in schema.get("description", ""):  # the docstring's word for it stays internal
+        schema["description"] = re.sub(r"\s*\([^)]*UNSET[^)]*\)", "", schema["description"])
     properties = schema.get("properties", {})
     for name, prop in properties.items():
         if prop.get("default") == "UNSET":
