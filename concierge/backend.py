@@ -8,7 +8,10 @@ JSON-able dicts so they can cross the wire unchanged; answers are the registry's
 
 from __future__ import annotations
 
+import threading
 from typing import Any, Protocol, runtime_checkable
+
+import anyio
 
 from concierge.registry import (
     Agent,
@@ -72,6 +75,10 @@ class LocalBackend:
         self._catalog: Catalog | None = None
         self._gateway: Gateway | None = None
         self._ingestor: Ingestor | None = None
+        self._recovery_started = threading.Lock()
+        self._recovery_begun = False
+        self._recovered: anyio.Event | None = None
+        self._recovery_thread: int | None = None
 
     @classmethod
     def open(cls, home: str | None = None) -> LocalBackend:
@@ -131,6 +138,32 @@ class LocalBackend:
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
         return self.registry.audit(sandbox=sandbox, limit=limit)
 
+    # -- interrupted health checks --------------------------------------------------------------
+
+    async def recover_interrupted_checks(self) -> list[Outcome]:
+        """Re-check, once per backend, the sources whose health check was interrupted (a process
+        killed mid-check left them ``error`` / "health check did not complete"). Run before the
+        first catalog, tool call or pull, and at ``serve`` start-up; a second caller while it
+        runs in this event loop waits for it, so the first catalog sees the re-checked status."""
+        with self._recovery_started:
+            first = not self._recovery_begun
+            self._recovery_begun = True
+            if first:
+                self._recovered = anyio.Event()
+                self._recovery_thread = threading.get_ident()
+        if not first:
+            # An event is waited for only in the loop that made it; `serve` runs the recovery
+            # in a thread of its own, and requests meanwhile see the sources as they are.
+            if (self._recovered is not None and not self._recovered.is_set()
+                    and self._recovery_thread == threading.get_ident()):
+                await self._recovered.wait()
+            return []
+        assert self._recovered is not None
+        try:
+            return await self.registry.recheck_interrupted()
+        finally:
+            self._recovered.set()
+
     # -- catalog, gateway, pull (built on first use) ------------------------------------------
 
     @property
@@ -153,13 +186,16 @@ class LocalBackend:
 
     async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
                           app: str | None = None) -> CatalogResult:
+        await self.recover_interrupted_checks()
         return await self.catalog.resolve(slug, sandbox=sandbox, app=app)
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None, *, agent: str,
                         sandbox: str | None = None) -> ToolCallOutcome:
+        await self.recover_interrupted_checks()
         return await self.gateway.call(name, arguments, agent=agent, sandbox=sandbox)
 
     async def pull_source(self, source_id: str, *, sandbox: str | None = None) -> PullResult:
+        await self.recover_interrupted_checks()
         return await self.ingestor.pull(source_id, sandbox=sandbox)
 
     async def aclose(self) -> None:

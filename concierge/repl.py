@@ -156,7 +156,7 @@ def credential_mask() -> Any:
 def history_path() -> Path:
     from concierge import config
 
-    return config.data_dir() / "chat_history"
+    return config.private_file(config.data_dir() / "chat_history")  # 0600, never under the umask
 
 
 def _dumb_terminal() -> bool:

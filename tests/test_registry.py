@@ -15,6 +15,7 @@ from concierge.errors import Conflict, NotFound, ValidationFailed
 from concierge.registry import Registry
 from concierge.registry.store import MIGRATIONS, Store
 from concierge.registry.vault import VaultError
+from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import closed_port_url, serve_in_thread, tools_app
 from tests.registry_fixtures import (  # noqa: F401  (fixtures)
     CANARY,
@@ -263,10 +264,17 @@ async def test_secret_encrypted_and_bound_to_master_key(tmp_path, bearer_server,
     assert reg.endpoint(out.data_source_id).headers["Authorization"] == f"Bearer {CANARY}"
     reg.close()
     monkeypatch.setenv("CONCIERGE_MASTER_KEY", "11" * 32)
-    other = Registry.open(home)
+    with pytest.raises(VaultError, match="CONCIERGE_MASTER_KEY is not the key this registry's secrets"):
+        Registry.open(home)
+    # A ciphertext is bound to its vault key: moved under another key it does not decrypt.
+    monkeypatch.setenv("CONCIERGE_MASTER_KEY", TEST_MASTER_KEY)
+    reg = Registry.open(home)
+    with reg.store.transaction() as cx:
+        cx.execute("UPDATE vault SET key = ? WHERE key = ?",
+                   (f"user_mcp/{out.data_source_id}/moved", f"user_mcp/{out.data_source_id}/auth"))
     with pytest.raises(VaultError, match="cannot be decrypted with this master key"):
-        other.endpoint(out.data_source_id)
-    other.close()
+        reg.vault.get(f"user_mcp/{out.data_source_id}/moved")
+    reg.close()
 
 
 def test_key_file_created_0600_when_no_env(tmp_path, monkeypatch):

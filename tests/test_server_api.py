@@ -578,3 +578,56 @@ def test_serve_runs_the_service(tmp_path):
         proc.terminate()
         _, err = proc.communicate(timeout=20)
     assert f"serving on http://127.0.0.1:{port}" in err
+
+
+# -- conformance fixes found by schemathesis ------------------------------------------------------
+
+
+def test_auth_rules_a_body_breaks_are_400_those_of_the_stored_source_409(owner, open_mcp, checker):
+    make_sandbox(owner, "authrules")
+    out = owner.post(f"{SB}/authrules/sources/user-mcp",
+                     json={"name": "o", "base_url": open_mcp.url(), "auth_kind": "none"}).json()
+    patch = f"{SB}/authrules/sources/{out['data_source_id']}/user-mcp"
+    alone = owner.patch(patch, json={"auth_kind": "none", "token": "test-token-x1y2z3"})
+    checker.check(alone)
+    assert error_of(alone, 400, "validation_error")["field"] == "token"
+    stored = owner.patch(patch, json={"auth_kind": "bearer"})  # valid, but this source has no token
+    checker.check(stored)
+    body = error_of(stored, 409, "validation_error")
+    assert body["field"] == "token" and "token is required when auth_kind is 'bearer'" in body["detail"]
+
+
+def test_an_unknown_tool_is_409_an_unknown_agent_404(owner, checker):
+    make_sandbox(owner, "toolcall")
+    owner.post(f"{SB}/toolcall/agents", json={"slug": "bot"})
+    r = owner.post(f"{SB}/toolcall/agents/bot/tools/call", json={"name": "nope"})
+    checker.check(r)
+    assert "has no tool 'nope'" in error_of(r, 409, "unknown_tool")["detail"]
+    r = owner.post(f"{SB}/toolcall/agents/ghost/tools/call", json={"name": "nope"})
+    checker.check(r)
+    error_of(r, 404, "not_found")
+
+
+def _keys_of(node: Any) -> Iterator[tuple[str, Any]]:
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield key, value
+            yield from _keys_of(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _keys_of(value)
+
+
+def test_the_document_states_constraints_in_json_schema_terms(checker):
+    doc = checker.doc
+    keys = {k for k, _ in _keys_of(doc["components"])}
+    assert not keys & {"ge", "le", "gt", "lt"}, "pydantic's names are not JSON Schema keywords"
+    assert "UNSET" not in json.dumps(doc)
+    assert "Unset" not in doc["components"]["schemas"]
+    update = doc["components"]["schemas"]["UpdateSource"]["properties"]
+    assert {"type": "integer", "minimum": 1, "maximum": 600} in update["rate_cap_per_minute"]["anyOf"]
+    assert {"type": "null"} in update["name"]["anyOf"]  # null means "keep" there
+    agent = doc["components"]["schemas"]["AgentUpdate"]["properties"]
+    assert "anyOf" not in agent["tool_sources"] and agent["tool_sources"]["type"] == "array"  # no null
+    chat = doc["paths"][f"{SB}/{{sandbox_id}}/concierge/chat"]["post"]["responses"]["200"]["content"]
+    assert chat["text/event-stream"]["schema"]["properties"]["data"]["type"] == "string"

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from concierge.errors import ValidationFailed
-from concierge.registry import Registry
+from concierge.registry import AgentUpdate, Registry, UpdateSource
+from concierge.registry import validation as rules
 
 BASE: dict[str, Any] = {"name": "Acme", "base_url": "https://mcp.acme.example/mcp", "auth_kind": "none"}
 
@@ -73,7 +77,7 @@ def registry(tmp_path):
     ({"ingest_tool_calls": [{"name": "x", "extra": 1}]}, "ingest_tool_calls.0.extra is not a known field"),
     ({"connect_timeout": 0}, "connect_timeout: must be greater than 0"),
     ({"call_timeout": 601}, "call_timeout: must be less than or equal to 600"),
-    ({"name": ""}, "name: String should have at least 1 character"),
+    ({"name": ""}, "name: must have at least 1 character"),
     ({"name": ...}, "name is required"),
     ({"surprise": 1}, "surprise is not a known field"),
 ])
@@ -145,3 +149,77 @@ def test_agent_defaults(registry: Registry) -> None:
 def test_sandbox_name_rule(registry: Registry) -> None:
     with pytest.raises(ValidationFailed, match="sandbox name 'my sandbox' must be 1-64 characters"):
         registry.create_sandbox("my sandbox")
+
+
+# -- what the OpenAPI document states is what the rules enforce ---------------------------------
+
+_FAST = settings(max_examples=300, derandomize=True, deadline=None,
+                 suppress_health_check=list(HealthCheck))
+
+
+def _accepted(fn: Any, value: Any) -> bool:
+    try:
+        fn(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _url_like() -> st.SearchStrategy[str]:
+    """Strings near URLs: the regex's own, mutated, and free text with URL pieces."""
+    parts = st.sampled_from(["https://", "http://", "HTTP://", "ftp://", "localhost", "127.0.0.1",
+                             "[::1]", "[fe80::1]", "[zz]", "a.b", "-a", "a..b", ":", ":65535", ":65536",
+                             "/", "?", "#", " ", "\x1c", "\x85", "@", "%", "é", "_"])
+    return st.one_of(st.from_regex(rules.BASE_URL_RE, fullmatch=True),
+                     st.lists(parts, max_size=8).map("".join), st.text(max_size=30))
+
+
+@_FAST
+@given(_url_like())
+def test_the_documented_base_url_pattern_is_the_rule(url: str) -> None:
+    documented = re.search(rules.FIELD_SCHEMAS["base_url"]["pattern"], url) is not None
+    assert documented == _accepted(rules.normalize_base_url, url), url
+
+
+@_FAST
+@given(st.one_of(st.from_regex(rules.FIELD_SCHEMAS["token"]["pattern"]), st.text(max_size=12)))
+def test_the_documented_token_pattern_is_the_rule(token: str) -> None:
+    documented = re.search(rules.FIELD_SCHEMAS["token"]["pattern"], token) is not None
+    try:
+        UpdateSource.model_validate({"token": token})
+        accepted = True
+    except Exception:  # noqa: BLE001  (a pydantic ValidationError)
+        accepted = False
+    assert documented == accepted, repr(token)
+
+
+@_FAST
+@given(st.one_of(st.from_regex(rules.FIELD_SCHEMAS["app_namespace"]["pattern"]), st.text(max_size=70)))
+def test_the_documented_namespace_pattern_is_the_rule(ns: str) -> None:
+    documented = re.search(rules.FIELD_SCHEMAS["app_namespace"]["pattern"], ns) is not None
+    try:
+        UpdateSource.model_validate({"app_namespace": ns})
+        accepted = True
+    except Exception:  # noqa: BLE001
+        accepted = False
+    assert documented == accepted, repr(ns)
+
+
+@pytest.mark.parametrize("body", [
+    {"tool_sources": None, "model_settings": None, "status": None},
+    {"name": None},
+    {"tool_allowlist": "x"},
+])
+def test_partial_update_errors_never_show_the_internal_sentinel(body: dict[str, Any]) -> None:
+    with pytest.raises(Exception) as info:  # noqa: PT011
+        AgentUpdate.model_validate(body)
+    detail = rules.from_pydantic(info.value).detail
+    assert "UNSET" not in detail and "Unset" not in detail, detail
+    assert "constrained-str" not in detail and "[" not in detail.split(":")[0], detail
+    assert detail.split(":")[0] in body
+
+
+def test_string_lengths_read_as_characters():
+    with pytest.raises(Exception) as info:  # noqa: PT011
+        UpdateSource.model_validate({"name": "x" * 201})
+    assert rules.from_pydantic(info.value).detail == "name: must have at most 200 characters"

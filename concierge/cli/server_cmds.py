@@ -8,6 +8,7 @@ stored.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
 from concierge.cli.output import emit, table
@@ -85,6 +86,7 @@ def serve(args: argparse.Namespace) -> int:
         backend.registry.close()
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    _recover_in_background(backend)
     app = build_app(backend_factory=lambda: backend, keys=keys,
                     allow_anonymous_loopback=args.allow_anonymous_loopback, host=args.host,
                     cors_origins=args.cors_origin)
@@ -95,6 +97,27 @@ def serve(args: argparse.Namespace) -> int:
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
     return 0
+
+
+def _recover_in_background(backend) -> None:  # type: ignore[no-untyped-def]
+    """Re-check the sources whose health check a killed process left unfinished, without
+    holding up the server: in a thread with its own event loop (each check is bounded by the
+    source's connect timeout)."""
+    import threading
+
+    import anyio
+
+    def run() -> None:
+        try:
+            done = anyio.run(backend.recover_interrupted_checks)
+        except Exception:  # never take the server down for this
+            logging.getLogger("concierge.server").exception("re-checking interrupted health checks failed")
+            return
+        if done:
+            print(f"re-checked {len(done)} source(s) whose health check was interrupted: "
+                  + ", ".join(f"{o.data_source_id} {o.status}" for o in done), file=sys.stderr, flush=True)
+
+    threading.Thread(target=run, name="concierge-recheck", daemon=True).start()
 
 
 def _keys():  # type: ignore[no-untyped-def]

@@ -1,6 +1,6 @@
 """The lifecycle service: sandboxes, user_mcp sources, agents and the audit log.
 
-register: validate -> vault -> row -> one-shot health check -> ``active`` | ``error``
+register: validate -> row + vault (one transaction) -> one-shot health check -> ``active`` | ``error``
 update:   partial; ``token`` rotates the secret; a changed URL/auth/transport re-runs the check
 test:     re-run the check (``active`` on success, ``error`` on failure; a paused source stays paused)
 pause / resume / revoke (``disconnected``, terminal, idempotent) / delete (permanent)
@@ -12,12 +12,15 @@ change to a source (the catalog drops its cache, the gateway evicts rate buckets
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
@@ -44,7 +47,7 @@ from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_k
 from concierge.registry.webhooks import RegisteredOutcome
 from concierge.registry.webhooks import new_secret as new_webhook_secret
 
-__all__ = ["DEFAULT_SANDBOX", "Prober", "Registry", "SourceChange"]
+__all__ = ["DEFAULT_SANDBOX", "InvalidForSource", "Prober", "Registry", "SourceChange"]
 
 log = logging.getLogger("concierge.registry")
 
@@ -57,8 +60,39 @@ Prober = Callable[[Endpoint], Awaitable[ProbeResult]]
 SourceChange = Callable[[str, str], None]  # (source_id, action)
 
 
+class InvalidForSource(ValidationFailed):
+    """An update that is valid on its own but not for the source as stored (a switch to
+    ``bearer`` for a source that has no token): HTTP 409, still a validation error."""
+
+    status_code = 409
+
+
 def _ingestion_mode(calls: list[Any] | None) -> str:
     return "pull" if calls else "live_tools_only"
+
+
+def _secrets_held(store: Store) -> int:
+    row = store.query_one("SELECT COUNT(*) AS n FROM vault")
+    return int(row["n"]) if row else 0
+
+
+def _forget_key_check(store: Store) -> None:
+    """A new key for a home whose vault is empty: the old key's check value goes with it."""
+    with store.transaction() as cx:
+        cx.execute("DELETE FROM vault_key_check WHERE NOT EXISTS (SELECT 1 FROM vault)")
+
+
+class _Snapshot(NamedTuple):
+    """What a health check talks to: if any of it changes while the check runs, the check's
+    result describes a configuration that no longer exists and is not recorded."""
+
+    base_url: str
+    transport: str
+    auth_kind: str
+    auth_header: str | None
+    connect_timeout: float
+    vault_key: str | None
+    secret_version: bytes | None
 
 
 class Registry:
@@ -71,13 +105,21 @@ class Registry:
         self._probe: Prober = prober or probe
         self.actor = actor
         self._listeners: list[SourceChange] = []
+        self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
+        self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
 
     @classmethod
     def open(cls, home: str | Path | None = None, **kwargs: Any) -> Registry:
         """The registry in ``home`` (default ``CONCIERGE_HOME`` / XDG data dir)."""
         directory = config.data_dir(home)
         store = Store(config.db_path(directory))
-        vault = Vault(store, load_master_key(config.key_path(directory)))
+        try:
+            key = load_master_key(config.key_path(directory), secrets=lambda: _secrets_held(store),
+                                  forget_check=lambda: _forget_key_check(store))
+            vault = Vault(store, key)
+        except BaseException:
+            store.close()
+            raise
         return cls(store, vault, **kwargs)
 
     def close(self) -> None:
@@ -270,11 +312,11 @@ class Registry:
             "last_latency_ms": None, "created_at": now, "updated_at": now,
         }
         try:
-            with self.store.transaction() as cx:
-                if token:
-                    self.vault.put(cx, auth_key(source_id), token)  # vault first, then the row
-                self.vault.put(cx, webhook_key(source_id), webhook_secret)
+            with self.store.transaction() as cx:  # the row and its secrets, all or nothing
                 Store.insert(cx, "sources", row)
+                if token:  # (the vault takes a secret only for a live source row)
+                    self.vault.put(cx, auth_key(source_id), token)
+                self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
         except sqlite3.IntegrityError:
@@ -308,8 +350,7 @@ class Registry:
         req = self.parse_update(body)
         before = self._row(source_id, sandbox)
         if before["status"] == SourceStatus.DISCONNECTED:
-            raise Conflict(f"source {source_id} is revoked (disconnected) and cannot be updated; "
-                           "register it again instead")
+            raise self._revoked_conflict(source_id)
         sent = req.sent()
         if not sent:
             raise ValidationFailed("nothing to update: send at least one field", field=None)
@@ -324,12 +365,14 @@ class Registry:
         kind = merged["auth_kind"]
         if kind != AuthKind.HEADER_TOKEN and "auth_header" not in sent:
             merged["auth_header"] = None
-        try:
-            rules.check_auth_combination(
-                kind, has_token=token is not None or (before["vault_key"] is not None),
-                token_sent=token is not None, auth_header=merged["auth_header"])
-        except ValueError as exc:
-            raise ValidationFailed(str(exc), field="token" if "token" in str(exc) else "auth_kind") from None
+        if "auth_kind" in sent:  # the rules the body breaks on its own: 400
+            self._check_auth(kind, has_token=True, token_sent=token is not None, error=ValidationFailed,
+                             auth_header=sent["auth_header"] if "auth_header" in sent else
+                             ("(stored)" if kind == AuthKind.HEADER_TOKEN else None))
+        # ... and with the source as stored (a token or header it lacks): 409
+        self._check_auth(kind, has_token=token is not None or (before["vault_key"] is not None),
+                         token_sent=token is not None, auth_header=merged["auth_header"],
+                         error=InvalidForSource)
         if "app_namespace" in sent and sent["app_namespace"] != before["app_namespace"]:
             self._check_namespace_free(before["sandbox_id"], sent["app_namespace"], except_id=source_id)
 
@@ -345,6 +388,13 @@ class Registry:
         changes = {k: merged[k] for k in merged if merged[k] != before[k]}
         try:
             with self.store.transaction() as cx:
+                # Re-read under the write lock: a revoke committed since `before` was read (in
+                # this process or another) wins, and nothing is written for a revoked source.
+                status = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,)).fetchone()
+                if status is None:
+                    raise NotFound(f"no source {source_id!r}")
+                if status["status"] == SourceStatus.DISCONNECTED:
+                    raise self._revoked_conflict(source_id)
                 if token is not None:
                     self.vault.put(cx, auth_key(source_id), token)
                 elif drop_secret:
@@ -364,16 +414,50 @@ class Registry:
             return await self._check(source_id, action="source.health_check")
         return self._outcome(self._row(source_id), detail="updated")
 
+    @staticmethod
+    def _check_auth(kind: str, *, has_token: bool, token_sent: bool, auth_header: str | None,
+                    error: type[ValidationFailed]) -> None:
+        try:
+            rules.check_auth_combination(kind, has_token=has_token, token_sent=token_sent,
+                                         auth_header=auth_header)
+        except ValueError as exc:
+            raise error(str(exc), field="token" if str(exc).startswith("token") else
+                        "auth_header" if str(exc).startswith("auth_header") else "auth_kind") from None
+
+    @staticmethod
+    def _revoked_conflict(source_id: str) -> Conflict:
+        return Conflict(f"source {source_id} is revoked (disconnected) and cannot be updated; "
+                        "register it again instead")
+
     async def test(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         row = self._row(source_id, sandbox)
         if row["status"] == SourceStatus.DISCONNECTED:
             raise Conflict(f"source {source_id} is revoked (disconnected); register it again to use it")
         return await self._check(source_id, action="source.test")
 
+    def _snapshot(self, row: Any, cx: sqlite3.Connection | None = None) -> _Snapshot:
+        vault_key = row["vault_key"]
+        return _Snapshot(row["base_url"], row["transport"], row["auth_kind"], row["auth_header"],
+                         float(row["connect_timeout"]), vault_key,
+                         self.vault.version(vault_key, cx) if vault_key else None)
+
     async def _check(self, source_id: str, *, action: str) -> Outcome:
-        """One tools/list health check; records status, tool count, latency and time."""
+        """One tools/list health check; records status, tool count, latency and time.
+
+        The result is recorded only if the source's connection settings (URL, transport, auth,
+        secret, connect timeout) are the ones the check started with: a slow check against an
+        old URL must not overwrite the result of a newer configuration."""
         row = self._row(source_id)
-        result = await self._probe(self._endpoint(row))
+        started = self._snapshot(row)
+        with self._checking_lock:
+            self._checking[source_id] = self._checking.get(source_id, 0) + 1
+        try:
+            result = await self._probe(self._endpoint(row))
+        finally:
+            with self._checking_lock:
+                self._checking[source_id] -= 1
+                if not self._checking[source_id]:
+                    del self._checking[source_id]
         fields: dict[str, Any] = {
             "last_checked_at": now_iso(), "last_latency_ms": round(result.latency_ms, 2),
         }
@@ -384,24 +468,65 @@ class Registry:
         else:
             fields |= {"health_error": result.error or "health check failed"}
             new_status = SourceStatus.ERROR
-        current = self._row(source_id)
-        if current["status"] in (SourceStatus.ACTIVE, SourceStatus.ERROR):
-            fields["status"] = new_status.value  # paused stays paused; revoked stays revoked
-        elif current["status"] == SourceStatus.DISCONNECTED:
-            return self._outcome(current)
         with self.store.transaction() as cx:
-            Store.update(cx, "sources", source_id, fields)
-            self._audit(cx, action=action, object_type="source", object_id=source_id,
-                        sandbox_id=row["sandbox_id"],
-                        before={"status": current["status"], "health_error": current["health_error"]},
-                        after={k: fields.get(k, current[k]) for k in
-                               ("status", "health_error", "tool_count", "last_latency_ms")})
+            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            if current is None:
+                raise NotFound(f"no source {source_id!r} (deleted while its health check ran)")
+            if current["status"] == SourceStatus.DISCONNECTED:
+                stale = "revoked"  # revoked stays revoked
+            elif self._snapshot(current, cx) != started:
+                stale = "changed"
+            else:
+                stale = None
+                if current["status"] in (SourceStatus.ACTIVE, SourceStatus.ERROR):
+                    fields["status"] = new_status.value  # paused stays paused
+                Store.update(cx, "sources", source_id, fields)
+                self._audit(cx, action=action, object_type="source", object_id=source_id,
+                            sandbox_id=row["sandbox_id"],
+                            before={"status": current["status"], "health_error": current["health_error"]},
+                            after={k: fields.get(k, current[k]) for k in
+                                   ("status", "health_error", "tool_count", "last_latency_ms")})
+        outcome = "ok" if result.ok else result.error_kind
+        if stale == "revoked":
+            return self._outcome(self._row(source_id))
+        if stale == "changed":
+            log.info("health check %s (%s) not recorded: the connection settings changed meanwhile",
+                     source_id, outcome)
+            return self._outcome(self._row(source_id), detail=(
+                "this check's result was not recorded: the source's connection settings changed "
+                "while it ran, and the check of the new settings decides its status"))
         if fields.get("status", current["status"]) != current["status"]:
             self._changed(source_id, "status")
-        log.info("health check %s: %s", source_id, "ok" if result.ok else result.error_kind)
+        log.info("health check %s: %s", source_id, outcome)
         detail = (f"healthy: {result.tool_count} tools in {result.latency_ms:.0f} ms"
                   if result.ok else f"health check failed: {result.error}")
         return self._outcome(self._row(source_id), detail=detail)
+
+    async def recheck_interrupted(self, *, concurrency: int = 8) -> list[Outcome]:
+        """Re-run the health check of every source whose check never finished (the process
+        running it was killed: status ``error``, ``health_error`` "health check did not
+        complete"), except checks running in this process right now. Call it at start-up or
+        before the first catalog; a check racing one in another process is harmless (the
+        stale-result rule above keeps the newer configuration's result)."""
+        rows = self.store.query("SELECT id FROM sources WHERE status = ? AND health_error = ?"
+                                " ORDER BY created_at, id", (SourceStatus.ERROR.value, PENDING_CHECK))
+        ids = [r["id"] for r in rows if r["id"] not in self._checking]
+        outcomes: dict[str, Outcome] = {}
+        limiter = anyio.CapacityLimiter(max(1, concurrency))
+
+        async def one(source_id: str) -> None:
+            async with limiter:
+                try:
+                    outcomes[source_id] = await self._check(source_id, action="source.health_check")
+                except NotFound:  # deleted meanwhile
+                    pass
+
+        if ids:
+            log.info("re-checking %d source(s) whose health check was interrupted", len(ids))
+            async with anyio.create_task_group() as tg:
+                for source_id in ids:
+                    tg.start_soon(one, source_id)
+        return [outcomes[i] for i in ids if i in outcomes]
 
     def _outcome(self, row: dict[str, Any], *, detail: str | None = None) -> Outcome:
         return Outcome(data_source_id=row["id"], status=row["status"], name=row["name"],
@@ -446,21 +571,43 @@ class Registry:
         return await self._check(source_id, action="source.health_check")
 
     def revoke(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
-        """Delete the source's secrets and mark it ``disconnected`` (terminal). Idempotent."""
-        row = self._row(source_id, sandbox)
-        if row["status"] == SourceStatus.DISCONNECTED:
-            return self._outcome(row, detail="already revoked")
+        """Delete every secret of the source and mark it ``disconnected`` (terminal).
+
+        Idempotent, and a repeated revoke still deletes any secret found under the source,
+        so a revoked source never keeps one. Status and secrets are read and changed in one
+        write transaction, so a concurrent update cannot slip a secret in between."""
+        self._row(source_id, sandbox)  # 404 for an unknown source or another sandbox's
         with self.store.transaction() as cx:
-            self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
-            Store.update(cx, "sources", source_id, {
-                "status": SourceStatus.DISCONNECTED.value, "vault_key": None, "token_last4": None,
-                "updated_at": now_iso()})
-            self._audit(cx, action="source.revoke", object_type="source", object_id=source_id,
-                        sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"),
-                        after={"status": "disconnected", "secrets": "deleted"})
+            row = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            if row is None:
+                raise NotFound(f"no source {source_id!r}")
+            already = row["status"] == SourceStatus.DISCONNECTED
+            deleted = self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            if not already:
+                Store.update(cx, "sources", source_id, {
+                    "status": SourceStatus.DISCONNECTED.value, "vault_key": None, "token_last4": None,
+                    "updated_at": now_iso()})
+                before = self._view(self._decoded(row)).model_dump(mode="json")
+            if not already or deleted:
+                self._audit(cx, action="source.revoke", object_type="source", object_id=source_id,
+                            sandbox_id=row["sandbox_id"],
+                            before=before if not already else {"status": "disconnected"},
+                            after={"status": "disconnected", "secrets": "deleted"})
+        if already:
+            return self._outcome(self._row(source_id), detail="already revoked" + (
+                f"; {deleted} leftover secret(s) deleted" if deleted else ""))
         self._changed(source_id, "revoke")
         log.info("revoked source %s", source_id)
         return self._outcome(self._row(source_id), detail="revoked: secrets deleted, status disconnected")
+
+    @staticmethod
+    def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+        """A raw row read inside a transaction, with its JSON columns decoded."""
+        out = dict(row)
+        for key in ("allowed_tools", "ingest_tool_calls"):
+            if isinstance(out.get(key), str):
+                out[key] = json.loads(out[key])
+        return out
 
     def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None:
         """Permanent: the row, its secrets and anything ingested from it."""

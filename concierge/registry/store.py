@@ -9,11 +9,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+from concierge import config
 
 __all__ = ["MIGRATIONS", "Store", "now_iso"]
 
@@ -146,6 +149,16 @@ MIGRATIONS: Sequence[str] = (
     );
     CREATE INDEX concierge_events_by_session ON concierge_events(session_id, id);
     """,
+    # 4: a key check value: one value encrypted with the master key, so a different key is
+    # refused when the registry opens instead of writing secrets under two keys
+    """
+    CREATE TABLE vault_key_check (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        nonce BLOB NOT NULL,
+        ciphertext BLOB NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",
@@ -178,16 +191,35 @@ class Store:
     def __init__(self, path: Path | str, *, migrations: Sequence[str] = MIGRATIONS) -> None:
         self.path = Path(path)
         self._lock = threading.RLock()
+        # Created 0600 here, before SQLite does it under the umask; SQLite gives the -wal and
+        # -shm files the database file's mode.
+        config.private_file(self.path)
         self._cx = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None,
                                    timeout=10.0)
         self._cx.row_factory = sqlite3.Row
-        self._cx.execute("PRAGMA journal_mode=WAL")
+        self._use_wal(timeout=10.0)
         self._cx.execute("PRAGMA foreign_keys=ON")
         self._cx.execute("PRAGMA synchronous=NORMAL")
         self._cx.execute("PRAGMA busy_timeout=10000")
         self._migrate(migrations)
 
     # -- plumbing ----------------------------------------------------------------------------
+
+    def _use_wal(self, *, timeout: float) -> None:
+        """Switch to WAL. Switching needs the database to itself, and SQLite answers "database
+        is locked" at once, without waiting, while another process opening the same new file
+        holds it (processes starting together on a fresh home): so wait and retry here."""
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                self._cx.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     def _migrate(self, migrations: Sequence[str]) -> None:
         with self.transaction() as cx:

@@ -18,7 +18,12 @@ from pydantic import SecretStr, ValidationError
 from concierge.errors import ValidationFailed
 
 __all__ = [
+    "AUTH_SCHEMAS",
+    "BASE_URL_RE",
+    "FIELD_SCHEMAS",
     "LOCAL_HOSTS",
+    "NOT_BLANK",
+    "SANDBOX_NAME_PATTERN",
     "check_allowed_tools",
     "check_allowlist",
     "check_auth_combination",
@@ -29,6 +34,7 @@ __all__ = [
     "check_tool_sources",
     "from_pydantic",
     "normalize_base_url",
+    "trimmed_length_pattern",
 ]
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
@@ -46,6 +52,126 @@ TRANSPORT_HEADERS = frozenset({
 KNOWN_TOOL_SOURCES = frozenset({"user_mcp"})
 MAX_URL = 2048
 MAX_TOKEN = 8192
+MAX_NAME = 128  # a tool name in allowed_tools / tool_allowlist
+
+
+# -- the rules as regular expressions, for the OpenAPI document ---------------------------------
+#
+# Each pattern accepts exactly what the rule below it accepts (a test holds them together),
+# written so that both Python's `re` and ECMA-262 (JSON Schema) read it the same way: no
+# flags, no escapes beyond \\ and a literal character class.
+
+def _char_class(chars: str, *, negate: bool = False) -> str:
+    special = set("\\]^-[")
+    body = "".join("\\" + c if c in special else c for c in chars)
+    return f"[{'^' if negate else ''}{body}]"
+
+
+def _ci(word: str) -> str:
+    """``word`` in any letter case, without a flag (ECMA-262 patterns have none)."""
+    return "".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c) for c in word)
+
+
+# What str.strip() removes (Python's whitespace), and what pydantic's str_strip_whitespace
+# removes (Unicode White_Space: the same without the four separators U+001C..U+001F).
+PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(
+    map(chr, range(0x2000, 0x200B))) + "\u2028\u2029\u202f\u205f\u3000"
+TRIMMED = PY_SPACE.replace("\x1c\x1d\x1e\x1f", "")
+_CONTROL = "".join(map(chr, range(0x20)))
+_W, _T = _char_class(PY_SPACE), _char_class(TRIMMED)
+_NOT_T = _char_class(TRIMMED, negate=True)
+_BLANK_OR_CONTROL = _char_class(_CONTROL + PY_SPACE, negate=True)  # neither space nor control
+
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = rf"{_OCTET}(?:\.{_OCTET}){{3}}"
+_H16 = "[0-9A-Fa-f]{1,4}"
+_LS32 = f"(?:{_H16}:{_H16}|{_IPV4})"
+_IPV6 = "(?:" + "|".join([
+    f"(?:{_H16}:){{6}}{_LS32}",
+    f"::(?:{_H16}:){{5}}{_LS32}",
+    f"(?:{_H16})?::(?:{_H16}:){{4}}{_LS32}",
+    f"(?:(?:{_H16}:){{0,1}}{_H16})?::(?:{_H16}:){{3}}{_LS32}",
+    f"(?:(?:{_H16}:){{0,2}}{_H16})?::(?:{_H16}:){{2}}{_LS32}",
+    f"(?:(?:{_H16}:){{0,3}}{_H16})?::{_H16}:{_LS32}",
+    f"(?:(?:{_H16}:){{0,4}}{_H16})?::{_LS32}",
+    f"(?:(?:{_H16}:){{0,5}}{_H16})?::{_H16}",
+    f"(?:(?:{_H16}:){{0,6}}{_H16})?::",
+]) + ")"
+_LABEL = "[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?"
+_HOST = rf"(?:{_LABEL}(?:\.{_LABEL})*\.?|\[{_IPV6}\])"
+_LOCAL = rf"(?:{_ci('localhost')}|127\.0\.0\.1|\[::1\])"
+_PORT = "(?::(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[0-9]{1,4})?)?"
+_PATH = "(?:[/?]" + _char_class("#" + _CONTROL + PY_SPACE, negate=True) + "*)?"
+BASE_URL_RE = re.compile(rf"(?:{_ci('https')}://{_HOST}|{_ci('http')}://{_LOCAL}){_PORT}{_PATH}")
+"""A base_url `normalize_base_url` accepts, once stripped of surrounding whitespace."""
+
+NOT_BLANK = _NOT_T
+"""A string with a character left once pydantic trims it (``minLength: 1`` after trimming)."""
+SANDBOX_NAME_PATTERN = rf"^{_W}*[A-Za-z0-9_-]{{1,64}}{_W}*$"
+# Items are documented without surrounding whitespace: it is trimmed, and two names equal
+# once trimmed are a duplicate, which "uniqueItems" can only state for names sent bare.
+_TOOL_NAME = rf"^{_BLANK_OR_CONTROL}{{1,{MAX_NAME}}}$"
+_GLOB = r"[A-Za-z0-9_.*?\-\[\]]"
+
+FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
+    "base_url": {"type": "string", "maxLength": MAX_URL,
+                 "pattern": f"^{_W}*{BASE_URL_RE.pattern}{_W}*$"},
+    "token": {"type": "string", "maxLength": MAX_TOKEN,
+              "pattern": f"^{_T}*[!-~](?:[ -~]*[!-~])?{_T}*$"},
+    "auth_header": {"type": "string", "pattern": rf"^{_W}*(?:[!#$%&'*+.^_`|~0-9A-Za-z-]+)?{_W}*$",
+                    "not": {"pattern": rf"^{_W}*(?:" + "|".join(_ci(h) for h in sorted(TRANSPORT_HEADERS))
+                            + rf"){_W}*$"}},
+    "app_namespace": {"type": "string", "pattern": rf"^{_T}*[A-Za-z0-9_-]{{1,64}}{_T}*$"},
+    "allowed_tools": {"type": "array", "minItems": 1, "uniqueItems": True,
+                      "items": {"type": "string", "pattern": _TOOL_NAME}},
+    "tool_allowlist": {"type": "array", "uniqueItems": True,
+                       "items": {"type": "string", "pattern": rf"^{_GLOB}{{1,{MAX_NAME}}}$"}},
+    "tool_sources": {"type": "array", "uniqueItems": True,
+                     "items": {"type": "string", "enum": sorted(KNOWN_TOOL_SOURCES)}},
+    # the pattern states the length (1-64 once trimmed); a length on the raw string would not
+    "slug": {"type": "string", "pattern": rf"^{_T}*[a-z0-9-]{{1,64}}{_T}*$",
+             "minLength": None, "maxLength": None},
+}
+
+_NO_HEADER = {"anyOf": [{"type": "null"}, {"type": "string", "pattern": f"^{_W}*$"}]}
+_A_HEADER = {"type": "string", "not": {"pattern": f"^{_W}*$"}}
+
+
+def _when(kind: str, then: dict[str, Any], *, sent: bool) -> dict[str, Any]:
+    test: dict[str, Any] = {"properties": {"auth_kind": {"const": kind}}}
+    if sent:
+        test["required"] = ["auth_kind"]
+    return {"if": test, "then": then}
+
+
+AUTH_SCHEMAS: dict[str, list[dict[str, Any]]] = {
+    # register: `check_auth_combination` on the body alone
+    "RegisterSource": [
+        _when("none", {"properties": {"token": {"type": "null"}, "auth_header": _NO_HEADER}}, sent=False),
+        _when("bearer", {"required": ["token"], "properties": {
+            "token": {"type": "string"}, "auth_header": _NO_HEADER}}, sent=False),
+        _when("header_token", {"required": ["token", "auth_header"], "properties": {
+            "token": {"type": "string"}, "auth_header": _A_HEADER}}, sent=False),
+    ],
+    # update: what a body breaks on its own when it sends auth_kind (what depends on the stored
+    # source, such as a switch to bearer for a source without a token, is a 409)
+    "UpdateSource": [
+        _when("none", {"properties": {"token": {"type": "null"}, "auth_header": _NO_HEADER}}, sent=True),
+        _when("bearer", {"properties": {"auth_header": _NO_HEADER}}, sent=True),
+        _when("header_token", {"properties": {"auth_header": _A_HEADER}}, sent=True),
+    ],
+}
+"""The auth rules (token iff not none, auth_header iff header_token) as JSON Schema, by model."""
+
+
+def trimmed_length_pattern(min_length: int, max_length: int | None) -> str:
+    """A pattern for a string whose length counts once pydantic has trimmed it."""
+    if max_length is None:
+        return _NOT_T if min_length >= 1 else ""
+    core = _NOT_T if max_length == 1 else rf"{_NOT_T}(?:[\s\S]{{0,{max_length - 2}}}{_NOT_T})?"
+    return f"^{_T}*{core}{_T}*$" if min_length >= 1 else f"^{_T}*(?:{core})?{_T}*$"
+"""JSON Schema for the fields whose rule is code (above and below), merged into the OpenAPI
+document's request bodies so that the document states every rule the server enforces."""
 
 
 def normalize_base_url(url: str) -> str:
@@ -57,7 +183,10 @@ def normalize_base_url(url: str) -> str:
         raise ValueError(f"base_url is longer than {MAX_URL} characters")
     if any(c.isspace() or ord(c) < 32 for c in url):
         raise ValueError("base_url must not contain spaces or control characters")
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. a bracketed host that is not an IPv6 address
+        raise ValueError(f"base_url is not a valid URL ({exc})") from None
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https") or not parts.netloc:
         raise ValueError(
@@ -79,6 +208,9 @@ def normalize_base_url(url: str) -> str:
             f"base_url must use https for {host}: plain http is only allowed for localhost, "
             "127.0.0.1 and [::1] (local development)")
     _check_host(host)
+    if not BASE_URL_RE.fullmatch(url):  # what the checks above let through and no URL should have
+        raise ValueError(f"base_url must be a URL such as https://mcp.example.com/mcp: a host name or IP "
+                         f"address, an optional port (0-65535) and path (got {url[:100]!r})")
     netloc = f"[{host}]" if ":" in host else host
     if port is not None:
         netloc += f":{port}"
@@ -202,33 +334,64 @@ def check_slug(slug: str) -> str:
     return slug
 
 
+# Parts of a pydantic error location that name a union member, not a field:
+# "constrained-str", "list[constrained-str]", "literal['a','b']", "enum[Unset]", "function-after[...]".
+_UNION_TAG = re.compile(r"^(?:[a-z]+(?:-[a-z]+)*(?:\[.*\])?|[a-z]+\[.*\])$")
+_FIELD_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _is_unset_branch(err: dict[str, Any]) -> bool:
+    """The error of the internal "not sent" member of a partial update's union: it only
+    says that the value is not the sentinel, which no caller can send or needs to read."""
+    return any(str(p).startswith("enum[Unset]") for p in err.get("loc", ())) or (
+        err.get("type") == "enum" and "UNSET" in str(err.get("msg", "")))
+
+
+def _loc(err: dict[str, Any]) -> str:
+    parts = []
+    for part in err.get("loc", ()):
+        if isinstance(part, int):
+            parts.append(str(part))
+        elif part != "__root__" and (_FIELD_PART.fullmatch(part) or not _UNION_TAG.fullmatch(part)):
+            parts.append(part)
+    return ".".join(parts)
+
+
 def from_pydantic(exc: ValidationError) -> ValidationFailed:
-    """One clear sentence naming the field, from pydantic's error list."""
-    errors = exc.errors(include_url=False)
-    sentences = []
+    """One clear sentence naming the field, from pydantic's error list (internal details such
+    as union members and the partial-update sentinel left out)."""
+    errors = [e for e in exc.errors(include_url=False) if not _is_unset_branch(e)] or \
+        exc.errors(include_url=False)
+    sentences: list[str] = []
     first_field: str | None = None
     for err in errors:
-        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "__root__")
+        loc = _loc(err)
         first_field = first_field or (loc.split(".")[0] if loc else None)
         msg = _message(err)
         if not loc or loc.split(".")[0] in msg:
-            sentences.append(msg)
+            sentence = msg
         elif err.get("type") in ("missing", "extra_forbidden"):
-            sentences.append(f"{loc} {msg}")
+            sentence = f"{loc} {msg}"
         else:
-            sentences.append(f"{loc}: {msg}")
+            sentence = f"{loc}: {msg}"
+        if sentence not in sentences:
+            sentences.append(sentence)
     return ValidationFailed("; ".join(sentences), field=first_field)
 
 
 def _message(err: dict[str, Any]) -> str:
     typ = err.get("type", "")
     msg = str(err.get("msg", "invalid value"))
+    ctx = err.get("ctx") or {}
     if typ == "value_error":
         return msg.removeprefix("Value error, ")
     if typ == "missing":
         return "is required"
     if typ == "extra_forbidden":
         return "is not a known field"
-    if typ == "enum" or typ == "literal_error":
-        return msg.replace("Input should be", "must be")
+    if typ in ("too_short", "too_long", "string_too_short", "string_too_long"):
+        unit = "character" if isinstance(err.get("input"), str) else "item"
+        bound = ctx.get("min_length") if typ.endswith("short") else ctx.get("max_length")
+        plural = "" if bound == 1 else "s"
+        return f"must have at {'least' if typ.endswith('short') else 'most'} {bound} {unit}{plural}"
     return msg.replace("Input should be", "must be")

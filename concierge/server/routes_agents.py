@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from concierge.errors import ValidationFailed
+from concierge.errors import Conflict, NotFound, ValidationFailed
 from concierge.registry import Agent, AgentCreate, AgentUpdate
 from concierge.registry.catalog_models import ToolCallOutcome
 from concierge.server.api import ApiRoute, Ctx, ListOf, Query
@@ -54,7 +54,13 @@ async def call_tool(ctx: Ctx) -> ToolCallOutcome:
     if set(body) - {"name", "arguments"}:
         extra = ", ".join(sorted(set(body) - {"name", "arguments"}))
         raise ValidationFailed(f"unknown field(s): {extra}", field=extra)
-    return await ctx.backend.call_tool(name, arguments, agent=ctx.param("slug"), sandbox=sb)
+    agent = await ctx.backend.get_agent(ctx.param("slug"), sandbox=sb)  # an unknown agent: 404
+    try:
+        return await ctx.backend.call_tool(name, arguments, agent=agent.slug, sandbox=sb)
+    except NotFound as exc:
+        # The agent exists: what is missing is the tool the body names, which the agent's live
+        # catalog does not offer right now (a state the call conflicts with, not a bad request).
+        raise Conflict(exc.detail, error="unknown_tool") from None
 
 
 ROUTES = [

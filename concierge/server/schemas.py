@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from concierge.registry import Outcome, Sandbox
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace
+from concierge.registry.validation import SANDBOX_NAME_PATTERN
 
 __all__ = [
     "CatalogView",
@@ -49,7 +50,8 @@ class Me(BaseModel):
 class SandboxCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="1-64 letters, digits, _ and -; unique.")
+    name: str = Field(description="1-64 letters, digits, _ and -; unique.",
+                      json_schema_extra={"pattern": SANDBOX_NAME_PATTERN})
 
 
 class RegisterResponse(Outcome):
@@ -68,7 +70,7 @@ class DeleteResult(BaseModel):
 class ToolCall(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(description="The advertised catalog name, e.g. acme_search.")
+    name: str = Field(min_length=1, description="The advertised catalog name, e.g. acme_search.")
     arguments: dict[str, Any] | None = None
 
 
