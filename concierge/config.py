@@ -62,12 +62,13 @@ def _chmod_own(path: Path, mode: int, uid: int | None, *, want_dir: bool) -> Non
 
 
 def private_file(path: Path) -> Path:
-    """``path``, created empty with mode 0600 if missing, so a library that later opens it for
-    writing (SQLite, prompt_toolkit's history) never creates it readable by others."""
+    """``path``, created empty with mode 0600 if missing (or tightened to 0600 if it is ours),
+    so a library that later opens it for writing (SQLite, prompt_toolkit's history) never
+    leaves it readable by others."""
     try:
         os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE))
     except FileExistsError:
-        pass
+        _chmod_own(path, FILE_MODE, os.getuid() if hasattr(os, "getuid") else None, want_dir=False)
     return path
 
 

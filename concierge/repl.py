@@ -13,7 +13,7 @@ colour off; a dumb terminal (``TERM=dumb``) or a non-terminal stdin gets plain l
 Credentials: asked for on a separate prompt with in-memory history and hidden input; one
 pasted into a message is shown as ``*`` while typed (`credential_mask`) and written to the
 history file as ``[secret]``. The history file and the data directory's files are owner-only
-(0600, `secure_data_dir`).
+(0600; the data directory 0700: `concierge.config`).
 
 Answers: a confirmation takes typed answers ("yes please", "sure", "nah", `read_yes_no`) and
 asks again when it cannot tell. Ctrl-C at the token prompt abandons that request (the next
@@ -32,6 +32,7 @@ from typing import IO, Any
 
 import anyio
 
+from concierge import config
 from concierge.agent.events import (
     MAX_MESSAGE_CHARS,
     STOP_AWAITING_CONFIRMATION,
@@ -52,7 +53,7 @@ from concierge.errors import ConciergeError
 from concierge.registry import SourceView
 
 __all__ = ["MAX_MESSAGE_CHARS", "Repl", "TerminalIO", "credential_mask", "history_path", "mask_secrets",
-           "read_yes_no", "secure_data_dir"]
+           "read_yes_no"]
 
 _STYLES = {"dim": "\x1b[2m", "bold": "\x1b[1m", "red": "\x1b[31m", "green": "\x1b[32m",
            "yellow": "\x1b[33m", "reset": "\x1b[0m"}
@@ -68,7 +69,7 @@ def _redacting_file_history(base: type) -> type:
 
     class RedactingFileHistory(base):  # type: ignore[misc, valid-type]
         def __init__(self, filename: str) -> None:
-            _private_file(Path(filename))
+            config.private_file(Path(filename))
             super().__init__(filename)
 
         def append_string(self, string: str) -> None:
@@ -83,35 +84,6 @@ def mask_secrets(text: str) -> str:
     for start, end in reversed(spans):
         text = text[:start] + "[secret]" + text[end:]
     return text
-
-
-def _private_file(path: Path) -> None:
-    """Create ``path`` (if missing) with mode 0600, or tighten it to 0600."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
-    os.close(fd)
-    os.chmod(path, 0o600)
-
-
-_DATA_FILES = ("concierge.db", "concierge.db-wal", "concierge.db-shm", "concierge.db-journal", "master.key",
-               "chat_history")
-"""What concierge keeps in its data directory (and nothing else there is touched)."""
-
-
-def secure_data_dir(home: Path) -> None:
-    """Make concierge's files in its data directory owner-only (0600).
-
-    The database (and its -wal/-shm files) is created with the process umask; SQLite gives
-    files it creates later the database's own mode, so tightening it once is enough. Only
-    our own files are touched: ``CONCIERGE_HOME`` may be a directory shared with others.
-    """
-    for name in _DATA_FILES:
-        path = home / name
-        try:
-            if path.is_file() and not path.is_symlink():
-                os.chmod(path, 0o600)
-        except OSError:  # not ours to change: leave it, the next start tries again
-            continue
 
 
 def credential_mask() -> Any:
@@ -154,8 +126,6 @@ def credential_mask() -> Any:
 
 
 def history_path() -> Path:
-    from concierge import config
-
     return config.private_file(config.data_dir() / "chat_history")  # 0600, never under the umask
 
 

@@ -29,7 +29,7 @@ from concierge.agent.transcript import Transcript
 from concierge.backend import LocalBackend
 from concierge.cli import main
 from concierge.registry import Registry
-from concierge.repl import Repl, TerminalIO, mask_secrets, secure_data_dir
+from concierge.repl import Repl, TerminalIO, mask_secrets
 from tests.agent_fixtures import BEARER, backend, bearer_server  # noqa: F401 - fixtures
 from tests.mcp_servers import RunningServer
 
@@ -129,34 +129,32 @@ def test_a_transcript_file_is_owner_only(umask_022: None, tmp_path: Path) -> Non
     assert mode(path) == 0o600
 
 
-def test_secure_data_dir_tightens_what_sqlite_created(umask_022: None, tmp_path: Path) -> None:
+def test_secure_home_tightens_files_left_loose_by_an_older_version(umask_022: None, tmp_path: Path) -> None:
     home = tmp_path / "home"
-    registry = Registry.open(home)  # concierge.db, -wal, -shm created 0644 under umask 022
-    try:
-        assert any(mode(p) == 0o644 for p in home.iterdir())
-        secure_data_dir(home)
-        registry.create_sandbox("later")
-    finally:
-        registry.close()
-    again = Registry.open(home)  # SQLite creates the -wal/-shm anew: with the database's mode
+    Registry.open(home).close()
+    for p in home.iterdir():  # as an older version (or another library) left them
+        os.chmod(p, 0o644)
+    os.chmod(home, 0o755)
+    again = Registry.open(home)  # opening goes through config.data_dir -> secure_home
     try:
         again.create_sandbox("again")
         files = {p.name: mode(p) for p in home.iterdir()}
         assert {"concierge.db", "concierge.db-wal"} <= set(files)
         assert set(files.values()) == {0o600}, files
+        assert mode(home) == 0o700
     finally:
         again.close()
 
 
-def test_secure_data_dir_touches_only_concierges_own_files(umask_022: None, tmp_path: Path) -> None:
-    """CONCIERGE_HOME may be a shared directory: someone else's script keeps its mode."""
+def test_secure_home_touches_only_concierges_own_files(umask_022: None, tmp_path: Path) -> None:
+    """CONCIERGE_HOME may hold other files: someone else's script keeps its mode."""
     (tmp_path / "run.sh").write_text("#!/bin/sh\n")
     os.chmod(tmp_path / "run.sh", 0o755)
     (tmp_path / "chat_history").write_text("")
     os.chmod(tmp_path, 0o755)
-    secure_data_dir(tmp_path)
+    config.secure_home(tmp_path)
     assert mode(tmp_path / "run.sh") == 0o755 and mode(tmp_path / "chat_history") == 0o600
-    assert mode(tmp_path) == 0o755  # the directory itself is left alone
+    assert mode(tmp_path) == 0o700  # the data directory is private (issue #13)
 
 
 def test_concierge_chat_keeps_every_file_under_the_data_directory_owner_only(

@@ -123,10 +123,8 @@ def _session(args: argparse.Namespace, backend: Backend, model: ChatModel, *,
 
 
 async def chat(args: argparse.Namespace, backend: Backend) -> int:
-    from concierge import config
-    from concierge.repl import Repl, TerminalIO, history_path, secure_data_dir
+    from concierge.repl import Repl, TerminalIO, history_path
 
-    secure_data_dir(config.data_dir())  # the history file, database and key: owner-only
     model, label = select_model(args.model, offline=args.offline)
     if args.sandbox:
         await backend.get_sandbox(args.sandbox)  # a clear error now, not mid-conversation
@@ -138,10 +136,6 @@ async def chat(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def ask(args: argparse.Namespace, backend: Backend) -> int:
-    from concierge import config
-    from concierge.repl import secure_data_dir
-
-    secure_data_dir(config.data_dir())  # the database and key: owner-only, as for the REPL
     model, _ = select_model(args.model, offline=args.offline)
     session, transcript = _session(args, backend, model, auto_approve=args.yes)
     out = _AskOutput(as_json=args.json)
