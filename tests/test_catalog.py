@@ -127,8 +127,13 @@ async def test_cache_ttl_and_invalidation_on_every_change(reg: Registry) -> None
         clock.advance(29.9)
         assert (await catalog.resolve(None)).trace.cached_sources == [sid]
         clock.advance(0.2)
-        expired = await catalog.resolve(None)
-        assert expired.trace.cached_sources == [] and names(expired) == {"acme_echo", "acme_shout"}
+        expired = await catalog.resolve(None)  # stale-while-revalidate: the old listing, a refresh starts
+        assert expired.trace.stale_sources == [sid] and names(expired) == {"acme_echo"}
+        with anyio.fail_after(5):
+            while up.listings == n + 1 or not catalog.cached(sid):
+                await anyio.sleep(0.01)
+        refreshed = await catalog.resolve(None)
+        assert refreshed.trace.stale_sources == [] and names(refreshed) == {"acme_echo", "acme_shout"}
 
         await reg.update(sid, {"name": "Acme renamed"})  # update: dropped at once
         assert (await catalog.resolve(None)).trace.cached_sources == []

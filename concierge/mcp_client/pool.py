@@ -19,7 +19,9 @@ from typing import Any
 
 import anyio
 
+from concierge.errors import ConnectorError
 from concierge.mcp_client.endpoint import Endpoint
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.session import McpSession
 
 __all__ = ["DEFAULT_MAX_IN_FLIGHT", "SessionPool"]
@@ -43,6 +45,7 @@ class SessionPool:
         self._generation: dict[str, int] = {}
         self._limiters: dict[str, anyio.CapacityLimiter] = {}
         self._retired: list[McpSession] = []
+        self._closers: set[asyncio.Task[None]] = set()
         self._listeners: list[ListChangedListener] = []
         self.sessions_opened: dict[str, int] = {}
         """How many sessions were opened per key (reuse shows as 1 for many requests)."""
@@ -69,11 +72,21 @@ class SessionPool:
     # -- sessions ---------------------------------------------------------------------------
 
     def evict(self, key: str) -> None:
-        """Forget ``key``'s session; sync (listeners call it), closed at the next await point."""
+        """Forget ``key``'s session; sync (listeners call it), so it is closed in a task."""
         self._generation[key] = self._generation.get(key, 0) + 1
         session = self._sessions.pop(key, None)
         if session is not None:
             self._retired.append(session)
+            self._close_soon()
+
+    def _close_soon(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop (a sync caller): closed at the next await point we own
+            return
+        task = loop.create_task(self.close_retired())
+        self._closers.add(task)
+        task.add_done_callback(self._closers.discard)
 
     def discard(self, key: str, session: McpSession) -> None:
         """Retire ``session`` (it broke); the next request opens a new one."""
@@ -125,13 +138,23 @@ class SessionPool:
         return session
 
     @contextlib.asynccontextmanager
-    async def slot(self, key: str) -> AsyncIterator[None]:
-        """One of ``max_in_flight`` places for a request to ``key`` (waits when all are taken)."""
+    async def slot(self, key: str, *, wait: float | None = None) -> AsyncIterator[None]:
+        """One of ``max_in_flight`` places for a request to ``key``: waits (at most ``wait``
+        seconds, then ``ConnectorError`` timeout, not delivered) when all are taken."""
         limiter = self._limiters.get(key)
         if limiter is None:
             limiter = self._limiters[key] = anyio.CapacityLimiter(self.max_in_flight)
-        async with limiter:
+        acquired = False
+        with anyio.move_on_after(wait if wait is not None else float("inf")):
+            await limiter.acquire()
+            acquired = True
+        if not acquired:
+            raise ConnectorError(ErrorKind.TIMEOUT, f"{self.max_in_flight} requests to this server are in "
+                                 f"flight and none finished within {wait:g} s — try again", delivered=False)
+        try:
             yield
+        finally:
+            limiter.release()
 
     def in_flight(self, key: str) -> int:
         limiter = self._limiters.get(key)
@@ -145,6 +168,9 @@ class SessionPool:
         self._retired.extend(self._sessions.values())
         self._sessions.clear()
         await self.close_retired()
+        for task in list(self._closers):
+            with contextlib.suppress(BaseException):
+                await task
 
     def __repr__(self) -> str:
         return f"SessionPool(size={self.size}, opening={len(self._opening)})"

@@ -200,6 +200,15 @@ class McpSession:
                 log.exception("list_changed listener failed")
 
     async def _message_handler(self, message: Any) -> None:
+        if isinstance(message, Exception):
+            # The transport's reader died (e.g. the SSE stream of a restarted server ended):
+            # the session cannot hear answers any more. Close it now, so the next request
+            # goes to a new session instead of failing half-sent.
+            self._failure = self._failure or message
+            self._closed = True
+            if self._stop is not None:
+                self._stop.set()
+            return
         self._handle_message(message)
 
     async def _listen(self, client: Client) -> None:
