@@ -32,6 +32,7 @@ __all__ = ["Deadline", "ListChanged", "McpSession", "Progress", "collect_pages",
 log = logging.getLogger("concierge.mcp_client")
 
 _CLOSE_GRACE = 2.0
+_NO_SDK_TIMEOUT = 24 * 3600.0
 ListChanged = Callable[[str], None]
 """Called with ``"tools"``, ``"resources"`` or ``"prompts"`` when the server says that list changed."""
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
@@ -357,7 +358,8 @@ class McpSession:
                 if progress is not None:
                     await progress(value, total, message)
 
-            return await client.call_tool(name, arguments, read_timeout_seconds=self.endpoint.call_timeout,
+            # The SDK's own request timeout cannot be pushed back by progress: ours (the Deadline) rules.
+            return await client.call_tool(name, arguments, read_timeout_seconds=_NO_SDK_TIMEOUT,
                                           progress_callback=on_progress, meta=meta)  # type: ignore[arg-type]
 
         result = await self._request(run, timeout=self.endpoint.call_timeout, phase="call")

@@ -48,7 +48,7 @@ BUCKET_EVICTING_ACTIONS = frozenset({"update", "pause", "revoke", "delete"})
 """Source changes that reset the rate bucket (a health-check status change does not)."""
 INACTIVE_REASONS = frozenset({"paused", "error", "disconnected"})
 _MAX_LINKS = 4096
-"""Resource URIs seen in tool results, remembered (per sandbox) so a client can read them."""
+"""Resource URIs seen in an agent's tool results, remembered so its client can read them."""
 
 
 class Gateway:
@@ -155,7 +155,7 @@ class Gateway:
                                    error="not_allowed")
         result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
                                          progress=progress, meta=meta)
-        self._remember_links(sandbox_id, tool.source_id, result)
+        self._remember_links(ag.id, tool.source_id, result)
         return tool, result
 
     async def call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None = None, *,
@@ -219,12 +219,12 @@ class Gateway:
                              "sending it on a new session", source.id, exc.kind)
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
-    def _remember_links(self, sandbox_id: str, source_id: str, result: ToolCallResult) -> None:
+    def _remember_links(self, agent_id: str, source_id: str, result: ToolCallResult) -> None:
         for block in result.content:
             uri = block.get("uri") or (block.get("resource") or {}).get("uri")
             if block.get("type") in ("resource_link", "resource") and isinstance(uri, str):
-                self._links[(sandbox_id, uri)] = source_id
-                self._links.move_to_end((sandbox_id, uri))
+                self._links[(agent_id, uri)] = source_id
+                self._links.move_to_end((agent_id, uri))
         while len(self._links) > _MAX_LINKS:
             self._links.popitem(last=False)
 
@@ -247,7 +247,7 @@ class Gateway:
                 except Exception:  # a template we cannot parse matches nothing
                     continue
         if source_id is None:
-            linked = self._links.get((sandbox_id, uri))
+            linked = self._links.get((ag.id, uri))
             if linked is not None and any(t.source_id == linked for t in catalog.tools):
                 source_id = linked
         if source_id is None:
