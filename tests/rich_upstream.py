@@ -10,7 +10,7 @@ idempotent: counts its executions), ``blob`` (a text of ``size`` bytes), ``hang`
 cancelled), ``announce`` (tells clients its tool list changed).
 Resources ``res://readme`` and template ``res://docs/{name}``; prompt ``greet``.
 
-``legacy_only=True`` refuses ``server/discover``, so clients fall back to ``initialize``
+``json_response=True`` answers plain JSON instead of SSE. ``legacy_only=True`` refuses ``server/discover``, so clients fall back to ``initialize``
 sessions; the state counts sessions opened (``initialize``) and closed (``DELETE``).
 """
 
@@ -47,6 +47,7 @@ PNG_1PX = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8DwHwAF
 @dataclass
 class Rich:
     legacy_only: bool = False
+    list_delay: float = 0.0
     executions: int = 0
     count_delay: float = 0.0
     cancelled: int = 0
@@ -79,10 +80,11 @@ def _tools() -> list[types.Tool]:
     ]
 
 
-def rich_app(state: Rich, *, name: str = "rich") -> ASGIApp:
+def rich_app(state: Rich, *, name: str = "rich", json_response: bool = False) -> ASGIApp:
     tools = _tools()
 
     async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        await anyio.sleep(state.list_delay)
         return types.ListToolsResult(tools=tools)
 
     async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
@@ -153,7 +155,8 @@ def rich_app(state: Rich, *, name: str = "rich") -> ASGIApp:
                     on_list_resource_templates=on_list_templates, on_read_resource=on_read_resource,
                     on_list_prompts=on_list_prompts, on_get_prompt=on_get_prompt,
                     on_subscriptions_listen=ListenHandler(state.bus))
-    return _Counting(server.streamable_http_app(streamable_http_path="/mcp"), state)
+    app = server.streamable_http_app(streamable_http_path="/mcp", json_response=json_response)
+    return _Counting(app, state)
 
 
 class _Counting:

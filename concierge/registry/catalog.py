@@ -29,6 +29,7 @@ with reason ``task_required`` in ``trace.tools_left_out``.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import json
 import logging
@@ -42,7 +43,7 @@ from typing import Any
 import anyio
 
 from concierge.errors import ConciergeError, ConnectorError, NotFound
-from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, Endpoint, SessionPool, ToolInfo
+from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, DEFAULT_MAX_MESSAGE_BYTES, Endpoint, SessionPool, ToolInfo
 from concierge.mcp_client.session import McpSession
 from concierge.registry.catalog_models import (
     CatalogPrompt,
@@ -260,8 +261,12 @@ class Catalog:
 
     def __init__(self, registry: Registry, *, ttl_seconds: float = 30.0,
                  clock: Callable[[], float] = time.monotonic, lister: Lister | None = None,
-                 max_concurrency: int | None = None, pool: SessionPool | None = None) -> None:
+                 max_concurrency: int | None = None, pool: SessionPool | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.registry = registry
+        self.max_message_bytes = max_message_bytes
+        """The cap on one message (a listing page, a tool result) read from a server; applies
+        to sessions opened from now on."""
         self.ttl_seconds = ttl_seconds
         self.pool = pool if pool is not None else SessionPool()
         """Pooled upstream sessions, shared with the gateway."""
@@ -386,11 +391,18 @@ class Catalog:
             self._cache[source.id] = _Entry(listing=listing, at=self._clock(), stamp=source.updated_at)
         return _Listing(listing=listing)
 
+    def endpoint(self, source_id: str) -> Endpoint:
+        """The source's endpoint (its decrypted credential: never log it) with our size cap.
+        Raises `VaultError` when the credential cannot be decrypted."""
+        endpoint = self.registry.endpoint(source_id)
+        if endpoint.max_message_bytes != self.max_message_bytes:
+            endpoint = dataclasses.replace(endpoint, max_message_bytes=self.max_message_bytes)
+        return endpoint
+
     async def _list_source(self, source: SourceView) -> SourceListing:
         if self._lister is not None:
-            endpoint = self.registry.endpoint(source.id)
-            return SourceListing(tools=await self._lister(endpoint))
-        session, _ = await self.pool.session(source.id, lambda: self.registry.endpoint(source.id))
+            return SourceListing(tools=await self._lister(self.endpoint(source.id)))
+        session, _ = await self.pool.session(source.id, lambda: self.endpoint(source.id))
         try:
             return await _list_session(session)
         except ConnectorError:

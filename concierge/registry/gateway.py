@@ -23,7 +23,6 @@ Update, pause, revoke or delete of a source evicts its pooled session and its ra
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import logging
 import time
@@ -31,8 +30,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from concierge.errors import Conflict, ConnectorError, NotFound, PermissionDenied
-from concierge.mcp_client import DEFAULT_MAX_MESSAGE_BYTES, Endpoint, ErrorKind, McpSession, ToolCallResult
+from concierge.errors import ConciergeError, Conflict, ConnectorError, NotFound, PermissionDenied
+from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
 from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace, ToolCallOutcome
 from concierge.registry.models import Agent, SourceStatus, SourceView
@@ -56,14 +55,11 @@ class Gateway:
 
     def __init__(self, registry: Registry, catalog: Catalog, *,
                  clock: Callable[[], float] = time.monotonic,
-                 limiter: RateLimiter | None = None,
-                 max_result_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
+                 limiter: RateLimiter | None = None) -> None:
         self.registry = registry
         self.catalog = catalog
         self.pool = catalog.pool
         self.limiter = limiter or RateLimiter(clock=clock)
-        self.max_result_bytes = max_result_bytes
-        """The cap on one tool result (and listing page) read from a server, in bytes."""
         self._clock = clock
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -189,11 +185,15 @@ class Gateway:
                 return _error_result(str(exc))
             raise
 
-    def _endpoint(self, source_id: str) -> Endpoint:
-        endpoint = self.registry.endpoint(source_id)
-        if endpoint.max_message_bytes != self.max_result_bytes:
-            endpoint = dataclasses.replace(endpoint, max_message_bytes=self.max_result_bytes)
-        return endpoint
+    @property
+    def max_result_bytes(self) -> int:
+        """The cap on one tool result read from a server (the catalog's message cap: the
+        session is shared); a bigger result is a tool error, refused while it is read."""
+        return self.catalog.max_message_bytes
+
+    @max_result_bytes.setter
+    def max_result_bytes(self, value: int) -> None:
+        self.catalog.max_message_bytes = value
 
     async def _pooled(self, source: SourceView, request: Callable[[McpSession], Awaitable[Any]]) -> Any:
         """Run ``request`` on the source's pooled session, in one of its slots.
@@ -204,7 +204,7 @@ class Gateway:
         """
         async with self.pool.slot(source.id, wait=source.call_timeout):
             for attempt in (1, 2):
-                session, fresh = await self.pool.session(source.id, lambda: self._endpoint(source.id))
+                session, fresh = await self.pool.session(source.id, lambda: self.catalog.endpoint(source.id))
                 try:
                     return await request(session)
                 except ConnectorError as exc:
@@ -288,8 +288,10 @@ def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
                                f"which is {skipped.reason}" + (f": {skipped.detail}" if skipped.detail else ""),
                                error="source_inactive")
             if skipped.reason != "not_in_tool_sources":
-                raise ConnectorError(skipped.reason, f"tool {name} belongs to source {skipped.name} "
-                                     f"({skipped.source_id}), which could not be listed: {why}")
+                detail = f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), which could not be listed: {why}"
+                if skipped.reason in ErrorKind.__members__.values():
+                    raise ConnectorError(skipped.reason, detail)
+                raise ConciergeError(detail, error=skipped.reason)  # e.g. vault_error
     hint = ""
     close = difflib.get_close_matches(name, [t.name for t in result.tools], n=3)
     if close:
