@@ -305,7 +305,9 @@ def build_gateway_server(provider: ToolProvider, *, agent: str, sandbox: str | N
     server = _GatewayServer(GATEWAY_SERVER_NAME, version=_version(),
                             instructions=f"The tools of agent {agent}, served by concierge.",
                             get_tool_input_schema=lambda name: face.schemas.get(name), **handlers)
-    server.middleware.append(face.remember)
+    # The SDK opens an OpenTelemetry span per message by default (a no-op without an exporter,
+    # yet measurable per call); the gateway keeps only its own middleware.
+    server.middleware = [face.remember]
     face.server = server
     server.face = face  # type: ignore[attr-defined]  # for tests and the mount
     return server
