@@ -13,8 +13,10 @@ What a client sees is the upstream servers' own, passed through under namespaced
     instructions               the sources' own, each under its namespace
     notifications/*/list_changed
                                sent to connected clients when a source of the sandbox is added,
-                               changed, paused, resumed or revoked, or an upstream announces a change
-                               (legacy sessions: on their GET stream; 2026-07-28: subscriptions/listen)
+                               changed, paused, resumed or revoked (in this process at once, in
+                               another process, e.g. the CLI, within ``WATCH_INTERVAL``), or an
+                               upstream announces a change (legacy sessions: on their GET stream;
+                               2026-07-28: subscriptions/listen)
 
 Policy and transport failures (not allowed, rate cap, server down, result too large) come back
 as tool errors the client can show, never as crashes.
@@ -62,6 +64,8 @@ log = logging.getLogger("concierge.gateway_server")
 GATEWAY_SERVER_NAME = "concierge-gateway"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _MAX_INSTRUCTIONS = 8000
+WATCH_INTERVAL = 2.0
+"""Seconds between looks at the sandbox's sources for changes made by other processes."""
 
 
 class ToolProvider(Protocol):
@@ -157,7 +161,11 @@ class _Face:
     async def remember(self, ctx: Any, call_next: Any) -> Any:
         """Middleware: note each client connection (to notify it later) and refresh the
         instructions before a handshake."""
-        self.loop = self.loop or asyncio.get_running_loop()
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            if self.gateway is not None:  # changes made by other processes, seen by polling
+                watcher = self.loop.create_task(self._watch())
+                self._tasks.add(watcher)
         connection = getattr(ctx.session, "_connection", None)  # the SDK keeps it private
         if connection is not None:
             self.connections.add(connection)
@@ -178,6 +186,17 @@ class _Face:
         parts = [intro] + [f"\n## {apps.get(sid, sid)}\n{text}" for sid, text in catalog.instructions.items()
                            if sid in apps]
         self.server.instructions = "\n".join(parts)[:_MAX_INSTRUCTIONS]
+
+    async def _watch(self) -> None:
+        assert self.gateway is not None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self._sandbox_id is None:
+                continue
+            try:
+                self.gateway.poll_changes(self._sandbox_id)  # listeners (on_change) do the telling
+            except Exception:  # a failed look must not end the watch
+                log.exception("looking for source changes failed")
 
     def on_change(self, source_id: str, what: str) -> None:
         """A catalog change (any thread): tell the connected clients what to refetch."""

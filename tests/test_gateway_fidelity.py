@@ -172,3 +172,34 @@ async def test_list_changed_reaches_connected_clients_of_both_eras(backend) -> N
                     await sub.__anext__()
                     while not legacy_heard:
                         await anyio.sleep(0.02)
+
+
+async def test_a_change_made_by_another_process_reaches_connected_clients(backend, monkeypatch) -> None:
+    import concierge.gateway_server as gateway_server
+    from concierge.registry import Registry
+
+    monkeypatch.setattr(gateway_server, "WATCH_INTERVAL", 0.1)
+    state = Rich()
+    with _served(state) as up:
+        sid = await register(backend.registry, up.url(), "rich")
+        backend.registry.create_agent({"slug": "bot"})
+        heard: list[object] = []
+
+        async def on_message(message) -> None:
+            if isinstance(message, types.ToolListChangedNotification):
+                heard.append(message)
+
+        async with serve_here(build_gateway_app(backend, agent="bot")) as base, \
+                Client(f"{base}/mcp", mode="legacy", message_handler=on_message) as client:
+            assert len((await client.list_tools()).tools) == 8
+            await anyio.sleep(0.3)  # the watcher has taken its first look
+            other = Registry.open(backend.registry.store.path.parent)  # as `concierge source pause` would
+            try:
+                other.pause(sid)
+            finally:
+                other.close()
+            with anyio.fail_after(5):
+                while not heard:
+                    await anyio.sleep(0.02)
+            assert (await client.list_tools()).tools == []
+            assert backend.gateway.pooled(sid) is None  # its session was dropped too

@@ -310,6 +310,11 @@ class Catalog:
                 log.exception("catalog change listener failed")
 
     def _on_source_change(self, source_id: str, action: str) -> None:
+        self.source_changed(source_id, action)
+
+    def source_changed(self, source_id: str, action: str) -> None:
+        """Drop what we hold of a source (listing, pooled session) and tell the listeners;
+        the registry calls this for changes in this process, `Gateway.poll_changes` for others."""
         self.invalidate(source_id)
         self.pool.evict(source_id)
         self._notify(source_id, action)

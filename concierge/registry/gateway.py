@@ -63,6 +63,7 @@ class Gateway:
         self._clock = clock
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._seen: dict[str, dict[str, tuple[str, str]]] = {}
         registry.on_source_change(self._on_source_change)
 
     # -- pool bookkeeping -------------------------------------------------------------------
@@ -72,6 +73,21 @@ class Gateway:
         if action in BUCKET_EVICTING_ACTIONS:
             self.limiter.evict(source_id)
         self.pool.evict(source_id)
+
+    def poll_changes(self, sandbox_id: str) -> list[str]:
+        """Compare the sandbox's sources with the last look and apply what changed meanwhile
+        in another process (a CLI ``source pause``, a second server): listings and sessions
+        dropped, buckets reset, change listeners told. Returns the changed source ids."""
+        now = {s.id: (s.updated_at, s.status.value) for s in self.registry.list_sources(sandbox=sandbox_id)}
+        before = self._seen.get(sandbox_id)
+        self._seen[sandbox_id] = now
+        if before is None:
+            return []
+        changed = sorted(sid for sid in now.keys() | before.keys() if now.get(sid) != before.get(sid))
+        for sid in changed:
+            self._on_source_change(sid, "update")
+            self.catalog.source_changed(sid, "update")
+        return changed
 
     @property
     def sessions_opened(self) -> dict[str, int]:
