@@ -203,11 +203,12 @@ def client_process(url: str, tools: list[str], clients: int, calls: int) -> dict
 # -- orchestration ----------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def process(args: list[str], port: int, what: str, env: dict[str, str] | None = None) -> Iterator[None]:
+def process(args: list[str], port: int, what: str,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         wait_for_port(port, proc, what)
-        yield
+        yield proc
     finally:
         proc.terminate()
         try:
@@ -215,6 +216,13 @@ def process(args: list[str], port: int, what: str, env: dict[str, str] | None = 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(5)
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process has used (Linux /proc): a measure that load from
+    other processes on a shared machine does not distort the way wall time is distorted."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def stats(base: str) -> dict[str, int]:
@@ -261,19 +269,24 @@ def main_bench(args: argparse.Namespace) -> None:
     all_sources = seq_sources + [s for pair in conc_sources for s in pair]
     seq: dict[str, list[float]] = {mode: [] for mode in urls}
     conc: dict[str, list[dict[str, Any]]] = {mode: [] for mode in urls}
+    cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "bare forwarder": 0.0, "gateway": 0.0,
+                             "upstream (gateway runs)": 0.0}
     with tempfile.TemporaryDirectory() as home, \
-            process([sys.executable, __file__, "--upstream", str(up_port)], up_port, "upstream"):
+            process([sys.executable, __file__, "--upstream", str(up_port)], up_port, "upstream") as up_proc:
         env = dict(os.environ, CONCIERGE_HOME=home,
                    CONCIERGE_MASTER_KEY=os.environ.get("CONCIERGE_MASTER_KEY", "ab" * 32))
         os.environ["CONCIERGE_MASTER_KEY"] = env["CONCIERGE_MASTER_KEY"]
         register_sources(home, urls["direct"], all_sources)
         before = stats(upstream)
         gateway_cmd = [sys.executable, "-m", "concierge", "gateway", "--agent", "bench", "--port", str(gw_port)]
-        with process(gateway_cmd, gw_port, "gateway", env=env):
+        with process(gateway_cmd, gw_port, "gateway", env=env) as gw_proc:
             started = stats(upstream)
             gateway_sessions = _sessions(started) - _sessions(before)  # the gateway's start-up listing
             with process([sys.executable, __file__, "--bare-proxy", str(bare_port), "--to", urls["direct"]],
-                         bare_port, "bare proxy"):
+                         bare_port, "bare proxy") as bare_proc:
+                owner = {"direct": [(up_proc, "upstream (direct runs)")],
+                         "bare": [(bare_proc, "bare forwarder")],
+                         "gateway": [(gw_proc, "gateway"), (up_proc, "upstream (gateway runs)")]}
                 for r in range(rounds):
                     for mode in urls:  # interleaved: direct, bare proxy, gateway, and again
                         tools = [f"{seq_sources[r]}_echo"] if mode == "gateway" else ["echo"]
@@ -284,10 +297,13 @@ def main_bench(args: argparse.Namespace) -> None:
                     for mode in urls:
                         tools = [f"{s}_echo" for s in conc_sources[r]] if mode == "gateway" else ["echo"]
                         s0 = stats(upstream)
+                        before_cpu = [cpu_seconds(p) for p, _ in owner[mode]]
                         conc[mode].append(client_process(urls[mode], tools, args.clients, args.calls))
+                        for (p, name), spent in zip(owner[mode], before_cpu):
+                            cpu[name] += cpu_seconds(p) - spent
                         if mode == "gateway":
                             gateway_sessions += _sessions(stats(upstream)) - _sessions(s0)
-    report(args, seq, conc, gateway_sessions, len(all_sources))
+    report(args, seq, conc, gateway_sessions, len(all_sources), cpu)
 
 
 def _sessions(counts: dict[str, int]) -> int:
@@ -295,7 +311,7 @@ def _sessions(counts: dict[str, int]) -> int:
 
 
 def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str, list[dict[str, Any]]],
-           gateway_sessions: int, n_sources: int) -> None:
+           gateway_sessions: int, n_sources: int, cpu: dict[str, float]) -> None:
     print(f"Gateway bench: upstream, `concierge gateway` and clients in separate processes on loopback; "
           f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
     print("(bare = a do-nothing forwarder written with the same SDK: the floor for a Python MCP gateway)\n")
@@ -328,6 +344,16 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
           f"bare/direct: throughput {bt / dt:.2f}x, p99 {bp / dp:.2f}x")
     for e in [e for r in conc["gateway"] for e in r["errors"]][:3]:
         print(f"  e.g. error: {e}")
+    calls = args.rounds * args.clients * args.calls
+    per_call = {name: spent / calls * 1000 for name, spent in cpu.items()}
+    print("  CPU per call in the concurrent runs (wall-clock independent): " + ", ".join(
+        f"{name} {value:.2f} ms" for name, value in per_call.items()))
+    cores = os.cpu_count() or 1
+    ceiling = min(1000 / per_call["gateway"], cores * 1000 / (per_call["gateway"] + per_call["upstream (gateway runs)"]))
+    direct_ceiling = min(1000 / per_call["upstream (direct runs)"], cores * 1000 / per_call["upstream (direct runs)"])
+    print(f"  what bounds it: the gateway is one Python process; at {per_call['gateway']:.2f} ms of CPU per call it "
+          f"serves at most ~{ceiling:.0f} calls/s on this machine, while the upstream alone allows "
+          f"~{direct_ceiling:.0f} (ceiling ratio {ceiling / direct_ceiling:.2f}x, before the clients' own CPU)")
     limit = n_sources + args.clients
     print(f"\nUpstream sessions opened by the gateway (start-up and its runs): {gateway_sessions} "
           f"(sources {n_sources} + clients {args.clients} = {limit})")
