@@ -203,3 +203,21 @@ async def test_a_change_made_by_another_process_reaches_connected_clients(backen
                     await anyio.sleep(0.02)
             assert (await client.list_tools()).tools == []
             assert backend.gateway.pooled(sid) is None  # its session was dropped too
+
+
+async def test_a_third_party_server_passes_through_unchanged(backend) -> None:
+    from tests.mcp_servers import time_server_app
+
+    with serve_in_thread(factory=time_server_app) as up:  # PyPI mcp-server-time, an MCPServer
+        await register(backend.registry, up.url(), "time")
+        backend.registry.create_agent({"slug": "bot"})
+        async with Client(up.url()) as direct:
+            upstream = {t.name: t for t in (await direct.list_tools()).tools}
+        async with serve_here(build_gateway_app(backend, agent="bot")) as base, \
+                Client(f"{base}/mcp", mode="legacy") as client:
+            listed = {t.name.removeprefix("time_"): t for t in (await client.list_tools()).tools}
+            assert listed.keys() == upstream.keys()
+            for name, tool in upstream.items():
+                assert listed[name].model_dump(exclude={"name"}) == tool.model_dump(exclude={"name"}), name
+            result = await client.call_tool("time_get_current_time", {"timezone": "UTC"})
+            assert not result.is_error and result.structured_content["timezone"] == "UTC"

@@ -93,6 +93,7 @@ class SessionPool:
         if self._sessions.get(key) is session:
             del self._sessions[key]
         self._retired.append(session)
+        self._close_soon()
 
     async def close_retired(self) -> None:
         while self._retired:
