@@ -10,8 +10,8 @@ Three kinds of process on loopback, as in production:
                ``initialize``) and serves the counts at ``/stats``
     gateway    ``concierge gateway --agent bench``, the real command, over a registry in a
                temporary home whose sources all point at that upstream
-    bare       a do-nothing forwarder built with the same SDK (one Client, no routing or policy):
-               what it adds over a direct call is the floor for any Python MCP gateway
+    bare       a naive forwarder built with the same SDK and its defaults (one Client, no routing
+               or policy): a reference for what one more SDK hop costs
     client     a process running the mcp SDK's ``Client``: one client making calls one after
                another (latency), or N clients making M calls each at once (throughput)
 
@@ -118,11 +118,11 @@ def serve_upstream(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
-# -- the bare SDK proxy: the floor for any MCP gateway written with the Python SDK ------------
+# -- the bare SDK forwarder: what one more SDK hop costs, for reference ---------------------------
 
 def serve_bare_proxy(port: int, upstream: str) -> None:
-    """A low-level Server whose only tool handler forwards to one open SDK Client: no routing,
-    no policy, no registry. What it adds over a direct call bounds what a gateway can add."""
+    """A low-level Server whose only tool handler forwards to one open SDK Client (defaults): no
+    routing, no policy, no registry."""
     import mcp_types as types
     import uvicorn
     from mcp import Client
@@ -314,7 +314,8 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
            gateway_sessions: int, n_sources: int, cpu: dict[str, float]) -> None:
     print(f"Gateway bench: upstream, `concierge gateway` and clients in separate processes on loopback; "
           f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
-    print("(bare = a do-nothing forwarder written with the same SDK: the floor for a Python MCP gateway)\n")
+    print("(bare = a naive forwarder written with the same SDK and its defaults: one Client, no routing, "
+          "no policy; a reference for what one SDK hop costs)\n")
     med = {m: statistics.median(v) for m, v in seq.items()}
     p99 = {m: pct(v, 0.99) for m, v in seq.items()}
     print(f"Sequential: 1 client, {args.seq_calls} calls per round ({len(seq['direct'])} calls per mode)")

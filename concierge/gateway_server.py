@@ -248,12 +248,16 @@ class _Face:
                 outcome = await self.provider.call_tool(params.name, arguments, agent=self.agent,
                                                         sandbox=self.sandbox)
                 return _outcome_result(outcome)
+            meta = ctx.meta or {}
+            wants_progress = meta.get("progressToken", meta.get("progress_token")) is not None
 
             async def progress(value: float, total: float | None, message: str | None) -> None:
-                await ctx.session.report_progress(value, total, message)  # a no-op unless asked for
+                await ctx.session.report_progress(value, total, message)
 
+            # Progress is asked of the upstream only for a client that asked for it (a token in
+            # every upstream request costs the upstream work per call).
             _, result = await self.gateway.call_raw(params.name, arguments, agent=self.agent, sandbox=self.sandbox,
-                                                    progress=progress)
+                                                    progress=progress if wants_progress else None)
         except ConciergeError as exc:
             return _error_result(_error_text(exc))
         if result.raw is not None:

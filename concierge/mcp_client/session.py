@@ -348,19 +348,21 @@ class McpSession:
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, *,
                         progress: Progress | None = None, meta: dict[str, Any] | None = None) -> ToolCallResult:
-        """One tools/call under ``call_timeout`` (pushed back by each progress report). A
-        tool-level error is ``is_error=True``; transport failures raise ``ConnectorError``."""
+        """One tools/call under ``call_timeout``. With ``progress``, the server is asked for
+        progress, each report goes to ``progress`` and pushes the deadline back. A tool-level
+        error is ``is_error=True``; transport failures raise ``ConnectorError``."""
         start = time.perf_counter()
 
         async def run(client: Client, deadline: Deadline) -> types.CallToolResult:
             async def on_progress(value: float, total: float | None, message: str | None) -> None:
                 deadline.reset()
-                if progress is not None:
-                    await progress(value, total, message)
+                assert progress is not None
+                await progress(value, total, message)
 
             # The SDK's own request timeout cannot be pushed back by progress: ours (the Deadline) rules.
             return await client.call_tool(name, arguments, read_timeout_seconds=_NO_SDK_TIMEOUT,
-                                          progress_callback=on_progress, meta=meta)  # type: ignore[arg-type]
+                                          progress_callback=on_progress if progress is not None else None,
+                                          meta=meta)  # type: ignore[arg-type]
 
         result = await self._request(run, timeout=self.endpoint.call_timeout, phase="call")
         return call_result(result, _ms(start))
