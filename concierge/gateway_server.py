@@ -45,6 +45,7 @@ from mcp.server.subscriptions import (
     ListenHandler,
     PromptsListChanged,
     ResourcesListChanged,
+    ServerEvent,
     ToolsListChanged,
 )
 from mcp.shared.exceptions import MCPError
@@ -137,10 +138,10 @@ class _GatewayServer(Server[Any]):
 
     def create_initialization_options(self, notification_options: NotificationOptions | None = None,
                                       experimental_capabilities: dict[str, dict[str, Any]] | None = None,
-                                      **kwargs: Any) -> InitializationOptions:
+                                      extensions: dict[str, dict[str, Any]] | None = None) -> InitializationOptions:
         every = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
         return super().create_initialization_options(notification_options or every, experimental_capabilities,
-                                                     **kwargs)
+                                                     extensions)
 
 
 class _Face:
@@ -218,7 +219,8 @@ class _Face:
         task.add_done_callback(self._tasks.discard)
 
     async def _broadcast(self, kinds: tuple[str, ...]) -> None:
-        events = {"tools": ToolsListChanged(), "resources": ResourcesListChanged(), "prompts": PromptsListChanged()}
+        events: dict[str, ServerEvent] = {"tools": ToolsListChanged(), "resources": ResourcesListChanged(),
+                                          "prompts": PromptsListChanged()}
         for kind in kinds:
             await self.bus.publish(events[kind])  # 2026-07-28 clients: their listen streams
         for connection in list(self.connections):  # handshake-era clients: their GET streams

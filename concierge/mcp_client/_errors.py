@@ -19,10 +19,9 @@ from __future__ import annotations
 import contextvars
 import socket
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
 
 import anyio
 import httpx2
@@ -159,7 +158,7 @@ def _refused(f: _Facts) -> str:
     return f"the connection to {f.where} was lost during the request ({f.message or 'no detail'})"
 
 
-_SENTENCES: dict[ErrorKind, Any] = {
+_SENTENCES: dict[ErrorKind, Callable[[_Facts], str]] = {
     ErrorKind.UNAUTHORIZED: lambda f: f"{f.where} answered HTTP 401 — check the token or auth header",
     ErrorKind.FORBIDDEN: lambda f: f"{f.where} answered HTTP 403 — the credentials were refused for this resource",
     ErrorKind.NOT_FOUND: lambda f: (_status_sentence(f) if f.in_session else

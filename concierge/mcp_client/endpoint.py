@@ -11,7 +11,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx2
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "redact"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "host_of", "redact", "tls_context"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """The default cap on one message from a server (a tool result, a listing page): about

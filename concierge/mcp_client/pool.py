@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import anyio
 
@@ -117,7 +117,7 @@ class SessionPool:
             endpoint = make_endpoint()
             flight = asyncio.get_running_loop().create_task(self._open(key, endpoint))
             self._opening[key] = flight
-            flight.add_done_callback(lambda f, k=key: self._done_opening(k, f))
+            flight.add_done_callback(functools.partial(self._done_opening, key))
         session = await asyncio.shield(flight)
         return session, True
 
@@ -175,6 +175,3 @@ class SessionPool:
 
     def __repr__(self) -> str:
         return f"SessionPool(size={self.size}, opening={len(self._opening)})"
-
-    def stats(self) -> dict[str, Any]:
-        return {"size": self.size, "opened": dict(self.sessions_opened)}

@@ -215,14 +215,15 @@ class McpSession:
     async def _listen(self, client: Client) -> None:
         """2026-07-28: list-changed events come on a listen stream, if the server offers one."""
         caps = client.server_capabilities
-        wanted = {"tools_list_changed": bool(caps.tools and caps.tools.list_changed),
-                  "prompts_list_changed": bool(caps.prompts and caps.prompts.list_changed),
-                  "resources_list_changed": bool(caps.resources and caps.resources.list_changed)}
-        if self._on_list_changed is None or not any(wanted.values()):
+        tools = bool(caps.tools and caps.tools.list_changed)
+        prompts = bool(caps.prompts and caps.prompts.list_changed)
+        resources = bool(caps.resources and caps.resources.list_changed)
+        if self._on_list_changed is None or not (tools or prompts or resources):
             return
         names = {"ToolsListChanged": "tools", "PromptsListChanged": "prompts", "ResourcesListChanged": "resources"}
         try:
-            async with client.listen(**wanted) as sub:
+            async with client.listen(tools_list_changed=tools, prompts_list_changed=prompts,
+                                     resources_list_changed=resources) as sub:
                 async for event in sub:
                     what = names.get(type(event).__name__)
                     if what is not None:
@@ -361,7 +362,7 @@ class McpSession:
 
             # The SDK's own request timeout cannot be pushed back by progress: ours (the Deadline) rules.
             return await client.call_tool(name, arguments, read_timeout_seconds=_NO_SDK_TIMEOUT,
-                                          progress_callback=on_progress if progress is not None else None,
+                                          progress_callback=on_progress if progress is not None else None,  # type: ignore[arg-type]
                                           meta=meta)  # type: ignore[arg-type]
 
         result = await self._request(run, timeout=self.endpoint.call_timeout, phase="call")

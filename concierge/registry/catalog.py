@@ -64,6 +64,7 @@ __all__ = [
     "MAX_DESCRIPTION",
     "MAX_NAME",
     "MAX_SCHEMA_CHARS",
+    "MIN_NAMESPACE",
     "NAME_RE",
     "SourceListing",
     "base_name",
