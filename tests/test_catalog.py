@@ -422,3 +422,22 @@ async def test_an_agent_sees_only_its_own_sandbox(reg: Registry) -> None:
         assert names(await catalog.resolve("bot")) == {"acme_mine"}
         assert names(await catalog.resolve("bot", sandbox="other")) == {"acme_theirs"}
         assert (await catalog.resolve("bot", sandbox="other")).sandbox_id == reg.get_sandbox("other").id
+
+
+@pytest.mark.anyio
+async def test_a_listing_under_way_for_an_old_url_is_not_joined_after_an_update(reg: Registry) -> None:
+    slow, fast = Upstream(tools=[("old_tool", "Old.")]), Upstream(tools=[("new_tool", "New.")])
+    with serve_upstream(slow) as s, serve_upstream(fast) as f:
+        sid = await register(reg, s.url(), "acme", connect_timeout=3)
+        from concierge.mcp_client import list_tools
+
+        async with Catalog(reg, lister=list_tools) as catalog:  # one-shot listings: nothing evicts them
+            slow.list_delay = 1.5
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(catalog.resolve, None)  # a listing of the old URL is under way
+                await anyio.sleep(0.2)
+                out = await reg.update(sid, {"base_url": f.url()})
+                assert out.status == "active"
+                started = time.perf_counter()
+                fresh = await catalog.resolve(None)
+                assert names(fresh) == {"acme_new_tool"} and time.perf_counter() - started < 1.0

@@ -329,6 +329,7 @@ class Catalog:
         ids = [source_id] if source_id is not None else list(self._cache)
         for sid in ids:
             self._cache.pop(sid, None)
+            self._flights.pop(sid, None)  # a listing under way may use the old row: nobody joins it now
             self._generation[sid] = self._generation.get(sid, 0) + 1
         self._resolving.clear()  # a resolution under way may predate the change
 
