@@ -91,7 +91,7 @@ async def test_every_upstream_session_opened_is_closed_after_deadlines_and_cance
 
 @pytest.mark.parametrize("legacy_only", [False, True])
 async def test_a_call_that_may_have_run_is_never_sent_twice(backend, legacy_only: bool) -> None:
-    state = Rich(legacy_only=legacy_only, count_delay=3.0)  # longer than the server's graceful stop
+    state = Rich(legacy_only=legacy_only, count_delay=2.0)  # longer than the server's graceful stop (1 s)
     with serve_in_thread(factory=lambda: rich_app(state)) as up:
         await register(backend.registry, up.url(), "rich")
         backend.registry.create_agent({"slug": "bot"})
