@@ -1,4 +1,4 @@
-"""The gateway as a faithful MCP proxy: a real upstream that uses every feature (tests/rich_upstream.py),
+"""The gateway as a faithful MCP proxy: a real upstream that uses every feature (``rich_app``),
 `concierge gateway`'s app in this event loop, and the mcp SDK's own Client in both protocol eras."""
 
 from __future__ import annotations
@@ -11,8 +11,7 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from concierge.gateway_server import build_gateway_app
 from tests.catalog_fixtures import backend, reg, register, serve_here, serve_upstream, Upstream  # noqa: F401
-from tests.mcp_servers import serve_in_thread
-from tests.rich_upstream import LOOKUP_DEFINITION, Rich, rich_app
+from tests.mcp_servers import LOOKUP_DEFINITION, Rich, rich_app, serve_in_thread
 
 pytestmark = pytest.mark.anyio
 
