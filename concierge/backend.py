@@ -199,6 +199,6 @@ class LocalBackend:
         return await self.ingestor.pull(source_id, sandbox=sandbox)
 
     async def aclose(self) -> None:
-        if self._gateway is not None:
-            await self._gateway.aclose()
+        if self._catalog is not None:  # closes the pooled sessions (the gateway shares them)
+            await self._catalog.aclose()
         self.registry.close()

@@ -75,14 +75,29 @@ class RateLimited(ConciergeError):
 
 
 class ConnectorError(ConciergeError):
-    """An MCP server could not be reached or did not behave. ``kind`` is an ErrorKind value."""
+    """An MCP server could not be reached or did not behave.
+
+    ``kind`` is a `concierge.mcp_client.kinds.ErrorKind` (a value it does not know becomes
+    ``unknown``); ``detail`` reads ``"<kind>: <one sentence>"``, the kind said once.
+    ``delivered`` is False only when the request certainly never reached the server (so
+    retrying it cannot run a tool twice).
+    """
 
     error = "mcp_error"
 
-    def __init__(self, kind: str, detail: str, *, http_status: int | None = None) -> None:
-        super().__init__(f"{kind}: {detail}" if not detail.startswith(kind) else detail)
-        self.kind = kind
+    def __init__(self, kind: str, detail: str, *, http_status: int | None = None,
+                 delivered: bool = True) -> None:
+        from concierge.mcp_client.kinds import ErrorKind  # a bare enum module: no SDK import
+
+        try:
+            self.kind = ErrorKind(kind)
+        except ValueError:
+            self.kind = ErrorKind.UNKNOWN
+        prefix = f"{self.kind.value}: "
+        self.sentence = detail.removeprefix(prefix)
+        super().__init__(prefix + self.sentence)
         self.http_status = http_status
+        self.delivered = delivered
 
 
 class ModelError(ConciergeError):

@@ -1,30 +1,62 @@
-"""An agent's resolved catalog, served as an MCP server over streamable HTTP.
+"""An agent's resolved catalog, served as an MCP server (streamable HTTP, both protocol eras).
 
-``tools/list`` answers the agent's live catalog (resolved at each request; the catalog's
-per-source cache keeps that cheap) and ``tools/call`` goes through the gateway, so Claude
-Code, Cursor or any MCP client sees and calls exactly the tools the agent has. Policy and
-transport failures (not allowed, rate cap, server down) come back as tool errors the client
-can show, never as crashes.
+What a client sees is the upstream servers' own, passed through under namespaced names:
 
-The tools come from a `ToolProvider`: a `LocalBackend`, a `RemoteBackend` or a `Gateway`
-all qualify. `build_gateway_app` returns a Starlette app serving ``/mcp``; to mount it inside
-another Starlette app, run ``app.state.session_manager.run()`` in the parent's lifespan
-(a mounted app's own lifespan does not run).
+    tools/list                 every field of each tool definition (title, annotations, outputSchema,
+                               icons, execution, _meta) under its advertised name; the description and
+                               input schema sanitized and capped like the catalog's
+    tools/call                 the server's result as received (every content type, structuredContent,
+                               _meta); progress is forwarded while the call runs (and pushes back the
+                               upstream deadline); a client's cancellation cancels the upstream request
+    resources/list, templates, resources/read, prompts/list, prompts/get
+                               federated with the tools' namespacing and allowlists
+    instructions               the sources' own, each under its namespace
+    notifications/*/list_changed
+                               sent to connected clients when a source of the sandbox is added,
+                               changed, paused, resumed or revoked (in this process at once, in
+                               another process, e.g. the CLI, within ``WATCH_INTERVAL``), or an
+                               upstream announces a change (legacy sessions: on their GET stream;
+                               2026-07-28: subscriptions/listen)
+
+Policy and transport failures (not allowed, rate cap, server down, result too large) come back
+as tool errors the client can show, never as crashes.
+
+The provider is a `Gateway`, or anything with a ``.gateway`` (a `LocalBackend`): the full face
+above. Any other `ToolProvider` (a `RemoteBackend`) gets a reduced face: tools only, results
+rebuilt from the REST answer. `build_gateway_app` returns a Starlette app serving ``/mcp``; to
+mount it inside another Starlette app, run ``app.state.session_manager.run()`` in the parent's
+lifespan (a mounted app's own lifespan does not run).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from typing import Any, Protocol
+import weakref
+from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types as types
-from mcp.server.lowlevel import Server
+from mcp_types import SERVER_INFO_META_KEY
+from mcp.server.lowlevel import NotificationOptions, Server
+from mcp.server.models import InitializationOptions
+from mcp.server.subscriptions import (
+    InMemorySubscriptionBus,
+    ListenHandler,
+    PromptsListChanged,
+    ResourcesListChanged,
+    ServerEvent,
+    ToolsListChanged,
+)
+from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 from starlette.applications import Starlette
 
-from concierge.errors import ConciergeError
-from concierge.registry.catalog_models import CatalogResult, ToolCallOutcome
+from concierge.errors import ConciergeError, ConnectorError, NotFound
+from concierge.registry.catalog_models import CatalogResult, CatalogTool, ToolCallOutcome
+
+if TYPE_CHECKING:
+    from concierge.registry.gateway import Gateway
 
 __all__ = ["GATEWAY_SERVER_NAME", "ToolProvider", "build_gateway_app", "build_gateway_server", "run_gateway"]
 
@@ -32,10 +64,13 @@ log = logging.getLogger("concierge.gateway_server")
 
 GATEWAY_SERVER_NAME = "concierge-gateway"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+_MAX_INSTRUCTIONS = 8000
+WATCH_INTERVAL = 2.0
+"""Seconds between looks at the sandbox's sources for changes made by other processes."""
 
 
 class ToolProvider(Protocol):
-    """What the MCP face needs: the agent's catalog, and a way to call its tools."""
+    """What the MCP face needs at least: the agent's catalog, and a way to call its tools."""
 
     async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
                           app: str | None = None) -> CatalogResult: ...
@@ -53,11 +88,24 @@ def _version() -> str:
         return "0"
 
 
+def _gateway_of(provider: Any) -> Gateway | None:
+    from concierge.registry.gateway import Gateway
+
+    if isinstance(provider, Gateway):
+        return provider
+    inner = getattr(provider, "gateway", None)
+    return inner if isinstance(inner, Gateway) else None
+
+
+def _error_text(exc: ConciergeError) -> str:
+    return str(exc) if isinstance(exc, ConnectorError) else f"{exc.error}: {exc.detail}"
+
+
 def _error_result(text: str) -> types.CallToolResult:
     return types.CallToolResult(content=[types.TextContent(type="text", text=text)], is_error=True)
 
 
-def _call_result(outcome: ToolCallOutcome) -> types.CallToolResult:
+def _outcome_result(outcome: ToolCallOutcome) -> types.CallToolResult:
     try:
         return types.CallToolResult.model_validate({
             "content": outcome.content, "structuredContent": outcome.structured_content,
@@ -67,26 +115,227 @@ def _call_result(outcome: ToolCallOutcome) -> types.CallToolResult:
                                     is_error=outcome.is_error)
 
 
-def build_gateway_server(provider: ToolProvider, *, agent: str, sandbox: str | None = None) -> Server[Any]:
-    """A low-level MCP ``Server`` whose tools are ``agent``'s catalog."""
+def _tool(entry: CatalogTool) -> types.Tool:
+    try:
+        return types.Tool.model_validate(entry.definition | {"name": entry.name})
+    except ValidationError:  # an upstream field we cannot re-type: the catalog's own fields
+        return types.Tool(name=entry.name, title=entry.title, description=entry.description,
+                          input_schema=entry.input_schema)
 
-    async def on_list_tools(ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
-        catalog = await provider.agent_tools(agent, sandbox=sandbox)
-        tools = [types.Tool(name=t.name, description=t.description, input_schema=t.input_schema)
-                 for t in catalog.tools]
+
+def _validated(model: type[Any], items: list[dict[str, Any]]) -> list[Any]:
+    out = []
+    for item in items:
+        try:
+            out.append(model.model_validate(item))
+        except ValidationError:
+            log.info("dropped a %s the gateway cannot re-type", model.__name__)
+    return out
+
+
+class _GatewayServer(Server[Any]):
+    """The SDK's low-level server, advertising ``listChanged`` to handshake-era clients too."""
+
+    def create_initialization_options(self, notification_options: NotificationOptions | None = None,
+                                      experimental_capabilities: dict[str, dict[str, Any]] | None = None,
+                                      extensions: dict[str, dict[str, Any]] | None = None) -> InitializationOptions:
+        every = NotificationOptions(prompts_changed=True, resources_changed=True, tools_changed=True)
+        return super().create_initialization_options(notification_options or every, experimental_capabilities,
+                                                     extensions)
+
+
+class _Face:
+    """The handlers of one agent's MCP server, and the clients to notify of changes."""
+
+    def __init__(self, provider: ToolProvider, gateway: Gateway | None, *, agent: str, sandbox: str | None) -> None:
+        self.provider, self.gateway, self.agent, self.sandbox = provider, gateway, agent, sandbox
+        self.schemas: dict[str, dict[str, Any]] = {}
+        self.bus = InMemorySubscriptionBus()
+        self.connections: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: Server[Any] | None = None
+        self._sandbox_id: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # -- change notifications ---------------------------------------------------------------
+
+    async def remember(self, ctx: Any, call_next: Any) -> Any:
+        """Middleware: note each client connection (to notify it later) and refresh the
+        instructions before a handshake."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            if self.gateway is not None:  # changes made by other processes, seen by polling
+                watcher = self.loop.create_task(self._watch())
+                self._tasks.add(watcher)
+        connection = getattr(ctx.session, "_connection", None)  # the SDK keeps it private
+        if connection is not None:
+            self.connections.add(connection)
+        if ctx.method in ("initialize", "server/discover") and self.gateway is not None:
+            await self._refresh_instructions()
+        return await call_next(ctx)
+
+    async def _refresh_instructions(self) -> None:
+        assert self.server is not None
+        intro = f"The tools of agent {self.agent}, served by concierge."
+        try:
+            catalog = await self.provider.agent_tools(self.agent, sandbox=self.sandbox)
+        except ConciergeError:
+            self.server.instructions = intro
+            return
+        self._sandbox_id = catalog.sandbox_id
+        apps = {t.source_id: t.app for t in catalog.tools}
+        parts = [intro] + [f"\n## {apps.get(sid, sid)}\n{text}" for sid, text in catalog.instructions.items()
+                           if sid in apps]
+        self.server.instructions = "\n".join(parts)[:_MAX_INSTRUCTIONS]
+
+    async def _watch(self) -> None:
+        assert self.gateway is not None
+        while True:
+            await asyncio.sleep(WATCH_INTERVAL)
+            if self._sandbox_id is None:
+                continue
+            try:
+                self.gateway.poll_changes(self._sandbox_id)  # listeners (on_change) do the telling
+            except Exception:  # a failed look must not end the watch
+                log.exception("looking for source changes failed")
+
+    def on_change(self, source_id: str, what: str) -> None:
+        """A catalog change (any thread): tell the connected clients what to refetch."""
+        if self.loop is None or self.loop.is_closed():
+            return  # no client has connected yet: nobody to tell
+        if self._sandbox_id is not None and self.gateway is not None:
+            try:
+                if self.gateway.registry.get_source(source_id).sandbox_id != self._sandbox_id:
+                    return
+            except ConciergeError:
+                pass  # deleted: tell anyway
+        kinds = {"upstream_resources": ("resources",), "upstream_prompts": ("prompts",),
+                 "upstream_tools": ("tools",)}.get(what, ("tools", "resources", "prompts"))
+        self.loop.call_soon_threadsafe(self._spawn, kinds)
+
+    def _spawn(self, kinds: tuple[str, ...]) -> None:
+        task = asyncio.get_running_loop().create_task(self._broadcast(kinds))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _broadcast(self, kinds: tuple[str, ...]) -> None:
+        events: dict[str, ServerEvent] = {"tools": ToolsListChanged(), "resources": ResourcesListChanged(),
+                                          "prompts": PromptsListChanged()}
+        for kind in kinds:
+            await self.bus.publish(events[kind])  # 2026-07-28 clients: their listen streams
+        for connection in list(self.connections):  # handshake-era clients: their GET streams
+            for kind in kinds:
+                try:
+                    await getattr(connection, f"send_{kind[:-1]}_list_changed")()
+                except Exception:  # best effort: a gone client is dropped by the SDK
+                    log.debug("list_changed not delivered to a client")
+
+    # -- tools ------------------------------------------------------------------------------
+
+    async def list_tools(self, ctx: Any, params: types.PaginatedRequestParams | None) -> types.ListToolsResult:
+        catalog = await self.provider.agent_tools(self.agent, sandbox=self.sandbox)
+        self._sandbox_id = catalog.sandbox_id
+        if self.gateway is None:
+            tools = [types.Tool(name=t.name, title=t.title, description=t.description, input_schema=t.input_schema)
+                     for t in catalog.tools]
+        else:
+            tools = [_tool(t) for t in catalog.tools]
+        self.schemas = {t.name: t.input_schema for t in tools}
         return types.ListToolsResult(tools=tools, ttl_ms=0)  # live: clients must not cache it
 
-    async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+    async def call_tool(self, ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        arguments = dict(params.arguments or {})
         try:
-            outcome = await provider.call_tool(params.name, dict(params.arguments or {}),
-                                               agent=agent, sandbox=sandbox)
-        except ConciergeError as exc:
-            return _error_result(f"{exc.error}: {exc.detail}")
-        return _call_result(outcome)
+            if self.gateway is None:
+                outcome = await self.provider.call_tool(params.name, arguments, agent=self.agent,
+                                                        sandbox=self.sandbox)
+                return _outcome_result(outcome)
+            meta = ctx.meta or {}
+            wants_progress = meta.get("progressToken", meta.get("progress_token")) is not None
 
-    return Server(GATEWAY_SERVER_NAME, version=_version(),
-                  instructions=f"The tools of agent {agent}, served by concierge.",
-                  on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+            async def progress(value: float, total: float | None, message: str | None) -> None:
+                await ctx.session.report_progress(value, total, message)
+
+            # Progress is asked of the upstream only for a client that asked for it (a token in
+            # every upstream request costs the upstream work per call).
+            _, result = await self.gateway.call_raw(params.name, arguments, agent=self.agent, sandbox=self.sandbox,
+                                                    progress=progress if wants_progress else None)
+        except ConciergeError as exc:
+            return _error_result(_error_text(exc))
+        if result.raw is not None:
+            raw = result.raw
+            if raw.meta and SERVER_INFO_META_KEY in raw.meta:  # the gateway stamps its own
+                raw = raw.model_copy(update={"meta": {k: v for k, v in raw.meta.items()
+                                                      if k != SERVER_INFO_META_KEY} or None})
+            return raw
+        return types.CallToolResult.model_validate({"content": result.content, "isError": result.is_error,
+                                                    "structuredContent": result.structured_content})
+
+    # -- resources and prompts (full face only) ---------------------------------------------
+
+    async def _catalog(self) -> CatalogResult:
+        return await self.provider.agent_tools(self.agent, sandbox=self.sandbox)
+
+    async def list_resources(self, ctx: Any, params: Any) -> types.ListResourcesResult:
+        catalog = await self._catalog()
+        return types.ListResourcesResult(resources=_validated(types.Resource, [r.definition for r in catalog.resources]),
+                                         ttl_ms=0)
+
+    async def list_resource_templates(self, ctx: Any, params: Any) -> types.ListResourceTemplatesResult:
+        catalog = await self._catalog()
+        return types.ListResourceTemplatesResult(
+            resource_templates=_validated(types.ResourceTemplate, [r.definition for r in catalog.resource_templates]),
+            ttl_ms=0)
+
+    async def read_resource(self, ctx: Any, params: types.ReadResourceRequestParams) -> types.ReadResourceResult:
+        assert self.gateway is not None
+        try:
+            result: types.ReadResourceResult = await self.gateway.read_resource(
+                str(params.uri), agent=self.agent, sandbox=self.sandbox)
+            return result
+        except NotFound as exc:
+            raise MCPError(types.INVALID_PARAMS, exc.detail) from None
+        except ConciergeError as exc:
+            raise MCPError(types.INTERNAL_ERROR, _error_text(exc)) from None
+
+    async def list_prompts(self, ctx: Any, params: Any) -> types.ListPromptsResult:
+        catalog = await self._catalog()
+        return types.ListPromptsResult(prompts=_validated(types.Prompt, [p.definition for p in catalog.prompts]),
+                                       ttl_ms=0)
+
+    async def get_prompt(self, ctx: Any, params: types.GetPromptRequestParams) -> types.GetPromptResult:
+        assert self.gateway is not None
+        try:
+            result: types.GetPromptResult = await self.gateway.get_prompt(
+                params.name, dict(params.arguments or {}), agent=self.agent, sandbox=self.sandbox)
+            return result
+        except NotFound as exc:
+            raise MCPError(types.INVALID_PARAMS, exc.detail) from None
+        except ConciergeError as exc:
+            raise MCPError(types.INTERNAL_ERROR, _error_text(exc)) from None
+
+
+def build_gateway_server(provider: ToolProvider, *, agent: str, sandbox: str | None = None) -> Server[Any]:
+    """A low-level MCP ``Server`` whose tools (resources, prompts) are ``agent``'s catalog."""
+    gateway = _gateway_of(provider)
+    face = _Face(provider, gateway, agent=agent, sandbox=sandbox)
+    handlers: dict[str, Any] = {"on_list_tools": face.list_tools, "on_call_tool": face.call_tool}
+    if gateway is not None:
+        handlers |= {"on_list_resources": face.list_resources,
+                     "on_list_resource_templates": face.list_resource_templates,
+                     "on_read_resource": face.read_resource, "on_list_prompts": face.list_prompts,
+                     "on_get_prompt": face.get_prompt,
+                     "on_subscriptions_listen": ListenHandler(face.bus)}
+        gateway.catalog.on_change(face.on_change)
+    server = _GatewayServer(GATEWAY_SERVER_NAME, version=_version(),
+                            instructions=f"The tools of agent {agent}, served by concierge.",
+                            get_tool_input_schema=lambda name: face.schemas.get(name), **handlers)
+    # The SDK opens an OpenTelemetry span per message by default (a no-op without an exporter,
+    # yet measurable per call); the gateway keeps only its own middleware.
+    server.middleware = [face.remember]
+    face.server = server
+    server.face = face  # type: ignore[attr-defined]  # for tests and the mount
+    return server
 
 
 def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None = None,
@@ -99,6 +348,7 @@ def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None
     server = build_gateway_server(provider, agent=agent, sandbox=sandbox)
     app = server.streamable_http_app(streamable_http_path=path, host=host)
     app.state.session_manager = server.session_manager
+    app.state.mcp_server = server
     return app
 
 

@@ -181,5 +181,5 @@ def reg(tmp_path: Path) -> Iterator[Registry]:
 async def backend(reg: Registry) -> AsyncIterator[LocalBackend]:
     be = LocalBackend(reg)
     yield be
-    if be._gateway is not None:
-        await be._gateway.aclose()
+    if be._catalog is not None:  # closes every pooled session (the gateway shares them)
+        await be._catalog.aclose()

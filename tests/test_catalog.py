@@ -127,8 +127,13 @@ async def test_cache_ttl_and_invalidation_on_every_change(reg: Registry) -> None
         clock.advance(29.9)
         assert (await catalog.resolve(None)).trace.cached_sources == [sid]
         clock.advance(0.2)
-        expired = await catalog.resolve(None)
-        assert expired.trace.cached_sources == [] and names(expired) == {"acme_echo", "acme_shout"}
+        expired = await catalog.resolve(None)  # stale-while-revalidate: the old listing, a refresh starts
+        assert expired.trace.stale_sources == [sid] and names(expired) == {"acme_echo"}
+        with anyio.fail_after(5):
+            while up.listings == n + 1 or not catalog.cached(sid):
+                await anyio.sleep(0.01)
+        refreshed = await catalog.resolve(None)
+        assert refreshed.trace.stale_sources == [] and names(refreshed) == {"acme_echo", "acme_shout"}
 
         await reg.update(sid, {"name": "Acme renamed"})  # update: dropped at once
         assert (await catalog.resolve(None)).trace.cached_sources == []
@@ -417,3 +422,22 @@ async def test_an_agent_sees_only_its_own_sandbox(reg: Registry) -> None:
         assert names(await catalog.resolve("bot")) == {"acme_mine"}
         assert names(await catalog.resolve("bot", sandbox="other")) == {"acme_theirs"}
         assert (await catalog.resolve("bot", sandbox="other")).sandbox_id == reg.get_sandbox("other").id
+
+
+@pytest.mark.anyio
+async def test_a_listing_under_way_for_an_old_url_is_not_joined_after_an_update(reg: Registry) -> None:
+    slow, fast = Upstream(tools=[("old_tool", "Old.")]), Upstream(tools=[("new_tool", "New.")])
+    with serve_upstream(slow) as s, serve_upstream(fast) as f:
+        sid = await register(reg, s.url(), "acme", connect_timeout=3)
+        from concierge.mcp_client import list_tools
+
+        async with Catalog(reg, lister=list_tools) as catalog:  # one-shot listings: nothing evicts them
+            slow.list_delay = 1.5
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(catalog.resolve, None)  # a listing of the old URL is under way
+                await anyio.sleep(0.2)
+                out = await reg.update(sid, {"base_url": f.url()})
+                assert out.status == "active"
+                started = time.perf_counter()
+                fresh = await catalog.resolve(None)
+                assert names(fresh) == {"acme_new_tool"} and time.perf_counter() - started < 1.0

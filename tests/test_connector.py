@@ -65,11 +65,13 @@ def test_public_api_is_exact_and_sorted() -> None:
     assert mcp_client.__all__ == sorted(mcp_client.__all__)
     assert set(mcp_client.__all__) == {
         "DEFAULT_INPUT_SCHEMA",
+        "DEFAULT_MAX_MESSAGE_BYTES",
         "Endpoint",
         "ErrorKind",
         "MAX_DESCRIPTION_CHARS",
         "McpSession",
         "ProbeResult",
+        "SessionPool",
         "ToolCallResult",
         "ToolInfo",
         "call_tool",
@@ -444,15 +446,18 @@ async def test_session_open_failures() -> None:
         assert time.monotonic() - start < 2.0
 
 
-async def test_session_call_timeout() -> None:
+async def test_session_call_timeout_keeps_the_session() -> None:
     with serve_in_thread(slow_app(0, call_delay_s=1.2)) as srv:
         async with McpSession(Endpoint(srv.url(), call_timeout=0.5)) as session:
             start = time.monotonic()
             with pytest.raises(ConnectorError) as info:
                 await session.call_tool("slow_echo", {"text": "x"})
             assert time.monotonic() - start < 1.2
-            assert info.value.kind == ErrorKind.TIMEOUT
-            assert session.closed
+            assert info.value.kind == ErrorKind.TIMEOUT and info.value.delivered
+            assert str(info.value).count("timeout") == 1
+            # A slow answer is not a broken transport: the pooled session stays usable.
+            assert not session.closed
+            assert (await session.list_tools())[0].name == "slow_echo"
 
 
 # --- a third-party server ---------------------------------------------------------------------

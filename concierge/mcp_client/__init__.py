@@ -1,29 +1,64 @@
-"""Talking MCP to users' servers: probe, list tools, call tools, pooled sessions."""
+"""Talking MCP to users' servers: probe, list tools, call tools, pooled sessions.
 
-from concierge.mcp_client.connector import (
-    DEFAULT_INPUT_SCHEMA,
-    Endpoint,
-    ErrorKind,
-    MAX_DESCRIPTION_CHARS,
-    McpSession,
-    ProbeResult,
-    ToolCallResult,
-    ToolInfo,
-    call_tool,
-    list_tools,
-    probe,
-)
+    kinds        ErrorKind (no SDK import: ``concierge.errors`` uses it)
+    endpoint     Endpoint, the size cap default
+    results      ToolInfo, ProbeResult, ToolCallResult
+    _errors      one context manager mapping every failure to a ConnectorError
+    _transport   opening an SDK Client (size cap, status hook, SSE fallback)
+    session      McpSession (long-lived, many tasks)
+    connector    probe / list_tools / call_tool (one-shot)
+    pool         SessionPool (one session per key, single-flight opening, bounded concurrency)
+
+Names are loaded on first use, so importing this package does not import the mcp SDK.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concierge.mcp_client.connector import call_tool, list_tools, probe
+    from concierge.mcp_client.endpoint import DEFAULT_MAX_MESSAGE_BYTES, Endpoint
+    from concierge.mcp_client.kinds import ErrorKind
+    from concierge.mcp_client.pool import SessionPool
+    from concierge.mcp_client.results import (
+        DEFAULT_INPUT_SCHEMA,
+        MAX_DESCRIPTION_CHARS,
+        ProbeResult,
+        ToolCallResult,
+        ToolInfo,
+    )
+    from concierge.mcp_client.session import McpSession
 
 __all__ = [
     "DEFAULT_INPUT_SCHEMA",
+    "DEFAULT_MAX_MESSAGE_BYTES",
     "Endpoint",
     "ErrorKind",
     "MAX_DESCRIPTION_CHARS",
     "McpSession",
     "ProbeResult",
+    "SessionPool",
     "ToolCallResult",
     "ToolInfo",
     "call_tool",
     "list_tools",
     "probe",
 ]
+
+_HOME = {
+    "DEFAULT_INPUT_SCHEMA": "results", "DEFAULT_MAX_MESSAGE_BYTES": "endpoint", "Endpoint": "endpoint",
+    "ErrorKind": "kinds", "MAX_DESCRIPTION_CHARS": "results", "McpSession": "session",
+    "ProbeResult": "results", "SessionPool": "pool", "ToolCallResult": "results", "ToolInfo": "results",
+    "call_tool": "connector", "list_tools": "connector", "probe": "connector",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _HOME.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value

@@ -3,35 +3,51 @@
     agent.tool_sources  ×  the sandbox's active user_mcp sources  ×  source.allowed_tools
                         ×  agent.tool_allowlist ([] = all; exact names or globs like ``acme_*``)
 
-Every active source is listed concurrently, each under its own deadline (its
-``connect_timeout``, capped by ``resolve(deadline=)``), so one slow or broken server is skipped
-with its reason and never delays the answer past that deadline. Listings are cached per
-source for ``ttl_seconds``; any change to a source (update, pause, resume, revoke, delete,
-a health-check status change) drops its entry at once.
+The same namespacing and both allowlists apply to the sources' resources, resource templates
+and prompts. Every active source is listed through its pooled session (`SessionPool`, shared
+with the gateway), each under its own deadline (its ``connect_timeout``, capped by
+``resolve(deadline=)``), so one slow or broken server is skipped with its reason and never
+delays the answer past that deadline.
+
+Listings are cached per source for ``ttl_seconds``. Only one listing per source is ever in
+flight (single flight): concurrent resolutions wait for the same one, a waiter whose
+deadline passes stops waiting but the listing goes on and fills the cache. An expired listing
+is served while a refresh runs (stale-while-revalidate, ``trace.stale_sources``). Concurrent
+resolutions of one agent share one resolution. Any change to a source (update, pause,
+resume, revoke, delete, a health-check status change) drops its entry and its pooled session
+at once, and so does the server's own ``list_changed`` notification; `on_change` listeners
+hear both. A source whose stored secret cannot be decrypted is skipped (``vault_error``).
 
 Advertised names are ``<app_namespace>_<tool>``, with characters outside ``[a-zA-Z0-9_-]``
 replaced by ``_``, shortened to 64 characters with a short hash suffix when too long, and made
 unique: on a collision the earlier claim (older source, then tool name) keeps the name and the
 other gets a hashed suffix; both appear in ``trace.collisions``. Nothing is dropped silently.
+Tools that require task-augmented execution (which the gateway does not offer) are left out
+with reason ``task_required`` in ``trace.tools_left_out``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fnmatch import fnmatchcase
 from typing import Any
 
 import anyio
 
-from concierge.errors import ConnectorError, NotFound
-from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, Endpoint, ToolInfo, list_tools
+from concierge.errors import ConciergeError, ConnectorError, NotFound
+from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, DEFAULT_MAX_MESSAGE_BYTES, Endpoint, SessionPool, ToolInfo
+from concierge.mcp_client.session import McpSession
 from concierge.registry.catalog_models import (
+    CatalogPrompt,
+    CatalogResource,
     CatalogResult,
     CatalogTool,
     ResolutionTrace,
@@ -39,23 +55,31 @@ from concierge.registry.catalog_models import (
 )
 from concierge.registry.models import SourceStatus, SourceView
 from concierge.registry.service import Registry
+from concierge.registry.vault import VaultError
 
 __all__ = [
     "Catalog",
+    "ChangeListener",
     "Lister",
     "MAX_DESCRIPTION",
     "MAX_NAME",
     "MAX_SCHEMA_CHARS",
+    "MIN_NAMESPACE",
     "NAME_RE",
+    "SourceListing",
     "base_name",
     "is_glob",
     "matches_any",
     "namespace_prefix",
 ]
 
+log = logging.getLogger("concierge.catalog")
+
 NAME_RE = re.compile(r"^[a-zA-Z0-9_-]{1,64}$")
 MAX_NAME = 64
 HASH_CHARS = 8
+MIN_NAMESPACE = 12
+"""A shortened name keeps at least this much of its namespace (the rest goes to the tool)."""
 SEPARATOR = "_"
 MAX_DESCRIPTION = 1024
 """Catalog descriptions are capped here (OpenAI's function-description limit)."""
@@ -63,6 +87,9 @@ MAX_SCHEMA_CHARS = 64_000
 """An input schema bigger than this (as JSON) is replaced by an empty object schema."""
 
 Lister = Callable[[Endpoint], Awaitable[list[ToolInfo]]]
+"""A one-shot listing function (instead of pooled sessions), e.g. for benchmarks."""
+ChangeListener = Callable[[str, str], None]
+"""(source_id, what): a registry action (``update``, ``pause``…) or ``upstream_tools`` etc."""
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
 _GLOB_CHARS = frozenset("*?[")
 
@@ -78,19 +105,25 @@ def _with_suffix(name: str, suffix: str) -> str:
 
 
 def base_name(namespace: str, tool: str) -> str:
-    """``namespace_tool`` made valid: bad characters become ``_``; over 64 characters, the
-    name is cut and ends in a hash of the full original, so the shortening is deterministic
-    and two long names that share a prefix stay apart."""
+    """``namespace_tool`` made valid: bad characters become ``_``; over 64 characters, both
+    parts are cut (the tool keeps at least what the namespace does not need, the namespace at
+    least ``MIN_NAMESPACE`` characters) and a hash of the full original ends the name, so the
+    shortening is deterministic, a long namespace never erases the tool's own name, and two
+    long names that share a prefix stay apart."""
     raw = f"{namespace}{SEPARATOR}{tool}"
     clean = _INVALID.sub("_", raw)
-    if len(clean) > MAX_NAME:
-        clean = _with_suffix(clean, _digest(raw))
-    return clean
+    if len(clean) <= MAX_NAME:
+        return clean
+    ns, name = _INVALID.sub("_", namespace), _INVALID.sub("_", tool)
+    room = MAX_NAME - HASH_CHARS - 2  # two separators
+    ns_keep = min(len(ns), max(MIN_NAMESPACE, room - len(name)))
+    return f"{ns[:ns_keep]}{SEPARATOR}{name[:room - ns_keep]}{SEPARATOR}{_digest(raw)}"
 
 
 def namespace_prefix(namespace: str) -> str:
     """What every advertised name of ``namespace`` starts with (even a shortened one)."""
-    return f"{_INVALID.sub('_', namespace)}{SEPARATOR}"[:MAX_NAME - HASH_CHARS - 1]
+    clean = _INVALID.sub("_", namespace)
+    return f"{clean}{SEPARATOR}" if len(clean) <= MIN_NAMESPACE else clean[:MIN_NAMESPACE]
 
 
 def _collision_name(base: str, key: str, taken: set[str]) -> str:
@@ -107,7 +140,7 @@ def _collision_name(base: str, key: str, taken: set[str]) -> str:
 @dataclass(frozen=True)
 class _Candidate:
     source: SourceView
-    tool: ToolInfo
+    tool: Any  # a ToolInfo, or a _Named resource/prompt (anything with .name)
     order: int  # position of the source in the sandbox (oldest first)
 
 
@@ -156,20 +189,72 @@ def _unmatched(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
     return [p for p in patterns if not any(matches_any([p], n) for n in names)]
 
 
+
+
+# -- what one source lists --------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _Named:
+    """A resource, resource template or prompt, keyed by its name for namespacing."""
+
+    name: str
+    definition: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class SourceListing:
+    """Everything one source offers (resources and prompts only if its server has them)."""
+
+    tools: list[ToolInfo]
+    resources: list[_Named] = field(default_factory=list)
+    resource_templates: list[_Named] = field(default_factory=list)
+    prompts: list[_Named] = field(default_factory=list)
+    instructions: str | None = None
+
+
+def _named(items: Iterable[Any]) -> list[_Named]:
+    out = []
+    for item in items:
+        dumped = item.model_dump(by_alias=True, exclude_none=True, mode="json")
+        out.append(_Named(name=str(dumped.get("name") or dumped.get("uri") or "resource"), definition=dumped))
+    return out
+
+
+async def _list_session(session: McpSession) -> SourceListing:
+    """Tools, then (if the server offers them) resources, templates and prompts; a failure of
+    those extras drops only them."""
+    tools = await session.list_tools()
+    caps = session.capabilities
+    resources: list[_Named] = []
+    templates: list[_Named] = []
+    prompts: list[_Named] = []
+    try:
+        if caps is not None and caps.resources is not None:
+            resources = _named(await session.list_resources())
+            templates = _named(await session.list_resource_templates())
+        if caps is not None and caps.prompts is not None:
+            prompts = _named(await session.list_prompts())
+    except ConnectorError as exc:
+        log.info("resources/prompts of %s not listed: %s", session.endpoint.url, exc.kind)
+    return SourceListing(tools=tools, resources=resources, resource_templates=templates, prompts=prompts,
+                         instructions=session.instructions)
+
+
 # -- the resolver -----------------------------------------------------------------------------
 
 @dataclass
 class _Entry:
-    tools: list[ToolInfo]
+    listing: SourceListing
     at: float
     stamp: str  # the source row's updated_at when listed: a changed row never serves old tools
 
 
 @dataclass
 class _Listing:
-    tools: list[ToolInfo] | None = None
+    listing: SourceListing | None = None
     skipped: SkippedSource | None = None
     cached: bool = False
+    stale: bool = False
 
 
 class Catalog:
@@ -177,27 +262,76 @@ class Catalog:
 
     def __init__(self, registry: Registry, *, ttl_seconds: float = 30.0,
                  clock: Callable[[], float] = time.monotonic, lister: Lister | None = None,
-                 max_concurrency: int | None = None) -> None:
+                 max_concurrency: int | None = None, pool: SessionPool | None = None,
+                 max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.registry = registry
+        self.max_message_bytes = max_message_bytes
+        """The cap on one message (a listing page, a tool result) read from a server; applies
+        to sessions opened from now on."""
         self.ttl_seconds = ttl_seconds
+        self.pool = pool if pool is not None else SessionPool()
+        """Pooled upstream sessions, shared with the gateway."""
         self._clock = clock
-        self._lister: Lister = lister or list_tools
+        self._lister = lister
         self._cache: dict[str, _Entry] = {}
         self._generation: dict[str, int] = {}
+        self._flights: dict[str, asyncio.Task[_Listing]] = {}
+        self._resolving: dict[tuple[Any, ...], asyncio.Task[CatalogResult]] = {}
+        self._listeners: list[ChangeListener] = []
         self._limit = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self.listings_started = 0
+        """Upstream listings begun (single flight keeps this at one per source and refresh)."""
         registry.on_source_change(self._on_source_change)
+        self.pool.on_list_changed(self._on_upstream_change)
 
-    # -- cache ------------------------------------------------------------------------------
+    async def __aenter__(self) -> Catalog:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Wait for listings in flight (each is bounded by its deadline), close every session."""
+        for flight in list(self._flights.values()):
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({flight})
+        await self.pool.aclose()
+
+    # -- cache and change events ------------------------------------------------------------
+
+    def on_change(self, listener: ChangeListener) -> None:
+        """Hear every change that may alter catalogs: ``(source_id, what)``."""
+        self._listeners.append(listener)
+
+    def _notify(self, source_id: str, what: str) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(source_id, what)
+            except Exception:  # a listener must never break the catalog
+                log.exception("catalog change listener failed")
 
     def _on_source_change(self, source_id: str, action: str) -> None:
+        self.source_changed(source_id, action)
+
+    def source_changed(self, source_id: str, action: str) -> None:
+        """Drop what we hold of a source (listing, pooled session) and tell the listeners;
+        the registry calls this for changes in this process, `Gateway.poll_changes` for others."""
         self.invalidate(source_id)
+        self.pool.evict(source_id)
+        self._notify(source_id, action)
+
+    def _on_upstream_change(self, source_id: str, what: str) -> None:
+        self.invalidate(source_id)
+        self._notify(source_id, f"upstream_{what}")
 
     def invalidate(self, source_id: str | None = None) -> None:
         """Drop one source's cached listing (or all); an in-flight listing is not stored."""
         ids = [source_id] if source_id is not None else list(self._cache)
         for sid in ids:
             self._cache.pop(sid, None)
+            self._flights.pop(sid, None)  # a listing under way may use the old row: nobody joins it now
             self._generation[sid] = self._generation.get(sid, 0) + 1
+        self._resolving.clear()  # a resolution under way may predate the change
 
     def cached(self, source_id: str) -> bool:
         entry = self._cache.get(source_id)
@@ -207,32 +341,81 @@ class Catalog:
 
     async def _list_one(self, source: SourceView, budget: float) -> _Listing:
         entry = self._cache.get(source.id)
-        if entry is not None and entry.stamp == source.updated_at and \
-                self._clock() - entry.at < self.ttl_seconds:
-            return _Listing(tools=entry.tools, cached=True)
+        if entry is not None and entry.stamp == source.updated_at:
+            if self._clock() - entry.at < self.ttl_seconds:
+                return _Listing(listing=entry.listing, cached=True)
+            self._flight(source)  # refresh in the background; serve what we have meanwhile
+            return _Listing(listing=entry.listing, cached=True, stale=True)
+        flight = self._flight(source)
+        with anyio.move_on_after(budget):
+            return await asyncio.shield(flight)
+        return self._skip(source, "timeout", f"no tools/list answer within {budget:g} s")
+
+    def _flight(self, source: SourceView) -> asyncio.Task[_Listing]:
+        """The listing of ``source`` in flight, started if there is none (single flight)."""
+        flight = self._flights.get(source.id)
+        if flight is not None:
+            return flight
+        self.listings_started += 1
+        flight = asyncio.get_running_loop().create_task(self._fetch(source), name=f"list {source.id}")
+        self._flights[source.id] = flight
+
+        def done(task: asyncio.Task[_Listing], sid: str = source.id) -> None:
+            if self._flights.get(sid) is task:
+                del self._flights[sid]
+            if not task.cancelled():
+                task.exception()
+
+        flight.add_done_callback(done)
+        return flight
+
+    async def _fetch(self, source: SourceView) -> _Listing:
+        """One upstream listing under the source's own deadline; fills the cache on success."""
         generation = self._generation.get(source.id, 0)
+        budget = source.connect_timeout
         if self._limit is not None:
             async with self._limit:  # the deadline starts when the source's turn comes
-                return await self._fetch(source, budget, generation)
-        return await self._fetch(source, budget, generation)
+                return await self._fetch_now(source, budget, generation)
+        return await self._fetch_now(source, budget, generation)
 
-    async def _fetch(self, source: SourceView, budget: float, generation: int) -> _Listing:
-        endpoint = self.registry.endpoint(source.id)
-        if budget < endpoint.connect_timeout:
-            endpoint = dataclasses.replace(endpoint, connect_timeout=budget)
-        tools: list[ToolInfo] | None = None
+    async def _fetch_now(self, source: SourceView, budget: float, generation: int) -> _Listing:
+        listing: SourceListing | None = None
         try:
             with anyio.move_on_after(budget):
-                tools = await self._lister(endpoint)
+                listing = await self._list_source(source)
+        except VaultError as exc:
+            return self._skip(source, "vault_error", exc.detail)
         except ConnectorError as exc:
-            return self._skip(source, str(exc.kind), exc.detail)
+            return self._skip(source, exc.kind.value, exc.sentence)
+        except ConciergeError as exc:
+            return self._skip(source, exc.error, exc.detail)
         except Exception as exc:  # a lister bug must not take the whole catalog down
+            log.exception("listing %s failed", source.id)
             return self._skip(source, "error", f"{type(exc).__name__} while listing tools")
-        if tools is None:
+        if listing is None:
             return self._skip(source, "timeout", f"no tools/list answer within {budget:g} s")
         if self._generation.get(source.id, 0) == generation:
-            self._cache[source.id] = _Entry(tools=tools, at=self._clock(), stamp=source.updated_at)
-        return _Listing(tools=tools)
+            self._cache[source.id] = _Entry(listing=listing, at=self._clock(), stamp=source.updated_at)
+        return _Listing(listing=listing)
+
+    def endpoint(self, source_id: str) -> Endpoint:
+        """The source's endpoint (its decrypted credential: never log it) with our size cap.
+        Raises `VaultError` when the credential cannot be decrypted."""
+        endpoint = self.registry.endpoint(source_id)
+        if endpoint.max_message_bytes != self.max_message_bytes:
+            endpoint = dataclasses.replace(endpoint, max_message_bytes=self.max_message_bytes)
+        return endpoint
+
+    async def _list_source(self, source: SourceView) -> SourceListing:
+        if self._lister is not None:
+            return SourceListing(tools=await self._lister(self.endpoint(source.id)))
+        session, _ = await self.pool.session(source.id, lambda: self.endpoint(source.id))
+        try:
+            return await _list_session(session)
+        except ConnectorError:
+            if session.closed:
+                self.pool.discard(source.id, session)
+            raise
 
     @staticmethod
     def _skip(source: SourceView, reason: str, detail: str | None) -> _Listing:
@@ -245,7 +428,26 @@ class Catalog:
                       app: str | None = None, deadline: float | None = None) -> CatalogResult:
         """The agent's catalog now. ``agent_slug=None`` resolves a virtual agent that takes every
         user_mcp tool ("what would an agent see"). ``app`` keeps one namespace's tools (names
-        stay those of the full catalog). ``deadline`` caps every source's listing time."""
+        stay those of the full catalog). ``deadline`` caps every source's listing time.
+        Concurrent calls with the same arguments share one resolution."""
+        key = (agent_slug, sandbox, app, deadline)
+        task = self._resolving.get(key)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._resolve(agent_slug, sandbox=sandbox, app=app, deadline=deadline))
+            self._resolving[key] = task
+
+            def done(t: asyncio.Task[CatalogResult], k: tuple[Any, ...] = key) -> None:
+                if self._resolving.get(k) is t:
+                    del self._resolving[k]
+                if not t.cancelled():
+                    t.exception()
+
+            task.add_done_callback(done)
+        return await asyncio.shield(task)
+
+    async def _resolve(self, agent_slug: str | None, *, sandbox: str | None, app: str | None,
+                       deadline: float | None) -> CatalogResult:
         started = time.perf_counter()
         sb = self.registry.get_sandbox(sandbox)
         agent = self.registry.get_agent(agent_slug, sandbox=sb.id) if agent_slug else None
@@ -282,6 +484,8 @@ class Catalog:
                 tg.start_soon(run, src)
 
         candidates: list[_Candidate] = []
+        extras: dict[str, list[_Candidate]] = {"resources": [], "resource_templates": [], "prompts": []}
+        instructions: dict[str, str] = {}
         for src in sources:
             listing = listings[src.id]
             if listing.skipped is not None:
@@ -290,7 +494,19 @@ class Catalog:
             trace.sources_resolved.append(src.id)
             if listing.cached:
                 trace.cached_sources.append(src.id)
-            tools = listing.tools or []
+            if listing.stale:
+                trace.stale_sources.append(src.id)
+            offered = listing.listing or SourceListing(tools=[])
+            if offered.instructions:
+                instructions[src.id] = offered.instructions[:4000]
+            tools = []
+            for tool in offered.tools:
+                if tool.task_support == "required":
+                    trace.tools_left_out.append({
+                        "name": base_name(src.app_namespace, tool.name), "source_id": src.id,
+                        "original_name": tool.name, "reason": "task_required"})
+                else:
+                    tools.append(tool)
             if src.allowed_tools is not None:
                 missing = _unmatched(src.allowed_tools, (t.name for t in tools))
                 if missing:
@@ -301,6 +517,11 @@ class Catalog:
                     if not matches_any(src.allowed_tools, t.name)))
                 tools = kept
             candidates.extend(_Candidate(src, t, order[src.id]) for t in tools)
+            for kind in extras:
+                items = getattr(offered, kind)
+                if src.allowed_tools is not None:
+                    items = [i for i in items if matches_any(src.allowed_tools, i.name)]
+                extras[kind].extend(_Candidate(src, i, order[src.id]) for i in items)
 
         named = _unique_names(candidates, trace)
         named.sort(key=lambda it: (it[1].order, it[0]))
@@ -315,9 +536,40 @@ class Catalog:
             entries = [e for e in entries if e.app.lower() == app.lower()]
             trace.notes.append(f"showing app {app} only ({len(entries)} of "
                                f"{len(trace.tool_names_advertised)} tools)")
+        resources, templates, prompts = (self._extras(extras[k], allowlist, app, trace, k)
+                                         for k in ("resources", "resource_templates", "prompts"))
         trace.duration_ms = round((time.perf_counter() - started) * 1000, 2)
-        return CatalogResult(agent=agent.slug if agent else None, sandbox_id=sb.id, tools=entries,
-                             trace=trace)
+        return CatalogResult(
+            agent=agent.slug if agent else None, sandbox_id=sb.id, tools=entries, trace=trace,
+            resources=[CatalogResource(name=n, source_id=c.source.id, original_name=c.tool.name,
+                                       uri=c.tool.definition.get("uri"), definition=c.tool.definition | {"name": n})
+                       for n, c in resources],
+            resource_templates=[CatalogResource(name=n, source_id=c.source.id, original_name=c.tool.name,
+                                                uri_template=c.tool.definition.get("uriTemplate"),
+                                                definition=c.tool.definition | {"name": n})
+                                for n, c in templates],
+            prompts=[CatalogPrompt(name=n, source_id=c.source.id, original_name=c.tool.name,
+                                   definition=c.tool.definition | {"name": n}) for n, c in prompts],
+            instructions=instructions)
+
+    @staticmethod
+    def _extras(candidates: list[_Candidate], allowlist: list[str], app: str | None, trace: ResolutionTrace,
+                kind: str) -> list[tuple[str, _Candidate]]:
+        """Resources / templates / prompts: the tools' namespacing (names unique per kind, the
+        renames in the trace tagged with the kind), the agent allowlist, the app filter."""
+        scratch = ResolutionTrace()
+        named = _unique_names(candidates, scratch)
+        for item in scratch.renamed:
+            trace.renamed.append(item | {"kind": kind})
+        for item in scratch.collisions:
+            trace.collisions.append(item | {"kind": kind})
+        named.sort(key=lambda it: (it[1].order, it[0]))
+        if allowlist:
+            trace.allowlist_filtered_out["agent"].extend(n for n, _ in named if not matches_any(allowlist, n))
+            named = [(n, c) for n, c in named if matches_any(allowlist, n)]
+        if app is not None:
+            named = [(n, c) for n, c in named if c.source.app_namespace.lower() == app.lower()]
+        return named
 
     @staticmethod
     def _check_app(app: str, sources: list[SourceView], sandbox_name: str) -> None:
@@ -329,14 +581,21 @@ class Catalog:
 
     @staticmethod
     def _entry(name: str, cand: _Candidate, trace: ResolutionTrace) -> CatalogTool:
-        description = cand.tool.description or cand.tool.title or ""
+        tool: ToolInfo = cand.tool
+        description = tool.description or tool.title or ""
         if len(description) > MAX_DESCRIPTION:
             description = description[:MAX_DESCRIPTION - 1].rstrip() + "…"
-        schema: dict[str, Any] = cand.tool.input_schema
+        schema: dict[str, Any] = tool.input_schema
         if len(json.dumps(schema, default=str)) > MAX_SCHEMA_CHARS:
             schema = dict(DEFAULT_INPUT_SCHEMA)
             trace.notes.append(f"{name}: input schema over {MAX_SCHEMA_CHARS} characters replaced "
                                "by an empty object schema")
+        definition = dict(tool.definition) | {"name": name, "inputSchema": schema}
+        if tool.description or "description" in definition:
+            definition["description"] = tool.description
+        if "title" in definition:
+            definition["title"] = tool.title
         return CatalogTool(name=name, app=cand.source.app_namespace, source_id=cand.source.id,
-                           source_name=cand.source.name, original_name=cand.tool.name,
-                           description=description, input_schema=schema)
+                           source_name=cand.source.name, original_name=tool.name,
+                           description=description, input_schema=schema, title=tool.title,
+                           definition=definition)

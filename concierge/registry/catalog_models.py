@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, model_serializer, model_validator
 
-__all__ = ["CatalogResult", "CatalogTool", "PullResult", "ResolutionTrace", "SkippedSource",
-           "ToolCallOutcome"]
+__all__ = ["CatalogPrompt", "CatalogResource", "CatalogResult", "CatalogTool", "PullResult",
+           "ResolutionTrace", "SkippedSource", "ToolCallOutcome"]
 
 
 class CatalogTool(BaseModel):
@@ -21,14 +21,37 @@ class CatalogTool(BaseModel):
     original_name: str = Field(description="The tool's name on the MCP server.")
     description: str
     input_schema: dict[str, Any]
+    title: str | None = None
+    definition: dict[str, Any] = Field(default_factory=dict, description=(
+        "The server's whole tool definition (camelCase: title, annotations, outputSchema, icons, "
+        "execution, _meta) under the advertised name, with the sanitized description and schema: "
+        "what the MCP gateway passes through."))
+
+
+class CatalogResource(BaseModel):
+    """A resource (``uri`` set) or resource template (``uri_template`` set) of a source."""
+
+    name: str = Field(description="Advertised name, namespaced like tools.")
+    source_id: str
+    original_name: str
+    uri: str | None = Field(default=None, description="The server's URI, verbatim (links in results stay valid).")
+    uri_template: str | None = None
+    definition: dict[str, Any] = Field(default_factory=dict)
+
+
+class CatalogPrompt(BaseModel):
+    name: str = Field(description="Advertised name, namespaced like tools.")
+    source_id: str
+    original_name: str
+    definition: dict[str, Any] = Field(default_factory=dict)
 
 
 class SkippedSource(BaseModel):
     source_id: str
     name: str
     app: str | None = Field(default=None, description="the source's app_namespace")
-    reason: str = Field(description="paused | error | disconnected | not_in_tool_sources | timeout | "
-                                    "unauthorized | forbidden | connection_refused | ... (ErrorKind)")
+    reason: str = Field(description="paused | error | disconnected | not_in_tool_sources | vault_error | "
+                                    "timeout | unauthorized | forbidden | connection_refused | ... (ErrorKind)")
     detail: str | None = None
 
 
@@ -49,6 +72,10 @@ class ResolutionTrace(BaseModel):
         default_factory=list, description="tools advertised under a shortened/deduplicated name")
     collisions: list[dict[str, str]] = Field(default_factory=list)
     cached_sources: list[str] = Field(default_factory=list)
+    stale_sources: list[str] = Field(
+        default_factory=list, description="sources served from an expired listing while a refresh runs")
+    tools_left_out: list[dict[str, str]] = Field(
+        default_factory=list, description="tools not advertised, with the reason (e.g. task_required)")
     notes: list[str] = Field(default_factory=list, description="anything else worth knowing "
                              "(paused agent, app filter, oversized schema replaced)")
     duration_ms: float = 0.0
@@ -59,6 +86,11 @@ class CatalogResult(BaseModel):
     sandbox_id: str
     tools: list[CatalogTool]
     trace: ResolutionTrace
+    resources: list[CatalogResource] = Field(default_factory=list)
+    resource_templates: list[CatalogResource] = Field(default_factory=list)
+    prompts: list[CatalogPrompt] = Field(default_factory=list)
+    instructions: dict[str, str] = Field(default_factory=dict, description=(
+        "per source id: the instructions its server sent (sanitized)"))
 
     @property
     def count(self) -> int:
@@ -83,7 +115,12 @@ class CatalogResult(BaseModel):
 
 
 class ToolCallOutcome(BaseModel):
-    """The answer of a gateway call."""
+    """The answer of a gateway call.
+
+    ``text`` joins the text of every text block (newline-separated). Serialized, each text is
+    sent once: a text block in ``content`` carries ``"textRef": [start, end]`` (its slice of
+    ``text``) instead of its ``text``, and is filled in again when the JSON is read back.
+    """
 
     name: str
     source_id: str
@@ -93,6 +130,34 @@ class ToolCallOutcome(BaseModel):
     content: list[dict[str, Any]] = Field(default_factory=list)
     structured_content: dict[str, Any] | None = None
     latency_ms: float = 0.0
+
+    @model_serializer(mode="wrap")
+    def _text_once(self, handler: Any) -> dict[str, Any]:
+        data = handler(self)
+        if isinstance(data, dict) and isinstance(data.get("content"), list):
+            at, blocks = 0, []
+            for block in data["content"]:
+                if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
+                    end = at + len(block["text"])
+                    block = {k: v for k, v in block.items() if k != "text"} | {"textRef": [at, end]}
+                    at = end + 1  # the newline between blocks
+                blocks.append(block)
+            data["content"] = blocks
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_text(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("content"), list):
+            text = str(data.get("text") or "")
+            blocks = []
+            for block in data["content"]:
+                ref = block.get("textRef") if isinstance(block, dict) else None
+                if isinstance(ref, list) and len(ref) == 2:
+                    block = {k: v for k, v in block.items() if k != "textRef"} | {"text": text[ref[0]:ref[1]]}
+                blocks.append(block)
+            data = data | {"content": blocks}
+        return data
 
 
 class PullResult(BaseModel):

@@ -4,15 +4,21 @@
                                -> agent active, tool_sources and tool_allowlist admit it
                                -> call_source(...)
     call_source(source, tool)  source active -> source allowed_tools admit it
-                               -> rate cap (token bucket per source) -> pooled session -> call
-                               (under the source's call_timeout)
+                               -> rate cap (token bucket per source) -> a slot among the
+                               source's requests in flight (callers queue: back-pressure)
+                               -> pooled session -> call (under the source's call_timeout,
+                               pushed back by progress)
 
-One `McpSession` per source is kept open and reused. A pooled session found closed is
-replaced; one that breaks during a call (server restarted, connection dropped) is replaced
-and the call retried once. A tool error from the server is an outcome with ``is_error=True``;
-policy failures raise `NotFound`, `PermissionDenied`, `Conflict` or `RateLimited`; transport
-failures raise `ConnectorError`. Update, pause, revoke or delete of a source evicts its
-pooled session and its rate bucket.
+Sessions come from the catalog's `SessionPool`, so listings and calls share one session per
+source. A call name missing from the agent's (fresh) catalog is an unknown tool: it never
+triggers a new resolution. A call is retried once on a new session only when the request
+certainly never reached the server (the pooled session was gone and connecting failed before
+a byte was sent); a call that may have run is never sent twice, its failure is returned.
+
+A tool error from the server is an outcome with ``is_error=True``, and so is a result over
+the size cap (``max_result_bytes``, enforced while reading). Policy failures raise `NotFound`,
+`PermissionDenied`, `Conflict` or `RateLimited`; transport failures raise `ConnectorError`.
+Update, pause, revoke or delete of a source evicts its pooled session and its rate bucket.
 """
 
 from __future__ import annotations
@@ -20,114 +26,123 @@ from __future__ import annotations
 import difflib
 import logging
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-import anyio
-
-from concierge.errors import Conflict, ConnectorError, NotFound, PermissionDenied
+from concierge.errors import ConciergeError, Conflict, ConnectorError, NotFound, PermissionDenied
 from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
 from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
-from concierge.registry.catalog_models import CatalogResult, CatalogTool, ToolCallOutcome
+from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace, ToolCallOutcome
 from concierge.registry.models import Agent, SourceStatus, SourceView
 from concierge.registry.ratelimit import RateLimiter
 from concierge.registry.service import Registry
 
-__all__ = ["BUCKET_EVICTING_ACTIONS", "Gateway", "SessionFactory"]
+__all__ = ["BUCKET_EVICTING_ACTIONS", "Gateway", "Progress"]
 
 log = logging.getLogger("concierge.gateway")
 
-SessionFactory = Callable[..., McpSession]
+Progress = Callable[[float, float | None, str | None], Awaitable[None]]
 BUCKET_EVICTING_ACTIONS = frozenset({"update", "pause", "revoke", "delete"})
 """Source changes that reset the rate bucket (a health-check status change does not)."""
 INACTIVE_REASONS = frozenset({"paused", "error", "disconnected"})
+_MAX_LINKS = 4096
+"""Resource URIs seen in an agent's tool results, remembered so its client can read them."""
 
 
 class Gateway:
-    """Routes and runs tool calls for agents; owns the session pool and the rate buckets."""
+    """Routes and runs tool calls (and resource reads, prompt gets) for agents."""
 
     def __init__(self, registry: Registry, catalog: Catalog, *,
                  clock: Callable[[], float] = time.monotonic,
-                 limiter: RateLimiter | None = None,
-                 session_factory: SessionFactory = McpSession) -> None:
+                 limiter: RateLimiter | None = None) -> None:
         self.registry = registry
         self.catalog = catalog
+        self.pool = catalog.pool
         self.limiter = limiter or RateLimiter(clock=clock)
         self._clock = clock
-        self._session_factory = session_factory
-        self._sessions: dict[str, McpSession] = {}
-        self._retired: list[McpSession] = []
-        self._open_locks: dict[str, anyio.Lock] = {}
-        self._generation: dict[str, int] = {}
-        self._routes: dict[tuple[str, str], tuple[float, dict[str, CatalogTool]]] = {}
-        self.sessions_opened: dict[str, int] = {}
-        """How many sessions were opened per source (reuse shows as 1 for many calls)."""
+        self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
+        self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
+        self._seen: dict[str, dict[str, tuple[str, str]]] = {}
         registry.on_source_change(self._on_source_change)
 
     # -- pool bookkeeping -------------------------------------------------------------------
 
     def _on_source_change(self, source_id: str, action: str) -> None:
         self._routes.clear()
-        self._generation[source_id] = self._generation.get(source_id, 0) + 1
         if action in BUCKET_EVICTING_ACTIONS:
             self.limiter.evict(source_id)
-        session = self._sessions.pop(source_id, None)
-        if session is not None:  # closed on the next await point we own (listeners are sync)
-            self._retired.append(session)
+        self.pool.evict(source_id)
+
+    def poll_changes(self, sandbox_id: str) -> list[str]:
+        """Compare the sandbox's sources with the last look and apply what changed meanwhile
+        in another process (a CLI ``source pause``, a second server): listings and sessions
+        dropped, buckets reset, change listeners told. Returns the changed source ids."""
+        now = {s.id: (s.updated_at, s.status.value) for s in self.registry.list_sources(sandbox=sandbox_id)}
+        before = self._seen.get(sandbox_id)
+        self._seen[sandbox_id] = now
+        if before is None:
+            return []
+        changed = sorted(sid for sid in now.keys() | before.keys() if now.get(sid) != before.get(sid))
+        for sid in changed:
+            self._on_source_change(sid, "update")
+            self.catalog.source_changed(sid, "update")
+        return changed
+
+    @property
+    def sessions_opened(self) -> dict[str, int]:
+        """How many sessions were opened per source (reuse shows as 1 for many calls)."""
+        return self.pool.sessions_opened
 
     def pooled(self, source_id: str) -> McpSession | None:
         """The open pooled session of a source, if any."""
-        session = self._sessions.get(source_id)
-        return session if session is not None and not session.closed else None
+        return self.pool.pooled(source_id)
 
     @property
     def pool_size(self) -> int:
-        return sum(1 for s in self._sessions.values() if not s.closed)
-
-    async def _close_retired(self) -> None:
-        while self._retired:
-            await self._retired.pop().aclose()
-
-    def _discard(self, source_id: str, session: McpSession) -> None:
-        if self._sessions.get(source_id) is session:
-            del self._sessions[source_id]
-        self._retired.append(session)
-
-    async def _session(self, source: SourceView) -> tuple[McpSession, bool]:
-        """The source's pooled session and whether it was opened just now."""
-        session = self.pooled(source.id)
-        if session is not None:
-            return session, False
-        lock = self._open_locks.setdefault(source.id, anyio.Lock())
-        async with lock:
-            session = self.pooled(source.id)
-            if session is not None:
-                return session, False
-            stale = self._sessions.pop(source.id, None)
-            if stale is not None:
-                self._retired.append(stale)
-            generation = self._generation.get(source.id, 0)
-            session = self._session_factory(self.registry.endpoint(source.id))
-            await session.open()  # raises ConnectorError
-            self.sessions_opened[source.id] = self.sessions_opened.get(source.id, 0) + 1
-            if self._generation.get(source.id, 0) == generation:
-                self._sessions[source.id] = session
-            else:  # the source changed while we connected: use once, don't pool
-                self._retired.append(session)
-            return session, True
+        return self.pool.size
 
     async def aclose(self) -> None:
         """Close every pooled session."""
-        self._retired.extend(self._sessions.values())
-        self._sessions.clear()
-        await self._close_retired()
+        await self.catalog.aclose()
 
-    # -- calls ------------------------------------------------------------------------------
+    # -- routing ----------------------------------------------------------------------------
 
     async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
                           app: str | None = None) -> CatalogResult:
         """The agent's catalog (same as ``catalog.resolve``)."""
         return await self.catalog.resolve(slug, sandbox=sandbox, app=app)
+
+    async def _agent(self, agent: str, sandbox: str | None) -> tuple[Agent, str]:
+        sb = self.registry.get_sandbox(sandbox)
+        ag = self.registry.get_agent(agent, sandbox=sb.id)
+        if ag.status != "active":
+            raise PermissionDenied(f"agent {ag.slug} is {ag.status}; it cannot call tools until resumed",
+                                   error="agent_inactive")
+        if "user_mcp" not in ag.tool_sources:
+            raise PermissionDenied(f"agent {ag.slug} does not take user_mcp tools (tool_sources: "
+                                   f"{', '.join(ag.tool_sources) or 'none'})", error="not_allowed")
+        return ag, sb.id
+
+    async def catalog_for(self, agent: Agent, sandbox_id: str) -> CatalogResult:
+        """The agent's catalog, memoized for the catalog's TTL (dropped on any source change)."""
+        key = (agent.id, sandbox_id)
+        memo = self._routes.get(key)
+        if memo is not None and self._clock() - memo[0] < self.catalog.ttl_seconds:
+            return memo[1]
+        result = await self.catalog.resolve(agent.slug, sandbox=sandbox_id)
+        self._routes[key] = (self._clock(), result)
+        return result
+
+    async def _route(self, agent: Agent, sandbox_id: str, name: str) -> CatalogTool:
+        result = await self.catalog_for(agent, sandbox_id)
+        for tool in result.tools:
+            if tool.name == name:
+                return tool
+        _explain_missing(name, agent, result)
+        raise AssertionError  # pragma: no cover - _explain_missing always raises
+
+    # -- calls ------------------------------------------------------------------------------
 
     async def call_tool(self, name: str, arguments: dict[str, Any] | None = None, *, agent: str,
                         sandbox: str | None = None) -> ToolCallOutcome:
@@ -137,97 +152,177 @@ class Gateway:
     async def call(self, name: str, arguments: dict[str, Any] | None = None, *, agent: str,
                    sandbox: str | None = None) -> ToolCallOutcome:
         """Call the agent's catalog tool ``name`` with ``arguments``."""
-        await self._close_retired()
-        sb = self.registry.get_sandbox(sandbox)
-        ag = self.registry.get_agent(agent, sandbox=sb.id)
-        if ag.status != "active":
-            raise PermissionDenied(f"agent {ag.slug} is {ag.status}; it cannot call tools until resumed",
-                                   error="agent_inactive")
-        if "user_mcp" not in ag.tool_sources:
-            raise PermissionDenied(f"agent {ag.slug} does not take user_mcp tools (tool_sources: "
-                                   f"{', '.join(ag.tool_sources) or 'none'})", error="not_allowed")
-        tool = await self._route(ag, sb.id, name)
+        tool, result = await self.call_raw(name, arguments, agent=agent, sandbox=sandbox)
+        return _outcome(name, tool.source_id, tool.original_name, result)
+
+    async def call_raw(self, name: str, arguments: dict[str, Any] | None = None, *, agent: str,
+                       sandbox: str | None = None, progress: Progress | None = None,
+                       meta: dict[str, Any] | None = None) -> tuple[CatalogTool, ToolCallResult]:
+        """`call`, returning the catalog entry and the server's result as received (for the
+        MCP face: every content block, ``structuredContent`` and ``_meta`` pass through)."""
+        ag, sandbox_id = await self._agent(agent, sandbox)
+        tool = await self._route(ag, sandbox_id, name)
         if ag.tool_allowlist and not matches_any(ag.tool_allowlist, name):
             raise PermissionDenied(f"tool {name} is not in agent {ag.slug}'s tool_allowlist",
                                    error="not_allowed")
-        return await self.call_source(tool.source_id, tool.original_name, arguments, advertised=name)
-
-    async def _route(self, agent: Agent, sandbox_id: str, name: str) -> CatalogTool:
-        key = (agent.id, sandbox_id)
-        memo = self._routes.get(key)
-        if memo is not None and self._clock() - memo[0] < self.catalog.ttl_seconds and name in memo[1]:
-            return memo[1][name]
-        result = await self.catalog.resolve(agent.slug, sandbox=sandbox_id)
-        table = {t.name: t for t in result.tools}
-        self._routes[key] = (self._clock(), table)
-        tool = table.get(name)
-        if tool is not None:
-            return tool
-        trace = result.trace
-        if name in trace.allowlist_filtered_out.get("agent", []):
-            raise PermissionDenied(f"tool {name} is not in agent {agent.slug}'s tool_allowlist",
-                                   error="not_allowed")
-        if name in trace.allowlist_filtered_out.get("source", []):
-            raise PermissionDenied(f"tool {name} is not in its source's allowed_tools", error="not_allowed")
-        for skipped in trace.sources_skipped:  # the tool's source is down or switched off
-            if skipped.app and name.startswith(namespace_prefix(skipped.app)):
-                why = f"{skipped.reason}" + (f": {skipped.detail}" if skipped.detail else "")
-                if skipped.reason in INACTIVE_REASONS:
-                    raise Conflict(f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), "
-                                   f"which is {why}", error="source_inactive")
-                if skipped.reason != "not_in_tool_sources":
-                    raise ConnectorError(skipped.reason, f"tool {name} belongs to source {skipped.name} "
-                                         f"({skipped.source_id}), which could not be listed: {why}")
-        hint = ""
-        close = difflib.get_close_matches(name, list(table), n=3)
-        if close:
-            hint += f"; did you mean {', '.join(close)}?"
-        if trace.sources_skipped:
-            hint += " (skipped sources: " + ", ".join(
-                f"{s.name} [{s.reason}]" for s in trace.sources_skipped) + ")"
-        raise NotFound(f"agent {agent.slug} has no tool {name!r}{hint}")
+        result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
+                                         progress=progress, meta=meta)
+        self._remember_links(ag.id, tool.source_id, result)
+        return tool, result
 
     async def call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None = None, *,
                           advertised: str | None = None, enforce_allowlist: bool = True) -> ToolCallOutcome:
         """Call ``tool_name`` (the server's own name) on a source: active check, the source's
         allowed_tools (unless ``enforce_allowlist=False``), rate cap, pooled session, timeout."""
-        await self._close_retired()
+        result = await self._call_source(source_id, tool_name, arguments, enforce_allowlist=enforce_allowlist)
+        return _outcome(advertised or tool_name, source_id, tool_name, result)
+
+    def _active_source(self, source_id: str) -> SourceView:
         source = self.registry.get_source(source_id)
         if source.status != SourceStatus.ACTIVE:
             raise Conflict(f"source {source.name} ({source.id}) is {source.status.value}; "
                            "its tools cannot be called", error="source_inactive")
+        return source
+
+    async def _call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None, *,
+                           enforce_allowlist: bool, progress: Progress | None = None,
+                           meta: dict[str, Any] | None = None) -> ToolCallResult:
+        source = self._active_source(source_id)
         if enforce_allowlist and source.allowed_tools is not None and \
                 not matches_any(source.allowed_tools, tool_name):
             raise PermissionDenied(f"tool {tool_name} is not in the allowed_tools of source "
                                    f"{source.name} ({source.id})", error="not_allowed")
         self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
-        result = await self._call_pooled(source, tool_name, arguments)
-        return ToolCallOutcome(name=advertised or tool_name, source_id=source.id, original_name=tool_name,
-                               is_error=result.is_error, text=result.text, content=result.content,
-                               structured_content=result.structured_content, latency_ms=result.latency_ms)
-
-    async def _call_pooled(self, source: SourceView, tool_name: str,
-                           arguments: dict[str, Any] | None) -> ToolCallResult:
-        session, fresh = await self._session(source)
         try:
-            return await session.call_tool(tool_name, arguments)
+            return await self._pooled(source, lambda s: s.call_tool(tool_name, arguments, progress=progress,
+                                                                     meta=meta))
         except ConnectorError as exc:
-            if not session.closed:  # the server answered with an MCP error: a tool error
-                return _tool_error(exc)
-            self._discard(source.id, session)
-            if fresh or exc.kind == ErrorKind.TIMEOUT:
-                raise  # a new session failed, or the call may still be running: don't retry
-            log.info("pooled session to %s broke (%s); reconnecting once", source.id, exc.kind)
-        session, _ = await self._session(source)
-        try:
-            return await session.call_tool(tool_name, arguments)
-        except ConnectorError as exc:
-            if not session.closed:
-                return _tool_error(exc)
-            self._discard(source.id, session)
+            if exc.kind is ErrorKind.TOO_LARGE:  # the server answered; the answer is refused
+                return _error_result(str(exc))
             raise
 
+    @property
+    def max_result_bytes(self) -> int:
+        """The cap on one tool result read from a server (the catalog's message cap: the
+        session is shared); a bigger result is a tool error, refused while it is read."""
+        return self.catalog.max_message_bytes
 
-def _tool_error(exc: ConnectorError) -> ToolCallResult:
-    return ToolCallResult(is_error=True, content=[{"type": "text", "text": exc.detail}],
-                          structured_content=None, text=exc.detail, latency_ms=0.0)
+    @max_result_bytes.setter
+    def max_result_bytes(self, value: int) -> None:
+        self.catalog.max_message_bytes = value
+
+    async def _pooled(self, source: SourceView, request: Callable[[McpSession], Awaitable[Any]]) -> Any:
+        """Run ``request`` on the source's pooled session, in one of its slots.
+
+        A failure after which the session still works (the server answered with an MCP error)
+        comes back as a tool error. A broken session is discarded; the request is re-sent on a
+        new session only if it certainly never reached the server.
+        """
+        async with self.pool.slot(source.id, wait=source.call_timeout):
+            for attempt in (1, 2):
+                session, fresh = await self.pool.session(source.id, lambda: self.catalog.endpoint(source.id))
+                try:
+                    return await request(session)
+                except ConnectorError as exc:
+                    if not session.closed:
+                        if exc.kind is ErrorKind.PROTOCOL:  # the server's MCP error answer
+                            return _error_result(str(exc))
+                        raise
+                    self.pool.discard(source.id, session)
+                    if fresh or exc.delivered or attempt == 2:
+                        raise
+                    log.info("pooled session to %s was gone (%s) before the request left; "
+                             "sending it on a new session", source.id, exc.kind)
+        raise AssertionError  # pragma: no cover - the loop returns or raises
+
+    def _remember_links(self, agent_id: str, source_id: str, result: ToolCallResult) -> None:
+        for block in result.content:
+            uri = block.get("uri") or (block.get("resource") or {}).get("uri")
+            if block.get("type") in ("resource_link", "resource") and isinstance(uri, str):
+                self._links[(agent_id, uri)] = source_id
+                self._links.move_to_end((agent_id, uri))
+        while len(self._links) > _MAX_LINKS:
+            self._links.popitem(last=False)
+
+    # -- resources and prompts --------------------------------------------------------------
+
+    async def read_resource(self, uri: str, *, agent: str, sandbox: str | None = None) -> Any:
+        """``resources/read`` routed to the source that lists the URI (or a template matching
+        it, or a tool result that linked it); raises `NotFound` otherwise."""
+        from mcp.shared.uri_template import UriTemplate
+
+        ag, sandbox_id = await self._agent(agent, sandbox)
+        catalog = await self.catalog_for(ag, sandbox_id)
+        source_id = next((r.source_id for r in catalog.resources if r.uri == uri), None)
+        if source_id is None:
+            for template in catalog.resource_templates:
+                try:
+                    if template.uri_template and UriTemplate.parse(template.uri_template).match(uri) is not None:
+                        source_id = template.source_id
+                        break
+                except Exception:  # a template we cannot parse matches nothing
+                    continue
+        if source_id is None:
+            linked = self._links.get((ag.id, uri))
+            if linked is not None and any(t.source_id == linked for t in catalog.tools):
+                source_id = linked
+        if source_id is None:
+            raise NotFound(f"agent {ag.slug} has no resource {uri!r}")
+        source = self._active_source(source_id)
+        self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
+        return await self._pooled(source, lambda s: s.read_resource(uri))
+
+    async def get_prompt(self, name: str, arguments: dict[str, str] | None = None, *, agent: str,
+                         sandbox: str | None = None) -> Any:
+        """``prompts/get`` for the agent's advertised prompt ``name``."""
+        ag, sandbox_id = await self._agent(agent, sandbox)
+        catalog = await self.catalog_for(ag, sandbox_id)
+        prompt = next((p for p in catalog.prompts if p.name == name), None)
+        if prompt is None:
+            raise NotFound(f"agent {ag.slug} has no prompt {name!r}")
+        source = self._active_source(prompt.source_id)
+        self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
+        return await self._pooled(source, lambda s: s.get_prompt(prompt.original_name, arguments))
+
+
+def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
+    """Raise the most telling error for a name the agent's catalog does not advertise."""
+    trace: ResolutionTrace = result.trace
+    if name in trace.allowlist_filtered_out.get("agent", []):
+        raise PermissionDenied(f"tool {name} is not in agent {agent.slug}'s tool_allowlist", error="not_allowed")
+    if name in trace.allowlist_filtered_out.get("source", []):
+        raise PermissionDenied(f"tool {name} is not in its source's allowed_tools", error="not_allowed")
+    for left in trace.tools_left_out:
+        if left["name"] == name:
+            raise Conflict(f"tool {name} is not offered: it requires task-augmented execution, which the "
+                           "gateway does not support", error="not_supported")
+    for skipped in trace.sources_skipped:  # the tool's source is down or switched off
+        if skipped.app and name.startswith(namespace_prefix(skipped.app)):
+            why = skipped.detail or skipped.reason
+            if skipped.reason in INACTIVE_REASONS:
+                raise Conflict(f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), "
+                               f"which is {skipped.reason}" + (f": {skipped.detail}" if skipped.detail else ""),
+                               error="source_inactive")
+            if skipped.reason != "not_in_tool_sources":
+                detail = f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), which could not be listed: {why}"
+                if skipped.reason in ErrorKind.__members__.values():
+                    raise ConnectorError(skipped.reason, detail)
+                raise ConciergeError(detail, error=skipped.reason)  # e.g. vault_error
+    hint = ""
+    close = difflib.get_close_matches(name, [t.name for t in result.tools], n=3)
+    if close:
+        hint += f"; did you mean {', '.join(close)}?"
+    if trace.sources_skipped:
+        hint += " (skipped sources: " + ", ".join(f"{s.name} [{s.reason}]" for s in trace.sources_skipped) + ")"
+    raise NotFound(f"agent {agent.slug} has no tool {name!r}{hint}")
+
+
+def _error_result(text: str) -> ToolCallResult:
+    return ToolCallResult(is_error=True, content=[{"type": "text", "text": text}], structured_content=None,
+                          text=text, latency_ms=0.0)
+
+
+def _outcome(name: str, source_id: str, original_name: str, result: ToolCallResult) -> ToolCallOutcome:
+    return ToolCallOutcome(name=name, source_id=source_id, original_name=original_name, is_error=result.is_error,
+                           text=result.text, content=result.content, structured_content=result.structured_content,
+                           latency_ms=result.latency_ms)

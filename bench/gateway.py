@@ -1,0 +1,402 @@
+"""The gateway against direct calls, under one client and under twenty. Prints numbers and
+whether each goal is met; asserts nothing.
+
+    .venv/bin/python bench/gateway.py [--rounds 3] [--seq-calls 200] [--clients 20] [--calls 50]
+
+Three kinds of process on loopback, as in production:
+
+    upstream   one MCP server built with the mcp SDK (low-level Server, streamable HTTP),
+               with an ``echo`` tool; it counts the sessions opened (``server/discover`` or
+               ``initialize``) and serves the counts at ``/stats``
+    gateway    ``concierge gateway --agent bench``, the real command, over a registry in a
+               temporary home whose sources all point at that upstream
+    bare       a naive forwarder built with the same SDK and its defaults (one Client, no routing
+               or policy): a reference for what one more SDK hop costs
+    client     a process running the mcp SDK's ``Client``: one client making calls one after
+               another (latency), or N clients making M calls each at once (throughput)
+
+Direct, bare and gateway runs alternate (``--rounds`` of each, interleaved) so drift on a shared
+machine hits both alike. Rate caps: every source has the maximum cap (600 calls a minute, a
+burst of 600), so a concurrent round of 20 x 50 = 1000 calls is spread over two sources of
+that round (clients alternate), each source used by one round only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+RATE_CAP = 600  # the maximum rate_cap_per_minute
+METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"]+)"')
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the {what} did not start") from None
+            time.sleep(0.05)
+
+
+# -- the upstream process ---------------------------------------------------------------------
+
+def serve_upstream(port: int) -> None:
+    import mcp_types as types
+    import uvicorn
+    from mcp.server.lowlevel import Server
+    from starlette.responses import JSONResponse
+
+    counts = {"server/discover": 0, "initialize": 0, "tools/call": 0, "tools/list": 0}
+    echo = types.Tool(name="echo", description="Echo the text back.",
+                      input_schema={"type": "object", "properties": {"text": {"type": "string"}}})
+
+    async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return types.ListToolsResult(tools=[echo])
+
+    async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        text = str((params.arguments or {}).get("text", ""))
+        return types.CallToolResult(content=[types.TextContent(type="text", text=text)])
+
+    server = Server("bench-upstream", version="1.0", on_list_tools=on_list_tools, on_call_tool=on_call_tool)
+    mcp_app = server.streamable_http_app(streamable_http_path="/mcp")
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == "/stats":
+            await JSONResponse(counts)(scope, receive, send)
+            return
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await mcp_app(scope, receive, send)
+            return
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        found = METHOD_RE.search(body[:400])  # one JSON-RPC message per POST
+        if found:
+            method = found.group(1).decode()
+            counts[method] = counts.get(method, 0) + 1
+        replayed = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await mcp_app(scope, replay, send)
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+# -- the bare SDK forwarder: what one more SDK hop costs, for reference ---------------------------
+
+def serve_bare_proxy(port: int, upstream: str) -> None:
+    """A low-level Server whose only tool handler forwards to one open SDK Client (defaults): no
+    routing, no policy, no registry."""
+    import mcp_types as types
+    import uvicorn
+    from mcp import Client
+    from mcp.server.lowlevel import Server
+
+    state: dict[str, Any] = {}
+
+    async def on_list_tools(ctx: Any, params: Any) -> types.ListToolsResult:
+        return await state["client"].list_tools()
+
+    async def on_call_tool(ctx: Any, params: types.CallToolRequestParams) -> types.CallToolResult:
+        return await state["client"].call_tool(params.name, dict(params.arguments or {}))
+
+    @contextlib.asynccontextmanager
+    async def lifespan(server: Any) -> Any:
+        async with Client(upstream) as client:
+            state["client"] = client
+            yield {}
+
+    server = Server("bare-proxy", on_list_tools=on_list_tools, on_call_tool=on_call_tool, lifespan=lifespan)
+    server.middleware = []
+    uvicorn.run(server.streamable_http_app(streamable_http_path="/mcp"), host="127.0.0.1", port=port,
+                log_level="warning", access_log=False)
+
+
+# -- the client process -----------------------------------------------------------------------
+
+async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:
+    """``clients`` SDK clients, each making ``calls`` calls; client i uses ``tools[i % len]``."""
+    from mcp import Client
+
+    latencies: list[float] = []
+    errors: list[str] = []
+    opened = anyio.Event()
+    ready = 0
+    start_gate = anyio.Event()
+
+    async def one(i: int) -> None:
+        nonlocal ready
+        tool = tools[i % len(tools)]
+        async with Client(url) as client:
+            await client.call_tool(tool, {"text": "warm"})  # negotiated, and the route warm
+            ready += 1
+            if ready == clients:
+                opened.set()
+            await start_gate.wait()
+            for n in range(calls):
+                t = time.perf_counter()
+                try:
+                    result = await client.call_tool(tool, {"text": f"{i}-{n}"})
+                    if result.is_error or result.content[0].text != f"{i}-{n}":
+                        errors.append(result.content[0].text[:200] if result.content else "empty")
+                except Exception as exc:  # counted, not raised: the bench reports errors
+                    errors.append(f"{type(exc).__name__}: {exc}"[:200])
+                latencies.append(time.perf_counter() - t)
+
+    wall = 0.0
+    with anyio.fail_after(300):
+        async with anyio.create_task_group() as tg:
+            for i in range(clients):
+                tg.start_soon(one, i)
+            await opened.wait()
+            began = time.perf_counter()
+            start_gate.set()
+        wall = time.perf_counter() - began
+    return {"latencies": latencies, "errors": errors, "wall": wall}
+
+
+def client_process(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--client", url, "--tools", ",".join(tools), "--clients", str(clients),
+         "--calls", str(calls)], capture_output=True, text=True, timeout=400, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# -- orchestration ----------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def process(args: list[str], port: int, what: str,
+            env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        wait_for_port(port, proc, what)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process has used (Linux /proc): a measure that load from
+    other processes on a shared machine does not distort the way wall time is distorted."""
+    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def stats(base: str) -> dict[str, int]:
+    import httpx2
+
+    return httpx2.get(f"{base}/stats", timeout=5).json()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def ms(seconds: float) -> str:
+    return f"{seconds * 1000:.2f} ms"
+
+
+def register_sources(home: str, url: str, names: list[str]) -> None:
+    os.environ["CONCIERGE_HOME"] = home
+    from concierge.registry import Registry
+
+    async def go() -> None:
+        reg = Registry.open(home)
+        try:
+            for name in names:
+                out = await reg.register({"name": name, "base_url": url, "auth_kind": "none",
+                                          "app_namespace": name, "rate_cap_per_minute": RATE_CAP})
+                assert out.status == "active", out.health_error
+            reg.create_agent({"slug": "bench"})
+        finally:
+            reg.close()
+
+    anyio.run(go)
+
+
+def main_bench(args: argparse.Namespace) -> None:
+    up_port, gw_port, bare_port = free_port(), free_port(), free_port()
+    upstream = f"http://127.0.0.1:{up_port}"
+    urls = {"direct": f"{upstream}/mcp", "bare": f"http://127.0.0.1:{bare_port}/mcp",
+            "gateway": f"http://127.0.0.1:{gw_port}/mcp"}
+    rounds = args.rounds
+    seq_sources = [f"seq{r}" for r in range(rounds)]
+    conc_sources = [[f"c{r}a", f"c{r}b"] for r in range(rounds)]
+    all_sources = seq_sources + [s for pair in conc_sources for s in pair]
+    seq: dict[str, list[float]] = {mode: [] for mode in urls}
+    conc: dict[str, list[dict[str, Any]]] = {mode: [] for mode in urls}
+    cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "bare forwarder": 0.0, "gateway": 0.0,
+                             "upstream (gateway runs)": 0.0}
+    with tempfile.TemporaryDirectory() as home, \
+            process([sys.executable, __file__, "--upstream", str(up_port)], up_port, "upstream") as up_proc:
+        env = dict(os.environ, CONCIERGE_HOME=home,
+                   CONCIERGE_MASTER_KEY=os.environ.get("CONCIERGE_MASTER_KEY", "ab" * 32))
+        os.environ["CONCIERGE_MASTER_KEY"] = env["CONCIERGE_MASTER_KEY"]
+        register_sources(home, urls["direct"], all_sources)
+        before = stats(upstream)
+        gateway_cmd = [sys.executable, "-m", "concierge", "gateway", "--agent", "bench", "--port", str(gw_port)]
+        with process(gateway_cmd, gw_port, "gateway", env=env) as gw_proc:
+            started = stats(upstream)
+            gateway_sessions = _sessions(started) - _sessions(before)  # the gateway's start-up listing
+            with process([sys.executable, __file__, "--bare-proxy", str(bare_port), "--to", urls["direct"]],
+                         bare_port, "bare proxy") as bare_proc:
+                owner = {"direct": [(up_proc, "upstream (direct runs)")],
+                         "bare": [(bare_proc, "bare forwarder")],
+                         "gateway": [(gw_proc, "gateway"), (up_proc, "upstream (gateway runs)")]}
+                for r in range(rounds):
+                    for mode in urls:  # interleaved: direct, bare proxy, gateway, and again
+                        tools = [f"{seq_sources[r]}_echo"] if mode == "gateway" else ["echo"]
+                        s0 = stats(upstream)
+                        seq[mode] += client_process(urls[mode], tools, 1, args.seq_calls)["latencies"]
+                        if mode == "gateway":
+                            gateway_sessions += _sessions(stats(upstream)) - _sessions(s0)
+                    for mode in urls:
+                        tools = [f"{s}_echo" for s in conc_sources[r]] if mode == "gateway" else ["echo"]
+                        s0 = stats(upstream)
+                        before_cpu = [cpu_seconds(p) for p, _ in owner[mode]]
+                        conc[mode].append(client_process(urls[mode], tools, args.clients, args.calls))
+                        for (p, name), spent in zip(owner[mode], before_cpu):
+                            cpu[name] += cpu_seconds(p) - spent
+                        if mode == "gateway":
+                            gateway_sessions += _sessions(stats(upstream)) - _sessions(s0)
+    report(args, seq, conc, gateway_sessions, len(all_sources), cpu)
+
+
+def _sessions(counts: dict[str, int]) -> int:
+    return counts.get("server/discover", 0) + counts.get("initialize", 0)
+
+
+def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str, list[dict[str, Any]]],
+           gateway_sessions: int, n_sources: int, cpu: dict[str, float]) -> None:
+    print(f"Gateway bench: upstream, `concierge gateway` and clients in separate processes on loopback; "
+          f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
+    print("(bare = a naive forwarder written with the same SDK and its defaults: one Client, no routing, "
+          "no policy; a reference for what one SDK hop costs)\n")
+    med = {m: statistics.median(v) for m, v in seq.items()}
+    p99 = {m: pct(v, 0.99) for m, v in seq.items()}
+    print(f"Sequential: 1 client, {args.seq_calls} calls per round ({len(seq['direct'])} calls per mode)")
+    for mode in seq:
+        print(f"  {mode:8s} median {ms(med[mode]):>9}   p99 {ms(p99[mode]):>9}")
+    added = med["gateway"] - med["direct"]
+    print(f"  added by the gateway   median {ms(added):>9}   p99 {ms(p99['gateway'] - p99['direct']):>9}   "
+          f"(ratios to direct: median {med['gateway'] / med['direct']:.2f}x, p99 {p99['gateway'] / p99['direct']:.2f}x)")
+    print(f"  added by the bare SDK forwarder   median {ms(med['bare'] - med['direct']):>9}   "
+          f"(the gateway's own share: {ms(med['gateway'] - med['bare'])})")
+
+    def summary(runs: list[dict[str, Any]]) -> tuple[float, float, float, int]:
+        calls = sum(len(r["latencies"]) for r in runs)
+        wall = sum(r["wall"] for r in runs)
+        lat = [x for r in runs for x in r["latencies"]]
+        return calls / wall, statistics.median(lat), pct(lat, 0.99), sum(len(r["errors"]) for r in runs)
+
+    sums = {m: summary(runs) for m, runs in conc.items()}
+    print(f"\nConcurrent: {args.clients} clients x {args.calls} calls per round")
+    for mode, (tp, m, p, e) in sums.items():
+        rounds = ", ".join(f"{len(r['latencies']) / r['wall']:.0f}" for r in conc[mode])
+        print(f"  {mode:8s} {tp:7.1f} calls/s   median {ms(m):>9}   p99 {ms(p):>9}   errors {e}   (rounds: {rounds})")
+    dt, dm, dp, _ = sums["direct"]
+    gt, gm, gp, ge = sums["gateway"]
+    bt, _, bp, _ = sums["bare"]
+    print(f"  ratios   gateway/direct: throughput {gt / dt:.2f}x, p99 {gp / dp:.2f}x, median {gm / dm:.2f}x;  "
+          f"bare/direct: throughput {bt / dt:.2f}x, p99 {bp / dp:.2f}x")
+    for e in [e for r in conc["gateway"] for e in r["errors"]][:3]:
+        print(f"  e.g. error: {e}")
+    calls = args.rounds * args.clients * args.calls
+    per_call = {name: spent / calls * 1000 for name, spent in cpu.items()}
+    print("  CPU per call in the concurrent runs (wall-clock independent): " + ", ".join(
+        f"{name} {value:.2f} ms" for name, value in per_call.items()))
+    cores = os.cpu_count() or 1
+    ceiling = min(1000 / per_call["gateway"], cores * 1000 / (per_call["gateway"] + per_call["upstream (gateway runs)"]))
+    direct_ceiling = min(1000 / per_call["upstream (direct runs)"], cores * 1000 / per_call["upstream (direct runs)"])
+    print(f"  what bounds it: the gateway is one Python process; at {per_call['gateway']:.2f} ms of CPU per call it "
+          f"serves at most ~{ceiling:.0f} calls/s on this machine, while the upstream alone allows "
+          f"~{direct_ceiling:.0f} (ceiling ratio {ceiling / direct_ceiling:.2f}x, before the clients' own CPU)")
+    limit = n_sources + args.clients
+    print(f"\nUpstream sessions opened by the gateway (start-up and its runs): {gateway_sessions} "
+          f"(sources {n_sources} + clients {args.clients} = {limit})")
+
+    goals = [
+        ("added median latency <= 1 ms", added <= 0.001, f"{added * 1000:.2f} ms"),
+        ("concurrent throughput >= 0.8x direct", gt / dt >= 0.8, f"{gt / dt:.2f}x"),
+        ("0 errors", ge == 0, f"{ge} errors"),
+        ("concurrent p99 <= 2x direct", gp / dp <= 2.0, f"{gp / dp:.2f}x"),
+        ("sessions opened <= sources + clients", gateway_sessions <= limit, f"{gateway_sessions} <= {limit}"),
+    ]
+    print("\nGoals")
+    for name, met, value in goals:
+        print(f"  {'met    ' if met else 'NOT met'}  {name:40s} {value}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seq-calls", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=20)
+    parser.add_argument("--calls", type=int, default=50)
+    parser.add_argument("--upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-proxy", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--to", help=argparse.SUPPRESS)
+    parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
+    parser.add_argument("--tools", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.upstream:
+        serve_upstream(args.upstream)
+        return
+    if args.bare_proxy:
+        serve_bare_proxy(args.bare_proxy, args.to)
+        return
+    if args.client:
+        result = anyio.run(run_clients, args.client, args.tools.split(","), args.clients, args.calls)
+        print(json.dumps(result))
+        return
+    started = time.perf_counter()
+    main_bench(args)
+    print(f"\n(total bench time {time.perf_counter() - started:.1f} s)")
+
+
+if __name__ == "__main__":
+    main()
