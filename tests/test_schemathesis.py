@@ -24,7 +24,7 @@ import pytest
 
 from concierge.backend import LocalBackend
 from concierge.mcp_client import Endpoint, ProbeResult, probe
-from concierge.mcp_client.connector import ErrorKind
+from concierge.mcp_client import ErrorKind
 from concierge.registry import Registry
 from concierge.registry.validation import LOCAL_HOSTS
 from concierge.server import build_app
