@@ -13,6 +13,7 @@ from typing import Any
 
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve
 from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug
+from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
 from concierge.agent.models.offline.replies import REPLIES, status_words
 from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
 from concierge.agent.toolkit.results import SourceRow
@@ -145,6 +146,10 @@ def _ineligible(form: str, row: SourceRow, flow: Flow) -> str | None:
     return None
 
 
+def _ignored(flow: Flow) -> frozenset[str]:
+    return intent_words(flow.intent) | STATUS_WORDS
+
+
 def _none_eligible(form: str, sources: list[SourceRow]) -> str:
     if form == "resume":
         return "None of your sources is paused."
@@ -169,7 +174,7 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Say:
     def ok(e: Entity) -> bool:
         return _ineligible(form, e.data, flow) is None
 
-    found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus)
+    found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus, ignore=_ignored(flow))
     if found.matches and found.how != "pronoun":
         matches = found.matches
         if len(matches) == 1:
@@ -325,7 +330,7 @@ def _catalog(state: State, flow: Flow) -> Step:
         return Call("list_agent_tools", {"agent": flow.target.key})
     skip = flow.skip | {i for i, t in enumerate(flow.text.tokens) if t.low in _AGENT_WORDS}
     wants_agent = _wants_agent(flow)
-    named = leftover_words(flow.text, frozenset(skip))
+    named = [w for w in leftover_words(flow.text, frozenset(skip)) if w.lower() not in _ignored(flow)]
     if not wants_agent and not named:
         return Call("list_agent_tools", {})
     if flow.world.agents is None:

@@ -128,10 +128,11 @@ def _find_sequence(stream: list[_Word | None], words: list[str], *, fuzzy: bool)
 
 
 def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = frozenset(),
-            focus: str | None = None) -> Resolution:
+            focus: str | None = None, ignore: frozenset[str] = frozenset()) -> Resolution:
     """Which of ``entities`` the message names (see the module docstring). ``skip``: token
     indices already read as something else (intent words, values); ``focus``: the key of the
-    thing last talked about, for "it"."""
+    thing last talked about, for "it"; ``ignore``: words that never count as an attempted name
+    (the request's own vocabulary: "health" in "test the health of my source")."""
     pool = list(entities)
     tokens = text.tokens
     # 1. ids, then URLs.
@@ -140,9 +141,10 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
     if by_id:
         used = frozenset(i for i, t in enumerate(tokens) if t.text in {e.key for e in by_id})
         return Resolution(by_id, "id", used)
-    by_url = [e for e in pool if e.url and any(same_url(u, e.url) for u in text.urls)]
+    addresses = [(i, t.text) for i, t in enumerate(tokens) if t.kind == "url" and i not in skip]
+    by_url = [e for e in pool if e.url and any(same_url(u, e.url) for _, u in addresses)]
     if by_url:
-        return Resolution(by_url, "url", frozenset(i for i, t in enumerate(tokens) if t.kind == "url"))
+        return Resolution(by_url, "url", frozenset(i for i, _ in addresses))
     stream = _word_stream(text, skip)
     # 2. Whole names: the longest, most exact match wins.
     scored: list[tuple[int, int, Entity, frozenset[int]]] = []
@@ -181,7 +183,7 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
             and item.low not in STOPWORDS and item.low not in FILLER)
         if covered:
             partial.append((entity, covered))
-    leftovers = leftover_words(text, skip)
+    leftovers = [w for w in leftover_words(text, skip) if w.lower() not in ignore]
     if partial:
         best_cover = max(len(c) for _, c in partial)
         chosen = [(e, c) for e, c in partial if len(c) == best_cover]
@@ -206,7 +208,8 @@ def leftover_words(text: Text, skip: frozenset[int]) -> list[str]:
         low = token.low
         if low in STOPWORDS or low in FILLER or low in GENERIC or low in NOT_NAMES or low in PRONOUNS:
             continue
-        if low in ("now", "for", "while", "bit", "again", "please", "thanks", "anymore", "instead"):
+        if low in ("now", "for", "while", "bit", "again", "please", "thanks", "anymore", "instead",
+                   "sandbox", "workspace", "here", "there", "available"):
             continue
         out.append(token.text)
     return out

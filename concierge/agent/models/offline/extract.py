@@ -16,7 +16,6 @@ from concierge.agent.models.offline.vocabulary import (
     CANCEL,
     CORRECTION,
     FILLER,
-    NOT_NAMES,
     STOP_BEFORE_LABEL,
     STOPWORDS,
     yes_or_no,
@@ -42,7 +41,7 @@ __all__ = [
 
 _HEADER_RE = re.compile(r"^[A-Za-z][A-Za-z0-9]*(?:-[A-Za-z0-9]+)+$|^[Xx][A-Za-z0-9]+$")
 _KNOWN_HEADERS = {"authorization", "apikey", "api-key", "x-api-key", "x-auth-token", "private-token",
-                  "x-token", "x-access-token", "x-api-token", "token", "x-key"}
+                  "x-token", "x-access-token", "x-api-token", "x-key"}
 _VALUE_WORDS = {"token", "bearer", "key", "secret", "password", "is", "value", "credential"}
 # Punctuation between two tokens that ends a label or a list.
 _BREAK_RE = re.compile(r"[,;.!?()\[\]—–]|\s-\s")
@@ -95,6 +94,7 @@ def urls(text: Text) -> list[str]:
     return out
 
 
+_NOT_LABELS = frozenset({"it", "this", "that", "ok", "okay", "soon", "well", "possible", "a", "an", "the"})
 _LABEL_TRIGGERS = ("call it", "name it", "label it as", "label it", "call this", "name this",
                    "named", "called", "label", "labelled", "labeled", "name")
 
@@ -122,7 +122,7 @@ def label(text: Text, *, allow_as: bool = False) -> Found | None:
         if not run:
             continue
         value = text.span_text(run[0], run[-1]).strip(" \"'“”`")
-        if value and value.lower() not in NOT_NAMES:
+        if value and value.lower() not in _NOT_LABELS:
             return Found(value[:200], frozenset(found) | frozenset(run))
     return None
 
@@ -187,7 +187,8 @@ def _header_like(text: Text, j: int, *, near_header: bool) -> bool:
     if token.kind != "word" or (j > 0 and text.tokens[j - 1].low in _VALUE_WORDS - {"is"}):
         return False
     word = token.text
-    if word.lower() in ("header", "custom", "a", "the", "called", "named"):
+    if word.lower() in ("header", "custom", "a", "the", "called", "named", "token", "auth", "key", "in",
+                        "with", "and", "is", "for"):
         return False
     if word.lower().startswith("x-") and _HEADER_RE.match(word):
         return True

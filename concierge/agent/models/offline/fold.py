@@ -18,7 +18,7 @@ from typing import Any
 from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.decide import decide, source_entities
 from concierge.agent.models.offline.entities import pick, resolve, same_url
-from concierge.agent.models.offline.forms import FORMS, UNREADABLE, fill, update_aspects
+from concierge.agent.models.offline.forms import FORMS, UNREADABLE, fill, tidy_aspects, update_aspects
 from concierge.agent.models.offline.intents import IntentHit, classify
 from concierge.agent.models.offline.replies import REPLIES, in_user_words, reply_for, sentence
 from concierge.agent.models.offline.state import Call, Flow, Say, State, World
@@ -210,11 +210,12 @@ def _is_new_request(state: State, flow: Flow, text: Text, strong: list[IntentHit
     """Whether ``text`` is a request of its own rather than an answer or a correction."""
     top = strong[0]
     form = _form_of(top)
-    if ex.is_correction(text) and form in (flow.form, "update", "register") and not _names_new_target(
+    correction = ex.is_correction(text)
+    if correction and form in (flow.form, "update", "register") and not _names_new_target(
             state, flow, text, strong):
         return False
     short = len([t for t in text.tokens if t.kind == "word"]) <= 4 and not text.urls and not text.refs
-    if flow.asked in _FREE_TEXT and short and top.score <= 1:
+    if flow.asked in _FREE_TEXT and short and top.score <= 1 and not correction and not _names_known(flow, text):
         return False  # "Test server" is a name, not a request
     if form != flow.form:
         if flow.form == "update" and form in ("register",) and not any(
@@ -230,6 +231,14 @@ def _is_new_request(state: State, flow: Flow, text: Text, strong: list[IntentHit
         different = new_url or (new_label is not None and new_label.value != flow.slots.get("name"))
         return verb and different and not ex.is_correction(text)
     return _names_new_target(state, flow, text, strong)
+
+
+def _names_known(flow: Flow, text: Text) -> bool:
+    """The message names an existing source by its whole name ("check legacy")."""
+    if flow.world.sources is None:
+        return False
+    found = resolve(text, source_entities(flow.world.sources))
+    return found.how in ("name", "id", "url")
 
 
 def _names_new_target(state: State, flow: Flow, text: Text, strong: list[IntentHit]) -> bool:
@@ -250,6 +259,9 @@ def _start(state: State, text: Text, hits: list[IntentHit]) -> None:
     strong = [h for h in hits if not h.intent.weak]
     top = strong[0] if strong else (hits[0] if hits else None)
     if top is None:
+        if text.raw.strip() and set(text.raw.strip()) <= set("?!. "):
+            state.reply = Say(REPLIES["help"], "help")
+            return
         if text.urls:
             flow = Flow("register", "register", text, url_only=True)
             _, flow.skip = fill(state, flow, text)
@@ -276,7 +288,8 @@ def _start(state: State, text: Text, hits: list[IntentHit]) -> None:
     form = does.removeprefix("form:")
     flow = Flow(form, top.intent.name, text, skip=top.consumed)
     if form == "update":
-        flow.aspects = {h.intent.aspect for h in strong if h.intent.does == "form:update" and h.intent.aspect}
+        flow.aspects = tidy_aspects({h.intent.aspect for h in strong
+                                     if h.intent.does == "form:update" and h.intent.aspect})
     _, flow.skip = fill(state, flow, text, top.consumed)
     if form == "switch_sandbox" and "sandbox" not in flow.slots:
         unknown = FORMS_UNKNOWN_SANDBOX(state, flow, text)

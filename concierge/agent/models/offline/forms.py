@@ -29,7 +29,8 @@ from concierge.agent.models.offline.vocabulary import FILLER, STOPWORDS, yes_or_
 from concierge.registry import validation as rules
 from concierge.registry.models import AgentCreate, UpdateSource
 
-__all__ = ["FORMS", "Ctx", "Form", "Slot", "default_label", "fill", "free_namespace", "slug"]
+__all__ = ["FORMS", "Ctx", "Form", "Slot", "UNREADABLE", "default_label", "fill", "free_namespace", "slug",
+           "tidy_aspects", "update_aspects"]
 
 
 @dataclass(frozen=True)
@@ -505,49 +506,63 @@ def fill(state: State, flow: Flow, text: Text, skip: frozenset[int] = frozenset(
          answering: str | None = None) -> tuple[bool, frozenset[int]]:
     """Apply one message to ``flow``: every slot it states is (re)set, after validation.
 
-    Returns whether anything changed and the token indices the values used.
+    Values are read first; only when the message states none is it read as a bare answer to
+    the open question (so "wait, it has no auth" corrects the auth, it is not a name).
+    Returns whether anything changed, and ``skip`` plus the token indices the values used.
     """
     form = FORMS[flow.form]
     if flow.form == "update":
-        flow.aspects |= update_aspects(text, state)
+        flow.aspects = tidy_aspects(flow.aspects | update_aspects(text, state))
+    used: set[int] = set()
     changed = False
-    used = set(skip)
-    for slot in form.slots:
-        if slot.aspect is not None and slot.aspect not in flow.aspects and answering != slot.name:
-            if not (slot.name == "auth_header" and flow.slots.get("auth_kind") == "header_token"):
+    for bare in (False, True):
+        for slot in form.slots:
+            if bare and (answering != slot.name or slot.answer is None):
                 continue
-        ctx = Ctx(text, frozenset(used), state, flow, answering=answering == slot.name)
-        found = slot.extract(ctx)
-        if found is None and answering == slot.name and slot.answer is not None:
-            found = slot.answer(ctx)
-        if found is None:
-            continue
-        value = found.value
-        if slot.validate is not None:
-            value, error = slot.validate(value, flow, state)
-            if error:
-                flow.notice = error
-                flow.slots.pop(slot.name, None)
-                flow.refused.add(slot.name)  # asked again, with the registry's reason
-                changed = True
-                used |= found.used
+            if slot.aspect is not None and slot.aspect not in flow.aspects and answering != slot.name:
+                if not (slot.name == "auth_header" and flow.slots.get("auth_kind") == "header_token"):
+                    continue
+            ctx = Ctx(text, frozenset(used), state, flow, answering=answering == slot.name)
+            found = slot.answer(ctx) if bare and slot.answer else slot.extract(ctx)
+            if found is None:
                 continue
-        flow.refused.discard(slot.name)
-        if flow.slots.get(slot.name) != value:
-            flow.slots[slot.name] = value
-            changed = True
-        used |= found.used
-    return changed, frozenset(used)
+            changed |= _set(flow, state, slot, found.value)
+            used |= found.used
+        if changed:
+            break
+    return changed, frozenset(used) | skip
+
+
+def _set(flow: Flow, state: State, slot: Slot, value: Any) -> bool:
+    if slot.validate is not None:
+        value, error = slot.validate(value, flow, state)
+        if error:
+            flow.notice = error
+            flow.slots.pop(slot.name, None)
+            flow.refused.add(slot.name)  # asked again, with the registry's reason
+            return True
+    flow.refused.discard(slot.name)
+    if flow.slots.get(slot.name) == value:
+        return False
+    flow.slots[slot.name] = value
+    return True
 
 
 def update_aspects(text: Text, state: State) -> set[str]:
     """Which parts of a source a message talks about changing."""
     aspects = {h.intent.aspect for h in classify(text, sandboxes=state.sandboxes)
                if h.intent.does == "form:update" and h.intent.aspect}
-    if text.refs and "auth" not in aspects:
-        aspects.add("token")
     if text.urls and ("url" in aspects or "auth" in aspects or not aspects):
         aspects.add("url")
-    if yes_or_no(text.raw) is not None:
-        aspects.discard("url")
+    if ("url" in aspects or text.refs) and ex.auth_kind(text) is not None:
+        aspects.add("auth")  # "moved to https://… and uses a bearer token now"
+    if text.refs and "auth" not in aspects:
+        aspects.add("token")
+    return tidy_aspects(aspects)
+
+
+def tidy_aspects(aspects: set[str]) -> set[str]:
+    """"Allow all tools again" is not also a new allowlist."""
+    if "allow_all" in aspects:
+        aspects = aspects - {"allowlist"}
     return aspects

@@ -14,10 +14,17 @@ rows (greetings, thanks) count only when nothing else matched. Ties go to the ro
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 from concierge.agent.models.offline.text import Text, phrase
 
-__all__ = ["INTENTS", "Intent", "IntentHit", "classify"]
+__all__ = ["INTENTS", "Intent", "IntentHit", "STATUS_WORDS", "classify", "intent_words"]
+
+STATUS_WORDS = frozenset("""
+paused active failing failed broken revoked disconnected healthy unhealthy working down up
+error errors erroring dead alive running online offline stopped enabled disabled current
+""".split())
+"""Words describing a source's state: never a name someone meant."""
 
 
 @dataclass(frozen=True)
@@ -49,7 +56,8 @@ INTENTS: tuple[Intent, ...] = (
     Intent("unsupported_alerts", "reply:unsupported_alerts",
            ("alert", "alerts", "alerting", "notify", "notification", "notifications", "email me",
             "send me * email", "page me", "text me", "warn me", "let me know when|if",
-            "tell me when|if", "ping me", "monitoring", "monitor"), ("ping me * tools",)),
+            "tell me when|if", "ping me", "monitoring", "monitor",
+            "set up * alert|alerts|notification|notifications|monitoring"), ("ping me * tools",)),
     Intent("unsupported_audit", "reply:unsupported_audit",
            ("audit", "audit log", "history", "what changed", "who changed", "changelog", "activity log",
             "recent changes", "what happened")),
@@ -89,7 +97,7 @@ INTENTS: tuple[Intent, ...] = (
 
     # -- agents and the catalog
     Intent("create_agent", "form:create_agent",
-           ("create|make|add|new|set up * agent|bot", "new agent|bot", "agent called|named")),
+           ("create|make|add|new * agent|bot", "set up * agent|bot", "new agent|bot", "agent called|named")),
     Intent("describe_tool", "form:describe",
            ("what does TOOL do", "what does * tool do", "what is * tool for", "what does * do",
             "arguments", "argument", "parameters", "parameter", "params", "input schema", "schema",
@@ -104,7 +112,8 @@ INTENTS: tuple[Intent, ...] = (
             "tools * available", "available tools", "tools are there", "tools do i have",
             "what can * use|call|do|access", "have access to", "has access to", "access to what",
             "catalog", "catalogue", "tools can * call|use"),
-           ("allowlist", "allowed tools", "only allow", "all its tools", "all tools")),
+           ("allowlist", "allowed tools", "only allow", "all its tools", "all tools", "tools source",
+            "tools server")),
     Intent("list_agents", "tool:list_agents",
            ("agents", "list * agents", "show * agents", "which agents", "what agents",
             "who are my agents", "my agents", "any agents", "agents are there"),
@@ -189,7 +198,8 @@ INTENTS: tuple[Intent, ...] = (
             "set up", "onboard", "integrate", "attach", "install", "new server|source|mcp|connection",
             "link", "bring in", "add * server|source", "i have * server", "got * server",
             "want * agents to use", "use * server"),
-           ("connected", "agent", "sandbox", "allowlist", "api key for me")),
+           ("connected", "allowlist", "api key for me", "alert|alerts|alerting|notify|notification|notifications",
+            "monitoring")),
     Intent("test", "form:test",
            ("test", "check", "health", "health check", "healthcheck", "ping", "is * working",
             "is * up", "is * ok|okay|fine|alive|reachable|healthy|responding|running|online",
@@ -199,7 +209,7 @@ INTENTS: tuple[Intent, ...] = (
     Intent("show", "form:show",
            ("show", "details", "detail", "info", "information", "status", "tell me about", "describe",
             "what is * url|address|status|allowlist|namespace|auth|config|configuration",
-            "what * rate cap|rate limit", "what auth", "how is * configured|set up", "configured",
+            "what * rate cap", "what * rate limit", "what auth", "how is * configured|set up", "configured",
             "last checked", "what is wrong", "why * failing|failed|broken|down|error", "error",
             "look at", "what about", "allowed to", "settings", "when was"),
            ("sources", "servers", "everything", "all")),
@@ -231,6 +241,20 @@ INTENTS: tuple[Intent, ...] = (
 """The intents, most specific first (the order breaks ties)."""
 
 
+@lru_cache(maxsize=None)
+def intent_words(name: str) -> frozenset[str]:
+    """Every word of the intent's phrases (they say what is wanted, not which thing)."""
+    intent = next((i for i in INTENTS if i.name == name), None)
+    if intent is None:
+        return frozenset()
+    words: set[str] = set()
+    for source in intent.phrases:
+        for part in source.split():
+            if part not in ("*", "NUM", "URL", "REF", "TOOL", "SANDBOX"):
+                words.update(part.split("|"))
+    return frozenset(words)
+
+
 def classify(text: Text, *, sandboxes: tuple[str, ...] = ()) -> list[IntentHit]:
     """Every intent the message expresses, best first (strong before weak)."""
     hits: list[tuple[bool, int, int, IntentHit]] = []
@@ -245,7 +269,8 @@ def classify(text: Text, *, sandboxes: tuple[str, ...] = ()) -> list[IntentHit]:
             p = phrase(source)
             found = p.find(text)
             if found is not None and (best is None or p.score > best[0]):
-                best = (p.score, found)
+                literal = [e for e in p.elements if e is not None]
+                best = (p.score, tuple(i for i, e in zip(found, literal) if isinstance(e, frozenset)))
         if best is None:
             continue
         if any(phrase(v).find(text) is not None for v in intent.vetoes):
@@ -253,7 +278,7 @@ def classify(text: Text, *, sandboxes: tuple[str, ...] = ()) -> list[IntentHit]:
         score = best[0]
         if intent.name == "register" and text.urls:
             score += 2  # a verb of adding and an address: a registration, whatever else it says
-        hit = IntentHit(intent, score, frozenset(best[1]))
+        hit = IntentHit(intent, score, frozenset(best[1]))  # words only: values stay readable
         hits.append((intent.weak, -score, order, hit))
     hits.sort(key=lambda h: h[:3])
     return [h[3] for h in hits]

@@ -148,8 +148,11 @@ def typo_of(typed: str, known: str, *, name: bool = False) -> bool:
     if (typed in NEVER_TYPOS or len(known) < 4 or not typed or typed[0] != known[0]
             or any(c.isdigit() for c in typed + known)):
         return False
-    if not name and len(typed) > len(known) and typed.startswith(known):
-        return False
+    if not name and (typed.startswith(known) or known.startswith(typed)):
+        # An inflection ("paused", "connected", "sources") is another word, not a typo; only a
+        # dropped last letter that is not a plural or past ending is ("revok").
+        if not (len(known) - len(typed) == 1 and known[-1] not in "sd"):
+            return False
     if len(known) == 4 and not name:
         return len(typed) == 4 and _distance(typed, known) == 1 and sorted(typed) == sorted(known)
     limit = 1 if len(known) < 8 else 2
