@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -98,8 +100,7 @@ class Tool:
     def definition(self) -> dict[str, Any]:
         """The OpenAI ``tools`` entry."""
         return {"type": "function", "function": {
-            "name": self.name, "description": self.description,
-            "parameters": _clean_schema(self.args.model_json_schema())}}
+            "name": self.name, "description": self.description, "parameters": _parameters(self.args)}}
 
     def parse(self, raw: dict[str, Any]) -> BaseModel:
         """Validate the model's arguments; a clear `ToolArgumentError` otherwise."""
@@ -119,6 +120,16 @@ class Tool:
             return self.args.model_validate(raw)
         except ValidationError as exc:
             raise ToolArgumentError(rules.from_pydantic(exc).detail) from None
+
+
+@functools.lru_cache(maxsize=64)
+def _parameters_cached(args: type[BaseModel]) -> str:
+    return json.dumps(_clean_schema(args.model_json_schema()))
+
+
+def _parameters(args: type[BaseModel]) -> dict[str, Any]:
+    """The argument model's schema (built once per model; each caller gets its own copy)."""
+    return json.loads(_parameters_cached(args))
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:

@@ -230,7 +230,9 @@ def _is_new_request(state: State, flow: Flow, text: Text, strong: list[IntentHit
         new_label = ex.label(text, allow_as=True)
         different = new_url or (new_label is not None and new_label.value != flow.slots.get("name"))
         return verb and different and not ex.is_correction(text)
-    return _names_new_target(state, flow, text, strong)
+    if FORMS.get(flow.form) is not None and FORMS[flow.form].target == "source":
+        return _names_new_target(state, flow, text, strong)
+    return top.score >= 2  # the same question asked anew ("what tools do I have"), not an answer
 
 
 def _names_known(flow: Flow, text: Text) -> bool:

@@ -257,6 +257,12 @@ def intent_words(name: str) -> frozenset[str]:
 
 def classify(text: Text, *, sandboxes: tuple[str, ...] = ()) -> list[IntentHit]:
     """Every intent the message expresses, best first (strong before weak)."""
+    return list(_classify(text.raw, tuple(sandboxes)))
+
+
+@lru_cache(maxsize=4096)
+def _classify(raw: str, sandboxes: tuple[str, ...]) -> tuple[IntentHit, ...]:
+    text = Text.read(raw)
     hits: list[tuple[bool, int, int, IntentHit]] = []
     for order, intent in enumerate(INTENTS):
         best: tuple[int, tuple[int, ...]] | None = None
@@ -281,7 +287,7 @@ def classify(text: Text, *, sandboxes: tuple[str, ...] = ()) -> list[IntentHit]:
         hit = IntentHit(intent, score, frozenset(best[1]))  # words only: values stay readable
         hits.append((intent.weak, -score, order, hit))
     hits.sort(key=lambda h: h[:3])
-    return [h[3] for h in hits]
+    return tuple(h[3] for h in hits)
 
 
 def _sandbox_phrase(text: Text, source: str, sandboxes: tuple[str, ...]) -> tuple[int, ...] | None:

@@ -47,6 +47,11 @@ class Text:
 
     @classmethod
     def read(cls, raw: str) -> Text:
+        """The message read (memoized: a conversation is re-read on every turn)."""
+        return _read(raw)
+
+    @classmethod
+    def _read(cls, raw: str) -> Text:
         text = cls(raw)
         spans: list[tuple[int, int, Token]] = []
         for match in URL_RE.finditer(raw):
@@ -89,6 +94,11 @@ class Text:
             return False
         before = self.raw[:token.start].rstrip()
         return bool(before) and before[-1] not in ".!?:"
+
+
+@lru_cache(maxsize=4096)
+def _read(raw: str) -> Text:
+    return Text._read(raw)
 
 
 def _words(raw: str, start: int, end: int) -> list[Token]:
@@ -208,11 +218,17 @@ def _element_matches(element: frozenset[str] | str, token: Token) -> bool:
         if element == "tool":
             return token.kind == "word" and ("_" in token.low or "*" in token.low)
         return token.kind == element
-    if token.kind in ("url", "ref"):
+    if token.kind != "word":
         return False
-    if token.low in element:
-        return True
-    return token.kind == "word" and any(typo_of(token.low, word) for word in element if len(word) >= 4)
+    return token.low in element or _typo_in(token.low, element)
+
+
+@lru_cache(maxsize=65536)
+def _typo_in(word: str, element: frozenset[str]) -> bool:
+    """Whether ``word`` is a typo of one of ``element``'s words (same first letter only)."""
+    if word in NEVER_TYPOS or len(word) < 3:
+        return False
+    return any(typo_of(word, known) for known in element if len(known) >= 4 and known[0] == word[0])
 
 
 @lru_cache(maxsize=4096)
