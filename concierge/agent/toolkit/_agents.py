@@ -6,17 +6,30 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from concierge.agent.toolkit._base import ToolContext
+from concierge.agent.toolkit._base import ToolArgumentError, ToolContext
 from concierge.agent.toolkit._sources import sandbox_of
-from concierge.agent.toolkit.args import AgentToolsArgs, CreateAgentArgs, DescribeToolArgs, SandboxArgs
-from concierge.agent.toolkit.results import AgentCreated, AgentList, AgentRow, Catalog, ToolDescription
+from concierge.agent.toolkit.args import (
+    AgentToolsArgs,
+    CreateAgentArgs,
+    DescribeToolArgs,
+    SandboxArgs,
+    UpdateAgentArgs,
+)
+from concierge.agent.toolkit.results import (
+    AgentCreated,
+    AgentList,
+    AgentRow,
+    AgentUpdated,
+    Catalog,
+    ToolDescription,
+)
 from concierge.errors import Conflict, ConciergeError, NotFound
 from concierge.registry import validation as rules
 from concierge.registry.catalog_models import CatalogResult, CatalogTool
-from concierge.registry.models import AgentCreate
+from concierge.registry.models import AgentCreate, AgentUpdate
 
 __all__ = ["agent_tools", "create_agent", "describe_tool", "list_agents", "prepare_create_agent",
-           "summary_create_agent"]
+           "prepare_update_agent", "summary_create_agent", "summary_update_agent", "update_agent"]
 
 
 async def list_agents(ctx: ToolContext, args: SandboxArgs, _: Any) -> AgentList:
@@ -83,6 +96,45 @@ async def describe_tool(ctx: ToolContext, args: DescribeToolArgs, _: Any) -> Too
     return ToolDescription(name=t.name, app=t.app, source_id=t.source_id, source_name=t.source_name,
                            original_name=t.original_name, description=t.description,
                            input_schema=t.input_schema, agent=result.agent)
+
+
+async def prepare_update_agent(ctx: ToolContext, args: UpdateAgentArgs) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    if args.name is not None:
+        body["name"] = args.name
+    if args.tool_allowlist is not None:
+        body["tool_allowlist"] = args.tool_allowlist
+    if args.allow_all_tools:
+        body["tool_allowlist"] = []
+    if not body:
+        raise ToolArgumentError("nothing to change: give a name, a tool_allowlist or allow_all_tools")
+    try:
+        AgentUpdate.model_validate(body)
+    except ValidationError as exc:
+        raise rules.from_pydantic(exc) from None
+    sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
+    agent = await ctx.backend.get_agent(args.agent, sandbox=sb.id)
+    return {"sandbox": sb.name, "sandbox_id": sb.id, "body": body, "before": agent.tool_allowlist,
+            "slug": agent.slug}
+
+
+def summary_update_agent(args: UpdateAgentArgs, prep: dict[str, Any]) -> str:
+    parts = []
+    if args.name:
+        parts.append(f'rename it to "{args.name}"')
+    if "tool_allowlist" in prep["body"]:
+        new = prep["body"]["tool_allowlist"]
+        before = ", ".join(prep["before"]) or "every tool"
+        parts.append(("let it use every tool" if not new else "let it use only " + ", ".join(new))
+                     + f" (now: {before})")
+    return f'Update the agent {prep["slug"]} in sandbox "{prep["sandbox"]}": ' + "; ".join(parts) + "."
+
+
+async def update_agent(ctx: ToolContext, args: UpdateAgentArgs, prep: dict[str, Any]) -> AgentUpdated:
+    agent = await ctx.backend.update_agent(prep["slug"], prep["body"], sandbox=prep["sandbox_id"])
+    return AgentUpdated(id=agent.id, slug=agent.slug, name=agent.name, sandbox=prep["sandbox"],
+                        status=agent.status, tool_allowlist=agent.tool_allowlist or "all",
+                        previous_allowlist=prep["before"] or "all")
 
 
 async def prepare_create_agent(ctx: ToolContext, args: CreateAgentArgs) -> dict[str, Any]:

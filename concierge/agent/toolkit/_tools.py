@@ -17,6 +17,7 @@ from concierge.agent.toolkit.args import (
     SandboxArgs,
     SourceArgs,
     SwitchSandboxArgs,
+    UpdateAgentArgs,
     UpdateArgs,
 )
 
@@ -87,6 +88,11 @@ def default_toolkit() -> Toolkit:
              "catalog names or globs such as demo_*). Changes state: the person must confirm.",
              CreateAgentArgs, WRITE, agents.create_agent, prepare=agents.prepare_create_agent,
              summary=agents.summary_create_agent),
+        Tool("update_agent", "Change an agent: its display name, or which tools it may use "
+             "(tool_allowlist replaces the list; allow_all_tools clears it). Changes state: the person "
+             "must confirm.",
+             UpdateAgentArgs, WRITE, agents.update_agent, prepare=agents.prepare_update_agent,
+             summary=agents.summary_update_agent),
         Tool("list_agent_tools", "The tools an agent has right now: the live catalog resolved from "
              "the sandbox's active sources and allowlists, with a trace of what was skipped and "
              "why. Always call this to answer questions about an agent's tools.",

@@ -22,6 +22,7 @@ __all__ = [
     "SandboxArgs",
     "SourceArgs",
     "SwitchSandboxArgs",
+    "UpdateAgentArgs",
     "UpdateArgs",
 ]
 
@@ -118,6 +119,17 @@ class DescribeToolArgs(BaseModel):
                                   "on the server (search_docs).")
     agent: str | None = Field(default=None, description="Look in this agent's catalog; omit for "
                                                         "the whole sandbox.")
+    sandbox: str | None = _SANDBOX
+
+
+class UpdateAgentArgs(BaseModel):
+    model_config = _ARGS
+    agent: str = Field(description="The agent's slug.")
+    name: str | None = Field(default=None, description="New display name.")
+    tool_allowlist: list[str] | None = Field(
+        default=None, description="The agent's new allowlist (replaces the old one): catalog names or "
+                                  "globs such as demo_*.")
+    allow_all_tools: bool = Field(default=False, description="Clear the allowlist: every tool.")
     sandbox: str | None = _SANDBOX
 
 

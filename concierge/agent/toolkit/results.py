@@ -20,6 +20,7 @@ Shapes (all additive to what the HTTP layer and the widget read)::
     delete_source_command  DeleteCommand {source, name, command, note}
     list_agents        AgentList        {agents: [{slug, name, status, tool_allowlist}]}
     create_agent       AgentCreated     {slug, name, sandbox, tool_allowlist, status, id}
+    update_agent       AgentUpdated     AgentCreated + previous_allowlist
     list_agent_tools   Catalog          {agent, count, by_app, tools: [{name, app, description}], trace}
     describe_tool      ToolDescription  {name, app, source_id, source_name, original_name, description,
                                          input_schema, agent}
@@ -38,6 +39,7 @@ __all__ = [
     "AgentCreated",
     "AgentList",
     "AgentRow",
+    "AgentUpdated",
     "Catalog",
     "CatalogEntry",
     "CatalogTrace",
@@ -213,6 +215,16 @@ class AgentCreated(ToolResult):
     tool_allowlist: list[str] | str
 
 
+class AgentUpdated(ToolResult):
+    id: str
+    slug: str
+    name: str
+    sandbox: str
+    status: str
+    tool_allowlist: list[str] | str
+    previous_allowlist: list[str] | str
+
+
 class CatalogEntry(ToolResult):
     name: str
     app: str
@@ -260,7 +272,7 @@ RESULT_TYPES: dict[str, type[ToolResult]] = {
     "register_source": Lifecycle, "update_source": Lifecycle, "test_source": Lifecycle,
     "pause_source": Lifecycle, "resume_source": Lifecycle, "revoke_source": Lifecycle,
     "delete_source_command": DeleteCommand, "list_agents": AgentList, "create_agent": AgentCreated,
-    "list_agent_tools": Catalog, "describe_tool": ToolDescription,
+    "list_agent_tools": Catalog, "describe_tool": ToolDescription, "update_agent": AgentUpdated,
 }
 """The result model of each tool, by tool name."""
 
@@ -277,9 +289,6 @@ def parse_result(tool: str, content: str | dict[str, Any] | None) -> ToolResult:
     if not isinstance(data, dict):
         return ToolError(error="unreadable", detail=str(data)[:200])
     try:
-        if "error" in data and tool not in ("register_source", "update_source", "test_source",
-                                            "pause_source", "resume_source", "revoke_source"):
-            return ToolError.model_validate(data)
         if data.get("error") and "data_source_id" not in data:
             return ToolError.model_validate(data)
         if data.get("status") in ("declined", "not_confirmed", "skipped", "cancelled") and len(data) <= 2:

@@ -211,6 +211,11 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
     if flow.world.sources is None:
         return Call("list_sources", {}, "fetch")
     target = resolve_source(state, flow, form.name)
+    if isinstance(target, Say) and form.name == "update" and flow.aspects <= {"allowlist", "allow_all"} \
+            and target.kind == "not_found":
+        # "set support's allowlist to demo_*": not a source — maybe an agent.
+        if flow.world.agents is None:
+            return Call("list_agents", {}, "fetch")  # the fold turns the request into the agent's
     if isinstance(target, Say):
         return target
     row: SourceRow = target.data
@@ -410,6 +415,67 @@ def _mentions_tools(flow: Flow) -> bool:
         "_" in w or "*" in w for w in words)
 
 
+def _agent_access(state: State, flow: Flow) -> Step:
+    """Which tools an agent may use: set, add to, take from, or all of them."""
+    if flow.world.agents is None:
+        return Call("list_agents", {}, "fetch")
+    agents = agent_entities(flow)
+    target = flow.target
+    if target is None:
+        found = resolve(flow.text, agents, skip=flow.skip, ignore=_ignored(flow))
+        if found.one is not None and found.how not in ("unknown", "pronoun"):
+            target = found.one
+        elif len(found.matches) > 1:
+            return Say("Which agent? You have: " + ", ".join(m.key for m in found.matches) + ".", "ask",
+                       asks="agent", choices=tuple(found.matches), ends=False)
+        elif not agents:
+            return Say("There are no agents here yet. Create one with `concierge agent create SLUG` or "
+                       'say "create an agent called support".', "not_found")
+        else:
+            listed = ", ".join(a.key for a in agents)
+            named = " ".join(found.leftovers)
+            lead = f'I couldn\'t find an agent called "{named}". ' if named else ""
+            return Say(f"{lead}Which agent? You have: {listed}.", "not_found" if named else "ask",
+                       asks="agent", choices=tuple(agents), ends=False)
+    row = target.data
+    mode = flow.slots.get("mode", "set")
+    current = [] if row.tool_allowlist == "all" else list(row.tool_allowlist)
+    if mode == "all":
+        if not current:
+            return Say(f"{row.slug} can already use every tool.", "not_eligible")
+        return Call("update_agent", {"agent": row.slug, "allow_all_tools": True})
+    if flow.world.catalog is None:
+        return Call("list_agent_tools", {}, "fetch")
+    wanted = flow.slots.get("tool_allowlist")
+    if not wanted:
+        return _ask(state, flow, FORMS["agent_access"], "tool_allowlist")
+    if mode == "add":
+        if not current:
+            return Say(f"{row.slug} can already use every tool, {', '.join(wanted)} included.", "not_eligible")
+        new = current + [w for w in wanted if w not in current]
+    elif mode == "remove":
+        if not current:
+            keep = [t.name for t in flow.world.catalog.tools if t.name not in wanted
+                    and not any(_glob(w, t.name) for w in wanted)]
+            new = keep
+        else:
+            new = [c for c in current if c not in wanted]
+        if not new:
+            return Say(f"That would leave {row.slug} with no tools at all; an empty allowlist means every "
+                       "tool. Pause its sources instead, or name the tools it should keep.", "not_eligible")
+    else:
+        new = list(wanted)
+    if new == current:
+        return Say(f"{row.slug} already has that allowlist: {', '.join(current) or 'every tool'}.", "not_eligible")
+    return Call("update_agent", {"agent": row.slug, "tool_allowlist": new})
+
+
+def _glob(pattern: str, name: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, pattern)
+
+
 def _switch_sandbox(state: State, flow: Flow) -> Step:
     form = FORMS["switch_sandbox"]
     name = flow.slots.get("sandbox")
@@ -436,5 +502,6 @@ def _create_sandbox(state: State, flow: Flow) -> Step:
 
 _HANDLERS = {
     "register": _register, "catalog": _catalog, "describe": _describe, "create_agent": _create_agent,
+    "agent_access": _agent_access,
     "switch_sandbox": _switch_sandbox, "create_sandbox": _create_sandbox,
 }

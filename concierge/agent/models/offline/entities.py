@@ -5,7 +5,8 @@ do not matter and small typos are forgiven — or by a URL it lives at. Never by
 word and never by anything inside a URL: "HT" is not in "http", "ds" is not in "ds_…". A
 name that is only generic words ("Server", "Tools") counts only when the message marks it as
 a name (capitalised, quoted, "called …", or followed by "source"/"server"). Distinctive
-words of a name ("staging" for "Acme staging") find it when only one thing has them. When
+words of a name ("staging" for "Acme staging"), or their start ("scratch" for "Scratchpad"),
+find it when only one thing has them. When
 two things could be meant, the result says so, and the planner asks.
 """
 
@@ -179,7 +180,7 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
         words = {w for w in words if len(w) >= 3 and w not in GENERIC and w not in STOPWORDS
                  and w not in NOT_NAMES}
         covered = frozenset(item.index for item in stream if item is not None and any(
-            item.low == w or typo_of(item.low, w, name=True) for w in words)
+            item.low == w or typo_of(item.low, w, name=True) or _abbreviates(item.low, w) for w in words)
             and item.low not in STOPWORDS and item.low not in FILLER)
         if covered:
             partial.append((entity, covered))
@@ -197,6 +198,13 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
     if leftovers:
         return Resolution([], "unknown", leftovers=leftovers)
     return Resolution([], "unnamed")
+
+
+def _abbreviates(typed: str, word: str) -> bool:
+    """ "scratch" for "scratchpad": the start of a name's word, four letters or more. (Never the
+    other way round: the name "HT" is not found in the word "http".)"""
+    return len(typed) >= 4 and len(word) > len(typed) and word.startswith(typed) and \
+        typed not in GENERIC and typed not in NOT_NAMES
 
 
 def leftover_words(text: Text, skip: frozenset[int]) -> list[str]:

@@ -85,12 +85,25 @@ def _quoted_at(text: Text, index: int) -> tuple[str, frozenset[int]] | None:
 
 
 def urls(text: Text) -> list[str]:
-    """The message's URLs, with ``http://`` added to a bare ``localhost:PORT``."""
+    """The message's URLs, with ``http://`` added to a bare ``localhost:PORT``; a server "on
+    localhost port 8000" (or "on port 8000") is ``http://localhost:8000/mcp``, the usual path."""
     out = []
     for url in text.urls:
         if not url.lower().startswith(("http://", "https://")):
             url = "http://" + url
         out.append(url)
+    if not out:
+        tokens = text.tokens
+        for j, token in enumerate(tokens):
+            if token.kind != "num" or not 1024 <= int(token.low) <= 65535:
+                continue
+            before = [t.low for t in tokens[max(0, j - 3):j]]
+            if before[-1:] == ["port"] or (before[-1:] in (["localhost"], ["on"]) and (
+                    "localhost" in before or "port" in before or before[-1:] == ["on"])):
+                after = tokens[j + 1].low if j + 1 < len(tokens) else ""
+                if after not in ("calls", "requests", "per", "a", "rpm", "min", "minute"):
+                    out.append(f"http://localhost:{token.low}/mcp")
+                    break
     return out
 
 

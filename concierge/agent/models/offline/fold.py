@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from concierge.agent.models.offline import extract as ex
-from concierge.agent.models.offline.decide import decide, source_entities
+from concierge.agent.models.offline.decide import agent_entities, decide, source_entities
 from concierge.agent.models.offline.entities import pick, resolve, same_url
 from concierge.agent.models.offline.forms import FORMS, UNREADABLE, fill, tidy_aspects, update_aspects
 from concierge.agent.models.offline.intents import IntentHit, classify
@@ -347,10 +347,26 @@ def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: To
             _become_registration(state, flow)
     elif name == "list_agents" and isinstance(result, AgentList):
         world.agents = result.agents
+        if flow.form == "update":
+            _maybe_agent_allowlist(state, flow)
     elif name == "list_agent_tools" and isinstance(result, Catalog):
         world.catalog, world.catalog_key = result, (args.get("agent"), args.get("app"))
-        if flow.form in ("update", "create_agent"):
+        if flow.form in ("update", "create_agent", "agent_access"):
             fill(state, flow, flow.text, flow.skip - _value_tokens(flow))
+
+
+def _maybe_agent_allowlist(state: State, flow: Flow) -> None:
+    """ "set support's allowlist to demo_*": the allowlist of an agent, not of a source."""
+    agents = agent_entities(flow)
+    found = resolve(flow.text, agents, skip=flow.skip)
+    if found.one is None or found.how in ("unknown", "pronoun"):
+        return
+    everything = "allow_all" in flow.aspects
+    flow.form, flow.intent, flow.target = "agent_access", "agent_access", found.one
+    flow.slots, flow.refused, flow.aspects = {}, set(), set()
+    _, flow.skip = fill(state, flow, flow.text, flow.skip)
+    if everything:
+        flow.slots["mode"] = "all"
 
 
 def _unknown_address(flow: Flow, result: SourceList) -> bool:

@@ -25,7 +25,7 @@ from concierge.agent.models.offline.intents import classify
 from concierge.agent.models.offline.replies import in_user_words, sentence
 from concierge.agent.models.offline.state import Flow, State
 from concierge.agent.models.offline.text import Text
-from concierge.agent.models.offline.vocabulary import FILLER, STOPWORDS, yes_or_no
+from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, STOPWORDS, yes_or_no
 from concierge.registry import validation as rules
 from concierge.registry.models import AgentCreate, UpdateSource
 
@@ -145,7 +145,8 @@ def _url(ctx: Ctx) -> ex.Found | None:
     found = ex.urls(ctx.text)
     if not found:
         return None
-    used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind == "url")
+    used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind in ("url", "num")
+                     and (t.kind == "url" or f":{t.low}/" in found[0]))
     return ex.Found(found[-1] if ctx.flow.slots.get("url") else found[0], used)
 
 
@@ -157,9 +158,14 @@ _OK_DEFAULT = re.compile(r"^(ok|okay|yes|yep|sure|fine|default|skip|that is fine
                          r"that works|use that|go with that|keep it|whatever)$")
 
 
+def _not_a_value(ctx: Ctx) -> bool:
+    """A bare yes or no is an answer to a different question, never a name."""
+    return yes_or_no(ctx.text.raw) is not None or ex.is_cancel(ctx.text)
+
+
 def _label_answer(ctx: Ctx) -> ex.Found | None:
     words = " ".join(t.low for t in ctx.text.tokens)
-    if _OK_DEFAULT.match(words):
+    if _OK_DEFAULT.match(words) or words in ("y", "yeah", "yep", "yup", "the default"):
         return ex.Found(default_label(ctx.flow.slots.get("url", "")), frozenset(range(len(ctx.text.tokens))))
     value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
     value = re.sub(r"^(?:call it|name it|it is|its|it's|let's call it|how about)\s+", "", value, flags=re.I)
@@ -193,6 +199,10 @@ def _sandbox(ctx: Ctx) -> ex.Found | None:
     return ex.sandbox_mention(ctx.text, ctx.state.sandboxes)
 
 
+def _sandbox_name_answer(ctx: Ctx) -> ex.Found | None:
+    return None if _not_a_value(ctx) else _namespace_answer(ctx)
+
+
 def _sandbox_answer(ctx: Ctx) -> ex.Found | None:
     words = [t.low for t in ctx.text.tokens if t.low not in ("the", "one", "sandbox", "please", "in", "use")]
     everything = frozenset(range(len(ctx.text.tokens)))
@@ -211,7 +221,10 @@ def _namespace(ctx: Ctx) -> ex.Found | None:
 
 
 def _namespace_answer(ctx: Ctx) -> ex.Found | None:
-    words = [t for t in ctx.text.tokens if t.low not in ("use", "the", "namespace", "please", "it")]
+    if _not_a_value(ctx):
+        return None
+    words = [t for t in ctx.text.tokens if t.low not in ("use", "the", "namespace", "please", "it", "call",
+                                                         "called", "name")]
     if len(words) == 1 and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", words[0].text):
         return ex.Found(words[0].text, frozenset(range(len(ctx.text.tokens))))
     return None
@@ -271,6 +284,8 @@ def _new_name(ctx: Ctx) -> ex.Found | None:
 
 
 def _new_name_answer(ctx: Ctx) -> ex.Found | None:
+    if _not_a_value(ctx):
+        return None
     value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
     value = re.sub(r"^(?:call it|name it|rename it to|make it|to)\s+", "", value, flags=re.I).strip("\"'“”` ")
     if not value or ctx.text.urls or len(value) > 200:
@@ -298,6 +313,8 @@ def _agent_display_name(ctx: Ctx) -> ex.Found | None:
 
 
 def _slug_answer(ctx: Ctx) -> ex.Found | None:
+    if _not_a_value(ctx):
+        return None
     words = [t for t in ctx.text.tokens if t.low not in STOPWORDS and t.low not in FILLER
              and t.low not in ("call", "name", "agent", "slug")]
     if not words or ctx.text.urls:
@@ -342,17 +359,42 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     return ex.Found(names, frozenset(used)) if names else None
 
 
+_ADD_WORDS = frozenset("also too additionally add adding plus extra more".split())
+_REMOVE_WORDS = frozenset("no longer stop remove take away revoke without except not".split())
+_ALL_WORDS = frozenset("everything anything all every".split())
+
+
+def _access_mode(ctx: Ctx) -> ex.Found | None:
+    """How an agent's allowlist changes: ``all`` tools, ``add`` to it, ``remove`` from it, or ``set``."""
+    words = {t.low for t in ctx.text.tokens}
+    if words & _ALL_WORDS and not any("_" in w or "*" in w for w in words):
+        return ex.Found("all", frozenset())
+    if words & {"longer", "stop", "remove", "away", "revoke"} or {"not", "use"} <= words:
+        return ex.Found("remove", frozenset())
+    if words & _ADD_WORDS:
+        return ex.Found("add", frozenset())
+    return None
+
+
 def _sandbox_name(ctx: Ctx) -> ex.Found | None:
     found = ex.label(ctx.text)
     if found is not None:
         return found
     tokens = ctx.text.tokens
     for i, token in enumerate(tokens):
-        if token.low in ("sandbox", "workspace") and i + 1 < len(tokens):
-            nxt = tokens[i + 1]
-            if nxt.kind == "word" and nxt.low not in STOPWORDS | FILLER and re.fullmatch(r"[A-Za-z0-9_-]+", nxt.text):
-                return ex.Found(nxt.text, frozenset({i, i + 1}))
+        if token.low not in ("sandbox", "workspace"):
+            continue
+        for j in (i + 1, i - 1):  # "sandbox qa", "a qa sandbox"
+            if not 0 <= j < len(tokens):
+                continue
+            word = tokens[j]
+            if word.kind == "word" and word.low not in STOPWORDS | FILLER | _NOT_SANDBOX_NAMES and \
+                    re.fullmatch(r"[A-Za-z0-9_-]+", word.text):
+                return ex.Found(word.text, frozenset({i, j}))
     return None
+
+
+_NOT_SANDBOX_NAMES = frozenset("new another create make add called named set up fresh empty separate".split())
 
 
 def _existing_sandbox(ctx: Ctx) -> ex.Found | None:
@@ -479,6 +521,12 @@ FORMS: dict[str, Form] = {f.name: f for f in (
         Slot("tool_allowlist", _agent_allowlist, None, None, _agent_field("tool_allowlist"),
              required_if=lambda f, s: False),
     ), asks=("slug",)),
+    Form("agent_access", "update_agent", (
+        Slot("tool_allowlist", _agent_allowlist, _fixed("Which tools should it be able to use? (catalog "
+                                                        "names or globs, for example demo_*)"),
+             _agent_allowlist, _agent_field("tool_allowlist")),
+        Slot("mode", _access_mode, None, None, required_if=lambda f, s: False),
+    ), asks=("tool_allowlist",)),
     Form("switch_sandbox", "switch_sandbox", (
         Slot("sandbox", _existing_sandbox, lambda state, flow: (
             f"Which sandbox? You have: {', '.join(state.sandboxes)} (current: {state.sandbox})."),
@@ -486,7 +534,7 @@ FORMS: dict[str, Form] = {f.name: f for f in (
     ), asks=("sandbox",)),
     Form("create_sandbox", "create_sandbox", (
         Slot("name", _sandbox_name, _fixed("What should the new sandbox be called? (letters, digits, "
-                                           "_ and -)"), _namespace_answer),
+                                           "_ and -)"), _sandbox_name_answer),
     ), asks=("name",)),
 )}
 """Every form by name."""
@@ -511,10 +559,13 @@ def fill(state: State, flow: Flow, text: Text, skip: frozenset[int] = frozenset(
     Returns whether anything changed, and ``skip`` plus the token indices the values used.
     """
     form = FORMS[flow.form]
+    before = set(flow.aspects)
     if flow.form == "update":
         flow.aspects = tidy_aspects(flow.aspects | update_aspects(text, state))
+        if answering == "change":
+            flow.aspects |= {ASPECT_WORDS[t.low] for t in text.tokens if t.low in ASPECT_WORDS}
     used: set[int] = set()
-    changed = False
+    changed = flow.aspects != before
     for bare in (False, True):
         for slot in form.slots:
             if bare and (answering != slot.name or slot.answer is None):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 
 __all__ = [
+    "ASPECT_WORDS",
     "AUTH_PHRASES",
     "CANCEL",
     "CONTRACTIONS",
@@ -106,7 +107,8 @@ absolutely definitely certainly affirmative correct right fine alright agreed
 """.split())
 YES_FILLER = frozenset("""
 please go ahead do it that is fine sure ok okay yes thanks thank you sounds good great
-perfect now let's lets right away proceed confirm so all and just looks correct
+perfect now let's lets right away proceed confirm so all and just looks correct thing
+man mate dude buddy boss sir absolutely definitely totally course good
 """.split())
 """Words that may follow a yes without making it something else ("yes please", "ok go ahead")."""
 
@@ -128,6 +130,17 @@ CANCEL = (
 CORRECTION = ("actually", "sorry", "i meant", "i mean", "wait", "oops", "correction",
               "my bad", "no wait", "instead", "rather", "make that", "not that")
 """Words that mark the message as correcting what was said ("actually, it's …")."""
+
+ASPECT_WORDS: dict[str, str] = {
+    "name": "name", "label": "name", "title": "name", "rename": "name",
+    "url": "url", "address": "url", "endpoint": "url", "location": "url", "host": "url",
+    "auth": "auth", "authentication": "auth", "scheme": "auth", "header": "auth",
+    "token": "token", "key": "token", "secret": "token", "credential": "token", "password": "token",
+    "rate": "rate_cap", "cap": "rate_cap", "limit": "rate_cap", "throttle": "rate_cap",
+    "tools": "allowlist", "allowlist": "allowlist", "tool": "allowlist",
+    "namespace": "namespace", "prefix": "namespace",
+}
+"""A one-word answer to "what would you like to change?" and the part of the source it means."""
 
 ORDINALS: dict[str, int] = {
     "first": 1, "1st": 1, "one": 1, "second": 2, "2nd": 2, "two": 2, "third": 3, "3rd": 3,
