@@ -446,6 +446,8 @@ def _agent_access(state: State, flow: Flow) -> Step:
         return Call("update_agent", {"agent": row.slug, "allow_all_tools": True})
     if flow.world.catalog is None:
         return Call("list_agent_tools", {}, "fetch")
+    if flow.world.sources is None:  # their namespaces: "the clock tools" are clock_*
+        return Call("list_sources", {}, "fetch")
     wanted = flow.slots.get("tool_allowlist")
     if not wanted:
         return _ask(state, flow, FORMS["agent_access"], "tool_allowlist")

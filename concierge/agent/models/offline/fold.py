@@ -345,6 +345,8 @@ def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: To
         world.sources, world.sources_sandbox = result.sources, result.sandbox
         if _unknown_address(flow, result):
             _become_registration(state, flow)
+        elif flow.form in ("agent_access", "create_agent"):
+            fill(state, flow, flow.text, flow.skip - _value_tokens(flow))
     elif name == "list_agents" and isinstance(result, AgentList):
         world.agents = result.agents
         if flow.form == "update":
