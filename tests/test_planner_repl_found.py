@@ -113,3 +113,35 @@ async def test_hop_over_to_a_sandbox(backend: LocalBackend) -> None:
 
 def test_sure_thing_is_a_yes() -> None:
     assert parse_yes_no("sure thing") is True and parse_yes_no("yes please") is True
+
+
+async def test_rename_with_an_arrow(world: ConciergeSession) -> None:
+    events = await say(world, "rename scratchpad -> notes")
+    assert calls(events)[-1] == ("update_source", {"source": "scratchpad", "name": "notes"})
+
+
+@pytest.mark.parametrize(("text", "tool"), [
+    ("what's the deal with the clock server", "show_source"),
+    ("clock?", "show_source"),
+    ("how's clock doing", "test_source"),
+])
+async def test_a_bare_mention_of_a_source_is_about_it(world: ConciergeSession, text: str, tool: str) -> None:
+    events = await say(world, text)
+    assert calls(events)[-1] == (tool, {"source": "clock"})
+
+
+async def test_words_that_name_nothing_are_not_understood(world: ConciergeSession) -> None:
+    events = await say(world, "purple monkey")
+    assert text_of(events).startswith("Sorry, I didn't understand that.")
+    assert [n for n, _ in calls(events)] == ["list_sources"]
+
+
+async def test_a_url_of_another_scheme_gets_the_registrys_reason(backend: LocalBackend) -> None:
+    reply = text_of(await say(ConciergeSession(backend, OfflinePlanner()), "add ftp://example.com/mcp"))
+    assert reply.startswith("The URL must be a full https:// URL") and "ftp://example.com/mcp" in reply
+
+
+async def test_a_sources_tools_are_named_after_it(world: ConciergeSession) -> None:
+    events = await say(world, "what tools are exposed by clock")
+    assert calls(events)[-1] == ("list_agent_tools", {"app": "clock"})
+    assert text_of(events).startswith('"clock" offers 4 tools right now:')

@@ -175,6 +175,8 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Say:
         return _ineligible(form, e.data, flow) is None
 
     found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus, ignore=_ignored(flow))
+    if flow.guess and (found.one is None or found.how not in ("id", "url", "name")):
+        return Say(REPLIES["unknown"], "unknown")
     if found.matches and found.how != "pronoun":
         matches = found.matches
         if len(matches) == 1:

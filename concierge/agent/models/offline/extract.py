@@ -89,7 +89,7 @@ def urls(text: Text) -> list[str]:
     localhost port 8000" (or "on port 8000") is ``http://localhost:8000/mcp``, the usual path."""
     out = []
     for url in text.urls:
-        if not url.lower().startswith(("http://", "https://")):
+        if "://" not in url:  # "localhost:8000/mcp"
             url = "http://" + url
         out.append(url)
     if not out:
@@ -311,9 +311,20 @@ _RENAME = (
 
 
 def new_name(text: Text) -> Found | None:
-    """The new label in a rename: "rename X to Y", "call X Y from now on", "change X's name
-    to Y", "give X a new name: Y". ``value`` is ``(new name, indices naming the source)``."""
+    """The new label in a rename: "rename X to Y", "rename X -> Y", "call X Y from now on",
+    "change X's name to Y", "give X a new name: Y". ``value`` is ``(new name, indices naming
+    the source)``."""
     tokens = text.tokens
+    head = phrase("rename").find(text)
+    if head is not None:
+        arrow = next((j for j in range(head[0] + 1, len(tokens))
+                      if re.search(r"->|=>|→", _gap(text, j - 1, j))), None)
+        if arrow is not None and arrow > head[0] + 1:
+            run = _run(text, arrow, stop=frozenset({"and", "with", "please", "thanks", "then", "also"}))
+            if run:
+                value = text.span_text(run[0], run[-1]).strip(" \"'“”:")
+                target = frozenset(range(head[0] + 1, arrow))
+                return Found((value, target), frozenset(head) | frozenset(run) | target)
     for head, joint in _RENAME:
         found = phrase(head).find(text)
         if found is None:

@@ -17,7 +17,7 @@ from typing import Any
 
 from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.decide import agent_entities, decide, source_entities
-from concierge.agent.models.offline.entities import pick, resolve, same_url
+from concierge.agent.models.offline.entities import leftover_words, pick, resolve, same_url
 from concierge.agent.models.offline.forms import FORMS, UNREADABLE, fill, tidy_aspects, update_aspects
 from concierge.agent.models.offline.intents import IntentHit, classify
 from concierge.agent.models.offline.replies import REPLIES, in_user_words, reply_for, sentence
@@ -273,6 +273,10 @@ def _start(state: State, text: Text, hits: list[IntentHit]) -> None:
             state.reply = Say("Nothing is waiting for a yes or no right now. What would you like to do?",
                               "unknown")
             return
+        if leftover_words(text, frozenset()):
+            # No request in it, but maybe a source's name ("clock?"): show it if so, else say so.
+            state.flow = Flow("show", "show", text, guess=True)
+            return
         state.reply = Say(REPLIES["unknown"], "unknown")
         return
     does = top.intent.does
@@ -332,6 +336,10 @@ def _on_result(state: State, name: str, args: dict[str, Any], result: ToolResult
     _remember_focus(state, flow, result)
     kind = "error" if isinstance(result, ToolError) else "answer"
     words = reply_for(name, args, result)
+    if name == "list_agent_tools" and args.get("app") and flow.world.sources:
+        label = next((s.name for s in flow.world.sources if s.namespace == args["app"]), None)
+        if label:
+            words = words.replace(f"The source with namespace {args['app']} offers", f'"{label}" offers')
     if name == "list_agent_tools" and flow.form == "catalog" and flow.world.agents == [] and kind == "answer":
         words = (f'There are no agents in sandbox "{state.sandbox}" yet; one you create (`concierge agent '
                  "create SLUG`) would see what this sandbox offers.\n" + words)

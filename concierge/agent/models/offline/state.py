@@ -88,6 +88,8 @@ class Flow:
     """The purpose of the tool call in flight (``fetch`` or ``final``)."""
     url_only: bool = False
     """The request was only a URL (no verb): a registration unless the URL is already known."""
+    guess: bool = False
+    """No request was recognised: shown only if the words name a source; else "not understood"."""
 
 
 @dataclass

@@ -18,7 +18,7 @@ from concierge.agent.models.offline.vocabulary import CONTRACTIONS, NEVER_TYPOS
 __all__ = ["Phrase", "Text", "Token", "phrase", "typo_of"]
 
 URL_RE = re.compile(
-    r"(?:\bhttps?://[^\s<>\"'`]+|\b(?:localhost|127\.0\.0\.1|\[::1\]):\d+(?:/[^\s<>\"'`]*)?)", re.I)
+    r"(?:\b[a-z][a-z0-9+.\-]{1,15}://[^\s<>\"'`]+|\b(?:localhost|127\.0\.0\.1|\[::1\]):\d+(?:/[^\s<>\"'`]*)?)", re.I)
 REF_RE = re.compile(r"\[secret:(sec_[0-9a-f]{8,32})\]")
 _WORD_RE = re.compile(r"[A-Za-z0-9_*][A-Za-z0-9_*.'’\-]*")
 _QUOTED_RE = re.compile(r"\"([^\"]{1,200})\"|“([^”]{1,200})”|(?:(?<=\s)|^)'([^']{1,200})'(?=[\s.,;:!?]|$)")
