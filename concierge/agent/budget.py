@@ -26,12 +26,12 @@ from typing import Any
 import tiktoken
 
 __all__ = [
+    "ContextBudget",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MAX_TOOL_RESULT_TOKENS",
+    "FitResult",
     "OFFLINE_ENCODING",
     "PREFERRED_ENCODING",
-    "ContextBudget",
-    "FitResult",
     "TokenCounter",
     "encoding_available_offline",
     "load_encoding",

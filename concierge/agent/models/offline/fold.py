@@ -18,7 +18,15 @@ from typing import Any
 from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.decide import agent_entities, decide, source_entities
 from concierge.agent.models.offline.entities import leftover_words, pick, resolve, same_url
-from concierge.agent.models.offline.forms import FORMS, UNREADABLE, fill, tidy_aspects, update_aspects
+from concierge.agent.models.offline.forms import (
+    FORMS,
+    UNREADABLE,
+    Ctx,
+    fill,
+    tidy_aspects,
+    unknown_sandbox,
+    update_aspects,
+)
 from concierge.agent.models.offline.intents import IntentHit, classify
 from concierge.agent.models.offline.replies import REPLIES, in_user_words, reply_for, sentence
 from concierge.agent.models.offline.state import Call, Flow, Say, State, World
@@ -179,8 +187,6 @@ def _answers(state: State, flow: Flow, text: Text, hits: list[IntentHit]) -> boo
         if text.urls:
             aspects.add("url")
         flow.aspects |= aspects
-    if asked == "confirm" and flow.proposed is not None:
-        pass
     changed, used = fill(state, flow, text, answering=asked)
     if changed:
         flow.not_confirmed = False
@@ -298,17 +304,10 @@ def _start(state: State, text: Text, hits: list[IntentHit]) -> None:
                                      if h.intent.does == "form:update" and h.intent.aspect})
     _, flow.skip = fill(state, flow, text, top.consumed)
     if form == "switch_sandbox" and "sandbox" not in flow.slots:
-        unknown = FORMS_UNKNOWN_SANDBOX(state, flow, text)
+        unknown = unknown_sandbox(Ctx(text, flow.skip, state, flow))
         if unknown:
-            flow.slots["unknown_sandbox"] = unknown
+            flow.slots["unknown_sandbox"] = unknown.value
     state.flow = flow
-
-
-def FORMS_UNKNOWN_SANDBOX(state: State, flow: Flow, text: Text) -> str | None:  # noqa: N802
-    from concierge.agent.models.offline.forms import Ctx, _unknown_sandbox
-
-    found = _unknown_sandbox(Ctx(text, flow.skip, state, flow))
-    return str(found.value) if found else None
 
 
 # --------------------------------------------------------------------------------------------

@@ -29,8 +29,21 @@ from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, STOP
 from concierge.registry import validation as rules
 from concierge.registry.models import AgentCreate, UpdateSource
 
-__all__ = ["FORMS", "Ctx", "Form", "Slot", "UNREADABLE", "default_label", "fill", "free_namespace", "slug",
-           "tidy_aspects", "update_aspects"]
+__all__ = [
+    "Ctx",
+    "FORMS",
+    "Form",
+    "Slot",
+    "UNREADABLE",
+    "default_label",
+    "fill",
+    "free_namespace",
+    "registry_field",
+    "slug",
+    "tidy_aspects",
+    "unknown_sandbox",
+    "update_aspects",
+]
 
 
 @dataclass(frozen=True)
@@ -408,7 +421,7 @@ def _existing_sandbox(ctx: Ctx) -> ex.Found | None:
     return None
 
 
-def _unknown_sandbox(ctx: Ctx) -> ex.Found | None:
+def unknown_sandbox(ctx: Ctx) -> ex.Found | None:
     """A word where a sandbox's name would be, that is not one ("go to sandbox dev")."""
     tokens = ctx.text.tokens
     for i, token in enumerate(tokens):
