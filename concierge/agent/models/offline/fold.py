@@ -137,7 +137,7 @@ def _on_user(state: State, text: Text) -> None:
     flow = state.flow
     hits = classify(text, sandboxes=state.sandboxes)
     strong = [h for h in hits if not h.intent.weak]
-    if ex.is_cancel(text) and not (strong and strong[0].score >= 2):
+    if ex.is_cancel(text):  # the whole message is "never mind", "forget about it", …
         state.flow = None
         state.reply = Say(REPLIES["cancelled"], "nothing")
         return
