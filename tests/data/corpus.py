@@ -520,7 +520,7 @@ async def _run_case(case: Case, home: Path, urls: dict[str, str]) -> Outcome:
             finish = await run.stream(session.send(text))
             if not await run.settle(finish, script):
                 break
-        is_write = case.expect.tool in WRITES
+        is_write = all(t in WRITES for t in case.expect.tools)
         if case.expect.kinds:
             run.check_answer_kind()
             return run.outcome

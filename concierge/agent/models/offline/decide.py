@@ -282,6 +282,8 @@ def _register(state: State, flow: Flow) -> Step:
     form = FORMS["register"]
     slots = flow.slots
     if "url" not in slots:
+        if flow.world.sources is None and not flow.asked and _names_something(flow):
+            return Call("list_sources", {}, "fetch")  # "wiki: add header auth" is about Wiki
         return _ask(state, flow, form, "url")
     sandbox = slots.get("sandbox") or state.sandbox
     if flow.world.sources is None or (flow.world.sources_sandbox or state.sandbox) != sandbox:
@@ -316,6 +318,10 @@ def _register(state: State, flow: Flow) -> Step:
         if key in slots:
             arguments[key] = slots[key]
     return Call("register_source", arguments)
+
+
+def _names_something(flow: Flow) -> bool:
+    return bool([w for w in leftover_words(flow.text, flow.skip) if w.lower() not in _ignored(flow)])
 
 
 def _same(a: str, b: str) -> bool:

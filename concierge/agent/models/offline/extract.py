@@ -66,8 +66,8 @@ def _run(text: Text, start: int, *, stop: frozenset[str] = STOP_BEFORE_LABEL, li
             break
         if token.low in stop and out:
             break
-        if token.low in stop and not out and token.low not in ("it",):
-            break
+        if token.low in stop and not out and not text.is_capitalized(j):
+            break  # "call it with no auth" has no label; "call it Sandbox docs" has one
         out.append(j)
     return out
 

@@ -352,6 +352,8 @@ def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: To
         world.sources, world.sources_sandbox = result.sources, result.sandbox
         if _unknown_address(flow, result):
             _become_registration(state, flow)
+        elif flow.form == "register" and "url" not in flow.slots:
+            _maybe_update(state, flow, result)
         elif flow.form in ("agent_access", "create_agent"):
             fill(state, flow, flow.text, flow.skip - _value_tokens(flow))
     elif name == "list_agents" and isinstance(result, AgentList):
@@ -376,6 +378,20 @@ def _maybe_agent_allowlist(state: State, flow: Flow) -> None:
     _, flow.skip = fill(state, flow, flow.text, flow.skip)
     if everything:
         flow.slots["mode"] = "all"
+
+
+def _maybe_update(state: State, flow: Flow, result: SourceList) -> None:
+    """ "wiki: add header auth, X-Api-Key" names an existing source: it changes that source."""
+    live = [s for s in result.sources if s.status != "disconnected"]
+    found = resolve(flow.text, source_entities(live), skip=flow.skip)
+    if found.one is None or found.how not in ("name", "id"):
+        return
+    aspects = update_aspects(flow.text, state) | ({"auth"} if "auth_kind" in flow.slots else set())
+    if not aspects:
+        return
+    flow.form, flow.intent, flow.aspects = "update", "update", aspects
+    flow.slots, flow.refused, flow.target = {}, set(), found.one
+    _, flow.skip = fill(state, flow, flow.text, flow.skip)
 
 
 def _unknown_address(flow: Flow, result: SourceList) -> bool:

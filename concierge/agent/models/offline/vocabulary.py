@@ -112,7 +112,7 @@ man mate dude buddy boss sir absolutely definitely totally course good
 """.split())
 """Words that may follow a yes without making it something else ("yes please", "ok go ahead")."""
 
-NO = frozenset("n no nope nah not never cancel stop abort decline declined don't dont".split())
+NO = frozenset("n no nope nah not never cancel stop abort decline declined don't dont wait hold hang".split())
 NO_FILLER = frozenset("""
 thanks thank you please now not do it don't dont never mind wait hold on stop that this
 sorry actually keep leave as is
@@ -124,6 +124,7 @@ CANCEL = (
     "no thank you", "not now", "skip it", "drop it", "leave it", "don't", "do not",
     "actually don't", "actually do not", "actually no", "no", "nope", "nah", "scratch that",
     "ignore that", "changed my mind", "i changed my mind", "stop it", "nothing", "nvm",
+    "wait no", "no wait", "hold on", "wait", "no no", "stop stop", "hang on", "not yet",
 )
 """Whole messages that stop the current request."""
 
