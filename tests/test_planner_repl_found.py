@@ -145,3 +145,15 @@ async def test_a_sources_tools_are_named_after_it(world: ConciergeSession) -> No
     events = await say(world, "what tools are exposed by clock")
     assert calls(events)[-1] == ("list_agent_tools", {"app": "clock"})
     assert text_of(events).startswith('"clock" offers 4 tools right now:')
+
+
+async def test_a_follow_up_asks_the_same_about_another(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.register_source({"name": "Demo", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo"})
+    await backend.create_agent({"slug": "support-bot", "tool_allowlist": ["demo_echo"]})
+    await backend.create_agent({"slug": "ops-bot"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "what tools does support-bot have?")
+    events = await say(session, "and ops-bot?")
+    assert calls(events)[-1] == ("list_agent_tools", {"agent": "ops-bot"})
+    assert text_of(events).startswith("ops-bot has 4 tools right now:")

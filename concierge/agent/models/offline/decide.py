@@ -150,6 +150,16 @@ def _ignored(flow: Flow) -> frozenset[str]:
     return intent_words(flow.intent) | STATUS_WORDS
 
 
+def _guess_agent(flow: Flow) -> Step:
+    """A message that only names something: an agent's name asks for its tools."""
+    if flow.world.agents is None:
+        return Call("list_agents", {}, "fetch")
+    found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
+    if found.one is not None and found.how in ("id", "name"):
+        return Call("list_agent_tools", {"agent": found.one.key})
+    return Say(REPLIES["unknown"], "unknown")
+
+
 def _none_eligible(form: str, sources: list[SourceRow]) -> str:
     if form == "resume":
         return "None of your sources is paused."
@@ -163,7 +173,7 @@ def _no_sources(state: State) -> Say:
                "not_found")
 
 
-def resolve_source(state: State, flow: Flow, form: str) -> Entity | Say:
+def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
     """The source the request is about, or what to say instead (which one? none like that?)."""
     if flow.target is not None:
         return flow.target
@@ -176,7 +186,7 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Say:
 
     found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus, ignore=_ignored(flow))
     if flow.guess and (found.one is None or found.how not in ("id", "url", "name")):
-        return Say(REPLIES["unknown"], "unknown")
+        return _guess_agent(flow)
     if found.matches and found.how != "pronoun":
         matches = found.matches
         if len(matches) == 1:
@@ -218,7 +228,7 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
         # "set support's allowlist to demo_*": not a source — maybe an agent.
         if flow.world.agents is None:
             return Call("list_agents", {}, "fetch")  # the fold turns the request into the agent's
-    if isinstance(target, Say):
+    if not isinstance(target, Entity):
         return target
     row: SourceRow = target.data
     reason = _ineligible(form.name, row, flow)

@@ -306,7 +306,8 @@ def tool_names(text: Text, known: dict[str, str] | None = None, skip: frozenset[
 _RENAME = (
     ("rename", "to|as"), ("re-name", "to|as"), ("relabel", "to|as"), ("change * name of", "to|as"),
     ("change * name", "to|as"), ("change * label", "to|as"), ("give * new name", ""),
-    ("give * name", ""), ("call", "from now on"), ("name", "to"),
+    ("give * name", ""), ("call", "from now on"), ("name", "to"), ("should be called", "after"),
+    ("be renamed", "to|as"),
 )
 
 
@@ -346,7 +347,10 @@ def new_name(text: Text) -> Found | None:
                 continue
             target = frozenset(set(middle) - value_idx)
             return Found((value.strip(" \"'“”"), target), frozenset(found) | frozenset(middle) | frozenset(tail))
-        if joint:
+        if joint == "after":  # "legacy should be called Old API": the source comes first
+            target = frozenset(range(0, found[0]))
+            value_start = start
+        elif joint:
             joiner = next((j for j in range(start, min(len(tokens), start + 6))
                            if tokens[j].low in joint.split("|")), None)
             if joiner is None:
@@ -401,8 +405,10 @@ def is_cancel(text: Text) -> bool:
     words = [t.low for t in text.tokens if t.low not in FILLER or t.low in ("do", "not", "now")]
     joined = " ".join(w for w in words if w not in ("please", "thanks", "ok", "okay", "oh", "um"))
     joined = joined.strip()
-    return joined in CANCEL or joined.removeprefix("no ").strip() in CANCEL or \
-        any(joined == f"{c} then" or joined == f"oh {c}" for c in CANCEL)
+    for lead in ("no ", "nah ", "nope ", "oh ", "um ", "hmm ", "ah ", "ok ", "okay ", "actually "):
+        if joined.startswith(lead) and joined.removeprefix(lead).strip() in CANCEL:
+            return True
+    return joined in CANCEL or any(joined == f"{c} then" for c in CANCEL)
 
 
 def is_correction(text: Text) -> bool:

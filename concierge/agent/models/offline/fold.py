@@ -107,6 +107,7 @@ def _delivered(state: State, step: Any) -> None:
         return
     flow.notice = ""
     if step.ends:
+        state.last = (flow.form, flow.intent)
         state.flow = None
         return
     flow.asked = step.asks
@@ -203,6 +204,21 @@ def _answers(state: State, flow: Flow, text: Text, hits: list[IntentHit]) -> boo
     return False
 
 
+_FOLLOWS = {"catalog", "show", "test", "describe"}
+_FOLLOW_WORDS = ("and", "what about", "how about", "same for", "also", "now")
+
+
+def _follow_up(state: State, text: Text) -> Flow | None:
+    """ "and ops-bot?" right after a question about another one: the same question about it."""
+    if state.last is None or state.last[0] not in _FOLLOWS:
+        return None
+    words = " ".join(t.low for t in text.tokens if t.kind == "word")
+    if not any(words == w or words.startswith(w + " ") for w in _FOLLOW_WORDS) or len(text.tokens) > 6:
+        return None
+    form, intent = state.last
+    return Flow(form, intent, text)
+
+
 def _form_of(hit: IntentHit) -> str:
     does = hit.intent.does
     if does.startswith("form:"):
@@ -279,8 +295,12 @@ def _start(state: State, text: Text, hits: list[IntentHit]) -> None:
             state.reply = Say("Nothing is waiting for a yes or no right now. What would you like to do?",
                               "unknown")
             return
+        follow = _follow_up(state, text)
+        if follow is not None:
+            state.flow = follow
+            return
         if leftover_words(text, frozenset()):
-            # No request in it, but maybe a source's name ("clock?"): show it if so, else say so.
+            # No request in it, but maybe a name ("clock?"): show it if so, else say so.
             state.flow = Flow("show", "show", text, guess=True)
             return
         state.reply = Say(REPLIES["unknown"], "unknown")

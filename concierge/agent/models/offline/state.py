@@ -101,4 +101,6 @@ class State:
     """An answer owed now (the latest tool result, a cancellation, a fixed reply)."""
     focus: str | None = None
     """The id of the source last talked about ("it")."""
+    last: tuple[str, str] | None = None
+    """(form, intent) of the request last answered, for a follow-up like "and ops-bot?"."""
     calls_seen: int = 0

@@ -85,6 +85,7 @@ HEAD_NOUNS = frozenset("source server one mcp service endpoint integration".spli
 
 NOT_NAMES = frozenset("""
 new another different other old current existing first second third last next previous
+full complete entire whole quick proper thorough
 now later today currently again soon anymore instead working up down healthy ok okay fine
 broken failing dead alive please thanks everything anything something nothing everyone
 stuff etc
@@ -156,6 +157,8 @@ AUTH_PHRASES: dict[str, tuple[str, ...]] = {
         "no credentials", "no credential", "no login", "no password", "unauthenticated",
         "not authenticated", "public", "open", "open access", "publicly accessible", "anonymous",
         "no auth required", "no token required", "no key required", "no login required",
+        "without any credentials", "without any auth", "without any authentication",
+        "without credentials", "without a key", "without any token", "without any key",
         "none", "auth none", "auth is none",
         "authentication none", "no auth at all", "does not need auth", "does not need any auth",
         "does not need authentication", "does not need a token", "does not need any token",
