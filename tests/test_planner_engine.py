@@ -92,3 +92,23 @@ def test_the_budget_counts_the_tools_once_per_list() -> None:
     assert counted == [len(tools)] and first.tools_tokens == second.tools_tokens > 0
     budget.fit("system", list(tools[:3]), [{"role": "user", "content": "hi"}])
     assert counted == [len(tools), 3]  # another list is counted anew
+
+
+async def test_the_planner_reads_a_catalog_too_big_for_a_models_context(backend: LocalBackend) -> None:
+    """A result over the budget's per-result limit is shortened for a language model, but the
+    offline planner reads the whole history (it has no context window to fit)."""
+    from concierge.agent.models import OfflinePlanner
+    from tests.agent_fixtures import events_of, text_of
+    from tests.mcp_servers import serve_in_thread, tools_app
+
+    with serve_in_thread(tools_app(count=120)) as big:
+        await backend.register_source({"name": "Big", "base_url": big.url(), "auth_kind": "none",
+                                       "app_namespace": "big"})
+        session = ConciergeSession(backend, OfflinePlanner())
+        events = await collect(session.send("what tools do I have"))
+    assert events_of(events, "agent_tool_call")[-1].name == "list_agent_tools"
+    assert text_of(events).startswith("This sandbox offers 120 tools right now:")
+    stored = [m for m in session.history if m["role"] == "tool"][-1]["content"]
+    assert '"count": 120' in stored and "result shortened" not in stored
+    sent = session.budget.fit("system", [], session.history).messages
+    assert "result shortened" in [m for m in sent if m["role"] == "tool"][-1]["content"]  # for an LLM

@@ -700,9 +700,9 @@ class ConciergeSession:
     def _result(self, call: PendingCall, result: Any, *, error: str | None = None) -> Event:
         text = json.dumps(result, ensure_ascii=False, default=str)
         text = sec.scrub(text, self.known_secrets())
-        shorten = getattr(self.budget, "shorten_tool_result", None)
-        content = shorten(text) if shorten is not None else text
-        self.history.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        # Kept whole: the budget shortens a huge result in the copy a language model is sent,
+        # and a model that reads the whole history (the offline planner) needs all of it.
+        self.history.append({"role": "tool", "tool_call_id": call.id, "content": text})
         return self._emit(AgentToolResult(call_id=call.id, name=call.name,
                                           result=json.loads(text), error=error))
 
@@ -759,9 +759,12 @@ class ConciergeSession:
 
     def _fit(self, system: str, tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         fit = getattr(self.budget, "fit", None)
+        whole = [{"role": "system", "content": system}, *self.history]
         if fit is None:
-            return [{"role": "system", "content": system}, *self.history], 0
+            return whole, 0
         result = fit(system, tools, self.history)
+        if getattr(self.model, "reads_whole_history", False):
+            return whole, int(getattr(result, "total_tokens", 0) or 0)
         messages = list(result.messages)
         if not messages or messages[0].get("role") != "system":
             messages.insert(0, {"role": "system", "content": system})

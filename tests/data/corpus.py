@@ -264,6 +264,7 @@ class _Recorder:
     def __init__(self) -> None:
         self.planner = OfflinePlanner()
         self.name = self.planner.name
+        self.reads_whole_history = True
         self.steps: list[Any] = []
 
     async def respond(self, messages: Any, tools: Any, *, on_text: Any = None) -> Any:

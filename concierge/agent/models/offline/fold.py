@@ -245,9 +245,7 @@ def _is_new_request(state: State, flow: Flow, text: Text, strong: list[IntentHit
             return False
         return True
     if flow.form == "register":
-        verb = any(text.tokens[i].low in ("add", "adding", "register", "connect", "hook", "plug", "set",
-                                          "new", "onboard", "integrate", "attach", "install", "link")
-                   for i in top.consumed)
+        verb = top.intent.name == "register"  # said with a verb of adding, not only a URL
         new_url = any(u != flow.slots.get("url") for u in ex.urls(text)) and "url" in flow.slots
         new_label = ex.label(text, allow_as=True)
         different = new_url or (new_label is not None and new_label.value != flow.slots.get("name"))

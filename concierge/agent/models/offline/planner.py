@@ -31,6 +31,8 @@ class OfflinePlanner:
     """Rule-based planner; see the module docstring. Implements `ChatModel`."""
 
     name = OFFLINE_MODEL_NAME
+    reads_whole_history = True
+    """No context window: the engine sends the whole history, huge tool results included."""
 
     def plan(self, messages: Sequence[dict[str, Any]]) -> Step:
         """The step these messages lead to (pure: the same messages give the same step)."""
