@@ -257,7 +257,8 @@ INTENTS: tuple[Intent, ...] = (
             "what have i", "what * connected", "which * connected", "my sources|servers",
             "show * sources|servers", "list * sources|servers", "what sources|servers",
             "which sources|servers", "overview", "everything i", "what * added", "connected",
-            "hooked up", "plugged in", "what * hooked|plugged|registered"),
+            "hooked up", "plugged in", "what * hooked|plugged|registered", "compare", "side by side",
+            "which * more|most|fewer tools", "how many tools"),
            ()),
 
     # -- talking about the conversation itself
