@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from concierge.agent.models.offline.entities import Entity, leftover_words, resolve
+from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
 from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug
 from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
 from concierge.agent.models.offline.replies import REPLIES, status_words
@@ -300,7 +300,7 @@ def _register(state: State, flow: Flow) -> Step:
         return Call("list_sources", {} if sandbox == state.sandbox else {"sandbox": sandbox}, "fetch")
     if flow.url_only:
         known = [e for e in source_entities(flow.world.sources)
-                 if e.data.status != "disconnected" and e.url and _same(e.url, slots["url"])]
+                 if e.data.status != "disconnected" and e.url and same_url(e.url, slots["url"])]
         if len(known) == 1:
             return Call("show_source", {"source": source_ref(known[0], flow.world.sources)})
     missing = _missing(state, flow, form)
@@ -332,12 +332,6 @@ def _register(state: State, flow: Flow) -> Step:
 
 def _names_something(flow: Flow) -> bool:
     return bool([w for w in leftover_words(flow.text, flow.skip) if w.lower() not in _ignored(flow)])
-
-
-def _same(a: str, b: str) -> bool:
-    from concierge.agent.models.offline.entities import same_url
-
-    return same_url(a, b)
 
 
 # --------------------------------------------------------------------------------------------
