@@ -59,7 +59,8 @@ def test_json_has_answer_tool_calls_and_results(open_server: RunningServer,
     assert main(["ask", f"Add {open_server.url()} with no auth, call it Demo", "--yes", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["stop_reason"] == "end_turn" and data["answer"].startswith('Done — "Demo"')
-    (call,) = data["tool_calls"]
+    assert [c["name"] for c in data["tool_calls"]] == ["list_sources", "register_source"]
+    call = data["tool_calls"][-1]
     assert call["name"] == "register_source" and call["arguments"]["name"] == "Demo"
     assert call["result"]["status"] == "active"
     assert main(["ask", "test Demo", "--json"]) == 0

@@ -386,7 +386,8 @@ def test_cli_agent_tools_json_human_and_trace(capsys: pytest.CaptureFixture[str]
         data = json.loads(capsys.readouterr().out)
         assert set(data) == {"tools", "by_app", "count", "trace"}
         assert data["count"] == 2 and data["by_app"] == {"acme": ["acme_read", "acme_search"]}
-        assert all(set(t) == {"name", "app", "description", "source_id"} for t in data["tools"])
+        assert all(set(t) == {"name", "app", "description", "source_id", "input_schema"} for t in data["tools"])
+        assert all(t["input_schema"]["type"] == "object" for t in data["tools"])
         assert {t["name"]: t["source_id"] for t in data["tools"]} == {"acme_search": acme_id, "acme_read": acme_id}
         assert data["trace"]["sources_skipped"][0]["source_id"] == slow_id
         assert data["trace"]["sources_skipped"][0]["reason"] == "timeout"

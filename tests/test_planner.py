@@ -8,7 +8,10 @@ from typing import Any
 import pytest
 
 from concierge.agent.models import OfflinePlanner
-from concierge.agent.models.offline import _auth, _label, _pick, _update_fields, _url
+from concierge.agent.models.offline import extract as ex
+from concierge.agent.models.offline.entities import Entity, pick, resolve
+from concierge.agent.models.offline.intents import classify
+from concierge.agent.models.offline.text import Text
 from concierge.agent.secrets import normalize_ref
 from concierge.agent.session import ConciergeSession
 from concierge.backend import LocalBackend
@@ -33,9 +36,9 @@ async def say(session: ConciergeSession, text: str) -> list[Any]:
 async def answer(session: ConciergeSession, *, yes: bool | None = None, secret: str | None = None) -> list[Any]:
     assert session.pending is not None
     if secret is not None:
-        session.provide_secret(session.pending["id"], secret)
+        session.provide_secret(session.pending.id, secret)
     else:
-        session.confirm(session.pending["id"], bool(yes))
+        session.confirm(session.pending.id, bool(yes))
     return await collect(session.resume())
 
 
@@ -46,39 +49,85 @@ def calls(events: list[Any]) -> list[tuple[str, dict[str, Any]]]:
 # -- reading the person ---------------------------------------------------------------------
 
 
-@pytest.mark.parametrize(("text", "kind", "header"), [
-    ("it's authenticated with a bearer token", "bearer", None),
-    ("a custom header", "header_token", None),
-    ("header X-Api-Key", "header_token", "X-Api-Key"),
-    ("no auth", "none", None),
-    ("none", "none", None),
-    ("it is public, call it Public API", "none", None),
-    ("https://public.example.com/mcp", None, None),
+def _read(text: str) -> Text:
+    return Text.read(text)
+
+
+@pytest.mark.parametrize(("text", "kind"), [
+    ("it's authenticated with a bearer token", "bearer"),
+    ("a custom header", "header_token"),
+    ("header X-Api-Key", "header_token"),
+    ("no auth", "none"),
+    ("none", "none"),
+    ("it is public", "none"),
+    ("https://public.example.com/mcp", None),
 ])
-def test_auth_scheme(text: str, kind: str | None, header: str | None) -> None:
-    assert _auth(text) == (kind, header)
+def test_auth_scheme(text: str, kind: str | None) -> None:
+    found = ex.auth_kind(_read(text))
+    assert (found.value if found else None) == kind
+
+
+def test_header_name_is_never_the_credential() -> None:
+    assert ex.header_name(_read("header X-Api-Key")).value == "X-Api-Key"
+    assert ex.header_name(_read("the key goes in the X-Api-Key header")).value == "X-Api-Key"
+    # Found by trying it: "bearer token demo-token-123" made demo-token-123 the header name.
+    assert ex.header_name(_read("with bearer token demo-token-123")) is None
+    assert ex.header_name(_read("a header token in X-Api-Key")).value == "X-Api-Key"
 
 
 def test_url_label_and_update_fields() -> None:
-    assert _url("add https://mcp.acme.com/mcp, please.") == "https://mcp.acme.com/mcp"
-    assert _url("it's at localhost:8000/mcp") == "http://localhost:8000/mcp"
-    assert _label('register it and call it "Acme docs" in staging') == "Acme docs"
-    assert _update_fields("Rename acme to Acme prod and set its rate cap to 30") == {
-        "name": "Acme prod", "old_name": "acme", "rate_cap_per_minute": 30}
-    assert _update_fields("limit it to 45 calls per minute") == {"rate_cap_per_minute": 45}
-    assert _update_fields("rotate the token for acme") == {"rotate_token": True}
-    assert _update_fields("change the url of acme to https://new.example/mcp") == {"url": "https://new.example/mcp"}
+    assert ex.urls(_read("add https://mcp.acme.com/mcp, please.")) == ["https://mcp.acme.com/mcp"]
+    assert ex.urls(_read("it's at localhost:8000/mcp")) == ["http://localhost:8000/mcp"]
+    assert ex.label(_read('register it and call it "Acme docs" in staging')).value == "Acme docs"
+    assert ex.label(_read("add it as Second, no auth"), allow_as=True).value == "Second"
+    value, target = ex.new_name(_read("Rename acme to Acme prod and set its rate cap to 30")).value
+    assert value == "Acme prod"
+    assert ex.rate_cap(_read("limit it to 45 calls per minute")).value == 45
+    assert ex.rate_cap(_read("Rename acme to Acme prod and set its rate cap to 30")).value == 30
 
 
 def test_pick_from_candidates() -> None:
-    candidates = [{"id": "ds_AAAAAAAA", "name": "Acme prod", "namespace": "acme_prod"},
-                  {"id": "ds_BBBBBBBB", "name": "Acme staging", "namespace": "acme_staging"}]
-    assert _pick("the staging one", candidates)["id"] == "ds_BBBBBBBB"
-    assert _pick("2", candidates)["id"] == "ds_BBBBBBBB"
-    assert _pick("the first one", candidates)["id"] == "ds_AAAAAAAA"
-    assert _pick("ds_BBBBBBBB", candidates)["name"] == "Acme staging"
-    assert _pick("acme", candidates) is None
-    assert _pick("7", candidates) is None
+    candidates = [Entity("ds_AAAAAAAA", "Acme prod", ("Acme prod", "acme_prod")),
+                  Entity("ds_BBBBBBBB", "Acme staging", ("Acme staging", "acme_staging"))]
+    assert pick(_read("the staging one"), candidates).key == "ds_BBBBBBBB"
+    assert pick(_read("2"), candidates).key == "ds_BBBBBBBB"
+    assert pick(_read("the first one"), candidates).key == "ds_AAAAAAAA"
+    assert pick(_read("ds_BBBBBBBB"), candidates).label == "Acme staging"
+    assert pick(_read("acme"), candidates) is None
+    assert pick(_read("7"), candidates) is None
+
+
+def test_names_are_whole_words_never_pieces_of_words_or_urls() -> None:
+    """Found by trying it: a source called "HT" was changed by a message about http://…"""
+    sources = [Entity("ds_HTHTHTHT", "HT", ("HT", "ht"), "http://127.0.0.1:1/mcp"),
+               Entity("ds_DEMODEMO", "Demo", ("Demo", "demo"), "http://127.0.0.1:2/mcp")]
+    assert resolve(_read("register http://127.0.0.1:9/mcp called Capped"), sources).matches == []
+    assert resolve(_read("pause the http server"), sources).matches == []
+    assert resolve(_read("pause ht"), sources).one.label == "HT"
+    assert resolve(_read("pause HT please"), sources).one.label == "HT"
+    assert resolve(_read("set the cap for http://127.0.0.1:2/mcp"), sources).one.label == "Demo"
+    assert resolve(_read("pause demonstration"), sources).matches == []
+    assert resolve(_read("pause dmeo"), sources).one.label == "Demo"  # a small typo
+
+
+def test_words_inside_urls_do_not_steer_the_planner() -> None:
+    def top(text: str) -> str:
+        return classify(_read(text))[0].intent.name
+
+    assert top("Add https://health-check.example.com/mcp") == "register"
+    assert ex.sandbox_mention(_read("add https://staging.example.com/mcp sandbox please"),
+                              ("default", "staging")) is None
+
+
+def test_a_source_named_tools_can_still_be_changed() -> None:
+    """Found by hand: "rename Demo tools ..." used to be read as a catalog question."""
+    def top(text: str) -> str:
+        return classify(_read(text))[0].intent.name
+
+    assert top("set the rate cap of Demo tools to 120 and rename it to Demo prod") in ("rate_cap", "rename")
+    assert top("revoke Demo tools") == "revoke"
+    assert top("pause Demo tools") == "pause"
+    assert top("What tools does my support agent have right now?") == "agent_tools"
 
 
 # -- flows ----------------------------------------------------------------------------------
@@ -106,7 +155,8 @@ async def test_pasted_token_skips_the_secret_question(backend: LocalBackend, bea
     session = ConciergeSession(backend, OfflinePlanner())
     events = await say(session, f"Add {bearer_server.url()} with bearer token {BEARER}, call it Demo")
     assert not events_of(events, "secret_required")
-    (name, arguments), = calls(events)
+    assert [name for name, _ in calls(events)] == ["list_sources", "register_source"]
+    name, arguments = calls(events)[-1]
     assert normalize_ref(arguments["token_ref"]) and BEARER not in json.dumps(arguments)
     assert "healthy" in text_of(await answer(session, yes=True))
 
@@ -136,7 +186,7 @@ async def test_pause_resume_and_delete_command(backend: LocalBackend, open_serve
     session = ConciergeSession(backend, OfflinePlanner())
     await say(session, "pause acme")
     assert "Paused" in text_of(await answer(session, yes=True))
-    assert "None of your sources is active" in text_of(await say(session, "pause acme"))
+    assert text_of(await say(session, "pause acme")) == '"Acme" is already paused.'
     await say(session, "resume it")
     assert "healthy again" in text_of(await answer(session, yes=True))
     events = await say(session, "delete acme permanently")
@@ -181,24 +231,6 @@ async def test_nothing_to_act_on(backend: LocalBackend) -> None:
     assert "no MCP sources yet" in text_of(await say(session, "revoke my custom MCP source"))
     assert "no agents" in text_of(await say(session, "what tools does my support agent have?"))
     assert "Your sandboxes: default (current)." == text_of(await say(session, "which sandboxes do I have?"))
-
-
-def test_words_inside_urls_do_not_steer_the_planner() -> None:
-    from concierge.agent.models.offline import _intent, _sandbox_in
-
-    assert _intent("Add https://health-check.example.com/mcp") == "register"
-    assert _intent("https://tools.example.com/mcp") == "register"
-    assert _sandbox_in("add https://staging.example.com/mcp sandbox please", ["default", "staging"]) is None
-
-
-def test_a_source_named_tools_can_still_be_changed() -> None:
-    """Found by hand: "rename Demo tools ..." used to be read as a catalog question."""
-    from concierge.agent.models.offline import _intent
-
-    assert _intent("set the rate cap of Demo tools to 120 and rename it to Demo prod") == "update"
-    assert _intent("revoke Demo tools") == "revoke"
-    assert _intent("pause Demo tools") == "pause"
-    assert _intent("What tools does my support agent have right now?") == "tools"
 
 
 async def test_agent_tools_with_no_agents_shows_what_an_agent_would_get(

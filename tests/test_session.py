@@ -246,7 +246,7 @@ async def test_calls_after_a_parked_write_wait_for_it(backend: LocalBackend, ope
     session = ConciergeSession(backend, model)
     events = await collect(session.send("add and list"))
     assert [e.type for e in events].count("agent_tool_result") == 0
-    session.confirm(session.pending["id"], True)
+    session.confirm(session.pending.id, True)
     events = await collect(session.resume())
     results = events_of(events, "agent_tool_result")
     assert [r.call_id for r in results] == ["c1", "c2"]
@@ -259,7 +259,7 @@ async def test_declining_skips_the_rest_of_that_step(backend: LocalBackend, open
         ToolCall("c2", "test_source", {"source": "Demo"})))
     session = ConciergeSession(backend, ScriptedModel([both, "OK."]))
     await collect(session.send("add and test"))
-    session.confirm(session.pending["id"], False)
+    session.confirm(session.pending.id, False)
     events = await collect(session.resume())
     assert [r.result["status"] for r in events_of(events, "agent_tool_result")] == ["declined", "skipped"]
     assert [c.call_id for c in events_of(events, "agent_tool_call")] == ["c2"]
@@ -337,7 +337,7 @@ async def test_token_typed_after_secret_required_answers_it(backend: LocalBacken
     await collect(session.send("add"))
     events = await collect(session.send(f"here it is: {BEARER}"))
     assert events_of(events, "confirmation_required")
-    session.confirm(session.pending["id"], True)
+    session.confirm(session.pending.id, True)
     await collect(session.resume())
     assert (await sources(backend))[0].status.value == "active"
     assert BEARER not in json.dumps([c.messages for c in model.calls])

@@ -28,7 +28,8 @@ from tests.agent_fixtures import backend, open_server  # noqa: F401 - fixtures
 from tests.mcp_servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
-WRITES = {"register_source", "update_source", "pause_source", "resume_source", "revoke_source"}
+WRITES = {"register_source", "update_source", "pause_source", "resume_source", "revoke_source",
+          "create_agent", "create_sandbox", "update_agent"}
 
 
 def test_tools_folder_is_in_step_with_the_code() -> None:
@@ -67,7 +68,7 @@ def test_definitions_are_valid_for_openai() -> None:
 
 
 @pytest.mark.parametrize("raw", [{"confirmed": True}, {"Approved": "yes"}, {"token": "x"},
-                                 {"password": "x"}, {"unknown": 1}, {"name": "", "url": "x", "auth_kind": "none"},
+                                 {"password": "x"}, {"unknown": 1}, {"url": "x", "auth_kind": "none"},
                                  {"name": "x", "url": "https://a.example", "auth_kind": "basic"}])
 def test_bad_arguments_are_refused_with_a_reason(raw: dict[str, Any]) -> None:
     with pytest.raises(ToolArgumentError) as info:
@@ -111,22 +112,62 @@ async def test_sources_resolve_by_id_name_namespace_or_unique_word(
 
 
 @pytest.mark.anyio
-async def test_register_prepare_checks_rules_before_anyone_is_asked(
+async def test_register_prepare_asks_the_registrys_own_rules(
         backend: LocalBackend, open_server: RunningServer) -> None:
+    """Rules are checked once, in the registry: prepare refuses exactly what it would refuse,
+    with the registry's message (field names as the tool calls them)."""
     tool, ctx = default_toolkit().get("register_source"), _ctx(backend)
+    cases = [
+        ({"url": "http://mcp.acme.example/mcp"}, "https"),
+        ({"name": ""}, "name"),
+        ({"auth_kind": "header_token"}, "auth_header"),
+        ({"auth_header": "Content-Type", "auth_kind": "header_token"}, "transport"),
+        ({"app_namespace": "has space"}, "app_namespace"),
+        ({"rate_cap_per_minute": 9000}, "rate_cap_per_minute"),
+    ]
+    for change, words in cases:
+        raw = {"name": "x", "url": open_server.url(), "auth_kind": "none"} | change
+        args = tool.parse(raw)
+        with pytest.raises(ValidationFailed, match=words) as info:
+            await tool.prepare(ctx, args)
+        body = {"base_url" if k == "url" else k: v for k, v in raw.items()}
+        if body["auth_kind"] != "none":
+            body["token"] = "placeholder-token-for-validation"
+        with pytest.raises(ValidationFailed) as registry:
+            backend.registry.parse_register(body)
+        assert info.value.detail == registry.value.detail.replace("base_url", "url"), change
+    with pytest.raises(NotFound, match="no sandbox"):
+        await tool.prepare(ctx, tool.parse({"name": "x", "url": open_server.url(), "auth_kind": "none",
+                                            "sandbox": "nope"}))
+
+
+def test_the_toolkit_states_no_registry_rule() -> None:
+    """No validation rule is re-stated in the tools: their messages come from the registry."""
+    source = "".join(p.read_text() for p in (ROOT / "concierge" / "agent" / "toolkit").glob("*.py"))
+    for phrase in ("is required when auth_kind", "only allowed for localhost", "already used by",
+                   "1-64 characters", "must be a full https"):
+        assert phrase not in source, phrase
+    schema = json.dumps(default_toolkit().definitions())
+    assert "maximum" not in schema and "minLength" not in schema  # bounds live in the registry
+
+
+@pytest.mark.anyio
+async def test_a_taken_namespace_is_refused_by_the_registry_in_plain_words(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    from concierge.agent.session import ConciergeSession
+    from concierge.agent.models import ScriptedModel, tool_call
+    from tests.agent_fixtures import collect, events_of
+
     await backend.register_source({"name": "acme", "base_url": open_server.url(), "auth_kind": "none",
                                    "app_namespace": "acme"})
-    cases = [
-        ({"url": "http://mcp.acme.example/mcp"}, ValidationFailed, "https"),
-        ({"app_namespace": "ACME"}, Conflict, "already used"),
-        ({"auth_kind": "header_token"}, ValidationFailed, "auth_header"),
-        ({"sandbox": "nope"}, NotFound, "no sandbox"),
-        ({"auth_header": "Content-Type", "auth_kind": "header_token"}, ValidationFailed, "transport"),
-    ]
-    for change, error, words in cases:
-        args = tool.parse({"name": "x", "url": open_server.url(), "auth_kind": "none"} | change)
-        with pytest.raises(error, match=words):
-            await tool.prepare(ctx, args)
+    session = ConciergeSession(backend, ScriptedModel([
+        tool_call("register_source", name="x", url=open_server.url(), auth_kind="none", app_namespace="ACME"),
+        "Taken."]))
+    events = await collect(session.send("add"))
+    session.confirm(events_of(events, "confirmation_required")[0].id, True)
+    result = events_of(await collect(session.resume()), "agent_tool_result")[0]
+    assert result.error == "namespace_taken" and "already used by 'acme'" in result.result["detail"]
+    assert len(await backend.list_sources()) == 1
 
 
 @pytest.mark.anyio

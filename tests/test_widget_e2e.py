@@ -105,7 +105,8 @@ def test_register_a_server_through_the_widget(browser: Browser, site, demo_mcp: 
     expect(page.locator("[data-tool=register_source][data-status=ok]")).to_have_count(1)
     expect(page.get_by_text("You handed over a credential privately.")).to_be_visible()
     say(page, "list my sources")
-    expect(page.locator("[data-tool=list_sources][data-status=ok]")).to_have_count(1)
+    # One list while registering (the planner looks before it proposes), one for this request.
+    expect(page.locator("[data-tool=list_sources][data-status=ok]")).to_have_count(2)
 
     # Escape closes the panel and gives focus back to the launcher.
     page.keyboard.press("Escape")

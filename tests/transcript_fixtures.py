@@ -190,10 +190,10 @@ SCENARIOS: dict[str, Scenario] = {s.name: s for s in (
         ("say", "List my sources"),
     ), setup=_mixed, about="a healthy and a failing source"),
     Scenario("namespace_taken", ("open",), (
-        ("say", "Add {open} with no auth, call it acme"),
+        ("say", "Add {open} with no auth, call it acme, namespace acme"),
         ("say", "acme2"),
         ("confirm", "yes"),
-    ), setup=_plain_acme, about="a taken namespace is explained and asked for again"),
+    ), setup=_plain_acme, about="a taken namespace is explained and asked for again, before any confirmation"),
     Scenario("help_and_unknown", (), (
         ("say", "help"),
         ("say", "make me a sandwich"),
@@ -221,10 +221,10 @@ async def _record(scenario: Scenario, directory: Path) -> Path:
                     if kind == "say":
                         stream = session.send(value.format(**urls))
                     elif kind == "confirm":
-                        session.confirm(session.pending["id"], value == "yes")
+                        session.confirm(session.pending.id, value == "yes")
                         stream = session.resume()
                     else:
-                        session.provide_secret(session.pending["id"], TOKENS[value])
+                        session.provide_secret(session.pending.id, TOKENS[value])
                         stream = session.resume()
                     async for _ in stream:
                         pass

@@ -26,12 +26,12 @@ from typing import Any
 import tiktoken
 
 __all__ = [
+    "ContextBudget",
     "DEFAULT_MAX_TOKENS",
     "DEFAULT_MAX_TOOL_RESULT_TOKENS",
+    "FitResult",
     "OFFLINE_ENCODING",
     "PREFERRED_ENCODING",
-    "ContextBudget",
-    "FitResult",
     "TokenCounter",
     "encoding_available_offline",
     "load_encoding",
@@ -277,10 +277,21 @@ class ContextBudget:
         self.max_tokens = max_tokens
         self.max_tool_result_tokens = max_tool_result_tokens
         self.counter = counter if counter is not None else TokenCounter()
+        self._tools_count: tuple[Sequence[dict[str, Any]], int] | None = None
 
     def __repr__(self) -> str:
         return (f"ContextBudget(max_tokens={self.max_tokens}, max_tool_result_tokens="
                 f"{self.max_tool_result_tokens}, encoding={self.counter.encoding_name!r})")
+
+    def _count_tools(self, tools: Sequence[dict[str, Any]]) -> int:
+        """The tools' tokens, counted once per tools list (a toolkit hands out the same list
+        every turn; it is held here, so its identity cannot be reused by another list)."""
+        cached = self._tools_count
+        if cached is not None and cached[0] is tools:
+            return cached[1]
+        count = self.counter.count_tools(tools)
+        self._tools_count = (tools, count)
+        return count
 
     def shorten_tool_result(self, text: str) -> str:
         """``text`` if it fits ``max_tool_result_tokens``, else its head plus a note saying so."""
@@ -315,7 +326,7 @@ class ContextBudget:
         counter = self.counter
         system_message = {"role": "system", "content": system_prompt}
         system_tokens = counter.count_message(system_message)
-        tools_tokens = counter.count_tools(tools)
+        tools_tokens = self._count_tools(tools)
 
         shortened = 0
         messages: list[dict[str, Any]] = []

@@ -19,6 +19,11 @@ argument, message or tool — can approve it; there is no approve tool and argum
 ``confirmed`` are refused. A new message sent while a confirmation is pending does *not*
 approve it (even "yes"): the parked call is dropped unrun and the model is told so; surfaces
 that want typed yes/no answers map them onto `confirm` themselves (see `parse_yes_no`).
+
+State is typed: the parked write is a `PendingConfirmation` or a `PendingSecret`, and each
+model response leads to one `NextStep` — `NextStepFinalOutput` (the model answered),
+`NextStepRunAgain` (tools ran; call the model again) or `NextStepInterruption` (a write waits
+for the person) — handled exhaustively by the loop.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import secrets as _random
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar, TypeVar, assert_never
+
+from pydantic import BaseModel
 
 from concierge.agent import secrets as sec
 from concierge.agent.events import (
@@ -47,14 +55,33 @@ from concierge.agent.events import (
     SecretRequired,
 )
 from concierge.agent.models.base import ChatModel, ModelResponse
-from concierge.agent.toolkit import Tool, ToolArgumentError, ToolContext, Toolkit, default_toolkit, mask_arguments
+from concierge.agent.models.offline.vocabulary import yes_or_no
+from concierge.agent.toolkit import (
+    Tool,
+    ToolArgumentError,
+    ToolContext,
+    Toolkit,
+    ToolResult,
+    default_toolkit,
+    mask_arguments,
+)
 from concierge.backend import Backend
 from concierge.errors import ConciergeError, Conflict, MaxTurnsExceeded, NotFound, ValidationFailed
 
 __all__ = [
     "ConciergeSession",
+    "ConfirmAnswer",
     "DEFAULT_MAX_TURNS",
+    "NextStep",
+    "NextStepFinalOutput",
+    "NextStepInterruption",
+    "NextStepRunAgain",
+    "Pending",
+    "PendingCall",
+    "PendingConfirmation",
+    "PendingSecret",
     "STATE_VERSION",
+    "SecretAnswer",
     "parse_yes_no",
 ]
 
@@ -77,15 +104,28 @@ ABANDONED = {"status": "abandoned",
 CANCELLED = {"status": "cancelled",
              "detail": "Interrupted by the person; it may not have completed. Check before retrying."}
 
-_YES = {"y", "yes", "yep", "yeah", "sure", "ok", "okay", "go", "go ahead", "do it", "confirm",
-        "confirmed", "approve", "approved"}
-_NO = {"n", "no", "nope", "cancel", "stop", "don't", "dont", "decline", "abort", "no thanks"}
+# Words that may frame a credential typed into the chat when one was asked for ("here it
+# is: …", "token: …"). Anything else means the message is a new request, not the answer.
+_FRAMING = frozenset(
+    "here heres here's it it's its is the my a new token key api bearer secret password "
+    "credential value this that use ok okay sure please thanks".split())
 
 
 def parse_yes_no(text: str) -> bool | None:
-    """A typed answer to a confirmation prompt: True, False, or None when it is neither."""
-    word = text.strip().lower().rstrip(".!")
-    return True if word in _YES else False if word in _NO else None
+    """A typed answer to a confirmation prompt: True, False, or None when it is neither.
+
+    "y", "sure", "yes please", "ok, go ahead" are yes; "n", "no thanks", "not now", "cancel"
+    are no; anything else ("maybe", "what does it change?") is None, so the surface asks again.
+    """
+    return yes_or_no(text)
+
+
+def _only_a_credential(clean: str, refs: tuple[str, ...]) -> bool:
+    """The message is one credential, maybe framed ("here it is: [secret:…]"), and nothing else."""
+    if len(refs) != 1:
+        return False
+    rest = sec.REF_RE.sub(" ", clean).lower()
+    return all(word in _FRAMING for word in re.findall(r"[a-z0-9']+", rest))
 
 
 def _credential_like(text: str) -> bool:
@@ -98,6 +138,129 @@ def _credential_like(text: str) -> bool:
 
 def _new_id(prefix: str) -> str:
     return f"{prefix}_{_random.token_hex(6)}"
+
+
+@dataclass(frozen=True)
+class PendingCall:
+    """A tool call as the model made it (arguments hold references, never secrets)."""
+
+    id: str
+    name: str
+    arguments: dict[str, Any]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "name": self.name, "arguments": self.arguments}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PendingCall:
+        return cls(id=data["id"], name=data["name"], arguments=dict(data.get("arguments") or {}))
+
+
+@dataclass(frozen=True)
+class ConfirmAnswer:
+    approved: bool
+
+
+@dataclass(frozen=True)
+class SecretAnswer:
+    ref: str
+
+
+@dataclass
+class _PendingBase:
+    """Shared by both kinds of parked write. Mapping access (``pending["id"]``,
+    ``pending.get("answer")``) reads the saved JSON shape, for callers written against it."""
+
+    kind: ClassVar[str] = ""
+    stop_reason: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def __getitem__(self, key: str) -> Any:
+        return self.to_dict()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.to_dict().get(key, default)
+
+
+@dataclass
+class PendingConfirmation(_PendingBase):
+    """A write waiting for the person's yes or no (``confirmation_required``)."""
+
+    kind: ClassVar[str] = "confirmation"
+    stop_reason: ClassVar[str] = STOP_AWAITING_CONFIRMATION
+    id: str
+    call: PendingCall
+    queue: list[PendingCall]
+    """Later calls of the same model step, handled after this one."""
+    summary: str
+    answer: ConfirmAnswer | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "call": self.call.to_dict(),
+                "queue": [c.to_dict() for c in self.queue], "summary": self.summary,
+                "answer": None if self.answer is None else {"approved": self.answer.approved}}
+
+
+@dataclass
+class PendingSecret(_PendingBase):
+    """A write waiting for a credential given out of band (``secret_required``)."""
+
+    kind: ClassVar[str] = "secret"
+    stop_reason: ClassVar[str] = STOP_AWAITING_SECRET
+    id: str
+    call: PendingCall
+    queue: list[PendingCall]
+    purpose: str
+    field: str
+    """The argument that will receive the reference (``token_ref``)."""
+    answer: SecretAnswer | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "id": self.id, "call": self.call.to_dict(),
+                "queue": [c.to_dict() for c in self.queue], "purpose": self.purpose,
+                "field": self.field, "answer": None if self.answer is None else {"ref": self.answer.ref}}
+
+
+Pending = PendingConfirmation | PendingSecret
+
+
+def _pending_from_dict(data: dict[str, Any] | None) -> Pending | None:
+    """The inverse of ``to_dict`` (the JSON saved by `ConciergeSession.to_state`)."""
+    if not data:
+        return None
+    call = PendingCall.from_dict(data["call"])
+    queue = [PendingCall.from_dict(c) for c in data.get("queue") or []]
+    answer = data.get("answer")
+    if data["kind"] == "secret":
+        return PendingSecret(id=data["id"], call=call, queue=queue, purpose=data["purpose"],
+                             field=data["field"], answer=SecretAnswer(answer["ref"]) if answer else None)
+    return PendingConfirmation(id=data["id"], call=call, queue=queue, summary=data["summary"],
+                               answer=ConfirmAnswer(bool(answer["approved"])) if answer else None)
+
+
+@dataclass(frozen=True)
+class NextStepFinalOutput:
+    """The model answered without tool calls: the run ends (``end_turn``)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class NextStepRunAgain:
+    """The step's tool calls were handled; their results go back to the model."""
+
+
+@dataclass(frozen=True)
+class NextStepInterruption:
+    """A write waits for the person (a yes or a credential): the run ends there."""
+
+    pending: Pending
+
+
+NextStep = NextStepFinalOutput | NextStepRunAgain | NextStepInterruption
+_P = TypeVar("_P", PendingConfirmation, PendingSecret)
 
 
 @dataclass
@@ -144,8 +307,8 @@ class ConciergeSession:
         self.toolkit = toolkit or default_toolkit()
         self._system_prompt = system_prompt
         self.history: list[dict[str, Any]] = []
-        self.pending: dict[str, Any] | None = None
-        """The parked write: ``{kind: confirmation|secret, id, call, queue, summary|purpose, answer}``."""
+        self.pending: Pending | None = None
+        """The parked write, waiting for `confirm` or `provide_secret`."""
         self.secret_refs: list[str] = []
         self.totals = {"input_tokens": 0, "output_tokens": 0, "model_calls": 0, "runs": 0}
         self._running = False
@@ -162,25 +325,26 @@ class ConciergeSession:
 
         1. ``run_started``. Pasted credentials in ``text`` are replaced by references
            (``[secret:sec_…]``, values into the secret store) before anything stores, logs,
-           records or sends it. If a credential is pending and the message holds exactly
-           one (or is a single bare token-like word), it answers that request (as
-           `provide_secret` would) and the run goes on as in `resume`.
+           records or sends it. If a credential is pending and the message is just one
+           (maybe framed: "here it is: …"), or a single bare token-like word, it answers that
+           request (as `provide_secret` would) and the run goes on as in `resume`. A message
+           that says more ("add … called Gamma with bearer token …") is a new request.
         2. A parked confirmation (or credential request) is dropped unrun; the model is told
            nothing was changed. Then the message joins the history.
         3. Loop, at most ``max_turns`` model calls: fit system prompt + history into the
            budget; call the model with the tool definitions, streaming ``agent_text_delta``;
            no tool calls → ``agent_finish(end_turn)``. For each call in order:
            ``agent_tool_call``; a read runs at once → ``agent_tool_result`` (errors are
-           results the model can explain); a write is prepared (target resolved, rules
-           checked), then parked: ``secret_required`` (→ ``agent_finish(awaiting_secret)``)
-           if it needs a credential not yet given, else ``confirmation_required``
-           (→ ``agent_finish(awaiting_confirmation)``). The run ends there.
+           results the model can explain); a write is prepared (target resolved, the
+           registry's rules asked), then parked: ``secret_required``
+           (→ ``agent_finish(awaiting_secret)``) if it needs a credential not yet given, else
+           ``confirmation_required`` (→ ``agent_finish(awaiting_confirmation)``). The run ends there.
         4. Too many model calls → ``agent_error(max_turns_exceeded)``; a model failure →
            ``agent_error(model_error)``. The history stays valid either way.
         """
         self._guard()
-        if (self.pending is not None and self.pending["kind"] == "secret"
-                and _credential_like(text) and not sec.find_secrets(text)):
+        waiting_secret = isinstance(self.pending, PendingSecret)
+        if waiting_secret and _credential_like(text) and not sec.find_secrets(text):
             # Asked for a credential, the person typed one bare word in the chat: that is it.
             redaction = sec.redact_all(text, self.secrets)
         else:
@@ -189,11 +353,8 @@ class ConciergeSession:
         clean = redaction.text
         if self.transcript is not None:
             self.transcript.input("message", text=clean)
-        answered = (self.pending is not None and self.pending["kind"] == "secret"
-                    and len(redaction.refs) == 1)
-        if answered:
-            assert self.pending is not None
-            self.pending["answer"] = {"ref": redaction.refs[0]}
+        if isinstance(self.pending, PendingSecret) and _only_a_credential(clean, redaction.refs):
+            self.pending.answer = SecretAnswer(redaction.refs[0])
             async for event in self._run(self._resume_steps):
                 yield event
             return
@@ -217,8 +378,8 @@ class ConciergeSession:
         Raises `NotFound` for an unknown or stale id and `Conflict` when nothing waits for
         a confirmation or it was already answered. Nothing runs until `resume`.
         """
-        pending = self._pending_for(confirmation_id, "confirmation")
-        pending["answer"] = {"approved": bool(approved)}
+        pending = self._pending_for(confirmation_id, PendingConfirmation)
+        pending.answer = ConfirmAnswer(bool(approved))
         if self.transcript is not None:
             self.transcript.input("confirm", id=confirmation_id, approved=bool(approved))
         log.info("session %s: confirmation %s %s", self.session_id, confirmation_id,
@@ -230,14 +391,14 @@ class ConciergeSession:
         The value goes to the secret store only; the call gets the reference. Raises like
         `confirm`, and `ValidationFailed` for an empty value.
         """
-        pending = self._pending_for(secret_id, "secret")
+        pending = self._pending_for(secret_id, PendingSecret)
         value = value.strip()
         if not value:
             raise ValidationFailed("the credential is empty", field="value")
         ref = sec.new_ref()
         self.secrets.put(ref, value)
         self._remember((ref,))
-        pending["answer"] = {"ref": ref}
+        pending.answer = SecretAnswer(ref)
         if self.transcript is not None:
             self.transcript.input("secret", id=secret_id, ref=ref)
         return ref
@@ -255,9 +416,8 @@ class ConciergeSession:
         self._guard()
         if self.pending is None:
             raise Conflict("nothing is waiting for an answer")
-        if self.pending.get("answer") is None:
-            kind = self.pending["kind"]
-            raise Conflict(f"the {kind} request {self.pending['id']} has not been answered yet")
+        if self.pending.answer is None:
+            raise Conflict(f"the {self.pending.kind} request {self.pending.id} has not been answered yet")
         async for event in self._run(self._resume_steps):
             yield event
 
@@ -271,12 +431,11 @@ class ConciergeSession:
         p = self.pending
         if p is None:
             return None
-        call = p["call"]
-        if p["kind"] == "confirmation":
-            return ConfirmationRequired(id=p["id"], call_id=call["id"], tool=call["name"],
-                                        summary=p["summary"], arguments=mask_arguments(call["arguments"]))
-        return SecretRequired(id=p["id"], call_id=call["id"], tool=call["name"], purpose=p["purpose"],
-                              field=p["field"])
+        call = p.call
+        if isinstance(p, PendingConfirmation):
+            return ConfirmationRequired(id=p.id, call_id=call.id, tool=call.name,
+                                        summary=p.summary, arguments=mask_arguments(call.arguments))
+        return SecretRequired(id=p.id, call_id=call.id, tool=call.name, purpose=p.purpose, field=p.field)
 
     def reset(self) -> None:
         """Forget the conversation (history and any pending request); secrets stay stored."""
@@ -315,7 +474,7 @@ class ConciergeSession:
         return {
             "version": STATE_VERSION, "session_id": self.session_id, "sandbox": self.sandbox,
             "history": json.loads(json.dumps(self.history)),
-            "pending": json.loads(json.dumps(self.pending)) if self.pending else None,
+            "pending": self.pending.to_dict() if self.pending else None,
             "secret_refs": list(self.secret_refs), "totals": dict(self.totals),
             "call_seq": self._call_seq,
         }
@@ -329,7 +488,7 @@ class ConciergeSession:
         kwargs.setdefault("sandbox", state.get("sandbox"))
         session = cls(backend, model, session_id=state["session_id"], **kwargs)
         session.history = list(state.get("history") or [])
-        session.pending = state.get("pending")
+        session.pending = _pending_from_dict(state.get("pending"))
         session.secret_refs = list(state.get("secret_refs") or [])
         session.totals.update(state.get("totals") or {})
         session._call_seq = int(state.get("call_seq") or 0)
@@ -351,18 +510,18 @@ class ConciergeSession:
             self.transcript.event(event)
         return event
 
-    def _pending_for(self, pending_id: str, kind: str) -> dict[str, Any]:
+    def _pending_for(self, pending_id: str, kind: type[_P]) -> _P:
         self._guard()
         p = self.pending
         if p is None:
-            raise Conflict(f"nothing is waiting for a {'credential' if kind == 'secret' else kind}")
-        if p["id"] != pending_id:
-            raise NotFound(f"no pending {kind} {pending_id!r} (it may be stale); the open request is "
-                           f"{p['kind']} {p['id']}")
-        if p["kind"] != kind:
+            raise Conflict(f"nothing is waiting for a {'credential' if kind is PendingSecret else 'confirmation'}")
+        if p.id != pending_id:
+            raise NotFound(f"no pending {kind.kind} {pending_id!r} (it may be stale); the open request is "
+                           f"{p.kind} {p.id}")
+        if not isinstance(p, kind):
             words = {"secret": "a credential (provide_secret)", "confirmation": "a yes or no (confirm)"}
-            raise Conflict(f"{pending_id} asks for {words[p['kind']]}, not {words[kind]}")
-        if p.get("answer") is not None:
+            raise Conflict(f"{pending_id} asks for {words[p.kind]}, not {words[kind.kind]}")
+        if p.answer is not None:
             raise Conflict(f"{pending_id} was already answered; call resume()")
         return p
 
@@ -395,33 +554,44 @@ class ConciergeSession:
 
     async def _resume_steps(self, run: _Run) -> AsyncIterator[Event]:
         p = self.pending
-        assert p is not None and p.get("answer") is not None
-        call, queue = p["call"], list(p["queue"])
-        answer = p["answer"]
+        assert p is not None and p.answer is not None
+        call, queue = p.call, list(p.queue)
         self.pending = None
-        if p["kind"] == "secret":
-            call = {**call, "arguments": {**call["arguments"], p["field"]: answer["ref"]}}
-            async for event in self._calls([call, *queue], run, announced=True):
-                yield event
-        elif answer["approved"]:
-            async for event in self._calls([call, *queue], run, announced=True, approved=True):
-                yield event
+        step: NextStep = NextStepRunAgain()
+        if isinstance(p, PendingSecret):
+            assert isinstance(p.answer, SecretAnswer)
+            call = PendingCall(call.id, call.name, {**call.arguments, p.field: p.answer.ref})
+            async for item in self._calls([call, *queue], run, announced=True):
+                if isinstance(item, NextStepInterruption):
+                    step = item
+                else:
+                    yield item
+        elif isinstance(p.answer, ConfirmAnswer) and p.answer.approved:
+            async for item in self._calls([call, *queue], run, announced=True, approved=True):
+                if isinstance(item, NextStepInterruption):
+                    step = item
+                else:
+                    yield item
         else:
             yield self._result(call, DECLINED)
             for event in self._skip(queue):
                 yield event
-        if run.stop is None:
-            async for event in self._loop(run):
-                yield event
+        if isinstance(step, NextStepInterruption):
+            run.stop = step.pending.stop_reason
+            return
+        async for event in self._loop(run):
+            yield event
 
     async def _loop(self, run: _Run) -> AsyncIterator[Event]:
         tools = self.toolkit.definitions()
-        system = await self._system()
+        system, system_for = await self._system(), self.sandbox
         while True:
             if run.turns >= self.max_turns:
                 raise MaxTurnsExceeded(
                     f"stopped after {self.max_turns} model calls in one run without a final answer; "
                     "ask again, more specifically")
+            if self.sandbox != system_for:  # a tool switched sandboxes: the model must know
+                system, system_for = await self._system(), self.sandbox
             run.turns += 1
             messages, context_tokens = self._fit(system, tools)
             run.context_tokens.append(context_tokens)
@@ -434,57 +604,73 @@ class ConciergeSession:
             assert response is not None
             run.input_tokens += response.usage.input_tokens
             run.output_tokens += response.usage.output_tokens
-            calls = [self._call_dict(c) for c in response.tool_calls]
+            calls = [self._call_record(c) for c in response.tool_calls]
             if self.transcript is not None:
-                self.transcript.model(response, calls)
+                self.transcript.model(response, [c.to_dict() for c in calls])
             message: dict[str, Any] = {"role": "assistant", "content": response.text or None}
             if calls:
                 message["tool_calls"] = [
-                    {"id": c["id"], "type": "function",
-                     "function": {"name": c["name"], "arguments": json.dumps(c["arguments"])}}
+                    {"id": c.id, "type": "function",
+                     "function": {"name": c.name, "arguments": json.dumps(c.arguments)}}
                     for c in calls]
             self.history.append(message)
-            if not calls:
-                return
-            async for event in self._calls(calls, run):
-                yield event
-            if run.stop is not None:
-                return
+            step: NextStep = NextStepFinalOutput(response.text) if not calls else NextStepRunAgain()
+            if calls:
+                async for item in self._calls(calls, run):
+                    if isinstance(item, NextStepInterruption):
+                        step = item
+                    else:
+                        yield item
+            match step:
+                case NextStepFinalOutput():
+                    return
+                case NextStepRunAgain():
+                    continue
+                case NextStepInterruption(pending=pending):
+                    run.stop = pending.stop_reason
+                    return
+                case _:
+                    assert_never(step)
 
-    async def _calls(self, calls: list[dict[str, Any]], run: _Run, *, announced: bool = False,
-                     approved: bool = False) -> AsyncIterator[Event]:
-        """Handle tool calls in order; park the first write that needs the person."""
+    async def _calls(self, calls: list[PendingCall], run: _Run, *, announced: bool = False,
+                     approved: bool = False) -> AsyncIterator[Event | NextStepInterruption]:
+        """Handle tool calls in order; park the first write that needs the person.
+
+        Yields the events, and a final `NextStepInterruption` when a write was parked.
+        """
         ctx = ToolContext(self.backend, self.secrets, self.sandbox)
         for index, call in enumerate(calls):
             first = index == 0
             if not (announced and first):
-                yield self._emit(AgentToolCall(call_id=call["id"], name=call["name"],
-                                               arguments=mask_arguments(call["arguments"])))
-            tool = self.toolkit.get(call["name"])
+                yield self._emit(AgentToolCall(call_id=call.id, name=call.name,
+                                               arguments=mask_arguments(call.arguments)))
+            tool = self.toolkit.get(call.name)
             if tool is None:
                 known = ", ".join(t.name for t in self.toolkit)
-                yield self._error(call, "unknown_tool", f"there is no tool {call['name']!r}; tools: {known}")
+                yield self._error(call, "unknown_tool", f"there is no tool {call.name!r}; tools: {known}")
                 continue
             try:
-                args = tool.parse(call["arguments"])
+                args = tool.parse(call.arguments)
             except ToolArgumentError as exc:
                 yield self._error(call, exc.error, exc.detail)
                 continue
             if not tool.is_write:
                 yield await self._execute(tool, ctx, call, args, None)
+                self.sandbox = ctx.sandbox  # a read may switch the conversation's sandbox
                 continue
             try:
                 prep = await tool.prepare(ctx, args) if tool.prepare else None
             except ConciergeError as exc:
-                yield self._error(call, exc.error, exc.detail)
+                yield self._error(call, exc.error, exc.detail, field=getattr(exc, "field", None))
                 continue
             need = tool.needs_secret(ctx, args, prep) if tool.needs_secret else None
+            pending: Pending
             if need is not None:
-                self.pending = {"kind": "secret", "id": _new_id("secret"), "call": call,
-                                "queue": calls[index + 1:], "purpose": need.purpose,
-                                "field": need.field, "answer": None}
+                pending = PendingSecret(id=_new_id("secret"), call=call, queue=calls[index + 1:],
+                                        purpose=need.purpose, field=need.field)
+                self.pending = pending
                 yield self._emit(self.pending_event())  # type: ignore[arg-type]
-                run.stop = STOP_AWAITING_SECRET
+                yield NextStepInterruption(pending)
                 return
             if approved and first:
                 yield await self._execute(tool, ctx, call, args, prep)
@@ -492,17 +678,18 @@ class ConciergeSession:
             summary = tool.summary(args, prep) if tool.summary else f"Run {tool.name}."
             if self.auto_approve:
                 yield self._emit(ConfirmationRequired(
-                    id=_new_id("confirm"), call_id=call["id"], tool=tool.name, summary=summary,
-                    arguments=mask_arguments(call["arguments"]), auto_approved=True))
+                    id=_new_id("confirm"), call_id=call.id, tool=tool.name, summary=summary,
+                    arguments=mask_arguments(call.arguments), auto_approved=True))
                 yield await self._execute(tool, ctx, call, args, prep)
                 continue
-            self.pending = {"kind": "confirmation", "id": _new_id("confirm"), "call": call,
-                            "queue": calls[index + 1:], "summary": summary, "answer": None}
+            pending = PendingConfirmation(id=_new_id("confirm"), call=call, queue=calls[index + 1:],
+                                          summary=summary)
+            self.pending = pending
             yield self._emit(self.pending_event())  # type: ignore[arg-type]
-            run.stop = STOP_AWAITING_CONFIRMATION
+            yield NextStepInterruption(pending)
             return
 
-    async def _execute(self, tool: Tool, ctx: ToolContext, call: dict[str, Any], args: Any,
+    async def _execute(self, tool: Tool, ctx: ToolContext, call: PendingCall, args: Any,
                        prep: Any) -> Event:
         log.info("session %s: running %s", self.session_id, tool.name)
         try:
@@ -510,22 +697,27 @@ class ConciergeSession:
                 prep = await tool.prepare(ctx, args)
             result = await tool.run(ctx, args, prep)
         except ConciergeError as exc:
-            return self._error(call, exc.error, exc.detail)
+            return self._error(call, exc.error, exc.detail, field=getattr(exc, "field", None))
         except Exception as exc:  # a tool bug becomes a result the model can report
             log.exception("tool %s failed", tool.name)
             return self._error(call, "internal_error", f"{tool.name} failed unexpectedly ({type(exc).__name__})")
+        if isinstance(result, ToolResult):
+            result = result.to_wire()
+        elif isinstance(result, BaseModel):
+            result = result.model_dump(mode="json")
         return self._result(call, result)
 
-    def _error(self, call: dict[str, Any], code: str, detail: str) -> Event:
-        return self._result(call, {"error": code, "detail": detail}, error=code)
+    def _error(self, call: PendingCall, code: str, detail: str, *, field: str | None = None) -> Event:
+        body = {"error": code, "detail": detail} | ({"field": field} if field else {})
+        return self._result(call, body, error=code)
 
-    def _result(self, call: dict[str, Any], result: Any, *, error: str | None = None) -> Event:
+    def _result(self, call: PendingCall, result: Any, *, error: str | None = None) -> Event:
         text = json.dumps(result, ensure_ascii=False, default=str)
         text = sec.scrub(text, self.known_secrets())
-        shorten = getattr(self.budget, "shorten_tool_result", None)
-        content = shorten(text) if shorten is not None else text
-        self.history.append({"role": "tool", "tool_call_id": call["id"], "content": content})
-        return self._emit(AgentToolResult(call_id=call["id"], name=call["name"],
+        # Kept whole: the budget shortens a huge result in the copy a language model is sent,
+        # and a model that reads the whole history (the offline planner) needs all of it.
+        self.history.append({"role": "tool", "tool_call_id": call.id, "content": text})
+        return self._emit(AgentToolResult(call_id=call.id, name=call.name,
                                           result=json.loads(text), error=error))
 
     def _drop_pending(self, result: dict[str, Any]) -> list[Event]:
@@ -533,14 +725,14 @@ class ConciergeSession:
         p, self.pending = self.pending, None
         if p is None:
             return []
-        return [self._result(p["call"], result), *self._skip(p["queue"])]
+        return [self._result(p.call, result), *self._skip(p.queue)]
 
-    def _skip(self, calls: list[dict[str, Any]]) -> list[Event]:
+    def _skip(self, calls: list[PendingCall]) -> list[Event]:
         """Announce and close calls that will not run (their step was not carried out)."""
         events: list[Event] = []
         for call in calls:
-            events.append(self._emit(AgentToolCall(call_id=call["id"], name=call["name"],
-                                                   arguments=mask_arguments(call["arguments"]))))
+            events.append(self._emit(AgentToolCall(call_id=call.id, name=call.name,
+                                                   arguments=mask_arguments(call.arguments))))
             events.append(self._result(call, SKIPPED))
         return events
 
@@ -559,11 +751,11 @@ class ConciergeSession:
             if message["role"] == "user":
                 return
 
-    def _call_dict(self, call: Any) -> dict[str, Any]:
+    def _call_record(self, call: Any) -> PendingCall:
         self._call_seq += 1
         call_id = call.id or f"call_{self._call_seq}"
         arguments = call.arguments if isinstance(call.arguments, dict) else {}
-        return {"id": call_id, "name": call.name, "arguments": arguments}
+        return PendingCall(id=call_id, name=call.name, arguments=arguments)
 
     async def _system(self) -> str:
         base = self._system_prompt
@@ -581,9 +773,12 @@ class ConciergeSession:
 
     def _fit(self, system: str, tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         fit = getattr(self.budget, "fit", None)
+        whole = [{"role": "system", "content": system}, *self.history]
         if fit is None:
-            return [{"role": "system", "content": system}, *self.history], 0
+            return whole, 0
         result = fit(system, tools, self.history)
+        if getattr(self.model, "reads_whole_history", False):
+            return whole, int(getattr(result, "total_tokens", 0) or 0)
         messages = list(result.messages)
         if not messages or messages[0].get("role") != "system":
             messages.insert(0, {"role": "system", "content": system})

@@ -16,7 +16,8 @@ from concierge.cli.output import emit, table
 from concierge.errors import ValidationFailed
 from concierge.registry.catalog_models import CatalogResult, ResolutionTrace
 
-__all__ = ["add_commands", "agent_tools", "gateway", "render_catalog", "source_pull", "tool_call"]
+__all__ = ["add_commands", "agent_tools", "catalog_json", "gateway", "render_catalog", "source_pull",
+           "tool_call"]
 
 _DESCRIPTION_COLUMN = 60
 
@@ -79,9 +80,18 @@ def render_catalog(result: CatalogResult, *, full_trace: bool = False) -> str:
     return "\n".join(x for x in [head, rows, *_trace_lines(result.trace, full=full_trace)] if x)
 
 
+def catalog_json(result: CatalogResult) -> dict[str, Any]:
+    """The reference answer shape, each tool with its input schema (the arguments it takes)."""
+    data = result.summary()
+    schemas = {t.name: t.input_schema for t in result.tools}
+    for tool in data["tools"]:
+        tool["input_schema"] = schemas.get(tool["name"], {})
+    return data
+
+
 async def agent_tools(args: argparse.Namespace, backend: Backend) -> int:
     result = await backend.agent_tools(args.slug, sandbox=args.sandbox, app=args.app)
-    emit(result.summary(), as_json=args.json, human=render_catalog(result, full_trace=args.trace))
+    emit(catalog_json(result), as_json=args.json, human=render_catalog(result, full_trace=args.trace))
     return 0
 
 

@@ -1,0 +1,521 @@
+"""``decide(state) -> Step``: the planner's next move, a pure function of the folded state.
+
+In order: an answer owed (a tool result, a fixed reply) is said; a dropped confirmation is
+asked about again; otherwise the request's form runs: fetch what it must look at (the
+sources, the agents, the catalog), resolve its target (asking which one when two could be
+meant, saying so when none is), check the target can take the request, ask for the first
+required slot still missing, and finally call the tool.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
+from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug
+from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
+from concierge.agent.models.offline.replies import REPLIES, status_words
+from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
+from concierge.agent.toolkit.results import SourceRow
+
+__all__ = ["agent_entities", "decide", "source_entities", "source_ref", "tool_entities"]
+
+_CHANGE_SLOTS = ("name", "url", "auth_kind", "auth_header", "rotate_token", "token_ref",
+                 "rate_cap_per_minute", "allowed_tools", "allow_all_tools", "app_namespace")
+_AGENT_WORDS = {"agent", "agents", "bot", "bots"}
+
+
+def decide(state: State) -> Step:
+    """The next step (see the module docstring). Never changes ``state``."""
+    if state.reply is not None:
+        return state.reply
+    flow = state.flow
+    if flow is None:
+        return Say(REPLIES["unknown"], "unknown")
+    if flow.not_confirmed:
+        what = "register it" if flow.form == "register" else "go ahead"
+        return Say(f'Nothing was changed. Say "yes" if you still want me to {what}, or tell me what '
+                   "to change.", "ask", asks="confirm", ends=False)
+    if flow.form.startswith("read:"):
+        return Call(flow.form.removeprefix("read:"), {})
+    handler = _HANDLERS.get(flow.form)
+    if handler is not None:
+        return handler(state, flow)
+    return _source_form(state, flow, FORMS[flow.form])
+
+
+# --------------------------------------------------------------------------------------------
+# Helpers
+
+
+def _prefix(flow: Flow) -> str:
+    return f"{flow.notice} " if flow.notice else ""
+
+
+def _ask(state: State, flow: Flow, form: Form, slot_name: str) -> Say:
+    slot = next(s for s in form.slots if s.name == slot_name)
+    assert slot.question is not None
+    return Say(_prefix(flow) + slot.question(state, flow), "ask", asks=slot_name, ends=False)
+
+
+def _missing(state: State, flow: Flow, form: Form) -> str | None:
+    by_name = {s.name: s for s in form.slots}
+    for name in form.asks:
+        slot = by_name[name]
+        if slot.question is None or name in flow.slots:
+            continue
+        if name in flow.refused or slot.required_if(flow, state):
+            return name
+    return None
+
+
+def source_entities(sources: list[SourceRow]) -> list[Entity]:
+    return [Entity(s.id, s.name, (s.name, s.namespace), s.url, s) for s in sources]
+
+
+def agent_entities(flow: Flow) -> list[Entity]:
+    return [Entity(a.slug, a.slug, (a.slug, a.name), None, a) for a in flow.world.agents or []]
+
+
+def tool_entities(flow: Flow) -> list[Entity]:
+    catalog = flow.world.catalog
+    if catalog is None:
+        return []
+    out = []
+    for t in catalog.tools:
+        original = t.name[len(t.app) + 1:] if t.name.startswith(t.app + "_") else t.name
+        out.append(Entity(t.name, t.name, (t.name, original), None, t))
+    return out
+
+
+def source_ref(target: Entity, sources: list[SourceRow]) -> str:
+    """How a call names the source: its name when no other source could answer to it, else its id."""
+    row: SourceRow = target.data
+    clash = [s for s in sources if s.id != row.id and row.name.casefold() in
+             (s.name.casefold(), s.namespace.casefold())]
+    return row.id if clash else row.name
+
+
+def _numbered(entities: list[Entity]) -> str:
+    lines = []
+    for i, e in enumerate(entities, 1):
+        row = e.data
+        if isinstance(row, SourceRow):
+            lines.append(f"{i}. {row.name} ({row.id}, {status_words(row.status)}, {row.url})")
+        else:
+            lines.append(f"{i}. {e.label}")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------------
+# Forms on one source
+
+
+def _ineligible(form: str, row: SourceRow, flow: Flow) -> str | None:
+    """Why ``row`` cannot take the request (None when it can). The registry would refuse or
+    do nothing; saying so beats asking for a confirmation."""
+    name, status = f'"{row.name}"', row.status
+    revoked = status == "disconnected"
+    if form == "pause":
+        if status == "paused":
+            return f"{name} is already paused."
+        if revoked:
+            return f"{name} is revoked, so there is nothing to pause."
+    elif form == "resume":
+        if status == "active":
+            return f"{name} isn't paused: it is active."
+        if status == "error":
+            return (f"{name} isn't paused — it is failing its health check. Say \"test {row.name}\" "
+                    "to check it again.")
+        if revoked:
+            return f"{name} is revoked; only registering it again brings it back."
+    elif form == "revoke" and revoked:
+        return f"{name} is already revoked."
+    elif form in ("test", "update") and revoked:
+        return f"{name} is revoked; register it again to use it."
+    if form == "update" and not revoked:
+        kind = flow.slots.get("auth_kind")
+        if "token" in flow.aspects and kind is None and row.scheme == "none" and "token_ref" not in flow.slots:
+            return (f"{name} uses no authentication, so there is no token to rotate. To add one, say "
+                    f'"{row.name} now needs a bearer token".')
+        if kind is not None and kind == row.scheme and kind != "header_token" and len(
+                [k for k in _CHANGE_SLOTS if k in flow.slots and k not in ("auth_kind", "rotate_token")]) == 0:
+            if kind == "none":
+                return f"{name} already uses no authentication."
+            return f'{name} already uses a bearer token. To replace it, say "rotate the token for {row.name}".'
+    return None
+
+
+def _ignored(flow: Flow) -> frozenset[str]:
+    return intent_words(flow.intent) | STATUS_WORDS
+
+
+def _guess_agent(flow: Flow) -> Step:
+    """A message that only names something: an agent's name asks for its tools."""
+    if flow.world.agents is None:
+        return Call("list_agents", {}, "fetch")
+    found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
+    if found.one is not None and found.how in ("id", "name"):
+        return Call("list_agent_tools", {"agent": found.one.key})
+    return Say(REPLIES["unknown"], "unknown")
+
+
+def _none_eligible(form: str, sources: list[SourceRow]) -> str:
+    if form == "resume":
+        return "None of your sources is paused."
+    if form == "pause":
+        return "None of your sources is active, so there is nothing to pause."
+    return "All of your sources are revoked; there is nothing left to change."
+
+
+def _no_sources(state: State) -> Say:
+    return Say('You have no MCP sources yet. Say "add my MCP server at <URL>" to register one.',
+               "not_found")
+
+
+def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
+    """The source the request is about, or what to say instead (which one? none like that?)."""
+    if flow.target is not None:
+        return flow.target
+    sources = flow.world.sources or []
+    entities = source_entities(sources)
+    live = [e for e in entities if e.data.status != "disconnected"]
+
+    def ok(e: Entity) -> bool:
+        return _ineligible(form, e.data, flow) is None
+
+    found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus, ignore=_ignored(flow))
+    if flow.guess and (found.one is None or found.how not in ("id", "url", "name")):
+        return _guess_agent(flow)
+    if found.matches and found.how != "pronoun":
+        matches = found.matches
+        if len(matches) == 1:
+            return matches[0]
+        fitting = [m for m in matches if ok(m)]
+        live_matches = [m for m in matches if m.data.status != "disconnected"]
+        if len(live_matches) == 1 and found.how in ("name", "id", "url"):
+            return live_matches[0]
+        choices = fitting or live_matches or matches
+        return Say(_prefix(flow) + "Which one do you mean?\n" + _numbered(choices), "ask", asks="source",
+                   choices=tuple(choices), ends=False)
+    if found.how == "pronoun" and found.one is not None:
+        return found.one
+    if not live and not entities:
+        return _no_sources(state)
+    pool = [e for e in live if ok(e)] if form not in ("show", "delete") else (live or entities)
+    if found.how == "unknown":
+        named = " ".join(found.leftovers)
+        if not pool:
+            pool = live or entities
+        return Say(f'I couldn\'t find a source called "{named}". Which one do you mean?\n' + _numbered(pool),
+                   "not_found", asks="source", choices=tuple(pool), ends=False)
+    if not live and form not in ("show", "delete"):
+        return Say("All of your sources are revoked; there is nothing left to change.", "not_eligible")
+    if len(pool) == 1:
+        return pool[0]
+    if not pool:
+        return Say(_none_eligible(form, sources), "not_eligible")
+    return Say(_prefix(flow) + "Which one do you mean?\n" + _numbered(pool), "ask", asks="source",
+               choices=tuple(pool), ends=False)
+
+
+def _source_form(state: State, flow: Flow, form: Form) -> Step:
+    if flow.world.sources is None:
+        return Call("list_sources", {}, "fetch")
+    target = resolve_source(state, flow, form.name)
+    if isinstance(target, Say) and form.name == "update" and flow.aspects <= {"allowlist", "allow_all"} \
+            and target.kind == "not_found":
+        # "set support's allowlist to demo_*": not a source — maybe an agent.
+        if flow.world.agents is None:
+            return Call("list_agents", {}, "fetch")  # the fold turns the request into the agent's
+    if not isinstance(target, Entity):
+        return target
+    row: SourceRow = target.data
+    reason = _ineligible(form.name, row, flow)
+    if reason is not None:
+        return Say(reason, "not_eligible")
+    ref = source_ref(target, flow.world.sources)
+    if form.name != "update":
+        return Call(form.tool, {"source": ref})
+    return _update(state, flow, form, target, ref)
+
+
+def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> Step:
+    row: SourceRow = target.data
+    slots = flow.slots
+    if "allowlist" in flow.aspects and flow.world.catalog is None:
+        return Call("list_agent_tools", {"app": row.namespace}, "fetch")
+    if not flow.aspects and not any(k in slots for k in _CHANGE_SLOTS):
+        return Say(_prefix(flow) + f'What would you like to change about "{row.name}"? I can rename it, move '
+                   "it to a new URL, switch its auth, rotate its token, or set its rate cap or its allowed "
+                   "tools.", "ask", asks="change", ends=False)
+    wanted = (("name", "name"), ("url", "url"), ("auth", "auth_kind"), ("auth", "auth_header"),
+              ("rate_cap", "rate_cap_per_minute"), ("allowlist", "allowed_tools"),
+              ("namespace", "app_namespace"))
+    by_name = {s.name: s for s in form.slots}
+    for aspect, slot_name in wanted:
+        slot = by_name[slot_name]
+        if aspect in flow.aspects and slot_name not in slots and slot.required_if(flow, state):
+            return _ask(state, flow, form, slot_name)
+    arguments: dict[str, Any] = {"source": ref}
+    for key in ("name", "rate_cap_per_minute"):
+        if key in slots:
+            arguments[key] = slots[key]
+    kind = slots.get("auth_kind")
+    if "token" in flow.aspects and kind is None:
+        arguments["rotate_token"] = True
+    if "url" in slots:
+        arguments["url"] = slots["url"]
+    if kind is not None:
+        arguments["auth_kind"] = kind
+        if kind == "header_token" and slots.get("auth_header"):
+            arguments["auth_header"] = slots["auth_header"]
+    if slots.get("token_ref") and (kind or row.scheme) != "none":
+        arguments["token_ref"] = slots["token_ref"]
+    if "allowed_tools" in slots and "allow_all" not in flow.aspects:
+        arguments["allowed_tools"] = slots["allowed_tools"]
+    if "allow_all" in flow.aspects:
+        arguments["allow_all_tools"] = True
+    if "app_namespace" in slots:
+        arguments["app_namespace"] = slots["app_namespace"]
+    if len(arguments) == 1:
+        return Say(_prefix(flow) + f'What would you like to change about "{row.name}"?', "ask",
+                   asks="change", ends=False)
+    return Call("update_source", arguments)
+
+
+# --------------------------------------------------------------------------------------------
+# Registering
+
+
+def _register(state: State, flow: Flow) -> Step:
+    form = FORMS["register"]
+    slots = flow.slots
+    if "url" not in slots:
+        if flow.world.sources is None and not flow.asked and _names_something(flow):
+            return Call("list_sources", {}, "fetch")  # "wiki: add header auth" is about Wiki
+        return _ask(state, flow, form, "url")
+    sandbox = slots.get("sandbox") or state.sandbox
+    if flow.world.sources is None or (flow.world.sources_sandbox or state.sandbox) != sandbox:
+        return Call("list_sources", {} if sandbox == state.sandbox else {"sandbox": sandbox}, "fetch")
+    if flow.url_only:
+        known = [e for e in source_entities(flow.world.sources)
+                 if e.data.status != "disconnected" and e.url and same_url(e.url, slots["url"])]
+        if len(known) == 1:
+            return Call("show_source", {"source": source_ref(known[0], flow.world.sources)})
+    missing = _missing(state, flow, form)
+    if missing is not None:
+        return _ask(state, flow, form, missing)
+    namespace = slots.get("app_namespace")
+    if namespace is not None:
+        holder = next((s for s in flow.world.sources if s.status != "disconnected"
+                       and s.namespace.casefold() == str(namespace).casefold()), None)
+        if holder is not None:
+            return Say(f"The namespace {namespace} is already used by {holder.name} ({holder.id}) in sandbox "
+                       f'"{sandbox}". What namespace should it use instead? (letters, digits, _ or -)',
+                       "ask", asks="app_namespace", ends=False)
+    else:
+        namespace = free_namespace(slug(slots["name"]), flow)
+    arguments: dict[str, Any] = {"name": slots["name"], "url": slots["url"], "auth_kind": slots["auth_kind"]}
+    if slots["auth_kind"] == "header_token":
+        arguments["auth_header"] = slots["auth_header"]
+    if slots["auth_kind"] != "none" and slots.get("token_ref"):
+        arguments["token_ref"] = slots["token_ref"]
+    if sandbox != state.sandbox:
+        arguments["sandbox"] = sandbox
+    arguments["app_namespace"] = namespace
+    for key in ("rate_cap_per_minute", "allowed_tools"):
+        if key in slots:
+            arguments[key] = slots[key]
+    return Call("register_source", arguments)
+
+
+def _names_something(flow: Flow) -> bool:
+    return bool([w for w in leftover_words(flow.text, flow.skip) if w.lower() not in _ignored(flow)])
+
+
+# --------------------------------------------------------------------------------------------
+# Agents, tools, sandboxes
+
+
+def _wants_agent(flow: Flow) -> bool:
+    return any(t.low in _AGENT_WORDS for i, t in enumerate(flow.text.tokens) if i not in flow.skip)
+
+
+def _catalog(state: State, flow: Flow) -> Step:
+    if flow.target is not None:
+        return Call("list_agent_tools", {"agent": flow.target.key})
+    skip = flow.skip | {i for i, t in enumerate(flow.text.tokens) if t.low in _AGENT_WORDS}
+    wants_agent = _wants_agent(flow)
+    named = [w for w in leftover_words(flow.text, frozenset(skip)) if w.lower() not in _ignored(flow)]
+    if not wants_agent and not named:
+        return Call("list_agent_tools", {})
+    if flow.world.agents is None:
+        return Call("list_agents", {}, "fetch")
+    agents = agent_entities(flow)
+    found = resolve(flow.text, agents, skip=frozenset(skip))
+    if found.one is not None and found.how != "unknown":
+        return Call("list_agent_tools", {"agent": found.one.key})
+    listed = ", ".join(a.key for a in agents)
+    if len(found.matches) > 1:
+        return Say(f"Which agent? You have: {', '.join(m.key for m in found.matches)}.", "ask",
+                   asks="agent", choices=tuple(found.matches), ends=False)
+    if found.how in ("unknown", "word") or named:
+        if not wants_agent:
+            if flow.world.sources is None:
+                return Call("list_sources", {}, "fetch")
+            source = resolve(flow.text, source_entities(flow.world.sources), skip=frozenset(skip))
+            if source.one is not None and source.how not in ("unknown", "pronoun"):
+                return Call("list_agent_tools", {"app": source.one.data.namespace})
+        if not agents:
+            return Call("list_agent_tools", {})
+        return Say(f'I couldn\'t find an agent called "{" ".join(named)}". Your agents: {listed}. Which one?',
+                   "not_found", asks="agent", choices=tuple(agents), ends=False)
+    if not agents:
+        return Call("list_agent_tools", {})
+    if len(agents) == 1:
+        return Call("list_agent_tools", {"agent": agents[0].key})
+    return Say(_prefix(flow) + f"Which agent? You have: {listed}.", "ask", asks="agent",
+               choices=tuple(agents), ends=False)
+
+
+def _describe(state: State, flow: Flow) -> Step:
+    if flow.world.catalog is None:
+        return Call("list_agent_tools", {}, "fetch")
+    tools = tool_entities(flow)
+    if flow.target is not None:
+        return Call("describe_tool", {"tool": flow.target.key})
+    found = resolve(flow.text, tools, skip=flow.skip)
+    if found.one is not None and found.how not in ("unknown", "pronoun"):
+        return Call("describe_tool", {"tool": found.one.key})
+    if len(found.matches) > 1:
+        return Say("Which tool do you mean?\n" + _numbered(found.matches), "ask", asks="tool",
+                   choices=tuple(found.matches), ends=False)
+    if not tools:
+        return Say("There are no tools in this sandbox's catalog right now: no active source offers any.",
+                   "not_found")
+    names = ", ".join(t.key for t in tools[:15]) + ("…" if len(tools) > 15 else "")
+    named = " ".join(found.leftovers) or "that"
+    return Say(f'I couldn\'t find a tool called "{named}". The tools here: {names}. Which one?', "not_found",
+               asks="tool", choices=tuple(tools), ends=False)
+
+
+def _create_agent(state: State, flow: Flow) -> Step:
+    form = FORMS["create_agent"]
+    if flow.world.agents is None:
+        return Call("list_agents", {}, "fetch")
+    if flow.world.catalog is None and _mentions_tools(flow):
+        return Call("list_agent_tools", {}, "fetch")
+    missing = _missing(state, flow, form)
+    if missing is not None:
+        return _ask(state, flow, form, missing)
+    slug_value = flow.slots["slug"]
+    if any(a.slug == slug_value for a in flow.world.agents or []):
+        return Say(f"There is already an agent called {slug_value} in sandbox \"{state.sandbox}\".",
+                   "not_eligible")
+    arguments: dict[str, Any] = {"slug": slug_value}
+    if flow.slots.get("name"):
+        arguments["name"] = flow.slots["name"]
+    if flow.slots.get("tool_allowlist"):
+        arguments["tool_allowlist"] = flow.slots["tool_allowlist"]
+    return Call("create_agent", arguments)
+
+
+def _mentions_tools(flow: Flow) -> bool:
+    words = {t.low for t in flow.text.tokens}
+    return bool(words & {"tools", "tool", "use", "access", "only", "allowlist", "allow", "with"}) or any(
+        "_" in w or "*" in w for w in words)
+
+
+def _agent_access(state: State, flow: Flow) -> Step:
+    """Which tools an agent may use: set, add to, take from, or all of them."""
+    if flow.world.agents is None:
+        return Call("list_agents", {}, "fetch")
+    agents = agent_entities(flow)
+    target = flow.target
+    if target is None:
+        found = resolve(flow.text, agents, skip=flow.skip, ignore=_ignored(flow))
+        if found.one is not None and found.how not in ("unknown", "pronoun"):
+            target = found.one
+        elif len(found.matches) > 1:
+            return Say("Which agent? You have: " + ", ".join(m.key for m in found.matches) + ".", "ask",
+                       asks="agent", choices=tuple(found.matches), ends=False)
+        elif not agents:
+            return Say("There are no agents here yet. Create one with `concierge agent create SLUG` or "
+                       'say "create an agent called support".', "not_found")
+        else:
+            listed = ", ".join(a.key for a in agents)
+            named = " ".join(found.leftovers)
+            lead = f'I couldn\'t find an agent called "{named}". ' if named else ""
+            return Say(f"{lead}Which agent? You have: {listed}.", "not_found" if named else "ask",
+                       asks="agent", choices=tuple(agents), ends=False)
+    row = target.data
+    mode = flow.slots.get("mode", "set")
+    current = [] if row.tool_allowlist == "all" else list(row.tool_allowlist)
+    if mode == "all":
+        if not current:
+            return Say(f"{row.slug} can already use every tool.", "not_eligible")
+        return Call("update_agent", {"agent": row.slug, "allow_all_tools": True})
+    if flow.world.catalog is None:
+        return Call("list_agent_tools", {}, "fetch")
+    if flow.world.sources is None:  # their namespaces: "the clock tools" are clock_*
+        return Call("list_sources", {}, "fetch")
+    wanted = flow.slots.get("tool_allowlist")
+    if not wanted:
+        return _ask(state, flow, FORMS["agent_access"], "tool_allowlist")
+    if mode == "add":
+        if not current:
+            return Say(f"{row.slug} can already use every tool, {', '.join(wanted)} included.", "not_eligible")
+        new = current + [w for w in wanted if w not in current]
+    elif mode == "remove":
+        if not current:
+            keep = [t.name for t in flow.world.catalog.tools if t.name not in wanted
+                    and not any(_glob(w, t.name) for w in wanted)]
+            new = keep
+        else:
+            new = [c for c in current if c not in wanted]
+        if not new:
+            return Say(f"That would leave {row.slug} with no tools at all; an empty allowlist means every "
+                       "tool. Pause its sources instead, or name the tools it should keep.", "not_eligible")
+    else:
+        new = list(wanted)
+    if new == current:
+        return Say(f"{row.slug} already has that allowlist: {', '.join(current) or 'every tool'}.", "not_eligible")
+    return Call("update_agent", {"agent": row.slug, "tool_allowlist": new})
+
+
+def _glob(pattern: str, name: str) -> bool:
+    import fnmatch
+
+    return fnmatch.fnmatchcase(name, pattern)
+
+
+def _switch_sandbox(state: State, flow: Flow) -> Step:
+    form = FORMS["switch_sandbox"]
+    name = flow.slots.get("sandbox")
+    if name is None:
+        unknown = flow.slots.get("unknown_sandbox")
+        if unknown:
+            return Say(f'There is no sandbox called "{unknown}". Your sandboxes: {", ".join(state.sandboxes)}. '
+                       "Which one?", "not_found", asks="sandbox", ends=False)
+        return _ask(state, flow, form, "sandbox")
+    if name == state.sandbox:
+        return Say(f'You are already working in sandbox "{name}".', "not_eligible")
+    return Call("switch_sandbox", {"sandbox": name})
+
+
+def _create_sandbox(state: State, flow: Flow) -> Step:
+    form = FORMS["create_sandbox"]
+    name = flow.slots.get("name")
+    if name is None:
+        return _ask(state, flow, form, "name")
+    if any(s.lower() == str(name).lower() for s in state.sandboxes):
+        return Say(f'You already have a sandbox called "{name}".', "not_eligible")
+    return Call("create_sandbox", {"name": name})
+
+
+_HANDLERS = {
+    "register": _register, "catalog": _catalog, "describe": _describe, "create_agent": _create_agent,
+    "agent_access": _agent_access,
+    "switch_sandbox": _switch_sandbox, "create_sandbox": _create_sandbox,
+}

@@ -1,0 +1,632 @@
+"""Slot-filling forms, one per request (the shape of Rasa forms).
+
+A `Form` lists its `Slot`s. Each slot bundles its extractor (read from any message, so
+several facts can come in one), the question that asks for it, how to read a bare answer
+to that question, its validation hook and when it is required. Validation is the
+registry's own: a value is checked by the registry's request models (`UpdateSource`,
+`AgentCreate`), and their message is shown in the person's words — nothing is re-stated.
+
+`fill` applies one message to a flow. Later values replace earlier ones, so a correction
+("actually, it's http://…/mcp and it has no auth") updates exactly the slots it names.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import ValidationError
+
+from concierge.agent.models.offline import extract as ex
+from concierge.agent.models.offline.intents import classify
+from concierge.agent.models.offline.replies import in_user_words, sentence
+from concierge.agent.models.offline.state import Flow, State
+from concierge.agent.models.offline.text import Text
+from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, STOPWORDS, yes_or_no
+from concierge.registry import validation as rules
+from concierge.registry.models import AgentCreate, UpdateSource
+
+__all__ = [
+    "Ctx",
+    "FORMS",
+    "Form",
+    "Slot",
+    "UNREADABLE",
+    "default_label",
+    "fill",
+    "free_namespace",
+    "registry_field",
+    "slug",
+    "tidy_aspects",
+    "unknown_sandbox",
+    "update_aspects",
+]
+
+
+@dataclass(frozen=True)
+class Ctx:
+    """What an extractor may look at: the message, the words already used, the flow."""
+
+    text: Text
+    skip: frozenset[int]
+    state: State
+    flow: Flow
+    answering: bool = False
+    """The message answers this slot's question (a bare value is enough)."""
+
+
+Extractor = Callable[[Ctx], "ex.Found | None"]
+Check = Callable[[Any, Flow, State], tuple[Any, str | None]]
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    extract: Extractor
+    question: Callable[[State, Flow], str] | None = None
+    """Asked when the slot is required and missing; None: never asked (optional)."""
+    answer: Extractor | None = None
+    """How a bare reply to the question is read (when ``extract`` finds nothing)."""
+    validate: Check | None = None
+    required_if: Callable[[Flow, State], bool] = lambda flow, state: True
+    aspect: str | None = None
+    """For updates: extracted only when the request is about this aspect."""
+
+
+@dataclass(frozen=True)
+class Form:
+    name: str
+    tool: str
+    slots: tuple[Slot, ...]
+    """In extraction order (labels before auth words, so "call it Public API" is not "public")."""
+    asks: tuple[str, ...] = ()
+    """The order questions are asked in."""
+    target: str | None = None
+    """``source`` when the request acts on one existing source."""
+
+
+# --------------------------------------------------------------------------------------------
+# Validation hooks: the registry's rules, asked one field at a time
+
+
+def registry_field(field: str) -> Check:
+    """Check one source field with the registry's own update model; its message if refused."""
+    def check(value: Any, flow: Flow, state: State) -> tuple[Any, str | None]:
+        try:
+            request = UpdateSource.model_validate({field: value})
+        except ValidationError as exc:
+            return None, sentence(in_user_words(rules.from_pydantic(exc).detail))
+        return getattr(request, field), None
+    return check
+
+
+def _agent_field(field: str) -> Check:
+    def check(value: Any, flow: Flow, state: State) -> tuple[Any, str | None]:
+        body = {"slug": "x", field: value} if field != "slug" else {"slug": value}
+        try:
+            request = AgentCreate.model_validate(body)
+        except ValidationError as exc:
+            return None, sentence(in_user_words(rules.from_pydantic(exc).detail))
+        return getattr(request, field), None
+    return check
+
+
+def _check_namespace(value: Any, flow: Flow, state: State) -> tuple[Any, str | None]:
+    value, error = registry_field("app_namespace")(value, flow, state)
+    if error:
+        return None, error
+    for s in flow.world.sources or []:
+        if s.status != "disconnected" and s.namespace.casefold() == str(value).casefold():
+            return None, (f"The namespace {value} is already used by {s.name} ({s.id}) in sandbox "
+                          f'"{flow.world.sources_sandbox or state.sandbox}".')
+    return value, None
+
+
+def slug(label: str) -> str:
+    """A namespace from a label: "Acme docs" -> acme_docs."""
+    value = re.sub(r"[^a-z0-9]+", "_", label.lower()).strip("_")[:40].strip("_")
+    return value or "mcp"
+
+
+def free_namespace(base: str, flow: Flow) -> str:
+    """``base``, or ``base_2``, ``base_3``… when a live source of the sandbox already has it."""
+    taken = {s.namespace.casefold() for s in flow.world.sources or [] if s.status != "disconnected"}
+    if base.casefold() not in taken:
+        return base
+    n = 2
+    while f"{base}_{n}".casefold() in taken:
+        n += 1
+    return f"{base}_{n}"
+
+
+def default_label(url: str) -> str:
+    host = (urlsplit(url).hostname or "server").lower()
+    if host in rules.LOCAL_HOSTS:
+        return "local"
+    parts = [p for p in host.split(".") if p not in ("mcp", "www", "api")]
+    return parts[0] if parts else host
+
+
+# --------------------------------------------------------------------------------------------
+# Extractors bound to the context
+
+
+def _url(ctx: Ctx) -> ex.Found | None:
+    found = ex.urls(ctx.text)
+    if not found:
+        return None
+    used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind in ("url", "num")
+                     and (t.kind == "url" or f":{t.low}/" in found[0]))
+    return ex.Found(found[-1] if ctx.flow.slots.get("url") else found[0], used)
+
+
+def _label(ctx: Ctx) -> ex.Found | None:
+    return ex.label(ctx.text, allow_as=True)
+
+
+_OK_DEFAULT = re.compile(r"^(ok|okay|yes|yep|sure|fine|default|skip|that is fine|sounds good|"
+                         r"that works|use that|go with that|keep it|whatever)$")
+
+
+def _not_a_value(ctx: Ctx) -> bool:
+    """A bare yes or no is an answer to a different question, never a name."""
+    return yes_or_no(ctx.text.raw) is not None or ex.is_cancel(ctx.text)
+
+
+def _label_answer(ctx: Ctx) -> ex.Found | None:
+    words = " ".join(t.low for t in ctx.text.tokens)
+    if _OK_DEFAULT.match(words) or words in ("y", "yeah", "yep", "yup", "the default"):
+        return ex.Found(default_label(ctx.flow.slots.get("url", "")), frozenset(range(len(ctx.text.tokens))))
+    value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
+    value = re.sub(r"^(?:call it|name it|it is|its|it's|let's call it|how about)\s+", "", value, flags=re.I)
+    value = value.strip().strip("\"'“”`")
+    if not value or ctx.text.urls or ctx.text.refs or len(value) > 200:
+        return None
+    return ex.Found(value, frozenset(range(len(ctx.text.tokens))))
+
+
+def _label_skip(ctx: Ctx) -> frozenset[int]:
+    found = ex.label(ctx.text, allow_as=True)
+    return ctx.skip | (found.used if found else frozenset())
+
+
+def _auth(ctx: Ctx) -> ex.Found | None:
+    return ex.auth_kind(ctx.text, _label_skip(ctx), answering=ctx.answering)
+
+
+def _header(ctx: Ctx) -> ex.Found | None:
+    return ex.header_name(ctx.text, answering=ctx.answering)
+
+
+def _ref(ctx: Ctx) -> ex.Found | None:
+    if not ctx.text.refs:
+        return None
+    used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind == "ref")
+    return ex.Found(f"[secret:{ctx.text.refs[-1]}]", used)
+
+
+def _sandbox(ctx: Ctx) -> ex.Found | None:
+    return ex.sandbox_mention(ctx.text, ctx.state.sandboxes)
+
+
+def _sandbox_name_answer(ctx: Ctx) -> ex.Found | None:
+    return None if _not_a_value(ctx) else _namespace_answer(ctx)
+
+
+def _sandbox_answer(ctx: Ctx) -> ex.Found | None:
+    words = [t.low for t in ctx.text.tokens if t.low not in ("the", "one", "sandbox", "please", "in", "use")]
+    everything = frozenset(range(len(ctx.text.tokens)))
+    if not words or words in (["current"], ["this"], ["ok"], ["okay"], ["here"], ["same"]):
+        return ex.Found(ctx.state.sandbox, everything)
+    names = {s.lower(): s for s in ctx.state.sandboxes}
+    if len(words) == 1 and words[0] in names:
+        return ex.Found(names[words[0]], everything)
+    if len(words) == 1 and words[0].isdigit() and 1 <= int(words[0]) <= len(ctx.state.sandboxes):
+        return ex.Found(ctx.state.sandboxes[int(words[0]) - 1], everything)
+    return None
+
+
+def _namespace(ctx: Ctx) -> ex.Found | None:
+    return ex.namespace(ctx.text)
+
+
+def _namespace_answer(ctx: Ctx) -> ex.Found | None:
+    if _not_a_value(ctx):
+        return None
+    words = [t for t in ctx.text.tokens if t.low not in ("use", "the", "namespace", "please", "it", "call",
+                                                         "called", "name")]
+    if len(words) == 1 and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", words[0].text):
+        return ex.Found(words[0].text, frozenset(range(len(ctx.text.tokens))))
+    return None
+
+
+def _rate(ctx: Ctx) -> ex.Found | None:
+    return ex.rate_cap(ctx.text)
+
+
+def _number_answer(ctx: Ctx) -> ex.Found | None:
+    nums = [i for i, t in enumerate(ctx.text.tokens) if t.kind == "num"]
+    if len(nums) == 1:
+        return ex.Found(int(ctx.text.tokens[nums[0]].low), frozenset(nums))
+    return None
+
+
+def _allowed(ctx: Ctx) -> ex.Found | None:
+    return ex.tool_names(ctx.text, skip=ctx.skip)
+
+
+def _source_allowlist(ctx: Ctx) -> ex.Found | None:
+    """Tool names for a source's allowlist (known names from its catalog when loaded)."""
+    known = _known_tools(ctx.flow, original=True)
+    return ex.tool_names(ctx.text, known, skip=ctx.skip)
+
+
+def _known_tools(flow: Flow, *, original: bool) -> dict[str, str]:
+    catalog = flow.world.catalog
+    if catalog is None:
+        return {}
+    known: dict[str, str] = {}
+    for entry in catalog.tools:
+        name = _original(entry.name, entry.app) if original else entry.name
+        known[name.lower()] = name
+    for names in catalog.trace.allowlist_filtered_out.values():
+        for name in names:
+            known.setdefault(name.lower(), name)
+    return known
+
+
+def _original(name: str, app: str) -> str:
+    return name[len(app) + 1:] if name.startswith(app + "_") else name
+
+
+def _true_for(aspect: str) -> Extractor:
+    def extract(ctx: Ctx) -> ex.Found | None:
+        return ex.Found(True, frozenset()) if aspect in ctx.flow.aspects else None
+    return extract
+
+
+def _new_name(ctx: Ctx) -> ex.Found | None:
+    found = ex.new_name(ctx.text)
+    if found is None:
+        return None
+    value, _target = found.value  # type: ignore[misc]
+    return ex.Found(value, found.used - _target)
+
+
+def _new_name_answer(ctx: Ctx) -> ex.Found | None:
+    if _not_a_value(ctx):
+        return None
+    value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
+    value = re.sub(r"^(?:call it|name it|rename it to|make it|to)\s+", "", value, flags=re.I).strip("\"'“”` ")
+    if not value or ctx.text.urls or len(value) > 200:
+        return None
+    return ex.Found(value, frozenset(range(len(ctx.text.tokens))))
+
+
+def _update_auth(ctx: Ctx) -> ex.Found | None:
+    return ex.auth_kind(ctx.text, ctx.skip, answering=ctx.answering)
+
+
+def _agent_slug(ctx: Ctx) -> ex.Found | None:
+    found = ex.agent_name(ctx.text)
+    if found is None:
+        return None
+    return ex.Found(ex.slugify(str(found.value)), found.used)
+
+
+def _agent_display_name(ctx: Ctx) -> ex.Found | None:
+    found = ex.agent_name(ctx.text)
+    if found is None:
+        return None
+    value = str(found.value)
+    return ex.Found(value, found.used) if ex.slugify(value) != value else None
+
+
+def _slug_answer(ctx: Ctx) -> ex.Found | None:
+    if _not_a_value(ctx):
+        return None
+    words = [t for t in ctx.text.tokens if t.low not in STOPWORDS and t.low not in FILLER
+             and t.low not in ("call", "name", "agent", "slug")]
+    if not words or ctx.text.urls:
+        return None
+    value = ctx.text.span_text(ctx.text.tokens.index(words[0]), ctx.text.tokens.index(words[-1]))
+    return ex.Found(ex.slugify(value), frozenset(range(len(ctx.text.tokens))))
+
+
+def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
+    """"only use demo_* tools", "that can use search_docs and echo", "with the demo tools"."""
+    text = ctx.text
+    slug_found = ex.agent_name(text)
+    skip = ctx.skip | (slug_found.used if slug_found else frozenset())
+    known = _known_tools(ctx.flow, original=False)
+    by_original = {}
+    for advertised in known.values():
+        for entry in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []):
+            if entry.name == advertised:
+                by_original.setdefault(_original(entry.name, entry.app).lower(), []).append(entry.name)
+    names: list[str] = []
+    used: set[int] = set()
+    namespaces = {s.namespace.lower(): s.namespace for s in ctx.flow.world.sources or []}
+    namespaces |= {e.app.lower(): e.app for e in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else [])}
+    tokens = text.tokens
+    for i, token in enumerate(tokens):
+        if i in skip or token.kind != "word":
+            continue
+        nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
+        if token.low in namespaces and nxt in ("tools", "tool", "ones"):
+            names.append(f"{namespaces[token.low]}_*")
+            used |= {i, i + 1}
+        elif "_" in token.low or "*" in token.low:
+            advertised = known.get(token.low) or (by_original.get(token.low, [None])[0]
+                                                  if len(by_original.get(token.low, [])) == 1 else None)
+            names.append(advertised or token.text)
+            used.add(i)
+        elif token.low in by_original and len(by_original[token.low]) == 1 and \
+                token.low not in ("tools", "agent"):
+            names.append(by_original[token.low][0])
+            used.add(i)
+    names = list(dict.fromkeys(names))
+    return ex.Found(names, frozenset(used)) if names else None
+
+
+_ADD_WORDS = frozenset("also too additionally add adding plus extra more".split())
+_REMOVE_WORDS = frozenset("no longer stop remove take away revoke without except not".split())
+_ALL_WORDS = frozenset("everything anything all every".split())
+
+
+def _access_mode(ctx: Ctx) -> ex.Found | None:
+    """How an agent's allowlist changes: ``all`` tools, ``add`` to it, ``remove`` from it, or ``set``."""
+    words = {t.low for t in ctx.text.tokens}
+    if words & _ALL_WORDS and not any("_" in w or "*" in w for w in words):
+        return ex.Found("all", frozenset())
+    if words & {"longer", "stop", "remove", "away", "revoke"} or {"not", "use"} <= words:
+        return ex.Found("remove", frozenset())
+    if words & _ADD_WORDS:
+        return ex.Found("add", frozenset())
+    return None
+
+
+def _sandbox_name(ctx: Ctx) -> ex.Found | None:
+    found = ex.label(ctx.text)
+    if found is not None:
+        return found
+    tokens = ctx.text.tokens
+    for i, token in enumerate(tokens):
+        if token.low not in ("sandbox", "workspace"):
+            continue
+        for j in (i + 1, i - 1):  # "sandbox qa", "a qa sandbox"
+            if not 0 <= j < len(tokens):
+                continue
+            word = tokens[j]
+            if word.kind == "word" and word.low not in STOPWORDS | FILLER | _NOT_SANDBOX_NAMES and \
+                    re.fullmatch(r"[A-Za-z0-9_-]+", word.text):
+                return ex.Found(word.text, frozenset({i, j}))
+    return None
+
+
+_NOT_SANDBOX_NAMES = frozenset("new another create make add called named set up fresh empty separate".split())
+
+
+def _existing_sandbox(ctx: Ctx) -> ex.Found | None:
+    found = ex.sandbox_mention(ctx.text, ctx.state.sandboxes)
+    if found is not None:
+        return found
+    names = {s.lower(): s for s in ctx.state.sandboxes}
+    for i, token in enumerate(ctx.text.tokens):
+        if i not in ctx.skip and token.low in names:
+            return ex.Found(names[token.low], frozenset({i}))
+    return None
+
+
+def unknown_sandbox(ctx: Ctx) -> ex.Found | None:
+    """A word where a sandbox's name would be, that is not one ("go to sandbox dev")."""
+    tokens = ctx.text.tokens
+    for i, token in enumerate(tokens):
+        if token.low in ("sandbox", "workspace"):
+            for j in (i + 1, i - 1):
+                if 0 <= j < len(tokens) and tokens[j].kind == "word" and \
+                        tokens[j].low not in STOPWORDS | FILLER | {"to", "switch", "use", "change", "go"}:
+                    return ex.Found(tokens[j].text, frozenset({i, j}))
+    return None
+
+
+# --------------------------------------------------------------------------------------------
+# Questions
+
+
+def _ask_url(state: State, flow: Flow) -> str:
+    if flow.notice:
+        return "What's the server's https:// URL?"
+    return "What's the URL of your MCP server? (for example https://mcp.example.com/mcp)"
+
+
+def _ask_name(state: State, flow: Flow) -> str:
+    default = default_label(flow.slots.get("url", ""))
+    return f'What should I call it? Give a short label, or say "ok" for "{default}".'
+
+
+def _ask_sandbox(state: State, flow: Flow) -> str:
+    return (f"Which sandbox should it go in? You have: {', '.join(state.sandboxes)} "
+            f"(current: {state.sandbox}).")
+
+
+def _fixed(text: str) -> Callable[[State, Flow], str]:
+    return lambda state, flow: text
+
+
+def _needs_sandbox(flow: Flow, state: State) -> bool:
+    return len(state.sandboxes) > 1
+
+
+def _is_header(flow: Flow, state: State) -> bool:
+    return flow.slots.get("auth_kind") == "header_token"
+
+
+def _update_needs_header(flow: Flow, state: State) -> bool:
+    if flow.slots.get("auth_kind") != "header_token":
+        return False
+    current = flow.target.data if flow.target is not None else None
+    return getattr(current, "scheme", None) != "header_token"
+
+
+# --------------------------------------------------------------------------------------------
+# The forms
+
+
+_TARGET_ONLY = ()
+
+FORMS: dict[str, Form] = {f.name: f for f in (
+    Form("register", "register_source", (
+        Slot("url", _url, _ask_url, _url, registry_field("base_url")),
+        Slot("name", _label, _ask_name, _label_answer, registry_field("name")),
+        Slot("auth_kind", _auth, _fixed("How does it authenticate: with a bearer token, a token in a "
+                                        "custom header, or none?"), _auth),
+        Slot("auth_header", _header, _fixed("Which header carries the token? (for example X-Api-Key)"),
+             _header, registry_field("auth_header"), required_if=_is_header),
+        Slot("sandbox", _sandbox, _ask_sandbox, _sandbox_answer, required_if=_needs_sandbox),
+        Slot("app_namespace", _namespace, _fixed("What namespace should it use instead? (letters, "
+                                                 "digits, _ or -)"), _namespace_answer, _check_namespace,
+             required_if=lambda flow, state: False),
+        Slot("rate_cap_per_minute", _rate, _fixed("What rate cap should it have, in tool calls per minute?"),
+             _number_answer, registry_field("rate_cap_per_minute"),
+             required_if=lambda flow, state: False),
+        Slot("allowed_tools", _allowed, None, None, registry_field("allowed_tools"),
+             required_if=lambda flow, state: False),
+        Slot("token_ref", _ref, None, None, required_if=lambda flow, state: False),
+    ), asks=("url", "auth_kind", "auth_header", "name", "sandbox", "app_namespace", "rate_cap_per_minute")),
+    Form("update", "update_source", (
+        Slot("name", _new_name, _fixed("What should the new name be?"), _new_name_answer,
+             registry_field("name"), aspect="name"),
+        Slot("url", _url, _fixed("What's the new URL?"), _url, registry_field("base_url"), aspect="url"),
+        Slot("auth_kind", _update_auth, _fixed("Which auth scheme should it use now: a bearer token, a "
+                                               "token in a custom header, or none?"), _update_auth,
+             aspect="auth"),
+        Slot("auth_header", _header, _fixed("Which header carries the token? (for example X-Api-Key)"),
+             _header, registry_field("auth_header"), required_if=_update_needs_header, aspect="auth"),
+        Slot("rotate_token", _true_for("token"), None, None, required_if=lambda f, s: False, aspect="token"),
+        Slot("token_ref", _ref, None, None, required_if=lambda f, s: False),
+        Slot("rate_cap_per_minute", _rate, _fixed("What should its rate cap be, in tool calls per minute?"),
+             _number_answer, registry_field("rate_cap_per_minute"), aspect="rate_cap"),
+        Slot("allowed_tools", _source_allowlist, _fixed("Which tools should it offer? (their names, "
+                                                        "for example search_docs, echo)"),
+             _source_allowlist, registry_field("allowed_tools"), aspect="allowlist"),
+        Slot("allow_all_tools", _true_for("allow_all"), None, None, required_if=lambda f, s: False,
+             aspect="allow_all"),
+        Slot("app_namespace", _namespace, _fixed("What should the new namespace be?"), _namespace_answer,
+             _check_namespace, aspect="namespace"),
+    ), asks=("name", "url", "auth_kind", "auth_header", "rate_cap_per_minute", "allowed_tools",
+             "app_namespace"), target="source"),
+    Form("test", "test_source", _TARGET_ONLY, target="source"),
+    Form("show", "show_source", _TARGET_ONLY, target="source"),
+    Form("pause", "pause_source", _TARGET_ONLY, target="source"),
+    Form("resume", "resume_source", _TARGET_ONLY, target="source"),
+    Form("revoke", "revoke_source", _TARGET_ONLY, target="source"),
+    Form("delete", "delete_source_command", _TARGET_ONLY, target="source"),
+    Form("catalog", "list_agent_tools", ()),
+    Form("describe", "describe_tool", ()),
+    Form("create_agent", "create_agent", (
+        Slot("slug", _agent_slug, _fixed("What should the agent be called? (a short name like "
+                                         "support-bot)"), _slug_answer, _agent_field("slug")),
+        Slot("name", _agent_display_name, None, None, required_if=lambda f, s: False),
+        Slot("tool_allowlist", _agent_allowlist, None, None, _agent_field("tool_allowlist"),
+             required_if=lambda f, s: False),
+    ), asks=("slug",)),
+    Form("agent_access", "update_agent", (
+        Slot("tool_allowlist", _agent_allowlist, _fixed("Which tools should it be able to use? (catalog "
+                                                        "names or globs, for example demo_*)"),
+             _agent_allowlist, _agent_field("tool_allowlist")),
+        Slot("mode", _access_mode, None, None, required_if=lambda f, s: False),
+    ), asks=("tool_allowlist",)),
+    Form("switch_sandbox", "switch_sandbox", (
+        Slot("sandbox", _existing_sandbox, lambda state, flow: (
+            f"Which sandbox? You have: {', '.join(state.sandboxes)} (current: {state.sandbox})."),
+            _sandbox_answer),
+    ), asks=("sandbox",)),
+    Form("create_sandbox", "create_sandbox", (
+        Slot("name", _sandbox_name, _fixed("What should the new sandbox be called? (letters, digits, "
+                                           "_ and -)"), _sandbox_name_answer),
+    ), asks=("name",)),
+)}
+"""Every form by name."""
+
+UNREADABLE: dict[str, str] = {
+    "url": "I need the server's address, starting with https:// (or http://localhost for a server "
+           "on this machine).",
+    "auth_kind": "Please answer bearer, header or none.",
+    "sandbox": "That isn't one of your sandboxes.",
+    "rate_cap_per_minute": "Please give a number of calls per minute.",
+    "auth_header": "That doesn't look like a header name.",
+}
+"""Said when an answer to a question could not be read."""
+
+
+def fill(state: State, flow: Flow, text: Text, skip: frozenset[int] = frozenset(), *,
+         answering: str | None = None) -> tuple[bool, frozenset[int]]:
+    """Apply one message to ``flow``: every slot it states is (re)set, after validation.
+
+    Values are read first; only when the message states none is it read as a bare answer to
+    the open question (so "wait, it has no auth" corrects the auth, it is not a name).
+    Returns whether anything changed, and ``skip`` plus the token indices the values used.
+    """
+    form = FORMS[flow.form]
+    before = set(flow.aspects)
+    if flow.form == "update":
+        flow.aspects = tidy_aspects(flow.aspects | update_aspects(text, state))
+        if answering == "change":
+            flow.aspects |= {ASPECT_WORDS[t.low] for t in text.tokens if t.low in ASPECT_WORDS}
+    used: set[int] = set()
+    changed = flow.aspects != before
+    for bare in (False, True):
+        for slot in form.slots:
+            if bare and (answering != slot.name or slot.answer is None):
+                continue
+            if slot.aspect is not None and slot.aspect not in flow.aspects and answering != slot.name:
+                if not (slot.name == "auth_header" and flow.slots.get("auth_kind") == "header_token"):
+                    continue
+            ctx = Ctx(text, frozenset(used), state, flow, answering=answering == slot.name)
+            found = slot.answer(ctx) if bare and slot.answer else slot.extract(ctx)
+            if found is None:
+                continue
+            changed |= _set(flow, state, slot, found.value)
+            used |= found.used
+        if changed:
+            break
+    return changed, frozenset(used) | skip
+
+
+def _set(flow: Flow, state: State, slot: Slot, value: Any) -> bool:
+    if slot.validate is not None:
+        value, error = slot.validate(value, flow, state)
+        if error:
+            flow.notice = error
+            flow.slots.pop(slot.name, None)
+            flow.refused.add(slot.name)  # asked again, with the registry's reason
+            return True
+    flow.refused.discard(slot.name)
+    if flow.slots.get(slot.name) == value:
+        return False
+    flow.slots[slot.name] = value
+    return True
+
+
+def update_aspects(text: Text, state: State) -> set[str]:
+    """Which parts of a source a message talks about changing."""
+    aspects = {h.intent.aspect for h in classify(text, sandboxes=state.sandboxes)
+               if h.intent.does == "form:update" and h.intent.aspect}
+    if text.urls and ("url" in aspects or "auth" in aspects or not aspects):
+        aspects.add("url")
+    if ("url" in aspects or text.refs) and ex.auth_kind(text) is not None:
+        aspects.add("auth")  # "moved to https://… and uses a bearer token now"
+    if text.refs and "auth" not in aspects:
+        aspects.add("token")
+    return tidy_aspects(aspects)
+
+
+def tidy_aspects(aspects: set[str]) -> set[str]:
+    """"Allow all tools again" is not also a new allowlist."""
+    if "allow_all" in aspects:
+        aspects = aspects - {"allowlist"}
+    return aspects

@@ -1,0 +1,391 @@
+"""What the planner says: fixed replies by kind, and the answer to each tool's result.
+
+`REPLIES` holds the fixed texts (help, greetings, what it cannot do — each with the CLI
+command that does it); `TOOL_REPLIES` maps a tool name to the function that turns its typed
+result into a sentence. Registry messages are shown in the person's words: field names as
+they know them (`FIELD_WORDS`).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+from concierge.agent.toolkit.results import (
+    AgentCreated,
+    AgentList,
+    Catalog,
+    DeleteCommand,
+    HealthReport,
+    Lifecycle,
+    SandboxCreated,
+    SandboxList,
+    SandboxSwitch,
+    SourceDetails,
+    SourceList,
+    ToolDescription,
+    ToolError,
+    ToolResult,
+)
+
+__all__ = ["CONFIGURE", "FIELD_WORDS", "REPLIES", "TOOL_REPLIES", "in_user_words", "plain_error",
+           "reply_for", "sentence", "status_words", "tools_count"]
+
+CONFIGURE = ("To talk freely, configure a model: set OPENAI_API_KEY (plus OPENAI_BASE_URL for "
+             "another OpenAI-compatible server, and CONCIERGE_MODEL to pick the model).")
+
+REPLIES: dict[str, str] = {
+    "help": """I can help you connect your own MCP servers to your agents. Try:
+- "Add my MCP server at https://mcp.example.com/mcp with a bearer token"
+- "Test the health of my custom MCP source" (or "check all my sources")
+- "Show me acme" (status, last check, rate caps, allowed tools, auth)
+- "Rename acme to Acme prod and set its rate cap to 30"
+- "Rotate the token for acme", "switch acme to no auth", "move acme to https://…/mcp"
+- "Only allow search_docs on acme", "allow all tools on acme again"
+- "Pause acme", "resume acme", "revoke my custom MCP source"
+- "What tools does my support agent have right now?", "what does search_docs do?"
+- "Create an agent called support that can only use acme_* tools"
+- "List my sandboxes", "switch to staging"
+I'm the offline planner, so I only understand requests like these. """ + CONFIGURE,
+    "greet": ("Hello! I can connect your MCP servers to your agents: register, test, change, pause, "
+              "resume or revoke them, and show what tools an agent has. What would you like to do? "
+              '(Say "help" for examples.)'),
+    "thanks": "You're welcome. Anything else?",
+    "unknown": ("Sorry, I didn't understand that. I can register, test, update, pause, resume or "
+                "revoke your MCP sources, show them, list them, and show an agent's tools — say "
+                "\"help\" for examples. " + CONFIGURE),
+    "cancelled": "OK, I've stopped. Nothing was changed.",
+    "unsupported_alerts": ("I can't set up alerts or notifications. To watch your sources, run "
+                           "`concierge source list --status error` (or `concierge source user-mcp test "
+                           "ID`, which exits 1 when the check fails) from cron or your monitoring."),
+    "unsupported_run_tool": ("I don't run tools myself — your agents do, through the gateway. To try "
+                             "one by hand: `concierge tool call {tool} --agent SLUG --args "
+                             "'{{\"name\": \"value\"}}'`."),
+    "unsupported_delete_agent": ("I can't delete agents (and there is no command for it yet). To "
+                                 "change what an agent may use, run `concierge agent update SLUG "
+                                 "--allowlist TOOL` (once per tool)."),
+    "unsupported_audit": ("I can't show the audit log here; run `concierge audit` (add `--sandbox "
+                          "NAME` or `--limit N`)."),
+    "unsupported_model": ("I'm the offline planner, so I can't switch models myself. " + CONFIGURE +
+                          " Then start `concierge chat` again (or pass `--model NAME`)."),
+    "unsupported_keys": ("API keys for the HTTP service are made with the CLI: `concierge keys create "
+                         "--sandbox NAME --role editor` (the key is shown once)."),
+    "unsupported_gateway": ("To let Claude Code, Cursor or another MCP client use an agent's tools, "
+                            "run `concierge gateway --agent SLUG --port 8766` and point the client at "
+                            "http://127.0.0.1:8766/mcp."),
+    "unsupported_pull": ("Pulling is done from the CLI: `concierge source pull ID` runs the source's "
+                         "ingest tool calls and stores what is new."),
+}
+
+FIELD_WORDS: dict[str, str] = {
+    "base_url": "the URL", "url": "the URL", "auth_header": "the header name",
+    "app_namespace": "the namespace", "rate_cap_per_minute": "the rate cap",
+    "webhook_rate_cap_per_minute": "the webhook rate cap", "allowed_tools": "the list of allowed tools",
+    "tool_allowlist": "the agent's allowlist", "auth_kind": "the auth scheme", "token_ref": "the token",
+    "slug": "the agent's name",
+}
+"""The registry's field names as the person knows them."""
+
+
+def in_user_words(detail: str) -> str:
+    """A registry message with its field names said the way the person knows them."""
+    for field, words in sorted(FIELD_WORDS.items(), key=lambda kv: -len(kv[0])):
+        detail = re.sub(rf"(?<![\w'])(?:the )?{field}\b:?", words, detail)  # "field: must" -> "the x must"
+    return detail
+
+
+def sentence(text: str) -> str:
+    text = text.strip()
+    text = text[:1].upper() + text[1:]
+    return text if text.endswith((".", "?", "!")) else text + "."
+
+
+def plain_error(text: str | None) -> str:
+    """A connector error for people: its cause only (no ``kind:`` prefix, no advice), one stop."""
+    text = re.sub(r"^[a-z_]+: ", "", (text or "the health check failed").strip())
+    text = text.split(" — ")[0].rstrip(" .")
+    return text + "."
+
+
+def status_words(status: str) -> str:
+    return {"disconnected": "revoked", "error": "failing its health check"}.get(status, status)
+
+
+def tools_count(n: Any) -> str:
+    return "1 tool" if n == 1 else f"{n} tools"
+
+
+def _healthy(result: Lifecycle) -> str:
+    """ "healthy: 4 tools in 12 ms" -> "4 tools answered in 12 ms"."""
+    detail = str(result.detail or "").removeprefix("healthy: ")
+    return detail.replace(" in ", " answered in ", 1)
+
+
+def _failed(label: str, result: Lifecycle) -> str:
+    cause = f"{plain_error(result.health_error)} {result.hint or ''}".strip()
+    return (f" failed its health check: {cause} The source is kept (status error); once it's "
+            f'fixed, say "test {label}".')
+
+
+def _register(args: dict[str, Any], result: Lifecycle) -> str:
+    label = result.name or args.get("name", "")
+    if result.status == "active":
+        return (f'Done — "{label}" is registered in sandbox "{result.sandbox}" and healthy, with '
+                f"{tools_count(result.tool_count)} (their names start with {result.namespace}). "
+                "Agents in this sandbox can use them now.")
+    return f'I registered "{label}", but it' + _failed(label, result)
+
+
+def _test(args: dict[str, Any], result: Lifecycle) -> str:
+    label = result.name or args.get("source", "")
+    if result.status == "active":
+        return f'"{label}" is healthy: {_healthy(result)}.'
+    if result.status == "paused":
+        return f'"{label}" is paused; its check result: {result.detail}.'
+    cause = f"{plain_error(result.health_error)} {result.hint or ''}".strip()
+    return f'"{label}" is failing its health check: {cause} Once it\'s fixed, say "test {label}" again.'
+
+
+def _update(args: dict[str, Any], result: Lifecycle) -> str:
+    label = result.name or args.get("source", "")
+    changes = []
+    if args.get("name"):
+        changes.append(f'renamed to "{args["name"]}"')
+    if args.get("rate_cap_per_minute"):
+        changes.append(f'rate cap set to {args["rate_cap_per_minute"]} calls per minute')
+    if args.get("auth_kind"):
+        changes.append({"none": "now without authentication", "bearer": "now using a bearer token",
+                        "header_token": f"now sending its token in the {args.get('auth_header') or 'custom'} header"
+                        }[args["auth_kind"]])
+    elif args.get("auth_header"):
+        changes.append(f"token now sent in the {args['auth_header']} header")
+    if (args.get("rotate_token") or args.get("token_ref")) and args.get("auth_kind") in (None, ""):
+        changes.append("new token stored")
+    if args.get("url"):
+        changes.append(f'URL changed to {result.url or args["url"]}')
+    if args.get("allowed_tools"):
+        changes.append("now offering only " + ", ".join(args["allowed_tools"]))
+    if args.get("allow_all_tools"):
+        changes.append("now offering all of its tools")
+    if args.get("app_namespace"):
+        changes.append(f"tool names now start with {args['app_namespace']}")
+    done = "; ".join(changes) or "updated"
+    before = args.get("source") if args.get("name") else label
+    if result.status == "error":
+        return f'Updated "{before}" ({done}), but it' + _failed(label, result)
+    check = f" It's healthy: {_healthy(result)}." if str(result.detail or "").startswith("healthy") else ""
+    return f'Updated "{before}": {done}.{check}'
+
+
+def _revoke(args: dict[str, Any], result: Lifecycle) -> str:
+    label = result.name or args.get("source", "")
+    return (f'Revoked "{label}": its stored credential is deleted and it is disconnected; your '
+            f"server itself keeps running. To delete it permanently, run: "
+            f"concierge source delete {result.data_source_id} --yes")
+
+
+def _pause(args: dict[str, Any], result: Lifecycle) -> str:
+    label = result.name or args.get("source", "")
+    return f'Paused "{label}": agents no longer see its tools. Say "resume {label}" to bring it back.'
+
+
+def _resume(args: dict[str, Any], result: Lifecycle) -> str:
+    label = result.name or args.get("source", "")
+    if result.status == "active":
+        return f'Resumed "{label}": it is healthy again and its tools are back.'
+    return f'Resumed "{label}", but it' + _failed(label, result)
+
+
+def _delete(args: dict[str, Any], result: DeleteCommand) -> str:
+    return (f'I don\'t delete sources from chat — it is permanent. To delete "{result.name}", run:\n'
+            f'  {result.command}\nTo only disconnect it, say "revoke {result.name}".')
+
+
+def _sources(args: dict[str, Any], result: SourceList) -> str:
+    live = [s for s in result.sources if s.status != "disconnected"]
+    revoked = len(result.sources) - len(live)
+    if not live:
+        extra = f" ({revoked} revoked)" if revoked else ""
+        return (f'You have no MCP sources in sandbox "{result.sandbox}" yet{extra}. Say "add my MCP '
+                'server at <URL>" to register one.')
+    lines = [f'You have {len(live)} source{"s" if len(live) != 1 else ""} in sandbox "{result.sandbox}":']
+    for s in live:
+        if s.status == "active":
+            state = f"active, {tools_count(s.tools)}"
+        elif s.status == "error":
+            state = f"failing: {plain_error(s.health_error).rstrip('.')}"
+        else:
+            state = s.status
+        lines.append(f"- {s.name} ({s.id}) — {state}; {s.url}, auth {s.auth}, namespace {s.namespace}")
+    if revoked:
+        lines.append(f"(plus {revoked} revoked)")
+    return "\n".join(lines)
+
+
+def _auth_line(s: SourceDetails) -> str:
+    mask = f" ({s.token})" if s.token else ""
+    if s.auth_kind == "bearer":
+        return f"a bearer token{mask}"
+    if s.auth_kind == "header_token":
+        return f"a token in the {s.auth_header} header{mask}"
+    return "none"
+
+
+def _show(args: dict[str, Any], s: SourceDetails) -> str:
+    state = status_words(s.status)
+    if s.status == "active":
+        state += f", {tools_count(s.tools)}"
+    lines = [f'"{s.name}" ({s.id}) — {state}.', f"- URL: {s.url}", f"- Auth: {_auth_line(s)}",
+             f"- Namespace: {s.namespace} (tool names start with {s.namespace}_)"]
+    caps = f"- Rate caps: {s.rate_cap_per_minute} tool calls per minute"
+    if s.webhook_rate_cap_per_minute is not None:
+        caps += f", {s.webhook_rate_cap_per_minute} webhook events per minute"
+    lines.append(caps)
+    allowed = s.allowed_tools
+    lines.append("- Allowed tools: " + ("all" if allowed in (None, "all") else ", ".join(allowed)))
+    if s.last_checked_at:
+        check = f"- Last check: {s.last_checked_at}"
+        if s.last_latency_ms is not None:
+            check += f" ({s.last_latency_ms:.0f} ms)"
+        if s.health_error:
+            check += f"; error: {plain_error(s.health_error)}"
+        lines.append(check)
+    elif s.health_error:
+        lines.append(f"- Last check: {plain_error(s.health_error)}")
+    return "\n".join(lines)
+
+
+def _health(args: dict[str, Any], result: HealthReport) -> str:
+    if not result.checked:
+        return f'You have no sources to check in sandbox "{result.sandbox}".'
+    n = len(result.checked)
+    head = (f'Checked {n} source{"s" if n != 1 else ""} in sandbox "{result.sandbox}": '
+            f"{result.healthy} healthy, {result.failing} failing.")
+    lines = [head]
+    for c in result.checked:
+        if c.status == "active":
+            lines.append(f"- {c.name} — healthy, {tools_count(c.tool_count)}")
+        elif c.status == "paused":
+            lines.append(f"- {c.name} — paused ({str(c.detail or '').removeprefix('healthy: ')})")
+        else:
+            why = plain_error(c.health_error or c.detail)
+            lines.append(f"- {c.name} — failing: {why}" + (f" {c.hint}" if c.hint else ""))
+    if result.skipped:
+        lines.append(f"(plus {len(result.skipped)} revoked, not checked)")
+    return "\n".join(lines)
+
+
+def _sandboxes(args: dict[str, Any], result: SandboxList) -> str:
+    names = [s.name + (" (current)" if s.name == result.current else "") for s in result.sandboxes]
+    return "Your sandboxes: " + ", ".join(names) + "."
+
+
+def _switch(args: dict[str, Any], result: SandboxSwitch) -> str:
+    return f'Now working in sandbox "{result.sandbox}".'
+
+
+def _sandbox_created(args: dict[str, Any], result: SandboxCreated) -> str:
+    return f'Created the sandbox "{result.name}". Say "switch to {result.name}" to work in it.'
+
+
+def _agents(args: dict[str, Any], result: AgentList) -> str:
+    if not result.agents:
+        return "There are no agents here yet. Create one with `concierge agent create SLUG`."
+    return "Your agents: " + ", ".join(f"{a.slug} ({a.name})" for a in result.agents) + "."
+
+
+def _agent_created(args: dict[str, Any], result: AgentCreated) -> str:
+    tools = ("every tool in the sandbox" if result.tool_allowlist in ("all", [])
+             else "only " + ", ".join(result.tool_allowlist))
+    return (f'Created the agent {result.slug} in sandbox "{result.sandbox}"; it may use {tools}. '
+            f'Ask "what tools does {result.slug} have?" to see them.')
+
+
+def _catalog(args: dict[str, Any], result: Catalog) -> str:
+    if result.agent:
+        who = f"{result.agent} has"
+    elif args.get("app"):
+        who = f"The source with namespace {args['app']} offers"
+    else:
+        who = "This sandbox offers"
+    lines = []
+    if not result.tools:
+        lines.append(f"{who} no tools right now.")
+    else:
+        lines.append(f"{who} {tools_count(len(result.tools))} right now:")
+        for t in result.tools[:20]:
+            desc = t.description if len(t.description) <= 80 else t.description[:79] + "…"
+            lines.append(f"- {t.name}" + (f" — {desc}" if desc else ""))
+        if len(result.tools) > 20:
+            lines.append(f"…and {len(result.tools) - 20} more.")
+    for skipped in result.trace.sources_skipped:
+        detail = f": {plain_error(skipped.detail).rstrip('.')}" if skipped.detail else ""
+        lines.append(f"Skipped {skipped.name or skipped.source_id} ({skipped.reason}{detail}).")
+    if result.trace.allowlist_missing_entries:
+        lines.append("Allowlist entries that matched no tool: "
+                     + ", ".join(result.trace.allowlist_missing_entries) + ".")
+    return "\n".join(lines)
+
+
+def _schema_type(spec: dict[str, Any]) -> str:
+    kind = spec.get("type")
+    if isinstance(kind, list):
+        kind = "/".join(str(k) for k in kind if k != "null")
+    if not kind and "anyOf" in spec:
+        kind = "/".join(str(s.get("type")) for s in spec["anyOf"] if s.get("type") not in (None, "null"))
+    if kind == "array" and isinstance(spec.get("items"), dict) and spec["items"].get("type"):
+        kind = f"list of {spec['items']['type']}"
+    if "enum" in spec:
+        kind = f"{kind or 'one'} of " + ", ".join(json.dumps(v) for v in spec["enum"])
+    return str(kind or "any")
+
+
+def _describe(args: dict[str, Any], t: ToolDescription) -> str:
+    where = f"{t.original_name} on {t.source_name}" if t.original_name != t.name else t.source_name
+    lines = [f"{t.name} ({where}): {t.description or 'no description.'}".rstrip()]
+    schema = t.input_schema or {}
+    props: dict[str, Any] = schema.get("properties") or {}
+    required = set(schema.get("required") or [])
+    if props:
+        lines.append("Arguments:")
+        for name, spec in props.items():
+            spec = spec if isinstance(spec, dict) else {}
+            bits = [_schema_type(spec), "required" if name in required else "optional"]
+            if "default" in spec:
+                bits.append(f"default {json.dumps(spec['default'])}")
+            desc = spec.get("description")
+            lines.append(f"- {name} ({', '.join(bits)})" + (f" — {desc}" if desc else ""))
+        example = {n: ("..." if (props[n] or {}).get("type") == "string" else 1) for n in props if n in required}
+    else:
+        lines.append("It takes no arguments.")
+        example = {}
+    agent = t.agent or "SLUG"
+    lines.append(f"To try it: concierge tool call {t.name} --agent {agent} --args '{json.dumps(example)}'")
+    return "\n".join(lines)
+
+
+TOOL_REPLIES: dict[str, Callable[[dict[str, Any], Any], str]] = {
+    "register_source": _register, "test_source": _test, "update_source": _update,
+    "revoke_source": _revoke, "pause_source": _pause, "resume_source": _resume,
+    "delete_source_command": _delete, "list_sources": _sources, "show_source": _show,
+    "test_all_sources": _health, "list_sandboxes": _sandboxes, "switch_sandbox": _switch,
+    "create_sandbox": _sandbox_created, "list_agents": _agents, "create_agent": _agent_created,
+    "list_agent_tools": _catalog, "describe_tool": _describe,
+}
+"""The answer to each tool's result, by tool name."""
+
+
+def reply_for(tool: str, args: dict[str, Any], result: ToolResult) -> str:
+    """What to say about ``result`` of ``tool`` called with ``args``."""
+    if isinstance(result, ToolError):
+        detail = in_user_words(result.detail or result.error)
+        return f"That didn't work: {detail.rstrip('.')}."
+    make = TOOL_REPLIES.get(tool)
+    if make is None:
+        return "Done."
+    try:
+        return make(args, result)
+    except (AttributeError, KeyError, TypeError):  # a result of an unexpected shape
+        return "Done."

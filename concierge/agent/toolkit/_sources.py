@@ -1,0 +1,406 @@
+"""The source tools: list, show, test (one or all), register, update, pause, resume, revoke,
+and the command for permanent deletion (which is never run from chat).
+
+Validation is the registry's: each write's ``prepare`` feeds the call to the registry's own
+request models (`RegisterSource`, `UpdateSource`) and rule functions, and translates their
+messages to the tool's argument names. Nothing here restates a rule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from concierge.agent.secrets import MASK
+from concierge.agent.toolkit._base import SecretNeed, ToolArgumentError, ToolContext
+from concierge.agent.toolkit.args import ListSourcesArgs, RegisterArgs, SourceArgs, UpdateArgs
+from concierge.agent.toolkit.results import (
+    DeleteCommand,
+    HealthReport,
+    Lifecycle,
+    SourceDetails,
+    SourceList,
+    SourceRow,
+)
+from concierge.errors import Conflict, ConciergeError, NotFound, ValidationFailed
+from concierge.registry import DEFAULT_SANDBOX
+from concierge.registry import validation as rules
+from concierge.registry.models import Outcome, RegisterSource, SourceView, UpdateSource
+
+__all__ = [
+    "delete_command",
+    "health_hint",
+    "resolve_source",
+    "sandbox_of",
+    "source_row",
+]
+
+# The registry's field names, as the tools' arguments call them.
+_ARGUMENT_NAMES = {"base_url": "url", "token": "token_ref"}
+_PLACEHOLDER_TOKEN = "placeholder-token-for-validation"
+"""Stands in for a credential not yet given, so the registry's rules can be asked early."""
+
+
+def sandbox_of(ctx: ToolContext, explicit: str | None) -> str:
+    """The sandbox a tool acts in: the argument, else the session's, else the default one."""
+    return explicit or ctx.sandbox or DEFAULT_SANDBOX
+
+
+def source_row(s: SourceView) -> SourceRow:
+    fields: dict[str, Any] = {
+        "id": s.id, "name": s.name, "status": s.status.value, "url": s.base_url,
+        "auth": s.auth_kind.value + (f" ({s.auth_header})" if s.auth_header else ""),
+        "namespace": s.app_namespace, "tools": s.tool_count, "rate_cap_per_minute": s.rate_cap_per_minute,
+    }
+    if s.health_error and s.status.value == "error":
+        fields["health_error"] = s.health_error
+    return SourceRow(**fields)
+
+
+def _words(text: str) -> list[str]:
+    return [w for w in re.split(r"[\s_\-.]+", text.casefold()) if w]
+
+
+async def resolve_source(ctx: ToolContext, ref: str, sandbox: str | None) -> SourceView:
+    """A source by id, by its whole name or namespace (case, spaces, ``_`` and ``-`` ignored),
+    else by whole words of its name ("staging" for "Acme staging") when only one has them.
+
+    Never by a piece of a word: "ht" does not find "http tools". Several matches raise
+    `Conflict` (``ambiguous``), none `NotFound`; both list the sources so the model can ask.
+    """
+    ref = ref.strip()
+    if re.fullmatch(r"ds_[0-9A-Za-z]{6,40}", ref):
+        return await ctx.backend.get_source(ref, sandbox=sandbox)
+    where = sandbox_of(ctx, sandbox)
+    sources = await ctx.backend.list_sources(sandbox=where)
+    live = [s for s in sources if s.status.value != "disconnected"]
+    key = _words(ref)
+    for pool in (live, sources):
+        exact = [s for s in pool if key and key in (_words(s.name), _words(s.app_namespace))]
+        if not exact:
+            exact = [s for s in pool if key and set(key) <= set(_words(s.name))]
+        if len(exact) == 1:
+            return exact[0]
+        if len(exact) > 1:
+            listed = "; ".join(f"{s.id} ({s.name}, {s.status.value})" for s in exact)
+            raise Conflict(f"several sources match {ref!r}: {listed}. Ask the person which one "
+                           "and pass its id.", error="ambiguous")
+    known = ", ".join(f"{s.name} ({s.id})" for s in live) or "none"
+    raise NotFound(f"no source matches {ref!r} in sandbox {where!r} (sources: {known})")
+
+
+def health_hint(health_error: str | None) -> str | None:
+    """What to try after a failed health check, from the connector's error text."""
+    if not health_error:
+        return None
+    text = health_error.lower()
+    # Match the connector's kind prefix ("unauthorized: ...") and its phrases, never bare
+    # numbers: a URL's port (127.0.0.1:40132) must not read as an HTTP status.
+    for needles, hint in (
+        (("unauthorized", "http 401"), "Check the token (and, for header_token, the header name); "
+                                       "if it changed, rotate it."),
+        (("forbidden", "http 403"), "Check the token's scopes or permissions on the server."),
+        (("not_found", "http 404"), "Check the URL path: MCP endpoints usually end in /mcp (or /sse)."),
+        (("connection_refused", "nothing is listening", "connection to"),
+         "Make sure the server is running and the host and port are right."),
+        (("dns:", "could not resolve"), "Check the spelling of the host name in the URL."),
+        (("tls:", "tls with", "certificate"), "Check the certificate, or whether the server speaks "
+                                              "https on that port."),
+        (("timeout", "no answer", "did not complete"),
+         "Check that the server is up and answering, or raise the connect timeout."),
+        (("not_mcp", "not an mcp", "not as an mcp", "does not look like"),
+         "Check the URL path: it must be the server's MCP endpoint."),
+        (("server_error", "the server failed"), "Check the server's logs."),
+    ):
+        if any(n in text for n in needles):
+            return hint
+    return "Check the URL and the credential."
+
+
+def delete_command(source_id: str, sandbox: str | None = None) -> str:
+    """The CLI command for permanent deletion (never run from chat)."""
+    return f"concierge source delete {source_id}" + (f" --sandbox {sandbox}" if sandbox else "") + " --yes"
+
+
+def _registry_refused(exc: ValidationError | ValueError | ValidationFailed) -> ValidationFailed:
+    """The registry's own message, with its field names as the tool's arguments say them."""
+    failed = rules.from_pydantic(exc) if isinstance(exc, ValidationError) else (
+        exc if isinstance(exc, ValidationFailed) else ValidationFailed(str(exc)))
+    detail = failed.detail
+    for field, argument in _ARGUMENT_NAMES.items():
+        detail = re.sub(rf"\b{field}\b", argument, detail)
+    field = _ARGUMENT_NAMES.get(failed.field or "", failed.field)
+    return ValidationFailed(detail.replace(_PLACEHOLDER_TOKEN, MASK), field=field)
+
+
+def _lifecycle(outcome: Outcome, extra: dict[str, Any] | None = None) -> Lifecycle:
+    data = outcome.model_dump(exclude_none=True)
+    if outcome.status == "error":
+        hint = health_hint(outcome.health_error)
+        if hint:
+            data["hint"] = hint
+    return Lifecycle(**(data | (extra or {})))
+
+
+async def _with_view(ctx: ToolContext, outcome: Outcome) -> Lifecycle:
+    """The outcome plus what an agent will see: namespace and tool count."""
+    extra: dict[str, Any] = {}
+    if outcome.data_source_id:
+        try:
+            view = await ctx.backend.get_source(outcome.data_source_id)
+        except ConciergeError:
+            view = None
+        if view is not None:
+            extra = {"namespace": view.app_namespace, "tool_count": view.tool_count,
+                     "url": view.base_url, "sandbox_id": view.sandbox_id}
+    return _lifecycle(outcome, extra)
+
+
+def _auth_words(kind: str, header: str | None) -> str:
+    if kind == "bearer":
+        return f"a bearer token ({MASK})"
+    if kind == "header_token":
+        return f"a token in the {header or '?'} header ({MASK})"
+    return "no authentication"
+
+
+# --------------------------------------------------------------------------------------------
+# Reads
+
+
+async def list_sources(ctx: ToolContext, args: ListSourcesArgs, _: Any) -> SourceList:
+    where = sandbox_of(ctx, args.sandbox)
+    rows = await ctx.backend.list_sources(sandbox=where, status=args.status)
+    # Oldest first; the name breaks ties (ids made in the same millisecond sort randomly).
+    rows = sorted(rows, key=lambda s: (s.created_at, s.name, s.id))
+    return SourceList(sandbox=where, count=len(rows), sources=[source_row(s) for s in rows])
+
+
+async def show_source(ctx: ToolContext, args: SourceArgs, _: Any) -> SourceDetails:
+    s = await resolve_source(ctx, args.source, args.sandbox)
+    row = source_row(s).to_wire() | {
+        "sandbox_id": s.sandbox_id, "auth_kind": s.auth_kind.value, "auth_header": s.auth_header,
+        "has_token": s.has_token, "token": MASK if s.has_token else None,
+        "allowed_tools": s.allowed_tools or "all", "server": s.server_name,
+        "health_error": s.health_error, "last_checked_at": s.last_checked_at,
+        "last_latency_ms": s.last_latency_ms,
+        "webhook_rate_cap_per_minute": s.webhook_rate_cap_per_minute,
+        "connect_timeout": s.connect_timeout, "call_timeout": s.call_timeout,
+        "ingestion_mode": s.ingestion_mode,
+    }
+    return SourceDetails(**{k: v for k, v in row.items() if v is not None})
+
+
+async def test_source(ctx: ToolContext, args: SourceArgs, _: Any) -> Lifecycle:
+    s = await resolve_source(ctx, args.source, args.sandbox)
+    return await _with_view(ctx, await ctx.backend.test_source(s.id))
+
+
+async def test_all_sources(ctx: ToolContext, args: ListSourcesArgs, _: Any) -> HealthReport:
+    """Every source that is not revoked, checked at once (each under its own deadline)."""
+    where = sandbox_of(ctx, args.sandbox)
+    sources = sorted(await ctx.backend.list_sources(sandbox=where), key=lambda s: (s.created_at, s.name))
+    live = [s for s in sources if s.status.value != "disconnected"]
+    skipped = [source_row(s) for s in sources if s.status.value == "disconnected"]
+
+    async def check(s: SourceView) -> Lifecycle:
+        try:
+            return await _with_view(ctx, await ctx.backend.test_source(s.id))
+        except ConciergeError as exc:  # one source failing to check must not hide the others
+            return Lifecycle(data_source_id=s.id, name=s.name, status="error", error=exc.error,
+                             detail=exc.detail)
+
+    checked = list(await asyncio.gather(*(check(s) for s in live)))
+    healthy = sum(1 for c in checked if c.status == "active")
+    failing = sum(1 for c in checked if c.status == "error")
+    return HealthReport(sandbox=where, healthy=healthy, failing=failing, checked=checked, skipped=skipped)
+
+
+async def delete_help(ctx: ToolContext, args: SourceArgs, _: Any) -> DeleteCommand:
+    s = await resolve_source(ctx, args.source, args.sandbox)
+    return DeleteCommand(source=s.id, name=s.name, command=delete_command(s.id),
+                         note="Permanent deletion is not done from chat. Run this command yourself; "
+                              "to only disconnect the source, revoke it instead.")
+
+
+# --------------------------------------------------------------------------------------------
+# Writes
+
+
+async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": args.name, "base_url": args.url, "auth_kind": args.auth_kind}
+    if args.auth_header is not None:
+        body["auth_header"] = args.auth_header
+    if args.auth_kind != "none" or args.token_ref:
+        body["token"] = _PLACEHOLDER_TOKEN  # the credential may come later; its presence is a rule
+    for key in ("app_namespace", "rate_cap_per_minute", "allowed_tools"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    try:
+        request = RegisterSource.model_validate(body)
+    except ValidationError as exc:
+        raise _registry_refused(exc) from None
+    sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
+    return {"sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url,
+            "auth_header": request.auth_header}
+
+
+def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
+    ns = args.app_namespace or "the new source's id"
+    text = (f'Register the MCP server "{args.name}" at {prep["url"]} in sandbox "{prep["sandbox"]}", '
+            f"using {_auth_words(args.auth_kind, prep['auth_header'])}; tool names will start with "
+            f"{ns}.")
+    extras = []
+    if args.rate_cap_per_minute is not None:
+        extras.append(f"rate cap {args.rate_cap_per_minute} calls per minute")
+    if args.allowed_tools is not None:
+        extras.append("only " + ", ".join(args.allowed_tools))
+    if extras:
+        text += " With " + "; ".join(extras) + "."
+    return text + " A health check runs right after."
+
+
+def secret_register(ctx: ToolContext, args: RegisterArgs, prep: Any) -> SecretNeed | None:
+    if args.auth_kind == "none" or ctx.secret(args.token_ref) is not None:
+        return None
+    what = "bearer token" if args.auth_kind == "bearer" else f"{args.auth_header or 'header'} token"
+    return SecretNeed("token_ref", f'the {what} for "{args.name}" ({prep["url"]})')
+
+
+async def register(ctx: ToolContext, args: RegisterArgs, prep: dict[str, Any]) -> Lifecycle:
+    body: dict[str, Any] = {"name": args.name, "base_url": prep["url"], "auth_kind": args.auth_kind}
+    if args.auth_kind == "header_token":
+        body["auth_header"] = prep["auth_header"]
+    if args.auth_kind != "none":
+        token = ctx.secret(args.token_ref)
+        if token is None:
+            raise ValidationFailed("the credential is no longer available; ask the person again",
+                                   field="token_ref")
+        body["token"] = token
+    for key in ("app_namespace", "rate_cap_per_minute", "allowed_tools"):
+        if getattr(args, key) is not None:
+            body[key] = getattr(args, key)
+    outcome = await ctx.backend.register_source(body, sandbox=prep["sandbox_id"])
+    result = await _with_view(ctx, outcome)
+    return result.model_copy(update={"sandbox": prep["sandbox"]})
+
+
+async def prepare_target(ctx: ToolContext, args: SourceArgs | UpdateArgs) -> dict[str, Any]:
+    s = await resolve_source(ctx, args.source, args.sandbox)
+    sandbox = next((sb.name for sb in await ctx.backend.list_sandboxes() if sb.id == s.sandbox_id),
+                   s.sandbox_id)
+    return {"id": s.id, "name": s.name, "status": s.status.value, "url": s.base_url,
+            "auth_kind": s.auth_kind.value, "auth_header": s.auth_header, "has_token": s.has_token,
+            "namespace": s.app_namespace, "sandbox": sandbox, "sandbox_id": s.sandbox_id,
+            "rate_cap_per_minute": s.rate_cap_per_minute}
+
+
+def _update_body(args: UpdateArgs, *, token: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {}
+    for arg, key in (("name", "name"), ("url", "base_url"), ("auth_kind", "auth_kind"),
+                     ("auth_header", "auth_header"), ("app_namespace", "app_namespace"),
+                     ("rate_cap_per_minute", "rate_cap_per_minute"), ("allowed_tools", "allowed_tools")):
+        if getattr(args, arg) is not None:
+            body[key] = getattr(args, arg)
+    if args.allow_all_tools:
+        body["allowed_tools"] = None
+    if token is not None:
+        body["token"] = token
+    return body
+
+
+def _new_credential(args: UpdateArgs, prep: dict[str, Any]) -> bool:
+    """A credential must be given: a rotation, or a switch to a scheme that sends one."""
+    switching = args.auth_kind in ("bearer", "header_token") and args.auth_kind != prep["auth_kind"]
+    return args.rotate_token or switching or args.token_ref is not None
+
+
+async def prepare_update(ctx: ToolContext, args: UpdateArgs) -> dict[str, Any]:
+    prep = await prepare_target(ctx, args)
+    new_token = _new_credential(args, prep)
+    body = _update_body(args, token=_PLACEHOLDER_TOKEN if new_token else None)
+    if not body:
+        raise ToolArgumentError("nothing to change: give at least one field to update")
+    try:
+        request = UpdateSource.model_validate(body)
+        # The auth rule spans fields: ask it about the source as it would be after the change.
+        kind = args.auth_kind or prep["auth_kind"]
+        header = args.auth_header or (prep["auth_header"] if kind == "header_token" else None)
+        rules.check_auth_combination(kind, has_token=new_token or prep["has_token"],
+                                     token_sent=new_token, auth_header=header)
+    except (ValidationError, ValueError) as exc:
+        raise _registry_refused(exc) from None
+    if args.url:
+        prep["new_url"] = request.base_url
+    return prep
+
+
+def summary_update(args: UpdateArgs, prep: dict[str, Any]) -> str:
+    parts = []
+    if args.name:
+        parts.append(f'rename it to "{args.name}"')
+    if args.url:
+        parts.append(f"move it to {prep.get('new_url', args.url)}")
+    if args.auth_kind:
+        parts.append(f"switch to {_auth_words(args.auth_kind, args.auth_header or prep['auth_header'])}")
+    elif args.auth_header:
+        parts.append(f"send the token in the {args.auth_header} header")
+    if (args.rotate_token or args.token_ref) and not (args.auth_kind and args.auth_kind != prep["auth_kind"]):
+        parts.append(f"replace the stored token with a new one ({MASK})")
+    if args.app_namespace:
+        parts.append(f"change the tool-name prefix to {args.app_namespace}")
+    if args.rate_cap_per_minute is not None:
+        parts.append(f"set the rate cap to {args.rate_cap_per_minute} calls per minute")
+    if args.allowed_tools is not None:
+        parts.append("offer only " + ", ".join(args.allowed_tools))
+    if args.allow_all_tools:
+        parts.append("offer all of its tools")
+    text = f"Update {_target(prep)}: " + "; ".join(parts) + "."
+    if args.url or args.auth_kind or args.auth_header or args.rotate_token or args.token_ref:
+        text += " A health check runs right after."
+    return text
+
+
+def secret_update(ctx: ToolContext, args: UpdateArgs, prep: dict[str, Any]) -> SecretNeed | None:
+    kind = args.auth_kind or prep["auth_kind"]
+    if kind == "none" or not _new_credential(args, prep) or ctx.secret(args.token_ref) is not None:
+        return None
+    what = "bearer token" if kind == "bearer" else f"{args.auth_header or prep['auth_header']} token"
+    return SecretNeed("token_ref", f'the new {what} for "{prep["name"]}" ({prep["url"]})')
+
+
+async def update(ctx: ToolContext, args: UpdateArgs, prep: dict[str, Any]) -> Lifecycle:
+    token = None
+    if _new_credential(args, prep) and (args.auth_kind or prep["auth_kind"]) != "none":
+        token = ctx.secret(args.token_ref)
+        if token is None:
+            raise ValidationFailed("the new token is no longer available; ask the person again",
+                                   field="token_ref")
+    outcome = await ctx.backend.update_source(prep["id"], _update_body(args, token=token))
+    return await _with_view(ctx, outcome)
+
+
+def _target(prep: dict[str, Any]) -> str:
+    return f'"{prep["name"]}" ({prep["id"]}, {prep["url"]}) in sandbox "{prep["sandbox"]}"'
+
+
+def summary_simple(verb: str, tail: str) -> Callable[[SourceArgs, dict[str, Any]], str]:
+    def summary(args: SourceArgs, prep: dict[str, Any]) -> str:
+        return f"{verb} {_target(prep)}. {tail}"
+    return summary
+
+
+async def pause(ctx: ToolContext, args: SourceArgs, prep: dict[str, Any]) -> Lifecycle:
+    return _lifecycle(await ctx.backend.pause_source(prep["id"]))
+
+
+async def resume(ctx: ToolContext, args: SourceArgs, prep: dict[str, Any]) -> Lifecycle:
+    return await _with_view(ctx, await ctx.backend.resume_source(prep["id"]))
+
+
+async def revoke(ctx: ToolContext, args: SourceArgs, prep: dict[str, Any]) -> Lifecycle:
+    return _lifecycle(await ctx.backend.revoke_source(prep["id"]))

@@ -1,0 +1,159 @@
+"""Found by driving ``concierge chat --offline`` in tmux with phrasings no test had (issue 8, part 7).
+
+Each test is one thing the planner got wrong in that session, run through a real session.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from concierge.agent.models import OfflinePlanner
+from concierge.agent.session import ConciergeSession, PendingConfirmation, parse_yes_no
+from concierge.backend import LocalBackend
+from tests.agent_fixtures import backend, collect, events_of, open_server, text_of  # noqa: F401 - fixtures
+from tests.mcp_servers import RunningServer
+
+pytestmark = pytest.mark.anyio
+
+
+def calls(events: list[Any]) -> list[tuple[str, dict[str, Any]]]:
+    return [(e.name, e.arguments) for e in events_of(events, "agent_tool_call")]
+
+
+async def say(session: ConciergeSession, text: str) -> list[Any]:
+    return await collect(session.send(text))
+
+
+@pytest.fixture
+async def world(backend: LocalBackend, open_server: RunningServer) -> ConciergeSession:
+    await backend.register_source({"name": "scratchpad", "base_url": open_server.url(), "auth_kind": "none"})
+    await backend.register_source({"name": "clock", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "clock"})
+    await backend.create_agent({"slug": "helpdesk", "tool_allowlist": ["scratchpad_*"]})
+    return ConciergeSession(backend, OfflinePlanner())
+
+
+async def test_whats_up_is_a_greeting(backend: LocalBackend) -> None:
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "yo whats up")
+    assert calls(events) == [] and text_of(events).startswith("Hello!")
+
+
+async def test_a_port_on_localhost_is_an_address(backend: LocalBackend, open_server: RunningServer) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    text = f"i got an mcp thing running on localhost port {open_server.port}, wanna hook it up"
+    assert text_of(await say(session, text)).startswith("How does it authenticate")
+    assert text_of(await say(session, "nah its open")).startswith("What should I call it?")
+    events = await say(session, "lets call it scratch2")
+    assert calls(events)[-1] == ("register_source", {"name": "scratch2", "auth_kind": "none",
+                                                     "url": f"http://localhost:{open_server.port}/mcp",
+                                                     "app_namespace": "scratch2"})
+
+
+async def test_the_start_of_a_name_finds_it(world: ConciergeSession) -> None:
+    events = await say(world, "is the scratch one healthy?")
+    assert calls(events)[-1] == ("test_source", {"source": "scratchpad"})
+
+
+async def test_what_an_agent_would_see(world: ConciergeSession) -> None:
+    events = await say(world, "what can an agent see now?")
+    assert calls(events)[-1][0] == "list_agent_tools"
+
+
+async def test_an_agents_allowlist_grows_by_chat(world: ConciergeSession, backend: LocalBackend) -> None:
+    events = await say(world, "let helpdesk also use the clock tools")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk",
+                                                  "tool_allowlist": ["scratchpad_*", "clock_*"]})
+    assert "(now: scratchpad_*)" in world.pending.summary
+    world.confirm(world.pending.id, True)
+    await collect(world.resume())
+    assert (await backend.get_agent("helpdesk")).tool_allowlist == ["scratchpad_*", "clock_*"]
+    events = await say(world, "helpdesk can use everything now")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "allow_all_tools": True})
+
+
+async def test_a_leaked_token_is_a_rotation(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.register_source({"name": "demo", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "the token for demo got leaked, i need to change it")
+    assert calls(events)[-1] == ("update_source", {"source": "demo", "rotate_token": True})
+
+
+async def test_one_word_answers_to_what_to_change(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.register_source({"name": "demo", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    assert text_of(await say(session, "change demo")).startswith('What would you like to change about "demo"?')
+    events = await say(session, "the token")
+    assert calls(events)[-1] == ("update_source", {"source": "demo", "rotate_token": True})
+
+
+async def test_a_sandbox_named_before_the_word_sandbox(backend: LocalBackend) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "make a staging workspace")
+    assert calls(events) == [("create_sandbox", {"name": "staging"})]
+
+
+async def test_a_yes_is_never_taken_for_a_name(backend: LocalBackend) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    assert text_of(await say(session, "make a new sandbox")).startswith("What should the new sandbox be called?")
+    events = await say(session, "y")
+    assert not isinstance(session.pending, PendingConfirmation)
+    assert "sandbox" in text_of(events) and not calls(events)
+
+
+async def test_hop_over_to_a_sandbox(backend: LocalBackend) -> None:
+    await backend.create_sandbox("staging")
+    session = ConciergeSession(backend, OfflinePlanner())
+    assert text_of(await say(session, "hop over to staging")) == 'Now working in sandbox "staging".'
+    assert session.sandbox == "staging"
+
+
+def test_sure_thing_is_a_yes() -> None:
+    assert parse_yes_no("sure thing") is True and parse_yes_no("yes please") is True
+
+
+async def test_rename_with_an_arrow(world: ConciergeSession) -> None:
+    events = await say(world, "rename scratchpad -> notes")
+    assert calls(events)[-1] == ("update_source", {"source": "scratchpad", "name": "notes"})
+
+
+@pytest.mark.parametrize(("text", "tool"), [
+    ("what's the deal with the clock server", "show_source"),
+    ("clock?", "show_source"),
+    ("how's clock doing", "test_source"),
+])
+async def test_a_bare_mention_of_a_source_is_about_it(world: ConciergeSession, text: str, tool: str) -> None:
+    events = await say(world, text)
+    assert calls(events)[-1] == (tool, {"source": "clock"})
+
+
+async def test_words_that_name_nothing_are_not_understood(world: ConciergeSession) -> None:
+    events = await say(world, "purple monkey")
+    assert text_of(events).startswith("Sorry, I didn't understand that.")
+    assert [n for n, _ in calls(events)] == ["list_sources", "list_agents"]  # names looked up, none found
+
+
+async def test_a_url_of_another_scheme_gets_the_registrys_reason(backend: LocalBackend) -> None:
+    reply = text_of(await say(ConciergeSession(backend, OfflinePlanner()), "add ftp://example.com/mcp"))
+    assert reply.startswith("The URL must be a full https:// URL") and "ftp://example.com/mcp" in reply
+
+
+async def test_a_sources_tools_are_named_after_it(world: ConciergeSession) -> None:
+    events = await say(world, "what tools are exposed by clock")
+    assert calls(events)[-1] == ("list_agent_tools", {"app": "clock"})
+    assert text_of(events).startswith('"clock" offers 4 tools right now:')
+
+
+async def test_a_follow_up_asks_the_same_about_another(backend: LocalBackend, open_server: RunningServer) -> None:
+    await backend.register_source({"name": "Demo", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo"})
+    await backend.create_agent({"slug": "support-bot", "tool_allowlist": ["demo_echo"]})
+    await backend.create_agent({"slug": "ops-bot"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "what tools does support-bot have?")
+    events = await say(session, "and ops-bot?")
+    assert calls(events)[-1] == ("list_agent_tools", {"agent": "ops-bot"})
+    assert text_of(events).startswith("ops-bot has 4 tools right now:")
