@@ -55,7 +55,7 @@ from concierge.agent.events import (
     SecretRequired,
 )
 from concierge.agent.models.base import ChatModel, ModelResponse
-from concierge.agent.models.offline.vocabulary import yes_or_no
+from concierge.agent.answers import read_yes_no
 from concierge.agent.toolkit import (
     Tool,
     ToolArgumentError,
@@ -117,7 +117,7 @@ def parse_yes_no(text: str) -> bool | None:
     "y", "sure", "yes please", "ok, go ahead" are yes; "n", "no thanks", "not now", "cancel"
     are no; anything else ("maybe", "what does it change?") is None, so the surface asks again.
     """
-    return yes_or_no(text)
+    return read_yes_no(text)
 
 
 def _only_a_credential(clean: str, refs: tuple[str, ...]) -> bool:

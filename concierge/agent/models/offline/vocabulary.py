@@ -10,7 +10,7 @@ A new phrasing is a new entry here or in the intent table, never new code.
 
 from __future__ import annotations
 
-import re
+from concierge.agent.answers import read_yes_no
 
 __all__ = [
     "ASPECT_WORDS",
@@ -22,15 +22,12 @@ __all__ = [
     "GENERIC",
     "HEAD_NOUNS",
     "NEVER_TYPOS",
-    "NO",
     "NOT_NAMES",
-    "NO_FILLER",
     "ORDINALS",
     "PRONOUNS",
     "STOPWORDS",
     "STOP_BEFORE_LABEL",
     "YES",
-    "YES_FILLER",
     "yes_or_no",
 ]
 
@@ -106,19 +103,6 @@ YES = frozenset("""
 y yes yep yeah yup ya yea sure ok okay k go confirm confirmed approve approved proceed
 absolutely definitely certainly affirmative correct right fine alright agreed
 """.split())
-YES_FILLER = frozenset("""
-please go ahead do it that is fine sure ok okay yes thanks thank you sounds good great
-perfect now let's lets right away proceed confirm so all and just looks correct thing
-man mate dude buddy boss sir absolutely definitely totally course good
-""".split())
-"""Words that may follow a yes without making it something else ("yes please", "ok go ahead")."""
-
-NO = frozenset("n no nope nah not never cancel stop abort decline declined don't dont wait hold hang".split())
-NO_FILLER = frozenset("""
-thanks thank you please now not do it don't dont never mind wait hold on stop that this
-sorry actually keep leave as is
-""".split())
-
 CANCEL = (
     "cancel", "cancel that", "cancel it", "never mind", "nevermind", "forget it", "forget that",
     "forget about it", "stop", "stop that", "abort", "quit", "quit that", "no thanks",
@@ -197,33 +181,7 @@ cable sable label labels level levels local locale vocal focus bonus
 """.split())
 """Real words that sit one letter away from a command word; read as themselves, never as a typo."""
 
-_WORD = re.compile(r"[a-z0-9']+")
-
-
-def _words(text: str) -> list[str]:
-    text = text.lower().replace("’", "'")
-    words: list[str] = []
-    for word in _WORD.findall(text):
-        words.extend(CONTRACTIONS.get(word, (word,)))
-    return words
-
-
 def yes_or_no(text: str) -> bool | None:
-    """A typed answer to "go ahead?": True (yes, sure, yes please, ok go ahead), False (no,
-    nope, no thanks, not now, cancel), or None when it is neither ("maybe", a new request)."""
-    words = _words(text)
-    if not words:
-        return None
-    joined = " ".join(words)
-    if joined in ("go ahead", "do it", "please do", "sounds good", "let us do it", "proceed",
-                  "that is fine", "fine by me", "why not", "of course", "ship it", "make it so"):
-        return True
-    if joined in ("not now", "never mind", "nevermind", "forget it", "hold on", "wait",
-                  "do not", "do not do it", "leave it", "no way", "not yet", "skip it"):
-        return False
-    first, rest = words[0], words[1:]
-    if first in YES and first not in ("right",) and all(w in YES_FILLER or w in YES for w in rest):
-        return True
-    if first in NO and all(w in NO_FILLER or w in NO for w in rest):
-        return False
-    return None
+    """A typed answer to "go ahead?" (True, False, or None when unclear): the same reading as
+    every surface's (`concierge.agent.answers.read_yes_no`)."""
+    return read_yes_no(text)
