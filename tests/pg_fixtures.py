@@ -25,11 +25,13 @@ import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-__all__ = ["PgServer", "pg_bin", "pg_server", "pg_url", "start_pg"]
+__all__ = ["ENGINES", "PgServer", "add_sandbox", "db_url", "pg_bin", "pg_server", "pg_url", "source_row", "start_pg"]
 
+ENGINES = ("sqlite", "postgresql")
 INSTALL_HINT = "PostgreSQL is not installed: apt-get install -y postgresql"
 _SERVER_OPTIONS = ("-c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
                    "-c full_page_writes=off -c max_connections=200 -c shared_buffers=32MB")
@@ -150,3 +152,35 @@ def pg_url(pg_server: PgServer) -> Iterator[str]:
         yield url
     finally:
         pg_server.drop_database(url)
+
+
+@pytest.fixture(params=ENGINES)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A fresh, empty database on each engine in turn: a real SQLite file, a real PostgreSQL
+    database. (PostgreSQL starts only when a test asks for it.)"""
+    if request.param == "sqlite":
+        return f"sqlite://{tmp_path / 'store.db'}"
+    return str(request.getfixturevalue("pg_url"))
+
+
+# -- rows for the store tests ----------------------------------------------------------------
+
+def source_row(source_id: str, sandbox_id: str, namespace: str, **values: Any) -> dict[str, Any]:
+    """A complete ``sources`` row as the registry writes one."""
+    now = "2026-01-01T00:00:00.000Z"
+    return {
+        "id": source_id, "sandbox_id": sandbox_id, "kind": "user_mcp", "name": f"source {source_id}",
+        "base_url": "https://mcp.example.com/mcp", "transport": "auto", "auth_kind": "bearer",
+        "auth_header": None, "vault_key": f"user_mcp/{source_id}/auth", "token_last4": None,
+        "app_namespace": namespace, "allowed_tools": None, "ingest_tool_calls": [],
+        "rate_cap_per_minute": 60, "webhook_rate_cap_per_minute": 600, "connect_timeout": 10.0,
+        "call_timeout": 60.0, "status": "active", "health_error": None, "tool_count": None,
+        "server_name": None, "last_checked_at": None, "last_latency_ms": None, "created_at": now,
+        "updated_at": now, **values,
+    }
+
+
+async def add_sandbox(db: Any, sandbox_id: str = "sb_1", name: str = "default") -> str:
+    await db.execute("INSERT INTO sandboxes (id, name, created_at) VALUES ($1, $2, $3)",
+                     sandbox_id, name, "2026-01-01T00:00:00.000Z")
+    return sandbox_id
