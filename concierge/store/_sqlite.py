@@ -152,7 +152,7 @@ class SqliteDatabase(Database):
     async def _connect(path: Path, busy_timeout: float, opened: list[aiosqlite.Connection]) -> aiosqlite.Connection:
         cx = await aiosqlite.connect(path, isolation_level=None, timeout=busy_timeout)
         opened.append(cx)
-        cx.row_factory = _dict_row  # rows become dicts on the connection's thread
+        cx.row_factory = _dict_row  # type: ignore[assignment]  # rows become dicts on the connection's thread
         await cx.execute(f"PRAGMA busy_timeout={int(busy_timeout * 1000)}")
         return cx
 

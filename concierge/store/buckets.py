@@ -67,7 +67,7 @@ class RateBuckets:
         assert row is not None  # the upsert found the row, or it would have inserted it
         rate = per_minute / 60.0
         tokens = min(float(per_minute), row["tokens"] + max(0.0, now - row["at"]) * rate)
-        return max((n - tokens) / rate, 0.001)
+        return float(max((n - tokens) / rate, 0.001))
 
     async def acquire(self, kind: str, subject: str, per_minute: int, *, label: str | None = None) -> None:
         """Spend one token or raise `RateLimited` (``retry_after``: whole milliseconds, never
@@ -86,7 +86,7 @@ class RateBuckets:
         if row is None:
             return None
         elapsed = max(0.0, float(self._clock()) - row["at"])
-        return min(float(row["per_minute"]), row["tokens"] + elapsed * row["per_minute"] / 60.0)
+        return float(min(float(row["per_minute"]), row["tokens"] + elapsed * row["per_minute"] / 60.0))
 
     async def evict(self, subject: str, *, kind: str | None = None, cx: Connection | None = None) -> int:
         """Drop the subject's buckets (of one kind, or all); how many there were. Pass ``cx``

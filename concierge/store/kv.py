@@ -17,7 +17,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from typing import Any, Final, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -144,9 +144,10 @@ class KeyValue:
 
     async def delete(self, key: str, *, expected_version: int | _Any = ANY, cx: Connection | None = None) -> bool:
         """Remove the entry; False if there was none (or not at ``expected_version``)."""
-        sql, args = "DELETE FROM kv WHERE namespace = $1 AND key = $2", [self.namespace, key]
-        if expected_version is not ANY:
-            sql, args = sql + " AND version = $3", [*args, int(expected_version)]  # type: ignore[call-overload]
+        sql = "DELETE FROM kv WHERE namespace = $1 AND key = $2"
+        args: list[Any] = [self.namespace, key]
+        if isinstance(expected_version, int):
+            sql, args = sql + " AND version = $3", [*args, expected_version]
         return bool(await (cx.execute(sql, *args) if cx else self._db.execute(sql, *args)))
 
     async def keys(self, *, prefix: str = "", cursor: str | None = None, limit: int | None = None) -> Page[str]:
