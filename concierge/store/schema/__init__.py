@@ -1,0 +1,20 @@
+"""The migration sets, one per layer that owns tables.
+
+``store``     the store's own shared-state tables (rate buckets, change feed, key-value)
+``registry``  sandboxes, sources, agents, vault, audit, ingested results, the key check
+``http``      the HTTP service: API keys, webhook events, conversations
+
+The ``registry`` and ``http`` sets mirror the tables that ``concierge/registry/store.py``
+creates today (its ``PRAGMA user_version`` 1-4, adopted by their ``legacy`` maps); they move to
+the layers that own them when those layers are wired onto this store.
+"""
+
+from __future__ import annotations
+
+from concierge.store.schema.http import HTTP
+from concierge.store.schema.registry import REGISTRY
+from concierge.store.schema.store import STORE
+
+__all__ = ["ALL", "HTTP", "REGISTRY", "STORE"]
+
+ALL = (STORE, REGISTRY, HTTP)
