@@ -24,7 +24,7 @@ from concierge.errors import (
     ValidationFailed,
 )
 from concierge.registry import Registry
-from concierge.registry.webhooks import RegisteredOutcome
+from concierge.registry.models import RegisteredOutcome
 from concierge.remote import RemoteBackend
 from concierge.server.auth import KeyStore
 from tests.conftest import TEST_MASTER_KEY

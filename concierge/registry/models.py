@@ -25,6 +25,7 @@ __all__ = [
     "IngestToolCall",
     "Outcome",
     "RegisterSource",
+    "RegisteredOutcome",
     "Sandbox",
     "SourceStatus",
     "SourceView",
@@ -162,6 +163,17 @@ class Outcome(BaseModel):
     health_error: str | None = None
     error: str | None = None
     detail: str | None = None
+
+
+class RegisteredOutcome(Outcome):
+    """The register outcome plus the webhook signing secret, which is shown exactly once.
+
+    The secret is excluded from ``model_dump()`` so no surface (the concierge's tools, a
+    transcript, ``--json``) passes it on by accident; the HTTP register route adds it on
+    purpose, as ``webhook_secret``.
+    """
+
+    webhook_secret: SecretStr | None = Field(default=None, exclude=True)
 
 
 class SourceView(BaseModel):

@@ -24,28 +24,28 @@ import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
-from concierge.errors import Conflict, NotFound, ValidationFailed
+from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
 from concierge.ids import new_id
 from concierge.mcp_client import Endpoint, ProbeResult, probe
 from concierge.registry import validation as rules
 from concierge.registry.models import (
-    UNSET,
     Agent,
     AgentCreate,
     AgentUpdate,
     AuditEntry,
     AuthKind,
     Outcome,
+    RegisteredOutcome,
     RegisterSource,
     Sandbox,
     SourceStatus,
     SourceView,
     UpdateSource,
 )
+from concierge.registry.audit import current_actor
+from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.store import Store, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
-from concierge.registry.webhooks import RegisteredOutcome
-from concierge.registry.webhooks import new_secret as new_webhook_secret
 
 __all__ = ["DEFAULT_SANDBOX", "InvalidForSource", "Prober", "Registry", "SourceChange"]
 
@@ -58,13 +58,6 @@ CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", 
 
 Prober = Callable[[Endpoint], Awaitable[ProbeResult]]
 SourceChange = Callable[[str, str], None]  # (source_id, action)
-
-
-class InvalidForSource(ValidationFailed):
-    """An update that is valid on its own but not for the source as stored (a switch to
-    ``bearer`` for a source that has no token): HTTP 409, still a validation error."""
-
-    status_code = 409
 
 
 def _ingestion_mode(calls: list[Any] | None) -> str:
@@ -141,7 +134,8 @@ class Registry:
                sandbox_id: str | None, before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None) -> None:
         Store.insert(cx, "audit", {
-            "at": now_iso(), "sandbox_id": sandbox_id, "actor": self.actor, "action": action,
+            "at": now_iso(), "sandbox_id": sandbox_id, "actor": current_actor(self.actor),
+            "action": action,
             "object_type": object_type, "object_id": object_id, "before": before, "after": after,
         })
 
@@ -325,7 +319,7 @@ class Registry:
         outcome = await self._check(source_id, action="source.health_check")
         self._changed(source_id, "register")
         # The webhook signing secret is returned this once (excluded from model_dump()).
-        return RegisteredOutcome(**outcome.model_dump(), webhook_secret=webhook_secret)
+        return RegisteredOutcome(**outcome.model_dump(), webhook_secret=SecretStr(webhook_secret))
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
         row = self.store.query_one(
@@ -337,12 +331,10 @@ class Registry:
 
     @staticmethod
     def _namespace_taken(namespace: str, sandbox_name: str,
-                         holder: dict[str, Any] | None = None) -> Conflict:
+                         holder: dict[str, Any] | None = None) -> NamespaceTaken:
         who = f" by {holder['name']!r} ({holder['id']})" if holder else ""
-        err = Conflict(f"app_namespace {namespace!r} is already used{who} in sandbox "
-                       f"{sandbox_name!r}; choose another namespace or revoke that source")
-        err.error = "namespace_taken"
-        return err
+        return NamespaceTaken(f"app_namespace {namespace!r} is already used{who} in sandbox "
+                              f"{sandbox_name!r}; choose another namespace or revoke that source")
 
     async def update(self, source_id: str, body: dict[str, Any] | UpdateSource, *,
                      sandbox: str | None = None) -> Outcome:

@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from concierge import __version__
 from concierge.registry.validation import AUTH_SCHEMAS, FIELD_SCHEMAS, trimmed_length_pattern
 from concierge.server.api import ApiRoute, ListOf
-from concierge.server.schemas import ErrorBody
+from concierge.wire import ErrorBody
 
 __all__ = ["build_openapi"]
 

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from concierge.agent.secrets import MASK, SecretStore, normalize_ref
 from concierge.backend import Backend
-from concierge.errors import ConciergeError
+from concierge.errors import ToolArgumentError
 from concierge.registry import validation as rules
 
 __all__ = [
@@ -32,12 +32,6 @@ WRITE: Literal["write"] = "write"
 _APPROVAL_WORDS = {"confirmed", "confirm", "approved", "approve", "yes", "force",
                    "skip_confirmation", "no_confirm", "auto_approve", "user_approved"}
 _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey", "credential", "authorization"}
-
-
-class ToolArgumentError(ConciergeError):
-    """The model's arguments do not fit the tool (sent back to the model to fix)."""
-
-    error = "invalid_arguments"
 
 
 @dataclass

@@ -26,7 +26,7 @@ from concierge.agent.toolkit.results import (
     SourceList,
     SourceRow,
 )
-from concierge.errors import Conflict, ConciergeError, NotFound, ValidationFailed
+from concierge.errors import Ambiguous, ConciergeError, NotFound, ValidationFailed
 from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
 from concierge.registry.models import Outcome, RegisterSource, SourceView, UpdateSource
@@ -87,8 +87,8 @@ async def resolve_source(ctx: ToolContext, ref: str, sandbox: str | None) -> Sou
             return exact[0]
         if len(exact) > 1:
             listed = "; ".join(f"{s.id} ({s.name}, {s.status.value})" for s in exact)
-            raise Conflict(f"several sources match {ref!r}: {listed}. Ask the person which one "
-                           "and pass its id.", error="ambiguous")
+            raise Ambiguous(f"several sources match {ref!r}: {listed}. Ask the person which one "
+                           "and pass its id.")
     known = ", ".join(f"{s.name} ({s.id})" for s in live) or "none"
     raise NotFound(f"no source matches {ref!r} in sandbox {where!r} (sources: {known})")
 
