@@ -6,6 +6,7 @@ into the same class, so a remote error is the same exception as a local one.
 
     ConciergeError                 500 error              base; ``.detail`` is a sentence
     ├── ValidationFailed           400 validation_error   bad input; ``.field`` names the field
+    │   ├── ConfigError            400 config_error       a bad settings file or setting
     │   ├── InvalidForSource       409 validation_error   valid alone, not for the source as stored
     │   ├── PayloadTooLarge        413 payload_too_large
     │   └── UnsupportedMediaType   415 unsupported_media_type
@@ -65,6 +66,7 @@ __all__ = [
     "AgentInactive",
     "Ambiguous",
     "ConciergeError",
+    "ConfigError",
     "Conflict",
     "ConnectorError",
     "ForbiddenOrigin",
@@ -138,6 +140,12 @@ class ValidationFailed(ConciergeError):
     def __init__(self, detail: str, *, field: str | None = None) -> None:
         super().__init__(detail)
         self.field = field
+
+
+class ConfigError(ValidationFailed):
+    """A setting or the settings file is wrong; ``field`` names the setting."""
+
+    error = "config_error"
 
 
 class InvalidForSource(ValidationFailed):

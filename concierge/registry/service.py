@@ -18,7 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 from pydantic import SecretStr, ValidationError
@@ -26,7 +26,7 @@ from pydantic import SecretStr, ValidationError
 from concierge import config
 from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
 from concierge.ids import new_id
-from concierge.mcp_client import Endpoint, ProbeResult, probe
+from concierge.mcp_client.endpoint import Endpoint
 from concierge.registry import validation as rules
 from concierge.registry.models import (
     Agent,
@@ -47,6 +47,9 @@ from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.store import Store, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
 
+if TYPE_CHECKING:
+    from concierge.mcp_client.results import ProbeResult
+
 __all__ = ["DEFAULT_SANDBOX", "InvalidForSource", "Prober", "Registry", "SourceChange"]
 
 log = logging.getLogger("concierge.registry")
@@ -56,8 +59,15 @@ PENDING_CHECK = "health check did not complete"
 CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", "transport",
                                "connect_timeout"})
 
-Prober = Callable[[Endpoint], Awaitable[ProbeResult]]
+Prober = Callable[[Endpoint], Awaitable["ProbeResult"]]
 SourceChange = Callable[[str, str], None]  # (source_id, action)
+
+
+async def _default_probe(endpoint: Endpoint) -> ProbeResult:
+    """The connector's probe, imported on first use (it loads the mcp SDK)."""
+    from concierge.mcp_client.connector import probe
+
+    return await probe(endpoint)
 
 
 def _ingestion_mode(calls: list[Any] | None) -> str:
@@ -95,19 +105,23 @@ class Registry:
                  actor: str = "local") -> None:
         self.store = store
         self.vault = vault
-        self._probe: Prober = prober or probe
+        self._probe: Prober = prober or _default_probe
         self.actor = actor
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: Any) -> Registry:
-        """The registry in ``home`` (default ``CONCIERGE_HOME`` / XDG data dir)."""
-        directory = config.data_dir(home)
+    def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
+             **kwargs: Any) -> Registry:
+        """The registry in ``home`` (default: the settings' ``home``; ``settings`` default:
+        `concierge.config.load`)."""
+        settings = settings or config.load()
+        directory = config.data_dir(home or settings.home)
         store = Store(config.db_path(directory))
         try:
-            key = load_master_key(config.key_path(directory), secrets=lambda: _secrets_held(store),
+            key = load_master_key(config.key_path(directory), from_setting=settings.master_key,
+                                  secrets=lambda: _secrets_held(store),
                                   forget_check=lambda: _forget_key_check(store))
             vault = Vault(store, key)
         except BaseException:

@@ -82,16 +82,18 @@ def _decode(raw: str) -> bytes:
             return b""
 
 
-def load_master_key(key_file: Path, *, secrets: Callable[[], int] = lambda: 0,
+def load_master_key(key_file: Path, *, from_setting: str | None = None,
+                    secrets: Callable[[], int] = lambda: 0,
                     forget_check: Callable[[], None] = lambda: None) -> MasterKey:
-    """``CONCIERGE_MASTER_KEY`` if set, else the key file's key, else a new key file (0600).
+    """``from_setting`` (``CONCIERGE_MASTER_KEY``, see `concierge.config`) if set, else the key
+    file's key, else a new key file (0600).
 
     ``secrets`` counts what this home's vault holds. A key file is made, or an empty one (an
     older version killed while creating it) replaced, only while the vault holds nothing:
     then no secret can be lost, and ``forget_check`` drops the check value of the old key.
     Otherwise every fault names the file and how to recover.
     """
-    env = os.environ.get(ENV_KEY)
+    env = from_setting
     if env is not None and env.strip():
         key = _decode(env)
         if len(key) != 32:

@@ -15,7 +15,6 @@ that reject ``stream_options`` (the request is repeated once without it, and rem
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +25,8 @@ import httpx2
 import openai
 
 from concierge.agent.models.base import ModelResponse, TextSink, ToolCall, Usage
+from concierge.config import Settings
+from concierge.config import load as load_settings
 from concierge.errors import (
     ModelAuthFailed,
     ModelBadRequest,
@@ -438,17 +439,17 @@ def _mentions_stream_options(exc: openai.APIError) -> bool:
     return "stream_options" in text or "include_usage" in text
 
 
-def from_env(model: str | None = None) -> OpenAIChatModel | None:
-    """The model configured by the environment, or ``None`` when no key is set.
+def from_env(model: str | None = None, *, settings: Settings | None = None) -> OpenAIChatModel | None:
+    """The model the settings configure (`concierge.config`), or ``None`` when no key is set.
 
-    Reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (optional; defaults to api.openai.com) and
+    Uses ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (optional; defaults to api.openai.com) and
     ``CONCIERGE_MODEL`` (default ``gpt-4o-mini``); an explicit ``model`` (the ``--model`` flag)
     wins over ``CONCIERGE_MODEL``. A local server that needs no key (Ollama, llama.cpp, vLLM)
     is used by setting ``OPENAI_BASE_URL`` to it and ``OPENAI_API_KEY`` to any value.
+    ``settings`` default: `concierge.config.load`.
     """
-    api_key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if not api_key:
+    settings = settings or load_settings()
+    if not settings.openai_api_key:
         return None
-    base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or None
-    name = model or os.environ.get("CONCIERGE_MODEL", "").strip() or DEFAULT_MODEL
-    return OpenAIChatModel(name, api_key=api_key, base_url=base_url)
+    name = model or settings.model or DEFAULT_MODEL
+    return OpenAIChatModel(name, api_key=settings.openai_api_key, base_url=settings.openai_base_url)
