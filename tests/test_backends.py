@@ -29,7 +29,7 @@ from concierge.remote import RemoteBackend
 from concierge.server.auth import KeyStore
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import RunningServer, closed_port_url, demo_app, free_port, serve_in_thread
-from tests.server_fixtures import BEARER_CANARY, demo_mcp, open_mcp, start_api_server  # noqa: F401
+from tests.server_fixtures import BEARER_CANARY, start_api_server
 
 pytestmark = pytest.mark.anyio
 

@@ -12,13 +12,7 @@ from concierge.cli import main
 from concierge.errors import NotFound
 from concierge.registry import Registry
 from concierge.registry.catalog import MAX_DESCRIPTION, NAME_RE, Catalog, base_name, matches_any
-from tests.catalog_fixtures import (  # noqa: F401  (fixtures)
-    Upstream,
-    backend,
-    reg,
-    register,
-    serve_upstream,
-)
+from tests.catalog_fixtures import Upstream, register, serve_upstream
 from tests.mcp_servers import HOSTILE_INJECTION, closed_port_url, demo_app, hostile_app, serve_in_thread
 
 CANARY = "canary-CATALOG-TOKEN-4d2f81"

@@ -28,15 +28,7 @@ from concierge.server.app import ROUTE_TABLE
 from concierge.server.auth import KeyStore
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import RunningServer, free_port
-from tests.server_fixtures import (  # noqa: F401 - fixtures
-    BEARER_CANARY,
-    ApiServer,
-    OpenApiChecker,
-    api_server,
-    demo_mcp,
-    open_mcp,
-    start_api_server,
-)
+from tests.server_fixtures import BEARER_CANARY, ApiServer, OpenApiChecker, start_api_server
 
 SB = "/api/v1/storage/sandboxes"
 

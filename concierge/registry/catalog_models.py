@@ -53,6 +53,8 @@ class SkippedSource(BaseModel):
     reason: str = Field(description="paused | error | disconnected | not_in_tool_sources | vault_error | "
                                     "timeout | unauthorized | forbidden | connection_refused | ... (ErrorKind)")
     detail: str | None = None
+    kind: str | None = Field(default=None, description="the ErrorKind, when talking MCP failed (now, "
+                                                       "or in the source's last health check)")
 
 
 class ResolutionTrace(BaseModel):

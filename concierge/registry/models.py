@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import validation as v
 
 __all__ = [
@@ -199,6 +200,8 @@ class SourceView(BaseModel):
     call_timeout: float
     status: SourceStatus
     health_error: str | None
+    health_error_kind: ErrorKind | None = Field(
+        default=None, description="Why the last health check failed (unauthorized, timeout, not_mcp, ...).")
     tool_count: int | None
     server_name: str | None
     last_checked_at: str | None

@@ -27,6 +27,7 @@ from concierge import config
 from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
 from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import validation as rules
 from concierge.registry.models import (
     Agent,
@@ -316,7 +317,7 @@ class Registry:
             "webhook_rate_cap_per_minute": req.webhook_rate_cap_per_minute,
             "connect_timeout": req.connect_timeout, "call_timeout": req.call_timeout,
             "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
-            "tool_count": None, "server_name": None, "last_checked_at": None,
+            "health_error_kind": None, "tool_count": None, "server_name": None, "last_checked_at": None,
             "last_latency_ms": None, "created_at": now, "updated_at": now,
         }
         try:
@@ -468,11 +469,13 @@ class Registry:
             "last_checked_at": now_iso(), "last_latency_ms": round(result.latency_ms, 2),
         }
         if result.ok:
-            fields |= {"health_error": None, "tool_count": result.tool_count,
+            fields |= {"health_error": None, "health_error_kind": None, "tool_count": result.tool_count,
                        "server_name": result.server_name}
             new_status = SourceStatus.ACTIVE
         else:
-            fields |= {"health_error": result.error or "health check failed"}
+            kind = result.error_kind or ErrorKind.UNKNOWN
+            fields |= {"health_error": result.error or "health check failed",
+                       "health_error_kind": kind.value}
             new_status = SourceStatus.ERROR
         with self.store.transaction() as cx:
             current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
@@ -570,7 +573,7 @@ class Registry:
             with self.store.transaction() as cx:
                 Store.update(cx, "sources", source_id, {
                     "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
-                    "updated_at": now_iso()})
+                    "health_error_kind": None, "updated_at": now_iso()})
                 self._audit(cx, action="source.resume", object_type="source", object_id=source_id,
                             sandbox_id=row["sandbox_id"], before={"status": "paused"},
                             after={"status": "resumed; health check follows"})
