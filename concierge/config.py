@@ -94,7 +94,7 @@ def load(flags: Mapping[str, str | None] | None = None, *,
     file_path, from_file = _read_file(env)
     values: dict[str, object] = {}
     for setting in SETTINGS:
-        value = flags.get(setting.name)
+        value: object = flags.get(setting.name)
         if value is None or not str(value).strip():
             value = env.get(setting.env)
         if value is None or not str(value).strip():

@@ -51,16 +51,17 @@ into the same class, so a remote error is the same exception as a local one.
     ├── InternalError              500 internal_error     a bug on the server (decoded from its answer)
     └── UnrecognizedError          any (its code)         a code this version does not know (decoded)
 
+`ErrorKind` classifies why talking to an MCP server failed (a `ConnectorError`'s ``kind``, the
+kind stored with a failed health check).
+
 Lower-level errors (sqlite3, httpx2, mcp, openai) are translated into these at the boundary
 of the module that called them and never leak to the surfaces.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, ClassVar
-
-if TYPE_CHECKING:
-    from concierge.mcp_client.kinds import ErrorKind
+from enum import StrEnum
+from typing import ClassVar
 
 __all__ = [
     "AgentInactive",
@@ -69,6 +70,7 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConnectorError",
+    "ErrorKind",
     "ForbiddenOrigin",
     "InternalError",
     "InvalidForSource",
@@ -111,6 +113,25 @@ __all__ = [
     "WrongMasterKey",
     "error_classes",
 ]
+
+
+class ErrorKind(StrEnum):
+    """Why talking to an MCP server failed."""
+
+    UNAUTHORIZED = "unauthorized"  # HTTP 401
+    FORBIDDEN = "forbidden"  # HTTP 403
+    NOT_FOUND = "not_found"  # HTTP 404
+    CONNECTION_REFUSED = "connection_refused"  # nothing listens, or the connection broke
+    DNS = "dns"
+    TLS = "tls"
+    TIMEOUT = "timeout"
+    NOT_MCP = "not_mcp"  # answered, but not an MCP endpoint (HTML page, non-JSON-RPC JSON, 405...)
+    PROTOCOL = "protocol"  # MCP-level error / malformed answer
+    TOO_MANY_TOOLS = "too_many_tools"  # page cap or tool cap exceeded
+    TOO_LARGE = "too_large"  # one message over the size cap (stopped reading there)
+    SERVER_ERROR = "server_error"  # HTTP 5xx
+    INVALID_URL = "invalid_url"
+    UNKNOWN = "unknown"
 
 
 class ConciergeError(Exception):
@@ -264,7 +285,7 @@ class RateLimited(ConciergeError):
 class ConnectorError(ConciergeError):
     """An MCP server could not be reached or did not behave.
 
-    ``kind`` is a `concierge.mcp_client.kinds.ErrorKind` (a value it does not know becomes
+    ``kind`` is an `ErrorKind` (a value it does not know becomes
     ``unknown``); ``detail`` reads ``"<kind>: <one sentence>"``, the kind said once.
     ``delivered`` is False only when the request certainly never reached the server (so
     retrying it cannot run a tool twice).
@@ -275,8 +296,6 @@ class ConnectorError(ConciergeError):
 
     def __init__(self, kind: str, detail: str, *, http_status: int | None = None,
                  delivered: bool = True) -> None:
-        from concierge.mcp_client.kinds import ErrorKind  # a bare enum module: no SDK import
-
         try:
             self.kind: ErrorKind = ErrorKind(kind)
         except ValueError:

@@ -31,13 +31,12 @@ if TYPE_CHECKING:
     from concierge.registry.service import DEFAULT_SANDBOX, Registry
 
 __all__ = [
-    "DEFAULT_SANDBOX",
-    "UNSET",
     "Agent",
     "AgentCreate",
     "AgentUpdate",
     "AuditEntry",
     "AuthKind",
+    "DEFAULT_SANDBOX",
     "IngestToolCall",
     "Outcome",
     "RegisterSource",
@@ -46,6 +45,7 @@ __all__ = [
     "Sandbox",
     "SourceStatus",
     "SourceView",
+    "UNSET",
     "UpdateSource",
     "acting_as",
 ]

@@ -200,8 +200,9 @@ class Gateway:
                                    f"{source.name} ({source.id})")
         self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
         try:
-            return await self._pooled(source, lambda s: s.call_tool(tool_name, arguments, progress=progress,
-                                                                     meta=meta))
+            result: ToolCallResult = await self._pooled(
+                source, lambda s: s.call_tool(tool_name, arguments, progress=progress, meta=meta))
+            return result
         except ConnectorError as exc:
             if exc.kind is ErrorKind.TOO_LARGE:  # the server answered; the answer is refused
                 return _error_result(str(exc))

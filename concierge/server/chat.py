@@ -76,6 +76,7 @@ log = logging.getLogger("concierge.server.chat")
 MAX_LIVE_SESSIONS = 256
 KEEPALIVE_S = 15.0
 BASE = "/api/v1/storage/sandboxes/{sandbox_id}/concierge"
+OutcomeName = Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"]
 SESSION = BASE + "/sessions/{session_id}"
 
 
@@ -147,7 +148,7 @@ class TestResult(BaseModel):
     error_message: str | None
     session_id: str
     stop_reason: str | None = Field(description="end_turn | awaiting_confirmation | awaiting_secret")
-    outcome: Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"] = Field(
+    outcome: OutcomeName = Field(
         description="What came of it (the same fold as `concierge ask`'s exit status): done — answered "
                     "or the change ran; error — the run, a change or a health check failed, or the "
                     "concierge declined; needs_confirmation / needs_secret — stopped before a change; "
@@ -322,7 +323,8 @@ class ChatService:
         pending = None
         if not live.busy:
             waiting = live.session.pending_event()
-            if waiting is not None and (live.session.pending or {}).get("answer") is None:
+            parked = live.session.pending
+            if waiting is not None and (parked is None or parked.answer is None):
                 pending = self.scrub(live, to_record(waiting))
         return SessionHistory(session_id=row["id"], sandbox_id=row["sandbox_id"],
                               created_at=row["created_at"], updated_at=row["updated_at"],
@@ -534,7 +536,7 @@ async def _collect(ctx: Ctx, live: _Live, run: _Run, started: float, timeout: fl
         message = f"the run did not finish within {timeout:g} s"
     elif error is not None:
         message = error.message
-    outcome = fold.outcome.value if not timed_out else "error"
+    outcome: OutcomeName = fold.outcome.value if not timed_out else "error"
     return TestResult(
         run_id=fold.run_ids[-1] if fold.run_ids else "", status=status, output_text=output,
         tokens_in=fold.usage["input_tokens"], tokens_out=fold.usage["output_tokens"],

@@ -123,7 +123,8 @@ def _parameters_cached(args: type[BaseModel]) -> str:
 
 def _parameters(args: type[BaseModel]) -> dict[str, Any]:
     """The argument model's schema (built once per model; each caller gets its own copy)."""
-    return json.loads(_parameters_cached(args))
+    schema: dict[str, Any] = json.loads(_parameters_cached(args))
+    return schema
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +144,7 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
             return [walk(x) for x in node]
         return node
 
-    out = walk(schema)
+    out: dict[str, Any] = walk(schema)
     out.setdefault("properties", {})
     out["additionalProperties"] = False
     return out

@@ -139,8 +139,8 @@ def _registry_refused(exc: ValidationError | ValueError | ValidationFailed) -> V
     detail = failed.detail
     for field, argument in _ARGUMENT_NAMES.items():
         detail = re.sub(rf"\b{field}\b", argument, detail)
-    field = _ARGUMENT_NAMES.get(failed.field or "", failed.field)
-    return ValidationFailed(detail.replace(_PLACEHOLDER_TOKEN, MASK), field=field)
+    argument_name = _ARGUMENT_NAMES.get(failed.field or "", failed.field)
+    return ValidationFailed(detail.replace(_PLACEHOLDER_TOKEN, MASK), field=argument_name)
 
 
 def _lifecycle(outcome: Outcome, extra: dict[str, Any] | None = None) -> Lifecycle:

@@ -240,6 +240,8 @@ class SkippedSource(ToolResult):
     app: str | None = None
     reason: str
     detail: str | None = None
+    kind: str | None = None
+    """The ErrorKind, when talking MCP failed."""
 
 
 class CatalogTrace(ToolResult):
