@@ -51,7 +51,7 @@ from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_k
 if TYPE_CHECKING:
     from concierge.mcp_client.results import ProbeResult
 
-__all__ = ["DEFAULT_SANDBOX", "InvalidForSource", "Prober", "Registry", "SourceChange"]
+__all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChange"]
 
 log = logging.getLogger("concierge.registry")
 
