@@ -32,6 +32,7 @@ def _run(argv: list[str]) -> subprocess.Popen[str]:
     return subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+@pytest.mark.timeout(300)  # a cold mypy run on a busy 2-core machine
 def test_import_linter_contracts_hold_and_mypy_finds_nothing():
     # The three checks run side by side (mypy's cold run is the slow part).
     jobs = {
@@ -41,7 +42,7 @@ def test_import_linter_contracts_hold_and_mypy_finds_nothing():
     }
     failures = []
     for name, job in jobs.items():
-        out, _ = job.communicate(timeout=110)
+        out, _ = job.communicate(timeout=280)
         if job.returncode != 0:
             failures.append(f"$ {name}\n{out[-4000:]}")
     assert not failures, "\n\n".join(failures)
@@ -70,11 +71,12 @@ def test_every_package_init_exports_lazily_in_one_shape(path: Path):
         assert getattr(module, export) is not None
 
 
-def _modules_after(code: str) -> set[str]:
+def _modules_after(code: str, home: Path) -> set[str]:
+    """The modules loaded by ``code`` in a fresh interpreter."""
     probe = f"import json, sys\n{code}\nprint(json.dumps(sorted(sys.modules)))"
     done = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, timeout=60,
-                          env={"PATH": "", "CONCIERGE_MASTER_KEY": "00" * 32,
-                               "CONCIERGE_HOME": str(ROOT / "tests" / "artifacts" / "arch-home")})
+                          env={"PATH": "", "CONCIERGE_MASTER_KEY": "00" * 32, "CONCIERGE_HOME": str(home),
+                               "XDG_CONFIG_HOME": str(home / "config")})
     assert done.returncode == 0, done.stderr
     return set(json.loads(done.stdout.splitlines()[-1]))
 
@@ -86,15 +88,16 @@ def _loaded(modules: set[str], prefixes: tuple[str, ...]) -> list[str]:
     return sorted(m for m in modules if m.split(".")[0] in prefixes or m.startswith(prefixes))
 
 
-def test_help_and_source_list_load_no_sdk_and_no_engine():
-    helped = _modules_after("from concierge.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass")
+def test_help_and_source_list_load_no_sdk_and_no_engine(tmp_path: Path):
+    helped = _modules_after("from concierge.cli import main\ntry:\n    main(['--help'])\nexcept SystemExit:\n    pass",
+                            tmp_path)
     assert _loaded(helped, HEAVY) == []
     assert _loaded(helped, ("concierge.agent.session", "concierge.backend", "concierge.registry.service")) == []
-    listed = _modules_after("from concierge.cli import main\nmain(['source', 'list'])")
+    listed = _modules_after("from concierge.cli import main\nmain(['source', 'list'])", tmp_path)
     assert _loaded(listed, HEAVY + ("concierge.agent.session", "concierge.server", "concierge.registry.catalog")) == []
 
 
-def test_the_http_client_loads_no_server_store_vault_or_sdk():
-    loaded = _modules_after("import concierge.remote")
+def test_the_http_client_loads_no_server_store_vault_or_sdk(tmp_path: Path):
+    loaded = _modules_after("import concierge.remote", tmp_path)
     assert _loaded(loaded, HEAVY + ("cryptography", "concierge.server", "concierge.registry.store",
                                     "concierge.registry.vault", "concierge.registry.service")) == []
