@@ -69,8 +69,9 @@ async def test_several_servers_slow_and_refused(reg: Registry) -> None:
         result = await catalog.resolve("support")
         elapsed = time.perf_counter() - started
 
-        # concurrent: 0.6 + 0.6 + 1.0 one after another; here only the slow source's deadline
-        assert 0.95 <= elapsed < 1.6, elapsed
+        # concurrent: 0.6 + 0.6 + 1.0 = 2.2 s one after another; here only the slow source's
+        # deadline (the bound leaves room for a loaded machine and still fails a sequential run)
+        assert 0.95 <= elapsed < 2.1, elapsed
         assert slow.listings == listings_before + 1  # it was asked, and abandoned at its deadline
         assert names(result) == {"acme_search", "acme_read", "beta_echo"}
         assert {t.name: (t.app, t.source_id, t.original_name) for t in result.tools}["acme_read"] == (
