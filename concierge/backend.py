@@ -9,22 +9,19 @@ JSON-able dicts so they can cross the wire unchanged; answers are the registry's
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
-from concierge.registry import (
-    Agent,
-    AuditEntry,
-    Outcome,
-    Registry,
-    Sandbox,
-    SourceView,
-)
-from concierge.registry.catalog import Catalog
-from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
-from concierge.registry.gateway import Gateway
-from concierge.registry.ingest import Ingestor
+from concierge.registry.service import Registry
+
+if TYPE_CHECKING:
+    from concierge.config import Settings
+    from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
+    from concierge.registry.models import Agent, AuditEntry, Outcome, Sandbox, SourceView
+    from concierge.registry.catalog import Catalog
+    from concierge.registry.gateway import Gateway
+    from concierge.registry.ingest import Ingestor
 
 __all__ = ["Backend", "LocalBackend"]
 
@@ -81,8 +78,8 @@ class LocalBackend:
         self._recovery_thread: int | None = None
 
     @classmethod
-    def open(cls, home: str | None = None) -> LocalBackend:
-        return cls(Registry.open(home))
+    def open(cls, home: str | None = None, *, settings: Settings | None = None) -> LocalBackend:
+        return cls(Registry.open(home, settings=settings))
 
     async def list_sandboxes(self) -> list[Sandbox]:
         return self.registry.list_sandboxes()
@@ -164,23 +161,30 @@ class LocalBackend:
         finally:
             self._recovered.set()
 
-    # -- catalog, gateway, pull (built on first use) ------------------------------------------
+    # -- catalog, gateway, pull (built, and their modules imported, on first use: they load
+    # the mcp SDK, which commands like `source list` never need) ----------------------------
 
     @property
     def catalog(self) -> Catalog:
         if self._catalog is None:
+            from concierge.registry.catalog import Catalog
+
             self._catalog = Catalog(self.registry)
         return self._catalog
 
     @property
     def gateway(self) -> Gateway:
         if self._gateway is None:
+            from concierge.registry.gateway import Gateway
+
             self._gateway = Gateway(self.registry, self.catalog)
         return self._gateway
 
     @property
     def ingestor(self) -> Ingestor:
         if self._ingestor is None:
+            from concierge.registry.ingest import Ingestor
+
             self._ingestor = Ingestor(self.registry, self.gateway)
         return self._ingestor
 

@@ -2,7 +2,7 @@
 
 Every method is one (sometimes two) REST calls with httpx2; answers are parsed back into the
 registry's models, and ``{"error", "detail"}`` answers become the same `ConciergeError`
-subclasses `LocalBackend` raises (`concierge.server.errors.error_from_response`), so the CLI,
+subclasses `LocalBackend` raises (`concierge.wire.error_from_response`), so the CLI,
 the REPL and the concierge behave identically against a local or a remote registry.
 
 ``sandbox=None`` means what it means locally: for sandbox-scoped calls, the key's default
@@ -18,10 +18,10 @@ from urllib.parse import quote
 import httpx2
 from pydantic import BaseModel, SecretStr, TypeAdapter
 
-from concierge.errors import ConciergeError
-from concierge.registry import Agent, AuditEntry, Outcome, Sandbox, SourceView
+from concierge.errors import ServerTimeout, ServerUnreachable
 from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
-from concierge.registry.webhooks import RegisteredOutcome
+from concierge.registry.models import Agent, AuditEntry, Outcome, RegisteredOutcome, Sandbox, SourceView
+from concierge.wire import CatalogView, error_from_response
 
 __all__ = ["RemoteBackend"]
 
@@ -63,18 +63,15 @@ class RemoteBackend:
                 kwargs["timeout"] = timeout
             response = await self._http.request(method, path, **kwargs)
         except httpx2.TimeoutException:
-            raise ConciergeError(f"the concierge server at {self.api_url} did not answer in time",
-                                 error="timeout") from None
+            raise ServerTimeout(f"the concierge server at {self.api_url} did not answer in time") from None
         except httpx2.HTTPError as exc:
-            raise ConciergeError(f"cannot reach the concierge server at {self.api_url} "
-                                 f"({type(exc).__name__}: {exc})", error="connection_error") from None
+            raise ServerUnreachable(f"cannot reach the concierge server at {self.api_url} "
+                                    f"({type(exc).__name__}: {exc})") from None
         try:
             body = response.json() if response.content else None
         except ValueError:
             body = None
         if response.status_code >= 400:
-            from concierge.server.errors import error_from_response
-
             raise error_from_response(response.status_code, body)
         return body
 
@@ -192,8 +189,6 @@ class RemoteBackend:
 
     async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
                           app: str | None = None) -> CatalogResult:
-        from concierge.server.schemas import CatalogView
-
         base = await self._sb_path(sandbox)
         path = base + (f"/agents/{_q(slug)}/tools" if slug else "/tools")
         data = await self._request("GET", path, params={"app": app}, slow=True)

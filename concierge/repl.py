@@ -23,7 +23,6 @@ message starts afresh); Ctrl-C while an approved change runs says what state it 
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -125,12 +124,13 @@ def credential_mask() -> Any:
     return _Mask()
 
 
-def history_path() -> Path:
-    return config.private_file(config.data_dir() / "chat_history")  # 0600, never under the umask
+def history_path(settings: config.Settings | None = None) -> Path:
+    home = settings.home if settings is not None else None
+    return config.private_file(config.data_dir(home) / "chat_history")  # 0600, never under the umask
 
 
 def _dumb_terminal() -> bool:
-    return os.environ.get("TERM", "") == "dumb" or not sys.stdin.isatty()
+    return config.terminal_is_dumb() or not sys.stdin.isatty()
 
 
 class TerminalIO:
@@ -147,7 +147,7 @@ class TerminalIO:
         self.stdout = stdout or sys.stdout
         self.plain = plain if plain is not None else (input is None and _dumb_terminal())
         if color is None:
-            color = (not os.environ.get("NO_COLOR") and not self.plain
+            color = (not config.load().no_color and not self.plain
                      and hasattr(self.stdout, "isatty") and self.stdout.isatty())
         self.color = bool(color)
         self._input = input

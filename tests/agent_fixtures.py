@@ -1,34 +1,23 @@
-"""Fixtures for the concierge engine tests: a real LocalBackend, real loopback MCP servers,
-and small helpers to run a session and look at its events."""
+"""Helpers for the concierge engine tests: run a session and look at its events. The fixtures
+they use (``backend``, ``open_server``, ``bearer_server``, ``header_server``) are in
+`tests.registry_fixtures`, registered for every test by conftest.py."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from typing import Any
 
-import pytest
-
 from concierge.agent.events import AgentFinish, Event
-from concierge.backend import LocalBackend
-from tests.mcp_servers import demo_server_fixture
+from tests.registry_fixtures import CANARY, HEADER_CANARY
 
-__all__ = ["BEARER", "HEADER", "backend", "bearer_server", "collect", "events_of", "finish",
-           "header_server", "open_server", "text_of"]
+__all__ = ["BEARER", "HEADER", "collect", "dump", "events_of", "finish", "text_of"]
 
-BEARER = "canary-AGENT-BEARER-6d2f8a1c9e"
-HEADER = "canary-AGENT-HEADER-0b7e4d3a5f"
-
-
-@pytest.fixture
-async def backend() -> AsyncIterator[LocalBackend]:
-    b = LocalBackend.open()  # CONCIERGE_HOME is a tmp dir (tests/conftest.py)
-    yield b
-    await b.aclose()
+BEARER = CANARY
+"""The token ``bearer_server`` requires."""
+HEADER = HEADER_CANARY
+"""The token ``header_server`` requires in ``X-Api-Key``."""
 
 
-open_server = demo_server_fixture()
-bearer_server = demo_server_fixture(token=BEARER)
-header_server = demo_server_fixture(token=HEADER, header="X-Api-Key")
 
 
 async def collect(stream: AsyncIterator[Event]) -> list[Event]:

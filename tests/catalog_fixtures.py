@@ -18,24 +18,19 @@ import threading
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import anyio
 import mcp_types as types
-import pytest
 import uvicorn
 from mcp.server.lowlevel import Server
 
-from concierge.backend import LocalBackend
 from concierge.registry import Registry
 from tests.mcp_servers import ASGIApp, Message, Receive, RunningServer, Scope, Send, free_port, serve_in_thread
 
 __all__ = [
     "HANDSHAKE_METHODS",
     "Upstream",
-    "backend",
-    "reg",
     "register",
     "serve_here",
     "serve_upstream",
@@ -168,18 +163,3 @@ async def register(registry: Registry, url: str, namespace: str, **extra: Any) -
     out = await registry.register(body)
     assert out.status == "active", out.health_error
     return out.data_source_id  # type: ignore[return-value]
-
-
-@pytest.fixture
-def reg(tmp_path: Path) -> Iterator[Registry]:
-    registry = Registry.open(tmp_path / "home")
-    yield registry
-    registry.close()
-
-
-@pytest.fixture
-async def backend(reg: Registry) -> AsyncIterator[LocalBackend]:
-    be = LocalBackend(reg)
-    yield be
-    if be._catalog is not None:  # closes every pooled session (the gateway shares them)
-        await be._catalog.aclose()

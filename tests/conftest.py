@@ -6,6 +6,13 @@ from pathlib import Path
 
 import pytest
 
+pytest_plugins = [
+    "tests.registry_fixtures",
+    "tests.server_fixtures",
+    "tests.settings_fixtures",
+]
+"""Fixture modules, registered for every test (no test imports a fixture by name)."""
+
 TEST_MASTER_KEY = "0123456789abcdef" * 4
 """A fixed 64-hex master key for tests (never used outside them)."""
 

@@ -1,21 +1,29 @@
-"""Fixtures for registry tests: a real Registry on a tmp SQLite file, real demo MCP servers, and
-`HoldGate` (a server that holds requests until the test releases them)."""
+"""Fixtures for registry, catalog and engine tests: a real Registry on a tmp SQLite file, a
+`LocalBackend` over it, real demo MCP servers, and `HoldGate` (a server that holds requests
+until the test releases them). Registered for every test by ``pytest_plugins`` in conftest.py.
+
+    registry   Registry.open(tmp_path / "home")
+    reg        Registry.open() on the test's CONCIERGE_HOME (tmp, see conftest.py)
+    backend    LocalBackend(reg); its pooled MCP sessions are closed afterwards
+    open_server / bearer_server (CANARY) / header_server (HEADER_CANARY in X-Api-Key)
+"""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import anyio
 import pytest
 
+from concierge.backend import LocalBackend
 from concierge.registry import Registry
 from tests.mcp_servers import demo_server_fixture, status_app
 
-CANARY = "canary-TOKEN-7c1e9a44b2"
-HEADER_CANARY = "canary-HDR-5f3a9d0e61"
+CANARY = "canary-AGENT-BEARER-6d2f8a1c9e"  # (the planner must read it as a credential)
+HEADER_CANARY = "canary-AGENT-HEADER-0b7e4d3a5f"
 
 
 @pytest.fixture
@@ -23,6 +31,21 @@ def registry(tmp_path: Path) -> Iterator[Registry]:
     reg = Registry.open(tmp_path / "home")
     yield reg
     reg.close()
+
+
+@pytest.fixture
+def reg() -> Iterator[Registry]:
+    registry = Registry.open()  # CONCIERGE_HOME is a tmp dir (tests/conftest.py)
+    yield registry
+    registry.close()
+
+
+@pytest.fixture
+async def backend(reg: Registry) -> AsyncIterator[LocalBackend]:
+    be = LocalBackend(reg)
+    yield be
+    if be._catalog is not None:  # closes every pooled session (the gateway shares them)
+        await be._catalog.aclose()
 
 
 open_server = demo_server_fixture()

@@ -13,7 +13,7 @@ import pytest
 from concierge.cli import main
 from concierge.cli.chat_cmds import EXIT_NEEDS_YOU, select_model
 from concierge.registry import Registry
-from tests.agent_fixtures import BEARER, bearer_server, open_server  # noqa: F401 - fixtures
+from tests.agent_fixtures import BEARER
 from tests.fake_openai import serve_fake_openai, text_reply, tool_reply
 from tests.mcp_servers import RunningServer
 

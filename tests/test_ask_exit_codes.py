@@ -17,7 +17,6 @@ import pytest
 from concierge.cli import main
 from concierge.cli.chat_cmds import EXIT_ERROR, EXIT_NEEDS_INFO, EXIT_NEEDS_YOU, EXIT_OK, EXIT_USAGE
 from concierge.registry import Registry
-from tests.agent_fixtures import open_server  # noqa: F401 - fixtures
 from tests.mcp_servers import RunningServer, closed_port_url
 
 

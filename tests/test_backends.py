@@ -4,9 +4,6 @@ real ``concierge serve`` app on loopback: same answers, same errors, same messag
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -24,12 +21,13 @@ from concierge.errors import (
     ValidationFailed,
 )
 from concierge.registry import Registry
-from concierge.registry.webhooks import RegisteredOutcome
+from concierge.registry.models import RegisteredOutcome
 from concierge.remote import RemoteBackend
 from concierge.server.auth import KeyStore
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import RunningServer, closed_port_url, demo_app, free_port, serve_in_thread
-from tests.server_fixtures import BEARER_CANARY, demo_mcp, open_mcp, start_api_server  # noqa: F401
+from tests.cli_fixtures import CliResult, run_cli
+from tests.server_fixtures import BEARER_CANARY, start_api_server
 
 pytestmark = pytest.mark.anyio
 
@@ -264,11 +262,9 @@ async def test_remote_backend_reports_auth_and_connection_problems(tmp_path: Pat
 
 # -- the CLI over --api-url -------------------------------------------------------------------
 
-def _cli(home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None):
-    full = {**os.environ, "CONCIERGE_HOME": str(home), "CONCIERGE_MASTER_KEY": TEST_MASTER_KEY, **(env or {})}
-    full.pop("CONCIERGE_API_URL", None)
-    return subprocess.run([sys.executable, "-m", "concierge", *args], capture_output=True, text=True,
-                          env=full, input=stdin, timeout=60)
+def _cli(home: Path, *args: str, env: dict[str, str] | None = None, stdin: str | None = None) -> CliResult:
+    return run_cli(*args, home=home, stdin=stdin,
+                   env={"CONCIERGE_MASTER_KEY": TEST_MASTER_KEY, "CONCIERGE_API_URL": None, **(env or {})})
 
 
 @pytest.fixture
@@ -302,3 +298,35 @@ def test_the_cli_prints_the_same_against_a_remote_server(tmp_path, remote_cli, d
     assert not (client_home / "concierge.db").exists()  # nothing was stored on the client side
     nokey = _cli(client_home, "source", "list", "--api-url", url)
     assert nokey.returncode == 1 and "API key is required" in nokey.stderr
+
+
+@pytest.mark.parametrize("where", ["before", "after", "environment"])
+def test_api_url_sends_a_write_to_the_server_wherever_it_is_given(tmp_path, remote_cli, where):
+    url, env = remote_cli
+    client_home = tmp_path / "client"
+    command = ["agent", "create", "support", "--json"]  # an editor key may do this
+    if where == "before":
+        res = _cli(client_home, "--api-url", url, *command, env=env)
+    elif where == "after":
+        res = _cli(client_home, *command, "--api-url", url, env=env)
+    else:
+        res = _cli(client_home, *command, env={**env, "CONCIERGE_API_URL": url})
+    assert res.returncode == 0, res.stderr
+    assert json.loads(res.stdout)["slug"] == "support"
+    listed = _cli(client_home, "agent", "list", "--json", "--api-url", url, env=env)
+    assert [a["slug"] for a in json.loads(listed.stdout)] == ["support"]
+    assert not (client_home / "concierge.db").exists()  # nothing was written locally
+
+
+def test_the_api_url_flag_wins_over_the_environment_and_the_settings_file(tmp_path, remote_cli):
+    url, env = remote_cli
+    settings = tmp_path / "settings.toml"
+    settings.write_text('api_url = "http://127.0.0.1:9"\n')  # nothing listens on the discard port
+    unreachable = _cli(tmp_path / "c1", "sandbox", "list", env={**env, "CONCIERGE_CONFIG": str(settings)})
+    assert unreachable.returncode == 1 and "cannot reach the concierge server at http://127.0.0.1:9" in unreachable.stderr
+    via_env = _cli(tmp_path / "c2", "sandbox", "list", "--json",
+                   env={**env, "CONCIERGE_CONFIG": str(settings), "CONCIERGE_API_URL": url})
+    assert via_env.returncode == 0, via_env.stderr
+    via_flag = _cli(tmp_path / "c3", "--api-url", url, "sandbox", "list", "--json",
+                    env={**env, "CONCIERGE_CONFIG": str(settings), "CONCIERGE_API_URL": "http://127.0.0.1:9"})
+    assert via_flag.returncode == 0, via_flag.stderr

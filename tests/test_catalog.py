@@ -12,13 +12,7 @@ from concierge.cli import main
 from concierge.errors import NotFound
 from concierge.registry import Registry
 from concierge.registry.catalog import MAX_DESCRIPTION, NAME_RE, Catalog, base_name, matches_any
-from tests.catalog_fixtures import (  # noqa: F401  (fixtures)
-    Upstream,
-    backend,
-    reg,
-    register,
-    serve_upstream,
-)
+from tests.catalog_fixtures import Upstream, register, serve_upstream
 from tests.mcp_servers import HOSTILE_INJECTION, closed_port_url, demo_app, hostile_app, serve_in_thread
 
 CANARY = "canary-CATALOG-TOKEN-4d2f81"
@@ -75,8 +69,9 @@ async def test_several_servers_slow_and_refused(reg: Registry) -> None:
         result = await catalog.resolve("support")
         elapsed = time.perf_counter() - started
 
-        # concurrent: 0.6 + 0.6 + 1.0 one after another; here only the slow source's deadline
-        assert 0.95 <= elapsed < 1.6, elapsed
+        # concurrent: 0.6 + 0.6 + 1.0 = 2.2 s one after another; here only the slow source's
+        # deadline (the bound leaves room for a loaded machine and still fails a sequential run)
+        assert 0.95 <= elapsed < 2.1, elapsed
         assert slow.listings == listings_before + 1  # it was asked, and abandoned at its deadline
         assert names(result) == {"acme_search", "acme_read", "beta_echo"}
         assert {t.name: (t.app, t.source_id, t.original_name) for t in result.tools}["acme_read"] == (

@@ -16,7 +16,7 @@ import pytest
 from concierge.agent.models import FunctionModel, OfflinePlanner, text
 from concierge.server.auth import KeyStore
 from tests.mcp_servers import RunningServer
-from tests.server_fixtures import BEARER_CANARY, demo_mcp, open_mcp, start_api_server  # noqa: F401
+from tests.server_fixtures import BEARER_CANARY, start_api_server
 
 SB = "/api/v1/storage/sandboxes/default"
 CHAT = SB + "/concierge/chat"

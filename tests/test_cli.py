@@ -1,4 +1,5 @@
-"""The non-conversational CLI, run as a real subprocess against a real demo server process."""
+"""The non-conversational CLI, in-process (`tests.cli_fixtures.run_cli`) against a real demo
+server process; the quick start also runs as real ``concierge`` processes, as a user would."""
 
 from __future__ import annotations
 
@@ -13,13 +14,18 @@ from pathlib import Path
 
 import pytest
 
+from tests.cli_fixtures import CliResult, run_cli
 from tests.mcp_servers import free_port
 
 CANARY = "canary-CLI-TOKEN-93ab1f7e"
 
 
-def run(home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None):
-    full_env = {**os.environ, "CONCIERGE_HOME": str(home), **(env or {})}
+def run(home: Path, *args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+    return run_cli(*args, home=home, stdin=stdin, env=env)
+
+
+def run_process(home: Path, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    full_env = {**os.environ, "CONCIERGE_HOME": str(home)}
     return subprocess.run([sys.executable, "-m", "concierge", *args], input=stdin, capture_output=True,
                           text=True, env=full_env, timeout=60)
 
@@ -48,8 +54,8 @@ def demo_server() -> Iterator[str]:
 def test_quick_start_register_test_revoke(tmp_path, demo_server):
     home = tmp_path / "home"
     outputs = []
-    add = run(home, "source", "user-mcp", "add", "Demo", "--url", demo_server, "--auth", "bearer",
-              "--token-stdin", "--namespace", "demo", "--json", stdin=CANARY + "\n")
+    add = run_process(home, "source", "user-mcp", "add", "Demo", "--url", demo_server, "--auth", "bearer",
+                      "--token-stdin", "--namespace", "demo", "--json", stdin=CANARY + "\n")
     outputs.append(add.stdout + add.stderr)
     assert add.returncode == 0, add.stderr
     outcome = json.loads(add.stdout)
@@ -62,7 +68,7 @@ def test_quick_start_register_test_revoke(tmp_path, demo_server):
     for args in (("source", "list"), ("source", "list", "--json"), ("source", "show", sid),
                  ("source", "show", sid, "--json"), ("source", "user-mcp", "test", sid),
                  ("audit", "--json"), ("audit",)):
-        res = run(home, *args)
+        res = run_process(home, *args) if args == ("source", "list") else run(home, *args)
         assert res.returncode == 0, (args, res.stderr)
         outputs.append(res.stdout + res.stderr)
     shown = json.loads(run(home, "source", "show", sid, "--json").stdout)
@@ -132,3 +138,22 @@ def test_sandbox_and_agent_commands(tmp_path):
     assert "demo_*" in shown.stdout
     bad = run(tmp_path, "agent", "create", "Bad Slug")
     assert bad.returncode == 1 and "slug 'Bad Slug' may only use lowercase" in bad.stderr
+
+
+@pytest.mark.parametrize("argv", [["--json", "sandbox", "list"], ["sandbox", "list", "--json"],
+                                  ["--json", "sandbox", "list", "--json"]])
+def test_json_works_before_and_after_the_command(tmp_path, argv):
+    res = run(tmp_path, *argv)
+    assert res.returncode == 0, res.stderr
+    assert [s["name"] for s in json.loads(res.stdout)] == ["default"]
+
+
+def test_without_json_a_table_is_printed(tmp_path):
+    res = run(tmp_path, "sandbox", "list")
+    assert res.returncode == 0 and not res.stdout.lstrip().startswith("[") and "default" in res.stdout
+
+
+def test_an_error_is_json_whichever_side_json_is_on(tmp_path):
+    for argv in (["--json", "source", "show", "ds_nope"], ["source", "show", "ds_nope", "--json"]):
+        res = run(tmp_path, *argv)
+        assert res.returncode == 1 and json.loads(res.stdout)["error"] == "not_found", argv

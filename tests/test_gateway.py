@@ -20,14 +20,7 @@ from concierge.gateway_server import build_gateway_app
 from concierge.registry import Registry
 from concierge.registry.catalog import Catalog
 from concierge.registry.gateway import Gateway
-from tests.catalog_fixtures import (  # noqa: F401  (fixtures)
-    Upstream,
-    backend,
-    reg,
-    register,
-    serve_here,
-    serve_upstream,
-)
+from tests.catalog_fixtures import Upstream, register, serve_here, serve_upstream
 from tests.mcp_servers import demo_app, demo_sse_app, free_port, serve_in_thread
 
 CANARY = "canary-GATEWAY-TOKEN-8e41c0"

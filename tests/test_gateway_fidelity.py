@@ -10,7 +10,7 @@ from mcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from concierge.gateway_server import build_gateway_app
-from tests.catalog_fixtures import backend, reg, register, serve_here, serve_upstream, Upstream  # noqa: F401
+from tests.catalog_fixtures import register, serve_here, serve_upstream, Upstream
 from tests.mcp_servers import LOOKUP_DEFINITION, Rich, rich_app, serve_in_thread
 
 pytestmark = pytest.mark.anyio

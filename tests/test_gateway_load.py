@@ -13,7 +13,7 @@ from mcp import Client
 from concierge.errors import ConnectorError
 from concierge.gateway_server import build_gateway_app
 from concierge.registry.catalog import MIN_NAMESPACE, NAME_RE, base_name
-from tests.catalog_fixtures import Upstream, backend, reg, register, serve_here, serve_upstream  # noqa: F401
+from tests.catalog_fixtures import Upstream, register, serve_here, serve_upstream
 from tests.mcp_servers import Rich, rich_app, serve_in_thread, tools_app
 
 pytestmark = pytest.mark.anyio

@@ -13,13 +13,7 @@ from concierge.cli import main
 from concierge.errors import Conflict
 from concierge.registry import Registry
 from concierge.registry.store import MIGRATIONS
-from tests.catalog_fixtures import (  # noqa: F401  (fixtures)
-    Upstream,
-    backend,
-    reg,
-    register,
-    serve_upstream,
-)
+from tests.catalog_fixtures import Upstream, register, serve_upstream
 
 CANARY = "canary-INGEST-TOKEN-21b7d9"
 CALLS = [{"name": "list_docs", "arguments": {"limit": 2}}, {"name": "status", "arguments": {}}]

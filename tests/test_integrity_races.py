@@ -18,7 +18,7 @@ from concierge.errors import Conflict, NotFound
 from concierge.registry import Registry
 from concierge.registry.vault import auth_key, webhook_key
 from tests.mcp_servers import closed_port_url, demo_app, serve_in_thread, status_app
-from tests.registry_fixtures import HoldGate, open_server, registry  # noqa: F401  (fixtures)
+from tests.registry_fixtures import HoldGate
 
 pytestmark = pytest.mark.anyio
 

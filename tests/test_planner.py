@@ -15,15 +15,7 @@ from concierge.agent.models.offline.text import Text
 from concierge.agent.secrets import normalize_ref
 from concierge.agent.session import ConciergeSession
 from concierge.backend import LocalBackend
-from tests.agent_fixtures import (  # noqa: F401 - fixtures
-    BEARER,
-    backend,
-    bearer_server,
-    collect,
-    events_of,
-    open_server,
-    text_of,
-)
+from tests.agent_fixtures import BEARER, collect, events_of, text_of
 from tests.mcp_servers import RunningServer
 
 pytestmark = pytest.mark.anyio

@@ -20,7 +20,7 @@ from concierge.agent.session import (
 )
 from concierge.agent.toolkit import default_toolkit
 from concierge.backend import LocalBackend
-from tests.agent_fixtures import BEARER, backend, bearer_server, collect, open_server  # noqa: F401 - fixtures
+from tests.agent_fixtures import BEARER, collect
 from tests.mcp_servers import RunningServer
 
 pytestmark = pytest.mark.anyio

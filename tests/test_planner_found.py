@@ -15,15 +15,7 @@ from concierge.agent.models import OfflinePlanner
 from concierge.agent.secrets import new_ref, ref_text
 from concierge.agent.session import ConciergeSession, PendingConfirmation, PendingSecret, parse_yes_no
 from concierge.backend import LocalBackend
-from tests.agent_fixtures import (  # noqa: F401 - fixtures
-    BEARER,
-    backend,
-    bearer_server,
-    collect,
-    events_of,
-    open_server,
-    text_of,
-)
+from tests.agent_fixtures import BEARER, collect, events_of, text_of
 from tests.mcp_servers import RunningServer
 
 pytestmark = pytest.mark.anyio

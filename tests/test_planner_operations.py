@@ -11,17 +11,7 @@ from concierge.agent.models import OfflinePlanner
 from concierge.agent.secrets import new_ref, ref_text
 from concierge.agent.session import ConciergeSession, PendingConfirmation, PendingSecret
 from concierge.backend import LocalBackend
-from tests.agent_fixtures import (  # noqa: F401 - fixtures
-    BEARER,
-    HEADER,
-    backend,
-    bearer_server,
-    collect,
-    events_of,
-    header_server,
-    open_server,
-    text_of,
-)
+from tests.agent_fixtures import BEARER, HEADER, collect, events_of, text_of
 from tests.mcp_servers import RunningServer
 
 pytestmark = pytest.mark.anyio

@@ -12,7 +12,7 @@ import pytest
 from concierge.agent.models import OfflinePlanner
 from concierge.agent.session import ConciergeSession, PendingConfirmation, parse_yes_no
 from concierge.backend import LocalBackend
-from tests.agent_fixtures import backend, collect, events_of, open_server, text_of  # noqa: F401 - fixtures
+from tests.agent_fixtures import collect, events_of, text_of
 from tests.mcp_servers import RunningServer
 
 pytestmark = pytest.mark.anyio

@@ -17,14 +17,7 @@ from concierge.registry.store import MIGRATIONS, Store
 from concierge.registry.vault import VaultError
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import closed_port_url, serve_in_thread, tools_app
-from tests.registry_fixtures import (  # noqa: F401  (fixtures)
-    CANARY,
-    HEADER_CANARY,
-    bearer_server,
-    header_server,
-    open_server,
-    registry,
-)
+from tests.registry_fixtures import CANARY, HEADER_CANARY
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,6 @@ from concierge.agent.models import OfflinePlanner
 from concierge.agent.session import ConciergeSession
 from concierge.backend import LocalBackend
 from concierge.repl import Repl, TerminalIO, read_yes_no
-from tests.agent_fixtures import backend, open_server  # noqa: F401 - fixtures
 from tests.mcp_servers import RunningServer
 
 pytestmark = pytest.mark.anyio

@@ -24,7 +24,7 @@ from concierge.agent.models import OfflinePlanner
 from concierge.agent.session import ConciergeSession
 from concierge.backend import LocalBackend
 from concierge.repl import Repl, TerminalIO
-from tests.agent_fixtures import BEARER, backend, bearer_server, open_server  # noqa: F401 - fixtures
+from tests.agent_fixtures import BEARER
 from tests.mcp_servers import RunningServer, hang_app, serve_in_thread
 
 pytestmark = pytest.mark.anyio

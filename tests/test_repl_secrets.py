@@ -30,7 +30,7 @@ from concierge.backend import LocalBackend
 from concierge.cli import main
 from concierge.registry import Registry
 from concierge.repl import Repl, TerminalIO, mask_secrets
-from tests.agent_fixtures import BEARER, backend, bearer_server  # noqa: F401 - fixtures
+from tests.agent_fixtures import BEARER
 from tests.mcp_servers import RunningServer
 
 CANARY = BEARER  # the demo server's token: a canary that must never be shown or stored in clear

@@ -28,15 +28,8 @@ from concierge.server.app import ROUTE_TABLE
 from concierge.server.auth import KeyStore
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import RunningServer, free_port
-from tests.server_fixtures import (  # noqa: F401 - fixtures
-    BEARER_CANARY,
-    ApiServer,
-    OpenApiChecker,
-    api_server,
-    demo_mcp,
-    open_mcp,
-    start_api_server,
-)
+from tests.cli_fixtures import CliResult, run_cli
+from tests.server_fixtures import BEARER_CANARY, ApiServer, OpenApiChecker, start_api_server
 
 SB = "/api/v1/storage/sandboxes"
 
@@ -515,10 +508,8 @@ def test_module_fixture_demo_mcp_is_gated(demo_mcp: RunningServer):
 
 # -- the CLI: serve and keys ------------------------------------------------------------------
 
-def _cli(home, *args: str, **kwargs: Any) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "CONCIERGE_HOME": str(home), "CONCIERGE_MASTER_KEY": TEST_MASTER_KEY}
-    return subprocess.run([sys.executable, "-m", "concierge", *args], capture_output=True, text=True,
-                          env=env, timeout=60, **kwargs)
+def _cli(home, *args: str) -> CliResult:
+    return run_cli(*args, home=home, env={"CONCIERGE_MASTER_KEY": TEST_MASTER_KEY})
 
 
 def test_keys_are_printed_once_and_stored_as_hashes(tmp_path):

@@ -25,16 +25,7 @@ from concierge.agent.session import DEFAULT_MAX_TURNS, ConciergeSession, parse_y
 from concierge.agent.transcript import Transcript
 from concierge.backend import LocalBackend
 from concierge.errors import Conflict, ModelError, NotFound, ValidationFailed
-from tests.agent_fixtures import (  # noqa: F401 - fixtures
-    BEARER,
-    backend,
-    bearer_server,
-    collect,
-    events_of,
-    finish,
-    open_server,
-    text_of,
-)
+from tests.agent_fixtures import BEARER, collect, events_of, finish, text_of
 from tests.fake_openai import serve_fake_openai, text_reply, tool_reply
 from tests.mcp_servers import RunningServer
 

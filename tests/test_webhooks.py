@@ -16,7 +16,7 @@ import pytest
 from concierge.registry.vault import webhook_key
 from concierge.registry.webhooks import sign
 from tests.mcp_servers import RunningServer
-from tests.server_fixtures import ApiServer, api_server, open_mcp  # noqa: F401 - fixtures
+from tests.server_fixtures import ApiServer
 
 SB = "/api/v1/storage/sandboxes"
 

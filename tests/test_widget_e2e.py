@@ -13,7 +13,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from concierge.agent.models import OfflinePlanner
 from tests.mcp_servers import RunningServer
-from tests.server_fixtures import BEARER_CANARY, demo_mcp, start_api_server  # noqa: F401
+from tests.server_fixtures import BEARER_CANARY, start_api_server
 
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking"]

@@ -10,32 +10,16 @@ requests, and `concierge.agent.events` for the event shapes.
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from typing import TYPE_CHECKING
 
-# Re-exports are resolved lazily, so ``python -m concierge.agent.toolkit`` does not import
-# the module twice (once as a package member, once as __main__).
-_EXPORTS = {
-    "AgentError": "events", "AgentFinish": "events", "AgentTextDelta": "events",
-    "AgentToolCall": "events", "AgentToolResult": "events", "ConfirmationRequired": "events",
-    "Event": "events", "RunStarted": "events", "SecretRequired": "events",
-    "InMemorySecretStore": "secrets", "SecretStore": "secrets", "redact": "secrets",
-    "DEFAULT_MAX_TURNS": "session", "ConciergeSession": "session", "parse_yes_no": "session",
-    "Tool": "toolkit", "Toolkit": "toolkit", "default_toolkit": "toolkit",
-    "Transcript": "transcript", "read_transcript": "transcript",
-}
+from concierge._lazy import lazy_exports
 
-
-def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'concierge.agent' has no attribute {name!r}")
-    return getattr(importlib.import_module(f"concierge.agent.{module}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted(__all__)
-
+if TYPE_CHECKING:
+    from concierge.agent.events import AgentError, AgentFinish, AgentTextDelta, AgentToolCall, AgentToolResult, ConfirmationRequired, Event, RunStarted, SecretRequired
+    from concierge.agent.secrets import InMemorySecretStore, SecretStore, redact
+    from concierge.agent.session import ConciergeSession, DEFAULT_MAX_TURNS, parse_yes_no
+    from concierge.agent.toolkit import Tool, Toolkit, default_toolkit
+    from concierge.agent.transcript import Transcript, read_transcript
 
 __all__ = [
     "AgentError",
@@ -59,3 +43,17 @@ __all__ = [
     "read_transcript",
     "redact",
 ]
+
+# Resolved lazily: ``python -m concierge.agent.toolkit`` must not import the module twice
+# (once as a package member, once as __main__), and the engine is not loaded by ``--help``.
+_EXPORTS = {
+    "AgentError": "events", "AgentFinish": "events", "AgentTextDelta": "events",
+    "AgentToolCall": "events", "AgentToolResult": "events", "ConfirmationRequired": "events",
+    "Event": "events", "RunStarted": "events", "SecretRequired": "events",
+    "InMemorySecretStore": "secrets", "SecretStore": "secrets", "redact": "secrets",
+    "DEFAULT_MAX_TURNS": "session", "ConciergeSession": "session", "parse_yes_no": "session",
+    "Tool": "toolkit", "Toolkit": "toolkit", "default_toolkit": "toolkit",
+    "Transcript": "transcript", "read_transcript": "transcript",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -18,12 +18,13 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import tiktoken
+
+from concierge.config import tiktoken_cache_dir
 
 __all__ = [
     "ContextBudget",
@@ -75,17 +76,6 @@ _COOKBOOK_PROPERTY_KEYS = frozenset({"type", "description", "enum"})
 # Encodings
 
 
-def _tiktoken_cache_dir() -> str | None:
-    """The directory tiktoken reads cached files from (same lookup as ``tiktoken.load``)."""
-    if "TIKTOKEN_CACHE_DIR" in os.environ:
-        path = os.environ["TIKTOKEN_CACHE_DIR"]
-    elif "DATA_GYM_CACHE_DIR" in os.environ:
-        path = os.environ["DATA_GYM_CACHE_DIR"]
-    else:
-        path = os.path.join(tempfile.gettempdir(), "data-gym-cache")
-    return path or None  # "" disables tiktoken's cache: every load would download
-
-
 @functools.lru_cache(maxsize=32)
 def _file_matches(path: str, size: int, mtime_ns: int, sha256: str) -> bool:
     # Keyed by size and mtime so a replaced file is hashed again. tiktoken re-downloads a file
@@ -104,7 +94,7 @@ def encoding_available_offline(name: str) -> bool:
     files = _REMOTE_FILES.get(name)
     if files is None:
         return True
-    cache_dir = _tiktoken_cache_dir()
+    cache_dir = tiktoken_cache_dir()
     if cache_dir is None:
         return False
     for url, sha256 in files:
@@ -133,7 +123,7 @@ def load_encoding(name: str | None = None) -> tiktoken.Encoding:
     if not encoding_available_offline(name):
         raise ValueError(
             f"the tokenizer '{name}' is not available offline: its file is not in tiktoken's cache "
-            f"({_tiktoken_cache_dir() or 'caching disabled'}). Use the default ({OFFLINE_ENCODING}) or "
+            f"({tiktoken_cache_dir() or 'caching disabled'}). Use the default ({OFFLINE_ENCODING}) or "
             "seed TIKTOKEN_CACHE_DIR with the file"
         )
     return tiktoken.get_encoding(name)

@@ -2,16 +2,14 @@
 
 Looked up in this order, first hit wins:
 
-1. ``$CONCIERGE_DATA_DIR/{prompts,tools}`` (an override for packagers and experiments);
-2. ``concierge/_data/{prompts,tools}`` inside the installed package (the wheel force-includes
+1. ``concierge/_data/{prompts,tools}`` inside the installed package (the wheel force-includes
    the top-level folders there, see ``pyproject.toml``);
-3. ``prompts/`` and ``tools/`` at the root of a source checkout (next to ``concierge/``).
+2. ``prompts/`` and ``tools/`` at the root of a source checkout (next to ``concierge/``).
 """
 
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 __all__ = ["data_dir", "load_prompt", "prompts_dir", "system_prompt", "tools_dir"]
@@ -23,11 +21,7 @@ def data_dir(kind: str) -> Path:
     """The directory holding ``kind`` (``"prompts"`` or ``"tools"``)."""
     if kind not in ("prompts", "tools"):
         raise ValueError(f"unknown data kind {kind!r}")
-    candidates = []
-    override = os.environ.get("CONCIERGE_DATA_DIR")
-    if override:
-        candidates.append(Path(override) / kind)
-    candidates += [_PACKAGE / "_data" / kind, _PACKAGE.parent / kind]
+    candidates = [_PACKAGE / "_data" / kind, _PACKAGE.parent / kind]
     for path in candidates:
         if path.is_dir():
             return path

@@ -369,5 +369,6 @@ def scrub(text: str, values: Iterable[tuple[str, str]]) -> str:
             text = text.replace(value, ref_text(ref))
         else:
             pattern = r"(?<![A-Za-z0-9_\-])" + re.escape(value) + r"(?![A-Za-z0-9_\-])"
-            text = re.sub(pattern, lambda _m, r=ref: ref_text(r), text)
+            replacement = ref_text(ref)
+            text = re.sub(pattern, lambda _m: replacement, text)
     return text

@@ -616,11 +616,11 @@ class ConciergeSession:
             self.history.append(message)
             step: NextStep = NextStepFinalOutput(response.text) if not calls else NextStepRunAgain()
             if calls:
-                async for item in self._calls(calls, run):
-                    if isinstance(item, NextStepInterruption):
-                        step = item
+                async for outcome in self._calls(calls, run):
+                    if isinstance(outcome, NextStepInterruption):
+                        step = outcome
                     else:
-                        yield item
+                        yield outcome
             match step:
                 case NextStepFinalOutput():
                     return

@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from concierge.backend import Backend
 from concierge.cli.output import emit, table
 from concierge.errors import ValidationFailed
-from concierge.registry.catalog_models import CatalogResult, ResolutionTrace
+
+if TYPE_CHECKING:
+    from concierge.backend import Backend
+    from concierge.registry.catalog_models import CatalogResult, ResolutionTrace
 
 __all__ = ["add_commands", "agent_tools", "catalog_json", "gateway", "render_catalog", "source_pull",
            "tool_call"]

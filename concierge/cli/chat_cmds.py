@@ -17,16 +17,19 @@ name, arguments, result, error?}], stop_reason, questions, pending?, error?, err
 The model is chosen in one place, `select_model`: ``--offline`` → the offline planner;
 else ``OPENAI_API_KEY`` set → the OpenAI-compatible model (``--model`` or
 ``CONCIERGE_MODEL``, at ``OPENAI_BASE_URL``); else the offline planner.
+
+The engine is imported by the handlers, not here: building the parser (every command,
+``--help`` included) must not load it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from concierge import config
 from concierge.agent.events import (
     MAX_MESSAGE_CHARS,
     AgentFinish,
@@ -35,10 +38,12 @@ from concierge.agent.events import (
     Event,
     SecretRequired,
 )
-from concierge.agent.models.base import ChatModel
 from concierge.agent.run_result import EXIT_CODES, Outcome, RunResult
-from concierge.agent.session import ConciergeSession
-from concierge.backend import Backend
+
+if TYPE_CHECKING:
+    from concierge.agent.models.base import ChatModel
+    from concierge.agent.session import ConciergeSession
+    from concierge.backend import Backend
 
 __all__ = ["EXIT_ERROR", "EXIT_NEEDS_INFO", "EXIT_NEEDS_YOU", "EXIT_OK", "EXIT_USAGE", "add_commands", "ask",
            "chat", "model_label", "select_model"]
@@ -89,14 +94,15 @@ def _request_text(value: str) -> str:
     return value
 
 
-def select_model(name: str | None = None, *, offline: bool = False) -> tuple[ChatModel, str]:
+def select_model(name: str | None = None, *, offline: bool = False,
+                 settings: config.Settings | None = None) -> tuple[ChatModel, str]:
     """The model and a short label saying which one (see the module docstring for the order)."""
     from concierge.agent.models.offline import OfflinePlanner
 
     if not offline:
         from concierge.agent.models.openai_model import from_env
 
-        model = from_env(name)
+        model = from_env(name, settings=settings)
         if model is not None:
             return model, model_label(model)
         if name:
@@ -112,6 +118,8 @@ def model_label(model: Any) -> str:
 
 def _session(args: argparse.Namespace, backend: Backend, model: ChatModel, *,
              auto_approve: bool = False) -> tuple[ConciergeSession, Any]:
+    from concierge.agent.session import ConciergeSession
+
     transcript = None
     if args.transcript:
         from concierge.agent.transcript import Transcript
@@ -125,18 +133,20 @@ def _session(args: argparse.Namespace, backend: Backend, model: ChatModel, *,
 async def chat(args: argparse.Namespace, backend: Backend) -> int:
     from concierge.repl import Repl, TerminalIO, history_path
 
-    model, label = select_model(args.model, offline=args.offline)
+    model, label = select_model(args.model, offline=args.offline, settings=args.settings)
     if args.sandbox:
         await backend.get_sandbox(args.sandbox)  # a clear error now, not mid-conversation
     session, transcript = _session(args, backend, model)
     try:
-        return await Repl(session, TerminalIO(history_file=history_path()), model_label=label).run()
+        terminal = TerminalIO(history_file=history_path(args.settings), color=None if not
+                              args.settings.no_color else False)
+        return await Repl(session, terminal, model_label=label).run()
     finally:
         await _close(model, transcript)
 
 
 async def ask(args: argparse.Namespace, backend: Backend) -> int:
-    model, _ = select_model(args.model, offline=args.offline)
+    model, _ = select_model(args.model, offline=args.offline, settings=args.settings)
     session, transcript = _session(args, backend, model, auto_approve=args.yes)
     out = _AskOutput(as_json=args.json)
     try:
@@ -166,7 +176,7 @@ async def _close(model: Any, transcript: Any) -> None:
 
 def _credential(args: argparse.Namespace, ask: SecretRequired) -> str | None:
     if args.token_env:
-        value = os.environ.get(args.token_env, "").strip()
+        value = config.env_value(args.token_env)
         if value:
             return value
         print(f"error: the environment variable {args.token_env} is not set", file=sys.stderr)

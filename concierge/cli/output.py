@@ -7,8 +7,6 @@ import sys
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from pydantic_core import to_jsonable_python
-
 from concierge.errors import ConciergeError
 
 __all__ = ["emit", "error", "table"]
@@ -16,6 +14,8 @@ __all__ = ["emit", "error", "table"]
 
 def emit(obj: Any, *, as_json: bool, human: str | None = None) -> None:
     if as_json:
+        from pydantic_core import to_jsonable_python
+
         print(json.dumps(to_jsonable_python(obj), indent=2, sort_keys=False))
     elif human is not None:
         print(human)

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from concierge.backend import Backend
+from concierge import config
 from concierge.cli import catalog_cmds
 from concierge.cli.output import emit, table
 from concierge.errors import ValidationFailed
-from concierge.registry import Outcome, SourceView
+
+if TYPE_CHECKING:
+    from concierge.backend import Backend
+    from concierge.registry.models import Outcome, SourceView
 
 __all__ = ["add_commands"]
 
@@ -162,7 +164,7 @@ def _read_token(args: argparse.Namespace) -> str | None:
             return getpass.getpass("Token (hidden): ").strip() or None
         return sys.stdin.readline().strip() or None
     if args.token_env:
-        value = os.environ.get(args.token_env)
+        value = config.env_value(args.token_env)
         if not value:
             raise ValidationFailed(f"--token-env: the environment variable {args.token_env} is not set",
                                    field="token")

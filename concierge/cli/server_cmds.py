@@ -10,9 +10,15 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from typing import TYPE_CHECKING
 
 from concierge.cli.output import emit, table
 from concierge.errors import ValidationFailed
+
+if TYPE_CHECKING:
+    from concierge.backend import LocalBackend
+    from concierge.registry import Registry
+    from concierge.server.auth import KeyStore
 
 __all__ = ["add_commands", "check_bind"]
 
@@ -78,7 +84,7 @@ def serve(args: argparse.Namespace) -> int:
     from concierge.server.auth import KeyStore
 
     _local_only(args)
-    backend = LocalBackend.open()
+    backend = LocalBackend.open(settings=args.settings)
     keys = KeyStore(backend.registry.store)
     problem = check_bind(args.host, active_keys=keys.active_count(),
                          allow_anonymous_loopback=args.allow_anonymous_loopback)
@@ -99,7 +105,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def _recover_in_background(backend) -> None:  # type: ignore[no-untyped-def]
+def _recover_in_background(backend: LocalBackend) -> None:
     """Re-check the sources whose health check a killed process left unfinished, without
     holding up the server: in a thread with its own event loop (each check is bounded by the
     source's connect timeout)."""
@@ -120,17 +126,17 @@ def _recover_in_background(backend) -> None:  # type: ignore[no-untyped-def]
     threading.Thread(target=run, name="concierge-recheck", daemon=True).start()
 
 
-def _keys():  # type: ignore[no-untyped-def]
+def _keys(args: argparse.Namespace) -> tuple[Registry, KeyStore]:
     from concierge.registry import Registry
     from concierge.server.auth import KeyStore
 
-    registry = Registry.open()
+    registry = Registry.open(settings=args.settings)
     return registry, KeyStore(registry.store)
 
 
 def keys_create(args: argparse.Namespace) -> int:
     _local_only(args)
-    registry, keys = _keys()
+    registry, keys = _keys(args)
     try:
         sandbox_id = registry.get_sandbox(args.sandbox).id if args.sandbox else None
         created = keys.create(role=args.role, sandbox_id=sandbox_id, label=args.label)
@@ -146,7 +152,7 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_list(args: argparse.Namespace) -> int:
     _local_only(args)
-    registry, keys = _keys()
+    registry, keys = _keys(args)
     try:
         rows = keys.list(include_revoked=args.all)
     finally:
@@ -161,7 +167,7 @@ def keys_list(args: argparse.Namespace) -> int:
 
 def keys_revoke(args: argparse.Namespace) -> int:
     _local_only(args)
-    registry, keys = _keys()
+    registry, keys = _keys(args)
     try:
         key = keys.revoke(args.id)
     finally:

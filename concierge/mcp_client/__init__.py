@@ -14,8 +14,9 @@ Names are loaded on first use, so importing this package does not import the mcp
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from concierge._lazy import lazy_exports
 
 if TYPE_CHECKING:
     from concierge.mcp_client.connector import call_tool, list_tools, probe
@@ -54,11 +55,4 @@ _HOME = {
     "call_tool": "connector", "list_tools": "connector", "probe": "connector",
 }
 
-
-def __getattr__(name: str) -> Any:
-    module = _HOME.get(name)
-    if module is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
-    globals()[name] = value
-    return value
+__getattr__, __dir__ = lazy_exports(__name__, _HOME, __all__)

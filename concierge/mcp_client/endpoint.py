@@ -9,8 +9,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx2
-
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "host_of", "redact", "tls_context"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
@@ -24,6 +22,8 @@ Transport = Literal["auto", "streamable-http", "sse"]
 def tls_context(verify: bool) -> ssl.SSLContext:
     """One SSL context per verify mode for the whole process: building one loads the CA
     bundle (~20 ms, blocking the event loop), which dominated cold catalog resolution."""
+    import httpx2  # here: the registry imports this module for `Endpoint`, even in `source list`
+
     return httpx2.create_ssl_context(verify=verify)
 
 

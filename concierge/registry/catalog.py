@@ -42,8 +42,9 @@ from typing import Any
 
 import anyio
 
-from concierge.errors import ConciergeError, ConnectorError, NotFound
+from concierge.errors import ConciergeError, ConnectorError, NotFound, VaultError
 from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, DEFAULT_MAX_MESSAGE_BYTES, Endpoint, SessionPool, ToolInfo
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.session import McpSession
 from concierge.registry.catalog_models import (
     CatalogPrompt,
@@ -55,7 +56,6 @@ from concierge.registry.catalog_models import (
 )
 from concierge.registry.models import SourceStatus, SourceView
 from concierge.registry.service import Registry
-from concierge.registry.vault import VaultError
 
 __all__ = [
     "Catalog",
@@ -418,9 +418,13 @@ class Catalog:
             raise
 
     @staticmethod
-    def _skip(source: SourceView, reason: str, detail: str | None) -> _Listing:
+    def _skip(source: SourceView, reason: str, detail: str | None, *,
+              kind: ErrorKind | None = None) -> _Listing:
+        if kind is None and reason in ErrorKind.__members__.values():
+            kind = ErrorKind(reason)
         return _Listing(skipped=SkippedSource(source_id=source.id, name=source.name,
-                                              app=source.app_namespace, reason=reason, detail=detail))
+                                              app=source.app_namespace, reason=reason, detail=detail,
+                                              kind=kind.value if kind else None))
 
     # -- resolve ----------------------------------------------------------------------------
 
@@ -470,8 +474,9 @@ class Catalog:
                     src, "not_in_tool_sources",
                     f"the agent's tool_sources ({', '.join(tool_sources) or 'none'}) exclude {src.kind}")
             elif src.status != SourceStatus.ACTIVE:
-                detail = src.health_error if src.status == SourceStatus.ERROR else None
-                listings[src.id] = self._skip(src, src.status.value, detail)
+                failed = src.status == SourceStatus.ERROR
+                listings[src.id] = self._skip(src, src.status.value, src.health_error if failed else None,
+                                              kind=src.health_error_kind if failed else None)
             else:
                 wanted.append(src)
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, Field, model_serializer, model_validator
+from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 __all__ = ["CatalogPrompt", "CatalogResource", "CatalogResult", "CatalogTool", "PullResult",
            "ResolutionTrace", "SkippedSource", "ToolCallOutcome"]
@@ -53,6 +53,8 @@ class SkippedSource(BaseModel):
     reason: str = Field(description="paused | error | disconnected | not_in_tool_sources | vault_error | "
                                     "timeout | unauthorized | forbidden | connection_refused | ... (ErrorKind)")
     detail: str | None = None
+    kind: str | None = Field(default=None, description="the ErrorKind, when talking MCP failed (now, "
+                                                       "or in the source's last health check)")
 
 
 class ResolutionTrace(BaseModel):
@@ -132,8 +134,8 @@ class ToolCallOutcome(BaseModel):
     latency_ms: float = 0.0
 
     @model_serializer(mode="wrap")
-    def _text_once(self, handler: Any) -> dict[str, Any]:
-        data = handler(self)
+    def _text_once(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        data: dict[str, Any] = handler(self)
         if isinstance(data, dict) and isinstance(data.get("content"), list):
             at, blocks = 0, []
             for block in data["content"]:

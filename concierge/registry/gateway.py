@@ -30,7 +30,15 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from concierge.errors import ConciergeError, Conflict, ConnectorError, NotFound, PermissionDenied
+from concierge.errors import (
+    AgentInactive,
+    ConnectorError,
+    NotAllowed,
+    NotFound,
+    NotSupported,
+    SourceInactive,
+    VaultError,
+)
 from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
 from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace, ToolCallOutcome
@@ -117,11 +125,10 @@ class Gateway:
         sb = self.registry.get_sandbox(sandbox)
         ag = self.registry.get_agent(agent, sandbox=sb.id)
         if ag.status != "active":
-            raise PermissionDenied(f"agent {ag.slug} is {ag.status}; it cannot call tools until resumed",
-                                   error="agent_inactive")
+            raise AgentInactive(f"agent {ag.slug} is {ag.status}; it cannot call tools until resumed")
         if "user_mcp" not in ag.tool_sources:
-            raise PermissionDenied(f"agent {ag.slug} does not take user_mcp tools (tool_sources: "
-                                   f"{', '.join(ag.tool_sources) or 'none'})", error="not_allowed")
+            raise NotAllowed(f"agent {ag.slug} does not take user_mcp tools (tool_sources: "
+                             f"{', '.join(ag.tool_sources) or 'none'})")
         return ag, sb.id
 
     async def catalog_for(self, agent: Agent, sandbox_id: str) -> CatalogResult:
@@ -163,8 +170,7 @@ class Gateway:
         ag, sandbox_id = await self._agent(agent, sandbox)
         tool = await self._route(ag, sandbox_id, name)
         if ag.tool_allowlist and not matches_any(ag.tool_allowlist, name):
-            raise PermissionDenied(f"tool {name} is not in agent {ag.slug}'s tool_allowlist",
-                                   error="not_allowed")
+            raise NotAllowed(f"tool {name} is not in agent {ag.slug}'s tool_allowlist")
         result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
                                          progress=progress, meta=meta)
         self._remember_links(ag.id, tool.source_id, result)
@@ -180,8 +186,8 @@ class Gateway:
     def _active_source(self, source_id: str) -> SourceView:
         source = self.registry.get_source(source_id)
         if source.status != SourceStatus.ACTIVE:
-            raise Conflict(f"source {source.name} ({source.id}) is {source.status.value}; "
-                           "its tools cannot be called", error="source_inactive")
+            raise SourceInactive(f"source {source.name} ({source.id}) is {source.status.value}; "
+                           "its tools cannot be called")
         return source
 
     async def _call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None, *,
@@ -190,12 +196,13 @@ class Gateway:
         source = self._active_source(source_id)
         if enforce_allowlist and source.allowed_tools is not None and \
                 not matches_any(source.allowed_tools, tool_name):
-            raise PermissionDenied(f"tool {tool_name} is not in the allowed_tools of source "
-                                   f"{source.name} ({source.id})", error="not_allowed")
+            raise NotAllowed(f"tool {tool_name} is not in the allowed_tools of source "
+                                   f"{source.name} ({source.id})")
         self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
         try:
-            return await self._pooled(source, lambda s: s.call_tool(tool_name, arguments, progress=progress,
-                                                                     meta=meta))
+            result: ToolCallResult = await self._pooled(
+                source, lambda s: s.call_tool(tool_name, arguments, progress=progress, meta=meta))
+            return result
         except ConnectorError as exc:
             if exc.kind is ErrorKind.TOO_LARGE:  # the server answered; the answer is refused
                 return _error_result(str(exc))
@@ -289,25 +296,25 @@ def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
     """Raise the most telling error for a name the agent's catalog does not advertise."""
     trace: ResolutionTrace = result.trace
     if name in trace.allowlist_filtered_out.get("agent", []):
-        raise PermissionDenied(f"tool {name} is not in agent {agent.slug}'s tool_allowlist", error="not_allowed")
+        raise NotAllowed(f"tool {name} is not in agent {agent.slug}'s tool_allowlist")
     if name in trace.allowlist_filtered_out.get("source", []):
-        raise PermissionDenied(f"tool {name} is not in its source's allowed_tools", error="not_allowed")
+        raise NotAllowed(f"tool {name} is not in its source's allowed_tools")
     for left in trace.tools_left_out:
         if left["name"] == name:
-            raise Conflict(f"tool {name} is not offered: it requires task-augmented execution, which the "
-                           "gateway does not support", error="not_supported")
+            raise NotSupported(f"tool {name} is not offered: it requires task-augmented execution, "
+                               "which the gateway does not support")
     for skipped in trace.sources_skipped:  # the tool's source is down or switched off
         if skipped.app and name.startswith(namespace_prefix(skipped.app)):
             why = skipped.detail or skipped.reason
             if skipped.reason in INACTIVE_REASONS:
-                raise Conflict(f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), "
-                               f"which is {skipped.reason}" + (f": {skipped.detail}" if skipped.detail else ""),
-                               error="source_inactive")
+                raise SourceInactive(f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), "
+                                     f"which is {skipped.reason}"
+                                     + (f": {skipped.detail}" if skipped.detail else ""))
             if skipped.reason != "not_in_tool_sources":
                 detail = f"tool {name} belongs to source {skipped.name} ({skipped.source_id}), which could not be listed: {why}"
-                if skipped.reason in ErrorKind.__members__.values():
-                    raise ConnectorError(skipped.reason, detail)
-                raise ConciergeError(detail, error=skipped.reason)  # e.g. vault_error
+                if skipped.reason == VaultError.error:
+                    raise VaultError(detail)
+                raise ConnectorError(skipped.reason, detail)  # an ErrorKind
     hint = ""
     close = difflib.get_close_matches(name, [t.name for t in result.tools], n=3)
     if close:

@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from concierge.errors import Conflict, ConnectorError, RateLimited
+from concierge.errors import ConnectorError, NothingToPull, RateLimited, SourceInactive
 from concierge.registry.catalog_models import PullResult, ToolCallOutcome
 from concierge.registry.gateway import Gateway
 from concierge.registry.models import SourceStatus
@@ -60,14 +60,13 @@ class Ingestor:
     async def pull(self, source_id: str, *, sandbox: str | None = None) -> PullResult:
         source = self.registry.get_source(source_id, sandbox=sandbox)
         if source.status != SourceStatus.ACTIVE:
-            raise Conflict(f"source {source.name} ({source.id}) is {source.status.value}; "
-                           "only an active source can be pulled", error="source_inactive")
+            raise SourceInactive(f"source {source.name} ({source.id}) is {source.status.value}; "
+                           "only an active source can be pulled")
         calls = source.ingest_tool_calls
         if not calls:
-            raise Conflict(f"source {source.name} ({source.id}) has no ingest_tool_calls "
+            raise NothingToPull(f"source {source.name} ({source.id}) has no ingest_tool_calls "
                            "(ingestion_mode live_tools_only); add some with "
-                           f"`concierge source user-mcp update {source.id} --ingest JSON`",
-                           error="nothing_to_pull")
+                           f"`concierge source user-mcp update {source.id} --ingest JSON`")
         result = PullResult(source_id=source.id, calls=0, stored=0, unchanged=0)
         for index, call in enumerate(calls):
             try:

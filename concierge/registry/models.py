@@ -13,6 +13,7 @@ from typing import Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import validation as v
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "IngestToolCall",
     "Outcome",
     "RegisterSource",
+    "RegisteredOutcome",
     "Sandbox",
     "SourceStatus",
     "SourceView",
@@ -164,6 +166,17 @@ class Outcome(BaseModel):
     detail: str | None = None
 
 
+class RegisteredOutcome(Outcome):
+    """The register outcome plus the webhook signing secret, which is shown exactly once.
+
+    The secret is excluded from ``model_dump()`` so no surface (the concierge's tools, a
+    transcript, ``--json``) passes it on by accident; the HTTP register route adds it on
+    purpose, as ``webhook_secret``.
+    """
+
+    webhook_secret: SecretStr | None = Field(default=None, exclude=True)
+
+
 class SourceView(BaseModel):
     """A user_mcp source as every surface shows it. Never holds a credential."""
 
@@ -187,6 +200,8 @@ class SourceView(BaseModel):
     call_timeout: float
     status: SourceStatus
     health_error: str | None
+    health_error_kind: ErrorKind | None = Field(
+        default=None, description="Why the last health check failed (unauthorized, timeout, not_mcp, ...).")
     tool_count: int | None
     server_name: str | None
     last_checked_at: str | None

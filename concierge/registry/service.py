@@ -18,36 +18,40 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
-from concierge.errors import Conflict, NotFound, ValidationFailed
+from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
 from concierge.ids import new_id
-from concierge.mcp_client import Endpoint, ProbeResult, probe
+from concierge.mcp_client.endpoint import Endpoint
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import validation as rules
 from concierge.registry.models import (
-    UNSET,
     Agent,
     AgentCreate,
     AgentUpdate,
     AuditEntry,
     AuthKind,
     Outcome,
+    RegisteredOutcome,
     RegisterSource,
     Sandbox,
     SourceStatus,
     SourceView,
     UpdateSource,
 )
+from concierge.registry.audit import current_actor
+from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.store import Store, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
-from concierge.registry.webhooks import RegisteredOutcome
-from concierge.registry.webhooks import new_secret as new_webhook_secret
 
-__all__ = ["DEFAULT_SANDBOX", "InvalidForSource", "Prober", "Registry", "SourceChange"]
+if TYPE_CHECKING:
+    from concierge.mcp_client.results import ProbeResult
+
+__all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChange"]
 
 log = logging.getLogger("concierge.registry")
 
@@ -56,15 +60,15 @@ PENDING_CHECK = "health check did not complete"
 CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", "transport",
                                "connect_timeout"})
 
-Prober = Callable[[Endpoint], Awaitable[ProbeResult]]
+Prober = Callable[[Endpoint], Awaitable["ProbeResult"]]
 SourceChange = Callable[[str, str], None]  # (source_id, action)
 
 
-class InvalidForSource(ValidationFailed):
-    """An update that is valid on its own but not for the source as stored (a switch to
-    ``bearer`` for a source that has no token): HTTP 409, still a validation error."""
+async def _default_probe(endpoint: Endpoint) -> ProbeResult:
+    """The connector's probe, imported on first use (it loads the mcp SDK)."""
+    from concierge.mcp_client.connector import probe
 
-    status_code = 409
+    return await probe(endpoint)
 
 
 def _ingestion_mode(calls: list[Any] | None) -> str:
@@ -102,19 +106,23 @@ class Registry:
                  actor: str = "local") -> None:
         self.store = store
         self.vault = vault
-        self._probe: Prober = prober or probe
+        self._probe: Prober = prober or _default_probe
         self.actor = actor
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
 
     @classmethod
-    def open(cls, home: str | Path | None = None, **kwargs: Any) -> Registry:
-        """The registry in ``home`` (default ``CONCIERGE_HOME`` / XDG data dir)."""
-        directory = config.data_dir(home)
+    def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
+             **kwargs: Any) -> Registry:
+        """The registry in ``home`` (default: the settings' ``home``; ``settings`` default:
+        `concierge.config.load`)."""
+        settings = settings or config.load()
+        directory = config.data_dir(home or settings.home)
         store = Store(config.db_path(directory))
         try:
-            key = load_master_key(config.key_path(directory), secrets=lambda: _secrets_held(store),
+            key = load_master_key(config.key_path(directory), from_setting=settings.master_key,
+                                  secrets=lambda: _secrets_held(store),
                                   forget_check=lambda: _forget_key_check(store))
             vault = Vault(store, key)
         except BaseException:
@@ -141,7 +149,8 @@ class Registry:
                sandbox_id: str | None, before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None) -> None:
         Store.insert(cx, "audit", {
-            "at": now_iso(), "sandbox_id": sandbox_id, "actor": self.actor, "action": action,
+            "at": now_iso(), "sandbox_id": sandbox_id, "actor": current_actor(self.actor),
+            "action": action,
             "object_type": object_type, "object_id": object_id, "before": before, "after": after,
         })
 
@@ -308,7 +317,7 @@ class Registry:
             "webhook_rate_cap_per_minute": req.webhook_rate_cap_per_minute,
             "connect_timeout": req.connect_timeout, "call_timeout": req.call_timeout,
             "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
-            "tool_count": None, "server_name": None, "last_checked_at": None,
+            "health_error_kind": None, "tool_count": None, "server_name": None, "last_checked_at": None,
             "last_latency_ms": None, "created_at": now, "updated_at": now,
         }
         try:
@@ -325,7 +334,7 @@ class Registry:
         outcome = await self._check(source_id, action="source.health_check")
         self._changed(source_id, "register")
         # The webhook signing secret is returned this once (excluded from model_dump()).
-        return RegisteredOutcome(**outcome.model_dump(), webhook_secret=webhook_secret)
+        return RegisteredOutcome(**outcome.model_dump(), webhook_secret=SecretStr(webhook_secret))
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
         row = self.store.query_one(
@@ -337,12 +346,10 @@ class Registry:
 
     @staticmethod
     def _namespace_taken(namespace: str, sandbox_name: str,
-                         holder: dict[str, Any] | None = None) -> Conflict:
+                         holder: dict[str, Any] | None = None) -> NamespaceTaken:
         who = f" by {holder['name']!r} ({holder['id']})" if holder else ""
-        err = Conflict(f"app_namespace {namespace!r} is already used{who} in sandbox "
-                       f"{sandbox_name!r}; choose another namespace or revoke that source")
-        err.error = "namespace_taken"
-        return err
+        return NamespaceTaken(f"app_namespace {namespace!r} is already used{who} in sandbox "
+                              f"{sandbox_name!r}; choose another namespace or revoke that source")
 
     async def update(self, source_id: str, body: dict[str, Any] | UpdateSource, *,
                      sandbox: str | None = None) -> Outcome:
@@ -462,11 +469,13 @@ class Registry:
             "last_checked_at": now_iso(), "last_latency_ms": round(result.latency_ms, 2),
         }
         if result.ok:
-            fields |= {"health_error": None, "tool_count": result.tool_count,
+            fields |= {"health_error": None, "health_error_kind": None, "tool_count": result.tool_count,
                        "server_name": result.server_name}
             new_status = SourceStatus.ACTIVE
         else:
-            fields |= {"health_error": result.error or "health check failed"}
+            kind = result.error_kind or ErrorKind.UNKNOWN
+            fields |= {"health_error": result.error or "health check failed",
+                       "health_error_kind": kind.value}
             new_status = SourceStatus.ERROR
         with self.store.transaction() as cx:
             current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
@@ -564,7 +573,7 @@ class Registry:
             with self.store.transaction() as cx:
                 Store.update(cx, "sources", source_id, {
                     "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
-                    "updated_at": now_iso()})
+                    "health_error_kind": None, "updated_at": now_iso()})
                 self._audit(cx, action="source.resume", object_type="source", object_id=source_id,
                             sandbox_id=row["sandbox_id"], before={"status": "paused"},
                             after={"status": "resumed; health check follows"})

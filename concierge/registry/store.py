@@ -159,6 +159,15 @@ MIGRATIONS: Sequence[str] = (
         created_at TEXT NOT NULL
     );
     """,
+    # 5: the kind of a failed health check (an ErrorKind), stored beside its message so that
+    # readers look the kind up instead of guessing it from the text; older rows get the kind
+    # their message starts with ("unauthorized: ...")
+    """
+    ALTER TABLE sources ADD COLUMN health_error_kind TEXT;
+    UPDATE sources SET health_error_kind = substr(health_error, 1, instr(health_error, ':') - 1)
+        WHERE instr(health_error, ':') > 1
+        AND substr(health_error, 1, instr(health_error, ':') - 1) IN ('unauthorized', 'forbidden', 'not_found', 'connection_refused', 'dns', 'tls', 'timeout', 'not_mcp', 'protocol', 'too_many_tools', 'too_large', 'server_error', 'invalid_url', 'unknown');
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import SecretStr, ValidationError
+from pydantic_core import ErrorDetails
 
 from concierge.errors import ValidationFailed
 
@@ -340,14 +341,14 @@ _UNION_TAG = re.compile(r"^(?:[a-z]+(?:-[a-z]+)*(?:\[.*\])?|[a-z]+\[.*\])$")
 _FIELD_PART = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 
-def _is_unset_branch(err: dict[str, Any]) -> bool:
+def _is_unset_branch(err: ErrorDetails) -> bool:
     """The error of the internal "not sent" member of a partial update's union: it only
     says that the value is not the sentinel, which no caller can send or needs to read."""
     return any(str(p).startswith("enum[Unset]") for p in err.get("loc", ())) or (
         err.get("type") == "enum" and "UNSET" in str(err.get("msg", "")))
 
 
-def _loc(err: dict[str, Any]) -> str:
+def _loc(err: ErrorDetails) -> str:
     parts = []
     for part in err.get("loc", ()):
         if isinstance(part, int):
@@ -379,7 +380,7 @@ def from_pydantic(exc: ValidationError) -> ValidationFailed:
     return ValidationFailed("; ".join(sentences), field=first_field)
 
 
-def _message(err: dict[str, Any]) -> str:
+def _message(err: ErrorDetails) -> str:
     typ = err.get("type", "")
     msg = str(err.get("msg", "invalid value"))
     ctx = err.get("ctx") or {}

@@ -32,7 +32,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from concierge.errors import Conflict, ConciergeError, NotFound
+from concierge.errors import NotFound, SourceRevoked, VaultError, WrongMasterKey
 from concierge.registry.store import Store, now_iso
 
 __all__ = ["ENV_KEY", "MasterKey", "Vault", "VaultError", "auth_key", "load_master_key", "webhook_key"]
@@ -41,10 +41,6 @@ ENV_KEY = "CONCIERGE_MASTER_KEY"
 _CHECK_PLAINTEXT = b"concierge vault key check v1"
 _CHECK_AAD = b"concierge/key-check"
 _GENERATE = "generate one with: python -c \"import os;print(os.urandom(32).hex())\""
-
-
-class VaultError(ConciergeError):
-    error = "vault_error"
 
 
 def auth_key(source_id: str) -> str:
@@ -86,16 +82,18 @@ def _decode(raw: str) -> bytes:
             return b""
 
 
-def load_master_key(key_file: Path, *, secrets: Callable[[], int] = lambda: 0,
+def load_master_key(key_file: Path, *, from_setting: str | None = None,
+                    secrets: Callable[[], int] = lambda: 0,
                     forget_check: Callable[[], None] = lambda: None) -> MasterKey:
-    """``CONCIERGE_MASTER_KEY`` if set, else the key file's key, else a new key file (0600).
+    """``from_setting`` (``CONCIERGE_MASTER_KEY``, see `concierge.config`) if set, else the key
+    file's key, else a new key file (0600).
 
     ``secrets`` counts what this home's vault holds. A key file is made, or an empty one (an
     older version killed while creating it) replaced, only while the vault holds nothing:
     then no secret can be lost, and ``forget_check`` drops the check value of the old key.
     Otherwise every fault names the file and how to recover.
     """
-    env = os.environ.get(ENV_KEY)
+    env = from_setting
     if env is not None and env.strip():
         key = _decode(env)
         if len(key) != 32:
@@ -248,9 +246,9 @@ class Vault:
         else:
             fix = f"restore the right key file, or set {ENV_KEY} to the right key"
             who = f"{key.origin} holds"
-        return VaultError(f"{who} not the key this registry's secrets are encrypted with "
+        return WrongMasterKey(f"{who} not the key this registry's secrets are encrypted with "
                           f"({self._store.path}); refusing to start so that no secret is written under "
-                          f"a second key: {fix}", error="wrong_master_key")
+                          f"a second key: {fix}")
 
     # -- secrets -------------------------------------------------------------------------------
 
@@ -265,8 +263,8 @@ class Vault:
             if row is None:
                 raise NotFound(f"no source {source_id!r}; no secret is stored for it")
             if row["status"] == "disconnected":
-                raise Conflict(f"source {source_id} is revoked (disconnected); its secrets were "
-                               "deleted and no new one is stored", error="source_revoked")
+                raise SourceRevoked(f"source {source_id} is revoked (disconnected); its secrets were "
+                               "deleted and no new one is stored")
         nonce = os.urandom(12)
         ciphertext = self._aead.encrypt(nonce, secret.encode(), key.encode())
         now = now_iso()

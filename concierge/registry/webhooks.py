@@ -2,7 +2,7 @@
 replay protection.
 
     issue at register   `new_secret()` is stored in the vault at ``user_mcp/<id>/webhook`` in the
-                        registration's transaction and returned ONCE (`RegisteredOutcome`)
+                        registration's transaction and returned ONCE (`models.RegisteredOutcome`)
     rotate              `Webhooks.rotate` replaces it and returns the new one, once
     revoke / delete     the registry deletes every vault key under ``user_mcp/<id>/``
     receive             `Webhooks.receive`: source known and live -> signature (HMAC-SHA256 over
@@ -10,28 +10,37 @@ replay protection.
                         seen before is acknowledged as ``duplicate`` and not stored again ->
                         the source's ``webhook_rate_cap_per_minute`` -> stored
 
-A sender signs like this (the same as `sign`)::
-
-    X-Concierge-Timestamp: 1767225600
-    X-Concierge-Event-Id:  evt_123
-    X-Concierge-Signature: sha256=<hex HMAC-SHA256(secret, b"1767225600." + body)>
+How a sender signs: `concierge.registry.signing`. This module depends on the service
+(`Registry`); the service never imports it (it issues secrets through ``signing``).
 """
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import json
-import secrets
 import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field
 
-from concierge.errors import Conflict, ConciergeError, NotFound, ValidationFailed
-from concierge.registry.models import Outcome, SourceStatus
+from concierge.errors import (
+    Conflict,
+    NotFound,
+    PayloadTooLarge,
+    SourceInactive,
+    ValidationFailed,
+)
+from concierge.registry.models import SourceStatus
 from concierge.registry.ratelimit import RateLimiter
+from concierge.registry.signing import (
+    EVENT_ID_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    TOLERANCE_S,
+    new_secret,
+    sign,
+    verify,
+)
 from concierge.registry.store import now_iso
 from concierge.registry.vault import webhook_key
 
@@ -44,9 +53,6 @@ __all__ = [
     "SIGNATURE_HEADER",
     "TIMESTAMP_HEADER",
     "TOLERANCE_S",
-    "PayloadTooLarge",
-    "RegisteredOutcome",
-    "SignatureInvalid",
     "WebhookEvent",
     "WebhookReceipt",
     "WebhookSecret",
@@ -56,37 +62,8 @@ __all__ = [
     "verify",
 ]
 
-SIGNATURE_HEADER = "X-Concierge-Signature"
-TIMESTAMP_HEADER = "X-Concierge-Timestamp"
-EVENT_ID_HEADER = "X-Concierge-Event-Id"
-TOLERANCE_S = 300
-"""A signature older (or newer) than this many seconds is refused, so a captured request
-cannot be replayed later under a fresh event id."""
 MAX_BODY_BYTES = 256 * 1024
 MAX_EVENT_ID = 200
-
-
-class SignatureInvalid(ConciergeError):
-    """The webhook request is not signed with the source's current secret (HTTP 401)."""
-
-    error = "invalid_signature"
-    status_code = 401
-
-
-class PayloadTooLarge(ValidationFailed):
-    error = "payload_too_large"
-    status_code = 413
-
-
-class RegisteredOutcome(Outcome):
-    """The register outcome plus the webhook signing secret, which is shown exactly once.
-
-    The secret is excluded from ``model_dump()`` so no surface (the concierge's tools, a
-    transcript, ``--json``) passes it on by accident; the HTTP register route adds it on
-    purpose, as ``webhook_secret``.
-    """
-
-    webhook_secret: SecretStr | None = Field(default=None, exclude=True)
 
 
 class WebhookSecret(BaseModel):
@@ -108,32 +85,6 @@ class WebhookEvent(BaseModel):
     received_at: str
     content_type: str | None
     payload: Any
-
-
-def new_secret() -> str:
-    """A fresh signing secret: ``whsec_`` + 256 random bits."""
-    return "whsec_" + secrets.token_urlsafe(32)
-
-
-def sign(secret: str, timestamp: int | str, body: bytes) -> str:
-    """The ``X-Concierge-Signature`` value for ``body`` sent at ``timestamp`` (Unix seconds)."""
-    mac = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256)
-    return "sha256=" + mac.hexdigest()
-
-
-def verify(secret: str, timestamp: str | None, body: bytes, signature: str | None, *,
-           now: float, tolerance: float = TOLERANCE_S) -> None:
-    """Raise `SignatureInvalid` unless ``signature`` signs ``body`` at a recent ``timestamp``."""
-    if not signature or not timestamp:
-        raise SignatureInvalid(f"missing {SIGNATURE_HEADER} or {TIMESTAMP_HEADER} header")
-    try:
-        sent_at = int(timestamp)
-    except ValueError:
-        raise SignatureInvalid(f"{TIMESTAMP_HEADER} must be Unix seconds") from None
-    if abs(now - sent_at) > tolerance:
-        raise SignatureInvalid(f"{TIMESTAMP_HEADER} is more than {tolerance:g} s from the server's clock")
-    if not hmac.compare_digest(sign(secret, sent_at, body), signature.strip()):
-        raise SignatureInvalid("signature does not match the source's webhook secret")
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -183,8 +134,7 @@ class Webhooks:
         verify(secret, _header(headers, TIMESTAMP_HEADER), body, _header(headers, SIGNATURE_HEADER),
                now=self._clock())
         if row["status"] == SourceStatus.PAUSED:
-            raise Conflict(f"source {row['name']} ({source_id}) is paused; resume it to receive events",
-                           error="source_inactive")
+            raise SourceInactive(f"source {row['name']} ({source_id}) is paused; resume it to receive events")
         payload, event_id = _parse(body, content_type)
         event_id = _header(headers, EVENT_ID_HEADER) or event_id
         if not event_id:

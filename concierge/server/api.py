@@ -8,7 +8,6 @@ level, names the caller in the audit log and turns `ConciergeError` into ``{"err
 
 from __future__ import annotations
 
-import contextvars
 import json
 import re
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,16 +20,23 @@ from pydantic_core import to_jsonable_python
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from concierge.errors import ConciergeError, PermissionDenied, ValidationFailed
-from concierge.registry import Sandbox
+from concierge.errors import (
+    ConciergeError,
+    ForbiddenOrigin,
+    Unauthenticated,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
+from concierge.registry import Sandbox, acting_as
 from concierge.server.auth import Principal, Role, is_loopback
-from concierge.server.errors import Unauthenticated, error_response, internal_error
+from concierge.server.errors import error_response, internal_error
 
 if TYPE_CHECKING:
-    from concierge.server.app import Services
+    from concierge.backend import LocalBackend
+    from concierge.registry import Registry
+    from concierge.server.services import Services
 
 __all__ = [
-    "ACTOR",
     "Access",
     "ApiRoute",
     "Ctx",
@@ -44,16 +50,8 @@ __all__ = [
 Access = Literal["public", "signature", "viewer", "editor", "owner"]
 """``public``: no key. ``signature``: no key, the handler checks an HMAC signature."""
 
-ACTOR: contextvars.ContextVar[str | None] = contextvars.ContextVar("concierge_actor", default=None)
-"""The caller of the current request, read by the registry's audit log (see app.py)."""
-
 MAX_BODY_BYTES = 1024 * 1024
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
-
-
-class UnsupportedMediaType(ValidationFailed):
-    error = "unsupported_media_type"
-    status_code = 415
 
 
 @dataclass(frozen=True)
@@ -108,11 +106,11 @@ class Ctx:
         self.services = services
 
     @property
-    def backend(self):  # type: ignore[no-untyped-def]  # LocalBackend
+    def backend(self) -> LocalBackend:
         return self.services.backend
 
     @property
-    def registry(self):  # type: ignore[no-untyped-def]
+    def registry(self) -> Registry:
         return self.services.registry
 
     @property
@@ -210,12 +208,11 @@ def _same_origin(request: Request) -> None:
     host = request.headers.get("host", "")
     hostname = host.rsplit(":", 1)[0] if not host.endswith("]") else host
     if hostname.strip("[]") not in ("127.0.0.1", "localhost", "::1"):
-        raise PermissionDenied(f"anonymous access is for http://127.0.0.1 only (Host {host!r}); "
-                               "send an API key", error="forbidden_origin")
+        raise ForbiddenOrigin(f"anonymous access is for http://127.0.0.1 only (Host {host!r}); "
+                               "send an API key")
     origin = request.headers.get("origin")
     if origin is not None and urlsplit(origin).netloc != host:
-        raise PermissionDenied(f"a page from {origin} may not use this server without an API key",
-                               error="forbidden_origin")
+        raise ForbiddenOrigin(f"a page from {origin} may not use this server without an API key")
 
 
 def authenticate(request: Request, services: Services) -> Principal:
@@ -245,9 +242,8 @@ def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitab
             if route.role is not None:
                 principal = authenticate(request, services)
                 principal.require(route.role, f"{route.method} {route.path}")
-            # Each request runs in its own task, so this never leaks to another request.
-            ACTOR.set(principal.actor if principal else None)
-            result = await route.handler(Ctx(request, principal, services))
+            with acting_as(principal.actor if principal else None):
+                result = await route.handler(Ctx(request, principal, services))
             if isinstance(result, Response):
                 return result
             return JSONResponse(to_jsonable_python(result), status_code=route.status)

@@ -16,7 +16,6 @@ import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 import anyio
@@ -42,13 +41,14 @@ from concierge.server import (
     webhooks,
     widget,
 )
-from concierge.server.api import ACTOR, ApiRoute, dispatch
+from concierge.server.api import ApiRoute, dispatch
 from concierge.server.auth import KeyStore
 from concierge.server.errors import RequestIdMiddleware, internal_error
 from concierge.server.gateway_mount import MCP_PATH, OPENAPI_PATH_ITEM, GatewayMount
 from concierge.server.openapi import build_openapi
+from concierge.server.services import Services
 
-__all__ = ["ROUTE_TABLE", "Services", "build_app"]
+__all__ = ["ROUTE_TABLE", "build_app"]
 
 log = logging.getLogger("concierge.server")
 
@@ -62,46 +62,6 @@ ROUTE_TABLE: tuple[ApiRoute, ...] = (
     *chat.ROUTES,
     *widget.ROUTES,
 )
-
-
-@dataclass
-class Services:
-    """Everything a handler may use."""
-
-    backend: LocalBackend
-    keys: KeyStore
-    webhooks: Webhooks
-    allow_anonymous_loopback: bool
-    chat: chat.ChatService = field(init=False)
-    openapi: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def registry(self) -> Registry:
-        return self.backend.registry
-
-
-class _ActorFromRequest:
-    """The registry's ``actor`` as seen by its audit log: the calling key while a request is
-    being served, else the registry's own actor. Read per access, so concurrent requests
-    (one awaiting a health check while another writes) are each audited under their caller."""
-
-    def __get__(self, obj: Any, objtype: Any = None) -> Any:
-        if obj is None:
-            return self
-        return ACTOR.get() or obj.__dict__.get("_own_actor", "local")
-
-    def __set__(self, obj: Any, value: str) -> None:
-        obj.__dict__["_own_actor"] = value
-
-
-def _audit_as_caller(registry: Registry) -> None:
-    cls = type(registry)
-    if isinstance(cls.__dict__.get("actor"), _ActorFromRequest):
-        return
-    own = registry.__dict__.pop("actor", "local")
-    registry.__class__ = type(f"Http{cls.__name__}", (cls,), {"actor": _ActorFromRequest(),
-                                                              "__module__": __name__})
-    registry.actor = own
 
 
 def _group(routes: Sequence[ApiRoute]) -> dict[str, dict[str, ApiRoute]]:
@@ -172,14 +132,13 @@ def build_app(registry: Registry | None = None, *,
         backend = LocalBackend(registry)
     else:
         backend = backend_factory() if backend_factory is not None else LocalBackend.open()
-    _audit_as_caller(backend.registry)
-    services = Services(backend=backend, keys=keys or KeyStore(backend.registry.store),
-                        webhooks=Webhooks(backend.registry),
-                        allow_anonymous_loopback=allow_anonymous_loopback)
-    services.chat = chat.ChatService(services, model_factory=model_factory,
-                                     run_timeout=chat_run_timeout)
+    services = Services(
+        backend=backend, keys=keys or KeyStore(backend.registry.store),
+        webhooks=Webhooks(backend.registry),
+        chat=chat.ChatService(backend, model_factory=model_factory, run_timeout=chat_run_timeout),
+        allow_anonymous_loopback=allow_anonymous_loopback,
+        openapi=build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM}))
     gateway = GatewayMount(services, host=host)
-    services.openapi = build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM})
 
     routes: list[Route] = [Route(path, _PathApp(methods, services))
                            for path, methods in _group(ROUTE_TABLE).items()]

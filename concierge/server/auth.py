@@ -124,7 +124,7 @@ class KeyStore:
                "revoked_at": None}
         with self.store.transaction() as cx:
             Store.insert(cx, "api_keys", row)
-        return CreatedKey(**{k: v for k, v in row.items() if k != "hash"}, key=key)
+        return CreatedKey.model_validate({k: v for k, v in row.items() if k != "hash"} | {"key": key})
 
     def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
         sql = "SELECT * FROM api_keys" + ("" if include_revoked else " WHERE revoked_at IS NULL")

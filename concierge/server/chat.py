@@ -48,17 +48,17 @@ from concierge.agent.answers import read_yes_no
 from concierge.agent.events import MAX_MESSAGE_CHARS, Event, from_record, to_record, with_label
 from concierge.agent.run_result import RunResult
 from concierge.agent.session import ConciergeSession
-from concierge.errors import Conflict, NotFound
-from concierge.registry import Sandbox
+from concierge.errors import NotFound, SessionBusy
+from concierge.registry import Sandbox, acting_as
 from concierge.registry import validation as rules
 from concierge.registry.store import Store, now_iso
-from concierge.server.api import ACTOR, ApiRoute, Ctx
+from concierge.server.api import ApiRoute, Ctx
 from concierge.server.auth import Principal, Role
 from concierge.server.scoped import ScopedBackend
 from concierge.server.secret_store import VaultSecretStore
 
 if TYPE_CHECKING:
-    from concierge.server.app import Services
+    from concierge.backend import LocalBackend
 
 __all__ = [
     "ChatRequest",
@@ -76,6 +76,7 @@ log = logging.getLogger("concierge.server.chat")
 MAX_LIVE_SESSIONS = 256
 KEEPALIVE_S = 15.0
 BASE = "/api/v1/storage/sandboxes/{sandbox_id}/concierge"
+OutcomeName = Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"]
 SESSION = BASE + "/sessions/{session_id}"
 
 
@@ -147,7 +148,7 @@ class TestResult(BaseModel):
     error_message: str | None
     session_id: str
     stop_reason: str | None = Field(description="end_turn | awaiting_confirmation | awaiting_secret")
-    outcome: Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"] = Field(
+    outcome: OutcomeName = Field(
         description="What came of it (the same fold as `concierge ask`'s exit status): done — answered "
                     "or the change ran; error — the run, a change or a health check failed, or the "
                     "concierge declined; needs_confirmation / needs_secret — stopped before a change; "
@@ -224,19 +225,19 @@ class _Run:
 class ChatService:
     """Conversations over HTTP: start, persist, restore and stream them."""
 
-    def __init__(self, services: Services, *, model_factory: Callable[[], Any] | None = None,
+    def __init__(self, backend: LocalBackend, *, model_factory: Callable[[], Any] | None = None,
                  run_timeout: float = 120.0) -> None:
-        self.services = services
+        self.backend = backend
         self._model_factory = model_factory
         self._model: Any = None
         self.run_timeout = run_timeout
-        self.secrets = VaultSecretStore(services.registry.store, services.registry.vault)
+        self.secrets = VaultSecretStore(backend.registry.store, backend.registry.vault)
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self._tg: TaskGroup | None = None
 
     @property
     def store(self) -> Store:
-        return self.services.registry.store
+        return self.backend.registry.store
 
     async def run(self, tg: TaskGroup) -> None:
         """Called from the app's lifespan: runs execute in ``tg``."""
@@ -263,7 +264,7 @@ class ChatService:
     # -- sessions ---------------------------------------------------------------------------
 
     def create(self, sb: Sandbox, principal: Principal) -> _Live:
-        session = ConciergeSession(ScopedBackend(self.services.backend, principal), self.model(),
+        session = ConciergeSession(ScopedBackend(self.backend, principal), self.model(),
                                    sandbox=sb.name, secret_store=self.secrets)
         now = now_iso()
         with self.store.transaction() as cx:
@@ -280,7 +281,7 @@ class ChatService:
             if row is None or row["sandbox_id"] != sb.id or row["key_id"] != principal.key_id:
                 raise NotFound(f"no conversation {session_id!r} in this sandbox for this key")
             session = ConciergeSession.from_state(
-                json.loads(row["state"]), ScopedBackend(self.services.backend, principal), self.model(),
+                json.loads(row["state"]), ScopedBackend(self.backend, principal), self.model(),
                 secret_store=self.secrets, sandbox=sb.name)
             live = self._remember(_Live(session, row["sandbox_id"], row["key_id"]))
         elif live.sandbox_id != sb.id or live.key_id != principal.key_id:
@@ -322,7 +323,8 @@ class ChatService:
         pending = None
         if not live.busy:
             waiting = live.session.pending_event()
-            if waiting is not None and (live.session.pending or {}).get("answer") is None:
+            parked = live.session.pending
+            if waiting is not None and (parked is None or parked.answer is None):
                 pending = self.scrub(live, to_record(waiting))
         return SessionHistory(session_id=row["id"], sandbox_id=row["sandbox_id"],
                               created_at=row["created_at"], updated_at=row["updated_at"],
@@ -330,7 +332,7 @@ class ChatService:
 
     def delete(self, live: _Live) -> None:
         if live.busy:
-            raise Conflict("the conversation is busy with a run; wait for it to finish")
+            raise SessionBusy("the conversation is busy with a run; wait for it to finish")
         session_id = live.session.session_id
         for ref in live.session.secret_refs:
             self.secrets.delete(ref)
@@ -354,8 +356,7 @@ class ChatService:
         if self._tg is None:
             raise RuntimeError("the chat service needs the app's lifespan to run")
         if live.busy:
-            raise Conflict("the conversation is busy with another run; wait for it to finish",
-                           error="session_busy")
+            raise SessionBusy("the conversation is busy with another run; wait for it to finish")
         live.busy = True
         run = _Run()
         try:
@@ -367,7 +368,11 @@ class ChatService:
 
     async def _drive(self, live: _Live, events: Callable[[], AsyncIterator[Event]], run: _Run,
                      actor: str, before: list[dict[str, Any]], *, task_status: TaskStatus[None]) -> None:
-        ACTOR.set(actor)
+        with acting_as(actor):  # the run's writes are audited under the caller who started it
+            await self._run_events(live, events, run, before, task_status=task_status)
+
+    async def _run_events(self, live: _Live, events: Callable[[], AsyncIterator[Event]], run: _Run,
+                          before: list[dict[str, Any]], *, task_status: TaskStatus[None]) -> None:
         pending_text: list[str] = []
         run_id: str | None = None
         stored: list[dict[str, Any]] = []
@@ -531,7 +536,7 @@ async def _collect(ctx: Ctx, live: _Live, run: _Run, started: float, timeout: fl
         message = f"the run did not finish within {timeout:g} s"
     elif error is not None:
         message = error.message
-    outcome = fold.outcome.value if not timed_out else "error"
+    outcome: OutcomeName = fold.outcome.value if not timed_out else "error"
     return TestResult(
         run_id=fold.run_ids[-1] if fold.run_ids else "", status=status, output_text=output,
         tokens_in=fold.usage["input_tokens"], tokens_out=fold.usage["output_tokens"],
@@ -607,8 +612,7 @@ async def chat_session_confirm(ctx: Ctx) -> Response:
     service = _chat(ctx)
     live = service.open(ctx.param("session_id"), sb, ctx.caller)
     if live.busy:
-        raise Conflict("the conversation is busy with another run; wait for it to finish",
-                       error="session_busy")
+        raise SessionBusy("the conversation is busy with another run; wait for it to finish")
     live.session.confirm(req.id, req.approved)
     started = time.perf_counter()
     run = await service.start(live, live.session.resume, actor=_actor(ctx.caller),
@@ -623,8 +627,7 @@ async def chat_session_secret(ctx: Ctx) -> Response:
     service = _chat(ctx)
     live = service.open(ctx.param("session_id"), sb, ctx.caller)
     if live.busy:
-        raise Conflict("the conversation is busy with another run; wait for it to finish",
-                       error="session_busy")
+        raise SessionBusy("the conversation is busy with another run; wait for it to finish")
     live.session.provide_secret(req.id, req.value.get_secret_value())
     started = time.perf_counter()
     run = await service.start(live, live.session.resume, actor=_actor(ctx.caller),

@@ -19,12 +19,13 @@ from starlette.types import Receive, Scope, Send
 
 from concierge.errors import ConciergeError
 from concierge.gateway_server import build_gateway_app
-from concierge.server.api import ACTOR, Ctx, authenticate
+from concierge.registry import acting_as
+from concierge.server.api import Ctx, authenticate
 from concierge.server.auth import Role
 from concierge.server.errors import error_response, internal_error
 
 if TYPE_CHECKING:
-    from concierge.server.app import Services
+    from concierge.server.services import Services
 
 __all__ = ["MCP_PATH", "OPENAPI_PATH_ITEM", "GatewayMount"]
 
@@ -104,5 +105,5 @@ class GatewayMount:
         except Exception as exc:
             await internal_error(request, exc)(scope, receive, send)
             return
-        ACTOR.set(principal.actor)
-        await manager.handle_request(scope, receive, send)
+        with acting_as(principal.actor):
+            await manager.handle_request(scope, receive, send)

@@ -4,8 +4,8 @@ schemas — never written by hand, so it cannot drift from the routes the server
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
@@ -13,7 +13,7 @@ from pydantic.json_schema import models_json_schema
 from concierge import __version__
 from concierge.registry.validation import AUTH_SCHEMAS, FIELD_SCHEMAS, trimmed_length_pattern
 from concierge.server.api import ApiRoute, ListOf
-from concierge.server.schemas import ErrorBody
+from concierge.wire import ErrorBody
 
 __all__ = ["build_openapi"]
 
@@ -38,8 +38,11 @@ _ERROR_TEXT = {
 }
 
 
-def _models(routes: Iterable[ApiRoute]) -> list[tuple[type[BaseModel], str]]:
-    seen: dict[tuple[type[BaseModel], str], None] = {(ErrorBody, "serialization"): None}
+Mode = Literal["validation", "serialization"]
+
+
+def _models(routes: Iterable[ApiRoute]) -> list[tuple[type[BaseModel], Mode]]:
+    seen: dict[tuple[type[BaseModel], Mode], None] = {(ErrorBody, "serialization"): None}
     for route in routes:
         if route.body is not None:
             seen[(route.body, "validation")] = None
@@ -201,7 +204,7 @@ def _merge(member: dict[str, Any], rule: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in merged.items() if v is not None}
 
 
-def _schema_of(route: ApiRoute, names: dict[tuple[type[BaseModel], str], dict[str, Any]]) -> dict[str, Any]:
+def _schema_of(route: ApiRoute, names: Mapping[tuple[Any, Mode], dict[str, Any]]) -> dict[str, Any]:
     response = route.response
     if isinstance(response, ListOf):
         return {"type": "array", "items": names[(response.model, "serialization")]}
@@ -235,7 +238,7 @@ def _error_statuses(route: ApiRoute) -> list[int]:
     return sorted(statuses)
 
 
-def _operation(route: ApiRoute, names: dict[tuple[type[BaseModel], str], dict[str, Any]]) -> dict[str, Any]:
+def _operation(route: ApiRoute, names: Mapping[tuple[Any, Mode], dict[str, Any]]) -> dict[str, Any]:
     op: dict[str, Any] = {
         "operationId": route.handler.__name__,
         "summary": route.summary,

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from concierge.errors import Conflict, NotFound, ValidationFailed
+from concierge.errors import NotFound, UnknownTool, ValidationFailed
 from concierge.registry import Agent, AgentCreate, AgentUpdate
 from concierge.registry.catalog_models import ToolCallOutcome
 from concierge.server.api import ApiRoute, Ctx, ListOf, Query
-from concierge.server.schemas import CatalogView, ToolCall
+from concierge.wire import CatalogView, ToolCall
 
 __all__ = ["ROUTES"]
 
@@ -60,7 +60,7 @@ async def call_tool(ctx: Ctx) -> ToolCallOutcome:
     except NotFound as exc:
         # The agent exists: what is missing is the tool the body names, which the agent's live
         # catalog does not offer right now (a state the call conflicts with, not a bad request).
-        raise Conflict(exc.detail, error="unknown_tool") from None
+        raise UnknownTool(exc.detail) from None
 
 
 ROUTES = [

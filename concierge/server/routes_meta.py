@@ -8,7 +8,7 @@ from starlette.responses import JSONResponse
 
 from concierge import __version__
 from concierge.server.api import ApiRoute, Ctx
-from concierge.server.schemas import Health, Me
+from concierge.wire import Health, Me
 
 __all__ = ["ROUTES"]
 

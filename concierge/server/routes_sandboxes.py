@@ -6,7 +6,7 @@ from concierge.errors import ValidationFailed
 from concierge.registry import Sandbox
 from concierge.server.api import ApiRoute, Ctx, ListOf
 from concierge.server.auth import Role
-from concierge.server.schemas import SandboxCreate
+from concierge.wire import SandboxCreate
 
 __all__ = ["ROUTES"]
 

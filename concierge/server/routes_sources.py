@@ -5,9 +5,9 @@ from __future__ import annotations
 from concierge.errors import NotFound
 from concierge.registry import Outcome, RegisterSource, SourceView, UpdateSource
 from concierge.registry.catalog_models import PullResult
-from concierge.registry.webhooks import RegisteredOutcome
+from concierge.registry.models import RegisteredOutcome
 from concierge.server.api import ApiRoute, Ctx, ListOf, Query
-from concierge.server.schemas import DeleteResult, RegisterResponse
+from concierge.wire import DeleteResult, RegisterResponse
 
 __all__ = ["ROUTES"]
 

@@ -15,7 +15,6 @@ that reject ``stream_options`` (the request is repeated once without it, and rem
 from __future__ import annotations
 
 import json
-import os
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,7 +25,22 @@ import httpx2
 import openai
 
 from concierge.agent.models.base import ModelResponse, TextSink, ToolCall, Usage
-from concierge.errors import ModelError
+from concierge.config import Settings
+from concierge.config import load as load_settings
+from concierge.errors import (
+    ModelAuthFailed,
+    ModelBadRequest,
+    ModelBadResponse,
+    ModelConfigError,
+    ModelError,
+    ModelForbidden,
+    ModelNotFound,
+    ModelQuotaExceeded,
+    ModelRateLimited,
+    ModelServerError,
+    ModelTimeout,
+    ModelUnreachable,
+)
 
 __all__ = ["DEFAULT_MODEL", "OpenAIChatModel", "from_env"]
 
@@ -59,7 +73,7 @@ class OpenAIChatModel:
         backoff_base: float = 0.5,
     ) -> None:
         if not model:
-            raise ModelError("no model name given — set CONCIERGE_MODEL or pass --model", error="model_config")
+            raise ModelConfigError("no model name given — set CONCIERGE_MODEL or pass --model")
         self.model = model
         self.name = model
         self.timeout = timeout
@@ -72,11 +86,9 @@ class OpenAIChatModel:
                 client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, timeout=timeout, max_retries=0)
             except openai.OpenAIError:
                 # Raised when no key is given and OPENAI_API_KEY is unset.
-                raise ModelError(
+                raise ModelConfigError(
                     "no API key configured — set OPENAI_API_KEY (for a local server that needs no "
-                    "key, any value works)",
-                    error="model_config",
-                ) from None
+                    "key, any value works)") from None
         self._client = client
         self._secret = client.api_key or ""
         self._stream_options_ok = True
@@ -170,10 +182,8 @@ class OpenAIChatModel:
                 except StopAsyncIteration:
                     break
                 except (httpx2.HTTPError, ValueError) as exc:  # ValueError: bad JSON / schema
-                    raise ModelError(
-                        f"the model server at {self.base_url} sent a broken stream: {self._clean(str(exc))}",
-                        error="model_bad_response",
-                    ) from None
+                    raise ModelBadResponse(
+                        f"the model server at {self.base_url} sent a broken stream: {self._clean(str(exc))}") from None
                 if getattr(chunk, "usage", None) is not None:
                     usage = _usage(chunk.usage)
                 for choice in chunk.choices or ():
@@ -201,15 +211,13 @@ class OpenAIChatModel:
     def _from_completion(self, completion: Any) -> ModelResponse:
         choices = getattr(completion, "choices", None) or []
         if not choices:
-            raise ModelError(
-                f"the model server at {self.base_url} answered without any choices", error="model_bad_response"
-            )
+            raise ModelBadResponse(
+                f"the model server at {self.base_url} answered without any choices")
         choice = choices[0]
         message = getattr(choice, "message", None)
         if message is None:
-            raise ModelError(
-                f"the model server at {self.base_url} answered without a message", error="model_bad_response"
-            )
+            raise ModelBadResponse(
+                f"the model server at {self.base_url} answered without a message")
         calls: list[ToolCall] = []
         for position, tc in enumerate(message.tool_calls or ()):
             function = getattr(tc, "function", None)
@@ -254,74 +262,63 @@ class OpenAIChatModel:
         where = f"the model server at {self.base_url}"
         tries = f" after {attempts} attempts" if attempts > 1 else ""
         if isinstance(exc, openai.APITimeoutError):
-            return ModelError(
+            return ModelTimeout(
                 f"{where} did not answer within {self.timeout:g} s{tries} — check that it is up and not "
-                "overloaded, or raise the timeout",
-                error="model_timeout",
+                "overloaded, or raise the timeout"
             )
         if isinstance(exc, openai.APIConnectionError) and mid_answer:
-            return ModelError(
-                f"the connection to {where} broke off in the middle of the answer — try again",
-                error="model_unreachable",
+            return ModelUnreachable(
+                f"the connection to {where} broke off in the middle of the answer — try again"
             )
         if isinstance(exc, openai.APIConnectionError):
-            return ModelError(
-                f"could not connect to {where}{tries} — is it running? Check OPENAI_BASE_URL",
-                error="model_unreachable",
+            return ModelUnreachable(
+                f"could not connect to {where}{tries} — is it running? Check OPENAI_BASE_URL"
             )
         status = getattr(exc, "status_code", None)
         code = exc.code or ""
         server_says = self._clean(_server_message(exc))
         detail = f": {server_says}" if server_says else ""
         if status == 401:
-            return ModelError(
-                f"the model server rejected the API key (HTTP 401) — check OPENAI_API_KEY (server: {self.base_url})",
-                error="model_auth",
+            return ModelAuthFailed(
+                f"the model server rejected the API key (HTTP 401) — check OPENAI_API_KEY (server: {self.base_url})"
             )
         if status == 404 or code == "model_not_found":
             if code == "model_not_found" or "model" in server_says.lower():
-                return ModelError(
+                return ModelNotFound(
                     f"{where} does not know the model '{self.model}' — set CONCIERGE_MODEL or pass "
-                    "--model with a model it serves",
-                    error="model_not_found",
-                )
-            return ModelError(
+                    "--model with a model it serves"
+            )
+            return ModelNotFound(
                 f"{where} has no chat completions endpoint (HTTP 404) — check OPENAI_BASE_URL (it usually "
-                f"ends in /v1) and the model name '{self.model}' (CONCIERGE_MODEL / --model)",
-                error="model_not_found",
+                f"ends in /v1) and the model name '{self.model}' (CONCIERGE_MODEL / --model)"
             )
         if status == 403:
-            return ModelError(
+            return ModelForbidden(
                 f"{where} refused access to the model '{self.model}' (HTTP 403){detail} — check the key's "
-                "permissions or choose another model with CONCIERGE_MODEL / --model",
-                error="model_forbidden",
+                "permissions or choose another model with CONCIERGE_MODEL / --model"
             )
         if status == 429:
             if code == "insufficient_quota":
-                return ModelError(
+                return ModelQuotaExceeded(
                     f"the API key has no quota left at {self.base_url} (HTTP 429) — check the account's "
-                    "plan and billing",
-                    error="model_quota",
-                )
-            return ModelError(
+                    "plan and billing"
+            )
+            return ModelRateLimited(
                 f"{where} is rate limiting requests (HTTP 429){tries} — wait a moment and try again, or "
-                "raise the account's rate limit",
-                error="model_rate_limited",
+                "raise the account's rate limit"
             )
         if status is not None and status >= 500:
-            return ModelError(
-                f"{where} failed (HTTP {status}){tries}{detail} — try again later", error="model_server_error"
-            )
+            return ModelServerError(
+                f"{where} failed (HTTP {status}){tries}{detail} — try again later")
         if status in (400, 422):
             hint = ""
             if code == "context_length_exceeded" or "context" in server_says.lower():
                 hint = " — the conversation is too long for this model; lower the context budget or /reset"
-            return ModelError(
-                f"{where} refused the request (HTTP {status}){detail}{hint}", error="model_bad_request"
-            )
+            return ModelBadRequest(
+                f"{where} refused the request (HTTP {status}){detail}{hint}")
         if status is not None:
-            return ModelError(f"{where} answered HTTP {status}{detail}", error="model_error")
-        return ModelError(f"{where} sent an unusable reply{detail}", error="model_bad_response")
+            return ModelError(f"{where} answered HTTP {status}{detail}")
+        return ModelBadResponse(f"{where} sent an unusable reply{detail}")
 
 
 @dataclass
@@ -442,17 +439,17 @@ def _mentions_stream_options(exc: openai.APIError) -> bool:
     return "stream_options" in text or "include_usage" in text
 
 
-def from_env(model: str | None = None) -> OpenAIChatModel | None:
-    """The model configured by the environment, or ``None`` when no key is set.
+def from_env(model: str | None = None, *, settings: Settings | None = None) -> OpenAIChatModel | None:
+    """The model the settings configure (`concierge.config`), or ``None`` when no key is set.
 
-    Reads ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (optional; defaults to api.openai.com) and
+    Uses ``OPENAI_API_KEY``, ``OPENAI_BASE_URL`` (optional; defaults to api.openai.com) and
     ``CONCIERGE_MODEL`` (default ``gpt-4o-mini``); an explicit ``model`` (the ``--model`` flag)
     wins over ``CONCIERGE_MODEL``. A local server that needs no key (Ollama, llama.cpp, vLLM)
     is used by setting ``OPENAI_BASE_URL`` to it and ``OPENAI_API_KEY`` to any value.
+    ``settings`` default: `concierge.config.load`.
     """
-    api_key = os.environ.get("OPENAI_API_KEY", "").strip()
-    if not api_key:
+    settings = settings or load_settings()
+    if not settings.openai_api_key:
         return None
-    base_url = os.environ.get("OPENAI_BASE_URL", "").strip() or None
-    name = model or os.environ.get("CONCIERGE_MODEL", "").strip() or DEFAULT_MODEL
-    return OpenAIChatModel(name, api_key=api_key, base_url=base_url)
+    name = model or settings.model or DEFAULT_MODEL
+    return OpenAIChatModel(name, api_key=settings.openai_api_key, base_url=settings.openai_base_url)

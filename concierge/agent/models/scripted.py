@@ -23,7 +23,7 @@ from dataclasses import replace
 from typing import Any, NamedTuple, TypeAlias
 
 from concierge.agent.models.base import ModelResponse, TextSink, ToolCall
-from concierge.errors import ModelError
+from concierge.errors import ScriptExhausted
 
 __all__ = [
     "FunctionModel",
@@ -42,12 +42,6 @@ ReplyFunction: TypeAlias = Callable[[Messages, Tools], "ModelResponse | str | Aw
 Step: TypeAlias = "ModelResponse | str | ReplyFunction"
 
 _CHUNKS = 3
-
-
-class ScriptExhausted(ModelError):
-    """A `ScriptedModel` was asked for more replies than its script holds."""
-
-    error = "script_exhausted"
 
 
 class ModelCall(NamedTuple):

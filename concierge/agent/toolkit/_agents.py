@@ -23,7 +23,7 @@ from concierge.agent.toolkit.results import (
     Catalog,
     ToolDescription,
 )
-from concierge.errors import Conflict, ConciergeError, NotFound
+from concierge.errors import Ambiguous, NotFound, Unsupported
 from concierge.registry import validation as rules
 from concierge.registry.catalog_models import CatalogResult, CatalogTool
 from concierge.registry.models import AgentCreate, AgentUpdate
@@ -42,7 +42,7 @@ async def _catalog(ctx: ToolContext, agent: str | None, sandbox: str | None,
                    app: str | None = None) -> CatalogResult:
     resolve = getattr(ctx.backend, "agent_tools", None)
     if resolve is None:
-        raise ConciergeError("this backend cannot resolve tool catalogs", error="unsupported")
+        raise Unsupported("this backend cannot resolve tool catalogs")
     result: CatalogResult = await resolve(agent, sandbox=sandbox_of(ctx, sandbox), app=app)
     return result
 
@@ -90,8 +90,8 @@ async def describe_tool(ctx: ToolContext, args: DescribeToolArgs, _: Any) -> Too
         raise NotFound(f"no tool {args.tool!r} in {where} (tools: {known})")
     if len(hits) > 1:
         listed = ", ".join(f"{t.name} (from {t.source_name})" for t in hits)
-        raise Conflict(f"several tools are called {args.tool!r}: {listed}. Ask the person which one "
-                       "and pass its catalog name.", error="ambiguous")
+        raise Ambiguous(f"several tools are called {args.tool!r}: {listed}. Ask the person which one "
+                       "and pass its catalog name.")
     t = hits[0]
     return ToolDescription(name=t.name, app=t.app, source_id=t.source_id, source_name=t.source_name,
                            original_name=t.original_name, description=t.description,

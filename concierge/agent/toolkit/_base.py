@@ -12,7 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from concierge.agent.secrets import MASK, SecretStore, normalize_ref
 from concierge.backend import Backend
-from concierge.errors import ConciergeError
+from concierge.errors import ToolArgumentError
 from concierge.registry import validation as rules
 
 __all__ = [
@@ -32,12 +32,6 @@ WRITE: Literal["write"] = "write"
 _APPROVAL_WORDS = {"confirmed", "confirm", "approved", "approve", "yes", "force",
                    "skip_confirmation", "no_confirm", "auto_approve", "user_approved"}
 _SECRET_KEYS = {"token", "password", "secret", "api_key", "apikey", "credential", "authorization"}
-
-
-class ToolArgumentError(ConciergeError):
-    """The model's arguments do not fit the tool (sent back to the model to fix)."""
-
-    error = "invalid_arguments"
 
 
 @dataclass
@@ -129,7 +123,8 @@ def _parameters_cached(args: type[BaseModel]) -> str:
 
 def _parameters(args: type[BaseModel]) -> dict[str, Any]:
     """The argument model's schema (built once per model; each caller gets its own copy)."""
-    return json.loads(_parameters_cached(args))
+    schema: dict[str, Any] = json.loads(_parameters_cached(args))
+    return schema
 
 
 def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
@@ -149,7 +144,7 @@ def _clean_schema(schema: dict[str, Any]) -> dict[str, Any]:
             return [walk(x) for x in node]
         return node
 
-    out = walk(schema)
+    out: dict[str, Any] = walk(schema)
     out.setdefault("properties", {})
     out["additionalProperties"] = False
     return out

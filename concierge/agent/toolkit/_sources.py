@@ -26,12 +26,15 @@ from concierge.agent.toolkit.results import (
     SourceList,
     SourceRow,
 )
-from concierge.errors import Conflict, ConciergeError, NotFound, ValidationFailed
+from concierge.errors import Ambiguous, ConciergeError, ConnectorError, NotFound, ValidationFailed
+from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
 from concierge.registry.models import Outcome, RegisterSource, SourceView, UpdateSource
 
 __all__ = [
+    "GENERIC_HINT",
+    "HEALTH_HINTS",
     "delete_command",
     "health_hint",
     "resolve_source",
@@ -58,6 +61,8 @@ def source_row(s: SourceView) -> SourceRow:
     }
     if s.health_error and s.status.value == "error":
         fields["health_error"] = s.health_error
+        if s.health_error_kind is not None:
+            fields["health_error_kind"] = s.health_error_kind.value
     return SourceRow(**fields)
 
 
@@ -87,38 +92,39 @@ async def resolve_source(ctx: ToolContext, ref: str, sandbox: str | None) -> Sou
             return exact[0]
         if len(exact) > 1:
             listed = "; ".join(f"{s.id} ({s.name}, {s.status.value})" for s in exact)
-            raise Conflict(f"several sources match {ref!r}: {listed}. Ask the person which one "
-                           "and pass its id.", error="ambiguous")
+            raise Ambiguous(f"several sources match {ref!r}: {listed}. Ask the person which one "
+                           "and pass its id.")
     known = ", ".join(f"{s.name} ({s.id})" for s in live) or "none"
     raise NotFound(f"no source matches {ref!r} in sandbox {where!r} (sources: {known})")
 
 
-def health_hint(health_error: str | None) -> str | None:
-    """What to try after a failed health check, from the connector's error text."""
-    if not health_error:
+HEALTH_HINTS: dict[ErrorKind, str] = {
+    ErrorKind.UNAUTHORIZED: "Check the token (and, for header_token, the header name); if it changed, rotate it.",
+    ErrorKind.FORBIDDEN: "Check the token's scopes or permissions on the server.",
+    ErrorKind.NOT_FOUND: "Check the URL path: MCP endpoints usually end in /mcp (or /sse).",
+    ErrorKind.CONNECTION_REFUSED: "Make sure the server is running and the host and port are right.",
+    ErrorKind.DNS: "Check the spelling of the host name in the URL.",
+    ErrorKind.TLS: "Check the certificate, or whether the server speaks https on that port.",
+    ErrorKind.TIMEOUT: "Check that the server is up and answering, or raise the connect timeout.",
+    ErrorKind.NOT_MCP: "Check the URL path: it must be the server's MCP endpoint.",
+    ErrorKind.SERVER_ERROR: "Check the server's logs.",
+    ErrorKind.PROTOCOL: "The server answered, but not by the MCP rules: check its MCP version and logs.",
+    ErrorKind.TOO_MANY_TOOLS: "Limit the source to the tools you need with allowed_tools, or split the server.",
+    ErrorKind.TOO_LARGE: "The server sent a message over the size cap; check what it lists.",
+    ErrorKind.INVALID_URL: "Check the URL: https, or http for localhost only.",
+}
+"""What to try after a failed health check, by the kind the registry stored with it."""
+GENERIC_HINT = "Check the URL and the credential."
+
+
+def health_hint(kind: ErrorKind | str | None) -> str | None:
+    """What to try after a failed health check of ``kind`` (``None``: no failure recorded)."""
+    if kind is None:
         return None
-    text = health_error.lower()
-    # Match the connector's kind prefix ("unauthorized: ...") and its phrases, never bare
-    # numbers: a URL's port (127.0.0.1:40132) must not read as an HTTP status.
-    for needles, hint in (
-        (("unauthorized", "http 401"), "Check the token (and, for header_token, the header name); "
-                                       "if it changed, rotate it."),
-        (("forbidden", "http 403"), "Check the token's scopes or permissions on the server."),
-        (("not_found", "http 404"), "Check the URL path: MCP endpoints usually end in /mcp (or /sse)."),
-        (("connection_refused", "nothing is listening", "connection to"),
-         "Make sure the server is running and the host and port are right."),
-        (("dns:", "could not resolve"), "Check the spelling of the host name in the URL."),
-        (("tls:", "tls with", "certificate"), "Check the certificate, or whether the server speaks "
-                                              "https on that port."),
-        (("timeout", "no answer", "did not complete"),
-         "Check that the server is up and answering, or raise the connect timeout."),
-        (("not_mcp", "not an mcp", "not as an mcp", "does not look like"),
-         "Check the URL path: it must be the server's MCP endpoint."),
-        (("server_error", "the server failed"), "Check the server's logs."),
-    ):
-        if any(n in text for n in needles):
-            return hint
-    return "Check the URL and the credential."
+    try:
+        return HEALTH_HINTS.get(ErrorKind(kind), GENERIC_HINT)
+    except ValueError:
+        return GENERIC_HINT
 
 
 def delete_command(source_id: str, sandbox: str | None = None) -> str:
@@ -133,17 +139,21 @@ def _registry_refused(exc: ValidationError | ValueError | ValidationFailed) -> V
     detail = failed.detail
     for field, argument in _ARGUMENT_NAMES.items():
         detail = re.sub(rf"\b{field}\b", argument, detail)
-    field = _ARGUMENT_NAMES.get(failed.field or "", failed.field)
-    return ValidationFailed(detail.replace(_PLACEHOLDER_TOKEN, MASK), field=field)
+    argument_name = _ARGUMENT_NAMES.get(failed.field or "", failed.field)
+    return ValidationFailed(detail.replace(_PLACEHOLDER_TOKEN, MASK), field=argument_name)
 
 
 def _lifecycle(outcome: Outcome, extra: dict[str, Any] | None = None) -> Lifecycle:
-    data = outcome.model_dump(exclude_none=True)
+    """The outcome as a tool result; a failed check gets the hint for the kind stored with it
+    (the outcome keeps the reference shape, so the kind comes from the source's view)."""
+    data = outcome.model_dump(exclude_none=True) | (extra or {})
     if outcome.status == "error":
-        hint = health_hint(outcome.health_error)
+        hint = health_hint(data.get("health_error_kind"))
         if hint:
             data["hint"] = hint
-    return Lifecycle(**(data | (extra or {})))
+    else:
+        data.pop("health_error_kind", None)
+    return Lifecycle(**data)
 
 
 async def _with_view(ctx: ToolContext, outcome: Outcome) -> Lifecycle:
@@ -157,6 +167,8 @@ async def _with_view(ctx: ToolContext, outcome: Outcome) -> Lifecycle:
         if view is not None:
             extra = {"namespace": view.app_namespace, "tool_count": view.tool_count,
                      "url": view.base_url, "sandbox_id": view.sandbox_id}
+            if view.health_error_kind is not None:
+                extra["health_error_kind"] = view.health_error_kind.value
     return _lifecycle(outcome, extra)
 
 
@@ -186,7 +198,9 @@ async def show_source(ctx: ToolContext, args: SourceArgs, _: Any) -> SourceDetai
         "sandbox_id": s.sandbox_id, "auth_kind": s.auth_kind.value, "auth_header": s.auth_header,
         "has_token": s.has_token, "token": MASK if s.has_token else None,
         "allowed_tools": s.allowed_tools or "all", "server": s.server_name,
-        "health_error": s.health_error, "last_checked_at": s.last_checked_at,
+        "health_error": s.health_error,
+        "health_error_kind": s.health_error_kind.value if s.health_error_kind else None,
+        "last_checked_at": s.last_checked_at,
         "last_latency_ms": s.last_latency_ms,
         "webhook_rate_cap_per_minute": s.webhook_rate_cap_per_minute,
         "connect_timeout": s.connect_timeout, "call_timeout": s.call_timeout,
@@ -211,8 +225,9 @@ async def test_all_sources(ctx: ToolContext, args: ListSourcesArgs, _: Any) -> H
         try:
             return await _with_view(ctx, await ctx.backend.test_source(s.id))
         except ConciergeError as exc:  # one source failing to check must not hide the others
+            kind = exc.kind.value if isinstance(exc, ConnectorError) else None
             return Lifecycle(data_source_id=s.id, name=s.name, status="error", error=exc.error,
-                             detail=exc.detail)
+                             detail=exc.detail, health_error_kind=kind, hint=health_hint(kind))
 
     checked = list(await asyncio.gather(*(check(s) for s in live)))
     healthy = sum(1 for c in checked if c.status == "active")

@@ -16,6 +16,7 @@ Shapes (all additive to what the HTTP layer and the widget read)::
     test_all_sources   HealthReport     {sandbox, healthy, failing, checked: [Lifecycle], skipped: [SourceRow]}
     register/update/test/pause/resume/revoke_source
                        Lifecycle        {data_source_id, status, name, ingestion_mode, health_error,
+                                         health_error_kind?,
                                          detail, hint?, namespace?, tool_count?, url?, sandbox_id?, sandbox?}
     delete_source_command  DeleteCommand {source, name, command, note}
     list_agents        AgentList        {agents: [{slug, name, status, tool_allowlist}]}
@@ -127,6 +128,7 @@ class SourceRow(ToolResult):
     tools: int | None = None
     rate_cap_per_minute: int | None = None
     health_error: str | None = None
+    health_error_kind: str | None = None
 
     @property
     def scheme(self) -> str:
@@ -167,6 +169,7 @@ class Lifecycle(ToolResult):
     name: str | None = None
     ingestion_mode: str | None = None
     health_error: str | None = None
+    health_error_kind: str | None = None
     error: str | None = None
     detail: str | None = None
     hint: str | None = None
@@ -237,6 +240,8 @@ class SkippedSource(ToolResult):
     app: str | None = None
     reason: str
     detail: str | None = None
+    kind: str | None = None
+    """The ErrorKind, when talking MCP failed."""
 
 
 class CatalogTrace(ToolResult):

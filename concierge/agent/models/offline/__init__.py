@@ -13,8 +13,21 @@ See `concierge.agent.models.offline.planner` for how it works. Modules, each wit
 - ``decide`` — the pure ``decide(state) -> Step``;
 - ``replies`` — what is said, keyed by tool and by answer kind;
 - ``planner`` — `OfflinePlanner`, the `ChatModel` that ties them together.
+
+Names are loaded on first use (`concierge._lazy`).
 """
 
-from concierge.agent.models.offline.planner import OFFLINE_MODEL_NAME, OfflinePlanner
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from concierge._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from concierge.agent.models.offline.planner import OFFLINE_MODEL_NAME, OfflinePlanner
 
 __all__ = ["OFFLINE_MODEL_NAME", "OfflinePlanner"]
+
+_EXPORTS = {"OFFLINE_MODEL_NAME": "planner", "OfflinePlanner": "planner"}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

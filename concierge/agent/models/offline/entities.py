@@ -176,11 +176,12 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
     # 3. Distinctive words of names.
     partial: list[tuple[Entity, frozenset[int]]] = []
     for entity in pool:
-        words = {w for name in entity.names[:1] for w in _split(name)}
-        words = {w for w in words if len(w) >= 3 and w not in GENERIC and w not in STOPWORDS
-                 and w not in NOT_NAMES}
+        name_words = {w for name in entity.names[:1] for w in _split(name)}
+        distinctive = {w for w in name_words if len(w) >= 3 and w not in GENERIC and w not in STOPWORDS
+                       and w not in NOT_NAMES}
         covered = frozenset(item.index for item in stream if item is not None and any(
-            item.low == w or typo_of(item.low, w, name=True) or _abbreviates(item.low, w) for w in words)
+            item.low == w or typo_of(item.low, w, name=True) or _abbreviates(item.low, w)
+            for w in distinctive)
             and item.low not in STOPWORDS and item.low not in FILLER)
         if covered:
             partial.append((entity, covered))

@@ -326,8 +326,8 @@ def new_name(text: Text) -> Found | None:
                 value = text.span_text(run[0], run[-1]).strip(" \"'“”:")
                 target = frozenset(range(head[0] + 1, arrow))
                 return Found((value, target), frozenset(head) | frozenset(run) | target)
-    for head, joint in _RENAME:
-        found = phrase(head).find(text)
+    for words, joint in _RENAME:
+        found = phrase(words).find(text)
         if found is None:
             continue
         start = found[-1] + 1
@@ -360,9 +360,9 @@ def new_name(text: Text) -> Found | None:
         else:
             target = frozenset(i for i in range(found[0] + 1, found[-1]) if i not in found)
             value_start = start
-        quoted = _quoted_at(text, value_start)
-        if quoted is not None:
-            return Found((quoted[0], target), frozenset(found) | quoted[1] | target)
+        at_value = _quoted_at(text, value_start)
+        if at_value is not None:
+            return Found((at_value[0], target), frozenset(found) | at_value[1] | target)
         run = _run(text, value_start, stop=frozenset({"and", "with", "please", "thanks", "then", "also"}))
         if run:
             value = text.span_text(run[0], run[-1]).strip(" \"'“”:")

@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit
 
 from pydantic import ValidationError
@@ -292,8 +292,8 @@ def _new_name(ctx: Ctx) -> ex.Found | None:
     found = ex.new_name(ctx.text)
     if found is None:
         return None
-    value, _target = found.value  # type: ignore[misc]
-    return ex.Found(value, found.used - _target)
+    value, target = cast(tuple[str, frozenset[int]], found.value)  # what new_name finds
+    return ex.Found(value, found.used - target)
 
 
 def _new_name_answer(ctx: Ctx) -> ex.Found | None:
@@ -342,7 +342,7 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     slug_found = ex.agent_name(text)
     skip = ctx.skip | (slug_found.used if slug_found else frozenset())
     known = _known_tools(ctx.flow, original=False)
-    by_original = {}
+    by_original: dict[str, list[str]] = {}
     for advertised in known.values():
         for entry in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []):
             if entry.name == advertised:
@@ -360,9 +360,8 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
             names.append(f"{namespaces[token.low]}_*")
             used |= {i, i + 1}
         elif "_" in token.low or "*" in token.low:
-            advertised = known.get(token.low) or (by_original.get(token.low, [None])[0]
-                                                  if len(by_original.get(token.low, [])) == 1 else None)
-            names.append(advertised or token.text)
+            matches = by_original.get(token.low, [])
+            names.append(known.get(token.low) or (matches[0] if len(matches) == 1 else None) or token.text)
             used.add(i)
         elif token.low in by_original and len(by_original[token.low]) == 1 and \
                 token.low not in ("tools", "agent"):

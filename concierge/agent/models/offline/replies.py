@@ -102,9 +102,12 @@ def sentence(text: str) -> str:
     return text if text.endswith((".", "?", "!")) else text + "."
 
 
-def plain_error(text: str | None) -> str:
-    """A connector error for people: its cause only (no ``kind:`` prefix, no advice), one stop."""
-    text = re.sub(r"^[a-z_]+: ", "", (text or "the health check failed").strip())
+def plain_error(text: str | None, kind: str | None = None) -> str:
+    """A connector error for people: its cause only (without the ``<kind>: `` it starts with,
+    ``kind`` being the one stored with it, and without the advice after " — "), one stop."""
+    text = (text or "the health check failed").strip()
+    if kind:
+        text = text.removeprefix(f"{kind}: ")
     text = text.split(" — ")[0].rstrip(" .")
     return text + "."
 
@@ -124,7 +127,7 @@ def _healthy(result: Lifecycle) -> str:
 
 
 def _failed(label: str, result: Lifecycle) -> str:
-    cause = f"{plain_error(result.health_error)} {result.hint or ''}".strip()
+    cause = f"{plain_error(result.health_error, result.health_error_kind)} {result.hint or ''}".strip()
     return (f" failed its health check: {cause} The source is kept (status error); once it's "
             f'fixed, say "test {label}".')
 
@@ -144,7 +147,7 @@ def _test(args: dict[str, Any], result: Lifecycle) -> str:
         return f'"{label}" is healthy: {_healthy(result)}.'
     if result.status == "paused":
         return f'"{label}" is paused; its check result: {result.detail}.'
-    cause = f"{plain_error(result.health_error)} {result.hint or ''}".strip()
+    cause = f"{plain_error(result.health_error, result.health_error_kind)} {result.hint or ''}".strip()
     return f'"{label}" is failing its health check: {cause} Once it\'s fixed, say "test {label}" again.'
 
 
@@ -215,7 +218,7 @@ def _sources(args: dict[str, Any], result: SourceList) -> str:
         if s.status == "active":
             state = f"active, {tools_count(s.tools)}"
         elif s.status == "error":
-            state = f"failing: {plain_error(s.health_error).rstrip('.')}"
+            state = f"failing: {plain_error(s.health_error, s.health_error_kind).rstrip('.')}"
         else:
             state = s.status
         lines.append(f"- {s.name} ({s.id}) — {state}; {s.url}, auth {s.auth}, namespace {s.namespace}")
@@ -250,10 +253,10 @@ def _show(args: dict[str, Any], s: SourceDetails) -> str:
         if s.last_latency_ms is not None:
             check += f" ({s.last_latency_ms:.0f} ms)"
         if s.health_error:
-            check += f"; error: {plain_error(s.health_error)}"
+            check += f"; error: {plain_error(s.health_error, s.health_error_kind)}"
         lines.append(check)
     elif s.health_error:
-        lines.append(f"- Last check: {plain_error(s.health_error)}")
+        lines.append(f"- Last check: {plain_error(s.health_error, s.health_error_kind)}")
     return "\n".join(lines)
 
 
@@ -270,7 +273,7 @@ def _health(args: dict[str, Any], result: HealthReport) -> str:
         elif c.status == "paused":
             lines.append(f"- {c.name} — paused ({str(c.detail or '').removeprefix('healthy: ')})")
         else:
-            why = plain_error(c.health_error or c.detail)
+            why = plain_error(c.health_error or c.detail, c.health_error_kind)
             lines.append(f"- {c.name} — failing: {why}" + (f" {c.hint}" if c.hint else ""))
     if result.skipped:
         lines.append(f"(plus {len(result.skipped)} revoked, not checked)")
@@ -321,7 +324,7 @@ def _catalog(args: dict[str, Any], result: Catalog) -> str:
         if len(result.tools) > 20:
             lines.append(f"…and {len(result.tools) - 20} more.")
     for skipped in result.trace.sources_skipped:
-        detail = f": {plain_error(skipped.detail).rstrip('.')}" if skipped.detail else ""
+        detail = f": {plain_error(skipped.detail, skipped.kind).rstrip('.')}" if skipped.detail else ""
         lines.append(f"Skipped {skipped.name or skipped.source_id} ({skipped.reason}{detail}).")
     if result.trace.allowlist_missing_entries:
         lines.append("Allowlist entries that matched no tool: "

@@ -1,0 +1,135 @@
+"""The ``concierge`` command: parser, global options, settings and dispatch.
+
+With no sub-command it starts the conversational REPL. Each group of sub-commands lives in
+its own module with an ``add_commands(subparsers, common)`` function; a command's handler is
+``async def handler(args, backend) -> int`` (or ``run(args) -> int`` for commands that need no
+backend). Exit codes: 0 success, 1 a validation or operation error (``{"error", "detail"}``
+with ``--json``), 2 usage errors (argparse), 130 interrupted.
+
+Global options (``--json``, ``--api-url``) are accepted before and after the sub-command:
+the top-level parser holds their defaults, and each sub-command's copy is ``SUPPRESS``ed so it
+sets them only when given (otherwise a sub-command's default would silently overwrite what
+was given before it). The settings (`concierge.config.load`) are loaded once, here, with the
+flags first, and reach the handlers as ``args.settings``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+from types import ModuleType
+from typing import Any
+
+from concierge import config
+from concierge.cli import output
+from concierge.errors import ConciergeError
+
+__all__ = ["GLOBAL_OPTIONS", "build_parser", "main", "open_backend"]
+
+GLOBAL_OPTIONS = ("json", "api_url")
+"""Options every command takes, before or after its name."""
+
+
+def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
+    unset: Any = argparse.SUPPRESS
+    parser.add_argument("--json", action="store_true", default=False if top else unset,
+                        help="print machine-readable JSON on stdout")
+    parser.add_argument("--api-url", metavar="URL", default=None if top else unset,
+                        help="manage a remote `concierge serve` (default CONCIERGE_API_URL; "
+                             "key from CONCIERGE_API_KEY)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from concierge.cli import registry_cmds
+
+    common = argparse.ArgumentParser(add_help=False)
+    _global_options(common, top=False)
+
+    parser = argparse.ArgumentParser(
+        prog="concierge",
+        description="Register, check and revoke the MCP servers your agents use. "
+                    "Run with no command for the conversational concierge.")
+    _global_options(parser, top=True)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log to stderr")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    registry_cmds.add_commands(sub, common)
+    for module in _optional_command_modules():
+        module.add_commands(sub, common)
+    return parser
+
+
+def _optional_command_modules() -> list[ModuleType]:
+    """Command groups from later layers (catalog, chat, server), present when installed."""
+    modules = []
+    for name in ("catalog_cmds", "chat_cmds", "server_cmds"):
+        try:
+            modules.append(importlib.import_module(f"concierge.cli.{name}"))
+        except ModuleNotFoundError as exc:
+            if exc.name != f"concierge.cli.{name}":
+                raise
+    return modules
+
+
+def open_backend(args: argparse.Namespace) -> Any:
+    """A RemoteBackend when the settings name an API URL (``--api-url`` / CONCIERGE_API_URL),
+    else the LocalBackend on the settings' home."""
+    settings: config.Settings = args.settings
+    if settings.api_url:
+        from concierge.remote import RemoteBackend
+
+        return RemoteBackend(settings.api_url, api_key=settings.api_key)
+    from concierge.backend import LocalBackend
+
+    return LocalBackend.open(settings=settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``concierge`` command with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
+                        stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # The mcp SDK logs tracebacks for server faults we already classify and explain.
+        logging.getLogger("mcp").setLevel(logging.CRITICAL)
+    if args.command is None:  # bare `concierge` starts the conversational REPL
+        if "chat" not in _commands(parser):
+            parser.print_help()
+            return 0
+        args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "chat"])
+    try:
+        args.settings = config.load({"api_url": args.api_url, "model": getattr(args, "model", None)})
+        args.api_url = args.settings.api_url
+        if hasattr(args, "run"):
+            return int(args.run(args) or 0)
+        import anyio
+
+        return anyio.run(_run_with_backend, args)
+    except ConciergeError as exc:
+        output.error(exc, as_json=getattr(args, "json", False))
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def _commands(parser: argparse.ArgumentParser) -> set[str]:
+    for action in parser._actions:  # argparse keeps sub-parsers here
+        if isinstance(action, argparse._SubParsersAction):
+            return set(action.choices)
+    return set()
+
+
+async def _run_with_backend(args: argparse.Namespace) -> int:
+    backend = open_backend(args)
+    try:
+        return int(await args.handler(args, backend) or 0)
+    finally:
+        await backend.aclose()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

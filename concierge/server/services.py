@@ -1,0 +1,31 @@
+"""`Services`: everything a route handler may use, built once by `build_app`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from concierge.backend import LocalBackend
+    from concierge.registry import Registry
+    from concierge.registry.webhooks import Webhooks
+    from concierge.server.auth import KeyStore
+    from concierge.server.chat import ChatService
+
+__all__ = ["Services"]
+
+
+@dataclass(frozen=True)
+class Services:
+    """The server's collaborators, each built before this (nothing is patched in later)."""
+
+    backend: LocalBackend
+    keys: KeyStore
+    webhooks: Webhooks
+    chat: ChatService
+    allow_anonymous_loopback: bool = False
+    openapi: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def registry(self) -> Registry:
+        return self.backend.registry
