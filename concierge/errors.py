@@ -7,6 +7,8 @@ into the same class, so a remote error is the same exception as a local one.
     ConciergeError                 500 error              base; ``.detail`` is a sentence
     ├── ValidationFailed           400 validation_error   bad input; ``.field`` names the field
     │   ├── ConfigError            400 config_error       a bad settings file or setting
+    │   ├── InvalidCursor          400 invalid_cursor     a page cursor this list did not hand out
+    │   ├── InvalidDatabaseUrl     400 invalid_database_url  CONCIERGE_DATABASE_URL / --database-url unusable
     │   ├── InvalidForSource       409 validation_error   valid alone, not for the source as stored
     │   ├── PayloadTooLarge        413 payload_too_large
     │   └── UnsupportedMediaType   415 unsupported_media_type
@@ -26,6 +28,7 @@ into the same class, so a remote error is the same exception as a local one.
     │   ├── SessionBusy            409 session_busy
     │   ├── SourceInactive         409 source_inactive    paused, failing or revoked
     │   ├── SourceRevoked          409 source_revoked     no secret is stored for a revoked source
+    │   ├── StaleVersion           409 stale_version      a compare-and-set saw another version
     │   └── UnknownTool            409 unknown_tool       not in the agent's catalog
     ├── RateLimited                429 rate_limited       ``.retry_after`` seconds
     ├── ConnectorError             502 mcp_error          talking MCP failed; ``.kind`` is an ErrorKind
@@ -45,6 +48,12 @@ into the same class, so a remote error is the same exception as a local one.
     │   └── ScriptExhausted            script_exhausted   a ScriptedModel ran out of replies
     ├── ServerUnreachable          502 connection_error   (client side) the concierge server cannot be reached
     │   └── ServerTimeout          504 timeout            (client side) it did not answer in time
+    ├── StoreError                 500 store_error        the database refused or failed
+    │   ├── DatabaseBusy           503 database_busy      another process held the SQLite write lock
+    │   ├── DatabaseUnavailable    503 database_unavailable  cannot be opened or reached
+    │   ├── IntegrityError         409 integrity_error    a constraint refused a write
+    │   │   └── UniqueViolation    409 unique_violation   a unique index refused a duplicate
+    │   └── SchemaTooNew           500 schema_too_new     migrated by a newer Concierge
     ├── Unsupported                501 unsupported        this backend cannot do that
     ├── VaultError                 500 vault_error        the master key or the vault is unusable
     │   └── WrongMasterKey         500 wrong_master_key
@@ -54,7 +63,7 @@ into the same class, so a remote error is the same exception as a local one.
 `ErrorKind` classifies why talking to an MCP server failed (a `ConnectorError`'s ``kind``, the
 kind stored with a failed health check).
 
-Lower-level errors (sqlite3, httpx2, mcp, openai) are translated into these at the boundary
+Lower-level errors (sqlite3, aiosqlite, asyncpg, httpx2, mcp, openai) are translated into these at the boundary
 of the module that called them and never leak to the surfaces.
 """
 
@@ -70,9 +79,14 @@ __all__ = [
     "ConfigError",
     "Conflict",
     "ConnectorError",
+    "DatabaseBusy",
+    "DatabaseUnavailable",
     "ErrorKind",
     "ForbiddenOrigin",
+    "IntegrityError",
     "InternalError",
+    "InvalidCursor",
+    "InvalidDatabaseUrl",
     "InvalidForSource",
     "MaxTurnsExceeded",
     "ModelAuthFailed",
@@ -95,6 +109,7 @@ __all__ = [
     "PayloadTooLarge",
     "PermissionDenied",
     "RateLimited",
+    "SchemaTooNew",
     "ScriptExhausted",
     "ServerTimeout",
     "ServerUnreachable",
@@ -102,8 +117,11 @@ __all__ = [
     "SignatureInvalid",
     "SourceInactive",
     "SourceRevoked",
+    "StaleVersion",
+    "StoreError",
     "ToolArgumentError",
     "Unauthenticated",
+    "UniqueViolation",
     "UnknownTool",
     "UnrecognizedError",
     "Unsupported",
@@ -174,6 +192,21 @@ class InvalidForSource(ValidationFailed):
     ``bearer`` for a source that has no token): HTTP 409, still a validation error."""
 
     status_code = 409
+
+
+class InvalidCursor(ValidationFailed):
+    """A page cursor that this list did not hand out."""
+
+    error = "invalid_cursor"
+
+    def __init__(self, detail: str, *, field: str | None = "cursor") -> None:
+        super().__init__(detail, field=field)
+
+
+class InvalidDatabaseUrl(ValidationFailed):
+    """``CONCIERGE_DATABASE_URL`` / ``--database-url`` cannot be used."""
+
+    error = "invalid_database_url"
 
 
 class PayloadTooLarge(ValidationFailed):
@@ -263,6 +296,16 @@ class SourceInactive(Conflict):
 
 class SourceRevoked(Conflict):
     error = "source_revoked"
+
+
+class StaleVersion(Conflict):
+    """A compare-and-set saw a version other than the one expected (``current``)."""
+
+    error = "stale_version"
+
+    def __init__(self, detail: str, *, current: int | None = None) -> None:
+        super().__init__(detail)
+        self.current = current
 
 
 class UnknownTool(Conflict):
@@ -376,6 +419,43 @@ class ServerUnreachable(ConciergeError):
 class ServerTimeout(ServerUnreachable):
     error = "timeout"
     status_code = 504
+
+
+class StoreError(ConciergeError):
+    """The database refused or failed (driver errors are translated into these at the engine)."""
+
+    error = "store_error"
+
+
+class DatabaseBusy(StoreError):
+    error = "database_busy"
+    status_code = 503
+
+
+class DatabaseUnavailable(StoreError):
+    """The database cannot be opened or reached (names the URL, never its password)."""
+
+    error = "database_unavailable"
+    status_code = 503
+
+
+class IntegrityError(StoreError):
+    """A constraint refused a write; ``constraint`` names it when known."""
+
+    error = "integrity_error"
+    status_code = 409
+
+    def __init__(self, detail: str, *, constraint: str | None = None) -> None:
+        super().__init__(detail)
+        self.constraint = constraint
+
+
+class UniqueViolation(IntegrityError):
+    error = "unique_violation"
+
+
+class SchemaTooNew(StoreError):
+    error = "schema_too_new"
 
 
 class Unsupported(ConciergeError):

@@ -21,7 +21,8 @@ from concierge.store import (
     open_database,
     parse_database_url,
 )
-from concierge.store.sources import NamespaceTaken, SourceRows
+from concierge.errors import NamespaceTaken
+from concierge.store.sources import SourceRows
 from concierge.store.vault_rows import VaultRows
 from tests.pg_fixtures import add_sandbox, db_url, pg_server, pg_url, source_row  # noqa: F401  (fixtures)
 

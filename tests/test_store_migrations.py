@@ -51,11 +51,11 @@ async def test_reopening_applies_nothing(db_url: str) -> None:
 async def test_a_new_migration_is_applied_on_start_and_recorded(db_url: str) -> None:
     await (await open_database(db_url)).aclose()
     newer = MigrationSet("registry", (*REGISTRY.migrations, Migration(
-        REGISTRY.latest + 1, "error kind of the last check", "ALTER TABLE sources ADD COLUMN health_error_kind TEXT;")))
+        REGISTRY.latest + 1, "a note per source", "ALTER TABLE sources ADD COLUMN note TEXT;")))
     db = await open_database(db_url, migrations=(STORE, newer, HTTP))
     try:
         assert (await schema_versions(db))["registry"] == REGISTRY.latest + 1
-        assert "health_error_kind" in (await db.tables())["sources"]
+        assert "note" in (await db.tables())["sources"]
     finally:
         await db.aclose()
 
@@ -79,7 +79,7 @@ async def test_a_home_made_by_the_old_registry_store_is_adopted_with_its_data(tm
     with old.transaction() as cx:
         cx.execute("INSERT INTO sandboxes (id, name, created_at) VALUES ('sb_1', 'default', 'x')")
         cx.execute("INSERT INTO api_keys (id, hash, prefix, role, created_at) VALUES ('key_1', 'h', 'ck_', 'owner', 'x')")
-    assert old.schema_version == len(MIGRATIONS) == 4
+    assert old.schema_version == len(MIGRATIONS) == 5
     old.close()
     db = await open_database(f"sqlite://{path}")
     try:
@@ -87,7 +87,8 @@ async def test_a_home_made_by_the_old_registry_store_is_adopted_with_its_data(tm
         adopted = await db.fetch("SELECT component, version, description FROM schema_version"
                                  " WHERE description LIKE '%adopted%' ORDER BY component, version")
         assert [(r["component"], r["version"]) for r in adopted] == [
-            ("http", 1), ("registry", 1), ("registry", 2), ("registry", 3)]
+            ("http", 1), ("registry", 1), ("registry", 2), ("registry", 3), ("registry", 4)]
+        assert "health_error_kind" in (await db.tables())["sources"]
         assert await db.fetchval("SELECT name FROM sandboxes WHERE id = 'sb_1'") == "default"
         assert await db.fetchval("SELECT version FROM concierge_sessions") is None  # the new column exists
         assert "version" in (await db.tables())["concierge_sessions"]

@@ -11,7 +11,8 @@ import anyio
 import pytest
 
 from concierge.errors import RateLimited
-from concierge.store import Database, InvalidCursor, StaleVersion, StoreError, open_database
+from concierge.errors import VaultError
+from concierge.store import Database, InvalidCursor, StaleVersion, open_database
 from concierge.store.api_keys import ApiKeyRows
 from concierge.store.audit import AuditLog
 from concierge.store.buckets import RateBuckets
@@ -248,13 +249,13 @@ async def test_sealed_values_are_never_stored_in_clear(db: Database, db_url: str
     await sealed.put("sess_1/sec_1", canary.encode())
     assert (await sealed.get("sess_1/sec_1")).value == canary.encode()  # type: ignore[union-attr]
     assert canary.encode() not in await _raw_bytes(db, db_url)
-    with pytest.raises(StoreError, match="cannot be opened"):
+    with pytest.raises(VaultError, match="cannot be opened"):
         await KeyValue(db, "pending_secrets", sealer=AesGcmSealer(bytes(32))).get("sess_1/sec_1")
     # a sealed value moved under another key does not open (the key is associated data)
     row = await db.fetchrow("SELECT value FROM kv WHERE key = 'sess_1/sec_1'")
     await db.execute("INSERT INTO kv (namespace, key, value, version, updated_at) VALUES ($1, $2, $3, 1, 'x')",
                      "pending_secrets", "sess_2/sec_1", bytes(row["value"]))  # type: ignore[index]
-    with pytest.raises(StoreError):
+    with pytest.raises(VaultError):
         await sealed.get("sess_2/sec_1")
 
 

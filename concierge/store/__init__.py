@@ -1,7 +1,7 @@
 """The store: one async interface over two engines, SQLite (the embedded default: one file,
 usable by several processes at once) and PostgreSQL (for more than one machine).
 
-    db = await open_database(os.environ.get("CONCIERGE_DATABASE_URL"), default_sqlite=home / "concierge.db")
+    db = await open_database(settings.database_url, default_sqlite=home / "concierge.db")
     async with db.transaction() as cx:
         row = await cx.fetchrow("SELECT status FROM sources WHERE id = $1", source_id, for_update=True)
         ...
@@ -27,27 +27,22 @@ cryptography; nothing above it.
 
 from __future__ import annotations
 
-from concierge.store._base import Connection, Database, Row
-from concierge.store._errors import (
-    DatabaseBusy,
-    DatabaseUnavailable,
-    IntegrityError,
-    InvalidCursor,
-    InvalidDatabaseUrl,
-    SchemaTooNew,
-    StaleVersion,
-    StoreError,
-    UniqueViolation,
-)
-from concierge.store._migrate import Migration, MigrationSet, migrate, schema_versions
-from concierge.store._open import open_database
-from concierge.store._rows import now_iso
-from concierge.store._url import DEFAULT_SETTING, DatabaseUrl, Dialect, parse_database_url
-from concierge.store.pages import Page
+from typing import TYPE_CHECKING
+
+from concierge._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from concierge.store._base import Connection, Database, Row
+    from concierge.store._errors import DatabaseBusy, DatabaseUnavailable, IntegrityError, InvalidCursor, InvalidDatabaseUrl, SchemaTooNew, StaleVersion, StoreError, UniqueViolation
+    from concierge.store._migrate import Migration, MigrationSet, migrate, schema_versions
+    from concierge.store._open import open_database
+    from concierge.store._rows import now_iso
+    from concierge.store._url import DEFAULT_SETTING, DatabaseUrl, Dialect, parse_database_url
+    from concierge.store.pages import Page
 
 __all__ = [
-    "DEFAULT_SETTING",
     "Connection",
+    "DEFAULT_SETTING",
     "Database",
     "DatabaseBusy",
     "DatabaseUnavailable",
@@ -70,3 +65,31 @@ __all__ = [
     "parse_database_url",
     "schema_versions",
 ]
+
+_EXPORTS = {
+    "Connection": "_base",
+    "Database": "_base",
+    "Row": "_base",
+    "DatabaseBusy": "_errors",
+    "DatabaseUnavailable": "_errors",
+    "IntegrityError": "_errors",
+    "InvalidCursor": "_errors",
+    "InvalidDatabaseUrl": "_errors",
+    "SchemaTooNew": "_errors",
+    "StaleVersion": "_errors",
+    "StoreError": "_errors",
+    "UniqueViolation": "_errors",
+    "Migration": "_migrate",
+    "MigrationSet": "_migrate",
+    "migrate": "_migrate",
+    "schema_versions": "_migrate",
+    "open_database": "_open",
+    "now_iso": "_rows",
+    "DEFAULT_SETTING": "_url",
+    "DatabaseUrl": "_url",
+    "Dialect": "_url",
+    "parse_database_url": "_url",
+    "Page": "pages",
+}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -23,7 +23,8 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from concierge.store._base import Connection, Database
-from concierge.store._errors import StaleVersion, StoreError
+from concierge.errors import VaultError
+from concierge.store._errors import StaleVersion
 from concierge.store._rows import now_iso
 from concierge.store.pages import Page, fetch_page
 
@@ -60,7 +61,7 @@ class AesGcmSealer:
         try:
             return self._aead.decrypt(sealed[:12], sealed[12:], aad)
         except InvalidTag:
-            raise StoreError("a sealed value cannot be opened with this key", error="vault_error") from None
+            raise VaultError("a sealed value cannot be opened with this key") from None
 
     def __repr__(self) -> str:  # never the key
         return "AesGcmSealer()"

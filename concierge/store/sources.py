@@ -12,24 +12,20 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from concierge.errors import Conflict
+from concierge.errors import NamespaceTaken
 from concierge.store._base import Connection, Database, Row
 from concierge.store._errors import UniqueViolation
 from concierge.store._rows import decode_json, insert, update
 from concierge.store.pages import Page, fetch_page
 
-__all__ = ["JSON_COLUMNS", "NAMESPACE_INDEX", "NamespaceTaken", "SourceRows"]
+__all__ = ["JSON_COLUMNS", "NAMESPACE_INDEX", "SourceRows"]
 
 JSON_COLUMNS = ("allowed_tools", "ingest_tool_calls")
 NAMESPACE_INDEX = "sources_live_namespace"
 
 
-class NamespaceTaken(Conflict):
-    error = "namespace_taken"
-
-    def __init__(self, namespace: str) -> None:
-        super().__init__(f"app_namespace {namespace!r} is already used by a live source in this sandbox")
-        self.namespace = namespace
+def _taken(namespace: str) -> NamespaceTaken:
+    return NamespaceTaken(f"app_namespace {namespace!r} is already used by a live source in this sandbox")
 
 
 def _is_namespace_clash(exc: UniqueViolation) -> bool:
@@ -45,7 +41,7 @@ class SourceRows:
             await insert(cx, "sources", row)
         except UniqueViolation as exc:
             if _is_namespace_clash(exc):
-                raise NamespaceTaken(str(row["app_namespace"])) from None
+                raise _taken(str(row["app_namespace"])) from None
             raise
 
     async def update(self, cx: Connection, source_id: str, values: Mapping[str, Any]) -> int:
@@ -53,7 +49,7 @@ class SourceRows:
             return await update(cx, "sources", source_id, values)
         except UniqueViolation as exc:
             if _is_namespace_clash(exc):
-                raise NamespaceTaken(str(values.get("app_namespace", "?"))) from None
+                raise _taken(str(values.get("app_namespace", "?"))) from None
             raise
 
     async def get(self, source_id: str, *, cx: Connection | None = None, for_update: bool = False) -> Row | None:

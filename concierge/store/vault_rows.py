@@ -9,7 +9,7 @@ this transaction or is waited for — never interleaved.
 
 from __future__ import annotations
 
-from concierge.errors import Conflict, NotFound
+from concierge.errors import NotFound, SourceRevoked
 from concierge.store._base import Connection, Database, Row
 from concierge.store._rows import now_iso
 
@@ -35,8 +35,8 @@ class VaultRows:
             if row is None:
                 raise NotFound(f"no source {source_id!r}; no secret is stored for it")
             if row["status"] == "disconnected":
-                raise Conflict(f"source {source_id} is revoked (disconnected); its secrets were deleted "
-                               "and no new one is stored", error="source_revoked")
+                raise SourceRevoked(f"source {source_id} is revoked (disconnected); its secrets were deleted "
+                                    "and no new one is stored")
         now = now_iso()
         await cx.execute(
             "INSERT INTO vault (key, nonce, ciphertext, created_at, updated_at) VALUES ($1, $2, $3, $4, $4)"

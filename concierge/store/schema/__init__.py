@@ -5,16 +5,24 @@
 ``http``      the HTTP service: API keys, webhook events, conversations
 
 The ``registry`` and ``http`` sets mirror the tables that ``concierge/registry/store.py``
-creates today (its ``PRAGMA user_version`` 1-4, adopted by their ``legacy`` maps); they move to
+creates today (its ``PRAGMA user_version`` 1-5, adopted by their ``legacy`` maps); they move to
 the layers that own them when those layers are wired onto this store.
 """
 
 from __future__ import annotations
 
-from concierge.store.schema.http import HTTP
-from concierge.store.schema.registry import REGISTRY
-from concierge.store.schema.store import STORE
+from typing import TYPE_CHECKING
+
+from concierge._lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from concierge.store.schema.all import ALL
+    from concierge.store.schema.http import HTTP
+    from concierge.store.schema.registry import REGISTRY
+    from concierge.store.schema.store import STORE
 
 __all__ = ["ALL", "HTTP", "REGISTRY", "STORE"]
 
-ALL = (STORE, REGISTRY, HTTP)
+_EXPORTS = {"ALL": "all", "HTTP": "http", "REGISTRY": "registry", "STORE": "store"}
+
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS, __all__)

@@ -101,9 +101,12 @@ REGISTRY = MigrationSet("registry", (
         created_at TEXT NOT NULL
     );
     """),
-    Migration(4, "indexes for keyset pages", """
+    Migration(4, "the kind of a failed health check (an ErrorKind) beside its message", """
+    ALTER TABLE sources ADD COLUMN health_error_kind TEXT;
+    """),
+    Migration(5, "indexes for keyset pages", """
     CREATE INDEX sources_page ON sources (created_at, id);
     CREATE INDEX sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
     CREATE INDEX agents_page ON agents (sandbox_id, created_at, id);
     """),
-), legacy={1: 1, 2: 2, 3: 2, 4: 3})
+), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})
