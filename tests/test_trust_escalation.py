@@ -14,6 +14,7 @@ import httpx2
 import pytest
 
 from concierge.backend import LocalBackend
+from concierge.mcp_client.url_policy import UrlPolicy
 from concierge.server import build_app
 from concierge.server.auth import KeyStore
 from tests.conftest import TEST_MASTER_KEY
@@ -39,6 +40,13 @@ def _serve(home: Path, **options: Any) -> tuple[RunningServer, LocalBackend]:
     server = RunningServer(app, factory=None, host="127.0.0.1", port=port)
     server.start()
     return server, backend
+
+
+class _Unaware(UrlPolicy):
+    """A policy that never learns Concierge's own addresses (the layer under test is another)."""
+
+    def add_self(self, host: str, port: int) -> None:
+        return None
 
 
 def _setup_victim(owner: httpx2.Client, victim_url: str) -> None:
@@ -99,12 +107,12 @@ def test_the_servers_own_requests_are_never_an_anonymous_owner(tmp_path: Path, v
     """Even when the registry was not told the server's port (an app embedded without bind
     info, or a name that reaches it), a request the server makes itself is refused as
     anonymous: the health check fails, the victim's tools are not listed, the call fails."""
-    server, backend = _serve(tmp_path / "home", anonymous_with_scoped_keys=True, learn_own_address=False)
+    server, backend = _serve(tmp_path / "home", anonymous_with_scoped_keys=True)
     try:
         keys = KeyStore(backend.registry.store)
         owner = httpx2.Client(base_url=server.url_base, timeout=30)
         _setup_victim(owner, victim_mcp.url())
-        backend.registry.url_policy.forget_self()  # as if it did not know where it listens
+        backend.registry.url_policy = _Unaware()  # as if it did not know where it listens
         attacker_key = keys.create(role="editor", sandbox_id=backend.registry.get_sandbox("attacker").id)
         attacker = httpx2.Client(base_url=server.url_base, timeout=30,
                                  headers={"Authorization": f"Bearer {attacker_key.key}"})
