@@ -145,3 +145,44 @@ def test_anonymous_loopback_is_refused_while_scoped_keys_exist(tmp_path: Path, v
         owner.close()
     finally:
         server.stop()
+
+
+def test_a_key_does_not_make_the_servers_own_request_a_caller(tmp_path: Path, victim_mcp: RunningServer) -> None:
+    """The attacker stores an owner key of their own as the source's token (a key that could
+    do anything): the request the server sends itself is still refused."""
+    server, backend = _serve(tmp_path / "home", anonymous_with_scoped_keys=True)
+    try:
+        keys = KeyStore(backend.registry.store)
+        owner_key = keys.create(role="owner")
+        owner = httpx2.Client(base_url=server.url_base, timeout=30,
+                              headers={"Authorization": f"Bearer {owner_key.key}"})
+        _setup_victim(owner, victim_mcp.url())
+        backend.registry.url_policy = _Unaware()
+        r = owner.post(f"{SB}/attacker/sources/user-mcp", json={
+            "name": "Loop", "base_url": f"{server.url_base}{SB}/victim/agents/vbot/mcp", "auth_kind": "bearer",
+            "token": owner_key.key, "app_namespace": "loop"})
+        assert r.status_code == 200 and r.json()["status"] == "error", r.text
+        assert "401" in r.json()["health_error"]
+        owner.close()
+    finally:
+        server.stop()
+
+
+def test_serve_refuses_anonymous_loopback_while_scoped_keys_exist(capsys: pytest.CaptureFixture[str]) -> None:
+    from concierge.cli import main
+    from concierge.cli.server_cmds import ANONYMOUS_WITH_SCOPED_KEYS_FLAG, check_bind
+    from concierge.registry import Registry
+    from concierge.server.auth import ANONYMOUS_WITH_SCOPED_KEYS_FLAG as SERVER_FLAG
+
+    assert ANONYMOUS_WITH_SCOPED_KEYS_FLAG == SERVER_FLAG
+    registry = Registry.open()
+    try:
+        KeyStore(registry.store).create(role="viewer")
+    finally:
+        registry.close()
+    assert main(["serve", "--allow-anonymous-loopback", "--port", str(free_port())]) == 1
+    err = capsys.readouterr().err
+    assert "--allow-anonymous-loopback is refused while 1 API key(s)" in err and SERVER_FLAG in err
+    assert check_bind("127.0.0.1", active_keys=1, allow_anonymous_loopback=True, scoped_keys=1,
+                      anonymous_with_scoped_keys=True) is None
+    assert check_bind("127.0.0.1", active_keys=1, allow_anonymous_loopback=True, scoped_keys=0) is None

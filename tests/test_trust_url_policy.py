@@ -153,9 +153,8 @@ class HostRecorder:
         await self.app(scope, receive, send)
 
 
-@pytest.fixture(scope="module")
-def named_server() -> Iterator[tuple[RunningServer, HostRecorder]]:
-    """A real MCP server on 127.0.0.1 that accepts any Host (as a public server would)."""
+def _named_app() -> Any:
+    """A real MCP server that accepts any Host (as a public server would)."""
     from mcp.server.lowlevel import Server
     import mcp_types as types
 
@@ -166,9 +165,13 @@ def named_server() -> Iterator[tuple[RunningServer, HostRecorder]]:
         await anyio.sleep(0.2)  # long enough that concurrent calls need several connections
         return types.CallToolResult(content=[types.TextContent(type="text", text="ok")])
 
-    app = Server("named", on_list_tools=on_list_tools, on_call_tool=on_call_tool).streamable_http_app(
+    return Server("named", on_list_tools=on_list_tools, on_call_tool=on_call_tool).streamable_http_app(
         streamable_http_path="/mcp", host="0.0.0.0")
-    recorder = HostRecorder(app)
+
+
+@pytest.fixture(scope="module")
+def named_server() -> Iterator[tuple[RunningServer, HostRecorder]]:
+    recorder = HostRecorder(_named_app())
     with serve_in_thread(recorder) as srv:
         yield srv, recorder
 
@@ -270,3 +273,49 @@ async def test_hosted_mode_words_a_closed_port_and_a_blocked_one_without_leaking
             result = await probe(Endpoint(url, url_policy=UrlPolicy("hosted")))
             errors.append((result.error_kind, (result.error or "").replace(url.split("/")[2].split(":")[1], "P")))
         assert errors[0] == errors[1] and errors[0][0] is ErrorKind.BLOCKED
+
+
+def _redirect_to(location: str) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                message = await receive()
+                if message["type"] == "lifespan.startup":
+                    await send({"type": "lifespan.startup.complete"})
+                elif message["type"] == "lifespan.shutdown":
+                    await send({"type": "lifespan.shutdown.complete"})
+                    return
+        await send({"type": "http.response.start", "status": 307,
+                    "headers": [(b"location", location.encode()), (b"content-length", b"0")]})
+        await send({"type": "http.response.body", "body": b""})
+
+    return app
+
+
+async def test_redirects_to_another_origin_are_not_followed_and_same_origin_ones_stay_pinned(
+        named_server: tuple[RunningServer, HostRecorder]) -> None:
+    srv, recorder = named_server
+    # Another origin (the resolver would send it to the live server): never looked up, never reached.
+    with serve_in_thread(_redirect_to(f"http://elsewhere.example.test:{srv.port}/mcp")) as hop:
+        resolver = Resolver(["127.0.0.1"])
+        before = len(recorder.hosts)
+        result = await probe(Endpoint(f"http://start.example.test:{hop.port}/mcp", connect_timeout=5,
+                                      url_policy=UrlPolicy(resolver=resolver)))
+        assert not result.ok and resolver.calls == ["start.example.test"]
+        assert len(recorder.hosts) == before
+    # The same origin, another path (the SDK follows that): the pinned address, no new lookup.
+    resolver = Resolver(["127.0.0.1"], ["127.0.0.2"])
+    inner = HostRecorder(_named_app())
+
+    class OldPath:
+        async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] == "http" and scope["path"] == "/old":
+                await _redirect_to("/mcp")(scope, receive, send)
+            else:
+                await inner(scope, receive, send)
+
+    with serve_in_thread(OldPath()) as both:
+        result = await probe(Endpoint(f"http://same.example.test:{both.port}/old", connect_timeout=5,
+                                      url_policy=UrlPolicy(resolver=resolver)))
+    assert result.ok, result
+    assert resolver.calls == ["same.example.test"] and inner.hosts
