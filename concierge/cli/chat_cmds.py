@@ -218,8 +218,8 @@ class _AskOutput:
         pending = result.pending
         if isinstance(pending, ConfirmationRequired) and result.held_because:
             print(f"Would: {pending.summary}\nThis needs confirmation: --yes does not cover it, because "
-                  f"{result.held_because}. Nothing was changed. Ask for it yourself in `concierge chat`, "
-                  "or with a request that names it.")
+                  f"{result.held_because}. Nothing was changed. Confirm it in `concierge chat`, or make "
+                  "the change with the CLI (`concierge source …`, `concierge agent …`).")
         elif isinstance(pending, ConfirmationRequired):
             print(f"Would: {pending.summary}\nNothing was changed. Run again with --yes to do it.")
         elif isinstance(pending, SecretRequired):
