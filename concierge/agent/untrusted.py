@@ -54,7 +54,8 @@ SERVER_FIELDS: dict[str, tuple[Path, ...]] = {
     "list_agent_tools": (("tools", "*", "name"), ("tools", "*", "title"), ("tools", "*", "description"),
                          ("by_app", "*", "*"), ("trace", "sources_skipped", "*", "detail"),
                          ("trace", "allowlist_filtered_out", "*", "*"),
-                         ("trace", "collisions", "*", "original_name")),
+                         ("trace", "collisions", "*", "original_name"), ("trace", "collisions", "*", "name"),
+                         ("trace", "collisions", "*", "renamed_to")),
     "describe_tool": (("name",), ("original_name",), ("title",), ("description",), ("input_schema",)),
 }
 """Where server-supplied values sit in each tool's result: ``*`` is any list item or mapping
@@ -92,7 +93,7 @@ def _paths(tool: str, data: Mapping[str, Any]) -> tuple[Path, ...]:
     return SERVER_FIELDS.get(tool, ())
 
 
-_LABELS = {"by_app": "name", "allowlist_filtered_out": "name"}
+_LABELS = {"by_app": "name", "allowlist_filtered_out": "name", "renamed_to": "name"}
 
 
 def _label(path: Path) -> str:

@@ -114,6 +114,7 @@ _TOLD_APART_BY_SCANNERS = frozenset({
 slow): a hosted Concierge reports them all as one ``UNREACHABLE`` sentence, so that a
 source's health check cannot be used to scan ports. (401/403 stay: the person needs them.)"""
 
+_SDK_CLOSED_MESSAGE = "Connection closed"
 _STAND_IN_CODES = frozenset({types.INTERNAL_ERROR, types.METHOD_NOT_FOUND, types.INVALID_REQUEST,
                              types.CONNECTION_CLOSED, types.PARSE_ERROR})
 """Codes the SDK puts in place of an HTTP error status (the status, when seen, says more)."""
@@ -278,7 +279,10 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
     cause: BaseException = leaf
     if isinstance(leaf, httpx2.HTTPStatusError):
         status = leaf.response.status_code
-    stand_in = code is None or code in _STAND_IN_CODES
+    # -32000 is also the code servers use most for errors of their own; the SDK's stand-in for
+    # a closed connection says "Connection closed", a server's own says something else.
+    servers_own = code == types.CONNECTION_CLOSED and message != _SDK_CLOSED_MESSAGE
+    stand_in = (code is None or code in _STAND_IN_CODES) and not servers_own
     kind: ErrorKind | None = None
     by_status = False
     if seen.too_large is not None:
@@ -290,7 +294,7 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
     elif (found := _by_type(leaf)) is not None:
         kind, cause = found
     elif code is not None:
-        kind = _MCP_CODE_KINDS.get(code, ErrorKind.PROTOCOL)
+        kind = ErrorKind.PROTOCOL if servers_own else _MCP_CODE_KINDS.get(code, ErrorKind.PROTOCOL)
     if kind is None:
         kind, message = ErrorKind.UNKNOWN, f"{type(leaf).__name__}: {message or 'no detail'}"
     if kind is ErrorKind.PROTOCOL and isinstance(cause, ValidationError):
@@ -305,7 +309,7 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
         got=f"got {seen.content_type}" if seen.content_type else None,
         message=one_line(redact(message, endpoint.headers), 160),
         code=None if stand_in else code, in_session=in_session,
-        refused=not delivered(exc) or phase == "connect" and code == types.CONNECTION_CLOSED,
+        refused=not delivered(exc) or phase == "connect" and code == types.CONNECTION_CLOSED and not servers_own,
         blocked=str(cause) if isinstance(cause, Blocked) else None)
     sentence = redact(_SENTENCES[kind](facts), endpoint.headers)
     return hosted_unreachable(ConnectorError(kind, sentence, http_status=status,
