@@ -70,3 +70,20 @@ def test_gateway_on_a_public_address_needs_a_key_or_insecure_no_auth(ns: str) ->
     assert out["anonymous"] == 401 and out["bogus"] == 401
     assert out["editor"] == 200 and out["viewer"] == 403 and out["other_sandbox"] == 403
     assert "API key required" in out["banner"]
+
+
+def test_a_gateway_over_a_remote_registry_cannot_check_keys_on_a_public_bind() -> None:
+    import argparse
+
+    from concierge.cli.catalog_cmds import _gateway_authorize
+    from concierge.errors import ValidationFailed
+    from concierge.remote import RemoteBackend
+
+    remote = RemoteBackend("http://127.0.0.1:9", api_key="ck_test-token-123")
+    args = argparse.Namespace(host=PUBLIC, insecure_no_auth=False, sandbox=None)
+    with pytest.raises(ValidationFailed) as caught:
+        _gateway_authorize(args, remote)
+    assert caught.value.field == "host" and "--insecure-no-auth" in caught.value.detail
+    assert _gateway_authorize(argparse.Namespace(host=PUBLIC, insecure_no_auth=True, sandbox=None), remote) is None
+    assert _gateway_authorize(argparse.Namespace(host="127.0.0.1", insecure_no_auth=False, sandbox=None),
+                              remote) is None

@@ -319,3 +319,21 @@ async def test_redirects_to_another_origin_are_not_followed_and_same_origin_ones
                                       url_policy=UrlPolicy(resolver=resolver)))
     assert result.ok, result
     assert resolver.calls == ["same.example.test"] and inner.hosts
+
+
+async def test_tls_connections_stay_recorded_as_own_after_the_upgrade(tmp_path: Path) -> None:
+    from tests.trust_netns import _serve, _tls_files
+
+    _, cert, key = _tls_files(tmp_path, "localhost")
+    with _serve(slow_app(0.0, call_delay_s=1.0), "127.0.0.1", ssl_certfile=str(cert), ssl_keyfile=str(key)) as port:
+        seen: list[bool] = []
+        async with McpSession(Endpoint(f"https://127.0.0.1:{port}/mcp", verify_tls=False)) as session:
+
+            async def watch() -> None:
+                await anyio.sleep(0.4)
+                seen.extend(is_own_outbound(*conn) for conn in _connections_to(port))
+
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(watch)
+                await session.call_tool("slow_echo", {"text": "x"})
+    assert seen and all(seen), seen

@@ -33,6 +33,32 @@ class Blocked(httpcore2.ConnectError):
     """The URL policy refused the connection (before anything was sent)."""
 
 
+class _Tracked(httpcore2.AsyncNetworkStream):
+    """A connection as the pool holds it, recorded as Concierge's own for as long as it lives
+    (also after a TLS upgrade, which hands the pool a new stream)."""
+
+    def __init__(self, inner: httpcore2.AsyncNetworkStream, local: tuple[Any, ...]) -> None:
+        self._inner, self._local = inner, local
+        remember_outbound(self, local)
+
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        return await self._inner.read(max_bytes, timeout)
+
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        await self._inner.write(buffer, timeout)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+    async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
+                        timeout: float | None = None) -> httpcore2.AsyncNetworkStream:
+        upgraded = await self._inner.start_tls(ssl_context, server_hostname=server_hostname, timeout=timeout)
+        return _Tracked(upgraded, self._local)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
     """A network backend that resolves through ``policy`` and pins what it checked."""
 
@@ -73,7 +99,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                     await stream.aclose()
                     raise Blocked(f"base_url points at this Concierge server itself ({host}:{port}); "
                                   "a source must be another MCP server")
-                remember_outbound(stream, local)
+                return _Tracked(stream, local)
             return stream
         assert failure is not None
         raise failure
