@@ -114,7 +114,9 @@ _TOLD_APART_BY_SCANNERS = frozenset({
 slow): a hosted Concierge reports them all as one ``UNREACHABLE`` sentence, so that a
 source's health check cannot be used to scan ports. (401/403 stay: the person needs them.)"""
 
-_SDK_CLOSED_MESSAGE = "Connection closed"
+_SDK_CLOSED_MESSAGES = ("Connection closed", "SSE stream ")
+"""How the SDK words the -32000 errors it makes up itself (mcp 2.3: the dispatcher's
+"Connection closed", the streamable-HTTP client's "SSE stream failed: …", "SSE stream ended …")."""
 _STAND_IN_CODES = frozenset({types.INTERNAL_ERROR, types.METHOD_NOT_FOUND, types.INVALID_REQUEST,
                              types.CONNECTION_CLOSED, types.PARSE_ERROR})
 """Codes the SDK puts in place of an HTTP error status (the status, when seen, says more)."""
@@ -279,9 +281,9 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
     cause: BaseException = leaf
     if isinstance(leaf, httpx2.HTTPStatusError):
         status = leaf.response.status_code
-    # -32000 is also the code servers use most for errors of their own; the SDK's stand-in for
-    # a closed connection says "Connection closed", a server's own says something else.
-    servers_own = code == types.CONNECTION_CLOSED and message != _SDK_CLOSED_MESSAGE
+    # -32000 is also the code servers use most for errors of their own; the SDK's stand-ins for
+    # a lost connection say "Connection closed" or "SSE stream …", a server's own something else.
+    servers_own = code == types.CONNECTION_CLOSED and not message.startswith(_SDK_CLOSED_MESSAGES)
     stand_in = (code is None or code in _STAND_IN_CODES) and not servers_own
     kind: ErrorKind | None = None
     by_status = False
