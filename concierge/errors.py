@@ -149,6 +149,8 @@ class ErrorKind(StrEnum):
     TOO_LARGE = "too_large"  # one message over the size cap (stopped reading there)
     SERVER_ERROR = "server_error"  # HTTP 5xx
     INVALID_URL = "invalid_url"
+    BLOCKED = "blocked"  # the URL policy refused the address (never connected)
+    UNREACHABLE = "unreachable"  # hosted mode: refused, closed, not MCP, TLS... told apart for nobody
     UNKNOWN = "unknown"
 
 

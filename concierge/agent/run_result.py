@@ -10,7 +10,7 @@ One fold for every surface that answers once — ``concierge ask`` (its exit sta
     EXIT_CODES[result.outcome]            # 0 done · 1 error · 3 stopped before a change · 4 needs info
 
 What it keeps: the answer text (all of it, and the last run's final words), each tool call with
-its result, the writes that ran, the pending confirmation or credential request, the questions
+its result, the writes that ran (``writes`` in the JSON: every change carried out), the pending confirmation or credential request, the questions
 the concierge asked back, and the errors. How the outcome is decided, first match wins:
 
 1. ``error`` — the run failed (``agent_error``), or a change that ran failed (a tool error, or a
@@ -157,6 +157,9 @@ class RunResult:
     pending_secret: SecretRequired | None = None
     auto_approved: list[ConfirmationRequired] = field(default_factory=list)
     """Writes an ``auto_approve`` session (``ask --yes``) ran without asking."""
+    held_because: str | None = None
+    """Why ``--yes`` did not cover the pending confirmation (set by ``ask`` from the session's
+    parked write: a write chosen after reading server text, or of a kind not asked for)."""
     agent_error: AgentError | None = None
     stop_reason: str | None = None
     run_ids: list[str] = field(default_factory=list)
@@ -169,6 +172,7 @@ class RunResult:
         if isinstance(event, RunStarted):
             self.run_ids.append(event.run_id)
             self.pending_confirmation = self.pending_secret = None
+            self.held_because = None
             self.stop_reason = None
             self.final_text = ""
             self._last_run_calls = []
@@ -275,12 +279,15 @@ class RunResult:
         """The JSON shape of ``ask --json``."""
         data: dict[str, Any] = {
             "outcome": self.outcome.value, "exit_code": self.exit_code, "answer": self.text,
-            "tool_calls": [c.to_dict() for c in self.tool_calls], "stop_reason": self.stop_reason,
+            "tool_calls": [c.to_dict() for c in self.tool_calls],
+            "writes": [c.to_dict() for c in self.writes], "stop_reason": self.stop_reason,
             "questions": self.questions,
         }
         pending = self.pending
         if pending is not None:
             data["pending"] = {"event": pending.type, **pending.to_dict()}
+            if self.held_because and pending is self.pending_confirmation:
+                data["pending"]["held_because"] = self.held_because
         if self.agent_error is not None:
             data["error"] = {"type": self.agent_error.error_type, "message": self.agent_error.message}
         errors = self.errors

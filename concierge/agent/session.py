@@ -40,6 +40,8 @@ from typing import Any, ClassVar, TypeVar, assert_never
 from pydantic import BaseModel
 
 from concierge.agent import secrets as sec
+from concierge.agent import untrusted
+from concierge.agent.auto_approve import hold_reason
 from concierge.agent.events import (
     STOP_AWAITING_CONFIRMATION,
     STOP_AWAITING_SECRET,
@@ -196,11 +198,16 @@ class PendingConfirmation(_PendingBase):
     """Later calls of the same model step, handled after this one."""
     summary: str
     answer: ConfirmAnswer | None = None
+    held_because: str | None = None
+    """Set when ``auto_approve`` (``ask --yes``) would not cover this write, and why."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": self.kind, "id": self.id, "call": self.call.to_dict(),
+        data = {"kind": self.kind, "id": self.id, "call": self.call.to_dict(),
                 "queue": [c.to_dict() for c in self.queue], "summary": self.summary,
                 "answer": None if self.answer is None else {"approved": self.answer.approved}}
+        if self.held_because:
+            data["held_because"] = self.held_because
+        return data
 
 
 @dataclass
@@ -237,7 +244,8 @@ def _pending_from_dict(data: dict[str, Any] | None) -> Pending | None:
         return PendingSecret(id=data["id"], call=call, queue=queue, purpose=data["purpose"],
                              field=data["field"], answer=SecretAnswer(answer["ref"]) if answer else None)
     return PendingConfirmation(id=data["id"], call=call, queue=queue, summary=data["summary"],
-                               answer=ConfirmAnswer(bool(answer["approved"])) if answer else None)
+                               answer=ConfirmAnswer(bool(answer["approved"])) if answer else None,
+                               held_because=data.get("held_because"))
 
 
 @dataclass(frozen=True)
@@ -285,7 +293,9 @@ class ConciergeSession:
     ``budget``: a ``ContextBudget`` (default one when None). ``secret_store``: where pasted
     and provided credentials live (in memory by default). ``transcript``: a
     `concierge.agent.transcript.Transcript` that records the session. ``auto_approve``: run
-    writes without asking (only ``concierge ask --yes`` sets it; chat and HTTP never do).
+    writes without asking (only ``concierge ask --yes`` sets it; chat and HTTP never do) — but
+    only writes of the kind the person's message asked for, and never one chosen after the
+    model read server-supplied text (`concierge.agent.auto_approve`); those are parked as usual.
     """
 
     def __init__(self, backend: Backend, model: ChatModel, *, sandbox: str | None = None,
@@ -307,12 +317,15 @@ class ConciergeSession:
         self.toolkit = toolkit or default_toolkit()
         self._system_prompt = system_prompt
         self.history: list[dict[str, Any]] = []
+        self.request_text = ""
+        """The person's latest message (redacted): what ``auto_approve`` may act on."""
         self.pending: Pending | None = None
         """The parked write, waiting for `confirm` or `provide_secret`."""
         self.secret_refs: list[str] = []
         self.totals = {"input_tokens": 0, "output_tokens": 0, "model_calls": 0, "runs": 0}
         self._running = False
         self._call_seq = 0
+        self._marked: dict[tuple[str, str], str] = {}
         if transcript is not None:
             transcript.bind(self)
 
@@ -364,6 +377,7 @@ class ConciergeSession:
                 yield event
             self._repair_history()
             self.history.append({"role": "user", "content": clean})
+            self.request_text = clean
             log.info("session %s: user message (%d chars, %d secrets redacted)",
                      self.session_id, len(clean), len(redaction.refs))
             async for event in self._loop(run):
@@ -441,6 +455,8 @@ class ConciergeSession:
         """Forget the conversation (history and any pending request); secrets stay stored."""
         self._guard()
         self.history.clear()
+        self._marked.clear()
+        self.request_text = ""
         self.pending = None
 
     def abandon(self) -> list[Event]:
@@ -476,7 +492,7 @@ class ConciergeSession:
             "history": json.loads(json.dumps(self.history)),
             "pending": self.pending.to_dict() if self.pending else None,
             "secret_refs": list(self.secret_refs), "totals": dict(self.totals),
-            "call_seq": self._call_seq,
+            "call_seq": self._call_seq, "request_text": self.request_text,
         }
 
     @classmethod
@@ -492,6 +508,7 @@ class ConciergeSession:
         session.secret_refs = list(state.get("secret_refs") or [])
         session.totals.update(state.get("totals") or {})
         session._call_seq = int(state.get("call_seq") or 0)
+        session.request_text = str(state.get("request_text") or "")
         return session
 
     # -- the run ---------------------------------------------------------------------------
@@ -676,14 +693,17 @@ class ConciergeSession:
                 yield await self._execute(tool, ctx, call, args, prep)
                 continue
             summary = tool.summary(args, prep) if tool.summary else f"Run {tool.name}."
-            if self.auto_approve:
+            held = hold_reason(tool.name, self.request_text, self.history) if self.auto_approve else None
+            if self.auto_approve and held is None:
                 yield self._emit(ConfirmationRequired(
                     id=_new_id("confirm"), call_id=call.id, tool=tool.name, summary=summary,
                     arguments=mask_arguments(call.arguments), auto_approved=True))
                 yield await self._execute(tool, ctx, call, args, prep)
                 continue
+            if held is not None:
+                log.info("session %s: --yes does not cover %s: %s", self.session_id, tool.name, held)
             pending = PendingConfirmation(id=_new_id("confirm"), call=call, queue=calls[index + 1:],
-                                          summary=summary)
+                                          summary=summary, held_because=held)
             self.pending = pending
             yield self._emit(self.pending_event())  # type: ignore[arg-type]
             yield NextStepInterruption(pending)
@@ -755,7 +775,9 @@ class ConciergeSession:
         self._call_seq += 1
         call_id = call.id or f"call_{self._call_seq}"
         arguments = call.arguments if isinstance(call.arguments, dict) else {}
-        return PendingCall(id=call_id, name=call.name, arguments=arguments)
+        # A model may pass a name back as it saw it, inside the untrusted-text markers.
+        return PendingCall(id=call_id, name=untrusted.unwrap(call.name),
+                           arguments=untrusted.unwrap_arguments(arguments))
 
     async def _system(self) -> str:
         base = self._system_prompt
@@ -774,11 +796,14 @@ class ConciergeSession:
     def _fit(self, system: str, tools: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
         fit = getattr(self.budget, "fit", None)
         whole = [{"role": "system", "content": system}, *self.history]
-        if fit is None:
-            return whole, 0
-        result = fit(system, tools, self.history)
-        if getattr(self.model, "reads_whole_history", False):
+        if getattr(self.model, "reads_whole_history", False):  # the offline planner: our own data
+            result = fit(system, tools, self.history) if fit is not None else None
             return whole, int(getattr(result, "total_tokens", 0) or 0)
+        # A language model gets server-supplied text marked as such (`untrusted`).
+        history = untrusted.mark_history(self.history, cache=self._marked)
+        if fit is None:
+            return [{"role": "system", "content": system}, *history], 0
+        result = fit(system, tools, history)
         messages = list(result.messages)
         if not messages or messages[0].get("role") != "system":
             messages.insert(0, {"role": "system", "content": system})

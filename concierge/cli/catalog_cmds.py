@@ -39,8 +39,14 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                        help="serve an agent's tools as an MCP server (streamable HTTP at /mcp)")
     p.add_argument("--agent", required=True, metavar="SLUG")
     p.add_argument("--sandbox")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="bind address (default 127.0.0.1); any other needs an API key on every request "
+                        "(the keys of `concierge keys create`, editor of the agent's sandbox) unless "
+                        "--insecure-no-auth")
     p.add_argument("--port", type=int, default=8766)
+    p.add_argument("--insecure-no-auth", action="store_true",
+                   help="serve a non-loopback --host without keys: anyone who can reach the port can call "
+                        "the agent's tools with their stored credentials")
     p.set_defaults(handler=gateway)
 
 
@@ -129,8 +135,52 @@ async def source_pull(args: argparse.Namespace, backend: Backend) -> int:
     return 1 if result.errors else 0
 
 
+_LOOPBACK_BINDS = ("127.0.0.1", "localhost", "::1")
+
+
+def _gateway_authorize(args: argparse.Namespace, backend: Backend) -> Any:
+    """What a gateway bound to ``--host`` requires of each request (None: nothing)."""
+    if args.host in _LOOPBACK_BINDS or args.host.startswith("127.") or args.insecure_no_auth:
+        return None
+    registry = getattr(backend, "registry", None)
+    if registry is None:
+        raise ValidationFailed(f"--host {args.host} needs API keys, which live in this machine's registry; "
+                               "run the gateway without --api-url, or pass --insecure-no-auth", field="host")
+    from concierge.errors import PermissionDenied
+    from concierge.server.auth import KeyStore, Role
+
+    keys = KeyStore(registry.store)
+    if keys.active_count() == 0:
+        raise ValidationFailed(
+            f"refusing to listen on {args.host} without API keys: anyone who can reach this port could call "
+            "the agent's tools with their stored credentials. Create a key with `concierge keys create "
+            "--role editor` (clients send 'Authorization: Bearer <key>'), bind to 127.0.0.1, or pass "
+            "--insecure-no-auth", field="host")
+    sandbox_id = registry.get_sandbox(args.sandbox).id
+
+    def authorize(token: str | None) -> tuple[int, str] | None:
+        if token is None:
+            return 401, "an API key is required: send 'Authorization: Bearer <key>'"
+        principal = keys.authenticate(token)
+        if principal is None:
+            return 401, "the API key is unknown or revoked"
+        try:
+            principal.require(Role.EDITOR, "calling the agent's tools")
+            principal.require_sandbox(sandbox_id)
+        except PermissionDenied as exc:
+            return 403, exc.detail
+        return None
+
+    return authorize
+
+
 async def gateway(args: argparse.Namespace, backend: Backend) -> int:
     from concierge.gateway_server import run_gateway
 
-    await run_gateway(backend, agent=args.agent, sandbox=args.sandbox, host=args.host, port=args.port)
+    authorize = _gateway_authorize(args, backend)
+    registry = getattr(backend, "registry", None)
+    if registry is not None:  # no source may point at this gateway (it would call itself)
+        registry.url_policy.add_self(args.host, args.port)
+    await run_gateway(backend, agent=args.agent, sandbox=args.sandbox, host=args.host, port=args.port,
+                      authorize=authorize)
     return 0

@@ -12,7 +12,12 @@ runs only with ``--yes``. Its exit status says what came of it (`concierge.agent
     4  needs more information: it asked a question back ("Which one do you mean?")
 
 ``--json`` prints `RunResult.to_dict`: ``{outcome, exit_code, answer, tool_calls: [{call_id,
-name, arguments, result, error?}], stop_reason, questions, pending?, error?, errors?}``.
+name, arguments, result, error?}], writes (the changes that ran, same shape), stop_reason,
+questions, pending?, error?, errors?}``.
+
+``--yes`` approves only changes of the kind the request asked for, and never one the model chose
+after reading text an MCP server wrote (`concierge.agent.auto_approve`): such a change stops
+with "needs confirmation" (exit 3) and ``pending.held_because`` says why.
 
 The model is chosen in one place, `select_model`: ``--offline`` → the offline planner;
 else ``OPENAI_API_KEY`` set → the OpenAI-compatible model (``--model`` or
@@ -78,7 +83,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                               "stopped before a change (it needs --yes, or a credential via "
                               "--token-env); 4 needs more information (it asked a question back)")
     p.add_argument("text", type=_request_text, metavar="TEXT", help='e.g. "test my custom MCP source"')
-    p.add_argument("--yes", action="store_true", help="carry out changes without asking")
+    p.add_argument("--yes", action="store_true",
+                   help="carry out the change the request asks for without asking (never one chosen after "
+                        "reading text an MCP server wrote)")
     p.add_argument("--token-env", metavar="VAR",
                    help="if a credential is needed, read it from this environment variable")
     p.set_defaults(handler=ask)
@@ -146,6 +153,8 @@ async def chat(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def ask(args: argparse.Namespace, backend: Backend) -> int:
+    from concierge.agent.session import PendingConfirmation
+
     model, _ = select_model(args.model, offline=args.offline, settings=args.settings)
     session, transcript = _session(args, backend, model, auto_approve=args.yes)
     out = _AskOutput(as_json=args.json)
@@ -161,6 +170,9 @@ async def ask(args: argparse.Namespace, backend: Backend) -> int:
                     session.provide_secret(pending.id, value)
                     stream = session.resume()
                     continue
+            parked = session.pending
+            if isinstance(parked, PendingConfirmation) and parked.held_because:
+                out.result.held_because = parked.held_because
             return out.done()
     finally:
         await _close(model, transcript)
@@ -216,7 +228,11 @@ class _AskOutput:
         if result.agent_error is not None:
             print(f"error: {result.agent_error.message}", file=sys.stderr)
         pending = result.pending
-        if isinstance(pending, ConfirmationRequired):
+        if isinstance(pending, ConfirmationRequired) and result.held_because:
+            print(f"Would: {pending.summary}\nThis needs confirmation: --yes does not cover it, because "
+                  f"{result.held_because}. Nothing was changed. Confirm it in `concierge chat`, or make "
+                  "the change with the CLI (`concierge source …`, `concierge agent …`).")
+        elif isinstance(pending, ConfirmationRequired):
             print(f"Would: {pending.summary}\nNothing was changed. Run again with --yes to do it.")
         elif isinstance(pending, SecretRequired):
             print(f"Needs {pending.purpose}. Nothing was changed. Run again with --token-env VAR "

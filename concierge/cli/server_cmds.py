@@ -20,9 +20,11 @@ if TYPE_CHECKING:
     from concierge.registry import Registry
     from concierge.server.auth import KeyStore
 
-__all__ = ["add_commands", "check_bind"]
+__all__ = ["add_commands", "check_bind", "url_policy_mode"]
 
 LOOPBACK_BINDS = frozenset({"127.0.0.1", "localhost", "::1"})
+ANONYMOUS_WITH_SCOPED_KEYS_FLAG = "--allow-anonymous-loopback-with-scoped-keys"
+"""(The same as ``concierge.server.auth``'s, which the CLI does not import at start-up.)"""
 
 
 def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
@@ -32,7 +34,15 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--port", type=int, default=8080, help="port (default 8080)")
     p.add_argument("--allow-anonymous-loopback", action="store_true",
                    help="serve requests from this machine without an API key (local use only; "
-                        "refused with a non-loopback --host)")
+                        "refused with a non-loopback --host, and while keys limited to a sandbox or "
+                        "role exist)")
+    p.add_argument(ANONYMOUS_WITH_SCOPED_KEYS_FLAG, dest="anonymous_with_scoped_keys", action="store_true",
+                   help="serve anonymous loopback requests even though keys limited to a sandbox or role "
+                        "exist (any process on this machine then outranks those keys)")
+    p.add_argument("--url-policy", choices=["local", "hosted"], default=None,
+                   help="which addresses sources may point at: local (loopback http allowed; the default "
+                        "on a loopback --host) or hosted (public addresses only, resolved and pinned; "
+                        "the default on any other --host)")
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN", default=[],
                    help="let pages from this origin (e.g. https://app.example.com, or *) call the API "
                         "from a browser, for the widget embedded on another site (repeat)")
@@ -54,9 +64,24 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(run=keys_revoke)
 
 
-def check_bind(host: str, *, active_keys: int, allow_anonymous_loopback: bool) -> str | None:
+def is_loopback_bind(host: str) -> bool:
+    return host in LOOPBACK_BINDS or host.startswith("127.")
+
+
+def url_policy_mode(host: str, chosen: str | None) -> str:
+    """``--url-policy`` as given, else hosted for any bind address other than loopback."""
+    return chosen or ("local" if is_loopback_bind(host) else "hosted")
+
+
+def check_bind(host: str, *, active_keys: int, allow_anonymous_loopback: bool, scoped_keys: int = 0,
+               anonymous_with_scoped_keys: bool = False) -> str | None:
     """Why the server must not start with these settings, or None when it may."""
-    loopback = host in LOOPBACK_BINDS or host.startswith("127.")
+    loopback = is_loopback_bind(host)
+    if allow_anonymous_loopback and scoped_keys and not anonymous_with_scoped_keys:
+        return (f"--allow-anonymous-loopback is refused while {scoped_keys} API key(s) limited to a sandbox "
+                "or role exist: any process on this machine would act as an owner of every sandbox "
+                "and outrank them. Revoke those keys, use keys only, or start with "
+                f"{ANONYMOUS_WITH_SCOPED_KEYS_FLAG} if that is what you want")
     if not loopback and allow_anonymous_loopback:
         return (f"--allow-anonymous-loopback is for local use only and cannot be combined with "
                 f"--host {host}; create a key with `concierge keys create` instead")
@@ -84,22 +109,29 @@ def serve(args: argparse.Namespace) -> int:
     from concierge.server.auth import KeyStore
 
     _local_only(args)
+    from concierge.mcp_client.url_policy import UrlPolicy
+
+    anonymous = args.allow_anonymous_loopback or args.anonymous_with_scoped_keys
     backend = LocalBackend.open(settings=args.settings)
     keys = KeyStore(backend.registry.store)
-    problem = check_bind(args.host, active_keys=keys.active_count(),
-                         allow_anonymous_loopback=args.allow_anonymous_loopback)
+    problem = check_bind(args.host, active_keys=keys.active_count(), allow_anonymous_loopback=anonymous,
+                         scoped_keys=keys.scoped_count(),
+                         anonymous_with_scoped_keys=args.anonymous_with_scoped_keys)
     if problem:
         backend.registry.close()
         print(f"error: {problem}", file=sys.stderr)
         return 1
+    policy = UrlPolicy(mode=url_policy_mode(args.host, args.url_policy))  # type: ignore[arg-type]
+    backend.registry.url_policy = policy
+    policy.add_self(args.host, args.port)
     _recover_in_background(backend)
-    app = build_app(backend_factory=lambda: backend, keys=keys,
-                    allow_anonymous_loopback=args.allow_anonymous_loopback, host=args.host,
-                    cors_origins=args.cors_origin)
+    app = build_app(backend_factory=lambda: backend, keys=keys, allow_anonymous_loopback=anonymous,
+                    host=args.host, port=args.port, cors_origins=args.cors_origin, url_policy=policy,
+                    anonymous_with_scoped_keys=args.anonymous_with_scoped_keys)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
-    mode = "anonymous loopback allowed" if args.allow_anonymous_loopback else "API keys required"
-    print(f"concierge serving on http://{url_host}:{args.port} ({mode}); widget demo at /, "
-          f"API description at /openapi.json", file=sys.stderr, flush=True)
+    mode = "anonymous loopback allowed" if anonymous else "API keys required"
+    print(f"concierge serving on http://{url_host}:{args.port} ({mode}; URL policy {policy.mode}); widget "
+          f"demo at /, API description at /openapi.json", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,
                 timeout_graceful_shutdown=5)
     return 0

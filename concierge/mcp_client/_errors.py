@@ -30,11 +30,13 @@ from mcp.shared.exceptions import MCPError
 from pydantic import ValidationError
 
 from concierge.errors import ConnectorError
+from concierge.mcp_client._pinned import Blocked
 from concierge.mcp_client._sanitize import one_line
 from concierge.mcp_client.endpoint import Endpoint, display_url, host_of, redact
 from concierge.mcp_client.kinds import ErrorKind
 
-__all__ = ["MessageTooLarge", "Observed", "current_observed", "map_errors", "pick_leaf", "translate"]
+__all__ = ["MessageTooLarge", "Observed", "current_observed", "hosted_unreachable", "map_errors", "pick_leaf",
+           "translate", "unreachable_sentence"]
 
 
 class MessageTooLarge(httpx2.StreamError):
@@ -79,6 +81,7 @@ _STATUS_KINDS: dict[int, ErrorKind] = {
 """HTTP status → kind; any other 5xx is SERVER_ERROR, any other 4xx PROTOCOL."""
 
 _EXCEPTION_KINDS: dict[type[BaseException], ErrorKind] = {
+    Blocked: ErrorKind.BLOCKED,
     MessageTooLarge: ErrorKind.TOO_LARGE,
     socket.gaierror: ErrorKind.DNS,
     ssl.SSLError: ErrorKind.TLS,
@@ -104,12 +107,22 @@ _MCP_CODE_KINDS: dict[int, ErrorKind] = {
 }
 """JSON-RPC codes the SDK synthesizes for transport trouble; any other code is the server's answer."""
 
+_TOLD_APART_BY_SCANNERS = frozenset({
+    ErrorKind.CONNECTION_REFUSED, ErrorKind.NOT_MCP, ErrorKind.NOT_FOUND, ErrorKind.TLS, ErrorKind.PROTOCOL,
+    ErrorKind.SERVER_ERROR, ErrorKind.TIMEOUT, ErrorKind.TOO_LARGE, ErrorKind.UNKNOWN})
+"""Connect failures that tell a closed port from an open one that is not MCP (or not TLS, or
+slow): a hosted Concierge reports them all as one ``UNREACHABLE`` sentence, so that a
+source's health check cannot be used to scan ports. (401/403 stay: the person needs them.)"""
+
+_SDK_CLOSED_MESSAGES = ("Connection closed", "SSE stream ")
+"""How the SDK words the -32000 errors it makes up itself (mcp 2.3: the dispatcher's
+"Connection closed", the streamable-HTTP client's "SSE stream failed: …", "SSE stream ended …")."""
 _STAND_IN_CODES = frozenset({types.INTERNAL_ERROR, types.METHOD_NOT_FOUND, types.INVALID_REQUEST,
                              types.CONNECTION_CLOSED, types.PARSE_ERROR})
 """Codes the SDK puts in place of an HTTP error status (the status, when seen, says more)."""
 
 _NOT_DELIVERED: tuple[type[BaseException], ...] = (
-    httpx2.ConnectError, httpx2.ConnectTimeout, socket.gaierror, ConnectionRefusedError)
+    httpx2.ConnectError, httpx2.ConnectTimeout, socket.gaierror, ConnectionRefusedError, Blocked)
 """Failures that happen before a request's first byte is written: it never reached the server."""
 
 
@@ -127,6 +140,7 @@ class _Facts:
     code: int | None
     in_session: bool
     refused: bool
+    blocked: str | None
 
 
 def _status_sentence(f: _Facts) -> str:
@@ -179,6 +193,8 @@ _SENTENCES: dict[ErrorKind, Callable[[_Facts], str]] = {
     ErrorKind.CONNECTION_REFUSED: _refused,
     ErrorKind.TIMEOUT: _timeout,
     ErrorKind.INVALID_URL: lambda f: f"the URL '{f.where}' is not a valid http(s) URL",
+    ErrorKind.BLOCKED: lambda f: f.blocked or f"the URL policy refused {f.where}",
+    ErrorKind.UNREACHABLE: lambda f: unreachable_sentence(f.where),
     ErrorKind.UNKNOWN: lambda f: f.message or "no detail",
 }
 
@@ -237,6 +253,21 @@ def delivered(exc: BaseException) -> bool:
     return not any(isinstance(c, _NOT_DELIVERED) for c in _causes(pick_leaf(exc)))
 
 
+def unreachable_sentence(where: str) -> str:
+    return (f"no MCP server answered at {where} — check that the URL is the server's MCP endpoint and "
+            "that it is running and reachable from this Concierge (a hosted Concierge does not say "
+            "whether the port was closed, slow or answered something other than MCP)")
+
+
+def hosted_unreachable(err: ConnectorError, endpoint: Endpoint, *, phase: str) -> ConnectorError:
+    """``err`` as a hosted Concierge reports it (see `_TOLD_APART_BY_SCANNERS`)."""
+    policy = endpoint.url_policy
+    if policy is None or not policy.hosted or phase != "connect" or err.kind not in _TOLD_APART_BY_SCANNERS:
+        return err
+    return ConnectorError(ErrorKind.UNREACHABLE, unreachable_sentence(display_url(endpoint.url)),
+                          delivered=err.delivered)
+
+
 def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None, *, phase: str,
               deadline: float, in_session: bool = False) -> ConnectorError:
     """One ``ConnectorError`` for a failure (an exception group, an SDK or httpx2 error...)."""
@@ -250,7 +281,10 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
     cause: BaseException = leaf
     if isinstance(leaf, httpx2.HTTPStatusError):
         status = leaf.response.status_code
-    stand_in = code is None or code in _STAND_IN_CODES
+    # -32000 is also the code servers use most for errors of their own; the SDK's stand-ins for
+    # a lost connection say "Connection closed" or "SSE stream …", a server's own something else.
+    servers_own = code == types.CONNECTION_CLOSED and not message.startswith(_SDK_CLOSED_MESSAGES)
+    stand_in = (code is None or code in _STAND_IN_CODES) and not servers_own
     kind: ErrorKind | None = None
     by_status = False
     if seen.too_large is not None:
@@ -262,7 +296,7 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
     elif (found := _by_type(leaf)) is not None:
         kind, cause = found
     elif code is not None:
-        kind = _MCP_CODE_KINDS.get(code, ErrorKind.PROTOCOL)
+        kind = ErrorKind.PROTOCOL if servers_own else _MCP_CODE_KINDS.get(code, ErrorKind.PROTOCOL)
     if kind is None:
         kind, message = ErrorKind.UNKNOWN, f"{type(leaf).__name__}: {message or 'no detail'}"
     if kind is ErrorKind.PROTOCOL and isinstance(cause, ValidationError):
@@ -277,10 +311,12 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
         got=f"got {seen.content_type}" if seen.content_type else None,
         message=one_line(redact(message, endpoint.headers), 160),
         code=None if stand_in else code, in_session=in_session,
-        refused=not delivered(exc) or phase == "connect" and code == types.CONNECTION_CLOSED)
+        refused=not delivered(exc) or phase == "connect" and code == types.CONNECTION_CLOSED and not servers_own,
+        blocked=str(cause) if isinstance(cause, Blocked) else None)
     sentence = redact(_SENTENCES[kind](facts), endpoint.headers)
-    return ConnectorError(kind, sentence, http_status=status,
-                          delivered=phase != "connect" and delivered(exc))
+    return hosted_unreachable(ConnectorError(kind, sentence, http_status=status,
+                                             delivered=phase != "connect" and delivered(exc)),
+                              endpoint, phase=phase)
 
 
 @contextmanager

@@ -1,5 +1,6 @@
 """Opening an SDK ``Client`` to an endpoint: httpx2 with the secrets, a response hook that
-records statuses, a size cap enforced while reading, and SSE detected by fallback."""
+records statuses, a size cap enforced while reading, SSE detected by fallback, and every
+connection dialled through the endpoint's URL policy (`_pinned`)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
 from concierge.mcp_client._errors import MessageTooLarge, Observed, current_observed
+from concierge.mcp_client._pinned import guarded_transport
 from concierge.mcp_client.endpoint import Endpoint, tls_context
 
 __all__ = ["open_client"]
@@ -98,7 +100,9 @@ def _http_client(endpoint: Endpoint, box: Observed, *, timeout: httpx2.Timeout,
     return httpx2.AsyncClient(
         headers=headers if headers is not None else dict(endpoint.headers), timeout=timeout, auth=auth,
         verify=verify, event_hooks={"response": [_hook(box)]},
-        transport=_CappedTransport(httpx2.AsyncHTTPTransport(verify=verify), endpoint.max_message_bytes, box))
+        follow_redirects=False,  # (the SDK follows same-origin ones itself; each new connection is checked)
+        transport=_CappedTransport(guarded_transport(verify, endpoint.url_policy), endpoint.max_message_bytes,
+                                   box))
 
 
 @asynccontextmanager

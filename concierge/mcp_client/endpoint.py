@@ -6,8 +6,12 @@ import functools
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import urlsplit, urlunsplit
+
+
+if TYPE_CHECKING:
+    from concierge.mcp_client.url_policy import UrlPolicy
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "host_of", "redact", "tls_context"]
 
@@ -48,6 +52,9 @@ class Endpoint:
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     """The most bytes one message from the server may have; a bigger one is refused while
     it is being read (``ErrorKind.TOO_LARGE``), not after buffering it."""
+    url_policy: UrlPolicy | None = field(default=None, compare=False)
+    """Which addresses may be dialled (None: the local policy, knowing nothing of Concierge's
+    own addresses). Every connection goes to an address this policy checked."""
 
     def __post_init__(self) -> None:
         # A private copy: a caller mutating its dict later must not change a frozen endpoint.

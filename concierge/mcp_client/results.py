@@ -24,6 +24,8 @@ __all__ = [
 MAX_DESCRIPTION_CHARS = 2000
 """Tool descriptions are cut to this many characters (hostile servers send megabytes)."""
 MAX_TITLE_CHARS = 200
+MAX_INSTRUCTIONS_CHARS = 4000
+"""A server's instructions are cut to this many characters (control characters removed)."""
 
 DEFAULT_INPUT_SCHEMA: Mapping[str, Any] = {"type": "object", "properties": {}}
 """The input schema a tool gets when its server sent none (or one that is not an object schema)."""

@@ -20,12 +20,19 @@ from mcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 
 from concierge.errors import ConnectorError
-from concierge.mcp_client._errors import Observed, current_observed, map_errors, translate
+from concierge.mcp_client._errors import Observed, current_observed, hosted_unreachable, map_errors, translate
 from concierge.mcp_client._sanitize import sanitize
 from concierge.mcp_client._transport import open_client
 from concierge.mcp_client.endpoint import Endpoint, display_url
 from concierge.mcp_client.kinds import ErrorKind
-from concierge.mcp_client.results import MAX_TITLE_CHARS, ToolCallResult, ToolInfo, call_result, tool_info
+from concierge.mcp_client.results import (
+    MAX_INSTRUCTIONS_CHARS,
+    MAX_TITLE_CHARS,
+    ToolCallResult,
+    ToolInfo,
+    call_result,
+    tool_info,
+)
 
 __all__ = ["Deadline", "ListChanged", "McpSession", "Progress", "collect_pages", "collect_tools"]
 
@@ -176,9 +183,9 @@ class McpSession:
                     tg.start_soon(wait, self._done)
         except TimeoutError:
             await self._abandon()
-            self._error = ConnectorError(
+            self._error = hosted_unreachable(ConnectorError(
                 ErrorKind.TIMEOUT, f"no answer from the server at {display_url(self.endpoint.url)} "
-                f"within {self.endpoint.connect_timeout:g} s", delivered=False)
+                f"within {self.endpoint.connect_timeout:g} s", delivered=False), self.endpoint, phase="connect")
             raise self._error from None
         except BaseException:
             await self._abandon()
@@ -243,7 +250,7 @@ class McpSession:
                     self.server_version = sanitize(info.version or "", MAX_TITLE_CHARS, single_line=True) or None
                 self.protocol_version = client.protocol_version
                 self.transport = transport
-                self.instructions = client.instructions
+                self.instructions = sanitize(client.instructions or "", MAX_INSTRUCTIONS_CHARS) or None
                 self.capabilities = client.server_capabilities
                 self._client = client
                 ready.set()

@@ -28,6 +28,7 @@ from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFoun
 from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
+from concierge.mcp_client.url_policy import UrlPolicy, UrlRefused
 from concierge.registry import validation as rules
 from concierge.registry.models import (
     Agent,
@@ -103,9 +104,11 @@ class Registry:
     """The system of record. Sync for reads and simple writes; async where a probe runs."""
 
     def __init__(self, store: Store, vault: Vault, *, prober: Prober | None = None,
-                 actor: str = "local") -> None:
+                 actor: str = "local", url_policy: UrlPolicy | None = None) -> None:
         self.store = store
         self.vault = vault
+        self.url_policy = url_policy or UrlPolicy()
+        """Which addresses sources may point at (local by default; ``serve`` sets its own)."""
         self._probe: Prober = prober or _default_probe
         self.actor = actor
         self._listeners: list[SourceChange] = []
@@ -274,7 +277,14 @@ class Registry:
                 else:
                     headers[row["auth_header"]] = secret
         return Endpoint(url=row["base_url"], headers=headers, transport=row["transport"],
-                        connect_timeout=row["connect_timeout"], call_timeout=row["call_timeout"])
+                        connect_timeout=row["connect_timeout"], call_timeout=row["call_timeout"],
+                        url_policy=self.url_policy)
+
+    def _check_url_policy(self, base_url: str) -> None:
+        try:
+            self.url_policy.check_url(base_url)
+        except UrlRefused as exc:
+            raise ValidationFailed(str(exc), field="base_url") from None
 
     # -- sources: writes ---------------------------------------------------------------------
 
@@ -298,6 +308,7 @@ class Registry:
                        sandbox: str | None = None) -> Outcome:
         """Validate, store the secret, then the row, then run one health check."""
         req = self.parse_register(body)
+        self._check_url_policy(req.base_url)
         sb = self.get_sandbox(sandbox)
         source_id = new_id("ds")
         namespace = req.app_namespace or source_id
@@ -361,6 +372,8 @@ class Registry:
         sent = req.sent()
         if not sent:
             raise ValidationFailed("nothing to update: send at least one field", field=None)
+        if "base_url" in sent:
+            self._check_url_policy(sent["base_url"])
         token_obj: SecretStr | None = sent.pop("token", None)
         token = token_obj.get_secret_value() if token_obj is not None else None
 

@@ -28,7 +28,7 @@ from concierge.errors import (
     ValidationFailed,
 )
 from concierge.registry import Sandbox, acting_as
-from concierge.server.auth import Principal, Role, is_loopback
+from concierge.server.auth import Principal, Role, anonymous_refusal, is_loopback, own_request_refusal
 from concierge.server.errors import error_response, internal_error
 
 if TYPE_CHECKING:
@@ -217,15 +217,21 @@ def _same_origin(request: Request) -> None:
 
 def authenticate(request: Request, services: Services) -> Principal:
     """The caller, from ``Authorization: Bearer <key>`` or (when allowed) anonymous loopback."""
+    client = (request.client.host, request.client.port) if request.client else None
+    refused = own_request_refusal(client)
+    if refused:
+        raise Unauthenticated(refused)
     presented = _bearer(request)
     if presented is not None:
         principal = services.keys.authenticate(presented)
         if principal is None:
             raise Unauthenticated("the API key is unknown or revoked")
         return principal
-    client = request.client.host if request.client else None
-    if services.allow_anonymous_loopback and is_loopback(client):
+    if services.allow_anonymous_loopback and is_loopback(request.client.host if request.client else None):
         _same_origin(request)
+        refused = anonymous_refusal(services.keys, with_scoped_keys=services.anonymous_with_scoped_keys)
+        if refused:
+            raise Unauthenticated(refused)
         return Principal(key_id=None, role=Role.OWNER, sandbox_id=None)
     if request.headers.get("authorization"):
         raise Unauthenticated("send the API key as 'Authorization: Bearer <key>'")

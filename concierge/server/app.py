@@ -1,6 +1,7 @@
 """`build_app`: the whole HTTP service as one Starlette app.
 
     RequestIdMiddleware                      every response carries X-Request-Id
+    OwnAddressMiddleware                     the URL policy learns each address the server is reached on
     └── Starlette router
         ├── the route table (routes_*.py, webhooks.py, chat.py, widget.py): one `ApiRoute`
         │   per endpoint, dispatched by `api.dispatch` (auth, role, errors)
@@ -29,6 +30,7 @@ from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
 from concierge.backend import LocalBackend
+from concierge.mcp_client.url_policy import UrlPolicy
 from concierge.registry import Registry
 from concierge.registry.webhooks import Webhooks
 from concierge.server import (
@@ -99,6 +101,21 @@ class _PathApp:
         await response(scope, receive, send)
 
 
+class OwnAddressMiddleware:
+    """Tells the registry's URL policy every address and port a request arrived on (the ASGI
+    ``server`` of the scope), so that no source can point at this server, whatever name or
+    address the server was reached by — also when the app was not told its bind address."""
+
+    def __init__(self, app: Any, registry: Registry) -> None:
+        self.app, self.registry = app, registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] == "http" and server and server[1] is not None:
+            self.registry.url_policy.add_self(str(server[0]), int(server[1]))
+        await self.app(scope, receive, send)
+
+
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     if exc.status_code == 404:
@@ -115,7 +132,9 @@ def build_app(registry: Registry | None = None, *,
               backend_factory: Callable[[], LocalBackend] | None = None,
               keys: KeyStore | None = None, allow_anonymous_loopback: bool = False,
               host: str = "127.0.0.1", model_factory: Callable[[], Any] | None = None,
-              chat_run_timeout: float = 120.0, cors_origins: Sequence[str] = ()) -> Starlette:
+              chat_run_timeout: float = 120.0, cors_origins: Sequence[str] = (),
+              url_policy: UrlPolicy | None = None, port: int | None = None,
+              anonymous_with_scoped_keys: bool = False) -> Starlette:
     """The service over ``registry`` (or ``backend_factory()``; default: ``LocalBackend.open()``).
 
     ``keys``: the API key store (default: the registry database's). ``allow_anonymous_loopback``:
@@ -125,18 +144,26 @@ def build_app(registry: Registry | None = None, *,
     the offline planner). ``cors_origins``: web origins allowed to call the API from a browser
     (the widget embedded on another site); ``["*"]`` allows any (keys are bearer tokens, never
     cookies, so a page still needs a key). A registry passed in stays open when the app stops; one the app
-    opened is closed.
+    opened is closed. ``url_policy``: which addresses sources may point at (default: the
+    registry's, local); ``host`` and ``port`` are recorded in it as Concierge itself, and so
+    is every address a request arrives on. ``anonymous_with_scoped_keys``: keep serving
+    anonymous loopback requests while keys limited to a sandbox or role exist (off: refused).
     """
     owns_backend = registry is None
     if registry is not None:
         backend = LocalBackend(registry)
     else:
         backend = backend_factory() if backend_factory is not None else LocalBackend.open()
+    if url_policy is not None:
+        backend.registry.url_policy = url_policy
+    if port is not None:
+        backend.registry.url_policy.add_self(host, port)
     services = Services(
         backend=backend, keys=keys or KeyStore(backend.registry.store),
         webhooks=Webhooks(backend.registry),
         chat=chat.ChatService(backend, model_factory=model_factory, run_timeout=chat_run_timeout),
         allow_anonymous_loopback=allow_anonymous_loopback,
+        anonymous_with_scoped_keys=anonymous_with_scoped_keys,
         openapi=build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM}))
     gateway = GatewayMount(services, host=host)
 
@@ -160,7 +187,7 @@ def build_app(registry: Registry | None = None, *,
         elif backend._gateway is not None:  # the registry is the caller's; our MCP sessions are ours
             await backend._gateway.aclose()
 
-    middleware = [Middleware(RequestIdMiddleware)]
+    middleware = [Middleware(RequestIdMiddleware), Middleware(OwnAddressMiddleware, registry=backend.registry)]
     if cors_origins:
         middleware.append(Middleware(
             CORSMiddleware, allow_origins=list(cors_origins), allow_credentials=False,

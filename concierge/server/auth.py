@@ -13,7 +13,13 @@ for ``keys list``. A request sends it as ``Authorization: Bearer ck_…``.
 
 Without any key, a request is served only when the server was started with
 ``allow_anonymous_loopback`` and it comes from 127.0.0.1 / ::1: it acts as an owner of every
-sandbox (local use, like the CLI on the same machine).
+sandbox (local use, like the CLI on the same machine) — but never while *scoped* keys exist
+(limited to a sandbox, or below owner: the server is shared, and any local process would
+outrank them) unless started with ``--allow-anonymous-loopback-with-scoped-keys``.
+
+A request Concierge itself sent (a source's URL that reaches the server by some name) is
+refused whatever it carries (`own_request_refusal`): the server's outbound requests come
+from loopback and must never pass as a caller.
 """
 
 from __future__ import annotations
@@ -29,9 +35,13 @@ from pydantic import BaseModel
 
 from concierge.errors import NotFound, PermissionDenied, ValidationFailed
 from concierge.ids import new_id
+from concierge.mcp_client.url_policy import is_own_outbound
 from concierge.registry.store import Store, now_iso
 
-__all__ = ["ApiKey", "CreatedKey", "KeyStore", "Principal", "Role", "is_loopback"]
+__all__ = ["ANONYMOUS_WITH_SCOPED_KEYS_FLAG", "ApiKey", "CreatedKey", "KeyStore", "Principal", "Role",
+           "anonymous_refusal", "is_loopback", "own_request_refusal"]
+
+ANONYMOUS_WITH_SCOPED_KEYS_FLAG = "--allow-anonymous-loopback-with-scoped-keys"
 
 KEY_PREFIX = "ck_"
 _TOUCH_EVERY_S = 60.0  # last_used_at is a hint; don't write on every request
@@ -103,6 +113,23 @@ def is_loopback(host: str | None) -> bool:
     return host == "::1" or host.startswith("127.") or host == "localhost"
 
 
+def own_request_refusal(client: tuple[str, int] | None) -> str | None:
+    """Why a request must be refused because Concierge sent it itself, or None."""
+    if client is not None and is_own_outbound(client[0], client[1]):
+        return ("this request came from Concierge itself (a source whose URL reaches this server); "
+                "the server never serves its own outbound requests")
+    return None
+
+
+def anonymous_refusal(keys: KeyStore, *, with_scoped_keys: bool) -> str | None:
+    """Why anonymous loopback access is off right now, or None when it may be served."""
+    if not with_scoped_keys and keys.scoped_count():
+        return ("anonymous loopback access is off while API keys limited to a sandbox or role exist "
+                "(any local process would outrank them): send an API key, or start the server with "
+                f"{ANONYMOUS_WITH_SCOPED_KEYS_FLAG}")
+    return None
+
+
 class KeyStore:
     """The ``api_keys`` table of the registry database."""
 
@@ -146,6 +173,12 @@ class KeyStore:
 
     def active_count(self) -> int:
         row = self.store.query_one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL")
+        return int(row["n"]) if row else 0
+
+    def scoped_count(self) -> int:
+        """Live keys that grant less than an owner of every sandbox (a sandbox, or a lower role)."""
+        row = self.store.query_one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL AND "
+                                   "(sandbox_id IS NOT NULL OR role != 'owner')")
         return int(row["n"]) if row else 0
 
     def authenticate(self, presented: str) -> Principal | None:

@@ -24,6 +24,8 @@ class Services:
     webhooks: Webhooks
     chat: ChatService
     allow_anonymous_loopback: bool = False
+    anonymous_with_scoped_keys: bool = False
+    """Serve anonymous loopback requests even while scoped keys exist (explicit opt-in)."""
     openapi: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -112,6 +112,9 @@ HEALTH_HINTS: dict[ErrorKind, str] = {
     ErrorKind.TOO_MANY_TOOLS: "Limit the source to the tools you need with allowed_tools, or split the server.",
     ErrorKind.TOO_LARGE: "The server sent a message over the size cap; check what it lists.",
     ErrorKind.INVALID_URL: "Check the URL: https, or http for localhost only.",
+    ErrorKind.BLOCKED: ("This server only connects to public https addresses; a private or internal "
+                        "one cannot be registered here."),
+    ErrorKind.UNREACHABLE: "Check that the URL is right and the server is running and reachable from here.",
 }
 """What to try after a failed health check, by the kind the registry stored with it."""
 GENERIC_HINT = "Check the URL and the credential."
