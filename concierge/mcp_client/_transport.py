@@ -1,9 +1,10 @@
-"""Opening an SDK ``Client`` to an endpoint: httpx2 with the secrets, a response hook that
-records statuses, a size cap enforced while reading, and SSE detected by fallback."""
+"""Opening an SDK ``Client`` to an endpoint: httpx2 with the secrets (static headers or an
+OAuth client), a response hook that records statuses, a size cap enforced while reading, SSE
+detected by fallback; or, for ``transport="stdio"``, the program run by `_stdio`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -12,8 +13,11 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from concierge.errors import ConnectorError
 from concierge.mcp_client._errors import MessageTooLarge, Observed, current_observed
+from concierge.mcp_client._stdio import stdio_transport
 from concierge.mcp_client.endpoint import Endpoint, tls_context
+from concierge.mcp_client.stdio import ProcessLog
 
 __all__ = ["open_client"]
 
@@ -92,11 +96,52 @@ def _hook(box: Observed) -> Callable[[httpx2.Response], Awaitable[None]]:
     return hook
 
 
+def _boxes(box: Observed) -> list[Observed]:
+    return [box] + [b for b in (current_observed.get(),) if b is not None and b is not box]
+
+
+class _ObservedAuth(httpx2.Auth):
+    """Runs the endpoint's auth flow and records what it decided where the error mapping
+    looks: a `ConnectorError` it raises (e.g. ``auth_required``) as the boxes' ``cause``,
+    since the SDK reports a failed POST only as a closed connection; and a 401 it answered
+    by signing the request again is forgotten once the request went through."""
+
+    def __init__(self, inner: httpx2.Auth, box: Observed) -> None:
+        self._inner, self._box = inner, box
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        flow = self._inner.async_auth_flow(request)
+        boxes = _boxes(self._box)
+        seen: set[int] = set()
+        response: httpx2.Response | None = None
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                response = yield outgoing
+                if response.status_code >= 400:
+                    seen.add(response.status_code)
+                outgoing = await flow.asend(response)
+        except StopAsyncIteration:
+            if response is not None and response.status_code < 400:
+                for box in boxes:
+                    if box.status in seen:
+                        box.status = None
+            return
+        except ConnectorError as err:
+            for box in boxes:
+                box.cause = box.cause or err
+            raise
+        finally:
+            await flow.aclose()
+
+
 def _http_client(endpoint: Endpoint, box: Observed, *, timeout: httpx2.Timeout,
                  headers: dict[str, str] | None = None, auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
     verify = tls_context(endpoint.verify_tls)
+    if auth is None and endpoint.auth is not None:
+        auth = _ObservedAuth(endpoint.auth, box)
     return httpx2.AsyncClient(
-        headers=headers if headers is not None else dict(endpoint.headers), timeout=timeout, auth=auth,
+        headers=headers if headers is not None else endpoint.request_headers, timeout=timeout, auth=auth,
         verify=verify, event_hooks={"response": [_hook(box)]},
         transport=_CappedTransport(httpx2.AsyncHTTPTransport(verify=verify), endpoint.max_message_bytes, box))
 
@@ -108,6 +153,13 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
     backstop = endpoint.max_message_bytes * 2  # the SDK's own per-event cap, behind ours
     options: dict[str, Any] = {"mode": "auto", "read_timeout_seconds": read_timeout, "cache": None,
                                "message_handler": message_handler}
+    if transport == "stdio":
+        assert endpoint.command is not None
+        plog = endpoint.process_log or ProcessLog()
+        stdio = stdio_transport(endpoint.command, plog, box, max_message_bytes=endpoint.max_message_bytes)
+        async with Client(stdio, **options) as client:
+            yield client
+        return
     if transport == "sse":
 
         def factory(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
@@ -115,7 +167,7 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
             return _http_client(endpoint, box, headers=headers, auth=auth, timeout=httpx2.Timeout(
                 http_timeout, connect=connect, read=max(_SSE_READ_TIMEOUT, http_timeout)))
 
-        sse = sse_client(endpoint.url, headers=dict(endpoint.headers), timeout=http_timeout,
+        sse = sse_client(endpoint.url, headers=endpoint.request_headers, timeout=http_timeout,
                          sse_read_timeout=max(_SSE_READ_TIMEOUT, http_timeout), httpx_client_factory=factory)
         async with Client(sse, **options) as client:
             yield client
