@@ -40,14 +40,13 @@ from mcp.server.auth.provider import (
     AccessToken,
     AuthorizationCode,
     AuthorizationParams,
-    AuthorizeError,
     RefreshToken,
     construct_redirect_uri,
 )
 from mcp.server.auth.routes import build_metadata, create_auth_routes
 from mcp.server.auth.settings import AuthSettings, ClientRegistrationOptions, RevocationOptions
 from mcp.server.mcpserver import MCPServer
-from mcp.shared.auth import OAuthClientInformationFull, OAuthToken
+from mcp.shared.auth import InvalidRedirectUriError, OAuthClientInformationFull, OAuthToken
 from pydantic import AnyHttpUrl, AnyUrl
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -64,6 +63,16 @@ SCOPE = "mcp"
 def _secret(prefix: str) -> str:
     # assembled at run time: nothing here looks like a committed credential
     return f"{prefix}-{secrets.token_urlsafe(24)}"
+
+
+class _DocumentClient(OAuthClientInformationFull):
+    """A client known by its metadata document: any loopback redirect URI, as RFC 8252 §7.3
+    allows a native app (the document would list its redirect URIs)."""
+
+    def validate_redirect_uri(self, redirect_uri: AnyUrl | None) -> AnyUrl:
+        if redirect_uri is None or redirect_uri.scheme != "http" or redirect_uri.host != LOOPBACK:
+            raise InvalidRedirectUriError("redirect_uri must be a loopback http URL")
+        return redirect_uri
 
 
 @dataclass
@@ -113,10 +122,9 @@ class AuthServer:
     async def get_client(self, client_id: str) -> OAuthClientInformationFull | None:
         client = self.clients.get(client_id)
         if client is None and self.cimd and client_id.startswith("https://"):
-            # A real server fetches the document at client_id; the test trusts it (loopback only)
-            return OAuthClientInformationFull(client_id=client_id, token_endpoint_auth_method="none",
-                                              redirect_uris=None, grant_types=["authorization_code", "refresh_token"],
-                                              scope=SCOPE)
+            # A real server fetches the document at client_id; the test trusts it
+            return _DocumentClient(client_id=client_id, token_endpoint_auth_method="none", redirect_uris=None,
+                                   grant_types=["authorization_code", "refresh_token"], scope=SCOPE)
         return client
 
     async def register_client(self, client_info: OAuthClientInformationFull) -> None:
@@ -128,10 +136,6 @@ class AuthServer:
         self.events.append({"kind": "authorize", "client_id": client.client_id, "resource": params.resource,
                             "scopes": params.scopes, "redirect_uri": str(params.redirect_uri),
                             "code_challenge": params.code_challenge})
-        if client.client_id.startswith("https://") and self.cimd:
-            # (the document would list the redirect URIs; loopback ones are allowed for native apps)
-            if urlsplit(str(params.redirect_uri)).hostname != LOOPBACK:
-                raise AuthorizeError("invalid_request", "redirect_uri must be on loopback")
         if self.deny:
             return construct_redirect_uri(str(params.redirect_uri), error="access_denied",
                                           error_description="the user said no", state=params.state)

@@ -84,6 +84,8 @@ class _CappedTransport(httpx2.AsyncBaseTransport):
 
 def _hook(box: Observed) -> Callable[[httpx2.Response], Awaitable[None]]:
     async def hook(response: httpx2.Response) -> None:
+        if response.request.extensions.get(_AUTH_REQUEST):
+            return  # discovery, registration, token: the OAuth client judges those answers itself
         boxes = [box] + [b for b in (current_observed.get(),) if b is not None and b is not box]
         ctype = response.headers.get("content-type", "").lower()
         for target in boxes:
@@ -94,6 +96,10 @@ def _hook(box: Observed) -> Callable[[httpx2.Response], Awaitable[None]]:
                 target.content_type = ctype.split(";")[0].strip()
 
     return hook
+
+
+_AUTH_REQUEST = "concierge_auth_request"
+"""Marks the requests an auth flow makes of its own (not the MCP request it signs)."""
 
 
 def _boxes(box: Observed) -> list[Observed]:
@@ -117,8 +123,10 @@ class _ObservedAuth(httpx2.Auth):
         try:
             outgoing = await flow.__anext__()
             while True:
+                if outgoing is not request:
+                    outgoing.extensions = {**outgoing.extensions, _AUTH_REQUEST: True}
                 response = yield outgoing
-                if response.status_code >= 400:
+                if outgoing is request and response.status_code >= 400:
                     seen.add(response.status_code)
                 outgoing = await flow.asend(response)
         except StopAsyncIteration:
@@ -199,7 +207,7 @@ async def open_client(endpoint: Endpoint, box: Observed, *, read_timeout: float,
                 message_handler=message_handler))
         except Exception:
             await stack.aclose()
-            if i + 1 < len(candidates) and box.status in _FALLBACK_STATUSES:
+            if i + 1 < len(candidates) and box.status in _FALLBACK_STATUSES and box.cause is None:
                 box.clear()
                 continue
             raise

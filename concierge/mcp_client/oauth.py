@@ -57,11 +57,12 @@ CallbackHandler = Callable[[], Awaitable[AuthorizationCodeResult]]
 
 
 class _QuietExpected(logging.Filter):
-    """The SDK logs every failed flow with a traceback; ours are expected and already reported."""
+    """The SDK logs every failed flow with a traceback; `OAuth.drive` reports each as one
+    `ConnectorError` to its caller, so the log line is noise (and quotes response bodies)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        return not isinstance(exc, ConnectorError)
+        return not isinstance(exc, ConnectorError | OAuthFlowError)
 
 
 logging.getLogger("mcp.client.auth.oauth2").addFilter(_QuietExpected())
@@ -244,13 +245,14 @@ class OAuth(httpx2.Auth):
 
     async def _settle(self, provider: Provider) -> Provider:
         """Before a request that cannot be signed: fail at once if a person is needed."""
-        if self.needs_sign_in is not None:
+        if self.needs_sign_in is not None or (self.grant == "authorization_code"
+                                              and provider.context.current_tokens is None):
             reason, dead = self.needs_sign_in, self._dead_token
             await self.reload()  # another process (or a sign-in) may have stored new tokens
             provider = await self._shared()
             tokens = provider.context.current_tokens
-            if tokens is None or tokens.access_token == dead:
-                self.needs_sign_in = reason
+            if reason is not None and (tokens is None or tokens.access_token == dead):
+                self.needs_sign_in, self._dead_token = reason, dead
                 raise ConnectorError(ErrorKind.AUTH_REQUIRED, reason, delivered=False)
         if self.grant == "authorization_code" and provider.context.current_tokens is None:
             if self.signing_in:

@@ -11,7 +11,7 @@ and ``state`` (or ``error``) in its query.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 import html
 import socket
 from collections.abc import Mapping
@@ -90,7 +90,8 @@ class LoopbackCallback:
         self.inbox = inbox or CallbackInbox()
         self.port, self.path = port, path
         self._server: Any = None
-        self._stack = contextlib.AsyncExitStack()
+        self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
 
     @classmethod
     def for_redirect_uri(cls, redirect_uri: str, inbox: CallbackInbox | None = None) -> LoopbackCallback:
@@ -132,16 +133,33 @@ class LoopbackCallback:
         config = uvicorn.Config(Starlette(routes=[Route(self.path, land, methods=["GET"])]), log_level="warning",
                                 access_log=False, lifespan="off", timeout_graceful_shutdown=1)
         server = self._server = uvicorn.Server(config)
-        self._stack.callback(sock.close)
-        group = await self._stack.enter_async_context(anyio.create_task_group())
-        group.start_soon(server.serve, [sock])
-        with anyio.fail_after(5):
-            while not server.started:
-                await anyio.sleep(0.01)
+        self._sock = sock
+        # A task of its own (not a task group): the listener outlives the scopes its user opens
+        self._task = asyncio.get_running_loop().create_task(server.serve([sock]), name=repr(self))
+        try:
+            with anyio.fail_after(5):
+                while not server.started:
+                    if self._task.done():
+                        self._task.result()  # raises why it stopped
+                        raise OSError("the callback listener stopped at once")
+                    await anyio.sleep(0.01)
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
         return self
 
     async def __aexit__(self, *exc_info: Any) -> None:
-        if self._server is not None:
-            self._server.should_exit = True
-        with anyio.CancelScope(shield=True), anyio.move_on_after(3):
-            await self._stack.aclose()
+        server, task, sock = self._server, self._task, self._sock
+        if server is not None:
+            server.should_exit = True
+        if task is not None:
+            with anyio.CancelScope(shield=True):
+                await asyncio.wait({task}, timeout=3)
+                if not task.done():
+                    task.cancel()
+                    await asyncio.wait({task}, timeout=1)
+            if task.done() and not task.cancelled():
+                task.exception()  # (seen)
+        if sock is not None:
+            sock.close()
+        self._server = self._task = self._sock = None

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -42,6 +43,8 @@ from concierge.mcp_client.oauth_callback import CallbackInbox, LoopbackCallback
 from concierge.mcp_client.oauth_store import SourceTokenStorage
 
 __all__ = ["DEFAULT_SIGN_IN_TIMEOUT", "SignIn", "begin_sign_in"]
+
+log = logging.getLogger("concierge.mcp_client")
 
 DEFAULT_SIGN_IN_TIMEOUT = 600.0
 """Seconds a sign-in waits for its person."""
@@ -138,7 +141,11 @@ class SignIn:
         self._ready.set()
 
     async def _on_callback(self) -> AuthorizationCodeResult:
-        await self._waiting.done.wait()
+        with anyio.move_on_after(self.timeout):
+            await self._waiting.done.wait()
+        if not self._waiting.done.is_set():
+            raise ConnectorError(ErrorKind.AUTH_REQUIRED, f"sign in: nobody finished signing in within "
+                                 f"{self.timeout:g} s — start a new sign-in", delivered=False)
         params = self._waiting.params
         if "error" in params:
             error = one_line(params.get("error", ""), 64)
@@ -165,16 +172,11 @@ class SignIn:
                 endpoint = dataclasses.replace(self.endpoint, auth=_SignInAuth(self.oauth, provider))
                 box = Observed()
                 connect = self.endpoint.connect_timeout
-                try:
-                    with map_errors(endpoint, box, phase="connect", deadline=connect):
-                        with anyio.fail_after(self.timeout + connect):
-                            async with open_client(endpoint, box, read_timeout=connect):
-                                pass
-                except ConnectorError as err:
-                    if err.kind is ErrorKind.TIMEOUT and self.authorize_url is not None:
-                        err = ConnectorError(ErrorKind.AUTH_REQUIRED, "sign in: nobody finished signing in within "
-                                             f"{self.timeout:g} s — start a new sign-in", delivered=False)
-                    raise err
+                with map_errors(endpoint, box, phase="connect", deadline=connect):
+                    # (the person's time is bounded in `_on_callback`; this bounds the network)
+                    with anyio.fail_after(self.timeout + 3 * connect):
+                        async with open_client(endpoint, box, read_timeout=connect):
+                            pass
                 if provider.context.current_tokens is None:
                     self.needed = False  # the server let us in without asking
                 await self.oauth.reload()
@@ -182,6 +184,10 @@ class SignIn:
             self.error = err
         except OSError as exc:  # the loopback listener could not bind
             self.error = ConnectorError(ErrorKind.AUTH_REQUIRED, f"sign in: {one_line(str(exc), 200)}",
+                                        delivered=False)
+        except Exception as exc:  # a bug: never a silent sign-in
+            log.exception("sign-in to %s failed", display_url(self.oauth.server_url))
+            self.error = ConnectorError(ErrorKind.UNKNOWN, f"the sign-in failed ({type(exc).__name__})",
                                         delivered=False)
         finally:
             if self._inbox is not None and self._state is not None:
