@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import math
 import secrets
 import time
 from collections.abc import Iterator
@@ -89,6 +90,7 @@ class AuthServer:
     access_tokens: dict[str, AccessToken] = field(default_factory=dict)
     refresh_tokens: dict[str, RefreshToken] = field(default_factory=dict)
     events: list[dict[str, Any]] = field(default_factory=list)
+    expiry: dict[str, float] = field(default_factory=dict)
     issued: list[str] = field(default_factory=list)
     """Every access and refresh token issued (to look for them in logs and messages)."""
 
@@ -116,6 +118,7 @@ class AuthServer:
     def expire_access_tokens(self) -> None:
         for token in self.access_tokens.values():
             token.expires_at = int(time.time()) - 1
+            self.expiry[token.token] = 0.0
 
     # -- OAuthAuthorizationServerProvider ----------------------------------------------------------
 
@@ -152,8 +155,9 @@ class AuthServer:
 
     def _issue(self, client_id: str, scopes: list[str], resource: str | None, *, refresh: bool) -> OAuthToken:
         access = _secret("at")
+        self.expiry[access] = time.time() + self.access_ttl  # to the instant (expires_at is whole seconds)
         self.access_tokens[access] = AccessToken(token=access, client_id=client_id, scopes=scopes,
-                                                 expires_at=int(time.time()) + self.access_ttl, resource=resource)
+                                                 expires_at=math.ceil(self.expiry[access]), resource=resource)
         refresh_token = None
         if refresh:
             refresh_token = _secret("rt")
@@ -182,7 +186,7 @@ class AuthServer:
 
     async def load_access_token(self, token: str) -> AccessToken | None:
         found = self.access_tokens.get(token)
-        if found is None or (found.expires_at is not None and found.expires_at < time.time()):
+        if found is None or self.expiry.get(token, 0) <= time.time():
             return None
         return found
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Iterator
 
 import anyio
@@ -170,6 +171,18 @@ async def test_an_expiring_token_is_refreshed_before_a_request_meets_a_401() -> 
         assert endpoint.auth.refreshes == 1  # type: ignore[union-attr]
 
 
+async def test_the_refresh_comes_a_little_before_expiry() -> None:
+    with oauth_servers(access_ttl=2) as srv:
+        endpoint = endpoint_for(srv)  # margin: a tenth of the 2 s lifetime
+        await sign_in(endpoint)
+        requests = len(srv.statuses)
+        [issued] = srv.auth.access_tokens
+        await anyio.sleep(srv.auth.expiry[issued] - time.time() - 0.12)  # it has ~0.12 s left at the server
+        assert (await call_tool(endpoint, "echo", {"text": "early"})).text == "early"
+        assert [e["grant"] for e in srv.auth.kinds("token")] == ["authorization_code", "refresh_token"]
+        assert 401 not in srv.statuses[requests:]
+
+
 async def test_one_refresh_in_flight_for_many_waiting_requests() -> None:
     with oauth_servers(access_ttl=2) as srv:
         endpoint = endpoint_for(srv)
@@ -318,7 +331,9 @@ async def test_a_new_process_uses_stored_tokens_and_refreshes_at_the_right_serve
         await sign_in(endpoint_for(srv, store))
         await anyio.sleep(2.1)
         later = endpoint_for(srv, store)  # a new OAuth: nothing in memory, only the store
+        requests = len(srv.statuses)
         assert (await call_tool(later, "echo", {"text": "after restart"})).text == "after restart"
+        assert 401 not in srv.statuses[requests:]  # it knew the token had expired
         assert [e["grant"] for e in srv.auth.kinds("token")] == ["authorization_code", "refresh_token"]
         assert len(srv.auth.kinds("register")) == 1
 

@@ -264,6 +264,33 @@ async def test_a_program_killed_from_outside_is_noticed_and_replaced() -> None:
     assert wait_gone([again.pid]) == []  # type: ignore[list-item]
 
 
+async def test_a_program_that_cannot_start_is_not_restarted_per_request(monkeypatch: pytest.MonkeyPatch) -> None:
+    from concierge.mcp_client import pool as pool_module
+
+    monkeypatch.setattr(pool_module, "RESTART_BACKOFF", (0.5, 1.0))
+    pool = SessionPool()
+    plog = ProcessLog()
+    endpoint = stdio("exit_at_once", plog=plog)
+    with pytest.raises(ConnectorError) as first:
+        await pool.session("ds_c", lambda: endpoint)
+    assert first.value.kind is ErrorKind.PROCESS_EXITED
+    for _ in range(5):  # a burst of calls meanwhile: no new process, the same reason
+        with pytest.raises(ConnectorError) as held:
+            await pool.session("ds_c", lambda: endpoint)
+        assert held.value.kind is ErrorKind.PROCESS_EXITED and "giving up" in str(held.value)
+        assert "(not started again for another" in str(held.value) and not held.value.delivered
+    assert plog.starts == 1
+    await anyio.sleep(0.6)
+    with pytest.raises(ConnectorError):
+        await pool.session("ds_c", lambda: endpoint)
+    assert plog.starts == 2  # tried again after the wait (which now doubles)
+    pool.evict("ds_c")  # a change to the source: try at once
+    with pytest.raises(ConnectorError):
+        await pool.session("ds_c", lambda: endpoint)
+    assert plog.starts == 3
+    await pool.aclose()
+
+
 async def _collect(into: list[str], value: object) -> None:
     into.append(await value)  # type: ignore[misc]
 
