@@ -14,8 +14,8 @@ deployment would: discovery has to cross origins) and yields an `OAuthServers`:
                         ``events`` records what each request asked for
     the MCP server      an ``MCPServer`` with ``token_verifier`` + ``AuthSettings`` (401 with
                         ``WWW-Authenticate: … resource_metadata=…``, protected resource metadata
-                        at ``/.well-known/oauth-protected-resource/mcp``); tools ``whoami`` and
-                        ``echo``; it only accepts tokens issued for its own URL
+                        at ``/.well-known/oauth-protected-resource/mcp``); tools ``whoami``,
+                        ``echo``, ``slow(ms)`` and ``rendezvous(n)``; it only accepts tokens issued for its own URL
     follow(url)         what a browser does with a printed authorize URL: GET it, and GET the
                         redirect it answers with (the callback); returns the callback's response
 """
@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import anyio
 import httpx2
 from mcp.server.auth.handlers.metadata import MetadataHandler
 from mcp.server.auth.handlers.token import TokenHandler
@@ -273,7 +274,7 @@ class _Verifier:
         return await self.auth.load_access_token(token)
 
 
-def _protected_app(auth: AuthServer, url: str, *, leaky: bool = False) -> ASGIApp:
+def _protected_app(auth: AuthServer, url: str, *, leaky: bool = False, json_response: bool = False) -> ASGIApp:
     server = MCPServer("protected", log_level="WARNING", token_verifier=_Verifier(auth),
                        auth=AuthSettings(issuer_url=AnyHttpUrl(auth.issuer), resource_server_url=AnyHttpUrl(url),
                                          required_scopes=[SCOPE], validate_token_resource=True))
@@ -290,6 +291,26 @@ def _protected_app(auth: AuthServer, url: str, *, leaky: bool = False) -> ASGIAp
         """Echo the text back."""
         return text
 
+    arrived = {"count": 0}
+
+    @server.tool()
+    async def rendezvous(n: int) -> int:
+        """Wait (at most 5 s) until ``n`` calls of this tool are in flight at once; how many were."""
+        arrived["count"] += 1
+        with anyio.move_on_after(5):
+            while arrived["count"] < n:
+                await anyio.sleep(0.01)
+        seen = arrived["count"]
+        await anyio.sleep(0.05)
+        arrived["count"] -= 1
+        return seen
+
+    @server.tool()
+    async def slow(ms: int) -> str:
+        """Answer after ``ms`` milliseconds."""
+        await anyio.sleep(ms / 1000)
+        return f"slept {ms} ms"
+
     if leaky:
         @server.tool()
         def leak() -> str:
@@ -298,7 +319,7 @@ def _protected_app(auth: AuthServer, url: str, *, leaky: bool = False) -> ASGIAp
             assert token is not None
             raise ValueError(f"bad request from Bearer {token.token}")
 
-    return server.streamable_http_app(streamable_http_path="/mcp")
+    return server.streamable_http_app(streamable_http_path="/mcp", json_response=json_response)
 
 
 @dataclass
@@ -315,7 +336,7 @@ class OAuthServers:
 
 
 @contextlib.contextmanager
-def oauth_servers(*, leaky: bool = False, **options: Any) -> Iterator[OAuthServers]:
+def oauth_servers(*, leaky: bool = False, json_response: bool = False, **options: Any) -> Iterator[OAuthServers]:
     """An authorization server and an MCP server that trusts it, each on its own loopback port."""
     auth = AuthServer(**options)
     as_port, mcp_port = free_port(), free_port()
@@ -324,7 +345,7 @@ def oauth_servers(*, leaky: bool = False, **options: Any) -> Iterator[OAuthServe
     holder: dict[str, _Counting] = {}
 
     def mcp_factory() -> ASGIApp:
-        holder["app"] = _Counting(_protected_app(auth, mcp_url, leaky=leaky))
+        holder["app"] = _Counting(_protected_app(auth, mcp_url, leaky=leaky, json_response=json_response))
         return holder["app"]
 
     with serve_in_thread(auth.app(), port=as_port), serve_in_thread(factory=mcp_factory, port=mcp_port):

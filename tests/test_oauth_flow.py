@@ -207,6 +207,25 @@ async def test_one_refresh_in_flight_for_many_waiting_requests() -> None:
         await pool.aclose()
 
 
+async def test_signed_calls_to_a_source_are_not_queued_behind_each_other() -> None:
+    # With JSON answers the headers come when the tool is done; the SDK's OAuth client holds
+    # its lock until then, so without the fast path these calls would run one at a time.
+    with oauth_servers(json_response=True) as srv:
+        endpoint = endpoint_for(srv)
+        await sign_in(endpoint)
+        async with McpSession(endpoint) as session:
+            seen: list[int] = []
+
+            async def meet() -> None:
+                result = await session.call_tool("rendezvous", {"n": 3})
+                seen.append(int(result.text))
+
+            async with anyio.create_task_group() as tg:
+                for _ in range(3):
+                    tg.start_soon(meet)
+        assert max(seen) == 3
+
+
 async def test_a_token_the_server_refuses_early_is_refreshed_and_the_call_goes_through() -> None:
     with oauth_servers() as srv:
         endpoint = endpoint_for(srv)
