@@ -176,7 +176,9 @@ class AuthServer:
         return self._issue(client.client_id, authorization_code.scopes, authorization_code.resource, refresh=True)
 
     async def load_refresh_token(self, client: OAuthClientInformationFull, refresh_token: str) -> RefreshToken | None:
-        return self.refresh_tokens.get(refresh_token)
+        found = self.refresh_tokens.get(refresh_token)
+        self.events.append({"kind": "refresh_attempt", "client_id": client.client_id, "known": found is not None})
+        return found
 
     async def exchange_refresh_token(self, client: OAuthClientInformationFull, refresh_token: RefreshToken,
                                      scopes: list[str]) -> OAuthToken:

@@ -357,6 +357,30 @@ async def test_a_new_process_uses_stored_tokens_and_refreshes_at_the_right_serve
         assert len(srv.auth.kinds("register")) == 1
 
 
+async def test_two_processes_sharing_a_store_both_keep_working_across_a_rotation() -> None:
+    with oauth_servers(access_ttl=2) as srv:
+        store = MemoryOAuthStore()
+        first = endpoint_for(srv, store)
+        await sign_in(first)
+        second = endpoint_for(srv, store)  # e.g. `serve` and the CLI, one vault
+        assert (await call_tool(second, "echo", {"text": "b"})).text == "b"
+        await anyio.sleep(2.1)
+        assert (await call_tool(first, "echo", {"text": "a"})).text == "a"  # refreshes; the old refresh token dies
+        assert (await call_tool(second, "echo", {"text": "b2"})).text == "b2"  # reads the new tokens: no refresh
+        assert [e["grant"] for e in srv.auth.kinds("token")] == ["authorization_code", "refresh_token"]
+        assert [e["known"] for e in srv.auth.kinds("refresh_attempt")] == [True]  # not even a refused one
+        # The race itself: a client that read the store just before the other one refreshed
+        # now refreshes with the rotated, dead refresh token (the SDK's client, driven as is).
+        late = second.auth.build_provider()  # type: ignore[union-attr]
+        await late._initialize()
+        await anyio.sleep(2.1)
+        assert (await call_tool(first, "echo", {"text": "a2"})).text == "a2"  # rotates again
+        racing = Endpoint(srv.mcp_url, auth=late)
+        assert (await call_tool(racing, "echo", {"text": "b3"})).text == "b3"  # refused, adopts the new ones
+        assert store.items_of("ds_oauth") == ["client", "discovery", "tokens"]
+        assert (await call_tool(first, "echo", {"text": "a3"})).text == "a3"
+
+
 async def test_tokens_stored_by_another_process_end_auth_required(servers: OAuthServers) -> None:
     store = MemoryOAuthStore()
     gateway = endpoint_for(servers, store)  # e.g. `serve`, which found no tokens

@@ -12,8 +12,9 @@ parameter, the code exchange, refresh and ``client_credentials``. What `_Hooks` 
                  its lifetime): the refresh happens before a request can meet a 401
     refused      a refresh the authorization server refuses (``invalid_grant``: revoked,
                  expired, rotated) deletes the stored tokens and raises ``auth_required``
-                 ("sign in again: …") at once; a server error keeps the tokens and uses the
-                 old access token while it still lives
+                 ("sign in again: …") at once, unless the store meanwhile holds newer tokens
+                 (another process refreshed first): those are used; a server error keeps the
+                 tokens and uses the old access token while it still lives
     exchange     a refused code or client-credentials exchange is one clear sentence (the
                  SDK's message quotes the whole response body)
     scope        a scope the person gave wins over the one the server's challenge suggests
@@ -25,12 +26,13 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx2
 from mcp.client.auth import OAuthClientProvider
 from mcp.client.auth.extensions.client_credentials import ClientCredentialsOAuthProvider
-from mcp.shared.auth import OAuthClientInformationFull
+from mcp.shared.auth import AuthorizationCodeResult, OAuthClientInformationFull, OAuthClientMetadata
 from mcp.shared.exceptions import MCPDeprecationWarning
 
 from concierge.errors import ConnectorError
@@ -151,6 +153,8 @@ class _Hooks:
         refusal = await read_refusal(response)
         words = refusal.words(self.redact)
         if refusal.permanent:
+            if await self._adopt_newer():
+                return True
             self.context.clear_tokens()
             await self.storage.clear_tokens()
             raise ConnectorError(ErrorKind.AUTH_REQUIRED, f"sign in again: the authorization server at "
@@ -160,6 +164,19 @@ class _Hooks:
             return True
         raise ConnectorError(ErrorKind.SERVER_ERROR, f"the authorization server at {refusal.where} could not "
                              f"refresh the access token ({words}) — try again", delivered=False)
+
+    async def _adopt_newer(self) -> bool:
+        """After a refused refresh: if the store holds other tokens than the ones refreshed (a
+        process sharing the store refreshed first, and the server rotated the refresh token),
+        use those instead of deleting them."""
+        used = self.context.current_tokens
+        stored = await self.storage.get_tokens()
+        if stored is None or used is None or stored.refresh_token == used.refresh_token:
+            return False
+        self.context.current_tokens = stored
+        self.expires_at = await self.storage.expires_at()
+        self.context.token_expiry_time = self._early(self.expires_at)
+        return True
 
     async def _perform_authorization(self) -> httpx2.Request:
         if self.user_scope:
@@ -172,9 +189,13 @@ class AuthCodeProvider(_Hooks, OAuthClientProvider):
 
     grant = "authorization_code"
 
-    def __init__(self, *args: Any, storage: SourceTokenStorage, margin: float, scope: str | None,
-                 fixed_client: OAuthClientInformationFull | None, redact: Any, **kwargs: Any) -> None:
-        super().__init__(*args, storage=storage, **kwargs)
+    def __init__(self, server_url: str, client_metadata: OAuthClientMetadata, *, storage: SourceTokenStorage,
+                 redirect_handler: Callable[[str], Awaitable[None]],
+                 callback_handler: Callable[[], Awaitable[AuthorizationCodeResult]],
+                 client_metadata_url: str | None, margin: float, scope: str | None,
+                 fixed_client: OAuthClientInformationFull | None, redact: Any) -> None:
+        super().__init__(server_url, client_metadata, storage, redirect_handler=redirect_handler,
+                         callback_handler=callback_handler, client_metadata_url=client_metadata_url)
         self._setup(storage, margin=margin, scope=scope, fixed_client=fixed_client, redact=redact)
 
 

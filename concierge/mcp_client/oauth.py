@@ -273,6 +273,10 @@ class OAuth(httpx2.Auth):
         else:
             provider = await self._settle(provider)
             ctx = provider.context
+            if not ctx.is_token_valid():
+                # Read the store first (under the SDK's lock, when the flow starts): another
+                # process, or a request that held the lock before us, may have refreshed already.
+                provider._initialized = False  # noqa: SLF001 - the SDK's own re-read switch
         self._had_tokens = ctx.current_tokens is not None
         flow = self.drive(provider, request)
         try:
