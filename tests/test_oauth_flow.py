@@ -80,7 +80,7 @@ async def test_sign_in_with_dynamic_registration_pkce_and_resource(servers: OAut
     assert store.items_of("ds_oauth") == ["client", "discovery", "tokens"]
 
     after = await probe(endpoint)
-    assert after.ok and {t.name for t in after.tools} == {"whoami", "echo"}
+    assert after.ok and {t.name for t in after.tools} == {"whoami", "echo", "slow", "rendezvous"}
     me = await whoami(endpoint)
     assert me == {"client_id": registered["client_id"], "scopes": [SCOPE], "resource": servers.mcp_url}
     status = await endpoint.auth.status()  # type: ignore[union-attr]
