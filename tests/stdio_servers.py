@@ -12,6 +12,7 @@ server in that mode (``python tests/stdio_servers.py MODE``):
     silent       reads stdin and never answers
     exit_at_once writes three lines to stderr and exits with status 3
     garbage      prints lines that are not JSON-RPC, then goes quiet
+    huge_line    answers the first request with 3 MB and no line end
     hold_stdout  starts a child that keeps stdout open, then exits itself
 
 Process helpers for tests: ``alive(pid)`` (a zombie counts as dead), ``wait_gone(pids)``,
@@ -160,6 +161,13 @@ def _garbage() -> None:
     time.sleep(3600)
 
 
+def _huge_line() -> None:
+    sys.stdin.readline()  # the first request
+    sys.stdout.write("{" + "x" * 3_000_000)  # one message of 3 MB, and no end
+    sys.stdout.flush()
+    time.sleep(3600)
+
+
 def _hold_stdout() -> None:
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], stdin=subprocess.DEVNULL)
     print(f"leaving child {child.pid} behind", file=sys.stderr, flush=True)
@@ -168,5 +176,6 @@ def _hold_stdout() -> None:
 
 if __name__ == "__main__":
     modes = {"serve": _serve, "flood": lambda: _serve(flood=True), "silent": _silent,
-             "exit_at_once": _exit_at_once, "garbage": _garbage, "hold_stdout": _hold_stdout}
+             "exit_at_once": _exit_at_once, "garbage": _garbage, "hold_stdout": _hold_stdout,
+             "huge_line": _huge_line}
     modes[sys.argv[1]]()

@@ -169,6 +169,14 @@ async def test_a_program_printing_garbage_on_stdout_is_not_mcp() -> None:
     assert plog.junk_lines == 2 and plog.pid is None
 
 
+async def test_a_message_over_the_cap_is_refused_while_it_is_read() -> None:
+    plog = ProcessLog()
+    result = await probe(stdio("huge_line", plog=plog, max_message_bytes=1_000_000, connect_timeout=5))
+    assert result.error_kind is ErrorKind.TOO_LARGE, result.error
+    assert "over the 1,000,000 byte limit" in (result.error or "")
+    assert plog.pid is None  # and the program was stopped
+
+
 async def test_spawn_failures_are_clear(tmp_path: Path) -> None:
     missing = await probe(Endpoint.stdio("no-such-mcp-server-xyz"))
     assert missing.error == ("spawn_failed: no program named 'no-such-mcp-server-xyz' was found — check the "

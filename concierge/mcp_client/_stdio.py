@@ -191,6 +191,7 @@ async def stdio_transport(command: StdioCommand, plog: ProcessLog, box: Observed
                         box.too_large = max_message_bytes
                         box.cause = box.cause or MessageTooLarge(max_message_bytes)
                         await deliver(MessageTooLarge(max_message_bytes))
+                        await read_writer.aclose()  # the framing is lost: end the session now
                         listening = False
                         buffer.clear()
                 if listening:
