@@ -138,8 +138,11 @@ class ErrorKind(StrEnum):
 
     UNAUTHORIZED = "unauthorized"  # HTTP 401
     FORBIDDEN = "forbidden"  # HTTP 403
+    AUTH_REQUIRED = "auth_required"  # OAuth: nobody signed in yet, or the refresh token was refused
     NOT_FOUND = "not_found"  # HTTP 404
     CONNECTION_REFUSED = "connection_refused"  # nothing listens, or the connection broke
+    SPAWN_FAILED = "spawn_failed"  # stdio: the program could not be started (not found, not executable)
+    PROCESS_EXITED = "process_exited"  # stdio: the program exited (or closed its stdout)
     DNS = "dns"
     TLS = "tls"
     TIMEOUT = "timeout"

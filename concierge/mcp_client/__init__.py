@@ -8,6 +8,11 @@
     session      McpSession (long-lived, many tasks)
     connector    probe / list_tools / call_tool (one-shot)
     pool         SessionPool (one session per key, single-flight opening, bounded concurrency)
+    stdio        StdioCommand, ProcessLog (a local program: its command, pid, exits, stderr);
+                 _stdio runs it
+    oauth        OAuth (an Endpoint's auth: the SDK's OAuth client), over oauth_store (OAuthStore,
+                 MemoryOAuthStore) and _oauth_provider; signin (begin_sign_in, SignIn) and
+                 oauth_callback (CallbackInbox, LoopbackCallback) sign a person in
 
 Names are loaded on first use, so importing this package does not import the mcp SDK.
 """

@@ -34,6 +34,7 @@ from concierge.mcp_client._pinned import Blocked
 from concierge.mcp_client._sanitize import one_line
 from concierge.mcp_client.endpoint import Endpoint, display_url, host_of, redact
 from concierge.mcp_client.kinds import ErrorKind
+from concierge.mcp_client.stdio import ProcessExited, SpawnFailed, StdioFailure
 
 __all__ = ["MessageTooLarge", "Observed", "current_observed", "hosted_unreachable", "map_errors", "pick_leaf",
            "translate", "unreachable_sentence"]
@@ -49,17 +50,24 @@ class MessageTooLarge(httpx2.StreamError):
 
 
 class Observed:
-    """What the response hook and the size cap saw while one request (or a session) ran."""
+    """What the response hook, the size cap, the OAuth client and the stdio transport saw
+    while one request (or a session) ran.
 
-    __slots__ = ("content_type", "status", "too_large")
+    ``cause`` is a failure below the SDK that explains what it reports only as a closed
+    connection (a program that died, a sign-in that is needed); ``pid`` is the stdio
+    program running for this connection."""
+
+    __slots__ = ("cause", "content_type", "pid", "status", "too_large")
 
     def __init__(self) -> None:
         self.status: int | None = None
         self.content_type: str | None = None
         self.too_large: int | None = None
+        self.cause: BaseException | None = None
+        self.pid: int | None = None
 
     def clear(self) -> None:
-        self.status = self.content_type = self.too_large = None
+        self.status = self.content_type = self.too_large = self.cause = None
 
 
 current_observed: contextvars.ContextVar[Observed | None] = contextvars.ContextVar(
@@ -83,6 +91,8 @@ _STATUS_KINDS: dict[int, ErrorKind] = {
 _EXCEPTION_KINDS: dict[type[BaseException], ErrorKind] = {
     Blocked: ErrorKind.BLOCKED,
     MessageTooLarge: ErrorKind.TOO_LARGE,
+    SpawnFailed: ErrorKind.SPAWN_FAILED,
+    ProcessExited: ErrorKind.PROCESS_EXITED,
     socket.gaierror: ErrorKind.DNS,
     ssl.SSLError: ErrorKind.TLS,
     ssl.CertificateError: ErrorKind.TLS,
@@ -122,7 +132,7 @@ _STAND_IN_CODES = frozenset({types.INTERNAL_ERROR, types.METHOD_NOT_FOUND, types
 """Codes the SDK puts in place of an HTTP error status (the status, when seen, says more)."""
 
 _NOT_DELIVERED: tuple[type[BaseException], ...] = (
-    httpx2.ConnectError, httpx2.ConnectTimeout, socket.gaierror, ConnectionRefusedError, Blocked)
+    httpx2.ConnectError, httpx2.ConnectTimeout, socket.gaierror, ConnectionRefusedError, Blocked, SpawnFailed)
 """Failures that happen before a request's first byte is written: it never reached the server."""
 
 
@@ -155,6 +165,9 @@ def _status_sentence(f: _Facts) -> str:
 
 
 def _timeout(f: _Facts) -> str:
+    if f.where.startswith("the program "):  # stdio
+        what = "to the tool call from" if f.phase == "call" else "from"
+        return f"no answer {what} {f.where} within {f.deadline:g} s"
     what = "to the tool call" if f.phase == "call" else "from the server"
     return f"no answer {what} at {f.where} within {f.deadline:g} s"
 
@@ -179,7 +192,11 @@ _SENTENCES: dict[ErrorKind, Callable[[_Facts], str]] = {
                                     f"{f.where} answered HTTP 404 — check the URL path "
                                     "(the server's MCP endpoint, e.g. /mcp or /sse)"),
     ErrorKind.NOT_MCP: lambda f: (f"{f.where} answered HTTP {f.status} — it does not look like an MCP endpoint"
-                                  if f.status else f"{f.where} answered, but not as an MCP server"
+                                  if f.status else
+                                  f"{f.where} printed {f.got.removeprefix('got ') if f.got else 'something'} and "
+                                  "never answered as an MCP server — a stdio server must write only JSON-RPC "
+                                  "there (its log has what it printed)" if f.where.startswith("the program ") else
+                                  f"{f.where} answered, but not as an MCP server"
                                   f" ({f.got or 'not JSON-RPC'}) — check the URL"),
     ErrorKind.TOO_LARGE: lambda f: (f"{f.where} sent a message over the {f.limit:,} byte limit — "
                                     "stopped reading there" if f.limit else
@@ -196,7 +213,12 @@ _SENTENCES: dict[ErrorKind, Callable[[_Facts], str]] = {
     ErrorKind.BLOCKED: lambda f: f.blocked or f"the URL policy refused {f.where}",
     ErrorKind.UNREACHABLE: lambda f: unreachable_sentence(f.where),
     ErrorKind.UNKNOWN: lambda f: f.message or "no detail",
+    ErrorKind.SPAWN_FAILED: lambda f: f.message,
+    ErrorKind.PROCESS_EXITED: lambda f: f.message,
+    ErrorKind.AUTH_REQUIRED: lambda f: f.message,
 }
+
+_STDIO_SENTENCE_CHARS = 400
 
 
 # -- lookup -------------------------------------------------------------------------------------
@@ -217,8 +239,10 @@ def pick_leaf(exc: BaseException) -> BaseException:
     def rank(e: BaseException) -> int:
         if isinstance(e, ConnectorError):
             return 0
-        if isinstance(e, MCPError | httpx2.HTTPError | OSError | ValidationError):
+        if isinstance(e, StdioFailure):
             return 1
+        if isinstance(e, MCPError | httpx2.HTTPError | OSError | ValidationError):
+            return 2
         if isinstance(e, cancelled | GeneratorExit):
             return 9
         return 5
@@ -236,6 +260,8 @@ def _causes(exc: BaseException) -> list[BaseException]:
 
 
 def _by_type(exc: BaseException) -> tuple[ErrorKind, BaseException] | None:
+    if isinstance(exc, StdioFailure):  # its own sentence says it all (whatever it was raised from)
+        return _EXCEPTION_KINDS[type(exc)], exc
     for cause in _causes(exc):
         for klass in type(cause).__mro__:
             kind = _EXCEPTION_KINDS.get(klass)
@@ -246,6 +272,15 @@ def _by_type(exc: BaseException) -> tuple[ErrorKind, BaseException] | None:
 
 def _status_kind(status: int) -> ErrorKind:
     return _STATUS_KINDS.get(status) or (ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.PROTOCOL)
+
+
+def _is_stand_in(leaf: BaseException) -> bool:
+    """Whether ``leaf`` is how the SDK or httpx2 reports a failure it did not see the cause
+    of (a closed stream or connection, a time-out after the peer went away)."""
+    if isinstance(leaf, MCPError):
+        return leaf.error.code in _STAND_IN_CODES or leaf.error.code in _MCP_CODE_KINDS
+    return isinstance(leaf, httpx2.HTTPError | OSError | anyio.BrokenResourceError | anyio.ClosedResourceError
+                      | anyio.EndOfStream | TimeoutError | StdioFailure)
 
 
 def delivered(exc: BaseException) -> bool:
@@ -271,10 +306,12 @@ def hosted_unreachable(err: ConnectorError, endpoint: Endpoint, *, phase: str) -
 def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None, *, phase: str,
               deadline: float, in_session: bool = False) -> ConnectorError:
     """One ``ConnectorError`` for a failure (an exception group, an SDK or httpx2 error...)."""
+    seen = observed or Observed()
     leaf = pick_leaf(exc)
+    if seen.cause is not None and not isinstance(leaf, ConnectorError) and _is_stand_in(leaf):
+        leaf = seen.cause  # what really happened below the SDK's "connection closed"
     if isinstance(leaf, ConnectorError):
         return leaf
-    seen = observed or Observed()
     status = seen.status
     code = leaf.error.code if isinstance(leaf, MCPError) else None
     message = leaf.error.message if isinstance(leaf, MCPError) else str(leaf)
@@ -303,17 +340,20 @@ def translate(exc: BaseException, endpoint: Endpoint, observed: Observed | None,
         message = f"{cause.error_count()} errors"
     if kind is ErrorKind.CONNECTION_REFUSED and code == types.CONNECTION_CLOSED:
         message = "the server closed it"
+    limit = 160
+    if kind in (ErrorKind.SPAWN_FAILED, ErrorKind.PROCESS_EXITED):
+        message, limit = getattr(cause, "sentence", message), _STDIO_SENTENCE_CHARS
     facts = _Facts(
-        where=display_url(endpoint.url), host=host_of(endpoint.url), phase=phase, deadline=deadline,
+        where=endpoint.where, host=host_of(endpoint.url), phase=phase, deadline=deadline,
         status=status if by_status else None,
         limit=seen.too_large or (cause.limit if isinstance(cause, MessageTooLarge) else None),
         tls_reason=getattr(cause, "reason", None) if isinstance(cause, ssl.SSLError) else None,
         got=f"got {seen.content_type}" if seen.content_type else None,
-        message=one_line(redact(message, endpoint.headers), 160),
+        message=one_line(redact(message, endpoint.secrets), limit),
         code=None if stand_in else code, in_session=in_session,
         refused=not delivered(exc) or phase == "connect" and code == types.CONNECTION_CLOSED and not servers_own,
         blocked=str(cause) if isinstance(cause, Blocked) else None)
-    sentence = redact(_SENTENCES[kind](facts), endpoint.headers)
+    sentence = redact(_SENTENCES[kind](facts), endpoint.secrets)
     return hosted_unreachable(ConnectorError(kind, sentence, http_status=status,
                                              delivered=phase != "connect" and delivered(exc)),
                               endpoint, phase=phase)

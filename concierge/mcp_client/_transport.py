@@ -1,10 +1,11 @@
-"""Opening an SDK ``Client`` to an endpoint: httpx2 with the secrets, a response hook that
-records statuses, a size cap enforced while reading, SSE detected by fallback, and every
-connection dialled through the endpoint's URL policy (`_pinned`)."""
+"""Opening an SDK ``Client`` to an endpoint: httpx2 with the secrets (static headers or an
+OAuth client), a response hook that records statuses, a size cap enforced while reading, SSE
+detected by fallback, every connection dialled through the endpoint's URL policy (`_pinned`);
+or, for ``transport="stdio"``, the program run by `_stdio`."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any
 
@@ -13,9 +14,12 @@ from mcp import Client
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 
+from concierge.errors import ConnectorError
 from concierge.mcp_client._errors import MessageTooLarge, Observed, current_observed
 from concierge.mcp_client._pinned import guarded_transport
+from concierge.mcp_client._stdio import stdio_transport
 from concierge.mcp_client.endpoint import Endpoint, tls_context
+from concierge.mcp_client.stdio import ProcessLog
 
 __all__ = ["open_client"]
 
@@ -82,6 +86,8 @@ class _CappedTransport(httpx2.AsyncBaseTransport):
 
 def _hook(box: Observed) -> Callable[[httpx2.Response], Awaitable[None]]:
     async def hook(response: httpx2.Response) -> None:
+        if response.request.extensions.get(_AUTH_REQUEST):
+            return  # discovery, registration, token: the OAuth client judges those answers itself
         boxes = [box] + [b for b in (current_observed.get(),) if b is not None and b is not box]
         ctype = response.headers.get("content-type", "").lower()
         for target in boxes:
@@ -94,11 +100,58 @@ def _hook(box: Observed) -> Callable[[httpx2.Response], Awaitable[None]]:
     return hook
 
 
+_AUTH_REQUEST = "concierge_auth_request"
+"""Marks the requests an auth flow makes of its own (not the MCP request it signs)."""
+
+
+def _boxes(box: Observed) -> list[Observed]:
+    return [box] + [b for b in (current_observed.get(),) if b is not None and b is not box]
+
+
+class _ObservedAuth(httpx2.Auth):
+    """Runs the endpoint's auth flow and records what it decided where the error mapping
+    looks: a `ConnectorError` it raises (e.g. ``auth_required``) as the boxes' ``cause``,
+    since the SDK reports a failed POST only as a closed connection; and a 401 it answered
+    by signing the request again is forgotten once the request went through."""
+
+    def __init__(self, inner: httpx2.Auth, box: Observed) -> None:
+        self._inner, self._box = inner, box
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        flow = self._inner.async_auth_flow(request)
+        boxes = _boxes(self._box)
+        seen: set[int] = set()
+        response: httpx2.Response | None = None
+        try:
+            outgoing = await flow.__anext__()
+            while True:
+                if outgoing is not request:
+                    outgoing.extensions = {**outgoing.extensions, _AUTH_REQUEST: True}
+                response = yield outgoing
+                if outgoing is request and response.status_code >= 400:
+                    seen.add(response.status_code)
+                outgoing = await flow.asend(response)
+        except StopAsyncIteration:
+            if response is not None and response.status_code < 400:
+                for box in boxes:
+                    if box.status in seen:
+                        box.status = None
+            return
+        except ConnectorError as err:
+            for box in boxes:
+                box.cause = box.cause or err
+            raise
+        finally:
+            await flow.aclose()
+
+
 def _http_client(endpoint: Endpoint, box: Observed, *, timeout: httpx2.Timeout,
                  headers: dict[str, str] | None = None, auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
     verify = tls_context(endpoint.verify_tls)
+    if auth is None and endpoint.auth is not None:
+        auth = _ObservedAuth(endpoint.auth, box)
     return httpx2.AsyncClient(
-        headers=headers if headers is not None else dict(endpoint.headers), timeout=timeout, auth=auth,
+        headers=headers if headers is not None else endpoint.request_headers, timeout=timeout, auth=auth,
         verify=verify, event_hooks={"response": [_hook(box)]},
         follow_redirects=False,  # (the SDK follows same-origin ones itself; each new connection is checked)
         transport=_CappedTransport(guarded_transport(verify, endpoint.url_policy), endpoint.max_message_bytes,
@@ -112,6 +165,13 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
     backstop = endpoint.max_message_bytes * 2  # the SDK's own per-event cap, behind ours
     options: dict[str, Any] = {"mode": "auto", "read_timeout_seconds": read_timeout, "cache": None,
                                "message_handler": message_handler}
+    if transport == "stdio":
+        assert endpoint.command is not None
+        plog = endpoint.process_log or ProcessLog()
+        stdio = stdio_transport(endpoint.command, plog, box, max_message_bytes=endpoint.max_message_bytes)
+        async with Client(stdio, **options) as client:
+            yield client
+        return
     if transport == "sse":
 
         def factory(headers: dict[str, str] | None = None, timeout: httpx2.Timeout | None = None,
@@ -119,7 +179,7 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
             return _http_client(endpoint, box, headers=headers, auth=auth, timeout=httpx2.Timeout(
                 http_timeout, connect=connect, read=max(_SSE_READ_TIMEOUT, http_timeout)))
 
-        sse = sse_client(endpoint.url, headers=dict(endpoint.headers), timeout=http_timeout,
+        sse = sse_client(endpoint.url, headers=endpoint.request_headers, timeout=http_timeout,
                          sse_read_timeout=max(_SSE_READ_TIMEOUT, http_timeout), httpx_client_factory=factory)
         async with Client(sse, **options) as client:
             yield client
@@ -151,7 +211,7 @@ async def open_client(endpoint: Endpoint, box: Observed, *, read_timeout: float,
                 message_handler=message_handler))
         except Exception:
             await stack.aclose()
-            if i + 1 < len(candidates) and box.status in _FALLBACK_STATUSES:
+            if i + 1 < len(candidates) and box.status in _FALLBACK_STATUSES and box.cause is None:
                 box.clear()
                 continue
             raise

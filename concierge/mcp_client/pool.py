@@ -6,6 +6,10 @@
                                  slot (back-pressure) instead of piling requests on the server
     evict(key)                   forget the key's session (closed at the next await point we own)
 
+A stdio program that dies is started again by the next request; one that cannot start (it
+exits at once, it is missing) is not started again for a while (1 s, doubling to 30 s): the
+requests meanwhile get its last error at once, so a crash loop cannot fork per call.
+
 Every session that is opened is closed: on eviction, on a broken transport, when it was
 opened for a generation that was evicted meanwhile, and in ``aclose()``.
 """
@@ -15,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections.abc import AsyncIterator, Callable
 
 import anyio
@@ -24,10 +29,13 @@ from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.session import McpSession
 
-__all__ = ["DEFAULT_MAX_IN_FLIGHT", "SessionPool"]
+__all__ = ["DEFAULT_MAX_IN_FLIGHT", "RESTART_BACKOFF", "SessionPool"]
 
 DEFAULT_MAX_IN_FLIGHT = 32
 """Requests in flight per source before further ones wait for a slot."""
+
+RESTART_BACKOFF = (1.0, 30.0)
+"""Seconds a stdio program that failed to start waits before the next try: first, at most."""
 
 SessionFactory = Callable[..., McpSession]
 ListChangedListener = Callable[[str, str], None]  # (key, "tools" | "resources" | "prompts")
@@ -49,6 +57,8 @@ class SessionPool:
         self._listeners: list[ListChangedListener] = []
         self.sessions_opened: dict[str, int] = {}
         """How many sessions were opened per key (reuse shows as 1 for many requests)."""
+        self._backoff: dict[str, tuple[float, float, ConnectorError]] = {}
+        """key -> (monotonic time of the next try, the wait that set it, the last failure)."""
 
     # -- observers --------------------------------------------------------------------------
 
@@ -74,6 +84,7 @@ class SessionPool:
     def evict(self, key: str) -> None:
         """Forget ``key``'s session; sync (listeners call it), so it is closed in a task."""
         self._generation[key] = self._generation.get(key, 0) + 1
+        self._backoff.pop(key, None)  # (the source changed: try its program again at once)
         session = self._sessions.pop(key, None)
         if session is not None:
             self._retired.append(session)
@@ -111,6 +122,12 @@ class SessionPool:
             return session, False
         flight = self._opening.get(key)
         if flight is None:
+            held = self._backoff.get(key)
+            if held is not None and time.monotonic() < held[0]:
+                last = held[2]
+                raise ConnectorError(last.kind, f"{last.sentence} (not started again for another "
+                                     f"{held[0] - time.monotonic():.0f} s)", http_status=last.http_status,
+                                     delivered=False)
             stale = self._sessions.pop(key, None)
             if stale is not None:
                 self._retired.append(stale)
@@ -130,7 +147,16 @@ class SessionPool:
     async def _open(self, key: str, endpoint: Endpoint) -> McpSession:
         generation = self._generation.get(key, 0)
         session = self._factory(endpoint, on_list_changed=lambda what: self._changed(key, what))
-        await session.open()  # raises ConnectorError
+        try:
+            await session.open()  # raises ConnectorError
+        except ConnectorError as err:
+            if endpoint.command is not None and self._generation.get(key, 0) == generation:
+                previous = self._backoff.get(key)
+                first, most = RESTART_BACKOFF
+                wait = min(most, previous[1] * 2) if previous is not None else first
+                self._backoff[key] = (time.monotonic() + wait, wait, err)
+            raise
+        self._backoff.pop(key, None)
         self.sessions_opened[key] = self.sessions_opened.get(key, 0) + 1
         if self._generation.get(key, 0) == generation:
             self._sessions[key] = session

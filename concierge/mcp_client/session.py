@@ -23,7 +23,7 @@ from concierge.errors import ConnectorError
 from concierge.mcp_client._errors import Observed, current_observed, hosted_unreachable, map_errors, translate
 from concierge.mcp_client._sanitize import sanitize
 from concierge.mcp_client._transport import open_client
-from concierge.mcp_client.endpoint import Endpoint, display_url
+from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.results import (
     MAX_INSTRUCTIONS_CHARS,
@@ -33,12 +33,15 @@ from concierge.mcp_client.results import (
     call_result,
     tool_info,
 )
+from concierge.mcp_client.stdio import kill_group
 
 __all__ = ["Deadline", "ListChanged", "McpSession", "Progress", "collect_pages", "collect_tools"]
 
 log = logging.getLogger("concierge.mcp_client")
 
 _CLOSE_GRACE = 2.0
+_STDIO_CLOSE_GRACE = 6.0
+"""A program gets longer: closing stdin, a grace, SIGTERM, a grace and SIGKILL (`_stdio`)."""
 _NO_SDK_TIMEOUT = 24 * 3600.0
 ListChanged = Callable[[str], None]
 """Called with ``"tools"``, ``"resources"`` or ``"prompts"`` when the server says that list changed."""
@@ -144,7 +147,7 @@ class McpSession:
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("open" if self._client is not None else "new")
-        return f"McpSession({display_url(self.endpoint.url)!r}, {state})"
+        return f"McpSession({self.endpoint.where!r}, {state})"
 
     @property
     def closed(self) -> bool:
@@ -181,10 +184,14 @@ class McpSession:
 
                     tg.start_soon(wait, ready)
                     tg.start_soon(wait, self._done)
-        except TimeoutError:
+        except TimeoutError as exc:
             await self._abandon()
+            if self._box.content_type is not None or self._box.cause is not None:
+                self._error = translate(exc, self.endpoint, self._box, phase="connect",
+                                        deadline=self.endpoint.connect_timeout)
+                raise self._error from None
             self._error = hosted_unreachable(ConnectorError(
-                ErrorKind.TIMEOUT, f"no answer from the server at {display_url(self.endpoint.url)} "
+                ErrorKind.TIMEOUT, f"no answer from {self._at} "
                 f"within {self.endpoint.connect_timeout:g} s", delivered=False), self.endpoint, phase="connect")
             raise self._error from None
         except BaseException:
@@ -236,7 +243,7 @@ class McpSession:
                     if what is not None:
                         self._on_list_changed(what)
         except Exception as exc:  # no events then; the session itself is fine
-            log.debug("listen stream to %s ended: %s", display_url(self.endpoint.url), type(exc).__name__)
+            log.debug("listen stream to %s ended: %s", self.endpoint.where, type(exc).__name__)
 
     async def _run(self, ready: anyio.Event) -> None:
         assert self._stop is not None and self._done is not None
@@ -266,14 +273,35 @@ class McpSession:
             self._closed = True
             self._done.set()
 
+    @property
+    def _at(self) -> str:
+        return self.endpoint.where if self.endpoint.command is not None else f"the server at {self.endpoint.where}"
+
+    @property
+    def _grace(self) -> float:
+        return _STDIO_CLOSE_GRACE if self.endpoint.command is not None else _CLOSE_GRACE
+
+    @property
+    def pid(self) -> int | None:
+        """The pid of the stdio program this session runs (None for a URL, or once it ended)."""
+        return self._box.pid
+
+    def _reap(self) -> None:
+        """A stdio program still running after the worker gave up on it is killed here."""
+        pid = self._box.pid
+        task = self._task
+        if pid is not None and (task is None or task.done()) and kill_group(pid):
+            log.warning("killed the process group of stdio server %d after its shutdown did not finish", pid)
+
     async def _abandon(self) -> None:
         """Stop the worker without waiting on a polite shutdown (used when open() fails)."""
         self._closed = True
         task = self._task
         if task is not None and not task.done():
             task.cancel()
-            with anyio.CancelScope(shield=True), anyio.move_on_after(_CLOSE_GRACE):
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self._grace):
                 await asyncio.wait({task})
+        self._reap()
 
     async def aclose(self) -> None:
         """Close the session; idempotent, never raises."""
@@ -285,14 +313,15 @@ class McpSession:
             if self._stop is not None:
                 self._stop.set()
             with anyio.CancelScope(shield=True):
-                with anyio.move_on_after(_CLOSE_GRACE):
+                with anyio.move_on_after(self._grace):
                     await asyncio.wait({task})
                 if not task.done():
                     task.cancel()
-                    with anyio.move_on_after(_CLOSE_GRACE):
+                    with anyio.move_on_after(self._grace):
                         await asyncio.wait({task})
         except Exception:  # never raise from close
             pass
+        self._reap()
 
     # -- requests -----------------------------------------------------------------------------
 
@@ -301,7 +330,7 @@ class McpSession:
             self._error = translate(self._failure, self.endpoint, self._box, phase="call",
                                     deadline=self.endpoint.call_timeout, in_session=True)
         kind = self._error.kind if self._error is not None else ErrorKind.UNKNOWN
-        return ConnectorError(kind, f"the session to {display_url(self.endpoint.url)} is closed — open a new one",
+        return ConnectorError(kind, f"the session to {self.endpoint.where} is closed — open a new one",
                               http_status=self._error.http_status if self._error is not None else None,
                               delivered=False)
 

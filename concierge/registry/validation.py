@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,6 +28,7 @@ __all__ = [
     "check_allowed_tools",
     "check_allowlist",
     "check_auth_combination",
+    "check_extra_headers",
     "check_header_name",
     "check_namespace",
     "check_slug",
@@ -257,6 +258,43 @@ def check_header_name(name: str | None) -> str | None:
         raise ValueError(f"auth_header {name!r} is set by the transport itself; "
                          "choose another header such as X-Api-Key")
     return name
+
+
+MAX_EXTRA_HEADERS = 20
+
+
+def check_extra_headers(headers: Mapping[str, str] | None, *, field: str = "headers",
+                        auth_header: str | None = None) -> dict[str, str] | None:
+    """Headers that are not secrets, sent with every request (Flashduty's ``headers``;
+    ``--header-value NAME=VALUE``): each name by the rules of ``auth_header`` (a valid name
+    the transport does not own), and neither ``Authorization`` nor the source's own
+    ``auth_header`` (credentials go through the vault); each value printable, on one line."""
+    if headers is None:
+        return None
+    if len(headers) > MAX_EXTRA_HEADERS:
+        raise ValueError(f"{field} may have at most {MAX_EXTRA_HEADERS} headers (got {len(headers)})")
+    out: dict[str, str] = {}
+    seen: set[str] = set()
+    for raw_name, raw_value in headers.items():
+        name, value = str(raw_name).strip(), str(raw_value).strip()
+        if not HEADER_NAME_RE.fullmatch(name):
+            raise ValueError(f"{field}: {name!r} is not a valid HTTP header name "
+                             "(letters, digits and - only, e.g. X-Tenant)")
+        low = name.lower()
+        if low in TRANSPORT_HEADERS:
+            raise ValueError(f"{field}: {name!r} is set by the transport itself; choose another header")
+        if low == "authorization" or (auth_header and low == auth_header.strip().lower()):
+            raise ValueError(f"{field}: {name!r} carries the credential; give it as the source's token "
+                             "(stored in the vault), not as a plain header")
+        if low in seen:
+            raise ValueError(f"{field}: {name!r} is given twice")
+        if len(value) > MAX_TOKEN:
+            raise ValueError(f"{field}: the value of {name!r} is longer than {MAX_TOKEN} characters")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value) or not value.isascii():
+            raise ValueError(f"{field}: the value of {name!r} must be printable ASCII on one line")
+        seen.add(low)
+        out[name] = value
+    return out
 
 
 def check_auth_combination(auth_kind: str, *, has_token: bool, token_sent: bool,

@@ -114,6 +114,9 @@ HEALTH_HINTS: dict[ErrorKind, str] = {
     ErrorKind.INVALID_URL: "Check the URL: https, or http for localhost only.",
     ErrorKind.BLOCKED: ("This server only connects to public https addresses; a private or internal "
                         "one cannot be registered here."),
+    ErrorKind.AUTH_REQUIRED: "Sign in to the server again: `concierge source user-mcp authorize <id>`.",
+    ErrorKind.SPAWN_FAILED: "Check the command: it must exist on this machine and be executable.",
+    ErrorKind.PROCESS_EXITED: "The program exited: check its stderr log (shown with the source) and its arguments.",
     ErrorKind.UNREACHABLE: "Check that the URL is right and the server is running and reachable from here.",
 }
 """What to try after a failed health check, by the kind the registry stored with it."""
