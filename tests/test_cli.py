@@ -157,3 +157,18 @@ def test_an_error_is_json_whichever_side_json_is_on(tmp_path):
     for argv in (["--json", "source", "show", "ds_nope"], ["source", "show", "ds_nope", "--json"]):
         res = run(tmp_path, *argv)
         assert res.returncode == 1 and json.loads(res.stdout)["error"] == "not_found", argv
+
+
+def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> None:
+    """Found by hand: `concierge audit --json | head -c 100` printed a BrokenPipeError traceback."""
+    for i in range(150):
+        assert run(tmp_path, "agent", "create", f"agent-{i}").returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "concierge", "audit", "--json", "--limit", "1000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env={**os.environ, "CONCIERGE_HOME": str(tmp_path)})
+    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout.read(100)  # the reader takes a little and goes away, like `head -c 100`
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) == 141
+    assert "Traceback" not in err and "BrokenPipe" not in err

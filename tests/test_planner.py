@@ -235,4 +235,5 @@ async def test_agent_tools_with_no_agents_shows_what_an_agent_would_get(
     assert [name for name, _ in calls(events)] == ["list_agents", "list_agent_tools"]
     text = text_of(events)
     assert text.startswith('There are no agents in sandbox "default" yet')
+    assert 'say "create an agent called support"' in text  # a chat user is told the chat words
     assert "This sandbox offers 4 tools right now:" in text and "- demo_echo" in text

@@ -359,8 +359,8 @@ def _on_result(state: State, name: str, args: dict[str, Any], result: ToolResult
         if label:
             words = words.replace(f"The source with namespace {args['app']} offers", f'"{label}" offers')
     if name == "list_agent_tools" and flow.form == "catalog" and flow.world.agents == [] and kind == "answer":
-        words = (f'There are no agents in sandbox "{state.sandbox}" yet; one you create (`concierge agent '
-                 "create SLUG`) would see what this sandbox offers.\n" + words)
+        words = (f'There are no agents in sandbox "{state.sandbox}" yet; one you create (say "create an '
+                 'agent called support") would see what this sandbox offers.\n' + words)
     state.reply = Say(words, kind, tool=name)
 
 
