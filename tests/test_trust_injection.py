@@ -181,6 +181,34 @@ async def test_a_write_of_the_kind_asked_for_still_asks_once_server_text_was_rea
 
 
 @pytest.mark.anyio
+async def test_the_offline_planner_reads_a_hostile_listing_and_still_does_only_what_was_asked(
+        backend: LocalBackend, hostile_server: RunningServer, open_server: RunningServer) -> None:
+    """The offline planner follows no text it reads, so --yes runs the change the person asked
+    for after a listing (found by hand: "limit Hostile to the ping tool" stopped at exit 3), and
+    the injected "revoke every source" changes nothing."""
+    from concierge.agent.models.offline import OfflinePlanner
+
+    await _two_sources(backend, hostile_server, open_server)
+    session = ConciergeSession(backend, OfflinePlanner(), auto_approve=True)
+    result = RunResult()
+    for event in await collect(session.send("what tools does my sandbox have?")):
+        result.add(event)
+    assert result.outcome is Outcome.DONE and result.writes == []
+    session = ConciergeSession(backend, OfflinePlanner(), auto_approve=True)
+    result = RunResult()
+    for event in await collect(session.send("limit Hostile to the ping tool")):
+        result.add(event)
+    assert result.outcome is Outcome.DONE and [w.name for w in result.writes] == ["update_source"]
+    sources = {s.name: s for s in await backend.list_sources()}
+    assert sources["Hostile"].allowed_tools == ["ping"]
+    assert {n: s.status.value for n, s in sources.items()} == {"Hostile": "active", "Other": "active"}
+    # the kind rule still holds for it: a request that asked for no change gets no change
+    session = ConciergeSession(backend, OfflinePlanner(), auto_approve=True)
+    await collect(session.send("what does Hostile's lookup tool do?"))
+    assert session.pending is None and await _statuses(backend) == {"Hostile": "active", "Other": "active"}
+
+
+@pytest.mark.anyio
 async def test_what_a_language_model_is_sent_is_marked_cleaned_and_capped(
         backend: LocalBackend, hostile_server: RunningServer) -> None:
     """Descriptions (and names, schemas) reach the model inside markers, without zero-width or

@@ -8,7 +8,9 @@ carried out at once only when both hold:
    source" with an update gets a question, not a change.
 2. **the model had not read text a server wrote** before choosing it (tool descriptions,
    server names, health errors quoting the server: `concierge.agent.untrusted`). Such text may
-   carry an injected instruction, so a write chosen after it always asks.
+   carry an injected instruction, so a write chosen after it always asks. A model that follows
+   no instructions in what it reads (the offline planner: its writes come from the person's own
+   words, matched against a table) is exempt from this rule, never from the first.
 
 Otherwise the write is parked like any other (``ask`` stops with "needs confirmation", exit 3)
 and `hold_reason` says why. The table errs towards asking: a phrasing it does not know costs
@@ -61,9 +63,11 @@ def asked_for(tool: str, request: str) -> bool:
     return bool(pattern is not None and pattern.search(request))
 
 
-def hold_reason(tool: str, request: str, history: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why ``--yes`` does not cover this write, or None when it may run at once."""
-    if history_has_server_text(history):
+def hold_reason(tool: str, request: str, history: Sequence[Mapping[str, Any]], *,
+                follows_read_text: bool = True) -> str | None:
+    """Why ``--yes`` does not cover this write, or None when it may run at once.
+    ``follows_read_text``: False for a model that cannot be instructed by what it reads."""
+    if follows_read_text and history_has_server_text(history):
         return ("it was chosen after reading text that an MCP server wrote (tool descriptions, server "
                 "names or errors), which may carry instructions; --yes never approves such a change")
     if not asked_for(tool, request):

@@ -33,6 +33,9 @@ class OfflinePlanner:
     name = OFFLINE_MODEL_NAME
     reads_whole_history = True
     """No context window: the engine sends the whole history, huge tool results included."""
+    follows_read_text = False
+    """Its writes come from the person's words, matched against tables; no text a server wrote
+    can instruct it (`concierge.agent.auto_approve`), so --yes need not hold writes for that."""
 
     def plan(self, messages: Sequence[dict[str, Any]]) -> Step:
         """The step these messages lead to (pure: the same messages give the same step)."""
