@@ -236,3 +236,24 @@ async def test_catalog_answers_are_about_the_agent_asked_for(
     events = await say(session, "what tools do I have")
     assert calls(events) == [("list_agent_tools", {})]
     assert text_of(events).startswith("This sandbox offers 4 tools right now:")
+
+
+async def test_an_allowlist_entry_that_names_no_tool_is_told_before_the_yes_and_after(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found by hand: "let support use only the demo_ech tool" answered "Done." and the agent
+    silently had no tools."""
+    await demo(backend, open_server.url())
+    await backend.create_agent({"slug": "support"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "let support use only the demo_ech tool")
+    [asked] = events_of(events, "confirmation_required")
+    assert "no tool in the sandbox is called demo_ech (did you mean demo_echo?)" in asked.summary
+    text = text_of(await yes(session))
+    assert text.startswith('Updated the agent support in sandbox "default": it may use only demo_ech '
+                           "(before: every tool)."), text
+    assert "No tool in the sandbox is called demo_ech (did you mean demo_echo?) right now" in text
+    # a real name or a glob that matches says nothing of the kind
+    events = await say(session, "let support use only demo_echo and demo_*")
+    [asked] = events_of(events, "confirmation_required")
+    assert "no tool" not in asked.summary.lower()
+    assert "No tool" not in text_of(await yes(session))

@@ -37,7 +37,6 @@ import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from fnmatch import fnmatchcase
 from typing import Any
 
 import anyio
@@ -46,6 +45,7 @@ from concierge.errors import ConciergeError, ConnectorError, NotFound, VaultErro
 from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, DEFAULT_MAX_MESSAGE_BYTES, Endpoint, SessionPool, ToolInfo
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.session import McpSession
+from concierge.registry.allowlists import is_glob, matches_any, unmatched
 from concierge.registry.catalog_models import (
     CatalogPrompt,
     CatalogResource,
@@ -91,7 +91,6 @@ Lister = Callable[[Endpoint], Awaitable[list[ToolInfo]]]
 ChangeListener = Callable[[str, str], None]
 """(source_id, what): a registry action (``update``, ``pause``…) or ``upstream_tools`` etc."""
 _INVALID = re.compile(r"[^a-zA-Z0-9_-]")
-_GLOB_CHARS = frozenset("*?[")
 
 
 # -- naming -----------------------------------------------------------------------------------
@@ -175,18 +174,7 @@ def _unique_names(candidates: Iterable[_Candidate], trace: ResolutionTrace) -> l
 
 # -- allowlists -------------------------------------------------------------------------------
 
-def is_glob(pattern: str) -> bool:
-    return any(c in _GLOB_CHARS for c in pattern)
-
-
-def matches_any(patterns: Iterable[str], name: str) -> bool:
-    """Exact match, or a case-sensitive glob (``acme_*``, ``*_read``, ``tool_?``)."""
-    return any(p == name or (is_glob(p) and fnmatchcase(name, p)) for p in patterns)
-
-
-def _unmatched(patterns: Iterable[str], names: Iterable[str]) -> list[str]:
-    names = list(names)
-    return [p for p in patterns if not any(matches_any([p], n) for n in names)]
+# is_glob, matches_any and unmatched live in `concierge.registry.allowlists` (imported above).
 
 
 
@@ -513,7 +501,7 @@ class Catalog:
                 else:
                     tools.append(tool)
             if src.allowed_tools is not None:
-                missing = _unmatched(src.allowed_tools, (t.name for t in tools))
+                missing = unmatched(src.allowed_tools, (t.name for t in tools))
                 if missing:
                     trace.source_allowlist_missing_entries[src.id] = missing
                 kept = [t for t in tools if matches_any(src.allowed_tools, t.name)]
@@ -531,7 +519,7 @@ class Catalog:
         named = _unique_names(candidates, trace)
         named.sort(key=lambda it: (it[1].order, it[0]))
         if allowlist:
-            trace.allowlist_missing_entries = _unmatched(allowlist, (n for n, _ in named))
+            trace.allowlist_missing_entries = unmatched(allowlist, (n for n, _ in named))
             trace.allowlist_filtered_out["agent"] = [n for n, _ in named if not matches_any(allowlist, n)]
             named = [(n, c) for n, c in named if matches_any(allowlist, n)]
 

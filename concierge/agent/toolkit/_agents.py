@@ -23,9 +23,10 @@ from concierge.agent.toolkit.results import (
     Catalog,
     ToolDescription,
 )
-from concierge.errors import Ambiguous, NotFound, Unsupported
+from concierge.errors import Ambiguous, ConciergeError, NotFound, Unsupported
 from concierge.registry import validation as rules
 from concierge.registry.catalog_models import CatalogResult, CatalogTool
+from concierge.registry.allowlists import unmatched
 from concierge.registry.models import AgentCreate, AgentUpdate
 
 __all__ = ["agent_tools", "create_agent", "describe_tool", "list_agents", "prepare_create_agent",
@@ -98,6 +99,35 @@ async def describe_tool(ctx: ToolContext, args: DescribeToolArgs, _: Any) -> Too
                            input_schema=t.input_schema, agent=result.agent)
 
 
+async def _unmatched(ctx: ToolContext, allowlist: list[str] | None, sandbox_id: str) -> list[str]:
+    """The allowlist entries that name no tool the sandbox offers now, each with the closest
+    real names (told before the yes: a typo in an allowlist silently gives the agent nothing).
+    Empty when it cannot be told."""
+    import difflib
+
+    if not allowlist:
+        return []
+    try:
+        result = await _catalog(ctx, None, sandbox_id)
+    except ConciergeError:
+        return []
+    names = [t.name for t in result.tools]
+    out = []
+    for entry in unmatched(allowlist, names):
+        close = difflib.get_close_matches(entry, names, n=2, cutoff=0.8)
+        out.append(entry + (f" (did you mean {' or '.join(close)}?)" if close else ""))
+    return out
+
+
+def _unmatched_note(entries: list[str]) -> str:
+    if not entries:
+        return ""
+    one = len(entries) == 1
+    return (" Note: no tool in the sandbox is called " + ", ".join(entries) + " right now; "
+            + ("that entry matches" if one else "those entries match") + " nothing until a source offers "
+            + ("it." if one else "them."))
+
+
 async def prepare_update_agent(ctx: ToolContext, args: UpdateAgentArgs) -> dict[str, Any]:
     body: dict[str, Any] = {}
     if args.name is not None:
@@ -115,7 +145,7 @@ async def prepare_update_agent(ctx: ToolContext, args: UpdateAgentArgs) -> dict[
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
     agent = await ctx.backend.get_agent(args.agent, sandbox=sb.id)
     return {"sandbox": sb.name, "sandbox_id": sb.id, "body": body, "before": agent.tool_allowlist,
-            "slug": agent.slug}
+            "slug": agent.slug, "unmatched": await _unmatched(ctx, body.get("tool_allowlist"), sb.id)}
 
 
 def summary_update_agent(args: UpdateAgentArgs, prep: dict[str, Any]) -> str:
@@ -127,14 +157,15 @@ def summary_update_agent(args: UpdateAgentArgs, prep: dict[str, Any]) -> str:
         before = ", ".join(prep["before"]) or "every tool"
         parts.append(("let it use every tool" if not new else "let it use only " + ", ".join(new))
                      + f" (now: {before})")
-    return f'Update the agent {prep["slug"]} in sandbox "{prep["sandbox"]}": ' + "; ".join(parts) + "."
+    return (f'Update the agent {prep["slug"]} in sandbox "{prep["sandbox"]}": ' + "; ".join(parts) + "."
+            + _unmatched_note(prep.get("unmatched", [])))
 
 
 async def update_agent(ctx: ToolContext, args: UpdateAgentArgs, prep: dict[str, Any]) -> AgentUpdated:
     agent = await ctx.backend.update_agent(prep["slug"], prep["body"], sandbox=prep["sandbox_id"])
     return AgentUpdated(id=agent.id, slug=agent.slug, name=agent.name, sandbox=prep["sandbox"],
                         status=agent.status, tool_allowlist=agent.tool_allowlist or "all",
-                        previous_allowlist=prep["before"] or "all")
+                        previous_allowlist=prep["before"] or "all", unmatched=prep.get("unmatched", []))
 
 
 async def prepare_create_agent(ctx: ToolContext, args: CreateAgentArgs) -> dict[str, Any]:
@@ -148,18 +179,21 @@ async def prepare_create_agent(ctx: ToolContext, args: CreateAgentArgs) -> dict[
     except ValidationError as exc:
         raise rules.from_pydantic(exc) from None
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
-    return {"sandbox": sb.name, "sandbox_id": sb.id, "body": request.model_dump(exclude_defaults=True)}
+    return {"sandbox": sb.name, "sandbox_id": sb.id, "body": request.model_dump(exclude_defaults=True),
+            "unmatched": await _unmatched(ctx, args.tool_allowlist, sb.id)}
 
 
 def summary_create_agent(args: CreateAgentArgs, prep: dict[str, Any]) -> str:
     name = f' ("{args.name}")' if args.name and args.name != args.slug else ""
     tools = ("that may use only " + ", ".join(args.tool_allowlist) if args.tool_allowlist
              else "that may use every tool in the sandbox")
-    return f'Create the agent {args.slug}{name} in sandbox "{prep["sandbox"]}", {tools}.'
+    return (f'Create the agent {args.slug}{name} in sandbox "{prep["sandbox"]}", {tools}.'
+            + _unmatched_note(prep.get("unmatched", [])))
 
 
 async def create_agent(ctx: ToolContext, args: CreateAgentArgs, prep: dict[str, Any]) -> AgentCreated:
     body = {"slug": args.slug} | prep["body"]
     agent = await ctx.backend.create_agent(body, sandbox=prep["sandbox_id"])
     return AgentCreated(id=agent.id, slug=agent.slug, name=agent.name, sandbox=prep["sandbox"],
-                        status=agent.status, tool_allowlist=agent.tool_allowlist or "all")
+                        status=agent.status, tool_allowlist=agent.tool_allowlist or "all",
+                        unmatched=prep.get("unmatched", []))

@@ -20,7 +20,7 @@ Shapes (all additive to what the HTTP layer and the widget read)::
                                          detail, hint?, namespace?, tool_count?, url?, sandbox_id?, sandbox?}
     delete_source_command  DeleteCommand {source, name, command, note}
     list_agents        AgentList        {agents: [{slug, name, status, tool_allowlist}]}
-    create_agent       AgentCreated     {slug, name, sandbox, tool_allowlist, status, id}
+    create_agent       AgentCreated     {slug, name, sandbox, tool_allowlist, status, id, unmatched}
     update_agent       AgentUpdated     AgentCreated + previous_allowlist
     list_agent_tools   Catalog          {agent, count, by_app, tools: [{name, app, description}], trace}
     describe_tool      ToolDescription  {name, app, source_id, source_name, original_name, description,
@@ -216,6 +216,8 @@ class AgentCreated(ToolResult):
     sandbox: str
     status: str
     tool_allowlist: list[str] | str
+    unmatched: list[str] = []
+    """Allowlist entries that name no tool the sandbox offers right now."""
 
 
 class AgentUpdated(ToolResult):
@@ -226,6 +228,8 @@ class AgentUpdated(ToolResult):
     status: str
     tool_allowlist: list[str] | str
     previous_allowlist: list[str] | str
+    unmatched: list[str] = []
+    """Allowlist entries that name no tool the sandbox offers right now."""
 
 
 class CatalogEntry(ToolResult):

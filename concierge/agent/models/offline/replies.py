@@ -15,6 +15,7 @@ from typing import Any
 
 from concierge.agent.toolkit.results import (
     AgentCreated,
+    AgentUpdated,
     AgentList,
     Catalog,
     DeleteCommand,
@@ -299,11 +300,28 @@ def _agents(args: dict[str, Any], result: AgentList) -> str:
     return "Your agents: " + ", ".join(f"{a.slug} ({a.name})" for a in result.agents) + "."
 
 
+def _may_use(allowlist: list[str] | str) -> str:
+    return "every tool in the sandbox" if allowlist in ("all", []) else "only " + ", ".join(allowlist)
+
+
+def _unmatched(unmatched: list[str]) -> str:
+    if not unmatched:
+        return ""
+    return (" No tool in the sandbox is called " + ", ".join(unmatched) + " right now: "
+            + ("it matches" if len(unmatched) == 1 else "they match") + " nothing until a source offers "
+            + ("it" if len(unmatched) == 1 else "them") + ' (ask "what tools does my sandbox have?").')
+
+
 def _agent_created(args: dict[str, Any], result: AgentCreated) -> str:
-    tools = ("every tool in the sandbox" if result.tool_allowlist in ("all", [])
-             else "only " + ", ".join(result.tool_allowlist))
-    return (f'Created the agent {result.slug} in sandbox "{result.sandbox}"; it may use {tools}. '
-            f'Ask "what tools does {result.slug} have?" to see them.')
+    return (f'Created the agent {result.slug} in sandbox "{result.sandbox}"; it may use '
+            f'{_may_use(result.tool_allowlist)}.' + _unmatched(result.unmatched)
+            + f' Ask "what tools does {result.slug} have?" to see them.')
+
+
+def _agent_updated(args: dict[str, Any], result: AgentUpdated) -> str:
+    return (f'Updated the agent {result.slug} in sandbox "{result.sandbox}": it may use '
+            f'{_may_use(result.tool_allowlist)} (before: {_may_use(result.previous_allowlist).replace(" in the sandbox", "")}).'
+            + _unmatched(result.unmatched))
 
 
 def _catalog(args: dict[str, Any], result: Catalog) -> str:
@@ -375,6 +393,7 @@ TOOL_REPLIES: dict[str, Callable[[dict[str, Any], Any], str]] = {
     "delete_source_command": _delete, "list_sources": _sources, "show_source": _show,
     "test_all_sources": _health, "list_sandboxes": _sandboxes, "switch_sandbox": _switch,
     "create_sandbox": _sandbox_created, "list_agents": _agents, "create_agent": _agent_created,
+    "update_agent": _agent_updated,
     "list_agent_tools": _catalog, "describe_tool": _describe,
 }
 """The answer to each tool's result, by tool name."""
