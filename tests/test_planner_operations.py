@@ -257,3 +257,19 @@ async def test_an_allowlist_entry_that_names_no_tool_is_told_before_the_yes_and_
     [asked] = events_of(events, "confirmation_required")
     assert "no tool" not in asked.summary.lower()
     assert "No tool" not in text_of(await yes(session))
+
+
+async def test_registering_a_url_that_a_source_already_points_at_says_so_before_the_yes(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found by hand: a second source for the same server was registered without a word."""
+    await demo(backend, open_server.url())
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, f"add {open_server.url()}/ called Second with no auth")
+    [asked] = events_of(events, "confirmation_required")
+    demo_id = (await source(backend, "Demo")).id
+    assert f'Note: "Demo" ({demo_id}) already points at this URL' in asked.summary
+    # a URL nobody uses says nothing of the kind
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, f"add {open_server.url('/other')} called Third with no auth")
+    [asked] = events_of(events, "confirmation_required")
+    assert "already points" not in asked.summary

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
     from concierge.mcp_client.url_policy import UrlPolicy
 
-__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "host_of", "redact", "tls_context"]
+__all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "host_of", "redact", "same_url", "tls_context"]
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """The default cap on one message from a server (a tool result, a listing page): about
@@ -151,6 +151,22 @@ def display_url(url: str) -> str:
         return "<invalid URL>"
     netloc = parts.netloc.rpartition("@")[2]
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+def same_url(a: str, b: str) -> bool:
+    """Two URLs of the same endpoint (scheme and host case, default ports, trailing slash)."""
+    def key(u: str) -> tuple[str, str, int | None, str]:
+        if not u.lower().startswith(("http://", "https://")):
+            u = "http://" + u
+        parts = urlsplit(u.strip())
+        host = (parts.hostname or "").lower()
+        host = "127.0.0.1" if host == "localhost" else host
+        try:
+            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        except ValueError:
+            port = None
+        return parts.scheme.lower(), host, port, parts.path.rstrip("/")
+    return key(a) == key(b)
 
 
 def host_of(url: str) -> str:

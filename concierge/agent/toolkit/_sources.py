@@ -27,6 +27,7 @@ from concierge.agent.toolkit.results import (
     SourceRow,
 )
 from concierge.errors import Ambiguous, ConciergeError, ConnectorError, NotFound, ValidationFailed
+from concierge.mcp_client.endpoint import same_url
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
@@ -266,8 +267,11 @@ async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, An
     except ValidationError as exc:
         raise _registry_refused(exc) from None
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
+    # Told before the yes: a second source for one server is allowed, but rarely meant.
+    already = [f'"{s.name}" ({s.id})' for s in await ctx.backend.list_sources(sandbox=sb.id)
+               if s.status.value != "disconnected" and same_url(s.base_url, request.base_url)]
     return {"sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url,
-            "auth_header": request.auth_header}
+            "auth_header": request.auth_header, "same_url": already}
 
 
 def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
@@ -282,7 +286,11 @@ def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
         extras.append("only " + ", ".join(args.allowed_tools))
     if extras:
         text += " With " + "; ".join(extras) + "."
-    return text + " A health check runs right after."
+    text += " A health check runs right after."
+    if prep.get("same_url"):
+        text += (" Note: " + " and ".join(prep["same_url"]) + (" already points" if len(prep["same_url"]) == 1
+                 else " already point") + " at this URL; this adds another source for the same server.")
+    return text
 
 
 def secret_register(ctx: ToolContext, args: RegisterArgs, prep: Any) -> SecretNeed | None:

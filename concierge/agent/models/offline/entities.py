@@ -16,7 +16,6 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 from concierge.agent.models.offline.text import Text, typo_of
 from concierge.agent.models.offline.vocabulary import (
@@ -28,6 +27,7 @@ from concierge.agent.models.offline.vocabulary import (
     PRONOUNS,
     STOPWORDS,
 )
+from concierge.mcp_client.endpoint import same_url
 
 __all__ = ["Entity", "Resolution", "leftover_words", "pick", "resolve", "same_url"]
 
@@ -59,22 +59,6 @@ class Resolution:
 
 def _split(name: str) -> list[str]:
     return [w for w in re.split(r"[\s_\-.:/]+", name.lower()) if w]
-
-
-def same_url(a: str, b: str) -> bool:
-    """Two URLs of the same endpoint (scheme and host case, default ports, trailing slash)."""
-    def key(u: str) -> tuple[str, str, int | None, str]:
-        if not u.lower().startswith(("http://", "https://")):
-            u = "http://" + u
-        parts = urlsplit(u.strip())
-        host = (parts.hostname or "").lower()
-        host = "127.0.0.1" if host == "localhost" else host
-        try:
-            port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
-        except ValueError:
-            port = None
-        return parts.scheme.lower(), host, port, parts.path.rstrip("/")
-    return key(a) == key(b)
 
 
 @dataclass(frozen=True)
