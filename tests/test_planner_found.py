@@ -191,3 +191,21 @@ async def test_a_refused_value_is_explained_when_the_sources_are_listed_first(
     assert "must be less than or equal to 600" in reply and reply.count("600") == 1, reply
     assert "rate_cap_per_minute" not in reply
     assert [n for n, _ in calls(events)] == ["list_sources"]  # nothing proposed
+
+
+async def test_the_label_offered_is_what_the_request_called_the_server(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in the REPL: "hook up my everything server? it's on localhost port N" offered the
+    label "local"; the person had already said what it is."""
+    port = open_server.url().split(":")[2].split("/")[0]
+    session = ConciergeSession(backend, OfflinePlanner())
+    await collect(session.send(f"hey, can you hook up my everything server? it's on localhost port {port}"))
+    events = await collect(session.send("none"))
+    assert text_of(events).startswith('What should I call it? Give a short label, or say "ok" for "everything".')
+    events = await collect(session.send("ok"))
+    [asked] = events_of(events, "confirmation_required")
+    assert asked.arguments["name"] == "everything" and asked.arguments["app_namespace"] == "everything"
+    # a kind of thing is not a label: "my new server" still offers a word from the URL
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await collect(session.send(f"connect my new server at {open_server.url()} with no auth"))
+    assert '"ok" for "local"' in text_of(events)

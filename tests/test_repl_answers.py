@@ -81,6 +81,9 @@ async def test_ctrl_d_at_the_question_means_no(backend: LocalBackend, open_serve
     ("cancel", False), ("don't", False), ("no, not yet", False), ("never mind", False),
     ("", None), ("maybe", None), ("yes but rename it", None), ("no wait, yes", None), ("what would it do?", None),
     ("not sure", None), ("hmm", None), ("rename it to Prod", None),
+    # a no that goes on to correct something is a correction, not a plain no
+    ("no wait, call it Bar", None), ("no, it should be called Bar", None), ("no, use port 9000", None),
+    ("no, stop", False), ("nope, cancel that", False),
 ])
 def test_read_yes_no(text: str, verdict: bool | None) -> None:
     assert read_yes_no(text) is verdict

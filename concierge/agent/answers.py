@@ -25,7 +25,9 @@ _NO_WORDS = {"n", "no", "nope", "nah", "nay", "cancel", "stop", "dont", "don't",
 _NO_PHRASES = {"not now", "not yet", "never mind", "nevermind", "forget it", "hold on", "no way",
                "leave it", "not really", "better not", "do not", "dont do it", "don't do it"}
 _UNSURE = {"but", "not", "maybe", "unless", "except", "instead", "actually", "what", "why", "how",
-           "which", "change", "rename", "wrong", "isn't", "isnt", "hmm"}
+           "which", "change", "rename", "wrong", "isn't", "isnt", "hmm",
+           # a correction after the no ("no wait, call it Bar"): not a plain no
+           "call", "called", "name", "named", "use", "should", "it's", "its", "make", "set", "is"}
 
 
 def read_yes_no(text: str) -> bool | None:

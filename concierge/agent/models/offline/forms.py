@@ -25,7 +25,7 @@ from concierge.agent.models.offline.intents import classify
 from concierge.agent.models.offline.replies import in_user_words, sentence
 from concierge.agent.models.offline.state import Flow, State
 from concierge.agent.models.offline.text import Text
-from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, STOPWORDS, yes_or_no
+from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, GENERIC, STOPWORDS, yes_or_no
 from concierge.registry import validation as rules
 from concierge.registry.models import AgentCreate, UpdateSource
 
@@ -179,7 +179,7 @@ def _not_a_value(ctx: Ctx) -> bool:
 def _label_answer(ctx: Ctx) -> ex.Found | None:
     words = " ".join(t.low for t in ctx.text.tokens)
     if _OK_DEFAULT.match(words) or words in ("y", "yeah", "yep", "yup", "the default"):
-        return ex.Found(default_label(ctx.flow.slots.get("url", "")), frozenset(range(len(ctx.text.tokens))))
+        return ex.Found(suggested_label(ctx.flow), frozenset(range(len(ctx.text.tokens))))
     value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
     value = re.sub(r"^(?:call it|name it|it is|its|it's|let's call it|how about)\s+", "", value, flags=re.I)
     value = value.strip().strip("\"'“”`")
@@ -442,8 +442,28 @@ def _ask_url(state: State, flow: Flow) -> str:
     return "What's the URL of your MCP server? (for example https://mcp.example.com/mcp)"
 
 
+_CALLED_BY_KIND = re.compile(
+    r"(?i)\b(?:my|our|the|a|an)\s+([a-z][\w-]{1,30})\s+(?:mcp\s+)?(?:server|service|source|integration)\b")
+"""How a request names the server by what it is: "hook up my everything server"."""
+
+
+def name_in_request(text: str) -> str | None:
+    """The label a request already gives its server ("my *everything* server"), or None."""
+    for match in _CALLED_BY_KIND.finditer(text):
+        word = match.group(1).lower()
+        if word not in GENERIC | STOPWORDS | FILLER | {"new", "own", "local", "remote", "other", "http", "https"}:
+            return match.group(1)
+    return None
+
+
+def suggested_label(flow: Flow) -> str:
+    """The label offered when asking for one: what the request called the server, else a
+    word from its URL's host."""
+    return name_in_request(flow.text.raw) or default_label(flow.slots.get("url", ""))
+
+
 def _ask_name(state: State, flow: Flow) -> str:
-    default = default_label(flow.slots.get("url", ""))
+    default = suggested_label(flow)
     return f'What should I call it? Give a short label, or say "ok" for "{default}".'
 
 
