@@ -172,3 +172,17 @@ def test_a_reader_that_stops_early_ends_the_command_quietly(tmp_path: Path) -> N
     err = proc.stderr.read().decode()
     assert proc.wait(timeout=60) == 141
     assert "Traceback" not in err and "BrokenPipe" not in err
+
+
+def test_a_mistyped_flag_names_the_command_and_the_closest_flag(tmp_path: Path) -> None:
+    """Found by hand: `--app-namespace` (the API's field) got the top-level usage and no hint."""
+    out = run(tmp_path, "source", "user-mcp", "add", "Docs", "--url", "http://127.0.0.1:9/mcp",
+              "--auth", "none", "--app-namespace", "docs")
+    assert out.returncode == 2
+    assert "usage: concierge source user-mcp add" in out.stderr
+    assert "concierge source user-mcp add: error: unrecognized argument --app-namespace " \
+           "(did you mean --namespace?)" in out.stderr
+    out = run(tmp_path, "agent", "list", "extra")
+    assert out.returncode == 2 and "concierge agent list: error: unexpected argument extra" in out.stderr
+    assert run(tmp_path, "source", "list").returncode == 0  # nothing was registered
+    assert "no sources yet" in run(tmp_path, "source", "list").stdout

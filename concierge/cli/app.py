@@ -89,7 +89,11 @@ def open_backend(args: argparse.Namespace) -> Any:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``concierge`` command with ``argv`` (default: ``sys.argv[1:]``); the exit code."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    given = list(sys.argv[1:] if argv is None else argv)
+    args, extra = parser.parse_known_args(given)
+    if extra:
+        leaf = _leaf_parser(parser, given)
+        leaf.error(_unrecognized(extra, leaf))  # exits 2, with that command's usage
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
     if not args.verbose:
@@ -131,6 +135,30 @@ def _silence_stdout() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, fd)
     os.close(devnull)
+
+
+def _leaf_parser(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.ArgumentParser:
+    """The parser of the deepest sub-command named in ``argv`` (``source user-mcp add``)."""
+    for token in argv:
+        sub = next((a for a in parser._actions if isinstance(a, argparse._SubParsersAction)), None)
+        if sub is not None and token in sub.choices:
+            parser = sub.choices[token]
+    return parser
+
+
+def _unrecognized(extra: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """"unrecognized argument --app-namespace (did you mean --namespace?)"."""
+    import difflib
+
+    options = [o for a in parser._actions for o in a.option_strings if o.startswith("--")]
+    flags = [x.split("=", 1)[0] for x in extra if x.startswith("-")]
+    if not flags:
+        return "unexpected argument" + ("s " if len(extra) > 1 else " ") + " ".join(extra)
+    parts = []
+    for flag in flags:
+        close = difflib.get_close_matches(flag, options, n=1, cutoff=0.6)
+        parts.append(flag + (f" (did you mean {close[0]}?)" if close else ""))
+    return "unrecognized argument" + ("s " if len(parts) > 1 else " ") + ", ".join(parts)
 
 
 def _commands(parser: argparse.ArgumentParser) -> set[str]:
