@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
-from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
+from concierge.errors import Conflict, IntegrityError, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
 from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
@@ -46,7 +45,7 @@ from concierge.registry.models import (
 )
 from concierge.registry.audit import current_actor
 from concierge.registry.signing import new_secret as new_webhook_secret
-from concierge.registry.store import Store, now_iso
+from concierge.registry.store import Store, Transaction, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
 
 if TYPE_CHECKING:
@@ -122,7 +121,8 @@ class Registry:
         `concierge.config.load`)."""
         settings = settings or config.load()
         directory = config.data_dir(home or settings.home)
-        store = Store(config.db_path(directory))
+        store = Store(settings.database_url or config.db_path(directory),
+                      setting="--database-url / CONCIERGE_DATABASE_URL")
         try:
             key = load_master_key(config.key_path(directory), from_setting=settings.master_key,
                                   secrets=lambda: _secrets_held(store),
@@ -148,7 +148,7 @@ class Registry:
 
     # -- audit -------------------------------------------------------------------------------
 
-    def _audit(self, cx: sqlite3.Connection, *, action: str, object_type: str, object_id: str,
+    def _audit(self, cx: Transaction, *, action: str, object_type: str, object_id: str,
                sandbox_id: str | None, before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None) -> None:
         Store.insert(cx, "audit", {
@@ -181,30 +181,30 @@ class Registry:
                 Store.insert(cx, "sandboxes", sandbox.model_dump())
                 self._audit(cx, action="sandbox.create", object_type="sandbox", object_id=sandbox.id,
                             sandbox_id=sandbox.id, after=sandbox.model_dump())
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict(f"a sandbox named {name!r} already exists") from None
         return sandbox
 
     def default_sandbox(self) -> Sandbox:
-        row = self.store.query_one("SELECT * FROM sandboxes WHERE name = ?", (DEFAULT_SANDBOX,))
+        row = self.store.query_one("SELECT * FROM sandboxes WHERE lower(name) = lower(?)", (DEFAULT_SANDBOX,))
         if row:
             return Sandbox(**row)
         try:
             return self.create_sandbox(DEFAULT_SANDBOX)
         except Conflict:  # created by a concurrent caller
             return Sandbox(**self.store.query_one(  # type: ignore[arg-type]
-                "SELECT * FROM sandboxes WHERE name = ?", (DEFAULT_SANDBOX,)))
+                "SELECT * FROM sandboxes WHERE lower(name) = lower(?)", (DEFAULT_SANDBOX,)))
 
     def list_sandboxes(self) -> list[Sandbox]:
         self.default_sandbox()
         return [Sandbox(**r) for r in self.store.query(
-            "SELECT * FROM sandboxes ORDER BY name != ?, created_at", (DEFAULT_SANDBOX,))]
+            "SELECT * FROM sandboxes ORDER BY (CASE WHEN name = ? THEN 0 ELSE 1 END), created_at", (DEFAULT_SANDBOX,))]
 
     def get_sandbox(self, ref: str | None = None) -> Sandbox:
         """By id or name; ``None`` means the default sandbox (created on first use)."""
         if ref is None or ref == DEFAULT_SANDBOX:
             return self.default_sandbox()
-        row = self.store.query_one("SELECT * FROM sandboxes WHERE id = ? OR name = ?", (ref, ref))
+        row = self.store.query_one("SELECT * FROM sandboxes WHERE id = ? OR lower(name) = lower(?)", (ref, ref))
         if row is None:
             names = ", ".join(s.name for s in self.list_sandboxes())
             raise NotFound(f"no sandbox {ref!r} (sandboxes: {names})")
@@ -339,7 +339,7 @@ class Registry:
                 self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise self._namespace_taken(namespace, sb.name) from None
         log.info("registered source %s (%s) in sandbox %s", source_id, req.base_url, sb.name)
         outcome = await self._check(source_id, action="source.health_check")
@@ -349,8 +349,8 @@ class Registry:
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
         row = self.store.query_one(
-            "SELECT id, name FROM sources WHERE sandbox_id = ? AND app_namespace = ? COLLATE NOCASE"
-            " AND status != 'disconnected' AND id != ?", (sandbox_id, namespace, except_id or ""))
+            "SELECT id, name FROM sources WHERE sandbox_id = ? AND lower(app_namespace) = lower(?)"
+            " AND status <> 'disconnected' AND kind = 'user_mcp' AND id <> ?", (sandbox_id, namespace, except_id or ""))
         if row:
             sb = self.get_sandbox(sandbox_id)
             raise self._namespace_taken(namespace, sb.name, holder=row)
@@ -410,7 +410,8 @@ class Registry:
             with self.store.transaction() as cx:
                 # Re-read under the write lock: a revoke committed since `before` was read (in
                 # this process or another) wins, and nothing is written for a revoked source.
-                status = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,)).fetchone()
+                status = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,),
+                                    for_update=True).fetchone()
                 if status is None:
                     raise NotFound(f"no source {source_id!r}")
                 if status["status"] == SourceStatus.DISCONNECTED:
@@ -426,7 +427,7 @@ class Registry:
                 self._audit(cx, action="source.update", object_type="source", object_id=source_id,
                             sandbox_id=before["sandbox_id"],
                             before=self._view(before).model_dump(mode="json"), after=after)
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             sb = self.get_sandbox(before["sandbox_id"])
             raise self._namespace_taken(merged["app_namespace"], sb.name) from None
         self._changed(source_id, "update")
@@ -455,7 +456,7 @@ class Registry:
             raise Conflict(f"source {source_id} is revoked (disconnected); register it again to use it")
         return await self._check(source_id, action="source.test")
 
-    def _snapshot(self, row: Any, cx: sqlite3.Connection | None = None) -> _Snapshot:
+    def _snapshot(self, row: Any, cx: Transaction | None = None) -> _Snapshot:
         vault_key = row["vault_key"]
         return _Snapshot(row["base_url"], row["transport"], row["auth_kind"], row["auth_header"],
                          float(row["connect_timeout"]), vault_key,
@@ -491,7 +492,8 @@ class Registry:
                        "health_error_kind": kind.value}
             new_status = SourceStatus.ERROR
         with self.store.transaction() as cx:
-            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,),
+                                 for_update=True).fetchone()
             if current is None:
                 raise NotFound(f"no source {source_id!r} (deleted while its health check ran)")
             if current["status"] == SourceStatus.DISCONNECTED:
@@ -600,7 +602,7 @@ class Registry:
         write transaction, so a concurrent update cannot slip a secret in between."""
         self._row(source_id, sandbox)  # 404 for an unknown source or another sandbox's
         with self.store.transaction() as cx:
-            row = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            row = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,), for_update=True).fetchone()
             if row is None:
                 raise NotFound(f"no source {source_id!r}")
             already = row["status"] == SourceStatus.DISCONNECTED
@@ -623,7 +625,7 @@ class Registry:
         return self._outcome(self._row(source_id), detail="revoked: secrets deleted, status disconnected")
 
     @staticmethod
-    def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+    def _decoded(row: dict[str, Any]) -> dict[str, Any]:
         """A raw row read inside a transaction, with its JSON columns decoded."""
         out = dict(row)
         for key in ("allowed_tools", "ingest_tool_calls"):
@@ -643,11 +645,9 @@ class Registry:
                         sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
         self._changed(source_id, "delete")
 
-    @staticmethod
-    def _dependent_tables(cx: sqlite3.Connection) -> list[str]:
-        tables = [r[0] for r in cx.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return [t for t in tables if t != "sources" and
-                any(c[1] == "source_id" for c in cx.execute(f"PRAGMA table_info({t})"))]
+    def _dependent_tables(self, cx: Transaction) -> list[str]:
+        tables = self.store.run(lambda db: db.tables())
+        return sorted(t for t, columns in tables.items() if t != "sources" and "source_id" in columns)
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -667,7 +667,7 @@ class Registry:
                 Store.insert(cx, "agents", agent.model_dump())
                 self._audit(cx, action="agent.create", object_type="agent", object_id=agent.id,
                             sandbox_id=sb.id, after=agent.model_dump())
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict(f"an agent {req.slug!r} already exists in sandbox {sb.name!r}") from None
         return agent
 

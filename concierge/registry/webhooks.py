@@ -147,8 +147,8 @@ class Webhooks:
         self.limiter.acquire(source_id, row["webhook_rate_cap_per_minute"], label=f"{row['name']} webhooks")
         with self.registry.store.transaction() as cx:
             cur = cx.execute(
-                "INSERT OR IGNORE INTO webhook_events (source_id, event_id, received_at, content_type,"
-                " payload) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO webhook_events (source_id, event_id, received_at, content_type,"
+                " payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, event_id) DO NOTHING",
                 (source_id, event_id, now_iso(), content_type, json.dumps(payload)))
         # A concurrent delivery of the same id may have won the insert: still only one row.
         status: Literal["stored", "duplicate"] = "stored" if cur.rowcount else "duplicate"
