@@ -21,7 +21,7 @@ from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import closed_port_url, serve_in_thread, tools_app
 from tests.registry_fixtures import CANARY, HEADER_CANARY
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("engine")]
 
 
 def body(url: str, **extra):
@@ -233,6 +233,7 @@ async def test_paginated_and_thousand_tool_servers(registry):
     assert registry.get_source(out.data_source_id).tool_count == 1000
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_canary_never_leaks(registry, bearer_server, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
     out = await registry.register(body(bearer_server.url(), auth_kind="bearer", token=CANARY,
@@ -287,6 +288,7 @@ def test_bad_master_key_is_explained(tmp_path, monkeypatch):
         Registry.open(tmp_path)
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_migrations_are_versioned_and_reopen_keeps_data(tmp_path: Path):
     reg = Registry.open(tmp_path)
     reg.create_sandbox("keep")
