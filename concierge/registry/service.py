@@ -148,6 +148,12 @@ class Registry:
 
     # -- audit -------------------------------------------------------------------------------
 
+    @staticmethod
+    def _evict_buckets(cx: Transaction, source_id: str) -> None:
+        """Drop the source's rate buckets (tool calls, webhooks) in the changing transaction:
+        every process sharing the database starts the source afresh (`StoreRateLimiter`)."""
+        cx.execute("DELETE FROM rate_buckets WHERE subject = ?", (source_id,))
+
     def _audit(self, cx: Transaction, *, action: str, object_type: str, object_id: str,
                sandbox_id: str | None, before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None) -> None:
@@ -421,6 +427,7 @@ class Registry:
                 elif drop_secret:
                     self.vault.delete(cx, auth_key(source_id))
                 Store.update(cx, "sources", source_id, changes)
+                self._evict_buckets(cx, source_id)
                 after = self._view(merged).model_dump(mode="json")
                 if token is not None:
                     after["token"] = "rotated"
@@ -567,6 +574,7 @@ class Registry:
             raise Conflict(f"source {source_id} is {status.value} and cannot be {detail}")
         with self.store.transaction() as cx:
             Store.update(cx, "sources", source_id, {"status": to.value, "updated_at": now_iso()})
+            self._evict_buckets(cx, source_id)
             self._audit(cx, action=action, object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before={"status": status.value},
                         after={"status": to.value})
@@ -607,6 +615,7 @@ class Registry:
                 raise NotFound(f"no source {source_id!r}")
             already = row["status"] == SourceStatus.DISCONNECTED
             deleted = self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            self._evict_buckets(cx, source_id)
             if not already:
                 Store.update(cx, "sources", source_id, {
                     "status": SourceStatus.DISCONNECTED.value, "vault_key": None, "token_last4": None,
@@ -638,6 +647,7 @@ class Registry:
         row = self._row(source_id, sandbox)
         with self.store.transaction() as cx:
             self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            self._evict_buckets(cx, source_id)
             for table in self._dependent_tables(cx):
                 cx.execute(f"DELETE FROM {table} WHERE source_id = ?", (source_id,))
             cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))

@@ -31,7 +31,7 @@ from concierge.errors import (
     ValidationFailed,
 )
 from concierge.registry.models import SourceStatus
-from concierge.registry.ratelimit import RateLimiter
+from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.signing import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -95,10 +95,10 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 class Webhooks:
     """Receives, rate-caps, deduplicates and stores webhook events; rotates signing secrets."""
 
-    def __init__(self, registry: Registry, *, limiter: RateLimiter | None = None,
+    def __init__(self, registry: Registry, *, limiter: RateLimiter | StoreRateLimiter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter or StoreRateLimiter(registry.store, "webhooks")
         self._clock = clock
         registry.on_source_change(self._on_source_change)
 

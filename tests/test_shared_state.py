@@ -1,0 +1,75 @@
+"""State that must be shared by every process on one database (issue #10): rate caps that
+hold across ``concierge`` processes, and the evictions that reset them — real subprocesses,
+on both engines (SQLite: the default file in the home; PostgreSQL: CONCIERGE_DATABASE_URL)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from concierge.registry import Registry
+from tests.catalog_fixtures import Upstream, register, serve_upstream
+
+pytestmark = pytest.mark.usefixtures("engine")
+
+
+def _concierge(*args: str, timeout: float = 60) -> dict[str, Any]:
+    """``concierge ARGS --json`` as a process of its own; its exit code and JSON answer."""
+    proc = subprocess.run([sys.executable, "-m", "concierge", *args, "--json"], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ))
+    try:
+        answer = json.loads(proc.stdout) if proc.stdout.strip() else {}
+    except json.JSONDecodeError:
+        answer = {"raw": proc.stdout}
+    return {"code": proc.returncode, "answer": answer, "stderr": proc.stderr}
+
+
+def _call(tool: str) -> dict[str, Any]:
+    return _concierge("tool", "call", tool, "--agent", "bot", "--args", '{"text": "x"}')
+
+
+def _setup(url: str, cap: int) -> str:
+    reg = Registry.open()
+    try:
+        sid = anyio.run(lambda: register(reg, url, "acme", rate_cap_per_minute=cap))
+        reg.create_agent({"slug": "bot"})
+        return sid
+    finally:
+        reg.close()
+
+
+def test_three_tool_call_processes_share_one_cap_of_two(engine: str) -> None:
+    up = Upstream()
+    with serve_upstream(up) as u:
+        _setup(u.url(), cap=2)
+        results = [_call("acme_echo") for _ in range(3)]
+    assert [r["code"] for r in results] == [0, 0, 1], results
+    assert results[2]["answer"]["error"] == "rate_limited", results[2]
+    assert "2 calls per minute" in results[2]["answer"]["detail"]
+    assert len(up.calls) == 2  # the refused call never reached the server
+
+
+def test_pause_in_another_process_evicts_the_bucket_everywhere(engine: str, tmp_path: Path) -> None:
+    up = Upstream()
+    with serve_upstream(up) as u:
+        sid = _setup(u.url(), cap=1)
+        assert _call("acme_echo")["code"] == 0
+        assert _call("acme_echo")["answer"]["error"] == "rate_limited"
+        assert _concierge("source", "pause", sid)["code"] == 0  # a third process pauses ...
+        assert _concierge("source", "resume", sid)["code"] == 0  # ... and resumes
+        assert _call("acme_echo")["code"] == 0  # a fresh bucket, seen by a fourth
+        assert _call("acme_echo")["answer"]["error"] == "rate_limited"
+        reg = Registry.open()
+        try:
+            assert reg.store.query("SELECT subject FROM rate_buckets") == [{"subject": sid}]
+            reg.revoke(sid)  # revoke drops the buckets, in the revoking transaction
+            assert reg.store.query("SELECT subject FROM rate_buckets") == []
+        finally:
+            reg.close()
