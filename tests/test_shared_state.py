@@ -73,3 +73,35 @@ def test_pause_in_another_process_evicts_the_bucket_everywhere(engine: str, tmp_
             assert reg.store.query("SELECT subject FROM rate_buckets") == []
         finally:
             reg.close()
+
+
+@pytest.mark.anyio
+async def test_a_change_on_one_instance_reaches_the_others_catalog_on_its_next_resolve(engine: str) -> None:
+    from concierge.backend import LocalBackend
+
+    up = Upstream()
+    with serve_upstream(up) as u:
+        a, b = LocalBackend(Registry.open()), LocalBackend(Registry.open())  # two instances, one database
+        try:
+            sid = await register(a.registry, u.url(), "acme")
+            a.registry.create_agent({"slug": "bot"})
+            heard: list[tuple[str, str]] = []
+            a.catalog.on_change(lambda source_id, what: heard.append((source_id, what)))
+            assert [t.name for t in (await a.agent_tools("bot")).tools] == ["acme_echo"]
+            await a.call_tool("acme_echo", {"text": "x"}, agent="bot")
+            assert a.gateway.pooled(sid) is not None and a.catalog.cached(sid)
+
+            b.registry.pause(sid)  # on instance B: A is not told in-process
+            assert heard == [] and a.catalog.cached(sid)
+            result = await a.agent_tools("bot")  # A's next resolve follows the change feed
+            assert result.tools == [] and heard == [(sid, "pause")]
+            assert not a.catalog.cached(sid) and a.gateway.pooled(sid) is None  # listing and session dropped
+
+            await b.registry.resume(sid)
+            b.registry.revoke(sid)
+            await a.agent_tools("bot")
+            assert (sid, "revoke") in heard and (sid, "pause") in heard
+            assert not any(action == "register" for _, action in heard)  # A's own change is not replayed
+        finally:
+            for backend in (a, b):
+                await backend.aclose()

@@ -86,7 +86,8 @@ class Gateway:
 
     def _on_source_change(self, source_id: str, action: str) -> None:
         self._routes.clear()
-        if action in BUCKET_EVICTING_ACTIONS:
+        # Shared buckets are dropped by the registry in the changing transaction itself.
+        if action in BUCKET_EVICTING_ACTIONS and not isinstance(self.limiter, StoreRateLimiter):
             self.limiter.evict(source_id)
         self.pool.evict(source_id)
 
@@ -142,6 +143,7 @@ class Gateway:
     async def catalog_for(self, agent: Agent, sandbox_id: str) -> CatalogResult:
         """The agent's catalog, memoized for the catalog's TTL (dropped on any source change)."""
         key = (agent.id, sandbox_id)
+        await self.registry.follow_changes()  # another process's change drops the memo (listener)
         memo = self._routes.get(key)
         if memo is not None and self._clock() - memo[0] < self.catalog.ttl_seconds:
             return memo[1]

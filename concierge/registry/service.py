@@ -56,6 +56,8 @@ __all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChan
 log = logging.getLogger("concierge.registry")
 
 DEFAULT_SANDBOX = "default"
+SOURCES_SCOPE = "sources"
+"""The change feed's scope for source changes (`concierge.store.changes`)."""
 PENDING_CHECK = "health check did not complete"
 CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", "transport",
                                "connect_timeout"})
@@ -113,6 +115,8 @@ class Registry:
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
+        self._own_changes: set[int] = set()  # change feed numbers this process committed
+        self._feed_cursor: int | None = None  # the last change seen by `follow_changes`
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -147,6 +151,40 @@ class Registry:
                 log.exception("source change listener failed")
 
     # -- audit -------------------------------------------------------------------------------
+
+    # -- the change feed: what other processes changed --------------------------------------
+
+    def _bump(self, cx: Transaction, source_id: str, action: str) -> None:
+        """Record the change in the feed, in the changing transaction (call it last: the
+        feed's head row orders the writers). Listeners in this process hear it from
+        `_changed` after the commit; other processes from `follow_changes`."""
+        from concierge.store.changes import ChangeFeed
+
+        change = cx.run(lambda c: ChangeFeed(self.store.db).bump(c, SOURCES_SCOPE, source_id, action))
+        with self._checking_lock:
+            self._own_changes.add(change.seq)
+
+    async def follow_changes(self) -> list[tuple[str, str]]:
+        """Tell this process's listeners (catalog, gateway) about the source changes other
+        processes committed since the last look; the (source id, action) pairs. A reader
+        calls it before it trusts what it holds (the catalog on every resolve)."""
+        from concierge.store.changes import ChangeFeed
+
+        if self._feed_cursor is None:  # first look: nothing is held yet, start at the head
+            self._feed_cursor = await self.store.arun(lambda db: ChangeFeed(db).head(SOURCES_SCOPE))
+            return []
+        cursor = self._feed_cursor
+        changes, after = await self.store.arun(lambda db: ChangeFeed(db).since(SOURCES_SCOPE, cursor))
+        self._feed_cursor = max(after, self._feed_cursor or 0)
+        seen = []
+        for change in changes:
+            with self._checking_lock:
+                own = change.seq in self._own_changes
+                self._own_changes.discard(change.seq)
+            if not own:
+                seen.append((change.subject, change.action))
+                self._changed(change.subject, change.action)
+        return seen
 
     @staticmethod
     def _evict_buckets(cx: Transaction, source_id: str) -> None:
@@ -345,6 +383,7 @@ class Registry:
                 self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
+                self._bump(cx, source_id, "register")
         except IntegrityError:
             raise self._namespace_taken(namespace, sb.name) from None
         log.info("registered source %s (%s) in sandbox %s", source_id, req.base_url, sb.name)
@@ -434,6 +473,7 @@ class Registry:
                 self._audit(cx, action="source.update", object_type="source", object_id=source_id,
                             sandbox_id=before["sandbox_id"],
                             before=self._view(before).model_dump(mode="json"), after=after)
+                self._bump(cx, source_id, "update")
         except IntegrityError:
             sb = self.get_sandbox(before["sandbox_id"])
             raise self._namespace_taken(merged["app_namespace"], sb.name) from None
@@ -517,6 +557,8 @@ class Registry:
                             before={"status": current["status"], "health_error": current["health_error"]},
                             after={k: fields.get(k, current[k]) for k in
                                    ("status", "health_error", "tool_count", "last_latency_ms")})
+                if fields.get("status", current["status"]) != current["status"]:
+                    self._bump(cx, source_id, "status")
         outcome = "ok" if result.ok else result.error_kind
         if stale == "revoked":
             return self._outcome(self._row(source_id))
@@ -578,6 +620,7 @@ class Registry:
             self._audit(cx, action=action, object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before={"status": status.value},
                         after={"status": to.value})
+            self._bump(cx, source_id, action.split(".")[1])
         self._changed(source_id, action.split(".")[1])
         return self._outcome(self._row(source_id), detail=detail)
 
@@ -626,6 +669,8 @@ class Registry:
                             sandbox_id=row["sandbox_id"],
                             before=before if not already else {"status": "disconnected"},
                             after={"status": "disconnected", "secrets": "deleted"})
+            if not already:
+                self._bump(cx, source_id, "revoke")
         if already:
             return self._outcome(self._row(source_id), detail="already revoked" + (
                 f"; {deleted} leftover secret(s) deleted" if deleted else ""))
@@ -653,6 +698,7 @@ class Registry:
             cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))
             self._audit(cx, action="source.delete", object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
+            self._bump(cx, source_id, "delete")
         self._changed(source_id, "delete")
 
     def _dependent_tables(self, cx: Transaction) -> list[str]:

@@ -104,7 +104,8 @@ class Webhooks:
 
     def _on_source_change(self, source_id: str, action: str) -> None:
         # Revoke must evict the webhook bucket (reference); update/pause/delete start afresh too.
-        if action in ("update", "pause", "revoke", "delete"):
+        # (Shared buckets are dropped by the registry in the changing transaction itself.)
+        if action in ("update", "pause", "revoke", "delete") and not isinstance(self.limiter, StoreRateLimiter):
             self.limiter.evict(source_id)
 
     def rotate(self, source_id: str, *, sandbox: str | None = None) -> WebhookSecret:
