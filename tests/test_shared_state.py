@@ -105,3 +105,19 @@ async def test_a_change_on_one_instance_reaches_the_others_catalog_on_its_next_r
         finally:
             for backend in (a, b):
                 await backend.aclose()
+
+
+def test_database_url_flag_selects_the_database_and_a_bad_one_is_named(tmp_path: Path, engine: str) -> None:
+    from tests.cli_fixtures import run_cli
+
+    other = tmp_path / "elsewhere.db"
+    made = run_cli("--database-url", f"sqlite://{other}", "sandbox", "create", "flagged", "--json")
+    assert made.returncode == 0, made.stderr
+    assert other.exists()
+    listed = run_cli("sandbox", "list", "--json", "--database-url", f"sqlite://{other}")  # after the command too
+    assert "flagged" in listed.stdout
+    assert "flagged" not in run_cli("sandbox", "list", "--json").stdout  # the default database is another one
+    bad = run_cli("--database-url", "mysql://u@h/db", "source", "list", "--json")
+    assert bad.returncode == 1
+    error = json.loads(bad.stdout)
+    assert "--database-url" in error["detail"] and "unsupported scheme" in error["detail"]
