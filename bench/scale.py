@@ -11,6 +11,7 @@ started for the run (tests/pg_fixtures.py). The driver, in this process, spreads
 1. register: ``POST …/sources/user-mcp`` (auth none) — row + vault + webhook secret + audit +
    change feed in one transaction, then the real health check against a demo MCP server
    (served by this process, on loopback);
+   (into a sandbox of their own);
 2. warm catalog: ``GET …/agents/bench/tools`` over one active source, listings cached (each
    resolve still reads the source rows and follows the change feed).
 
@@ -40,6 +41,7 @@ from tests.mcp_servers import demo_app, serve_in_thread  # noqa: E402
 from tests.pg_fixtures import start_pg  # noqa: E402
 
 SB = "/api/v1/storage/sandboxes/default"
+REG = "/api/v1/storage/sandboxes/registered"  # registrations go here: the catalog's sandbox keeps one source
 _names = itertools.count()
 
 
@@ -76,7 +78,7 @@ async def _rate(instances: list[Instance], key: str, requests: int, concurrency:
 
 def measure(label: str, instances: list[Instance], key: str, mcp_url: str, args: argparse.Namespace) -> dict[str, float]:
     def register(n: int) -> tuple[str, str, dict[str, object]]:
-        return "POST", f"{SB}/sources/user-mcp", {"name": f"s{n}", "base_url": mcp_url, "auth_kind": "none",
+        return "POST", f"{REG}/sources/user-mcp", {"name": f"s{n}", "base_url": mcp_url, "auth_kind": "none",
                                                   "app_namespace": f"b{next(_names)}"}
 
     def catalog(n: int) -> tuple[str, str, None]:
@@ -86,6 +88,7 @@ def measure(label: str, instances: list[Instance], key: str, mcp_url: str, args:
         c.post(f"{SB}/sources/user-mcp", json={"name": "cat", "base_url": mcp_url, "auth_kind": "none",
                                                "app_namespace": "cat"})
         c.post(f"{SB}/agents", json={"slug": "bench", "tool_allowlist": ["cat_*"]})
+        c.post("/api/v1/storage/sandboxes", json={"name": "registered"})
     out: dict[str, float] = {}
     for name, make in (("register", register), ("warm catalog", catalog)):
         asyncio.run(_rate(instances, key, min(30, args.requests), args.concurrency, make))  # warm up

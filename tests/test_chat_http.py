@@ -352,3 +352,29 @@ def test_a_run_finishes_and_is_stored_when_the_client_goes_away(slow_served):
         assert history["events"][2]["data"]["text"] == "finally"
     finally:
         chat.close()
+
+
+def test_conversations_are_capped_per_key_and_forgotten_after_the_retention_period(chat, served, demo_mcp):
+    server, registry, _ = served
+    service = server._server.config.app.state.services.chat
+    service.max_per_key = 2
+    first = only(chat.say("hello"), "agent_finish")["session_id"]
+    second = only(chat.say("hello again"), "agent_finish")["session_id"]
+    assert chat.http.get(chat.session_path(first)).status_code == 200
+    third = only(chat.say("and again"), "agent_finish")["session_id"]  # the key's oldest goes
+    assert chat.http.get(chat.session_path(first)).status_code == 404
+    assert [chat.http.get(chat.session_path(s)).status_code for s in (second, third)] == [200, 200]
+    assert registry.store.query("SELECT COUNT(*) AS n FROM concierge_events WHERE session_id = ?",
+                                (first,)) == [{"n": 0}]
+
+    service.max_per_key = 10
+    held, asked = walk_to_secret(chat, demo_mcp.url())
+    chat.stream(chat.session_path(held) + "/secret", {"id": asked["id"], "value": BEARER_CANARY})
+    secrets = lambda: [r["key"] for r in registry.store.query(  # noqa: E731
+        "SELECT key FROM vault WHERE key LIKE 'concierge/secrets/%'")]
+    assert len(secrets()) == 1
+    with registry.store.transaction() as cx:  # idle for longer than the retention period
+        cx.execute("UPDATE concierge_sessions SET updated_at = ? WHERE id = ?", ("2020-01-01T00:00:00.000Z", held))
+    only(chat.say("a new conversation"), "agent_finish")
+    assert chat.http.get(chat.session_path(held)).status_code == 404
+    assert secrets() == []  # its credential went with it

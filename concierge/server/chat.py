@@ -39,6 +39,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -61,7 +62,7 @@ from concierge.registry.store import Store, now_iso
 from concierge.server.api import ApiRoute, Ctx
 from concierge.server.auth import Principal, Role
 from concierge.server.scoped import ScopedBackend
-from concierge.server.secret_store import VaultSecretStore
+from concierge.server.secret_store import VaultSecretStore, secret_key
 
 if TYPE_CHECKING:
     from concierge.backend import LocalBackend
@@ -80,6 +81,10 @@ __all__ = [
 log = logging.getLogger("concierge.server.chat")
 
 MAX_LIVE_SESSIONS = 256
+RETENTION_SECONDS = 30 * 86400.0
+"""A conversation idle this long is forgotten (with its events and credentials)."""
+MAX_CONVERSATIONS_PER_KEY = 200
+"""At most this many stored conversations per API key: a new one forgets the key's oldest."""
 KEEPALIVE_S = 15.0
 BASE = "/api/v1/storage/sandboxes/{sandbox_id}/concierge"
 OutcomeName = Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"]
@@ -234,8 +239,11 @@ class ChatService:
     """Conversations over HTTP: start, persist, restore and stream them."""
 
     def __init__(self, backend: LocalBackend, *, model_factory: Callable[[], Any] | None = None,
-                 run_timeout: float = 120.0) -> None:
+                 run_timeout: float = 120.0, retention_seconds: float = RETENTION_SECONDS,
+                 max_per_key: int = MAX_CONVERSATIONS_PER_KEY) -> None:
         self.backend = backend
+        self.retention_seconds = retention_seconds
+        self.max_per_key = max(1, max_per_key)
         self._model_factory = model_factory
         self._model: Any = None
         self.run_timeout = run_timeout
@@ -272,6 +280,7 @@ class ChatService:
     # -- sessions ---------------------------------------------------------------------------
 
     def create(self, sb: Sandbox, principal: Principal) -> _Live:
+        self.prune(principal.key_id, keep=self.max_per_key - 1)
         session = ConciergeSession(ScopedBackend(self.backend, principal), self.model(),
                                    sandbox=sb.name, secret_store=self.secrets)
         now = now_iso()
@@ -302,6 +311,40 @@ class ChatService:
             raise NotFound(f"no conversation {session_id!r} in this sandbox for this key")
         self._live.move_to_end(session_id)
         return live
+
+    def prune(self, key_id: str | None, *, keep: int | None = None) -> int:
+        """Forget conversations idle longer than the retention period (anyone's), and the
+        key's oldest beyond ``keep`` (default: the per-key cap); with them go their events
+        and the credentials they hold. A conversation with a run going is left alone. How
+        many were forgotten."""
+        keep = self.max_per_key if keep is None else max(0, keep)
+        cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention_seconds)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+        idle = "running_until IS NULL OR running_until < ?"
+        rows = self.store.query(f"SELECT id, state FROM concierge_sessions WHERE updated_at < ? AND ({idle})"
+                                " ORDER BY updated_at LIMIT 500", (cutoff, time.time()))
+        mine = "key_id IS NULL" if key_id is None else "key_id = ?"
+        rows += self.store.query(
+            f"SELECT id, state FROM concierge_sessions WHERE {mine} AND ({idle})"
+            " ORDER BY updated_at DESC, id DESC LIMIT 1000000 OFFSET ?",
+            (*(() if key_id is None else (key_id,)), time.time(), keep))
+        forgotten = 0
+        for row in {r["id"]: r for r in rows}.values():
+            refs = list((json.loads(row["state"]) or {}).get("secret_refs") or [])
+            with self.store.transaction() as cx:
+                gone = cx.execute(f"DELETE FROM concierge_sessions WHERE id = ? AND ({idle})",
+                                  (row["id"], time.time())).rowcount
+                if gone:  # (a run that claimed it meanwhile keeps it)
+                    cx.execute("DELETE FROM concierge_events WHERE session_id = ?", (row["id"],))
+                    for ref in refs:
+                        self.backend.registry.vault.delete(cx, secret_key(ref))
+            if gone:
+                forgotten += 1
+                self._live.pop(row["id"], None)
+        if forgotten:
+            log.info("forgot %d conversation(s) (retention %g s, %d per key)", forgotten,
+                     self.retention_seconds, self.max_per_key)
+        return forgotten
 
     def _remember(self, live: _Live) -> _Live:
         self._live[live.session.session_id] = live
