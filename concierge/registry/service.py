@@ -156,34 +156,43 @@ class Registry:
 
     def _bump(self, cx: Transaction, source_id: str, action: str) -> None:
         """Record the change in the feed, in the changing transaction (call it last: the
-        feed's head row orders the writers). Listeners in this process hear it from
-        `_changed` after the commit; other processes from `follow_changes`."""
-        from concierge.store.changes import ChangeFeed
+        feed's head row orders the writers), as `concierge.store.changes.ChangeFeed.bump`
+        does. Listeners in this process hear it from `_changed` after the commit; other
+        processes from `follow_changes` (woken by NOTIFY on PostgreSQL)."""
+        from concierge.store.changes import CHANNEL
 
-        change = cx.run(lambda c: ChangeFeed(self.store.db).bump(c, SOURCES_SCOPE, source_id, action))
+        seq = int(cx.execute(
+            "INSERT INTO change_heads (scope, seq) VALUES (?, 1)"
+            " ON CONFLICT (scope) DO UPDATE SET seq = change_heads.seq + 1 RETURNING seq",
+            (SOURCES_SCOPE,)).fetchone()["seq"])  # type: ignore[index]
+        cx.execute("INSERT INTO change_versions (scope, subject, version, seq, action) VALUES (?, ?, 1, ?, ?)"
+                   " ON CONFLICT (scope, subject) DO UPDATE SET version = change_versions.version + 1,"
+                   " seq = excluded.seq, action = excluded.action", (SOURCES_SCOPE, source_id, seq, action))
+        if cx.dialect == "postgresql":
+            cx.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{SOURCES_SCOPE}:{seq}"))
         with self._checking_lock:
-            self._own_changes.add(change.seq)
+            self._own_changes.add(seq)
 
     async def follow_changes(self) -> list[tuple[str, str]]:
         """Tell this process's listeners (catalog, gateway) about the source changes other
         processes committed since the last look; the (source id, action) pairs. A reader
-        calls it before it trusts what it holds (the catalog on every resolve)."""
-        from concierge.store.changes import ChangeFeed
-
+        calls it before it trusts what it holds (the catalog on every resolve). The feed is
+        read as `concierge.store.changes.ChangeFeed` writes it (one indexed read)."""
         if self._feed_cursor is None:  # first look: nothing is held yet, start at the head
-            self._feed_cursor = await self.store.arun(lambda db: ChangeFeed(db).head(SOURCES_SCOPE))
+            head = self.store.query_one("SELECT seq FROM change_heads WHERE scope = ?", (SOURCES_SCOPE,))
+            self._feed_cursor = int(head["seq"]) if head else 0
             return []
-        cursor = self._feed_cursor
-        changes, after = await self.store.arun(lambda db: ChangeFeed(db).since(SOURCES_SCOPE, cursor))
-        self._feed_cursor = max(after, self._feed_cursor or 0)
+        rows = self.store.query("SELECT subject, action, seq FROM change_versions WHERE scope = ? AND seq > ?"
+                                " ORDER BY seq LIMIT 1000", (SOURCES_SCOPE, self._feed_cursor))
         seen = []
-        for change in changes:
+        for row in rows:
+            self._feed_cursor = max(self._feed_cursor, int(row["seq"]))
             with self._checking_lock:
-                own = change.seq in self._own_changes
-                self._own_changes.discard(change.seq)
+                own = int(row["seq"]) in self._own_changes
+                self._own_changes.discard(int(row["seq"]))
             if not own:
-                seen.append((change.subject, change.action))
-                self._changed(change.subject, change.action)
+                seen.append((row["subject"], row["action"]))
+                self._changed(row["subject"], row["action"])
         return seen
 
     @staticmethod
