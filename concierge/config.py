@@ -3,7 +3,7 @@
 Every setting is looked up in this order, the first that has it wins:
 
 1. a command-line flag (``--api-url``, ``--model``), passed to `load` as ``flags``;
-2. the environment (``CONCIERGE_HOME``, ``CONCIERGE_MASTER_KEY``, ``CONCIERGE_API_URL``,
+2. the environment (``CONCIERGE_HOME``, ``CONCIERGE_MASTER_KEY``, ``CONCIERGE_DATABASE_URL``, ``CONCIERGE_API_URL``,
    ``CONCIERGE_API_KEY``, ``CONCIERGE_MODEL``, ``OPENAI_API_KEY``, ``OPENAI_BASE_URL``, ``NO_COLOR``);
 3. the settings file: TOML at ``$CONCIERGE_CONFIG``, else ``<user config dir>/concierge/config.toml``
    when it exists (``~/.config/concierge/config.toml``), with the lower-case names of the table in
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import stat
 import tomllib
 from collections.abc import Mapping
@@ -50,6 +51,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("home", "CONCIERGE_HOME", doc="data directory (SQLite file, key file, REPL history)"),
     Setting("master_key", "CONCIERGE_MASTER_KEY", in_file=False,
             doc="vault master key (64 hex chars or base64 of 32 bytes)"),
+    Setting("database_url", "CONCIERGE_DATABASE_URL", flag="--database-url",
+            doc="the database: unset for the SQLite file in the home, or postgresql://user@host:port/db"),
     Setting("api_url", "CONCIERGE_API_URL", flag="--api-url",
             doc="a remote `concierge serve` to manage instead of the local database"),
     Setting("api_key", "CONCIERGE_API_KEY", in_file=False, doc="the API key sent to --api-url"),
@@ -68,6 +71,7 @@ class Settings:
 
     home: Path
     master_key: str | None = None
+    database_url: str | None = None
     api_url: str | None = None
     api_key: str | None = None
     model: str | None = None
@@ -82,6 +86,8 @@ class Settings:
         for setting in SETTINGS:
             if not setting.in_file and shown[setting.name] is not None:
                 shown[setting.name] = "***"
+        if self.database_url:  # a URL's password, never
+            shown["database_url"] = re.sub(r"//([^/@:]*):[^/@]*@", r"//\1:***@", self.database_url)
         return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
 

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 
 pytest_plugins = [
+    "tests.pg_fixtures",
+    "tests.engine_fixtures",
     "tests.registry_fixtures",
     "tests.server_fixtures",
     "tests.settings_fixtures",

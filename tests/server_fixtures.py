@@ -1,5 +1,6 @@
 """Fixtures for the HTTP service: a real `concierge serve` app under uvicorn on loopback, over a
-real SQLite registry, with API keys made through the real `KeyStore`.
+real registry (``api_server``: on SQLite and on PostgreSQL in turn), with API keys made through
+the real `KeyStore`.
 
 Import explicitly: ``from tests.server_fixtures import ApiServer, api_server, ...``.
 """
@@ -14,12 +15,14 @@ from typing import Any
 import httpx2
 import pytest
 
+from concierge import config
 from concierge.backend import LocalBackend
 from concierge.registry import Registry
 from concierge.server import build_app
 from concierge.server.auth import CreatedKey, KeyStore
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import RunningServer, demo_server_fixture
+from tests.pg_fixtures import ENGINES, PgServer
 
 __all__ = [
     "BEARER_CANARY",
@@ -43,6 +46,7 @@ class ApiServer:
     home: Path
     keys: KeyStore
     registry: Registry
+    engine: str = "sqlite"
     clients: list[httpx2.Client] = field(default_factory=list)
 
     @property
@@ -74,13 +78,15 @@ class ApiServer:
 
 
 def start_api_server(home: Path, *, allow_anonymous_loopback: bool = False,
-                     model_factory: Callable[[], Any] | None = None,
+                     model_factory: Callable[[], Any] | None = None, database_url: str | None = None,
                      **kwargs: Any) -> tuple[RunningServer, Registry]:
-    """Serve ``build_app`` over a registry in ``home``; every (re)start opens the database
-    afresh, as a new process would. Returns the server and a registry for the test's own use."""
+    """Serve ``build_app`` over a registry in ``home`` (on ``database_url`` when given, else as
+    the environment says); every (re)start opens the database afresh, as a new process would.
+    Returns the server and a registry for the test's own use."""
+    settings = config.load({"database_url": database_url}) if database_url else None
 
     def factory():  # type: ignore[no-untyped-def]
-        return build_app(backend_factory=lambda: LocalBackend.open(str(home)),
+        return build_app(backend_factory=lambda: LocalBackend.open(str(home), settings=settings),
                          allow_anonymous_loopback=allow_anonymous_loopback,
                          model_factory=model_factory, **kwargs)
 
@@ -88,24 +94,29 @@ def start_api_server(home: Path, *, allow_anonymous_loopback: bool = False,
     # The env var may or may not be set when a module-scoped server (re)starts; the key file
     # holds the same key, so every connection to this database decrypts the same vault.
     (home / "master.key").write_text(TEST_MASTER_KEY + "\n")
-    registry = Registry.open(home)  # the test's own connection to the same SQLite file
+    registry = Registry.open(home, settings=settings)  # the test's own connection to the same database
     server = RunningServer(None, factory=factory, host="127.0.0.1", port=None)
     server.start()
     return server, registry
 
 
-@pytest.fixture(scope="module")
-def api_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
-    """A service that requires keys (no anonymous access), shared by a module's tests."""
+@pytest.fixture(scope="module", params=ENGINES)
+def api_server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServer]:
+    """A service that requires keys (no anonymous access), shared by a module's tests; once
+    on a SQLite file, once on a PostgreSQL database of its own."""
     home = tmp_path_factory.mktemp("api-home")
-    server, registry = start_api_server(home)
-    api = ApiServer(server=server, home=home, keys=KeyStore(registry.store), registry=registry)
+    pg: PgServer | None = request.getfixturevalue("pg_server") if request.param == "postgresql" else None
+    url = pg.create_database("api") if pg is not None else None
+    server, registry = start_api_server(home, database_url=url)
+    api = ApiServer(server=server, home=home, keys=KeyStore(registry.store), registry=registry, engine=request.param)
     try:
         yield api
     finally:
         api.close()
         server.stop()
         registry.close()
+        if pg is not None and url is not None:
+            pg.drop_database(url)
 
 
 demo_mcp = demo_server_fixture(token=BEARER_CANARY)  # the demo MCP server, gated by BEARER_CANARY

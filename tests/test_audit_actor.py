@@ -9,7 +9,7 @@ import pytest
 
 from concierge.registry import Registry, acting_as
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("engine")]
 
 
 async def test_each_task_is_audited_as_its_own_caller(registry: Registry):

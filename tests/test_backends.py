@@ -29,7 +29,7 @@ from tests.mcp_servers import RunningServer, closed_port_url, demo_app, free_por
 from tests.cli_fixtures import CliResult, run_cli
 from tests.server_fixtures import BEARER_CANARY, start_api_server
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("engine")]
 
 
 @pytest.fixture(params=["local", "remote"])

@@ -18,6 +18,8 @@ from concierge.server.auth import KeyStore
 from tests.mcp_servers import RunningServer
 from tests.server_fixtures import BEARER_CANARY, start_api_server
 
+pytestmark = pytest.mark.usefixtures("engine")  # conversations on SQLite and on PostgreSQL
+
 SB = "/api/v1/storage/sandboxes/default"
 CHAT = SB + "/concierge/chat"
 
@@ -97,7 +99,7 @@ def walk_to_secret(chat: Chat, url: str) -> tuple[str, dict[str, Any]]:
     return session, only(second, "secret_required")
 
 
-def test_register_over_sse_with_the_secret_out_of_band(chat, served, demo_mcp):
+def test_register_over_sse_with_the_secret_out_of_band(chat, served, demo_mcp, engine):
     server, registry, home = served
     session, asked = walk_to_secret(chat, demo_mcp.url())
     assert asked["tool"] == "register_source" and "bearer token" in asked["purpose"]
@@ -123,7 +125,11 @@ def test_register_over_sse_with_the_secret_out_of_band(chat, served, demo_mcp):
     stored = json.dumps(registry.store.query("SELECT * FROM concierge_sessions")) + json.dumps(
         registry.store.query("SELECT * FROM concierge_events"))
     assert BEARER_CANARY not in "\n".join(chat.raw) + json.dumps(history) + stored
-    assert BEARER_CANARY.encode() not in (home / "concierge.db").read_bytes()  # encrypted at rest
+    if engine == "sqlite":
+        assert BEARER_CANARY.encode() not in (home / "concierge.db").read_bytes()  # encrypted at rest
+    else:  # every table's every value, as PostgreSQL holds it
+        dump = repr([registry.store.query(f"SELECT * FROM {t}") for t in registry.store.run(lambda db: db.tables())])
+        assert BEARER_CANARY not in dump and len(dump) > 1000
     assert registry.audit(limit=5)[0].actor.endswith("via concierge")
 
 
@@ -346,3 +352,29 @@ def test_a_run_finishes_and_is_stored_when_the_client_goes_away(slow_served):
         assert history["events"][2]["data"]["text"] == "finally"
     finally:
         chat.close()
+
+
+def test_conversations_are_capped_per_key_and_forgotten_after_the_retention_period(chat, served, demo_mcp):
+    server, registry, _ = served
+    service = server._server.config.app.state.services.chat
+    service.max_per_key = 2
+    first = only(chat.say("hello"), "agent_finish")["session_id"]
+    second = only(chat.say("hello again"), "agent_finish")["session_id"]
+    assert chat.http.get(chat.session_path(first)).status_code == 200
+    third = only(chat.say("and again"), "agent_finish")["session_id"]  # the key's oldest goes
+    assert chat.http.get(chat.session_path(first)).status_code == 404
+    assert [chat.http.get(chat.session_path(s)).status_code for s in (second, third)] == [200, 200]
+    assert registry.store.query("SELECT COUNT(*) AS n FROM concierge_events WHERE session_id = ?",
+                                (first,)) == [{"n": 0}]
+
+    service.max_per_key = 10
+    held, asked = walk_to_secret(chat, demo_mcp.url())
+    chat.stream(chat.session_path(held) + "/secret", {"id": asked["id"], "value": BEARER_CANARY})
+    secrets = lambda: [r["key"] for r in registry.store.query(  # noqa: E731
+        "SELECT key FROM vault WHERE key LIKE 'concierge/secrets/%'")]
+    assert len(secrets()) == 1
+    with registry.store.transaction() as cx:  # idle for longer than the retention period
+        cx.execute("UPDATE concierge_sessions SET updated_at = ? WHERE id = ?", ("2020-01-01T00:00:00.000Z", held))
+    only(chat.say("a new conversation"), "agent_finish")
+    assert chat.http.get(chat.session_path(held)).status_code == 404
+    assert secrets() == []  # its credential went with it

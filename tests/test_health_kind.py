@@ -12,7 +12,9 @@ from concierge.agent.models.offline.replies import plain_error
 from concierge.agent.toolkit import health_hint
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import Registry
-from concierge.registry.store import MIGRATIONS, Store
+from concierge.registry.store import Store
+from concierge.store.schema import REGISTRY
+from tests.legacy_store import MIGRATIONS, Store as LegacyStore
 from tests.mcp_servers import closed_port_url
 
 pytestmark = pytest.mark.anyio
@@ -30,7 +32,7 @@ async def test_a_failed_check_stores_its_kind_and_a_passing_one_clears_it(regist
 
 def test_migration_5_gives_old_rows_the_kind_their_message_starts_with(tmp_path: Path):
     path = tmp_path / "old.db"
-    old = Store(path, migrations=MIGRATIONS[:4])
+    old = LegacyStore(path, migrations=MIGRATIONS[:4])  # a home the old store left at user_version 4
     with old.transaction() as cx:
         cx.execute("INSERT INTO sandboxes VALUES ('sb_1', 'default', 'now')")
         for sid, error in (("ds_1", "unauthorized: x answered HTTP 401 — check the token"),
@@ -45,7 +47,7 @@ def test_migration_5_gives_old_rows_the_kind_their_message_starts_with(tmp_path:
     old.close()
     store = Store(path)
     try:
-        assert store.schema_version == len(MIGRATIONS) >= 5
+        assert store.schema_version["registry"] == REGISTRY.latest >= 4
         kinds = {r["id"]: r["health_error_kind"] for r in store.query("SELECT id, health_error_kind FROM sources")}
         assert kinds == {"ds_1": "unauthorized", "ds_2": None, "ds_3": None, "ds_4": None}
     finally:

@@ -12,7 +12,7 @@ import pytest
 from concierge.cli import main
 from concierge.errors import Conflict
 from concierge.registry import Registry
-from concierge.registry.store import MIGRATIONS
+from concierge.store.schema import REGISTRY
 from tests.catalog_fixtures import Upstream, register, serve_upstream
 
 CANARY = "canary-INGEST-TOKEN-21b7d9"
@@ -117,7 +117,7 @@ async def test_pull_needs_an_active_source_with_ingest_calls(backend) -> None:
 @pytest.mark.anyio
 async def test_permanent_delete_removes_ingested_results(backend) -> None:
     reg = backend.registry
-    assert reg.store.schema_version == len(MIGRATIONS) >= 2
+    assert reg.store.schema_version["registry"] == REGISTRY.latest >= 2
     up = Upstream()
     with serve_upstream(up) as u:
         sid = await register(reg, u.url(), "kb", ingest_tool_calls=[{"name": "echo", "arguments": {"text": "x"}}])

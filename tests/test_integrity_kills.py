@@ -20,7 +20,7 @@ from concierge.registry.service import PENDING_CHECK
 from tests.mcp_servers import demo_app, free_port, serve_in_thread
 from tests.registry_fixtures import HoldGate
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("engine")]
 
 KILLS = int(os.environ.get("CONCIERGE_KILLS", "3"))
 _REGISTER = """

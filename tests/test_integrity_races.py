@@ -20,7 +20,7 @@ from concierge.registry.vault import auth_key, webhook_key
 from tests.mcp_servers import closed_port_url, demo_app, serve_in_thread, status_app
 from tests.registry_fixtures import HoldGate
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("engine")]
 
 TRIALS = int(os.environ.get("CONCIERGE_RACE_TRIALS", "60"))
 BARRIER_TIMEOUT = 20.0
@@ -99,7 +99,7 @@ async def test_a_second_revoke_deletes_a_secret_left_behind(registry: Registry):
     # What the old race left: a secret written after the revoke (put straight into the table).
     with registry.store.transaction() as cx:
         cx.execute("INSERT INTO vault (key, nonce, ciphertext, created_at, updated_at) "
-                   "VALUES (?, x'00', x'00', '', '')", (auth_key(sid),))
+                   "VALUES (?, ?, ?, '', '')", (auth_key(sid), b"\0", b"\0"))
     again = registry.revoke(sid)
     assert _secrets_of(registry, sid) == []
     assert again.status == "disconnected" and "1 leftover secret" in (again.detail or "")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 import logging
 import os
 import stat
@@ -13,13 +14,14 @@ import pytest
 
 from concierge.errors import Conflict, NotFound, ValidationFailed
 from concierge.registry import Registry
-from concierge.registry.store import MIGRATIONS, Store
+from concierge.registry.store import Store
+from concierge.store.schema import ALL as SCHEMA
 from concierge.registry.vault import VaultError
 from tests.conftest import TEST_MASTER_KEY
 from tests.mcp_servers import closed_port_url, serve_in_thread, tools_app
 from tests.registry_fixtures import CANARY, HEADER_CANARY
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.usefixtures("engine")]
 
 
 def body(url: str, **extra):
@@ -231,6 +233,7 @@ async def test_paginated_and_thousand_tool_servers(registry):
     assert registry.get_source(out.data_source_id).tool_count == 1000
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 async def test_canary_never_leaks(registry, bearer_server, caplog, tmp_path):
     caplog.set_level(logging.DEBUG)
     out = await registry.register(body(bearer_server.url(), auth_kind="bearer", token=CANARY,
@@ -245,7 +248,8 @@ async def test_canary_never_leaks(registry, bearer_server, caplog, tmp_path):
     seen.append(registry.get_source(out.data_source_id).model_dump_json())
     for text in seen:
         assert CANARY not in text
-    registry.store._cx.execute("PRAGMA wal_checkpoint(FULL)")
+    with sqlite3.connect(registry.store.path) as cx:  # fold the WAL into the file read below
+        cx.execute("PRAGMA wal_checkpoint(FULL)")
     for f in registry.store.path.parent.iterdir():
         assert CANARY.encode() not in f.read_bytes(), f
 
@@ -284,14 +288,15 @@ def test_bad_master_key_is_explained(tmp_path, monkeypatch):
         Registry.open(tmp_path)
 
 
+@pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_migrations_are_versioned_and_reopen_keeps_data(tmp_path: Path):
     reg = Registry.open(tmp_path)
     reg.create_sandbox("keep")
-    assert reg.store.schema_version == len(MIGRATIONS)
+    assert reg.store.schema_version == {s.component: s.latest for s in SCHEMA}
     assert reg.store.query_one("PRAGMA journal_mode")["journal_mode"] == "wal"
     reg.close()
     store = Store(tmp_path / "concierge.db")
-    assert store.schema_version == len(MIGRATIONS)
+    assert store.schema_version == {s.component: s.latest for s in SCHEMA}
     assert store.query_one("SELECT name FROM sandboxes WHERE name='keep'")
     store.close()
 

@@ -72,7 +72,7 @@ async def test_a_database_from_a_newer_concierge_is_refused(db_url: str) -> None
 
 
 async def test_a_home_made_by_the_old_registry_store_is_adopted_with_its_data(tmp_path: Path) -> None:
-    from concierge.registry.store import MIGRATIONS, Store  # the code that wrote homes until now
+    from tests.legacy_store import MIGRATIONS, Store  # the code that wrote homes until now
 
     path = tmp_path / "concierge.db"
     old = Store(path)

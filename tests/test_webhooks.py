@@ -13,10 +13,13 @@ from typing import Any
 import httpx2
 import pytest
 
+
 from concierge.registry.vault import webhook_key
 from concierge.registry.webhooks import sign
 from tests.mcp_servers import RunningServer
 from tests.server_fixtures import ApiServer
+
+pytestmark = pytest.mark.usefixtures("engine")
 
 SB = "/api/v1/storage/sandboxes"
 

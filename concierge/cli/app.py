@@ -29,7 +29,7 @@ from concierge.errors import ConciergeError
 
 __all__ = ["GLOBAL_OPTIONS", "build_parser", "main", "open_backend"]
 
-GLOBAL_OPTIONS = ("json", "api_url")
+GLOBAL_OPTIONS = ("json", "api_url", "database_url")
 """Options every command takes, before or after its name."""
 
 
@@ -40,6 +40,9 @@ def _global_options(parser: argparse.ArgumentParser, *, top: bool) -> None:
     parser.add_argument("--api-url", metavar="URL", default=None if top else unset,
                         help="manage a remote `concierge serve` (default CONCIERGE_API_URL; "
                              "key from CONCIERGE_API_KEY)")
+    parser.add_argument("--database-url", metavar="URL", default=None if top else unset,
+                        help="the database (default CONCIERGE_DATABASE_URL, else the SQLite file in "
+                             "the home; postgresql://user@host:port/db for PostgreSQL)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         args = parser.parse_args([*(sys.argv[1:] if argv is None else argv), "chat"])
     try:
-        args.settings = config.load({"api_url": args.api_url, "model": getattr(args, "model", None)})
+        args.settings = config.load({"api_url": args.api_url, "database_url": args.database_url,
+                                     "model": getattr(args, "model", None)})
         args.api_url = args.settings.api_url
         if hasattr(args, "run"):
             return int(args.run(args) or 0)

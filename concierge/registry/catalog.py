@@ -441,6 +441,9 @@ class Catalog:
     async def _resolve(self, agent_slug: str | None, *, sandbox: str | None, app: str | None,
                        deadline: float | None) -> CatalogResult:
         started = time.perf_counter()
+        # Changes committed by other processes (another `serve`, the CLI) reach this process's
+        # listeners first (this catalog's own entries and sessions among them).
+        await self.registry.follow_changes()
         sb = self.registry.get_sandbox(sandbox)
         agent = self.registry.get_agent(agent_slug, sandbox=sb.id) if agent_slug else None
         tool_sources = agent.tool_sources if agent else ["user_mcp"]

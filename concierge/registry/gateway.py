@@ -43,7 +43,7 @@ from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
 from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace, ToolCallOutcome
 from concierge.registry.models import Agent, SourceStatus, SourceView
-from concierge.registry.ratelimit import RateLimiter
+from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.service import Registry
 
 __all__ = ["BUCKET_EVICTING_ACTIONS", "Gateway", "Progress"]
@@ -62,13 +62,15 @@ class Gateway:
     """Routes and runs tool calls (and resource reads, prompt gets) for agents."""
 
     def __init__(self, registry: Registry, catalog: Catalog, *,
-                 clock: Callable[[], float] = time.monotonic,
-                 limiter: RateLimiter | None = None) -> None:
+                 clock: Callable[[], float] | None = None,
+                 limiter: RateLimiter | StoreRateLimiter | None = None) -> None:
         self.registry = registry
         self.catalog = catalog
         self.pool = catalog.pool
-        self.limiter = limiter or RateLimiter(clock=clock)
-        self._clock = clock
+        # The buckets live in the database, shared by every process (on Unix time, the one
+        # timeline they share; a test's injected clock drives them too).
+        self.limiter = limiter or StoreRateLimiter(registry.store, "tool_calls", clock=clock or time.time)
+        self._clock = clock or time.monotonic
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._seen: dict[str, dict[str, tuple[str, str]]] = {}
@@ -76,9 +78,16 @@ class Gateway:
 
     # -- pool bookkeeping -------------------------------------------------------------------
 
+    async def _acquire(self, source: SourceView) -> None:
+        if isinstance(self.limiter, StoreRateLimiter):
+            await self.limiter.aacquire(source.id, source.rate_cap_per_minute, label=source.name)
+        else:
+            self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
+
     def _on_source_change(self, source_id: str, action: str) -> None:
         self._routes.clear()
-        if action in BUCKET_EVICTING_ACTIONS:
+        # Shared buckets are dropped by the registry in the changing transaction itself.
+        if action in BUCKET_EVICTING_ACTIONS and not isinstance(self.limiter, StoreRateLimiter):
             self.limiter.evict(source_id)
         self.pool.evict(source_id)
 
@@ -134,6 +143,7 @@ class Gateway:
     async def catalog_for(self, agent: Agent, sandbox_id: str) -> CatalogResult:
         """The agent's catalog, memoized for the catalog's TTL (dropped on any source change)."""
         key = (agent.id, sandbox_id)
+        await self.registry.follow_changes()  # another process's change drops the memo (listener)
         memo = self._routes.get(key)
         if memo is not None and self._clock() - memo[0] < self.catalog.ttl_seconds:
             return memo[1]
@@ -198,7 +208,7 @@ class Gateway:
                 not matches_any(source.allowed_tools, tool_name):
             raise NotAllowed(f"tool {tool_name} is not in the allowed_tools of source "
                                    f"{source.name} ({source.id})")
-        self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
+        await self._acquire(source)
         try:
             result: ToolCallResult = await self._pooled(
                 source, lambda s: s.call_tool(tool_name, arguments, progress=progress, meta=meta))
@@ -276,7 +286,7 @@ class Gateway:
         if source_id is None:
             raise NotFound(f"agent {ag.slug} has no resource {uri!r}")
         source = self._active_source(source_id)
-        self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
+        await self._acquire(source)
         return await self._pooled(source, lambda s: s.read_resource(uri))
 
     async def get_prompt(self, name: str, arguments: dict[str, str] | None = None, *, agent: str,
@@ -288,7 +298,7 @@ class Gateway:
         if prompt is None:
             raise NotFound(f"agent {ag.slug} has no prompt {name!r}")
         source = self._active_source(prompt.source_id)
-        self.limiter.acquire(source.id, source.rate_cap_per_minute, label=source.name)
+        await self._acquire(source)
         return await self._pooled(source, lambda s: s.get_prompt(prompt.original_name, arguments))
 
 

@@ -95,7 +95,7 @@ class Ingestor:
         with self.registry.store.transaction() as cx:
             last = cx.execute("SELECT content_hash FROM ingested_results WHERE source_id = ? "
                               "AND call_key = ? ORDER BY id DESC LIMIT 1", (source_id, key)).fetchone()
-            if last is not None and last[0] == digest:
+            if last is not None and last["content_hash"] == digest:
                 return False
             Store.insert(cx, "ingested_results", {
                 "source_id": source_id, "tool_name": tool_name, "arguments": arguments,

@@ -2,7 +2,13 @@
 
 A source with ``rate_cap_per_minute = N`` may burst up to N calls, then earns one call back
 every ``60 / N`` seconds. An exhausted bucket raises `RateLimited` saying when to retry.
-Buckets live in memory (one gateway process); revoke, pause and update evict them.
+
+`StoreRateLimiter` (what the gateway and the webhooks use) keeps the buckets in the registry's
+database (`concierge.store.buckets`), checked and taken in one statement, so every process on
+that database — ``concierge tool call`` next to ``serve``, N ``serve`` instances on one
+PostgreSQL — shares one bucket per source and together they never exceed the cap. Revoke,
+pause, update and delete evict a source's buckets in the registry's own transaction (every
+process sees the bucket gone). `RateLimiter` is the same rule in one process's memory.
 """
 
 from __future__ import annotations
@@ -11,10 +17,16 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from concierge.errors import RateLimited
 
-__all__ = ["Clock", "RateLimited", "RateLimiter", "TokenBucket"]
+if TYPE_CHECKING:
+    from concierge.registry.store import Store
+    from concierge.store import Database
+    from concierge.store.buckets import RateBuckets
+
+__all__ = ["Clock", "RateLimited", "RateLimiter", "StoreRateLimiter", "TokenBucket"]
 
 Clock = Callable[[], float]
 _EPSILON = 1e-9
@@ -93,3 +105,36 @@ class RateLimiter:
     def clear(self) -> None:
         with self._lock:
             self._buckets.clear()
+
+
+class StoreRateLimiter:
+    """The buckets of one ``kind`` (``tool_calls``, ``webhooks``) in the registry's database,
+    shared by every process using it. ``clock``: Unix seconds (every process's common timeline)."""
+
+    def __init__(self, store: Store, kind: str, *, clock: Clock = time.time) -> None:
+        self._store = store
+        self.kind = kind
+        self._clock = clock
+
+    def _buckets(self, db: Database) -> RateBuckets:
+        from concierge.store.buckets import RateBuckets
+
+        return RateBuckets(db, clock=self._clock)
+
+    def __contains__(self, source_id: object) -> bool:
+        if not isinstance(source_id, str):
+            return False
+        return self._store.run(lambda db: self._buckets(db).tokens(self.kind, source_id)) is not None
+
+    def acquire(self, source_id: str, per_minute: int, *, label: str | None = None) -> None:
+        """Spend one call of the source's budget or raise `RateLimited` (``retry_after`` seconds)."""
+        self._store.run(lambda db: self._buckets(db).acquire(self.kind, source_id, per_minute, label=label))
+
+    async def aacquire(self, source_id: str, per_minute: int, *, label: str | None = None) -> None:
+        """`acquire`, awaited (the caller's event loop keeps running meanwhile)."""
+        await self._store.arun(
+            lambda db: self._buckets(db).acquire(self.kind, source_id, per_minute, label=label))
+
+    def evict(self, source_id: str) -> bool:
+        """Forget the source's bucket of this kind, in every process. True if there was one."""
+        return bool(self._store.run(lambda db: self._buckets(db).evict(source_id, kind=self.kind)))

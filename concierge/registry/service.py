@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -24,7 +23,7 @@ import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
-from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
+from concierge.errors import Conflict, IntegrityError, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
 from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
@@ -46,7 +45,7 @@ from concierge.registry.models import (
 )
 from concierge.registry.audit import current_actor
 from concierge.registry.signing import new_secret as new_webhook_secret
-from concierge.registry.store import Store, now_iso
+from concierge.registry.store import Store, Transaction, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
 
 if TYPE_CHECKING:
@@ -57,6 +56,8 @@ __all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChan
 log = logging.getLogger("concierge.registry")
 
 DEFAULT_SANDBOX = "default"
+SOURCES_SCOPE = "sources"
+"""The change feed's scope for source changes (`concierge.store.changes`)."""
 PENDING_CHECK = "health check did not complete"
 CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", "transport",
                                "connect_timeout"})
@@ -114,6 +115,8 @@ class Registry:
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
+        self._own_changes: set[int] = set()  # change feed numbers this process committed
+        self._feed_cursor: int | None = None  # the last change seen by `follow_changes`
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -122,7 +125,8 @@ class Registry:
         `concierge.config.load`)."""
         settings = settings or config.load()
         directory = config.data_dir(home or settings.home)
-        store = Store(config.db_path(directory))
+        store = Store(settings.database_url or config.db_path(directory),
+                      setting="--database-url / CONCIERGE_DATABASE_URL")
         try:
             key = load_master_key(config.key_path(directory), from_setting=settings.master_key,
                                   secrets=lambda: _secrets_held(store),
@@ -148,7 +152,56 @@ class Registry:
 
     # -- audit -------------------------------------------------------------------------------
 
-    def _audit(self, cx: sqlite3.Connection, *, action: str, object_type: str, object_id: str,
+    # -- the change feed: what other processes changed --------------------------------------
+
+    def _bump(self, cx: Transaction, source_id: str, action: str) -> None:
+        """Record the change in the feed, in the changing transaction (call it last: the
+        feed's head row orders the writers), as `concierge.store.changes.ChangeFeed.bump`
+        does. Listeners in this process hear it from `_changed` after the commit; other
+        processes from `follow_changes` (woken by NOTIFY on PostgreSQL)."""
+        from concierge.store.changes import CHANNEL
+
+        seq = int(cx.execute(
+            "INSERT INTO change_heads (scope, seq) VALUES (?, 1)"
+            " ON CONFLICT (scope) DO UPDATE SET seq = change_heads.seq + 1 RETURNING seq",
+            (SOURCES_SCOPE,)).fetchone()["seq"])  # type: ignore[index]
+        cx.execute("INSERT INTO change_versions (scope, subject, version, seq, action) VALUES (?, ?, 1, ?, ?)"
+                   " ON CONFLICT (scope, subject) DO UPDATE SET version = change_versions.version + 1,"
+                   " seq = excluded.seq, action = excluded.action", (SOURCES_SCOPE, source_id, seq, action))
+        if cx.dialect == "postgresql":
+            cx.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{SOURCES_SCOPE}:{seq}"))
+        with self._checking_lock:
+            self._own_changes.add(seq)
+
+    async def follow_changes(self) -> list[tuple[str, str]]:
+        """Tell this process's listeners (catalog, gateway) about the source changes other
+        processes committed since the last look; the (source id, action) pairs. A reader
+        calls it before it trusts what it holds (the catalog on every resolve). The feed is
+        read as `concierge.store.changes.ChangeFeed` writes it (one indexed read)."""
+        if self._feed_cursor is None:  # first look: nothing is held yet, start at the head
+            head = self.store.query_one("SELECT seq FROM change_heads WHERE scope = ?", (SOURCES_SCOPE,))
+            self._feed_cursor = int(head["seq"]) if head else 0
+            return []
+        rows = self.store.query("SELECT subject, action, seq FROM change_versions WHERE scope = ? AND seq > ?"
+                                " ORDER BY seq LIMIT 1000", (SOURCES_SCOPE, self._feed_cursor))
+        seen = []
+        for row in rows:
+            self._feed_cursor = max(self._feed_cursor, int(row["seq"]))
+            with self._checking_lock:
+                own = int(row["seq"]) in self._own_changes
+                self._own_changes.discard(int(row["seq"]))
+            if not own:
+                seen.append((row["subject"], row["action"]))
+                self._changed(row["subject"], row["action"])
+        return seen
+
+    @staticmethod
+    def _evict_buckets(cx: Transaction, source_id: str) -> None:
+        """Drop the source's rate buckets (tool calls, webhooks) in the changing transaction:
+        every process sharing the database starts the source afresh (`StoreRateLimiter`)."""
+        cx.execute("DELETE FROM rate_buckets WHERE subject = ?", (source_id,))
+
+    def _audit(self, cx: Transaction, *, action: str, object_type: str, object_id: str,
                sandbox_id: str | None, before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None) -> None:
         Store.insert(cx, "audit", {
@@ -181,30 +234,30 @@ class Registry:
                 Store.insert(cx, "sandboxes", sandbox.model_dump())
                 self._audit(cx, action="sandbox.create", object_type="sandbox", object_id=sandbox.id,
                             sandbox_id=sandbox.id, after=sandbox.model_dump())
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict(f"a sandbox named {name!r} already exists") from None
         return sandbox
 
     def default_sandbox(self) -> Sandbox:
-        row = self.store.query_one("SELECT * FROM sandboxes WHERE name = ?", (DEFAULT_SANDBOX,))
+        row = self.store.query_one("SELECT * FROM sandboxes WHERE lower(name) = lower(?)", (DEFAULT_SANDBOX,))
         if row:
             return Sandbox(**row)
         try:
             return self.create_sandbox(DEFAULT_SANDBOX)
         except Conflict:  # created by a concurrent caller
             return Sandbox(**self.store.query_one(  # type: ignore[arg-type]
-                "SELECT * FROM sandboxes WHERE name = ?", (DEFAULT_SANDBOX,)))
+                "SELECT * FROM sandboxes WHERE lower(name) = lower(?)", (DEFAULT_SANDBOX,)))
 
     def list_sandboxes(self) -> list[Sandbox]:
         self.default_sandbox()
         return [Sandbox(**r) for r in self.store.query(
-            "SELECT * FROM sandboxes ORDER BY name != ?, created_at", (DEFAULT_SANDBOX,))]
+            "SELECT * FROM sandboxes ORDER BY (CASE WHEN name = ? THEN 0 ELSE 1 END), created_at", (DEFAULT_SANDBOX,))]
 
     def get_sandbox(self, ref: str | None = None) -> Sandbox:
         """By id or name; ``None`` means the default sandbox (created on first use)."""
         if ref is None or ref == DEFAULT_SANDBOX:
             return self.default_sandbox()
-        row = self.store.query_one("SELECT * FROM sandboxes WHERE id = ? OR name = ?", (ref, ref))
+        row = self.store.query_one("SELECT * FROM sandboxes WHERE id = ? OR lower(name) = lower(?)", (ref, ref))
         if row is None:
             names = ", ".join(s.name for s in self.list_sandboxes())
             raise NotFound(f"no sandbox {ref!r} (sandboxes: {names})")
@@ -339,7 +392,8 @@ class Registry:
                 self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
-        except sqlite3.IntegrityError:
+                self._bump(cx, source_id, "register")
+        except IntegrityError:
             raise self._namespace_taken(namespace, sb.name) from None
         log.info("registered source %s (%s) in sandbox %s", source_id, req.base_url, sb.name)
         outcome = await self._check(source_id, action="source.health_check")
@@ -349,8 +403,8 @@ class Registry:
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
         row = self.store.query_one(
-            "SELECT id, name FROM sources WHERE sandbox_id = ? AND app_namespace = ? COLLATE NOCASE"
-            " AND status != 'disconnected' AND id != ?", (sandbox_id, namespace, except_id or ""))
+            "SELECT id, name FROM sources WHERE sandbox_id = ? AND lower(app_namespace) = lower(?)"
+            " AND status <> 'disconnected' AND kind = 'user_mcp' AND id <> ?", (sandbox_id, namespace, except_id or ""))
         if row:
             sb = self.get_sandbox(sandbox_id)
             raise self._namespace_taken(namespace, sb.name, holder=row)
@@ -410,7 +464,8 @@ class Registry:
             with self.store.transaction() as cx:
                 # Re-read under the write lock: a revoke committed since `before` was read (in
                 # this process or another) wins, and nothing is written for a revoked source.
-                status = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,)).fetchone()
+                status = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,),
+                                    for_update=True).fetchone()
                 if status is None:
                     raise NotFound(f"no source {source_id!r}")
                 if status["status"] == SourceStatus.DISCONNECTED:
@@ -420,13 +475,15 @@ class Registry:
                 elif drop_secret:
                     self.vault.delete(cx, auth_key(source_id))
                 Store.update(cx, "sources", source_id, changes)
+                self._evict_buckets(cx, source_id)
                 after = self._view(merged).model_dump(mode="json")
                 if token is not None:
                     after["token"] = "rotated"
                 self._audit(cx, action="source.update", object_type="source", object_id=source_id,
                             sandbox_id=before["sandbox_id"],
                             before=self._view(before).model_dump(mode="json"), after=after)
-        except sqlite3.IntegrityError:
+                self._bump(cx, source_id, "update")
+        except IntegrityError:
             sb = self.get_sandbox(before["sandbox_id"])
             raise self._namespace_taken(merged["app_namespace"], sb.name) from None
         self._changed(source_id, "update")
@@ -455,7 +512,7 @@ class Registry:
             raise Conflict(f"source {source_id} is revoked (disconnected); register it again to use it")
         return await self._check(source_id, action="source.test")
 
-    def _snapshot(self, row: Any, cx: sqlite3.Connection | None = None) -> _Snapshot:
+    def _snapshot(self, row: Any, cx: Transaction | None = None) -> _Snapshot:
         vault_key = row["vault_key"]
         return _Snapshot(row["base_url"], row["transport"], row["auth_kind"], row["auth_header"],
                          float(row["connect_timeout"]), vault_key,
@@ -491,7 +548,8 @@ class Registry:
                        "health_error_kind": kind.value}
             new_status = SourceStatus.ERROR
         with self.store.transaction() as cx:
-            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,),
+                                 for_update=True).fetchone()
             if current is None:
                 raise NotFound(f"no source {source_id!r} (deleted while its health check ran)")
             if current["status"] == SourceStatus.DISCONNECTED:
@@ -508,6 +566,8 @@ class Registry:
                             before={"status": current["status"], "health_error": current["health_error"]},
                             after={k: fields.get(k, current[k]) for k in
                                    ("status", "health_error", "tool_count", "last_latency_ms")})
+                if fields.get("status", current["status"]) != current["status"]:
+                    self._bump(cx, source_id, "status")
         outcome = "ok" if result.ok else result.error_kind
         if stale == "revoked":
             return self._outcome(self._row(source_id))
@@ -565,9 +625,11 @@ class Registry:
             raise Conflict(f"source {source_id} is {status.value} and cannot be {detail}")
         with self.store.transaction() as cx:
             Store.update(cx, "sources", source_id, {"status": to.value, "updated_at": now_iso()})
+            self._evict_buckets(cx, source_id)
             self._audit(cx, action=action, object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before={"status": status.value},
                         after={"status": to.value})
+            self._bump(cx, source_id, action.split(".")[1])
         self._changed(source_id, action.split(".")[1])
         return self._outcome(self._row(source_id), detail=detail)
 
@@ -600,11 +662,12 @@ class Registry:
         write transaction, so a concurrent update cannot slip a secret in between."""
         self._row(source_id, sandbox)  # 404 for an unknown source or another sandbox's
         with self.store.transaction() as cx:
-            row = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            row = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,), for_update=True).fetchone()
             if row is None:
                 raise NotFound(f"no source {source_id!r}")
             already = row["status"] == SourceStatus.DISCONNECTED
             deleted = self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            self._evict_buckets(cx, source_id)
             if not already:
                 Store.update(cx, "sources", source_id, {
                     "status": SourceStatus.DISCONNECTED.value, "vault_key": None, "token_last4": None,
@@ -615,6 +678,8 @@ class Registry:
                             sandbox_id=row["sandbox_id"],
                             before=before if not already else {"status": "disconnected"},
                             after={"status": "disconnected", "secrets": "deleted"})
+            if not already:
+                self._bump(cx, source_id, "revoke")
         if already:
             return self._outcome(self._row(source_id), detail="already revoked" + (
                 f"; {deleted} leftover secret(s) deleted" if deleted else ""))
@@ -623,7 +688,7 @@ class Registry:
         return self._outcome(self._row(source_id), detail="revoked: secrets deleted, status disconnected")
 
     @staticmethod
-    def _decoded(row: sqlite3.Row) -> dict[str, Any]:
+    def _decoded(row: dict[str, Any]) -> dict[str, Any]:
         """A raw row read inside a transaction, with its JSON columns decoded."""
         out = dict(row)
         for key in ("allowed_tools", "ingest_tool_calls"):
@@ -636,18 +701,18 @@ class Registry:
         row = self._row(source_id, sandbox)
         with self.store.transaction() as cx:
             self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
+            self._evict_buckets(cx, source_id)
             for table in self._dependent_tables(cx):
                 cx.execute(f"DELETE FROM {table} WHERE source_id = ?", (source_id,))
             cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))
             self._audit(cx, action="source.delete", object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
+            self._bump(cx, source_id, "delete")
         self._changed(source_id, "delete")
 
-    @staticmethod
-    def _dependent_tables(cx: sqlite3.Connection) -> list[str]:
-        tables = [r[0] for r in cx.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        return [t for t in tables if t != "sources" and
-                any(c[1] == "source_id" for c in cx.execute(f"PRAGMA table_info({t})"))]
+    def _dependent_tables(self, cx: Transaction) -> list[str]:
+        tables = self.store.run(lambda db: db.tables())
+        return sorted(t for t, columns in tables.items() if t != "sources" and "source_id" in columns)
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -667,7 +732,7 @@ class Registry:
                 Store.insert(cx, "agents", agent.model_dump())
                 self._audit(cx, action="agent.create", object_type="agent", object_id=agent.id,
                             sandbox_id=sb.id, after=agent.model_dump())
-        except sqlite3.IntegrityError:
+        except IntegrityError:
             raise Conflict(f"an agent {req.slug!r} already exists in sandbox {sb.name!r}") from None
         return agent
 

@@ -24,7 +24,6 @@ import base64
 import binascii
 import contextlib
 import os
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from concierge.errors import NotFound, SourceRevoked, VaultError, WrongMasterKey
-from concierge.registry.store import Store, now_iso
+from concierge.registry.store import Store, Transaction, now_iso
 
 __all__ = ["ENV_KEY", "MasterKey", "Vault", "VaultError", "auth_key", "load_master_key", "webhook_key"]
 
@@ -225,7 +224,8 @@ class Vault:
                 except InvalidTag:
                     raise self._wrong_key() from None
             nonce = os.urandom(12)
-            cx.execute("INSERT INTO vault_key_check (id, nonce, ciphertext, created_at) VALUES (1,?,?,?)",
+            cx.execute("INSERT INTO vault_key_check (id, nonce, ciphertext, created_at) VALUES (1,?,?,?)"
+                       " ON CONFLICT (id) DO NOTHING",
                        (nonce, self._aead.encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD), now_iso()))
 
     def _verify(self, row: dict[str, bytes]) -> None:
@@ -247,19 +247,19 @@ class Vault:
             fix = f"restore the right key file, or set {ENV_KEY} to the right key"
             who = f"{key.origin} holds"
         return WrongMasterKey(f"{who} not the key this registry's secrets are encrypted with "
-                          f"({self._store.path}); refusing to start so that no secret is written under "
+                          f"({self._store.url.display}); refusing to start so that no secret is written under "
                           f"a second key: {fix}")
 
     # -- secrets -------------------------------------------------------------------------------
 
-    def put(self, cx: sqlite3.Connection, key: str, secret: str) -> None:
+    def put(self, cx: Transaction, key: str, secret: str) -> None:
         """Store or replace a secret, inside the caller's write transaction. A source's secret
         is refused unless its row exists and is not revoked: checked here, under the
         transaction's write lock, so a revoke or delete that committed a moment ago (in any
         process) is seen and the source never gets a secret back."""
         source_id = _source_of(key)
         if source_id is not None:
-            row = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,)).fetchone()
+            row = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,), for_update=True).fetchone()
             if row is None:
                 raise NotFound(f"no source {source_id!r}; no secret is stored for it")
             if row["status"] == "disconnected":
@@ -284,16 +284,16 @@ class Vault:
             raise VaultError(f"the secret {key} cannot be decrypted with this master key "
                              f"({self._origin.origin})") from None
 
-    def version(self, key: str, cx: sqlite3.Connection | None = None) -> bytes | None:
+    def version(self, key: str, cx: Transaction | None = None) -> bytes | None:
         """Changes whenever the secret is replaced (its nonce), without decrypting it."""
         sql, params = "SELECT nonce FROM vault WHERE key = ?", (key,)
         row = cx.execute(sql, params).fetchone() if cx is not None else self._store.query_one(sql, params)
         return None if row is None else bytes(row["nonce"])
 
-    def delete(self, cx: sqlite3.Connection, key: str) -> None:
+    def delete(self, cx: Transaction, key: str) -> None:
         cx.execute("DELETE FROM vault WHERE key = ?", (key,))
 
-    def delete_prefix(self, cx: sqlite3.Connection, prefix: str) -> int:
+    def delete_prefix(self, cx: Transaction, prefix: str) -> int:
         """Delete every secret under ``prefix``; how many there were."""
-        cur = cx.execute("DELETE FROM vault WHERE key >= ? AND key < ?", (prefix, prefix + "\uffff"))
+        cur = cx.execute("DELETE FROM vault WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
         return cur.rowcount

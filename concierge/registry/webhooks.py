@@ -31,7 +31,7 @@ from concierge.errors import (
     ValidationFailed,
 )
 from concierge.registry.models import SourceStatus
-from concierge.registry.ratelimit import RateLimiter
+from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.signing import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
@@ -95,16 +95,17 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
 class Webhooks:
     """Receives, rate-caps, deduplicates and stores webhook events; rotates signing secrets."""
 
-    def __init__(self, registry: Registry, *, limiter: RateLimiter | None = None,
+    def __init__(self, registry: Registry, *, limiter: RateLimiter | StoreRateLimiter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
-        self.limiter = limiter or RateLimiter()
+        self.limiter = limiter or StoreRateLimiter(registry.store, "webhooks")
         self._clock = clock
         registry.on_source_change(self._on_source_change)
 
     def _on_source_change(self, source_id: str, action: str) -> None:
         # Revoke must evict the webhook bucket (reference); update/pause/delete start afresh too.
-        if action in ("update", "pause", "revoke", "delete"):
+        # (Shared buckets are dropped by the registry in the changing transaction itself.)
+        if action in ("update", "pause", "revoke", "delete") and not isinstance(self.limiter, StoreRateLimiter):
             self.limiter.evict(source_id)
 
     def rotate(self, source_id: str, *, sandbox: str | None = None) -> WebhookSecret:
@@ -147,8 +148,8 @@ class Webhooks:
         self.limiter.acquire(source_id, row["webhook_rate_cap_per_minute"], label=f"{row['name']} webhooks")
         with self.registry.store.transaction() as cx:
             cur = cx.execute(
-                "INSERT OR IGNORE INTO webhook_events (source_id, event_id, received_at, content_type,"
-                " payload) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO webhook_events (source_id, event_id, received_at, content_type,"
+                " payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, event_id) DO NOTHING",
                 (source_id, event_id, now_iso(), content_type, json.dumps(payload)))
         # A concurrent delivery of the same id may have won the insert: still only one row.
         status: Literal["stored", "duplicate"] = "stored" if cur.rowcount else "duplicate"

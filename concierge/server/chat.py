@@ -23,7 +23,13 @@ In the one-shot `/test`, writes are never run: the result is ``status: succeeded
 Runs execute in the server's own task group, not the request's: a client that disconnects
 (or reloads the widget) does not cut a registration in half; the run finishes and its
 events land in the stored history. Conversations (engine state + event history) live in
-SQLite and credentials in the vault (`VaultSecretStore`), so they survive a restart.
+the database and credentials in the vault (`VaultSecretStore`), so they survive a restart
+and any instance on the same database serves any conversation: a conversation started on
+one ``serve`` is confirmed on another. Each stored conversation has a version; an instance
+holding an older copy in memory reloads it when it is next opened, and a run claims the
+conversation with a lease (compare-and-set on the version), so only one run at a time goes
+on across instances (another gets 409 busy) and a run's end is saved over the version it
+started from.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from datetime import UTC, datetime, timedelta
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
@@ -55,7 +62,7 @@ from concierge.registry.store import Store, now_iso
 from concierge.server.api import ApiRoute, Ctx
 from concierge.server.auth import Principal, Role
 from concierge.server.scoped import ScopedBackend
-from concierge.server.secret_store import VaultSecretStore
+from concierge.server.secret_store import VaultSecretStore, secret_key
 
 if TYPE_CHECKING:
     from concierge.backend import LocalBackend
@@ -74,6 +81,10 @@ __all__ = [
 log = logging.getLogger("concierge.server.chat")
 
 MAX_LIVE_SESSIONS = 256
+RETENTION_SECONDS = 30 * 86400.0
+"""A conversation idle this long is forgotten (with its events and credentials)."""
+MAX_CONVERSATIONS_PER_KEY = 200
+"""At most this many stored conversations per API key: a new one forgets the key's oldest."""
 KEEPALIVE_S = 15.0
 BASE = "/api/v1/storage/sandboxes/{sandbox_id}/concierge"
 OutcomeName = Literal["done", "error", "needs_confirmation", "needs_secret", "needs_info"]
@@ -200,6 +211,8 @@ class _Live:
     session: ConciergeSession
     sandbox_id: str
     key_id: str | None
+    version: int = 0
+    """The stored version this copy was loaded at or last saved as."""
     busy: bool = False
     """A run is going (set and cleared on the event loop: no lock needed)."""
     scope: anyio.CancelScope | None = None
@@ -226,8 +239,11 @@ class ChatService:
     """Conversations over HTTP: start, persist, restore and stream them."""
 
     def __init__(self, backend: LocalBackend, *, model_factory: Callable[[], Any] | None = None,
-                 run_timeout: float = 120.0) -> None:
+                 run_timeout: float = 120.0, retention_seconds: float = RETENTION_SECONDS,
+                 max_per_key: int = MAX_CONVERSATIONS_PER_KEY) -> None:
         self.backend = backend
+        self.retention_seconds = retention_seconds
+        self.max_per_key = max(1, max_per_key)
         self._model_factory = model_factory
         self._model: Any = None
         self.run_timeout = run_timeout
@@ -264,6 +280,7 @@ class ChatService:
     # -- sessions ---------------------------------------------------------------------------
 
     def create(self, sb: Sandbox, principal: Principal) -> _Live:
+        self.prune(principal.key_id, keep=self.max_per_key - 1)
         session = ConciergeSession(ScopedBackend(self.backend, principal), self.model(),
                                    sandbox=sb.name, secret_store=self.secrets)
         now = now_iso()
@@ -274,8 +291,14 @@ class ChatService:
         return self._remember(_Live(session, sb.id, principal.key_id))
 
     def open(self, session_id: str, sb: Sandbox, principal: Principal) -> _Live:
-        """A conversation of this sandbox and this key (404 for anyone else's)."""
+        """A conversation of this sandbox and this key (404 for anyone else's); reloaded when
+        another instance saved a newer version of it."""
         live = self._live.get(session_id)
+        if live is not None and not live.busy:
+            stored = self.store.query_one("SELECT version FROM concierge_sessions WHERE id = ?", (session_id,))
+            if stored is None or int(stored["version"]) != live.version:
+                del self._live[session_id]  # deleted or changed elsewhere: the store decides
+                live = None
         if live is None:
             row = self.store.query_one("SELECT * FROM concierge_sessions WHERE id = ?", (session_id,))
             if row is None or row["sandbox_id"] != sb.id or row["key_id"] != principal.key_id:
@@ -283,11 +306,45 @@ class ChatService:
             session = ConciergeSession.from_state(
                 json.loads(row["state"]), ScopedBackend(self.backend, principal), self.model(),
                 secret_store=self.secrets, sandbox=sb.name)
-            live = self._remember(_Live(session, row["sandbox_id"], row["key_id"]))
+            live = self._remember(_Live(session, row["sandbox_id"], row["key_id"], version=int(row["version"])))
         elif live.sandbox_id != sb.id or live.key_id != principal.key_id:
             raise NotFound(f"no conversation {session_id!r} in this sandbox for this key")
         self._live.move_to_end(session_id)
         return live
+
+    def prune(self, key_id: str | None, *, keep: int | None = None) -> int:
+        """Forget conversations idle longer than the retention period (anyone's), and the
+        key's oldest beyond ``keep`` (default: the per-key cap); with them go their events
+        and the credentials they hold. A conversation with a run going is left alone. How
+        many were forgotten."""
+        keep = self.max_per_key if keep is None else max(0, keep)
+        cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention_seconds)).isoformat(
+            timespec="milliseconds").replace("+00:00", "Z")
+        idle = "running_until IS NULL OR running_until < ?"
+        rows = self.store.query(f"SELECT id, state FROM concierge_sessions WHERE updated_at < ? AND ({idle})"
+                                " ORDER BY updated_at LIMIT 500", (cutoff, time.time()))
+        mine = "key_id IS NULL" if key_id is None else "key_id = ?"
+        rows += self.store.query(
+            f"SELECT id, state FROM concierge_sessions WHERE {mine} AND ({idle})"
+            " ORDER BY updated_at DESC, id DESC LIMIT 1000000 OFFSET ?",
+            (*(() if key_id is None else (key_id,)), time.time(), keep))
+        forgotten = 0
+        for row in {r["id"]: r for r in rows}.values():
+            refs = list((json.loads(row["state"]) or {}).get("secret_refs") or [])
+            with self.store.transaction() as cx:
+                gone = cx.execute(f"DELETE FROM concierge_sessions WHERE id = ? AND ({idle})",
+                                  (row["id"], time.time())).rowcount
+                if gone:  # (a run that claimed it meanwhile keeps it)
+                    cx.execute("DELETE FROM concierge_events WHERE session_id = ?", (row["id"],))
+                    for ref in refs:
+                        self.backend.registry.vault.delete(cx, secret_key(ref))
+            if gone:
+                forgotten += 1
+                self._live.pop(row["id"], None)
+        if forgotten:
+            log.info("forgot %d conversation(s) (retention %g s, %d per key)", forgotten,
+                     self.retention_seconds, self.max_per_key)
+        return forgotten
 
     def _remember(self, live: _Live) -> _Live:
         self._live[live.session.session_id] = live
@@ -298,10 +355,37 @@ class ChatService:
             del self._live[oldest]  # its state is in SQLite; it is reloaded on next use
         return live
 
-    def _save(self, live: _Live) -> None:
+    def _claim(self, live: _Live) -> None:
+        """Take the conversation's run lease (compare-and-set on its version), or 409."""
         with self.store.transaction() as cx:
-            cx.execute("UPDATE concierge_sessions SET state = ?, updated_at = ? WHERE id = ?",
-                       (json.dumps(live.session.to_state()), now_iso(), live.session.session_id))
+            claimed = cx.execute(
+                "UPDATE concierge_sessions SET version = version + 1, running_until = ?"
+                " WHERE id = ? AND version = ? AND (running_until IS NULL OR running_until < ?)",
+                (time.time() + self.run_timeout + 60.0, live.session.session_id, live.version, time.time())).rowcount
+        if not claimed:
+            self._live.pop(live.session.session_id, None)  # reloaded on the next open
+            raise SessionBusy("the conversation is busy with a run, or was just changed, on another "
+                              "instance; reload it and try again")
+        live.version += 1
+
+    def _save(self, live: _Live) -> None:
+        """The run's end, saved over the version its claim made; the lease ends."""
+        with self.store.transaction() as cx:
+            saved = cx.execute(
+                "UPDATE concierge_sessions SET state = ?, updated_at = ?, version = version + 1,"
+                " running_until = NULL WHERE id = ? AND version = ?",
+                (json.dumps(live.session.to_state()), now_iso(), live.session.session_id, live.version)).rowcount
+        if saved:
+            live.version += 1
+        else:  # deleted meanwhile (the lease kept every other run out)
+            log.warning("session %s was not saved: it changed in the store during the run",
+                        live.session.session_id)
+            self._live.pop(live.session.session_id, None)
+
+    def _release(self, live: _Live) -> None:
+        with self.store.transaction() as cx:
+            cx.execute("UPDATE concierge_sessions SET running_until = NULL WHERE id = ? AND version = ?",
+                       (live.session.session_id, live.version))
 
     def record(self, live: _Live, records: list[dict[str, Any]], run_id: str | None) -> None:
         if not records:
@@ -358,11 +442,17 @@ class ChatService:
         if live.busy:
             raise SessionBusy("the conversation is busy with another run; wait for it to finish")
         live.busy = True
+        try:
+            self._claim(live)
+        except BaseException:
+            live.busy = False
+            raise
         run = _Run()
         try:
             await self._tg.start(self._drive, live, events, run, actor, before or [])
         except BaseException:
             live.busy = False
+            self._release(live)
             raise
         return run
 

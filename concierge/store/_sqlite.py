@@ -11,6 +11,7 @@ writer and see every committed transaction.
 from __future__ import annotations
 
 import functools
+import logging
 import os
 import re
 import sqlite3
@@ -29,6 +30,10 @@ from concierge.store._errors import DatabaseBusy, DatabaseUnavailable, Integrity
 from concierge.store._url import DatabaseUrl
 
 __all__ = ["SqliteDatabase"]
+
+# aiosqlite logs every statement with its parameters at DEBUG: payloads and ciphertexts have no
+# place in a log, whatever level the application sets for the root logger.
+logging.getLogger("aiosqlite").setLevel(logging.INFO)
 
 _PARAM = re.compile(r"\$(\d+)")
 _UNIQUE = re.compile(r"UNIQUE constraint failed: (?:index '([^']+)'|(.+))")

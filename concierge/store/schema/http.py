@@ -52,4 +52,7 @@ HTTP = MigrationSet("http", (
     CREATE INDEX api_keys_page ON api_keys (created_at, id);
     CREATE INDEX webhook_events_by_source ON webhook_events (source_id, id);
     """),
+    Migration(3, "a conversation's run lease: one run at a time across instances", """
+    ALTER TABLE concierge_sessions ADD COLUMN running_until DOUBLE PRECISION;
+    """),
 ), legacy={3: 1, 4: 1, 5: 1})

@@ -6,6 +6,13 @@ from concierge.store._migrate import Migration, MigrationSet
 
 __all__ = ["REGISTRY"]
 
+# The kinds a message of the old registry store could start with (user_version 5's backfill).
+_OLD_KINDS = ("unauthorized", "forbidden", "not_found", "connection_refused", "dns", "tls", "timeout",
+              "not_mcp", "protocol", "too_many_tools", "too_large", "server_error", "invalid_url", "unknown")
+_BACKFILL_KINDS = "".join(
+    f"    UPDATE sources SET health_error_kind = '{k}' WHERE substr(health_error, 1, {len(k) + 1}) = '{k}:';\n"
+    for k in _OLD_KINDS)
+
 REGISTRY = MigrationSet("registry", (
     Migration(1, "sandboxes, sources, agents, vault, audit", """
     CREATE TABLE sandboxes (
@@ -103,7 +110,8 @@ REGISTRY = MigrationSet("registry", (
     """),
     Migration(4, "the kind of a failed health check (an ErrorKind) beside its message", """
     ALTER TABLE sources ADD COLUMN health_error_kind TEXT;
-    """),
+    -- older rows get the kind their message starts with ("unauthorized: ...")
+    """ + _BACKFILL_KINDS),
     Migration(5, "indexes for keyset pages", """
     CREATE INDEX sources_page ON sources (created_at, id);
     CREATE INDEX sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
