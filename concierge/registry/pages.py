@@ -9,15 +9,15 @@ cursor names its list; another list's or a mangled one is `InvalidCursor`, ``fie
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any, Generic, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from pydantic import BaseModel
 
-from concierge.errors import ValidationFailed
+from concierge.errors import InvalidCursor, ValidationFailed
 from concierge.store.pages import decode_cursor, encode_cursor
 
-__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "Page", "check_limit", "keyset", "next_cursor"]
+__all__ = ["DEFAULT_LIMIT", "MAX_LIMIT", "After", "Page", "after", "check_limit", "page_of"]
 
 T = TypeVar("T")
 
@@ -33,11 +33,8 @@ class Page(BaseModel, Generic[T]):
     """Pass it back as ``cursor`` for the next page; ``None`` on the last page."""
     total: int
     """How many rows the whole list has (with the same filters), on every page."""
-
-    @property
-    def more(self) -> int:
-        """Rows after this page, if it is the first one (``total - len(items)``)."""
-        return max(0, self.total - len(self.items))
+    more: int = 0
+    """How many rows come after this page (0 on the last page)."""
 
 
 def check_limit(limit: Any, *, field: str = "limit") -> int:
@@ -58,25 +55,41 @@ def check_limit(limit: Any, *, field: str = "limit") -> int:
     return value
 
 
-def keyset(kind: str, order: Sequence[str], cursor: str | None, *,
-           descending: bool = False) -> tuple[str, list[Any]]:
-    """The ``AND (…)`` condition (and its parameters) for the rows after ``cursor`` in
-    ``order`` (columns or expressions, the last one unique); ``("", [])`` without a cursor."""
+class After(NamedTuple):
+    """Where a page starts: the ``AND (…)`` condition and its parameters (empty for the first
+    page), and how many rows earlier pages held (for `Page.more`)."""
+
+    sql: str
+    params: list[Any]
+    offset: int
+
+
+def after(kind: str, order: Sequence[str], cursor: str | None, *, descending: bool = False) -> After:
+    """The rows after ``cursor`` in ``order`` (columns or expressions, the last one unique)."""
     if not cursor:
-        return "", []
-    after = decode_cursor(cursor, kind, len(order))
+        return After("", [], 0)
+    *values, offset = decode_cursor(cursor, kind, len(order) + 1)
+    if not isinstance(offset, int) or offset < 0:
+        raise InvalidCursor("cursor is not one this list handed out; start again without it")
     op = "<" if descending else ">"
     alternatives, params = [], []
     for i, column in enumerate(order):
         equal = [f"{c} = ?" for c in order[:i]]
         alternatives.append("(" + " AND ".join([*equal, f"{column} {op} ?"]) + ")")
-        params.extend([*after[:i], after[i]])
-    return " AND (" + " OR ".join(alternatives) + ")", params
+        params.extend([*values[:i], values[i]])
+    # The leading ``a >= ?`` is implied by the alternatives; it is there so that both engines
+    # start the page with an index range instead of scanning the list from the top.
+    return After(f" AND {order[0]} {op}= ? AND (" + " OR ".join(alternatives) + ")",
+                 [values[0], *params], offset)
 
 
-def next_cursor(kind: str, rows: list[dict[str, Any]], limit: int, keys: Sequence[str]) -> str | None:
-    """The cursor after ``rows[limit - 1]`` when the query (``LIMIT limit + 1``) found more."""
-    if len(rows) <= limit:
-        return None
-    last = rows[limit - 1]
-    return encode_cursor(kind, [last[k] for k in keys])
+def page_of(kind: str, rows: list[dict[str, Any]], *, limit: int, keys: Sequence[str], start: After,
+            total: int, item: Callable[[dict[str, Any]], T]) -> Page[T]:
+    """The page from a query that asked for ``limit + 1`` rows (one more says there are more)."""
+    shown = rows[:limit]
+    cursor = None
+    if len(rows) > limit:
+        cursor = encode_cursor(kind, [*(shown[-1][k] for k in keys), start.offset + len(shown)])
+    more = max(0, total - start.offset - len(shown)) if cursor else 0
+    return Page[T](items=[item(r) for r in shown], next_cursor=cursor, total=total,  # type: ignore[valid-type]
+                   more=max(more, 1) if cursor else 0)

@@ -45,7 +45,7 @@ from concierge.registry.models import (
     UpdateSource,
 )
 from concierge.registry.audit import current_actor
-from concierge.registry.pages import Page, check_limit, keyset, next_cursor
+from concierge.registry.pages import Page, after, check_limit, page_of
 from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.store import Store, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
@@ -175,13 +175,12 @@ class Registry:
         where, params = "WHERE 1=1", []
         if sandbox is not None:
             where, params = "WHERE sandbox_id = ?", [self.get_sandbox(sandbox).id]
-        after, after_params = keyset("audit", ("id",), cursor, descending=True)
-        rows = self.store.query(f"SELECT * FROM audit {where}{after} ORDER BY id DESC LIMIT ?",
-                                [*params, *after_params, size + 1])
+        start = after("audit", ("id",), cursor, descending=True)
+        rows = self.store.query(f"SELECT * FROM audit {where}{start.sql} ORDER BY id DESC LIMIT ?",
+                                [*params, *start.params, size + 1])
         total = self.store.query_one(f"SELECT COUNT(*) AS n FROM audit {where}", params)
-        return Page[AuditEntry](items=[AuditEntry(**r) for r in rows[:size]],
-                                total=int(total["n"]) if total else 0,
-                                next_cursor=next_cursor("audit", rows, size, ("id",)))
+        return page_of("audit", rows, limit=size, keys=("id",), start=start,
+                       total=int(total["n"]) if total else 0, item=lambda r: AuditEntry(**r))
 
     # -- sandboxes ---------------------------------------------------------------------------
 
@@ -224,14 +223,13 @@ class Registry:
         self.default_sandbox()
         rank = "CASE WHEN name = 'default' THEN 0 ELSE 1 END"
         where, params = ("WHERE id = ?", [only]) if only is not None else ("WHERE 1=1", [])
-        after, after_params = keyset("sandboxes", (rank, "created_at", "id"), cursor)
-        rows = self.store.query(f"SELECT *, {rank} AS sort_rank FROM sandboxes {where}{after} "
-                                f"ORDER BY {rank}, created_at, id LIMIT ?", [*params, *after_params, size + 1])
+        start = after("sandboxes", (rank, "created_at", "id"), cursor)
+        rows = self.store.query(f"SELECT *, {rank} AS sort_rank FROM sandboxes {where}{start.sql} "
+                                f"ORDER BY {rank}, created_at, id LIMIT ?", [*params, *start.params, size + 1])
         total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sandboxes {where}", params)
-        return Page[Sandbox](
-            items=[Sandbox(id=r["id"], name=r["name"], created_at=r["created_at"]) for r in rows[:size]],
-            total=int(total["n"]) if total else 0,
-            next_cursor=next_cursor("sandboxes", rows, size, ("sort_rank", "created_at", "id")))
+        return page_of("sandboxes", rows, limit=size, keys=("sort_rank", "created_at", "id"), start=start,
+                       total=int(total["n"]) if total else 0,
+                       item=lambda r: Sandbox(id=r["id"], name=r["name"], created_at=r["created_at"]))
 
     def get_sandbox(self, ref: str | None = None) -> Sandbox:
         """By id or name; ``None`` means the default sandbox (created on first use)."""
@@ -306,12 +304,12 @@ class Registry:
         """One page of sources, oldest first (``sandbox=None``: every sandbox)."""
         size = check_limit(limit)
         where, params = self._sources_where(sandbox, status, True)
-        after, after_params = keyset("sources", ("created_at", "id"), cursor)
-        rows = self.store.query(f"SELECT * FROM sources {where}{after} ORDER BY created_at, id LIMIT ?",
-                                [*params, *after_params, size + 1])
+        start = after("sources", ("created_at", "id"), cursor)
+        rows = self.store.query(f"SELECT * FROM sources {where}{start.sql} ORDER BY created_at, id LIMIT ?",
+                                [*params, *start.params, size + 1])
         total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sources {where}", params)
-        return Page[SourceView](items=[self._view(r) for r in rows[:size]], total=int(total["n"]) if total else 0,
-                                next_cursor=next_cursor("sources", rows, size, ("created_at", "id")))
+        return page_of("sources", rows, limit=size, keys=("created_at", "id"), start=start,
+                       total=int(total["n"]) if total else 0, item=self._view)
 
     def endpoint(self, source_id: str) -> Endpoint:
         """How to reach a source's server, with its decrypted credential. Never log this."""
@@ -741,12 +739,12 @@ class Registry:
         """One page of a sandbox's agents, oldest first."""
         size = check_limit(limit)
         sb = self.get_sandbox(sandbox)
-        after, after_params = keyset("agents", ("created_at", "id"), cursor)
-        rows = self.store.query(f"SELECT * FROM agents WHERE sandbox_id = ?{after} "
-                                "ORDER BY created_at, id LIMIT ?", [sb.id, *after_params, size + 1])
+        start = after("agents", ("created_at", "id"), cursor)
+        rows = self.store.query(f"SELECT * FROM agents WHERE sandbox_id = ?{start.sql} "
+                                "ORDER BY created_at, id LIMIT ?", [sb.id, *start.params, size + 1])
         total = self.store.query_one("SELECT COUNT(*) AS n FROM agents WHERE sandbox_id = ?", (sb.id,))
-        return Page[Agent](items=[Agent(**r) for r in rows[:size]], total=int(total["n"]) if total else 0,
-                           next_cursor=next_cursor("agents", rows, size, ("created_at", "id")))
+        return page_of("agents", rows, limit=size, keys=("created_at", "id"), start=start,
+                       total=int(total["n"]) if total else 0, item=lambda r: Agent(**r))
 
     def update_agent(self, slug: str, body: dict[str, Any] | AgentUpdate, *,
                      sandbox: str | None = None) -> Agent:

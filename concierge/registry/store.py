@@ -168,6 +168,13 @@ MIGRATIONS: Sequence[str] = (
         WHERE instr(health_error, ':') > 1
         AND substr(health_error, 1, instr(health_error, ':') - 1) IN ('unauthorized', 'forbidden', 'not_found', 'connection_refused', 'dns', 'tls', 'timeout', 'not_mcp', 'protocol', 'too_many_tools', 'too_large', 'server_error', 'invalid_url', 'unknown');
     """,
+    # (registry version 8 once merged) indexes for keyset pages, as in concierge/store's
+    # registry migration 5: a page of 10,000 sources reads 101 index entries, not a sort of all
+    """
+    CREATE INDEX IF NOT EXISTS sources_page ON sources (created_at, id);
+    CREATE INDEX IF NOT EXISTS sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
+    CREATE INDEX IF NOT EXISTS agents_page ON agents (sandbox_id, created_at, id);
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",

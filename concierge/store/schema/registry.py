@@ -109,4 +109,4 @@ REGISTRY = MigrationSet("registry", (
     CREATE INDEX sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
     CREATE INDEX agents_page ON agents (sandbox_id, created_at, id);
     """),
-), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})
+), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4, 6: 5})
