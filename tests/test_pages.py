@@ -239,3 +239,33 @@ def test_cli_lists_take_limit_and_cursor_and_say_what_is_left(tmp_path: Path) ->
     assert bad.returncode == 1 and "--cursor" in bad.stderr
     bad = run_cli("audit", "--limit", "x", home=home)
     assert bad.returncode == 2 and "--limit" in bad.stderr
+
+
+# -- chat ---------------------------------------------------------------------------------------
+
+@pytest.mark.anyio
+async def test_chat_lists_a_page_says_how_many_more_and_still_finds_any_source_by_name(
+        backend: LocalBackend) -> None:
+    from concierge.agent.models import OfflinePlanner
+    from concierge.agent.session import ConciergeSession
+    from tests.agent_fixtures import collect, events_of, text_of
+
+    reg = backend.registry
+    ids = add_sources(reg, 30, stamp="2026-01-01T00:00:00.000Z")
+    last = reg.get_source(sorted(ids)[-1])  # the 30th: on no chat page but the last
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await collect(session.send("list my sources"))
+    result = events_of(events, "agent_tool_result")[0].result
+    assert result["count"] == 25 and result["total"] == 30 and result["more"] == 5 and result["next_cursor"]
+    answer = text_of(events)
+    assert 'You have 30 sources in sandbox "default"; the first 25:' in answer
+    assert "… and 5 more sources (of 30) — name the one you mean" in answer and last.name not in answer
+    events = await collect(session.send(f"show {last.name}"))
+    assert last.id in text_of(events), text_of(events)  # the planner looked in the whole list
+
+    toolkit_page = await collect(session.send("list my agents"))
+    assert "There are no agents here yet" in text_of(toolkit_page)
+    for i in range(27):
+        reg.create_agent({"slug": f"bot-{i:02d}"})
+    events = await collect(session.send("list my agents"))
+    assert "… and 2 more agents (of 27)" in text_of(events)
