@@ -8,12 +8,12 @@ JSON-able dicts so they can cross the wire unchanged; answers are the registry's
 
 from __future__ import annotations
 
-import functools
 import threading
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
+from concierge.offloop import off_loop
 from concierge.registry.service import Registry
 
 if TYPE_CHECKING:
@@ -26,12 +26,6 @@ if TYPE_CHECKING:
     from concierge.registry.ingest import Ingestor
 
 __all__ = ["Backend", "LocalBackend"]
-
-
-async def _off_loop(fn: Any, /, **kwargs: Any) -> Any:
-    """A sync registry read in a worker thread, so a big page never stalls the event loop
-    (`serve` answers ``/healthz`` and other requests meanwhile)."""
-    return await anyio.to_thread.run_sync(functools.partial(fn, **kwargs))
 
 
 @runtime_checkable
@@ -98,11 +92,11 @@ class LocalBackend:
         return cls(Registry.open(home, settings=settings))
 
     async def list_sandboxes(self) -> list[Sandbox]:
-        return await _off_loop(self.registry.list_sandboxes)
+        return await off_loop(self.registry.list_sandboxes)
 
     async def page_sandboxes(self, *, limit: int | None = None,
                              cursor: str | None = None) -> Page[Sandbox]:
-        return await _off_loop(self.registry.page_sandboxes, limit=limit, cursor=cursor)
+        return await off_loop(self.registry.page_sandboxes, limit=limit, cursor=cursor)
 
     async def create_sandbox(self, name: str) -> Sandbox:
         return self.registry.create_sandbox(name)
@@ -112,11 +106,11 @@ class LocalBackend:
 
     async def list_sources(self, *, sandbox: str | None = None,
                            status: str | None = None) -> list[SourceView]:
-        return await _off_loop(self.registry.list_sources, sandbox=sandbox, status=status)
+        return await off_loop(self.registry.list_sources, sandbox=sandbox, status=status)
 
     async def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
                            limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
-        return await _off_loop(self.registry.page_sources, sandbox=sandbox, status=status,
+        return await off_loop(self.registry.page_sources, sandbox=sandbox, status=status,
                                limit=limit, cursor=cursor)
 
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
@@ -145,11 +139,11 @@ class LocalBackend:
         self.registry.delete_source(source_id, sandbox=sandbox)
 
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
-        return await _off_loop(self.registry.list_agents, sandbox=sandbox)
+        return await off_loop(self.registry.list_agents, sandbox=sandbox)
 
     async def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
                           cursor: str | None = None) -> Page[Agent]:
-        return await _off_loop(self.registry.page_agents, sandbox=sandbox, limit=limit, cursor=cursor)
+        return await off_loop(self.registry.page_agents, sandbox=sandbox, limit=limit, cursor=cursor)
 
     async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
         return self.registry.get_agent(slug, sandbox=sandbox)
@@ -162,11 +156,11 @@ class LocalBackend:
         return self.registry.update_agent(slug, body, sandbox=sandbox)
 
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
-        return await _off_loop(self.registry.audit, sandbox=sandbox, limit=limit)
+        return await off_loop(self.registry.audit, sandbox=sandbox, limit=limit)
 
     async def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
                          cursor: str | None = None) -> Page[AuditEntry]:
-        return await _off_loop(self.registry.page_audit, sandbox=sandbox, limit=limit, cursor=cursor)
+        return await off_loop(self.registry.page_audit, sandbox=sandbox, limit=limit, cursor=cursor)
 
     # -- interrupted health checks --------------------------------------------------------------
 

@@ -45,7 +45,8 @@ from concierge.registry.models import (
     UpdateSource,
 )
 from concierge.registry.audit import current_actor
-from concierge.registry.pages import Page, after, check_limit, page_of
+from concierge.registry.keyset import after, page_of
+from concierge.registry.pages import Page, check_limit
 from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.store import Store, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
