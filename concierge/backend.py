@@ -13,12 +13,14 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
 
+from concierge.offloop import off_loop
 from concierge.registry.service import Registry
 
 if TYPE_CHECKING:
     from concierge.config import Settings
     from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
     from concierge.registry.models import Agent, AuditEntry, Outcome, Sandbox, SourceView
+    from concierge.registry.pages import Page
     from concierge.registry.catalog import Catalog
     from concierge.registry.gateway import Gateway
     from concierge.registry.ingest import Ingestor
@@ -31,11 +33,15 @@ class Backend(Protocol):
     """Registry operations, all async. Errors are `concierge.errors.ConciergeError`s."""
 
     async def list_sandboxes(self) -> list[Sandbox]: ...
+    async def page_sandboxes(self, *, limit: int | None = None,
+                             cursor: str | None = None) -> Page[Sandbox]: ...
     async def create_sandbox(self, name: str) -> Sandbox: ...
     async def get_sandbox(self, ref: str | None = None) -> Sandbox: ...
 
     async def list_sources(self, *, sandbox: str | None = None,
                            status: str | None = None) -> list[SourceView]: ...
+    async def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                           limit: int | None = None, cursor: str | None = None) -> Page[SourceView]: ...
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView: ...
     async def register_source(self, body: dict[str, Any], *,
                               sandbox: str | None = None) -> Outcome: ...
@@ -48,12 +54,16 @@ class Backend(Protocol):
     async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None: ...
 
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]: ...
+    async def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
+                          cursor: str | None = None) -> Page[Agent]: ...
     async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent: ...
     async def create_agent(self, body: dict[str, Any], *, sandbox: str | None = None) -> Agent: ...
     async def update_agent(self, slug: str, body: dict[str, Any], *,
                            sandbox: str | None = None) -> Agent: ...
 
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]: ...
+    async def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
+                         cursor: str | None = None) -> Page[AuditEntry]: ...
 
     async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
                           app: str | None = None) -> CatalogResult: ...
@@ -82,7 +92,11 @@ class LocalBackend:
         return cls(Registry.open(home, settings=settings))
 
     async def list_sandboxes(self) -> list[Sandbox]:
-        return self.registry.list_sandboxes()
+        return await off_loop(self.registry.list_sandboxes)
+
+    async def page_sandboxes(self, *, limit: int | None = None,
+                             cursor: str | None = None) -> Page[Sandbox]:
+        return await off_loop(self.registry.page_sandboxes, limit=limit, cursor=cursor)
 
     async def create_sandbox(self, name: str) -> Sandbox:
         return self.registry.create_sandbox(name)
@@ -92,7 +106,12 @@ class LocalBackend:
 
     async def list_sources(self, *, sandbox: str | None = None,
                            status: str | None = None) -> list[SourceView]:
-        return self.registry.list_sources(sandbox=sandbox, status=status)
+        return await off_loop(self.registry.list_sources, sandbox=sandbox, status=status)
+
+    async def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                           limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
+        return await off_loop(self.registry.page_sources, sandbox=sandbox, status=status,
+                               limit=limit, cursor=cursor)
 
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
         return self.registry.get_source(source_id, sandbox=sandbox)
@@ -120,7 +139,11 @@ class LocalBackend:
         self.registry.delete_source(source_id, sandbox=sandbox)
 
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
-        return self.registry.list_agents(sandbox=sandbox)
+        return await off_loop(self.registry.list_agents, sandbox=sandbox)
+
+    async def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
+                          cursor: str | None = None) -> Page[Agent]:
+        return await off_loop(self.registry.page_agents, sandbox=sandbox, limit=limit, cursor=cursor)
 
     async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
         return self.registry.get_agent(slug, sandbox=sandbox)
@@ -133,7 +156,11 @@ class LocalBackend:
         return self.registry.update_agent(slug, body, sandbox=sandbox)
 
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
-        return self.registry.audit(sandbox=sandbox, limit=limit)
+        return await off_loop(self.registry.audit, sandbox=sandbox, limit=limit)
+
+    async def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
+                         cursor: str | None = None) -> Page[AuditEntry]:
+        return await off_loop(self.registry.page_audit, sandbox=sandbox, limit=limit, cursor=cursor)
 
     # -- interrupted health checks --------------------------------------------------------------
 

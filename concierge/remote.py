@@ -16,11 +16,12 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx2
-from pydantic import BaseModel, SecretStr, TypeAdapter
+from pydantic import BaseModel, SecretStr
 
 from concierge.errors import ServerTimeout, ServerUnreachable
 from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
 from concierge.registry.models import Agent, AuditEntry, Outcome, RegisteredOutcome, Sandbox, SourceView
+from concierge.registry.pages import MAX_LIMIT, Page
 from concierge.wire import CatalogView, error_from_response
 
 __all__ = ["RemoteBackend"]
@@ -78,9 +79,19 @@ class RemoteBackend:
     async def _get(self, path: str, model: type[M], **params: Any) -> M:
         return model.model_validate(await self._request("GET", path, params=params))
 
+    async def _page(self, path: str, model: type[M], **params: Any) -> Page[M]:
+        return Page[model].model_validate(await self._request("GET", path, params=params))  # type: ignore[valid-type]
+
     async def _list(self, path: str, model: type[M], **params: Any) -> list[M]:
-        return TypeAdapter(list[model]).validate_python(  # type: ignore[valid-type]
-            await self._request("GET", path, params=params))
+        """Every page of a list (for callers that need all of it)."""
+        items: list[M] = []
+        cursor: str | None = None
+        while True:
+            page = await self._page(path, model, **params, limit=MAX_LIMIT, cursor=cursor)
+            items.extend(page.items)
+            cursor = page.next_cursor
+            if cursor is None:
+                return items
 
     async def _sandbox(self, ref: str | None) -> str:
         if ref is not None:
@@ -104,6 +115,10 @@ class RemoteBackend:
     async def list_sandboxes(self) -> list[Sandbox]:
         return await self._list("/api/v1/storage/sandboxes", Sandbox)
 
+    async def page_sandboxes(self, *, limit: int | None = None,
+                             cursor: str | None = None) -> Page[Sandbox]:
+        return await self._page("/api/v1/storage/sandboxes", Sandbox, limit=limit, cursor=cursor)
+
     async def create_sandbox(self, name: str) -> Sandbox:
         return Sandbox.model_validate(await self._request(
             "POST", "/api/v1/storage/sandboxes", json={"name": name}))
@@ -121,6 +136,11 @@ class RemoteBackend:
         if sandbox is None:
             return await self._list("/api/v1/storage/sources", SourceView, status=status)
         return await self._list(await self._sb_path(sandbox) + "/sources", SourceView, status=status)
+
+    async def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                           limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
+        path = "/api/v1/storage/sources" if sandbox is None else await self._sb_path(sandbox) + "/sources"
+        return await self._page(path, SourceView, status=status, limit=limit, cursor=cursor)
 
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
         if sandbox is None:
@@ -167,6 +187,10 @@ class RemoteBackend:
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
         return await self._list(await self._sb_path(sandbox) + "/agents", Agent)
 
+    async def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
+                          cursor: str | None = None) -> Page[Agent]:
+        return await self._page(await self._sb_path(sandbox) + "/agents", Agent, limit=limit, cursor=cursor)
+
     async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
         return await self._get(await self._sb_path(sandbox) + f"/agents/{_q(slug)}", Agent)
 
@@ -180,10 +204,12 @@ class RemoteBackend:
             "PATCH", await self._sb_path(sandbox) + f"/agents/{_q(slug)}", json=_plain(body)))
 
     async def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
-        limit = max(1, min(int(limit), 1000))
-        if sandbox is None:
-            return await self._list("/api/v1/storage/audit", AuditEntry, limit=limit)
-        return await self._list(await self._sb_path(sandbox) + "/audit", AuditEntry, limit=limit)
+        return (await self.page_audit(sandbox=sandbox, limit=max(1, min(int(limit), MAX_LIMIT)))).items
+
+    async def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
+                         cursor: str | None = None) -> Page[AuditEntry]:
+        path = "/api/v1/storage/audit" if sandbox is None else await self._sb_path(sandbox) + "/audit"
+        return await self._page(path, AuditEntry, limit=limit, cursor=cursor)
 
     # -- catalog and gateway ----------------------------------------------------------------
 

@@ -314,7 +314,7 @@ def test_api_url_sends_a_write_to_the_server_wherever_it_is_given(tmp_path, remo
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["slug"] == "support"
     listed = _cli(client_home, "agent", "list", "--json", "--api-url", url, env=env)
-    assert [a["slug"] for a in json.loads(listed.stdout)] == ["support"]
+    assert [a["slug"] for a in json.loads(listed.stdout)["items"]] == ["support"]
     assert not (client_home / "concierge.db").exists()  # nothing was written locally
 
 

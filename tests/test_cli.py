@@ -130,7 +130,7 @@ def test_delete_needs_yes_and_unknown_id_is_404ish(tmp_path):
 
 def test_sandbox_and_agent_commands(tmp_path):
     assert run(tmp_path, "sandbox", "create", "staging").returncode == 0
-    names = [s["name"] for s in json.loads(run(tmp_path, "sandbox", "list", "--json").stdout)]
+    names = [s["name"] for s in json.loads(run(tmp_path, "sandbox", "list", "--json").stdout)["items"]]
     assert names == ["default", "staging"]
     res = run(tmp_path, "agent", "create", "support", "--sandbox", "staging", "--allowlist", "demo_*", "--json")
     assert res.returncode == 0 and json.loads(res.stdout)["tool_allowlist"] == ["demo_*"]
@@ -145,7 +145,7 @@ def test_sandbox_and_agent_commands(tmp_path):
 def test_json_works_before_and_after_the_command(tmp_path, argv):
     res = run(tmp_path, *argv)
     assert res.returncode == 0, res.stderr
-    assert [s["name"] for s in json.loads(res.stdout)] == ["default"]
+    assert [s["name"] for s in json.loads(res.stdout)["items"]] == ["default"]
 
 
 def test_without_json_a_table_is_printed(tmp_path):

@@ -90,7 +90,7 @@ def test_serve_rechecks_interrupted_checks_at_start_up(tmp_path):
             with httpx2.Client(base_url=f"http://127.0.0.1:{port}", timeout=5) as client:
                 while time.monotonic() < deadline:
                     try:
-                        statuses = [s["status"] for s in client.get("/api/v1/storage/sources").json()]
+                        statuses = [s["status"] for s in client.get("/api/v1/storage/sources").json()["items"]]
                     except httpx2.TransportError:
                         statuses = []
                     if statuses and all(s == "active" for s in statuses):

@@ -63,7 +63,8 @@ def test_schemathesis_finds_no_failure(tmp_path: Path) -> None:
              "--seed", str(SEED), "--generation-deterministic", "--max-examples", str(MAX_EXAMPLES),
              "--exclude-path-regex", "/mcp$", "--header", f"Authorization: Bearer {key.key}",
              "--request-timeout", "30", "--workers", "1", "--no-color"],
-            capture_output=True, text=True, timeout=550, cwd=tmp_path)
+            capture_output=True, text=True, timeout=550, cwd=tmp_path,
+            env=os.environ | {"SCHEMATHESIS_HOOKS": str(Path(__file__).with_name("schemathesis_hooks.py"))})
     finally:
         server.stop()
         registry.close()

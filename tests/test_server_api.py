@@ -80,7 +80,7 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
     assert c.get("/api/v1/me").json()["role"] == "owner"
 
     sb = make_sandbox(c, "walk")
-    assert "walk" in [s["name"] for s in c.get(SB).json()]
+    assert "walk" in [s["name"] for s in c.get(SB).json()["items"]]
     assert c.get(f"{SB}/walk").json()["id"] == sb["id"]
 
     reg = c.post(f"{SB}/walk/sources/user-mcp", json=register_body(
@@ -89,8 +89,8 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
     assert out["status"] == "active" and out["webhook_secret"].startswith("whsec_")
     sid = out["data_source_id"]
     src = f"{SB}/walk/sources/{sid}"
-    assert [s["id"] for s in c.get(f"{SB}/walk/sources").json()] == [sid]
-    assert sid in [s["id"] for s in c.get("/api/v1/storage/sources", params={"status": "active"}).json()]
+    assert [s["id"] for s in c.get(f"{SB}/walk/sources").json()["items"]] == [sid]
+    assert sid in [s["id"] for s in c.get("/api/v1/storage/sources", params={"status": "active"}).json()["items"]]
     assert c.get(f"/api/v1/storage/sources/{sid}").json()["sandbox_id"] == sb["id"]
     shown = c.get(src).json()
     assert shown["has_token"] is True and shown["app_namespace"] == "walk"
@@ -103,7 +103,7 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
     assert (pulled["calls"], pulled["stored"]) == (1, 1)
 
     assert c.post(f"{SB}/walk/agents", json={"slug": "support"}).json()["slug"] == "support"
-    assert [a["slug"] for a in c.get(f"{SB}/walk/agents").json()] == ["support"]
+    assert [a["slug"] for a in c.get(f"{SB}/walk/agents").json()["items"]] == ["support"]
     assert c.get(f"{SB}/walk/agents/support").json()["tool_allowlist"] == []
     patched = c.patch(f"{SB}/walk/agents/support", json={"tool_allowlist": ["walk_*"]}).json()
     assert patched["tool_allowlist"] == ["walk_*"]
@@ -141,8 +141,8 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
     assert hook.json() == {"status": "stored", "event_id": "evt_walk_1", "data_source_id": sid}
     assert [e["event_id"] for e in c.get(f"{src}/webhook-events").json()] == ["evt_walk_1"]
 
-    assert "source.register" in [e["action"] for e in c.get("/api/v1/storage/audit").json()]
-    assert all(e["sandbox_id"] == sb["id"] for e in c.get(f"{SB}/walk/audit", params={"limit": 5}).json())
+    assert "source.register" in [e["action"] for e in c.get("/api/v1/storage/audit").json()["items"]]
+    assert all(e["sandbox_id"] == sb["id"] for e in c.get(f"{SB}/walk/audit", params={"limit": 5}).json()["items"])
 
     one = c.post(f"{SB}/walk/concierge/test", json={"message": "list my sources"}).json()
     assert one["status"] == "succeeded" and "Walk demo" in one["output_text"]
@@ -213,7 +213,7 @@ def test_a_key_of_one_sandbox_is_refused_on_another(api_server, demo_mcp, owner)
                        json=register_body(demo_mcp.url(), app_namespace="bee")).json()["data_source_id"]
     a = api_server.client(api_server.key("owner", sandbox="tenant-a"))
 
-    assert [s["name"] for s in a.get(SB).json()] == ["tenant-a"]
+    assert [s["name"] for s in a.get(SB).json()["items"]] == ["tenant-a"]
     assert a.get("/api/v1/me").json()["default_sandbox"]["name"] == "tenant-a"
     error_of(a.get(f"{SB}/tenant-b"), 403, "forbidden")
     error_of(a.get(f"{SB}/tenant-b/sources"), 403)
@@ -223,9 +223,9 @@ def test_a_key_of_one_sandbox_is_refused_on_another(api_server, demo_mcp, owner)
     error_of(a.post(f"{SB}/tenant-b/concierge/test", json={"message": "list my sources"}), 403)
     error_of(a.get(f"{SB}/no-such-sandbox"), 403)  # no probing for other tenants' sandboxes
     error_of(a.get(f"/api/v1/storage/sources/{b_src}"), 404)
-    assert b_src not in [s["id"] for s in a.get("/api/v1/storage/sources").json()]
+    assert b_src not in [s["id"] for s in a.get("/api/v1/storage/sources").json()["items"]]
     b_id = owner.get(f"{SB}/tenant-b").json()["id"]
-    assert all(e["sandbox_id"] != b_id for e in a.get("/api/v1/storage/audit", params={"limit": 500}).json())
+    assert all(e["sandbox_id"] != b_id for e in a.get("/api/v1/storage/audit", params={"limit": 500}).json()["items"])
     error_of(a.post(SB, json={"name": "tenant-c"}), 403)  # a scoped key cannot create sandboxes
     # ... and a source id from another sandbox under its own sandbox's path is simply unknown.
     error_of(a.get(f"{SB}/tenant-a/sources/{b_src}"), 404, "not_found")
@@ -434,7 +434,7 @@ def test_writes_are_audited_under_the_calling_key(api_server, open_mcp, owner):
     c = api_server.client(key)
     make_sandbox(owner, "audited")
     c.post(f"{SB}/audited/sources/user-mcp", json={"name": "a", "base_url": open_mcp.url(), "auth_kind": "none"})
-    actors = {(e["action"], e["actor"]) for e in owner.get(f"{SB}/audited/audit").json()}
+    actors = {(e["action"], e["actor"]) for e in owner.get(f"{SB}/audited/audit").json()["items"]}
     assert ("source.register", f"key:{key.id}") in actors
     assert ("source.health_check", f"key:{key.id}") in actors
 

@@ -56,7 +56,8 @@ async def test_read_runs_at_once_and_text_streams(backend: LocalBackend) -> None
     assert len(events_of(events, "agent_text_delta")) > 1  # streamed in pieces
     assert text_of(events) == "You have no sources yet."
     result = events_of(events, "agent_tool_result")[0]
-    assert result.result == {"sandbox": "default", "count": 0, "sources": []}
+    assert result.result == {"sandbox": "default", "count": 0, "sources": [], "total": 0, "more": 0,
+                             "next_cursor": None}
     done = finish(events)
     assert done.stop_reason == STOP_END_TURN and done.session_id == session.session_id
     assert done.usage["model_calls"] == 2 and len(done.usage["context_tokens"]) == 2

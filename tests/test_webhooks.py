@@ -124,7 +124,7 @@ def test_rotation_replaces_the_secret_at_once(api_server, owner, source):
     assert viewer.post(f"{SB}/default/sources/{sid}/user-mcp/webhook-secret").status_code == 403
     shown = owner.get(f"{SB}/default/sources/{sid}").text + owner.get(f"{SB}/default/audit").text
     assert new not in shown and old not in shown
-    assert "source.webhook_secret_rotate" in [e["action"] for e in owner.get(f"{SB}/default/audit").json()]
+    assert "source.webhook_secret_rotate" in [e["action"] for e in owner.get(f"{SB}/default/audit").json()["items"]]
 
 
 def test_revoke_deletes_the_secret_and_the_endpoint(api_server, owner, source):

@@ -15,6 +15,7 @@ from concierge.errors import ValidationFailed
 if TYPE_CHECKING:
     from concierge.backend import Backend
     from concierge.registry.models import Outcome, SourceView
+    from concierge.registry.pages import Page
 
 __all__ = ["add_commands"]
 
@@ -27,6 +28,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("name")
     p.set_defaults(handler=sandbox_create)
     p = sandbox.add_parser("list", parents=[common], help="list sandboxes")
+    _paging(p)
     p.set_defaults(handler=sandbox_list)
 
     # source
@@ -60,6 +62,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = source.add_parser("list", parents=[common], help="list sources")
     p.add_argument("--sandbox")
     p.add_argument("--status", choices=["active", "paused", "error", "disconnected"])
+    _paging(p)
     p.set_defaults(handler=source_list)
     for name, fn, text in (("show", source_show, "show one source (never its credential)"),
                            ("pause", source_pause, "stop offering the source's tools"),
@@ -102,6 +105,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(handler=agent_update)
     p = agent.add_parser("list", parents=[common], help="list agents")
     p.add_argument("--sandbox")
+    _paging(p)
     p.set_defaults(handler=agent_list)
     p = agent.add_parser("show", parents=[common], help="show an agent")
     p.add_argument("slug")
@@ -117,7 +121,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     # audit
     p = sub.add_parser("audit", parents=[common], help="show the audit log, newest first")
     p.add_argument("--sandbox")
-    p.add_argument("--limit", type=int, default=20)
+    _paging(p, default=20)
     p.set_defaults(handler=audit)
 
     # demo server
@@ -223,6 +227,41 @@ def _source_lines(s: SourceView) -> str:
     return "\n".join(f"{k:>14}: {v}" for k, v in rows if v is not None)
 
 
+def _paging(p: argparse.ArgumentParser, *, default: int | None = None) -> None:
+    from concierge.registry.pages import DEFAULT_LIMIT, MAX_LIMIT
+
+    p.add_argument("--limit", type=int, default=default or DEFAULT_LIMIT, metavar="N",
+                   help=f"at most N rows (1-{MAX_LIMIT}, default {default or DEFAULT_LIMIT})")
+    p.add_argument("--cursor", metavar="CURSOR", help="the next page: the cursor the previous page printed")
+
+
+def _page_args(args: argparse.Namespace) -> dict[str, Any]:
+    """``--limit`` / ``--cursor`` checked here, so errors name the flags as typed."""
+    from concierge.registry.pages import check_limit
+
+    if args.cursor is not None and not args.cursor.strip():
+        raise ValidationFailed("--cursor must be the cursor a previous page printed (got an empty one)",
+                               field="--cursor")
+    return {"limit": check_limit(args.limit, field="--limit"), "cursor": args.cursor}
+
+
+async def _page(fetch: Any, args: argparse.Namespace, **kwargs: Any) -> Page[Any]:
+    from concierge.errors import InvalidCursor
+
+    try:
+        return await fetch(**kwargs, **_page_args(args))
+    except InvalidCursor as exc:
+        raise InvalidCursor(exc.detail.replace("cursor", "--cursor", 1), field="--cursor") from None
+
+
+def _emit_page(page: Page[Any], args: argparse.Namespace, human: str) -> None:
+    """A page: the rows, then how many more there are and the flag that shows them."""
+    if page.next_cursor is not None and human:
+        more = f"{page.more} more" if not args.cursor else "more"  # a later page's offset is unknown
+        human += f"\n({len(page.items)} of {page.total} shown) {more}: --cursor {page.next_cursor}"
+    emit(page, as_json=args.json, human=human)
+
+
 async def sandbox_create(args: argparse.Namespace, backend: Backend) -> int:
     sb = await backend.create_sandbox(args.name)
     emit(sb, as_json=args.json, human=f"created sandbox {sb.name} ({sb.id})")
@@ -230,9 +269,9 @@ async def sandbox_create(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def sandbox_list(args: argparse.Namespace, backend: Backend) -> int:
-    rows = await backend.list_sandboxes()
-    emit(rows, as_json=args.json, human=table([(s.id, s.name, s.created_at) for s in rows],
-                                             ["ID", "NAME", "CREATED"]))
+    page = await _page(backend.page_sandboxes, args)
+    _emit_page(page, args, table([(s.id, s.name, s.created_at) for s in page.items],
+                                 ["ID", "NAME", "CREATED"]))
     return 0
 
 
@@ -272,11 +311,12 @@ async def source_resume(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def source_list(args: argparse.Namespace, backend: Backend) -> int:
-    rows = await backend.list_sources(sandbox=args.sandbox, status=args.status)
+    page = await _page(backend.page_sources, args, sandbox=args.sandbox, status=args.status)
     human = table([(s.id, s.name, s.status.value, s.app_namespace, s.auth_kind.value,
-                    s.tool_count, s.base_url) for s in rows],
-                  ["ID", "NAME", "STATUS", "NAMESPACE", "AUTH", "TOOLS", "URL"]) or "no sources yet"
-    emit(rows, as_json=args.json, human=human)
+                    s.tool_count, s.base_url) for s in page.items],
+                  ["ID", "NAME", "STATUS", "NAMESPACE", "AUTH", "TOOLS", "URL"]) or (
+        "no more sources" if args.cursor else "no sources yet")
+    _emit_page(page, args, human)
     return 0
 
 
@@ -328,10 +368,11 @@ async def agent_update(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def agent_list(args: argparse.Namespace, backend: Backend) -> int:
-    rows = await backend.list_agents(sandbox=args.sandbox)
+    page = await _page(backend.page_agents, args, sandbox=args.sandbox)
     human = table([(a.slug, a.name, ",".join(a.tool_sources), ",".join(a.tool_allowlist) or "all")
-                   for a in rows], ["SLUG", "NAME", "TOOL SOURCES", "ALLOWLIST"]) or "no agents yet"
-    emit(rows, as_json=args.json, human=human)
+                   for a in page.items], ["SLUG", "NAME", "TOOL SOURCES", "ALLOWLIST"]) or (
+        "no more agents" if args.cursor else "no agents yet")
+    _emit_page(page, args, human)
     return 0
 
 
@@ -346,10 +387,10 @@ async def agent_show(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def audit(args: argparse.Namespace, backend: Backend) -> int:
-    rows = await backend.audit(sandbox=args.sandbox, limit=args.limit)
-    human = table([(e.at, e.actor, e.action, e.object_id) for e in rows],
+    page = await _page(backend.page_audit, args, sandbox=args.sandbox)
+    human = table([(e.at, e.actor, e.action, e.object_id) for e in page.items],
                   ["WHEN", "WHO", "WHAT", "OBJECT"]) or "no audit entries"
-    emit(rows, as_json=args.json, human=human)
+    _emit_page(page, args, human)
     return 0
 
 

@@ -31,10 +31,12 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
+import heapq
 import json
 import logging
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -45,6 +47,7 @@ from concierge.errors import ConciergeError, ConnectorError, NotFound, VaultErro
 from concierge.mcp_client import DEFAULT_INPUT_SCHEMA, DEFAULT_MAX_MESSAGE_BYTES, Endpoint, SessionPool, ToolInfo
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.session import McpSession
+from concierge.offloop import off_loop
 from concierge.registry.allowlists import is_glob, matches_any, unmatched
 from concierge.registry.catalog_models import (
     CatalogPrompt,
@@ -60,6 +63,8 @@ from concierge.registry.service import Registry
 __all__ = [
     "Catalog",
     "ChangeListener",
+    "DEFAULT_MAX_CONCURRENCY",
+    "DEFAULT_MAX_SESSIONS",
     "Lister",
     "MAX_DESCRIPTION",
     "MAX_NAME",
@@ -85,6 +90,10 @@ MAX_DESCRIPTION = 1024
 """Catalog descriptions are capped here (OpenAI's function-description limit)."""
 MAX_SCHEMA_CHARS = 64_000
 """An input schema bigger than this (as JSON) is replaced by an empty object schema."""
+DEFAULT_MAX_CONCURRENCY = 32
+"""Listings in flight at once: 2,000 at once listed nothing in 15 s (every one timed out)."""
+DEFAULT_MAX_SESSIONS = 256
+"""Pooled sessions the catalog keeps open (see `Catalog.max_sessions`)."""
 
 Lister = Callable[[Endpoint], Awaitable[list[ToolInfo]]]
 """A one-shot listing function (instead of pooled sessions), e.g. for benchmarks."""
@@ -250,7 +259,8 @@ class Catalog:
 
     def __init__(self, registry: Registry, *, ttl_seconds: float = 30.0,
                  clock: Callable[[], float] = time.monotonic, lister: Lister | None = None,
-                 max_concurrency: int | None = None, pool: SessionPool | None = None,
+                 max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY, pool: SessionPool | None = None,
+                 max_sessions: int | None = DEFAULT_MAX_SESSIONS,
                  max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> None:
         self.registry = registry
         self.max_message_bytes = max_message_bytes
@@ -267,6 +277,10 @@ class Catalog:
         self._resolving: dict[tuple[Any, ...], asyncio.Task[CatalogResult]] = {}
         self._listeners: list[ChangeListener] = []
         self._limit = anyio.CapacityLimiter(max_concurrency) if max_concurrency else None
+        self.max_sessions = max_sessions
+        """Pooled sessions kept open for listings; beyond it the least recently listed idle
+        ones are closed (``None``: every active source keeps one)."""
+        self._listed: OrderedDict[str, None] = OrderedDict()  # source ids, least recently listed first
         self.listings_started = 0
         """Upstream listings begun (single flight keeps this at one per source and refresh)."""
         registry.on_source_change(self._on_source_change)
@@ -361,10 +375,30 @@ class Catalog:
         """One upstream listing under the source's own deadline; fills the cache on success."""
         generation = self._generation.get(source.id, 0)
         budget = source.connect_timeout
-        if self._limit is not None:
-            async with self._limit:  # the deadline starts when the source's turn comes
-                return await self._fetch_now(source, budget, generation)
-        return await self._fetch_now(source, budget, generation)
+        try:
+            if self._limit is not None:
+                async with self._limit:  # the deadline starts when the source's turn comes
+                    return await self._fetch_now(source, budget, generation)
+            return await self._fetch_now(source, budget, generation)
+        finally:
+            self._keep_sessions_bounded(source.id)
+
+    def _keep_sessions_bounded(self, source_id: str) -> None:
+        """A session per active source is memory and a socket per source (2,000 sources held
+        hundreds of MB): past ``max_sessions``, close the least recently listed idle ones."""
+        if self._lister is not None or self.max_sessions is None:
+            return
+        self._listed[source_id] = None
+        self._listed.move_to_end(source_id)
+        if len(self._listed) <= self.max_sessions:
+            return
+        for sid in list(self._listed):
+            if len(self._listed) <= self.max_sessions:
+                break
+            if sid != source_id and not self.pool.in_flight(sid):
+                del self._listed[sid]
+                if self.pool.pooled(sid) is not None:
+                    self.pool.evict(sid)
 
     async def _fetch_now(self, source: SourceView, budget: float, generation: int) -> _Listing:
         listing: SourceListing | None = None
@@ -453,13 +487,21 @@ class Catalog:
         if agent is not None and agent.status != "active":
             trace.notes.append(f"agent {agent.slug} is {agent.status}: the gateway refuses its calls")
 
-        sources = self.registry.list_sources(sandbox=sb.id)
+        # The active sources are listed at once; the sandbox's other rows, which only the trace
+        # needs and which can be thousands, are read in a worker thread meanwhile.
+        others: list[SourceView] | None = None
         if app is not None:
-            self._check_app(app, sources, sb.name)
-        order = {s.id: i for i, s in enumerate(sources)}
+            every = await off_loop(self.registry.list_sources, sandbox=sb.id)
+            self._check_app(app, every, sb.name)
+            active = [s for s in every if s.status == SourceStatus.ACTIVE]
+            others = [s for s in every if s.status != SourceStatus.ACTIVE]
+        else:
+            active = await off_loop(self.registry.list_sources, sandbox=sb.id,
+                                    status=SourceStatus.ACTIVE.value)
         listings: dict[str, _Listing] = {}
         wanted: list[SourceView] = []
-        for src in sources:
+
+        def classify(src: SourceView) -> None:
             if src.kind not in tool_sources:
                 listings[src.id] = self._skip(
                     src, "not_in_tool_sources",
@@ -471,13 +513,28 @@ class Catalog:
             else:
                 wanted.append(src)
 
+        for src in active:
+            classify(src)
+        rest: list[SourceView] = []
+
         async def run(src: SourceView) -> None:
             budget = src.connect_timeout if deadline is None else min(src.connect_timeout, deadline)
             listings[src.id] = await self._list_one(src, max(budget, 0.001))
 
+        async def read_rest() -> None:
+            for status in (SourceStatus.PAUSED, SourceStatus.ERROR, SourceStatus.DISCONNECTED):
+                rest.extend(await off_loop(self.registry.list_sources, sandbox=sb.id, status=status.value))
+
         async with anyio.create_task_group() as tg:
             for src in wanted:
                 tg.start_soon(run, src)
+            if others is None:
+                tg.start_soon(read_rest)
+        for src in rest if others is None else others:
+            classify(src)
+        sources = list(heapq.merge(active, rest if others is None else others,
+                                   key=lambda s: (s.created_at, s.id)))
+        order = {s.id: i for i, s in enumerate(sources)}
 
         candidates: list[_Candidate] = []
         extras: dict[str, list[_Candidate]] = {"resources": [], "resource_templates": [], "prompts": []}

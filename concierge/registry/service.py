@@ -44,6 +44,8 @@ from concierge.registry.models import (
     UpdateSource,
 )
 from concierge.registry.audit import current_actor
+from concierge.registry.keyset import after, page_of
+from concierge.registry.pages import Page, check_limit
 from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.store import Store, Transaction, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
@@ -220,6 +222,20 @@ class Registry:
             rows = self.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
         return [AuditEntry(**r) for r in rows]
 
+    def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
+                   cursor: str | None = None) -> Page[AuditEntry]:
+        """One page of the audit log, newest first."""
+        size = check_limit(limit)
+        where, params = "WHERE 1=1", []
+        if sandbox is not None:
+            where, params = "WHERE sandbox_id = ?", [self.get_sandbox(sandbox).id]
+        start = after("audit", ("id",), cursor, descending=True)
+        rows = self.store.query(f"SELECT * FROM audit {where}{start.sql} ORDER BY id DESC LIMIT ?",
+                                [*params, *start.params, size + 1])
+        total = self.store.query_one(f"SELECT COUNT(*) AS n FROM audit {where}", params)
+        return page_of("audit", rows, limit=size, keys=("id",), start=start,
+                       total=int(total["n"]) if total else 0, item=lambda r: AuditEntry(**r))
+
     # -- sandboxes ---------------------------------------------------------------------------
 
     def create_sandbox(self, name: str) -> Sandbox:
@@ -252,6 +268,22 @@ class Registry:
         self.default_sandbox()
         return [Sandbox(**r) for r in self.store.query(
             "SELECT * FROM sandboxes ORDER BY (CASE WHEN name = ? THEN 0 ELSE 1 END), created_at", (DEFAULT_SANDBOX,))]
+
+    def page_sandboxes(self, *, limit: int | None = None, cursor: str | None = None,
+                       only: str | None = None) -> Page[Sandbox]:
+        """One page of sandboxes, the default one first, then oldest first; ``only``: just
+        that sandbox id (a key limited to one sandbox)."""
+        size = check_limit(limit)
+        self.default_sandbox()
+        rank = "CASE WHEN name = 'default' THEN 0 ELSE 1 END"
+        where, params = ("WHERE id = ?", [only]) if only is not None else ("WHERE 1=1", [])
+        start = after("sandboxes", (rank, "created_at", "id"), cursor)
+        rows = self.store.query(f"SELECT *, {rank} AS sort_rank FROM sandboxes {where}{start.sql} "
+                                f"ORDER BY {rank}, created_at, id LIMIT ?", [*params, *start.params, size + 1])
+        total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sandboxes {where}", params)
+        return page_of("sandboxes", rows, limit=size, keys=("sort_rank", "created_at", "id"), start=start,
+                       total=int(total["n"]) if total else 0,
+                       item=lambda r: Sandbox(id=r["id"], name=r["name"], created_at=r["created_at"]))
 
     def get_sandbox(self, ref: str | None = None) -> Sandbox:
         """By id or name; ``None`` means the default sandbox (created on first use)."""
@@ -298,9 +330,9 @@ class Registry:
     def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
         return self._view(self._row(source_id, sandbox))
 
-    def list_sources(self, *, sandbox: str | None = None, status: str | None = None,
-                     include_disconnected: bool = True) -> list[SourceView]:
-        sql, params = "SELECT * FROM sources WHERE 1=1", []
+    def _sources_where(self, sandbox: str | None, status: str | None,
+                       include_disconnected: bool) -> tuple[str, list[Any]]:
+        sql, params = "WHERE 1=1", []
         if sandbox is not None:
             sql += " AND sandbox_id = ?"
             params.append(self.get_sandbox(sandbox).id)
@@ -312,8 +344,26 @@ class Registry:
             params.append(status)
         elif not include_disconnected:
             sql += " AND status != 'disconnected'"
-        sql += " ORDER BY created_at, id"
-        return [self._view(r) for r in self.store.query(sql, params)]
+        return sql, params
+
+    def list_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                     include_disconnected: bool = True) -> list[SourceView]:
+        """Every matching source (for the catalog and the gateway); surfaces use `page_sources`."""
+        where, params = self._sources_where(sandbox, status, include_disconnected)
+        return [self._view(r) for r in self.store.query(
+            f"SELECT * FROM sources {where} ORDER BY created_at, id", params)]
+
+    def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                     limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
+        """One page of sources, oldest first (``sandbox=None``: every sandbox)."""
+        size = check_limit(limit)
+        where, params = self._sources_where(sandbox, status, True)
+        start = after("sources", ("created_at", "id"), cursor)
+        rows = self.store.query(f"SELECT * FROM sources {where}{start.sql} ORDER BY created_at, id LIMIT ?",
+                                [*params, *start.params, size + 1])
+        total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sources {where}", params)
+        return page_of("sources", rows, limit=size, keys=("created_at", "id"), start=start,
+                       total=int(total["n"]) if total else 0, item=self._view)
 
     def endpoint(self, source_id: str) -> Endpoint:
         """How to reach a source's server, with its decrypted credential. Never log this."""
@@ -749,6 +799,18 @@ class Registry:
         sb = self.get_sandbox(sandbox)
         return [Agent(**r) for r in self.store.query(
             "SELECT * FROM agents WHERE sandbox_id = ? ORDER BY created_at, slug", (sb.id,))]
+
+    def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
+                    cursor: str | None = None) -> Page[Agent]:
+        """One page of a sandbox's agents, oldest first."""
+        size = check_limit(limit)
+        sb = self.get_sandbox(sandbox)
+        start = after("agents", ("created_at", "id"), cursor)
+        rows = self.store.query(f"SELECT * FROM agents WHERE sandbox_id = ?{start.sql} "
+                                "ORDER BY created_at, id LIMIT ?", [sb.id, *start.params, size + 1])
+        total = self.store.query_one("SELECT COUNT(*) AS n FROM agents WHERE sandbox_id = ?", (sb.id,))
+        return page_of("agents", rows, limit=size, keys=("created_at", "id"), start=start,
+                       total=int(total["n"]) if total else 0, item=lambda r: Agent(**r))
 
     def update_agent(self, slug: str, body: dict[str, Any] | AgentUpdate, *,
                      sandbox: str | None = None) -> Agent:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
-from pydantic_core import to_jsonable_python
+from pydantic_core import to_json, to_jsonable_python
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -27,6 +27,7 @@ from concierge.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
+from concierge.offloop import off_loop
 from concierge.registry import Sandbox, acting_as
 from concierge.server.auth import Principal, Role, anonymous_refusal, is_loopback, own_request_refusal
 from concierge.server.errors import error_response, internal_error
@@ -41,10 +42,12 @@ __all__ = [
     "ApiRoute",
     "Ctx",
     "ListOf",
+    "PageOf",
     "Query",
     "UnsupportedMediaType",
     "authenticate",
     "dispatch",
+    "page_query",
 ]
 
 Access = Literal["public", "signature", "viewer", "editor", "owner"]
@@ -62,10 +65,28 @@ class ListOf:
 
 
 @dataclass(frozen=True)
+class PageOf:
+    """One page of a list of ``model``: ``{items, next_cursor, total}``; the route takes
+    ``limit`` (1-1000, default ``default_limit``) and ``cursor`` (the previous page's
+    ``next_cursor``) on top of its own query parameters."""
+
+    model: type[BaseModel]
+    default_limit: int = 100
+
+
+@dataclass(frozen=True)
 class Query:
     name: str
     description: str
     schema: dict[str, Any] = field(default_factory=lambda: {"type": "string"})
+
+
+def page_query(default_limit: int = 100) -> tuple[Query, Query]:
+    """The ``limit`` and ``cursor`` parameters of a paged list (see `PageOf`)."""
+    return (Query("limit", f"How many items on this page (1-1000, default {default_limit}).",
+                  {"type": "integer", "minimum": 1, "maximum": 1000, "default": default_limit}),
+            Query("cursor", "The `next_cursor` of the previous page; leave it out for the first page.",
+                  {"type": "string", "minLength": 1}))
 
 
 Handler = Callable[["Ctx"], Awaitable[Any]]
@@ -80,7 +101,7 @@ class ApiRoute:
     access: Access
     tag: str
     body: type[BaseModel] | None = None
-    response: type[BaseModel] | ListOf | dict[str, Any] | None = None
+    response: type[BaseModel] | ListOf | PageOf | dict[str, Any] | None = None
     status: int = 200
     media: str = "application/json"
     query: Sequence[Query] = ()
@@ -135,6 +156,16 @@ class Ctx:
         if not lo <= value <= hi:
             raise ValidationFailed(f"{name} must be between {lo} and {hi} (got {value})", field=name)
         return value
+
+    def page_args(self, default_limit: int = 100) -> dict[str, Any]:
+        """``limit`` and ``cursor`` of a paged list, checked (400 naming the parameter)."""
+        from concierge.registry.pages import MAX_LIMIT
+
+        cursor = self.request.query_params.get("cursor")
+        if cursor is not None and not cursor:
+            raise ValidationFailed("cursor must be a next_cursor this list handed out (got an empty "
+                                   "string); leave it out for the first page", field="cursor")
+        return {"limit": self.int_query("limit", default_limit, lo=1, hi=MAX_LIMIT), "cursor": cursor}
 
     async def body_bytes(self) -> bytes:
         body = await self.request.body()
@@ -191,6 +222,10 @@ class Ctx:
 
     def visible(self, sandbox_id: str | None) -> bool:
         return self.caller.sandbox_id is None or sandbox_id == self.caller.sandbox_id
+
+
+def _json_response(result: Any, status: int) -> JSONResponse:
+    return JSONResponse(to_jsonable_python(result), status_code=status)
 
 
 def _bearer(request: Request) -> str | None:
@@ -252,7 +287,12 @@ def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitab
                 result = await route.handler(Ctx(request, principal, services))
             if isinstance(result, Response):
                 return result
-            return JSONResponse(to_jsonable_python(result), status_code=route.status)
+            if isinstance(route.response, (ListOf, PageOf)):
+                # A page of a thousand rows takes a while to serialize: not on the event loop
+                # (and in pydantic-core, which does it many times faster than json.dumps).
+                body = await off_loop(to_json, result)
+                return Response(body, status_code=route.status, media_type="application/json")
+            return _json_response(result, route.status)
         except ConciergeError as exc:
             return error_response(exc)
         except Exception as exc:  # a bug: 500 with the request id, details in the log

@@ -12,7 +12,7 @@ from pydantic.json_schema import models_json_schema
 
 from concierge import __version__
 from concierge.registry.validation import AUTH_SCHEMAS, FIELD_SCHEMAS, trimmed_length_pattern
-from concierge.server.api import ApiRoute, ListOf
+from concierge.server.api import ApiRoute, ListOf, PageOf
 from concierge.wire import ErrorBody
 
 __all__ = ["build_openapi"]
@@ -47,7 +47,7 @@ def _models(routes: Iterable[ApiRoute]) -> list[tuple[type[BaseModel], Mode]]:
         if route.body is not None:
             seen[(route.body, "validation")] = None
         response = route.response
-        if isinstance(response, ListOf):
+        if isinstance(response, (ListOf, PageOf)):
             response = response.model
         if isinstance(response, type) and issubclass(response, BaseModel):
             seen[(response, "serialization")] = None
@@ -208,6 +208,14 @@ def _schema_of(route: ApiRoute, names: Mapping[tuple[Any, Mode], dict[str, Any]]
     response = route.response
     if isinstance(response, ListOf):
         return {"type": "array", "items": names[(response.model, "serialization")]}
+    if isinstance(response, PageOf):
+        return {"type": "object", "required": ["items", "next_cursor", "total"],
+                "properties": {
+                    "items": {"type": "array", "items": names[(response.model, "serialization")]},
+                    "next_cursor": {"type": ["string", "null"], "description":
+                                    "Send it back as `cursor` for the next page; null on the last page."},
+                    "total": {"type": "integer", "minimum": 0,
+                              "description": "How many the whole list has, with the same filters."}}}
     if isinstance(response, type) and issubclass(response, BaseModel):
         return names[(response, "serialization")]
     if isinstance(response, dict):

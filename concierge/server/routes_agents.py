@@ -5,7 +5,8 @@ from __future__ import annotations
 from concierge.errors import NotFound, UnknownTool, ValidationFailed
 from concierge.registry import Agent, AgentCreate, AgentUpdate
 from concierge.registry.catalog_models import ToolCallOutcome
-from concierge.server.api import ApiRoute, Ctx, ListOf, Query
+from concierge.registry.pages import Page
+from concierge.server.api import ApiRoute, Ctx, PageOf, Query, page_query
 from concierge.wire import CatalogView, ToolCall
 
 __all__ = ["ROUTES"]
@@ -16,8 +17,8 @@ AGENT = SB + "/agents/{slug}"
 _APP = Query("app", "Only this app_namespace's tools (names stay those of the full catalog).")
 
 
-async def list_agents(ctx: Ctx) -> list[Agent]:
-    return await ctx.backend.list_agents(sandbox=ctx.sandbox_ref())
+async def list_agents(ctx: Ctx) -> Page[Agent]:
+    return await ctx.backend.page_agents(sandbox=ctx.sandbox_ref(), **ctx.page_args())
 
 
 async def create_agent(ctx: Ctx) -> Agent:
@@ -65,7 +66,7 @@ async def call_tool(ctx: Ctx) -> ToolCallOutcome:
 
 ROUTES = [
     ApiRoute("GET", SB + "/agents", list_agents, "List a sandbox's agents", "viewer", "agents",
-             response=ListOf(Agent)),
+             response=PageOf(Agent), query=page_query()),
     ApiRoute("POST", SB + "/agents", create_agent, "Create an agent", "editor", "agents",
              body=AgentCreate, response=Agent, status=201, errors=(409,)),
     ApiRoute("GET", AGENT, show_agent, "Show an agent (by slug or id)", "viewer", "agents",

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from concierge.errors import ValidationFailed
 from concierge.registry import Sandbox
-from concierge.server.api import ApiRoute, Ctx, ListOf
+from concierge.registry.pages import Page
+from concierge.server.api import ApiRoute, Ctx, PageOf, page_query
 from concierge.server.auth import Role
 from concierge.wire import SandboxCreate
 
@@ -13,8 +14,12 @@ __all__ = ["ROUTES"]
 BASE = "/api/v1/storage/sandboxes"
 
 
-async def list_sandboxes(ctx: Ctx) -> list[Sandbox]:
-    return [sb for sb in await ctx.backend.list_sandboxes() if ctx.visible(sb.id)]
+async def list_sandboxes(ctx: Ctx) -> Page[Sandbox]:
+    args = ctx.page_args()
+    scope = ctx.caller.sandbox_id
+    if scope is not None:  # a key limited to one sandbox sees that one only
+        return Page[Sandbox](items=[] if args["cursor"] else [ctx.sandbox(scope)], total=1)
+    return await ctx.backend.page_sandboxes(**args)
 
 
 async def create_sandbox(ctx: Ctx) -> Sandbox:
@@ -32,7 +37,7 @@ async def show_sandbox(ctx: Ctx) -> Sandbox:
 
 ROUTES = [
     ApiRoute("GET", BASE, list_sandboxes, "List the sandboxes this key may use", "viewer",
-             "sandboxes", response=ListOf(Sandbox)),
+             "sandboxes", response=PageOf(Sandbox), query=page_query()),
     ApiRoute("POST", BASE, create_sandbox, "Create a sandbox (owner key not limited to a sandbox)",
              "owner", "sandboxes", body=SandboxCreate, response=Sandbox, status=201, errors=(409,)),
     ApiRoute("GET", BASE + "/{sandbox_id}", show_sandbox, "Show a sandbox (by id or name)", "viewer",

@@ -6,7 +6,8 @@ from concierge.errors import NotFound
 from concierge.registry import Outcome, RegisterSource, SourceView, UpdateSource
 from concierge.registry.catalog_models import PullResult
 from concierge.registry.models import RegisteredOutcome
-from concierge.server.api import ApiRoute, Ctx, ListOf, Query
+from concierge.registry.pages import Page
+from concierge.server.api import ApiRoute, Ctx, PageOf, Query, page_query
 from concierge.wire import DeleteResult, RegisterResponse
 
 __all__ = ["ROUTES"]
@@ -18,9 +19,10 @@ _STATUS = Query("status", "Only sources with this status.",
                 {"type": "string", "enum": ["active", "paused", "error", "disconnected"]})
 
 
-async def list_all_sources(ctx: Ctx) -> list[SourceView]:
-    rows = await ctx.backend.list_sources(status=ctx.query("status"))
-    return [s for s in rows if ctx.visible(s.sandbox_id)]
+async def list_all_sources(ctx: Ctx) -> Page[SourceView]:
+    # A key limited to one sandbox pages through that sandbox's sources only.
+    return await ctx.backend.page_sources(sandbox=ctx.caller.sandbox_id, status=ctx.query("status"),
+                                          **ctx.page_args())
 
 
 async def show_any_source(ctx: Ctx) -> SourceView:
@@ -31,8 +33,9 @@ async def show_any_source(ctx: Ctx) -> SourceView:
     return source
 
 
-async def list_sources(ctx: Ctx) -> list[SourceView]:
-    return await ctx.backend.list_sources(sandbox=ctx.sandbox_ref(), status=ctx.query("status"))
+async def list_sources(ctx: Ctx) -> Page[SourceView]:
+    return await ctx.backend.page_sources(sandbox=ctx.sandbox_ref(), status=ctx.query("status"),
+                                          **ctx.page_args())
 
 
 async def show_source(ctx: Ctx) -> SourceView:
@@ -81,11 +84,11 @@ async def delete(ctx: Ctx) -> DeleteResult:
 ROUTES = [
     ApiRoute("GET", "/api/v1/storage/sources", list_all_sources,
              "List sources in every sandbox this key may use", "viewer", "sources",
-             response=ListOf(SourceView), query=(_STATUS,)),
+             response=PageOf(SourceView), query=(_STATUS, *page_query())),
     ApiRoute("GET", "/api/v1/storage/sources/{source_id}", show_any_source,
              "Show a source by id, whatever its sandbox", "viewer", "sources", response=SourceView),
     ApiRoute("GET", SB + "/sources", list_sources, "List a sandbox's sources", "viewer", "sources",
-             response=ListOf(SourceView), query=(_STATUS,)),
+             response=PageOf(SourceView), query=(_STATUS, *page_query())),
     ApiRoute("POST", SB + "/sources/user-mcp", register,
              "Register a tenant-supplied MCP server as a user_mcp source", "editor", "sources",
              body=RegisterSource, response=RegisterResponse, errors=(409,),

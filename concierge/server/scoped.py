@@ -14,6 +14,7 @@ from concierge.backend import LocalBackend
 from concierge.errors import NotFound, PermissionDenied
 from concierge.registry import Agent, AuditEntry, Outcome, Sandbox, SourceView
 from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
+from concierge.registry.pages import Page, check_limit
 from concierge.server.auth import Principal, Role
 
 __all__ = ["ScopedBackend"]
@@ -61,6 +62,15 @@ class ScopedBackend:
         scope = self.principal.sandbox_id
         return [s for s in await self.inner.list_sandboxes() if scope is None or s.id == scope]
 
+    async def page_sandboxes(self, *, limit: int | None = None,
+                             cursor: str | None = None) -> Page[Sandbox]:
+        scope = self.principal.sandbox_id
+        if scope is None:
+            return await self.inner.page_sandboxes(limit=limit, cursor=cursor)
+        check_limit(limit)
+        own = await self.inner.get_sandbox(scope)
+        return Page[Sandbox](items=[] if cursor else [own], total=1)
+
     async def create_sandbox(self, name: str) -> Sandbox:
         self.principal.require_global("creating a sandbox")
         self.principal.require(Role.OWNER, "creating a sandbox")
@@ -76,6 +86,11 @@ class ScopedBackend:
         if sandbox is None and self.principal.sandbox_id is None:
             return await self.inner.list_sources(status=status)
         return await self.inner.list_sources(sandbox=self._sandbox(sandbox), status=status)
+
+    async def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
+                           limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
+        where = None if sandbox is None and self.principal.sandbox_id is None else self._sandbox(sandbox)
+        return await self.inner.page_sources(sandbox=where, status=status, limit=limit, cursor=cursor)
 
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
         return await self.inner.get_source(source_id, sandbox=self._source_sandbox(source_id, sandbox))
@@ -114,6 +129,10 @@ class ScopedBackend:
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
         return await self.inner.list_agents(sandbox=self._sandbox(sandbox))
 
+    async def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
+                          cursor: str | None = None) -> Page[Agent]:
+        return await self.inner.page_agents(sandbox=self._sandbox(sandbox), limit=limit, cursor=cursor)
+
     async def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
         return await self.inner.get_agent(slug, sandbox=self._sandbox(sandbox))
 
@@ -130,6 +149,11 @@ class ScopedBackend:
         if sandbox is None and self.principal.sandbox_id is None:
             return await self.inner.audit(limit=limit)
         return await self.inner.audit(sandbox=self._sandbox(sandbox), limit=limit)
+
+    async def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
+                         cursor: str | None = None) -> Page[AuditEntry]:
+        where = None if sandbox is None and self.principal.sandbox_id is None else self._sandbox(sandbox)
+        return await self.inner.page_audit(sandbox=where, limit=limit, cursor=cursor)
 
     async def agent_tools(self, slug: str | None = None, *, sandbox: str | None = None,
                           app: str | None = None) -> CatalogResult:

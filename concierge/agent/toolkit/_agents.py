@@ -12,7 +12,7 @@ from concierge.agent.toolkit.args import (
     AgentToolsArgs,
     CreateAgentArgs,
     DescribeToolArgs,
-    SandboxArgs,
+    PageAgentsArgs,
     UpdateAgentArgs,
 )
 from concierge.agent.toolkit.results import (
@@ -33,10 +33,13 @@ __all__ = ["agent_tools", "create_agent", "describe_tool", "list_agents", "prepa
            "prepare_update_agent", "summary_create_agent", "summary_update_agent", "update_agent"]
 
 
-async def list_agents(ctx: ToolContext, args: SandboxArgs, _: Any) -> AgentList:
-    agents = sorted(await ctx.backend.list_agents(sandbox=sandbox_of(ctx, args.sandbox)), key=lambda a: a.slug)
+async def list_agents(ctx: ToolContext, args: PageAgentsArgs, _: Any) -> AgentList:
+    page = await ctx.backend.page_agents(sandbox=sandbox_of(ctx, args.sandbox), limit=args.limit,
+                                         cursor=args.cursor)
+    agents = sorted(page.items, key=lambda a: a.slug)
     return AgentList(agents=[AgentRow(slug=a.slug, name=a.name, status=a.status,
-                                      tool_allowlist=a.tool_allowlist or "all") for a in agents])
+                                      tool_allowlist=a.tool_allowlist or "all") for a in agents],
+                     total=page.total, more=page.more, next_cursor=page.next_cursor)
 
 
 async def _catalog(ctx: ToolContext, agent: str | None, sandbox: str | None,

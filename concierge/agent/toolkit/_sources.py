@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from concierge.agent.secrets import MASK
 from concierge.agent.toolkit._base import SecretNeed, ToolArgumentError, ToolContext
-from concierge.agent.toolkit.args import ListSourcesArgs, RegisterArgs, SourceArgs, UpdateArgs
+from concierge.agent.toolkit.args import ListSourcesArgs, PageSourcesArgs, RegisterArgs, SourceArgs, UpdateArgs
 from concierge.agent.toolkit.results import (
     DeleteCommand,
     HealthReport,
@@ -191,12 +191,15 @@ def _auth_words(kind: str, header: str | None) -> str:
 # Reads
 
 
-async def list_sources(ctx: ToolContext, args: ListSourcesArgs, _: Any) -> SourceList:
+async def list_sources(ctx: ToolContext, args: PageSourcesArgs, _: Any) -> SourceList:
+    """One page (oldest first): ``more`` says how many follow, ``next_cursor`` fetches them."""
     where = sandbox_of(ctx, args.sandbox)
-    rows = await ctx.backend.list_sources(sandbox=where, status=args.status)
-    # Oldest first; the name breaks ties (ids made in the same millisecond sort randomly).
-    rows = sorted(rows, key=lambda s: (s.created_at, s.name, s.id))
-    return SourceList(sandbox=where, count=len(rows), sources=[source_row(s) for s in rows])
+    page = await ctx.backend.page_sources(sandbox=where, status=args.status, limit=args.limit,
+                                          cursor=args.cursor)
+    # The name breaks ties within the page (ids made in the same millisecond sort randomly).
+    rows = sorted(page.items, key=lambda s: (s.created_at, s.name, s.id))
+    return SourceList(sandbox=where, count=len(rows), sources=[source_row(s) for s in rows],
+                      total=page.total, more=page.more, next_cursor=page.next_cursor)
 
 
 async def show_source(ctx: ToolContext, args: SourceArgs, _: Any) -> SourceDetails:

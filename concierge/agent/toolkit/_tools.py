@@ -13,6 +13,8 @@ from concierge.agent.toolkit.args import (
     DescribeToolArgs,
     ListSourcesArgs,
     NoArgs,
+    PageAgentsArgs,
+    PageSourcesArgs,
     RegisterArgs,
     SandboxArgs,
     SourceArgs,
@@ -36,8 +38,9 @@ def default_toolkit() -> Toolkit:
              "state: the person must confirm.",
              CreateSandboxArgs, WRITE, sandboxes.create_sandbox, summary=sandboxes.summary_create_sandbox),
         Tool("list_sources", "List the MCP sources (user_mcp) in a sandbox with their status, URL, "
-             "auth scheme, namespace, tool count and any health error.",
-             ListSourcesArgs, READ, sources.list_sources),
+             "auth scheme, namespace, tool count and any health error. One page at a time: `more` "
+             "says how many follow (pass `next_cursor` as `cursor` for them).",
+             PageSourcesArgs, READ, sources.list_sources),
         Tool("show_source", "Show one source in detail: status, last check and its error, rate caps, "
              "allowed tools, auth scheme (the credential masked), tool count, timeouts.",
              SourceArgs, READ, sources.show_source),
@@ -82,8 +85,9 @@ def default_toolkit() -> Toolkit:
         Tool("delete_source_command", "Permanent deletion is never done from chat. This returns "
              "the CLI command the person can run themselves.",
              SourceArgs, READ, sources.delete_help),
-        Tool("list_agents", "List the agents in a sandbox with their tool allowlists.",
-             SandboxArgs, READ, agents.list_agents),
+        Tool("list_agents", "List the agents in a sandbox with their tool allowlists. One page at a "
+             "time: `more` says how many follow (pass `next_cursor` as `cursor` for them).",
+             PageAgentsArgs, READ, agents.list_agents),
         Tool("create_agent", "Create an agent, optionally limited to some tools (tool_allowlist: "
              "catalog names or globs such as demo_*). Changes state: the person must confirm.",
              CreateAgentArgs, WRITE, agents.create_agent, prepare=agents.prepare_create_agent,

@@ -18,6 +18,8 @@ __all__ = [
     "DescribeToolArgs",
     "ListSourcesArgs",
     "NoArgs",
+    "PageAgentsArgs",
+    "PageSourcesArgs",
     "RegisterArgs",
     "SandboxArgs",
     "SourceArgs",
@@ -55,6 +57,23 @@ class ListSourcesArgs(BaseModel):
     sandbox: str | None = _SANDBOX
     status: Literal["active", "paused", "error", "disconnected"] | None = Field(
         default=None, description="Only sources with this status.")
+
+
+CHAT_PAGE = 25
+"""Rows a list shows in chat unless the call asks for more."""
+_LIMIT = Field(default=CHAT_PAGE, description="At most this many rows (default 25).")
+_CURSOR = Field(default=None, description=(
+    "The next_cursor of the previous page, to see the rows after it; omit for the first page."))
+
+
+class PageSourcesArgs(ListSourcesArgs):
+    limit: int = _LIMIT
+    cursor: str | None = _CURSOR
+
+
+class PageAgentsArgs(SandboxArgs):
+    limit: int = _LIMIT
+    cursor: str | None = _CURSOR
 
 
 class SourceArgs(BaseModel):

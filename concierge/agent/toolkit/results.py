@@ -139,7 +139,13 @@ class SourceRow(ToolResult):
 class SourceList(ToolResult):
     sandbox: str
     count: int
+    """Sources on this page."""
     sources: list[SourceRow]
+    total: int | None = None
+    """Sources in the sandbox (with the status asked for), on every page."""
+    more: int = 0
+    """Sources after this page: ask for them with ``cursor=next_cursor``, or name one."""
+    next_cursor: str | None = None
 
 
 class SourceDetails(SourceRow):
@@ -207,6 +213,10 @@ class AgentRow(ToolResult):
 
 class AgentList(ToolResult):
     agents: list[AgentRow]
+    total: int | None = None
+    more: int = 0
+    """Agents after this page (``cursor=next_cursor`` lists them)."""
+    next_cursor: str | None = None
 
 
 class AgentCreated(ToolResult):

@@ -23,6 +23,8 @@ __all__ = ["agent_entities", "decide", "source_entities", "source_ref", "tool_en
 _CHANGE_SLOTS = ("name", "url", "auth_kind", "auth_header", "rotate_token", "token_ref",
                  "rate_cap_per_minute", "allowed_tools", "allow_all_tools", "app_namespace")
 _AGENT_WORDS = {"agent", "agents", "bot", "bots"}
+_WHOLE = {"limit": 1000}
+"""A look at the world to find what the words name takes the largest page, not a chat page."""
 
 
 def decide(state: State) -> Step:
@@ -153,7 +155,7 @@ def _ignored(flow: Flow) -> frozenset[str]:
 def _guess_agent(flow: Flow) -> Step:
     """A message that only names something: an agent's name asks for its tools."""
     if flow.world.agents is None:
-        return Call("list_agents", {}, "fetch")
+        return Call("list_agents", _WHOLE, "fetch")
     found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
     if found.one is not None and found.how in ("id", "name"):
         return Call("list_agent_tools", {"agent": found.one.key})
@@ -221,13 +223,13 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
 
 def _source_form(state: State, flow: Flow, form: Form) -> Step:
     if flow.world.sources is None:
-        return Call("list_sources", {}, "fetch")
+        return Call("list_sources", _WHOLE, "fetch")
     target = resolve_source(state, flow, form.name)
     if isinstance(target, Say) and form.name == "update" and flow.aspects <= {"allowlist", "allow_all"} \
             and target.kind == "not_found":
         # "set support's allowlist to demo_*": not a source — maybe an agent.
         if flow.world.agents is None:
-            return Call("list_agents", {}, "fetch")  # the fold turns the request into the agent's
+            return Call("list_agents", _WHOLE, "fetch")  # the fold turns the request into the agent's
     if not isinstance(target, Entity):
         return target
     row: SourceRow = target.data
@@ -293,11 +295,12 @@ def _register(state: State, flow: Flow) -> Step:
     slots = flow.slots
     if "url" not in slots:
         if flow.world.sources is None and not flow.asked and _names_something(flow):
-            return Call("list_sources", {}, "fetch")  # "wiki: add header auth" is about Wiki
+            return Call("list_sources", _WHOLE, "fetch")  # "wiki: add header auth" is about Wiki
         return _ask(state, flow, form, "url")
     sandbox = slots.get("sandbox") or state.sandbox
     if flow.world.sources is None or (flow.world.sources_sandbox or state.sandbox) != sandbox:
-        return Call("list_sources", {} if sandbox == state.sandbox else {"sandbox": sandbox}, "fetch")
+        return Call("list_sources", _WHOLE if sandbox == state.sandbox else {"sandbox": sandbox, **_WHOLE},
+                    "fetch")
     if flow.url_only:
         known = [e for e in source_entities(flow.world.sources)
                  if e.data.status != "disconnected" and e.url and same_url(e.url, slots["url"])]
@@ -351,7 +354,7 @@ def _catalog(state: State, flow: Flow) -> Step:
     if not wants_agent and not named:
         return Call("list_agent_tools", {})
     if flow.world.agents is None:
-        return Call("list_agents", {}, "fetch")
+        return Call("list_agents", _WHOLE, "fetch")
     agents = agent_entities(flow)
     found = resolve(flow.text, agents, skip=frozenset(skip))
     if found.one is not None and found.how != "unknown":
@@ -363,7 +366,7 @@ def _catalog(state: State, flow: Flow) -> Step:
     if found.how in ("unknown", "word") or named:
         if not wants_agent:
             if flow.world.sources is None:
-                return Call("list_sources", {}, "fetch")
+                return Call("list_sources", _WHOLE, "fetch")
             source = resolve(flow.text, source_entities(flow.world.sources), skip=frozenset(skip))
             if source.one is not None and source.how not in ("unknown", "pronoun"):
                 return Call("list_agent_tools", {"app": source.one.data.namespace})
@@ -403,7 +406,7 @@ def _describe(state: State, flow: Flow) -> Step:
 def _create_agent(state: State, flow: Flow) -> Step:
     form = FORMS["create_agent"]
     if flow.world.agents is None:
-        return Call("list_agents", {}, "fetch")
+        return Call("list_agents", _WHOLE, "fetch")
     if flow.world.catalog is None and _mentions_tools(flow):
         return Call("list_agent_tools", {}, "fetch")
     missing = _missing(state, flow, form)
@@ -430,7 +433,7 @@ def _mentions_tools(flow: Flow) -> bool:
 def _agent_access(state: State, flow: Flow) -> Step:
     """Which tools an agent may use: set, add to, take from, or all of them."""
     if flow.world.agents is None:
-        return Call("list_agents", {}, "fetch")
+        return Call("list_agents", _WHOLE, "fetch")
     agents = agent_entities(flow)
     target = flow.target
     if target is None:
@@ -459,7 +462,7 @@ def _agent_access(state: State, flow: Flow) -> Step:
     if flow.world.catalog is None:
         return Call("list_agent_tools", {}, "fetch")
     if flow.world.sources is None:  # their namespaces: "the clock tools" are clock_*
-        return Call("list_sources", {}, "fetch")
+        return Call("list_sources", _WHOLE, "fetch")
     wanted = flow.slots.get("tool_allowlist")
     if not wanted:
         return _ask(state, flow, FORMS["agent_access"], "tool_allowlist")

@@ -210,11 +210,13 @@ def _delete(args: dict[str, Any], result: DeleteCommand) -> str:
 def _sources(args: dict[str, Any], result: SourceList) -> str:
     live = [s for s in result.sources if s.status != "disconnected"]
     revoked = len(result.sources) - len(live)
-    if not live:
+    if not live and not result.more:
         extra = f" ({revoked} revoked)" if revoked else ""
         return (f'You have no MCP sources in sandbox "{result.sandbox}" yet{extra}. Say "add my MCP '
                 'server at <URL>" to register one.')
     lines = [f'You have {len(live)} source{"s" if len(live) != 1 else ""} in sandbox "{result.sandbox}":']
+    if result.more:  # one page of them
+        lines = [f'You have {result.total} sources in sandbox "{result.sandbox}"; the first {len(result.sources)}:']
     for s in live:
         if s.status == "active":
             state = f"active, {tools_count(s.tools)}"
@@ -225,7 +227,17 @@ def _sources(args: dict[str, Any], result: SourceList) -> str:
         lines.append(f"- {s.name} ({s.id}) — {state}; {s.url}, auth {s.auth}, namespace {s.namespace}")
     if revoked:
         lines.append(f"(plus {revoked} revoked)")
+    if result.more:
+        lines.append(_more(result.more, "source", result.total))
     return "\n".join(lines)
+
+
+def _more(more: int, what: str, total: int | None) -> str:
+    """The tail of a list that did not fit on one page (the planner does not page on; the CLI
+    does, and a model with the tools passes ``next_cursor``)."""
+    of = f" (of {total})" if total else ""
+    return (f"… and {more} more {what}{'s' if more != 1 else ''}{of} — name the one you mean, or "
+            f"run `concierge {what} list` to page through them all.")
 
 
 def _auth_line(s: SourceDetails) -> str:
@@ -297,7 +309,8 @@ def _sandbox_created(args: dict[str, Any], result: SandboxCreated) -> str:
 def _agents(args: dict[str, Any], result: AgentList) -> str:
     if not result.agents:
         return "There are no agents here yet. Create one with `concierge agent create SLUG`."
-    return "Your agents: " + ", ".join(f"{a.slug} ({a.name})" for a in result.agents) + "."
+    listed = "Your agents: " + ", ".join(f"{a.slug} ({a.name})" for a in result.agents) + "."
+    return listed + ("\n" + _more(result.more, "agent", result.total) if result.more else "")
 
 
 def _may_use(allowlist: list[str] | str) -> str:
