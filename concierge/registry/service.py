@@ -51,6 +51,7 @@ from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_k
 
 if TYPE_CHECKING:
     from concierge.mcp_client.results import ProbeResult
+    from concierge.registry.pin_book import PinBook
 
 __all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChange"]
 
@@ -114,6 +115,17 @@ class Registry:
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
+        self._pins: PinBook | None = None
+
+    @property
+    def pins(self) -> PinBook:
+        """Tool-definition pins: what each source's tools were approved as, what is held
+        (loaded on first use: a plain ``source list`` does not need it)."""
+        if self._pins is None:
+            from concierge.registry.pin_book import PinBook
+
+            self._pins = PinBook(self)
+        return self._pins
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -329,7 +341,7 @@ class Registry:
             "connect_timeout": req.connect_timeout, "call_timeout": req.call_timeout,
             "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
             "health_error_kind": None, "tool_count": None, "server_name": None, "last_checked_at": None,
-            "last_latency_ms": None, "created_at": now, "updated_at": now,
+            "last_latency_ms": None, "pin_tools": req.pin_tools, "created_at": now, "updated_at": now,
         }
         try:
             with self.store.transaction() as cx:  # the row and its secrets, all or nothing
@@ -420,6 +432,8 @@ class Registry:
                 elif drop_secret:
                     self.vault.delete(cx, auth_key(source_id))
                 Store.update(cx, "sources", source_id, changes)
+                if "base_url" in changes or changes.get("pin_tools"):
+                    self.pins.reset(cx, source_id)  # another server, or pinning back on: start over
                 after = self._view(merged).model_dump(mode="json")
                 if token is not None:
                     after["token"] = "rotated"
@@ -517,6 +531,8 @@ class Registry:
             return self._outcome(self._row(source_id), detail=(
                 "this check's result was not recorded: the source's connection settings changed "
                 "while it ran, and the check of the new settings decides its status"))
+        if result.ok:
+            self.pins.observe(self.get_source(source_id), result.tools)  # registration pins the listing
         if fields.get("status", current["status"]) != current["status"]:
             self._changed(source_id, "status")
         log.info("health check %s: %s", source_id, outcome)

@@ -168,6 +168,31 @@ MIGRATIONS: Sequence[str] = (
         WHERE instr(health_error, ':') > 1
         AND substr(health_error, 1, instr(health_error, ':') - 1) IN ('unauthorized', 'forbidden', 'not_found', 'connection_refused', 'dns', 'tls', 'timeout', 'not_mcp', 'protocol', 'too_many_tools', 'too_large', 'server_error', 'invalid_url', 'unknown');
     """,
+    # 7 in the plan (6 is i11b-reach's; renumbered at merge): tool-definition pins. One row per
+    # tool of a source: the approved definition's hash (NULL for a tool never approved) and,
+    # when the server lists something else, the pending definition that is held until approved.
+    # sources.tools_pinned_at NULL = never pinned (the next successful listing is pinned whole).
+    # The keyset-page indexes come along so that a home at this version is concierge/store's
+    # registry v6 exactly (adopted as such).
+    """
+    CREATE INDEX IF NOT EXISTS sources_page ON sources (created_at, id);
+    CREATE INDEX IF NOT EXISTS sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
+    CREATE INDEX IF NOT EXISTS agents_page ON agents (sandbox_id, created_at, id);
+    ALTER TABLE sources ADD COLUMN pin_tools INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE sources ADD COLUMN tools_pinned_at TEXT;
+    CREATE TABLE tool_pins (
+        source_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        hash TEXT,
+        definition TEXT,
+        pinned_at TEXT,
+        pinned_by TEXT,
+        pending_hash TEXT,
+        pending_definition TEXT,
+        pending_since TEXT,
+        PRIMARY KEY (source_id, tool_name)
+    );
+    """,
 )
 
 _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",
