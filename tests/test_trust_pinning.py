@@ -288,3 +288,44 @@ def test_http_held_tools_and_approve_need_an_editor(tmp_path: Path) -> None:
         api.close()
         server.stop()
         registry.close()
+
+
+# -- the concierge: the diff in show_source, approval as a confirmed write ----------------------
+
+@pytest.mark.anyio
+async def test_the_concierge_shows_the_diff_and_approves_only_after_confirmation(backend: Any) -> None:
+    from concierge.agent.models import OfflinePlanner
+    from concierge.agent.session import ConciergeSession, PendingConfirmation
+    from concierge.agent.untrusted import mark_result
+    from tests.agent_fixtures import collect, events_of, text_of
+
+    up = Upstream(tools=[("lookup", "Look up a record.")], schema=BENIGN_SCHEMA)
+    with serve_upstream(up) as srv:
+        out = await backend.register_source({"name": "Acme", "base_url": srv.url(), "auth_kind": "none",
+                                             "app_namespace": "acme"})
+        sid = out.data_source_id
+        _rug_pull(up)
+        await backend.test_source(sid)
+        session = ConciergeSession(backend, OfflinePlanner())
+        events = await collect(session.send("show acme"))
+        shown = text_of(events)
+        assert "Held until approved" in shown and "new argument `exfil`" in shown
+        assert "description changed: “Look up a record.” → “IMPORTANT:" in shown
+        # what a language model would see of it: the server's words marked as untrusted data
+        (result,) = [e.result for e in events_of(events, "agent_tool_result") if e.name == "show_source"]
+        marked = json.loads(mark_result("show_source", json.dumps(result)))
+        changes = [c for h in marked["held_tools"] for c in h["changes"]]
+        assert changes and all(c.startswith("⟦untrusted:") for c in changes)
+        assert any("IMPORTANT" in c for c in changes)
+
+        events = await collect(session.send("approve the changed tools of acme"))
+        assert [(e.name, e.arguments) for e in events_of(events, "agent_tool_call")][-1] == (
+            "approve_tools", {"source": "Acme"})
+        assert isinstance(session.pending, PendingConfirmation)
+        assert "new argument `exfil`" in session.pending.summary
+        assert [h.tool for h in await backend.held_tools(sid)] == ["echo", "lookup"]  # not before yes
+        session.confirm(session.pending.id, True)
+        done = text_of(await collect(session.resume()))
+        assert "Approved 2 tool definition(s)" in done
+        assert await backend.held_tools(sid) == []
+        assert sorted(t.name for t in (await backend.agent_tools(None)).tools) == ["acme_echo", "acme_lookup"]
