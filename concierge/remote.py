@@ -166,7 +166,7 @@ class RemoteBackend:
                             sandbox: str | None = None) -> ApprovalResult:
         path = await self._source_path(source_id, sandbox)
         return ApprovalResult.model_validate(await self._request(
-            "POST", path + "/user-mcp/approve", json={"tools": tools} if tools else {}))
+            "POST", path + "/user-mcp/approve", json={"tools": tools}))
 
     async def pull_source(self, source_id: str, *, sandbox: str | None = None) -> PullResult:
         path = await self._source_path(source_id, sandbox)

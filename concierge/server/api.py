@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from concierge.errors import (
     ConciergeError,
     ForbiddenOrigin,
+    PayloadTooLarge,
     Unauthenticated,
     UnsupportedMediaType,
     ValidationFailed,
@@ -45,12 +46,14 @@ __all__ = [
     "UnsupportedMediaType",
     "authenticate",
     "dispatch",
+    "read_body",
 ]
 
 Access = Literal["public", "signature", "viewer", "editor", "owner"]
 """``public``: no key. ``signature``: no key, the handler checks an HMAC signature."""
 
 MAX_BODY_BYTES = 1024 * 1024
+"""The largest request body any route reads (a webhook's limit is lower)."""
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
 
 
@@ -136,20 +139,22 @@ class Ctx:
             raise ValidationFailed(f"{name} must be between {lo} and {hi} (got {value})", field=name)
         return value
 
-    async def body_bytes(self) -> bytes:
-        body = await self.request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ValidationFailed(f"request body is over {MAX_BODY_BYTES} bytes", field="body")
-        return body
+    async def body_bytes(self, *, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The body, read at most ``limit`` bytes far (413 beyond; see `read_body`)."""
+        return await read_body(self.request, limit)
 
     async def json(self, *, required: bool = True) -> dict[str, Any]:
         """The body as a JSON object (400 when it is not one)."""
+        content_type = self.request.headers.get("content-type", "")
+        announced = self.request.headers.get("content-length")
+        if "json" not in content_type.lower() and announced not in (None, "0"):  # refused unread
+            raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json' "
+                                       f"(got {content_type or 'no content type'!r})", field="body")
         raw = await self.body_bytes()
         if not raw.strip():
             if required:
                 raise ValidationFailed("request body must be a JSON object", field="body")
             return {}
-        content_type = self.request.headers.get("content-type", "")
         if "json" not in content_type.lower():
             # Also keeps browsers honest: a cross-site page cannot send JSON without a preflight.
             raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json' "
@@ -191,6 +196,36 @@ class Ctx:
 
     def visible(self, sandbox_id: str | None) -> bool:
         return self.caller.sandbox_id is None or sandbox_id == self.caller.sandbox_id
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, never more than ``limit`` bytes of it in memory.
+
+    A ``Content-Length`` over the limit is refused before a byte of the body is read; a body
+    without one (chunked) is read as it arrives and refused as soon as it passes the limit.
+    Either way the answer is 413 `PayloadTooLarge`, and the rest is never read."""
+    announced = request.headers.get("content-length")
+    if announced is not None:
+        try:
+            length = int(announced)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise ValidationFailed(f"Content-Length must be a number of bytes (got {announced!r})",
+                                   field="Content-Length") from None
+        if length > limit:
+            raise PayloadTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes",
+                                  field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes", field="body")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # what Starlette's own request.body() caches, for any later reader
+    return body
 
 
 def _bearer(request: Request) -> str | None:

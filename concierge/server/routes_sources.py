@@ -87,7 +87,7 @@ async def held_tools(ctx: Ctx) -> list[HeldTool]:
 
 async def approve_tools(ctx: Ctx) -> ApprovalResult:
     sb = ctx.sandbox_ref()
-    body = await ctx.json(required=False)
+    body = await ctx.json()
     try:
         req = ApproveTools.model_validate(body)
     except ValidationError as exc:
