@@ -329,3 +329,31 @@ async def test_the_concierge_shows_the_diff_and_approves_only_after_confirmation
         assert "Approved 2 tool definition(s)" in done
         assert await backend.held_tools(sid) == []
         assert sorted(t.name for t in (await backend.agent_tools(None)).tools) == ["acme_echo", "acme_lookup"]
+
+
+# -- the MCP face (`concierge gateway`): a real MCP client ------------------------------------
+
+@pytest.mark.anyio
+async def test_the_gateway_does_not_advertise_a_held_tool_and_refuses_its_call(backend: Any) -> None:
+    from mcp import Client
+
+    from concierge.gateway_server import build_gateway_app
+    from tests.catalog_fixtures import serve_here
+
+    up = Upstream(tools=[("lookup", "Look up a record.")], schema=BENIGN_SCHEMA)
+    with serve_upstream(up) as srv:
+        sid = await register(backend.registry, srv.url(), "acme")
+        backend.registry.create_agent({"slug": "bot"})
+        async with serve_here(build_gateway_app(backend, agent="bot")) as base, \
+                Client(f"{base}/mcp") as client:
+            assert [t.name for t in (await client.list_tools()).tools] == ["acme_lookup"]
+            up.tools = [("lookup", INJECTION)]
+            backend.catalog.invalidate(sid)
+            assert [t.name for t in (await client.list_tools()).tools] == []
+            calls = len(up.calls)
+            refused = await client.call_tool("acme_lookup", {"text": "hi"})
+            assert refused.is_error and "held" in refused.content[0].text
+            assert len(up.calls) == calls
+            backend.registry.pins.approve(sid)
+            assert [t.name for t in (await client.list_tools()).tools] == ["acme_lookup"]
+            assert (await client.call_tool("acme_lookup", {"text": "hi"})).content[0].text == "hi"
