@@ -320,7 +320,7 @@ async def test_the_concierge_shows_the_diff_and_approves_only_after_confirmation
 
         events = await collect(session.send("approve the changed tools of acme"))
         assert [(e.name, e.arguments) for e in events_of(events, "agent_tool_call")][-1] == (
-            "approve_tools", {"source": "Acme"})
+            "accept_tool_changes", {"source": "Acme"})
         assert isinstance(session.pending, PendingConfirmation)
         assert "new argument `exfil`" in session.pending.summary
         assert [h.tool for h in await backend.held_tools(sid)] == ["echo", "lookup"]  # not before yes

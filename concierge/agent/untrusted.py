@@ -47,7 +47,7 @@ _LIFECYCLE: tuple[Path, ...] = (("health_error",), ("detail", "?health_error"))
 SERVER_FIELDS: dict[str, tuple[Path, ...]] = {
     "list_sources": (("sources", "*", "health_error"),),
     "show_source": (("health_error",), ("server",), ("held_tools", "*", "tool"), ("held_tools", "*", "changes", "*")),
-    "approve_tools": (("approved", "*", "tool"), ("approved", "*", "changes", "*"), ("still_held", "*", "tool"),
+    "accept_tool_changes": (("approved", "*", "tool"), ("approved", "*", "changes", "*"), ("still_held", "*", "tool"),
                       ("still_held", "*", "changes", "*"), ("detail",)),
     "test_all_sources": (("checked", "*", "health_error"), ("checked", "*", "detail", "?health_error"),
                          ("skipped", "*", "health_error")),

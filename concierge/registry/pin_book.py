@@ -64,6 +64,10 @@ class PinBook:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.store: Store = registry.store
+        self._memo: dict[str, tuple[str, Sequence[ToolInfo], dict[str, HeldTool]]] = {}
+        """source id -> (its updated_at, the listing, what was held): the same cached listing of
+        an unchanged source is not hashed and compared again on every resolution. Whatever can
+        change the outcome (an approval, a reset, pin_tools) bumps ``updated_at``."""
 
     def _rows(self, source_id: str) -> dict[str, dict[str, Any]]:
         return {r["tool_name"]: r for r in self.store.query(
@@ -75,6 +79,14 @@ class PinBook:
         """Compare a listing with the pins; returns the held tools by their server name."""
         if not source.pin_tools:
             return {}
+        memo = self._memo.get(source.id)
+        if memo is not None and memo[0] == source.updated_at and memo[1] is tools:
+            return dict(memo[2])
+        held = self._observe(source, tools)
+        self._memo[source.id] = (source.updated_at, tools, held)  # holds `tools`: its id stays unique
+        return dict(held)
+
+    def _observe(self, source: SourceView, tools: Sequence[ToolInfo]) -> dict[str, HeldTool]:
         definitions = {t.name: definition_of(t) for t in tools}
         hashes = {name: pin_hash(d) for name, d in definitions.items()}
         rows = self._rows(source.id)

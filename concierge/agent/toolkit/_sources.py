@@ -458,7 +458,7 @@ def summary_approve(args: ApproveArgs, prep: dict[str, Any]) -> str:
             "Agents will be offered them as they are now.")
 
 
-async def approve_tools(ctx: ToolContext, args: ApproveArgs, prep: dict[str, Any]) -> ApprovedTools:
+async def accept_changes(ctx: ToolContext, args: ApproveArgs, prep: dict[str, Any]) -> ApprovedTools:
     names = [h["tool"] for h in prep["held"]]
     result = await ctx.backend.approve_tools(prep["id"], names)
     return ApprovedTools(data_source_id=prep["id"], name=prep["name"],

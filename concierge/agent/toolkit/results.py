@@ -300,7 +300,7 @@ RESULT_TYPES: dict[str, type[ToolResult]] = {
     "pause_source": Lifecycle, "resume_source": Lifecycle, "revoke_source": Lifecycle,
     "delete_source_command": DeleteCommand, "list_agents": AgentList, "create_agent": AgentCreated,
     "list_agent_tools": Catalog, "describe_tool": ToolDescription, "update_agent": AgentUpdated,
-    "approve_tools": ApprovedTools,
+    "accept_tool_changes": ApprovedTools,
 }
 """The result model of each tool, by tool name."""
 

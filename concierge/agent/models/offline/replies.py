@@ -397,7 +397,7 @@ TOOL_REPLIES: dict[str, Callable[[dict[str, Any], Any], str]] = {
     "delete_source_command": _delete, "list_sources": _sources, "show_source": _show,
     "test_all_sources": _health, "list_sandboxes": _sandboxes, "switch_sandbox": _switch,
     "create_sandbox": _sandbox_created, "list_agents": _agents, "create_agent": _agent_created,
-    "list_agent_tools": _catalog, "describe_tool": _describe, "approve_tools": _approved,
+    "list_agent_tools": _catalog, "describe_tool": _describe, "accept_tool_changes": _approved,
 }
 """The answer to each tool's result, by tool name."""
 
