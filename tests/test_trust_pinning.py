@@ -269,7 +269,8 @@ def test_http_held_tools_and_approve_need_an_editor(tmp_path: Path) -> None:
             _rug_pull(up)
             path = f"/api/v1/storage/sandboxes/default/sources/{sid}/user-mcp"
             assert owner.post(path + "/test").status_code == 200
-            viewer, editor = api.client(api.key("viewer")), api.client(api.key("editor"))
+            viewer_key, editor_key = api.key("viewer"), api.key("editor")
+            viewer, editor = api.client(viewer_key), api.client(editor_key)
             held = viewer.get(path + "/held-tools")
             assert held.status_code == 200, held.text
             assert [h["tool"] for h in held.json()] == ["echo", "lookup"]
@@ -284,6 +285,16 @@ def test_http_held_tools_and_approve_need_an_editor(tmp_path: Path) -> None:
             assert [h["tool"] for h in viewer.get(path + "/held-tools").json()] == ["echo"]
             entry = next(e for e in registry.audit(limit=50) if e.action == "source.tools_approved")
             assert entry.actor.startswith("key:")
+            # the CLI against the server (RemoteBackend): show for a viewer, approve for an editor only
+            remote = {"CONCIERGE_API_KEY": viewer_key.key}
+            shown = run_cli("--api-url", api.url, "source", "user-mcp", "show", sid, env=remote)
+            assert shown.returncode == 0 and "echo (new" in shown.stdout, shown.stderr
+            refused_cli = run_cli("--api-url", api.url, "source", "user-mcp", "approve", sid, env=remote)
+            assert refused_cli.returncode != 0 and "editor" in refused_cli.stderr
+            ok = run_cli("--api-url", api.url, "source", "user-mcp", "approve", sid,
+                         env={"CONCIERGE_API_KEY": editor_key.key})
+            assert ok.returncode == 0 and "approved echo" in ok.stdout, ok.stderr
+            assert viewer.get(path + "/held-tools").json() == []
     finally:
         api.close()
         server.stop()

@@ -532,7 +532,10 @@ class Registry:
                 "this check's result was not recorded: the source's connection settings changed "
                 "while it ran, and the check of the new settings decides its status"))
         if result.ok:
-            self.pins.observe(self.get_source(source_id), result.tools)  # registration pins the listing
+            try:  # registration pins the listing; later checks record what changed
+                self.pins.observe(self.get_source(source_id), result.tools)
+            except Exception:  # the catalog checks again (and holds everything if it cannot)
+                log.exception("tool pins of %s not updated by its health check", source_id)
         if fields.get("status", current["status"]) != current["status"]:
             self._changed(source_id, "status")
         log.info("health check %s: %s", source_id, outcome)
