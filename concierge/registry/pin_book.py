@@ -157,7 +157,7 @@ class PinBook:
                     sandbox_id=source.sandbox_id,
                     after={"held": [{"tool": h.tool, "status": h.status, "changes": h.changes} for h in changed]})
         for h in changed:
-            log.warning("source %s: tool %s held (%s): %s", source.id, h.tool, h.status, "; ".join(h.changes))
+            log.info("source %s: tool %s held (%s): %s", source.id, h.tool, h.status, "; ".join(h.changes))
 
     # -- reads -----------------------------------------------------------------------------
 
