@@ -94,6 +94,8 @@ def test_an_unsigned_gigabyte_is_refused_before_a_byte_of_it_is_read(api_server,
                          {"Content-Length": str(GIB)}))
     status, body = _read_response(raw)
     assert status == 401 and b"missing" in body
+    raw.settimeout(5)
+    assert raw.recv(1) == b""  # and the connection is closed: the rest is never received
 
 
 def test_a_signed_gigabyte_is_refused_by_its_content_length(api_server, source, raw) -> None:

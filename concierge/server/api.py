@@ -228,6 +228,12 @@ async def read_body(request: Request, limit: int) -> bytes:
     return body
 
 
+def _body_left_unread(request: Request) -> bool:
+    announced = request.headers.get("content-length")
+    has_body = (announced not in (None, "0")) or "chunked" in request.headers.get("transfer-encoding", "").lower()
+    return has_body and not getattr(request, "_stream_consumed", False) and not hasattr(request, "_body")
+
+
 def _bearer(request: Request) -> str | None:
     header = request.headers.get("authorization", "")
     scheme, _, value = header.partition(" ")
@@ -289,7 +295,12 @@ def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitab
                 return result
             return JSONResponse(to_jsonable_python(result), status_code=route.status)
         except ConciergeError as exc:
-            return error_response(exc)
+            response = error_response(exc)
+            if _body_left_unread(request):
+                # Refused before (all of) its body was read: close the connection after the
+                # answer, so the server does not go on receiving and dropping the rest of it.
+                response.headers["Connection"] = "close"
+            return response
         except Exception as exc:  # a bug: 500 with the request id, details in the log
             return internal_error(request, exc)
 
