@@ -18,7 +18,13 @@ from concierge.registry.service import Registry
 
 if TYPE_CHECKING:
     from concierge.config import Settings
-    from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
+    from concierge.registry.catalog_models import (
+        ApprovalResult,
+        CatalogResult,
+        HeldTool,
+        PullResult,
+        ToolCallOutcome,
+    )
     from concierge.registry.models import Agent, AuditEntry, Outcome, Sandbox, SourceView
     from concierge.registry.pages import Page
     from concierge.registry.catalog import Catalog
@@ -52,6 +58,9 @@ class Backend(Protocol):
     async def resume_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome: ...
     async def revoke_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome: ...
     async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None: ...
+    async def held_tools(self, source_id: str, *, sandbox: str | None = None) -> list[HeldTool]: ...
+    async def approve_tools(self, source_id: str, tools: list[str] | None = None, *,
+                            sandbox: str | None = None) -> ApprovalResult: ...
 
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]: ...
     async def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
@@ -137,6 +146,14 @@ class LocalBackend:
 
     async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None:
         self.registry.delete_source(source_id, sandbox=sandbox)
+
+    async def held_tools(self, source_id: str, *, sandbox: str | None = None) -> list[HeldTool]:
+        self.registry.get_source(source_id, sandbox=sandbox)  # 404 for another sandbox's
+        return self.registry.pins.held(source_id)
+
+    async def approve_tools(self, source_id: str, tools: list[str] | None = None, *,
+                            sandbox: str | None = None) -> ApprovalResult:
+        return self.registry.pins.approve(source_id, tools, sandbox=sandbox)
 
     async def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
         return await off_loop(self.registry.list_agents, sandbox=sandbox)

@@ -29,6 +29,7 @@ into the same class, so a remote error is the same exception as a local one.
     │   ├── SourceInactive         409 source_inactive    paused, failing or revoked
     │   ├── SourceRevoked          409 source_revoked     no secret is stored for a revoked source
     │   ├── StaleVersion           409 stale_version      a compare-and-set saw another version
+    │   ├── ToolHeld               409 tool_held          its definition changed since it was approved
     │   └── UnknownTool            409 unknown_tool       not in the agent's catalog
     ├── RateLimited                429 rate_limited       ``.retry_after`` seconds
     ├── ConnectorError             502 mcp_error          talking MCP failed; ``.kind`` is an ErrorKind
@@ -120,6 +121,7 @@ __all__ = [
     "StaleVersion",
     "StoreError",
     "ToolArgumentError",
+    "ToolHeld",
     "Unauthenticated",
     "UniqueViolation",
     "UnknownTool",
@@ -311,6 +313,12 @@ class StaleVersion(Conflict):
     def __init__(self, detail: str, *, current: int | None = None) -> None:
         super().__init__(detail)
         self.current = current
+
+
+class ToolHeld(Conflict):
+    """A tool whose definition changed since an owner or editor approved it (or is new)."""
+
+    error = "tool_held"
 
 
 class UnknownTool(Conflict):

@@ -19,7 +19,7 @@ import httpx2
 from pydantic import BaseModel, SecretStr
 
 from concierge.errors import ServerTimeout, ServerUnreachable
-from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
+from concierge.registry.catalog_models import ApprovalResult, CatalogResult, HeldTool, PullResult, ToolCallOutcome
 from concierge.registry.models import Agent, AuditEntry, Outcome, RegisteredOutcome, Sandbox, SourceView
 from concierge.registry.pages import MAX_LIMIT, Page
 from concierge.wire import CatalogView, error_from_response
@@ -177,6 +177,16 @@ class RemoteBackend:
 
     async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None:
         await self._request("DELETE", await self._source_path(source_id, sandbox))
+
+    async def held_tools(self, source_id: str, *, sandbox: str | None = None) -> list[HeldTool]:
+        path = await self._source_path(source_id, sandbox)
+        return TypeAdapter(list[HeldTool]).validate_python(await self._request("GET", path + "/user-mcp/held-tools"))
+
+    async def approve_tools(self, source_id: str, tools: list[str] | None = None, *,
+                            sandbox: str | None = None) -> ApprovalResult:
+        path = await self._source_path(source_id, sandbox)
+        return ApprovalResult.model_validate(await self._request(
+            "POST", path + "/user-mcp/approve", json={"tools": tools}))
 
     async def pull_source(self, source_id: str, *, sandbox: str | None = None) -> PullResult:
         path = await self._source_path(source_id, sandbox)

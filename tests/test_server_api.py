@@ -97,6 +97,8 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
 
     assert c.patch(f"{src}/user-mcp", json={"name": "Walk demo"}).json()["name"] == "Walk demo"
     assert c.post(f"{src}/user-mcp/test").json()["status"] == "active"
+    assert c.get(f"{src}/user-mcp/held-tools").json() == []  # the demo server's tools do not change
+    assert c.post(f"{src}/user-mcp/approve", json={}).json()["approved"] == []
     assert c.post(f"{src}/pause").json()["status"] == "paused"
     assert c.post(f"{src}/resume").json()["status"] == "active"
     pulled = c.post(f"{src}/pull").json()
@@ -488,13 +490,14 @@ def test_the_webhook_secret_is_shown_once(api_server, open_mcp, owner):
 
 
 def test_server_keeps_serving_after_a_bad_request(api_server):
-    """A body that is not UTF-8 or too large is a 400, never a crash."""
+    """A body that is not UTF-8 is a 400, one too large a 413, never a crash."""
     anon = api_server.client(api_server.key("owner"))
     r = anon.post(f"{SB}/default/sources/user-mcp", content=b"\xff\xfe\x00",
                   headers={"Content-Type": "application/json"})
     error_of(r, 400, "validation_error")
-    r = anon.post(f"{SB}/default/sources/user-mcp", content=b"x" * (1024 * 1024 + 1))
-    error_of(r, 400, "validation_error")
+    r = anon.post(f"{SB}/default/sources/user-mcp", content=b"x" * (1024 * 1024 + 1),
+                  headers={"Content-Type": "application/json"})
+    error_of(r, 413, "payload_too_large")
     assert anon.get("/healthz").status_code == 200
 
 

@@ -30,7 +30,7 @@ from tests.mcp_servers import RunningServer
 
 ROOT = Path(__file__).resolve().parent.parent
 WRITES = {"register_source", "update_source", "pause_source", "resume_source", "revoke_source",
-          "create_agent", "create_sandbox", "update_agent"}
+          "create_agent", "create_sandbox", "update_agent", "accept_tool_changes"}
 
 
 def test_tools_folder_is_in_step_with_the_code() -> None:

@@ -45,7 +45,7 @@ def deliver(api: ApiServer, source_id: str, secret: str, payload: Any, *, event_
     raw = body if body is not None else json.dumps(payload).encode()
     stamp = str(ts if ts is not None else int(time.time()))
     headers = {"Content-Type": "application/json", "X-Concierge-Timestamp": stamp,
-               "X-Concierge-Signature": signature or sign(secret, stamp, raw)}
+               "X-Concierge-Signature": signature or sign(secret, stamp, raw, event_id=event_id or "")}
     if event_id:
         headers["X-Concierge-Event-Id"] = event_id
     with httpx2.Client(base_url=api.url) as c:  # no API key: senders only sign
@@ -56,9 +56,11 @@ def events(owner: httpx2.Client, source_id: str) -> list[dict[str, Any]]:
     return owner.get(f"{SB}/default/sources/{source_id}/webhook-events").json()
 
 
-def test_the_signature_is_hmac_sha256_over_timestamp_and_body():
-    expected = hmac.new(b"whsec_k", b"1700000000.{\"a\":1}", hashlib.sha256).hexdigest()
-    assert sign("whsec_k", 1700000000, b'{"a":1}') == f"sha256={expected}"
+def test_the_signature_is_hmac_sha256_over_timestamp_event_id_and_body():
+    expected = hmac.new(b"whsec_k", b"1700000000.evt_1.{\"a\":1}", hashlib.sha256).hexdigest()
+    assert sign("whsec_k", 1700000000, b'{"a":1}', event_id="evt_1") == f"sha256={expected}"
+    in_body = hmac.new(b"whsec_k", b"1700000000..{\"id\":1}", hashlib.sha256).hexdigest()
+    assert sign("whsec_k", 1700000000, b'{"id":1}') == f"sha256={in_body}"
 
 
 def test_a_signed_event_is_stored_and_a_replay_is_acknowledged_once(api_server, owner, source):

@@ -47,6 +47,7 @@ WRITE_WORDS: dict[str, re.Pattern[str]] = {
     "update_agent": _words(r"updat\w*", r"chang\w*", r"renam\w*", r"allow\w*", r"restrict\w*", r"limit\w*",
                            r"give", r"let", r"set", r"add", r"remov\w*", r"only"),
     "create_sandbox": _words(r"creat\w*", r"add\w*", r"make", r"new", r"set\s+up"),
+    "accept_tool_changes": _words(r"approv\w*", r"accept\w*", r"trust\w*", r"re-?pin\w*"),
 }
 """The words by which a request asks for each kind of write."""
 
@@ -54,6 +55,7 @@ _WHAT = {
     "register_source": "register a source", "update_source": "change a source", "pause_source": "pause a source",
     "resume_source": "resume a source", "revoke_source": "revoke a source", "create_agent": "create an agent",
     "update_agent": "change an agent", "create_sandbox": "create a sandbox",
+    "accept_tool_changes": "approve changed tools",
 }
 
 

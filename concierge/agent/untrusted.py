@@ -46,7 +46,9 @@ Path = tuple[str, ...]
 _LIFECYCLE: tuple[Path, ...] = (("health_error",), ("detail", "?health_error"))
 SERVER_FIELDS: dict[str, tuple[Path, ...]] = {
     "list_sources": (("sources", "*", "health_error"),),
-    "show_source": (("health_error",), ("server",)),
+    "show_source": (("health_error",), ("server",), ("held_tools", "*", "tool"), ("held_tools", "*", "changes", "*")),
+    "accept_tool_changes": (("approved", "*", "tool"), ("approved", "*", "changes", "*"), ("still_held", "*", "tool"),
+                      ("still_held", "*", "changes", "*"), ("detail",)),
     "test_all_sources": (("checked", "*", "health_error"), ("checked", "*", "detail", "?health_error"),
                          ("skipped", "*", "health_error")),
     "register_source": _LIFECYCLE, "update_source": _LIFECYCLE, "test_source": _LIFECYCLE,

@@ -65,6 +65,8 @@ def _trace_lines(trace: ResolutionTrace, *, full: bool) -> list[str]:
     for c in trace.collisions:
         lines.append(f"name collision on {c['name']}: {c['original_name']} of {c['source_id']} "
                      f"advertised as {c['renamed_to']}")
+    for h in trace.tools_held:
+        lines.append(f"held ({h.status}): {h.name or h.tool} of {h.source_id}: " + "; ".join(h.changes))
     lines.extend(f"note: {n}" for n in trace.notes)
     if full:
         lines.append("sources resolved: " + (", ".join(trace.sources_resolved) or "none")

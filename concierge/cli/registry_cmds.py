@@ -14,6 +14,7 @@ from concierge.errors import ValidationFailed
 
 if TYPE_CHECKING:
     from concierge.backend import Backend
+    from concierge.registry.catalog_models import HeldTool
     from concierge.registry.models import Outcome, SourceView
     from concierge.registry.pages import Page
 
@@ -52,7 +53,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--allow-all", action="store_true", help="remove the per-source tool allowlist")
     p.set_defaults(handler=source_update)
 
-    for name, fn, text in (("test", source_test, "re-run the health check"),
+    p = user_mcp.add_parser("approve", parents=[common],
+                            help="approve tools held because their definition changed (see `show`)")
+    p.add_argument("id")
+    p.add_argument("--tool", action="append", metavar="NAME",
+                   help="approve only this tool (its name on the server; repeat); default: every held tool")
+    p.add_argument("--sandbox")
+    p.set_defaults(handler=source_approve)
+
+    for name, fn, text in (("test", source_test, "re-run the health check (lists the tools again)"),
+                           ("show", source_show, "show one source and its held tools (never its credential)"),
                            ("revoke", source_revoke, "delete the secret and disconnect (terminal)")):
         p = user_mcp.add_parser(name, parents=[common], help=text)
         p.add_argument("id")
@@ -156,6 +166,9 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connect-timeout", type=float, metavar="S", help="seconds (default 10)")
     p.add_argument("--call-timeout", type=float, metavar="S", help="seconds (default 60)")
     p.add_argument("--transport", choices=["auto", "streamable-http", "sse"])
+    p.add_argument("--pin-tools", action=argparse.BooleanOptionalAction, default=None,
+                   help="hold a tool whose definition changes until it is approved (default on; "
+                        "--no-pin-tools for servers whose tools change by design)")
     p.add_argument("--ingest", action="append", metavar="JSON",
                    help='a tool call to run on pull, e.g. \'{"name": "list_docs", "arguments": {}}\'')
 
@@ -183,7 +196,7 @@ def _source_body(args: argparse.Namespace) -> dict[str, Any]:
                      ("allow", "allowed_tools"), ("rate_cap", "rate_cap_per_minute"),
                      ("webhook_rate_cap", "webhook_rate_cap_per_minute"),
                      ("connect_timeout", "connect_timeout"), ("call_timeout", "call_timeout"),
-                     ("transport", "transport")):
+                     ("transport", "transport"), ("pin_tools", "pin_tools")):
         value = getattr(args, opt, None)
         if value is not None:
             body[key] = value
@@ -320,9 +333,35 @@ async def source_list(args: argparse.Namespace, backend: Backend) -> int:
     return 0
 
 
+def _held_lines(held: list[HeldTool]) -> str:
+    lines = []
+    for h in held:
+        lines.append(f"  {h.tool} ({'changed' if h.status == 'changed' else 'new'}, held since {h.since}):")
+        lines.extend(f"    - {change}" for change in h.changes)
+    return "\n".join(lines)
+
+
 async def source_show(args: argparse.Namespace, backend: Backend) -> int:
     s = await backend.get_source(args.id, sandbox=args.sandbox)
-    emit(s, as_json=args.json, human=_source_lines(s))
+    held = await backend.held_tools(s.id, sandbox=args.sandbox) if s.pin_tools else []
+    human = _source_lines(s)
+    if held:
+        human += (f"\n\n{len(held)} tool(s) held until approved (not offered, calls refused); "
+                  f"as of the last listing:\n{_held_lines(held)}\n"
+                  f"approve with: concierge source user-mcp approve {s.id} [--tool NAME]")
+    emit(s.model_dump(mode="json") | {"held_tools": [h.model_dump(mode="json") for h in held]},
+         as_json=args.json, human=human)
+    return 0
+
+
+async def source_approve(args: argparse.Namespace, backend: Backend) -> int:
+    result = await backend.approve_tools(args.id, args.tool, sandbox=args.sandbox)
+    human = result.detail
+    if result.approved:
+        human += "\napproved:\n" + _held_lines(result.approved)
+    if result.still_held:
+        human += "\nstill held:\n" + _held_lines(result.still_held)
+    emit(result, as_json=args.json, human=human)
     return 0
 
 

@@ -541,6 +541,8 @@ class Catalog:
         instructions: dict[str, str] = {}
         for src in sources:
             listing = listings[src.id]
+            if listing.skipped is None:
+                listing = self._hold_changed(src, listing, trace)
             if listing.skipped is not None:
                 trace.sources_skipped.append(listing.skipped)
                 continue
@@ -604,6 +606,29 @@ class Catalog:
             prompts=[CatalogPrompt(name=n, source_id=c.source.id, original_name=c.tool.name,
                                    definition=c.tool.definition | {"name": n}) for n, c in prompts],
             instructions=instructions)
+
+    def _hold_changed(self, src: SourceView, listing: _Listing, trace: ResolutionTrace) -> _Listing:
+        """The listing without the tools whose definition differs from its pin (named in
+        ``trace.tools_held`` with the diff); fails closed if the pins cannot be read."""
+        offered = listing.listing
+        if offered is None or not src.pin_tools:
+            return listing
+        try:
+            held = self.registry.pins.observe(src, offered.tools)
+        except Exception:
+            log.exception("tool pins of %s could not be checked", src.id)
+            return self._skip(src, "pins_unavailable", "its tool pins could not be read; its tools are held")
+        if not held:
+            return listing
+        for tool in offered.tools:
+            if tool.name in held:
+                trace.tools_held.append(held[tool.name].model_copy(
+                    update={"name": base_name(src.app_namespace, tool.name)}))
+        trace.notes.append(f"{src.name} ({src.id}): {len(held)} tool(s) held until approved "
+                           f"(their definitions changed since approval, or they are new): "
+                           f"concierge source user-mcp approve {src.id}")
+        kept = dataclasses.replace(offered, tools=[t for t in offered.tools if t.name not in held])
+        return dataclasses.replace(listing, listing=kept)
 
     @staticmethod
     def _extras(candidates: list[_Candidate], allowlist: list[str], app: str | None, trace: ResolutionTrace,

@@ -5,12 +5,12 @@ Shared by the catalog resolver, the gateway, the concierge's tools and the HTTP 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
-__all__ = ["CatalogPrompt", "CatalogResource", "CatalogResult", "CatalogTool", "PullResult",
-           "ResolutionTrace", "SkippedSource", "ToolCallOutcome"]
+__all__ = ["ApprovalResult", "CatalogPrompt", "CatalogResource", "CatalogResult", "CatalogTool", "HeldTool",
+           "PullResult", "ResolutionTrace", "SkippedSource", "ToolCallOutcome"]
 
 
 class CatalogTool(BaseModel):
@@ -57,6 +57,34 @@ class SkippedSource(BaseModel):
                                                        "or in the source's last health check)")
 
 
+class HeldTool(BaseModel):
+    """A tool whose listed definition differs from the one approved (or that was never
+    approved): not advertised, calls refused, until an owner or editor approves it."""
+
+    source_id: str
+    tool: str = Field(description="The tool's name on the MCP server (what `approve --tool` takes).")
+    name: str | None = Field(default=None, description="The name it would be advertised under.")
+    status: Literal["changed", "new"]
+    changes: list[str] = Field(description='Readable diff, e.g. "description changed: “…” → “…”", '
+                                           '"new argument `exfil`" (server text cleaned, shortened).')
+    pending_hash: str
+    pinned_hash: str | None = None
+    since: str | None = Field(default=None, description="When this definition was first seen.")
+
+    @property
+    def sentence(self) -> str:
+        return f"{self.tool} ({self.status}): " + "; ".join(self.changes)
+
+
+class ApprovalResult(BaseModel):
+    """What `approve` pinned, and what is still held."""
+
+    source_id: str
+    approved: list[HeldTool] = Field(default_factory=list)
+    still_held: list[HeldTool] = Field(default_factory=list)
+    detail: str
+
+
 class ResolutionTrace(BaseModel):
     """Why the agent saw what it saw (names follow the reference's trace)."""
 
@@ -78,6 +106,9 @@ class ResolutionTrace(BaseModel):
         default_factory=list, description="sources served from an expired listing while a refresh runs")
     tools_left_out: list[dict[str, str]] = Field(
         default_factory=list, description="tools not advertised, with the reason (e.g. task_required)")
+    tools_held: list[HeldTool] = Field(
+        default_factory=list, description="tools not advertised because their definition changed since "
+                                          "it was approved (or they are new): a possible rug pull")
     notes: list[str] = Field(default_factory=list, description="anything else worth knowing "
                              "(paused agent, app filter, oversized schema replaced)")
     duration_ms: float = 0.0

@@ -37,11 +37,12 @@ from concierge.errors import (
     NotFound,
     NotSupported,
     SourceInactive,
+    ToolHeld,
     VaultError,
 )
 from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
 from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
-from concierge.registry.catalog_models import CatalogResult, CatalogTool, ResolutionTrace, ToolCallOutcome
+from concierge.registry.catalog_models import CatalogResult, CatalogTool, HeldTool, ResolutionTrace, ToolCallOutcome
 from concierge.registry.models import Agent, SourceStatus, SourceView
 from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.service import Registry
@@ -204,6 +205,9 @@ class Gateway:
                            enforce_allowlist: bool, progress: Progress | None = None,
                            meta: dict[str, Any] | None = None) -> ToolCallResult:
         source = self._active_source(source_id)
+        held = self.registry.pins.held_tool(source.id, tool_name)
+        if held is not None:
+            raise _held_error(tool_name, held)
         if enforce_allowlist and source.allowed_tools is not None and \
                 not matches_any(source.allowed_tools, tool_name):
             raise NotAllowed(f"tool {tool_name} is not in the allowed_tools of source "
@@ -309,6 +313,9 @@ def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
         raise NotAllowed(f"tool {name} is not in agent {agent.slug}'s tool_allowlist")
     if name in trace.allowlist_filtered_out.get("source", []):
         raise NotAllowed(f"tool {name} is not in its source's allowed_tools")
+    for held in trace.tools_held:
+        if held.name == name:
+            raise _held_error(name, held)
     for left in trace.tools_left_out:
         if left["name"] == name:
             raise NotSupported(f"tool {name} is not offered: it requires task-augmented execution, "
@@ -332,6 +339,14 @@ def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
     if trace.sources_skipped:
         hint += " (skipped sources: " + ", ".join(f"{s.name} [{s.reason}]" for s in trace.sources_skipped) + ")"
     raise NotFound(f"agent {agent.slug} has no tool {name!r}{hint}")
+
+
+def _held_error(name: str, held: HeldTool) -> ToolHeld:
+    what = "is new since the source's tools were approved" if held.status == "new" else \
+        "changed since it was approved"
+    return ToolHeld(f"tool {name} is held: its definition {what}; an owner or editor must review and approve "
+                    f"it (concierge source user-mcp show {held.source_id}; "
+                    f"concierge source user-mcp approve {held.source_id} --tool {held.tool})")
 
 
 def _error_result(text: str) -> ToolCallResult:

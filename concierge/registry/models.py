@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from typing import Any, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StrictBool, field_validator, model_validator
 
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import validation as v
@@ -98,6 +98,9 @@ class RegisterSource(BaseModel):
     connect_timeout: float = ConnectTimeout
     call_timeout: float = CallTimeout
     transport: Literal["auto", "streamable-http", "sse"] = "auto"
+    pin_tools: StrictBool = Field(default=True, description=(
+        "Pin each tool's definition at the first listing and hold a tool whose definition changes "
+        "until an owner or editor approves it; false for servers whose tools change by design."))
 
     _url = field_validator("base_url")(lambda cls, x: v.normalize_base_url(x))
     _token = field_validator("token")(lambda cls, x: v.check_token(x))
@@ -130,6 +133,7 @@ class UpdateSource(BaseModel):
     connect_timeout: float | Unset = Field(default=UNSET, gt=0, le=120)
     call_timeout: float | Unset = Field(default=UNSET, gt=0, le=600)
     transport: Literal["auto", "streamable-http", "sse"] | Unset = UNSET
+    pin_tools: StrictBool | Unset = UNSET
 
     @model_validator(mode="before")
     @classmethod
@@ -206,6 +210,7 @@ class SourceView(BaseModel):
     server_name: str | None
     last_checked_at: str | None
     last_latency_ms: float | None
+    pin_tools: bool = Field(default=True, description="Changed tool definitions are held until approved.")
     created_at: str
     updated_at: str
 

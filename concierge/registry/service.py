@@ -52,6 +52,7 @@ from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_k
 
 if TYPE_CHECKING:
     from concierge.mcp_client.results import ProbeResult
+    from concierge.registry.pin_book import PinBook
 
 __all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChange"]
 
@@ -119,6 +120,17 @@ class Registry:
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
         self._own_changes: set[int] = set()  # change feed numbers this process committed
         self._feed_cursor: int | None = None  # the last change seen by `follow_changes`
+        self._pins: PinBook | None = None
+
+    @property
+    def pins(self) -> PinBook:
+        """Tool-definition pins: what each source's tools were approved as, what is held
+        (loaded on first use: a plain ``source list`` does not need it)."""
+        if self._pins is None:
+            from concierge.registry.pin_book import PinBook
+
+            self._pins = PinBook(self)
+        return self._pins
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -432,7 +444,7 @@ class Registry:
             "connect_timeout": req.connect_timeout, "call_timeout": req.call_timeout,
             "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
             "health_error_kind": None, "tool_count": None, "server_name": None, "last_checked_at": None,
-            "last_latency_ms": None, "created_at": now, "updated_at": now,
+            "last_latency_ms": None, "pin_tools": req.pin_tools, "created_at": now, "updated_at": now,
         }
         try:
             with self.store.transaction() as cx:  # the row and its secrets, all or nothing
@@ -526,6 +538,8 @@ class Registry:
                     self.vault.delete(cx, auth_key(source_id))
                 Store.update(cx, "sources", source_id, changes)
                 self._evict_buckets(cx, source_id)
+                if "base_url" in changes or changes.get("pin_tools"):
+                    self.pins.reset(cx, source_id)  # another server, or pinning back on: start over
                 after = self._view(merged).model_dump(mode="json")
                 if token is not None:
                     after["token"] = "rotated"
@@ -627,6 +641,11 @@ class Registry:
             return self._outcome(self._row(source_id), detail=(
                 "this check's result was not recorded: the source's connection settings changed "
                 "while it ran, and the check of the new settings decides its status"))
+        if result.ok:
+            try:  # registration pins the listing; later checks record what changed
+                self.pins.observe(self.get_source(source_id), result.tools)
+            except Exception:  # the catalog checks again (and holds everything if it cannot)
+                log.exception("tool pins of %s not updated by its health check", source_id)
         if fields.get("status", current["status"]) != current["status"]:
             self._changed(source_id, "status")
         log.info("health check %s: %s", source_id, outcome)

@@ -5,10 +5,13 @@ replay protection.
                         registration's transaction and returned ONCE (`models.RegisteredOutcome`)
     rotate              `Webhooks.rotate` replaces it and returns the new one, once
     revoke / delete     the registry deletes every vault key under ``user_mcp/<id>/``
-    receive             `Webhooks.receive`: source known and live -> signature (HMAC-SHA256 over
-                        ``"<timestamp>.<body>"``, timestamp within `TOLERANCE_S`) -> an event id
-                        seen before is acknowledged as ``duplicate`` and not stored again ->
-                        the source's ``webhook_rate_cap_per_minute`` -> stored
+    receive             `Webhooks.admit` (before the body is read): source known and live, the
+                        signature and timestamp headers present, the timestamp within
+                        `TOLERANCE_S`, the event id header short enough -> the body, read up to
+                        `MAX_BODY_BYTES` (413 beyond, unread) -> `Webhooks.accept`: signature
+                        (HMAC-SHA256 over ``"<timestamp>.<event_id>.<body>"``) -> paused? -> an
+                        event id seen before is acknowledged as ``duplicate`` and not stored
+                        again -> the source's ``webhook_rate_cap_per_minute`` -> stored
 
 How a sender signs: `concierge.registry.signing`. This module depends on the service
 (`Registry`); the service never imports it (it issues secrets through ``signing``).
@@ -19,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, Field
@@ -37,6 +41,7 @@ from concierge.registry.signing import (
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     TOLERANCE_S,
+    check_headers,
     new_secret,
     sign,
     verify,
@@ -48,6 +53,7 @@ if TYPE_CHECKING:
     from concierge.registry.service import Registry
 
 __all__ = [
+    "Admission",
     "EVENT_ID_HEADER",
     "MAX_BODY_BYTES",
     "SIGNATURE_HEADER",
@@ -85,6 +91,20 @@ class WebhookEvent(BaseModel):
     received_at: str
     content_type: str | None
     payload: Any
+
+
+@dataclass(frozen=True)
+class Admission:
+    """A delivery whose headers passed: what checking its body needs."""
+
+    source_id: str
+    name: str
+    status: str
+    rate_cap: int
+    secret: str = field(repr=False)
+    timestamp: str
+    signature: str
+    event_id: str | None
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -125,19 +145,37 @@ class Webhooks:
     def receive(self, source_id: str, *, body: bytes, headers: Mapping[str, str],
                 content_type: str | None = None) -> WebhookReceipt:
         """Check and store one event. See the module docstring for the order of checks."""
+        admission = self.admit(source_id, headers)
         if len(body) > MAX_BODY_BYTES:
             raise PayloadTooLarge(f"webhook body is over {MAX_BODY_BYTES} bytes", field="body")
+        return self.accept(admission, body, content_type=content_type)
+
+    def admit(self, source_id: str, headers: Mapping[str, str]) -> Admission:
+        """The checks that need no body: a sender without the source's endpoint, the signature
+        headers or a fresh timestamp is refused before a byte of its body is read."""
         row = self.registry.store.query_one(
             "SELECT id, name, status, webhook_rate_cap_per_minute FROM sources WHERE id = ?", (source_id,))
         secret = self.registry.vault.get(webhook_key(source_id)) if row else None
         if row is None or secret is None:  # unknown and revoked look the same to a sender
             raise NotFound(f"no webhook endpoint for source {source_id!r}")
-        verify(secret, _header(headers, TIMESTAMP_HEADER), body, _header(headers, SIGNATURE_HEADER),
-               now=self._clock())
-        if row["status"] == SourceStatus.PAUSED:
-            raise SourceInactive(f"source {row['name']} ({source_id}) is paused; resume it to receive events")
+        timestamp, signature = _header(headers, TIMESTAMP_HEADER), _header(headers, SIGNATURE_HEADER)
+        check_headers(timestamp, signature, now=self._clock())
+        event_id = _header(headers, EVENT_ID_HEADER)
+        if event_id is not None and len(event_id) > MAX_EVENT_ID:
+            raise ValidationFailed(f"event id is over {MAX_EVENT_ID} characters", field="event_id")
+        return Admission(source_id=source_id, name=row["name"], status=row["status"],
+                         rate_cap=row["webhook_rate_cap_per_minute"], secret=secret,
+                         timestamp=str(timestamp), signature=str(signature), event_id=event_id)
+
+    def accept(self, admission: Admission, body: bytes, *, content_type: str | None = None) -> WebhookReceipt:
+        """Verify the signature over timestamp, event id and body, then store the event once."""
+        source_id = admission.source_id
+        verify(admission.secret, admission.timestamp, body, admission.signature, now=self._clock(),
+               event_id=admission.event_id or "")
+        if admission.status == SourceStatus.PAUSED:
+            raise SourceInactive(f"source {admission.name} ({source_id}) is paused; resume it to receive events")
         payload, event_id = _parse(body, content_type)
-        event_id = _header(headers, EVENT_ID_HEADER) or event_id
+        event_id = admission.event_id or event_id
         if not event_id:
             raise ValidationFailed(f"send an event id in {EVENT_ID_HEADER} (or an \"id\" in a JSON body)",
                                    field="event_id")
@@ -145,7 +183,7 @@ class Webhooks:
             raise ValidationFailed(f"event id is over {MAX_EVENT_ID} characters", field="event_id")
         if self._seen(source_id, event_id):
             return WebhookReceipt(status="duplicate", event_id=event_id, data_source_id=source_id)
-        self.limiter.acquire(source_id, row["webhook_rate_cap_per_minute"], label=f"{row['name']} webhooks")
+        self.limiter.acquire(source_id, admission.rate_cap, label=f"{admission.name} webhooks")
         with self.registry.store.transaction() as cx:
             cur = cx.execute(
                 "INSERT INTO webhook_events (source_id, event_id, received_at, content_type,"

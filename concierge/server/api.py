@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from concierge.errors import (
     ConciergeError,
     ForbiddenOrigin,
+    PayloadTooLarge,
     Unauthenticated,
     UnsupportedMediaType,
     ValidationFailed,
@@ -48,12 +49,14 @@ __all__ = [
     "authenticate",
     "dispatch",
     "page_query",
+    "read_body",
 ]
 
 Access = Literal["public", "signature", "viewer", "editor", "owner"]
 """``public``: no key. ``signature``: no key, the handler checks an HMAC signature."""
 
 MAX_BODY_BYTES = 1024 * 1024
+"""The largest request body any route reads (a webhook's limit is lower)."""
 _PATH_PARAM = re.compile(r"{([a-zA-Z_][a-zA-Z0-9_]*)(?::[a-z]+)?}")
 
 
@@ -167,20 +170,22 @@ class Ctx:
                                    "string); leave it out for the first page", field="cursor")
         return {"limit": self.int_query("limit", default_limit, lo=1, hi=MAX_LIMIT), "cursor": cursor}
 
-    async def body_bytes(self) -> bytes:
-        body = await self.request.body()
-        if len(body) > MAX_BODY_BYTES:
-            raise ValidationFailed(f"request body is over {MAX_BODY_BYTES} bytes", field="body")
-        return body
+    async def body_bytes(self, *, limit: int = MAX_BODY_BYTES) -> bytes:
+        """The body, read at most ``limit`` bytes far (413 beyond; see `read_body`)."""
+        return await read_body(self.request, limit)
 
     async def json(self, *, required: bool = True) -> dict[str, Any]:
         """The body as a JSON object (400 when it is not one)."""
+        content_type = self.request.headers.get("content-type", "")
+        announced = self.request.headers.get("content-length")
+        if "json" not in content_type.lower() and announced not in (None, "0"):  # refused unread
+            raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json' "
+                                       f"(got {content_type or 'no content type'!r})", field="body")
         raw = await self.body_bytes()
         if not raw.strip():
             if required:
                 raise ValidationFailed("request body must be a JSON object", field="body")
             return {}
-        content_type = self.request.headers.get("content-type", "")
         if "json" not in content_type.lower():
             # Also keeps browsers honest: a cross-site page cannot send JSON without a preflight.
             raise UnsupportedMediaType(f"send the body as JSON with 'Content-Type: application/json' "
@@ -226,6 +231,42 @@ class Ctx:
 
 def _json_response(result: Any, status: int) -> JSONResponse:
     return JSONResponse(to_jsonable_python(result), status_code=status)
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, never more than ``limit`` bytes of it in memory.
+
+    A ``Content-Length`` over the limit is refused before a byte of the body is read; a body
+    without one (chunked) is read as it arrives and refused as soon as it passes the limit.
+    Either way the answer is 413 `PayloadTooLarge`, and the rest is never read."""
+    announced = request.headers.get("content-length")
+    if announced is not None:
+        try:
+            length = int(announced)
+            if length < 0:
+                raise ValueError
+        except ValueError:
+            raise ValidationFailed(f"Content-Length must be a number of bytes (got {announced!r})",
+                                   field="Content-Length") from None
+        if length > limit:
+            raise PayloadTooLarge(f"request body of {length} bytes is over the limit of {limit} bytes",
+                                  field="body")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"request body is over the limit of {limit} bytes", field="body")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    request._body = body  # what Starlette's own request.body() caches, for any later reader
+    return body
+
+
+def _body_left_unread(request: Request) -> bool:
+    announced = request.headers.get("content-length")
+    has_body = (announced not in (None, "0")) or "chunked" in request.headers.get("transfer-encoding", "").lower()
+    return has_body and not getattr(request, "_stream_consumed", False) and not hasattr(request, "_body")
 
 
 def _bearer(request: Request) -> str | None:
@@ -294,7 +335,12 @@ def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitab
                 return Response(body, status_code=route.status, media_type="application/json")
             return _json_response(result, route.status)
         except ConciergeError as exc:
-            return error_response(exc)
+            response = error_response(exc)
+            if _body_left_unread(request):
+                # Refused before (all of) its body was read: close the connection after the
+                # answer, so the server does not go on receiving and dropping the rest of it.
+                response.headers["Connection"] = "close"
+            return response
         except Exception as exc:  # a bug: 500 with the request id, details in the log
             return internal_error(request, exc)
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from concierge.errors import NotFound
 from concierge.registry import Outcome, RegisterSource, SourceView, UpdateSource
-from concierge.registry.catalog_models import PullResult
+from concierge.registry.catalog_models import ApprovalResult, HeldTool, PullResult
 from concierge.registry.models import RegisteredOutcome
 from concierge.registry.pages import Page
-from concierge.server.api import ApiRoute, Ctx, PageOf, Query, page_query
+from concierge.registry.validation import from_pydantic
+from concierge.server.api import ApiRoute, Ctx, ListOf, PageOf, Query, page_query
 from concierge.wire import DeleteResult, RegisterResponse
 
 __all__ = ["ROUTES"]
@@ -75,6 +78,26 @@ async def pull(ctx: Ctx) -> PullResult:
     return await ctx.backend.pull_source(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
+class ApproveTools(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    tools: list[str] | None = Field(default=None, description="Server tool names to approve (default: every held tool).")
+
+
+async def held_tools(ctx: Ctx) -> list[HeldTool]:
+    return await ctx.backend.held_tools(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
+
+
+async def approve_tools(ctx: Ctx) -> ApprovalResult:
+    sb = ctx.sandbox_ref()
+    body = await ctx.json()
+    try:
+        req = ApproveTools.model_validate(body)
+    except ValidationError as exc:
+        raise from_pydantic(exc) from None
+    return await ctx.backend.approve_tools(ctx.param("source_id"), req.tools, sandbox=sb)
+
+
 async def delete(ctx: Ctx) -> DeleteResult:
     source_id = ctx.param("source_id")
     await ctx.backend.delete_source(source_id, sandbox=ctx.sandbox_ref())
@@ -113,6 +136,19 @@ ROUTES = [
     ApiRoute("POST", SRC + "/user-mcp/revoke", revoke,
              "Revoke: delete the secrets, status disconnected (terminal)", "editor", "sources",
              response=Outcome),
+    ApiRoute("GET", SRC + "/user-mcp/held-tools", held_tools,
+             "Tools held because their definition changed since approval (with the diff)", "viewer",
+             "sources", response=ListOf(HeldTool),
+             description="A tool whose listed definition (name, title, description, input and output "
+                         "schema, annotations) differs from the one pinned at registration or at the last "
+                         "approval, or that is new, is not advertised and its calls are refused until an "
+                         "owner or editor approves it. As of the source's last listing or health check."),
+    ApiRoute("POST", SRC + "/user-mcp/approve", approve_tools,
+             "Approve held tool definitions (all, or the named tools)", "editor", "sources",
+             body=ApproveTools, response=ApprovalResult, errors=(404, 409),
+             description="Pins the held definitions exactly as last listed (what `held-tools` shows); a "
+                         "definition that changed again since then stays held. Audited as "
+                         "`source.tools_approved`."),
     ApiRoute("POST", SRC + "/pause", pause, "Pause: stop offering the source's tools", "editor",
              "sources", response=Outcome, errors=(409,)),
     ApiRoute("POST", SRC + "/resume", resume, "Resume a paused source and re-check it", "editor",

@@ -13,7 +13,7 @@ from typing import Any
 from concierge.backend import LocalBackend
 from concierge.errors import NotFound, PermissionDenied
 from concierge.registry import Agent, AuditEntry, Outcome, Sandbox, SourceView
-from concierge.registry.catalog_models import CatalogResult, PullResult, ToolCallOutcome
+from concierge.registry.catalog_models import ApprovalResult, CatalogResult, HeldTool, PullResult, ToolCallOutcome
 from concierge.registry.pages import Page, check_limit
 from concierge.server.auth import Principal, Role
 
@@ -119,6 +119,14 @@ class ScopedBackend:
     async def revoke_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         self._write("revoking a source")
         return await self.inner.revoke_source(source_id, sandbox=self._source_sandbox(source_id, sandbox))
+
+    async def held_tools(self, source_id: str, *, sandbox: str | None = None) -> list[HeldTool]:
+        return await self.inner.held_tools(source_id, sandbox=self._source_sandbox(source_id, sandbox))
+
+    async def approve_tools(self, source_id: str, tools: list[str] | None = None, *,
+                            sandbox: str | None = None) -> ApprovalResult:
+        self._write("approving changed tools")
+        return await self.inner.approve_tools(source_id, tools, sandbox=self._source_sandbox(source_id, sandbox))
 
     async def delete_source(self, source_id: str, *, sandbox: str | None = None) -> None:
         raise PermissionDenied("permanent deletion is not done from chat; use "

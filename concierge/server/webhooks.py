@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from concierge.registry.webhooks import (
     EVENT_ID_HEADER,
+    MAX_BODY_BYTES,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookEvent,
@@ -27,11 +28,14 @@ SRC = "/api/v1/storage/sandboxes/{sandbox_id}/sources/{source_id}"
 
 
 async def receive(ctx: Ctx) -> WebhookReceipt:
-    body = await ctx.body_bytes()
     headers = {k: v for k, v in ctx.request.headers.items()}
-    # SQLite writes and HMAC are quick but blocking: keep the event loop free under a firehose.
-    return await run_in_threadpool(ctx.services.webhooks.receive, ctx.param("source_id"), body=body,
-                                   headers=headers, content_type=ctx.request.headers.get("content-type"))
+    hooks = ctx.services.webhooks
+    # SQLite reads/writes and HMAC are quick but blocking: keep the event loop free under a firehose.
+    # The source and the signature headers are checked first: nothing unsigned is read.
+    admission = await run_in_threadpool(hooks.admit, ctx.param("source_id"), headers)
+    body = await ctx.body_bytes(limit=MAX_BODY_BYTES)
+    return await run_in_threadpool(hooks.accept, admission, body,
+                                   content_type=ctx.request.headers.get("content-type"))
 
 
 async def rotate(ctx: Ctx) -> WebhookSecret:
@@ -50,7 +54,11 @@ ROUTES = [
              body=None,
              description=f"Headers: `{TIMESTAMP_HEADER}` (Unix seconds), `{EVENT_ID_HEADER}` (or an "
                          f"`id` in a JSON body), `{SIGNATURE_HEADER}: sha256=<hex>` = HMAC-SHA256 with "
-                         "the source's webhook secret over `<timestamp>.<raw body>`."),
+                         "the source's webhook secret over `<timestamp>.<event_id>.<raw body>` (the "
+                         f"`{EVENT_ID_HEADER}` value, empty when the id is in the body), so a delivery "
+                         "replayed under another event id does not verify. The source and these headers "
+                         f"are checked before the body is read; a body over {MAX_BODY_BYTES} bytes is "
+                         "refused with 413 (a larger `Content-Length` before a byte is read)."),
     ApiRoute("POST", SRC + "/user-mcp/webhook-secret", rotate,
              "Rotate the source's webhook signing secret (the new one is shown once)", "editor",
              "webhooks", response=WebhookSecret, errors=(409,)),

@@ -1,5 +1,5 @@
 """The source tools: list, show, test (one or all), register, update, pause, resume, revoke,
-and the command for permanent deletion (which is never run from chat).
+approve held tool definitions, and the command for permanent deletion (which is never run from chat).
 
 Validation is the registry's: each write's ``prepare`` feeds the call to the registry's own
 request models (`RegisterSource`, `UpdateSource`) and rule functions, and translates their
@@ -17,10 +17,19 @@ from pydantic import ValidationError
 
 from concierge.agent.secrets import MASK
 from concierge.agent.toolkit._base import SecretNeed, ToolArgumentError, ToolContext
-from concierge.agent.toolkit.args import ListSourcesArgs, PageSourcesArgs, RegisterArgs, SourceArgs, UpdateArgs
+from concierge.agent.toolkit.args import (
+    ApproveArgs,
+    ListSourcesArgs,
+    PageSourcesArgs,
+    RegisterArgs,
+    SourceArgs,
+    UpdateArgs,
+)
 from concierge.agent.toolkit.results import (
+    ApprovedTools,
     DeleteCommand,
     HealthReport,
+    HeldToolRow,
     Lifecycle,
     SourceDetails,
     SourceList,
@@ -31,6 +40,7 @@ from concierge.mcp_client.endpoint import same_url
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
+from concierge.registry.catalog_models import HeldTool
 from concierge.registry.models import Outcome, RegisterSource, SourceView, UpdateSource
 
 __all__ = [
@@ -216,7 +226,14 @@ async def show_source(ctx: ToolContext, args: SourceArgs, _: Any) -> SourceDetai
         "connect_timeout": s.connect_timeout, "call_timeout": s.call_timeout,
         "ingestion_mode": s.ingestion_mode,
     }
+    held = await ctx.backend.held_tools(s.id) if s.pin_tools else []
+    if held:
+        row["held_tools"] = [_held_row(h) for h in held]
     return SourceDetails(**{k: v for k, v in row.items() if v is not None})
+
+
+def _held_row(h: HeldTool) -> HeldToolRow:
+    return HeldToolRow(tool=h.tool, status=h.status, changes=h.changes)
 
 
 async def test_source(ctx: ToolContext, args: SourceArgs, _: Any) -> Lifecycle:
@@ -436,3 +453,32 @@ async def resume(ctx: ToolContext, args: SourceArgs, prep: dict[str, Any]) -> Li
 
 async def revoke(ctx: ToolContext, args: SourceArgs, prep: dict[str, Any]) -> Lifecycle:
     return _lifecycle(await ctx.backend.revoke_source(prep["id"]))
+
+
+async def prepare_approve(ctx: ToolContext, args: ApproveArgs) -> dict[str, Any]:
+    """The source and exactly what would be approved (refused when nothing is held)."""
+    prep = await prepare_target(ctx, args)
+    held = await ctx.backend.held_tools(prep["id"])
+    if args.tools:
+        unknown = [t for t in args.tools if t not in {h.tool for h in held}]
+        if unknown:
+            raise ValidationFailed(f"tool {unknown[0]!r} of {prep['name']} is not held (held: "
+                                   f"{', '.join(h.tool for h in held) or 'none'})", field="tools")
+        held = [h for h in held if h.tool in args.tools]
+    if not held:
+        raise ValidationFailed(f"nothing of {prep['name']} is held: every listed tool is approved", field="tools")
+    return prep | {"held": [_held_row(h).to_wire() for h in held]}
+
+
+def summary_approve(args: ApproveArgs, prep: dict[str, Any]) -> str:
+    parts = [f"{h['tool']} ({'; '.join(h['changes'])})" for h in prep["held"]]
+    return (f"Approve the changed tool definitions of {_target(prep)}: {', '.join(parts)}. "
+            "Agents will be offered them as they are now.")
+
+
+async def accept_changes(ctx: ToolContext, args: ApproveArgs, prep: dict[str, Any]) -> ApprovedTools:
+    names = [h["tool"] for h in prep["held"]]
+    result = await ctx.backend.approve_tools(prep["id"], names)
+    return ApprovedTools(data_source_id=prep["id"], name=prep["name"],
+                         approved=[_held_row(h) for h in result.approved],
+                         still_held=[_held_row(h) for h in result.still_held], detail=result.detail)

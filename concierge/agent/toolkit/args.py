@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
     "AgentToolsArgs",
+    "ApproveArgs",
     "CreateAgentArgs",
     "CreateSandboxArgs",
     "DescribeToolArgs",
@@ -80,6 +81,12 @@ class SourceArgs(BaseModel):
     model_config = _ARGS
     source: str = _SOURCE
     sandbox: str | None = _SANDBOX
+
+
+class ApproveArgs(SourceArgs):
+    tools: list[str] | None = Field(default=None, description=(
+        "Server names of the held tools to approve (as show_source lists them under held_tools); "
+        "leave out to approve every held tool of the source."))
 
 
 class RegisterArgs(BaseModel):

@@ -41,12 +41,14 @@ __all__ = [
     "AgentList",
     "AgentRow",
     "AgentUpdated",
+    "ApprovedTools",
     "Catalog",
     "CatalogEntry",
     "CatalogTrace",
     "DeleteCommand",
     "EngineStatus",
     "HealthReport",
+    "HeldToolRow",
     "Lifecycle",
     "RESULT_TYPES",
     "SandboxCreated",
@@ -165,6 +167,26 @@ class SourceDetails(SourceRow):
     connect_timeout: float | None = None
     call_timeout: float | None = None
     ingestion_mode: str | None = None
+    held_tools: list[HeldToolRow] | None = None
+    """Tools held until approved: their definition changed since approval (or they are new)."""
+
+
+class HeldToolRow(ToolResult):
+    """A held tool: its server name, ``changed`` or ``new``, the readable diff (server text)."""
+
+    tool: str
+    status: str
+    changes: list[str] = []
+
+
+class ApprovedTools(ToolResult):
+    """What an approval pinned, and what is still held."""
+
+    data_source_id: str
+    name: str | None = None
+    approved: list[HeldToolRow] = []
+    still_held: list[HeldToolRow] = []
+    detail: str | None = None
 
 
 class Lifecycle(ToolResult):
@@ -292,6 +314,7 @@ RESULT_TYPES: dict[str, type[ToolResult]] = {
     "pause_source": Lifecycle, "resume_source": Lifecycle, "revoke_source": Lifecycle,
     "delete_source_command": DeleteCommand, "list_agents": AgentList, "create_agent": AgentCreated,
     "list_agent_tools": Catalog, "describe_tool": ToolDescription, "update_agent": AgentUpdated,
+    "accept_tool_changes": ApprovedTools,
 }
 """The result model of each tool, by tool name."""
 

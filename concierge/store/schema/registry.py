@@ -117,4 +117,20 @@ REGISTRY = MigrationSet("registry", (
     CREATE INDEX sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
     CREATE INDEX agents_page ON agents (sandbox_id, created_at, id);
     """),
+    Migration(6, "tool-definition pins: the approved hash per tool, and a held pending definition", """
+    ALTER TABLE sources ADD COLUMN pin_tools INTEGER NOT NULL DEFAULT 1;
+    ALTER TABLE sources ADD COLUMN tools_pinned_at TEXT;
+    CREATE TABLE tool_pins (
+        source_id TEXT NOT NULL,
+        tool_name TEXT NOT NULL,
+        hash TEXT,
+        definition TEXT,
+        pinned_at TEXT,
+        pinned_by TEXT,
+        pending_hash TEXT,
+        pending_definition TEXT,
+        pending_since TEXT,
+        PRIMARY KEY (source_id, tool_name)
+    );
+    """),
 ), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})

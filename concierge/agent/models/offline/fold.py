@@ -47,7 +47,7 @@ from concierge.agent.toolkit.results import (
 __all__ = ["fold"]
 
 _WRITES = {"register_source", "update_source", "pause_source", "resume_source", "revoke_source",
-           "create_agent", "create_sandbox"}
+           "create_agent", "create_sandbox", "accept_tool_changes"}
 _FETCHES = {"list_sources", "list_agents", "list_agent_tools"}
 _FREE_TEXT = {"name", "slug", "auth_header", "app_namespace"}
 # Registry fields (as a tool error names them) and the slot that holds them.

@@ -543,6 +543,7 @@ FORMS: dict[str, Form] = {f.name: f for f in (
     Form("pause", "pause_source", _TARGET_ONLY, target="source"),
     Form("resume", "resume_source", _TARGET_ONLY, target="source"),
     Form("revoke", "revoke_source", _TARGET_ONLY, target="source"),
+    Form("approve", "accept_tool_changes", _TARGET_ONLY, target="source"),
     Form("delete", "delete_source_command", _TARGET_ONLY, target="source"),
     Form("catalog", "list_agent_tools", ()),
     Form("describe", "describe_tool", ()),

@@ -17,9 +17,11 @@ from concierge.agent.toolkit.results import (
     AgentCreated,
     AgentUpdated,
     AgentList,
+    ApprovedTools,
     Catalog,
     DeleteCommand,
     HealthReport,
+    HeldToolRow,
     Lifecycle,
     SandboxCreated,
     SandboxList,
@@ -190,6 +192,21 @@ def _revoke(args: dict[str, Any], result: Lifecycle) -> str:
             f"concierge source delete {result.data_source_id} --yes")
 
 
+def _held_lines(rows: list[HeldToolRow]) -> list[str]:
+    return [f"- {h.tool} ({h.status}): " + "; ".join(h.changes) for h in rows]
+
+
+def _approved(args: dict[str, Any], result: ApprovedTools) -> str:
+    label = result.name or args.get("source", "")
+    if not result.approved:
+        return f'Nothing was approved for "{label}": {result.detail}'
+    lines = [f'Approved {len(result.approved)} tool definition(s) of "{label}"; agents are offered '
+             "them again:", *_held_lines(result.approved)]
+    if result.still_held:
+        lines += ["Still held:", *_held_lines(result.still_held)]
+    return "\n".join(lines)
+
+
 def _pause(args: dict[str, Any], result: Lifecycle) -> str:
     label = result.name or args.get("source", "")
     return f'Paused "{label}": agents no longer see its tools. Say "resume {label}" to bring it back.'
@@ -270,6 +287,11 @@ def _show(args: dict[str, Any], s: SourceDetails) -> str:
         lines.append(check)
     elif s.health_error:
         lines.append(f"- Last check: {plain_error(s.health_error, s.health_error_kind)}")
+    if s.held_tools:
+        lines.append(f"- Held until approved (their definitions changed since approval, or they are new; "
+                     f"agents do not see them): {len(s.held_tools)}")
+        lines += ["  " + line for line in _held_lines(s.held_tools)]
+        lines.append(f'  Say "approve the changed tools of {s.name}" once you have read the changes.')
     return "\n".join(lines)
 
 
@@ -407,7 +429,7 @@ TOOL_REPLIES: dict[str, Callable[[dict[str, Any], Any], str]] = {
     "test_all_sources": _health, "list_sandboxes": _sandboxes, "switch_sandbox": _switch,
     "create_sandbox": _sandbox_created, "list_agents": _agents, "create_agent": _agent_created,
     "update_agent": _agent_updated,
-    "list_agent_tools": _catalog, "describe_tool": _describe,
+    "list_agent_tools": _catalog, "describe_tool": _describe, "accept_tool_changes": _approved,
 }
 """The answer to each tool's result, by tool name."""
 
