@@ -168,9 +168,19 @@ MIGRATIONS: Sequence[str] = (
         WHERE instr(health_error, ':') > 1
         AND substr(health_error, 1, instr(health_error, ':') - 1) IN ('unauthorized', 'forbidden', 'not_found', 'connection_refused', 'dns', 'tls', 'timeout', 'not_mcp', 'protocol', 'too_many_tools', 'too_large', 'server_error', 'invalid_url', 'unknown');
     """,
+    # 6: stdio programs, OAuth settings and extra non-secret headers (JSON; secrets in the vault);
+    # and the keyset page indexes, so that a home at 6 is the store's registry set through 6
+    """
+    CREATE INDEX IF NOT EXISTS sources_page ON sources (created_at, id);
+    CREATE INDEX IF NOT EXISTS sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
+    CREATE INDEX IF NOT EXISTS agents_page ON agents (sandbox_id, created_at, id);
+    ALTER TABLE sources ADD COLUMN headers TEXT;
+    ALTER TABLE sources ADD COLUMN stdio TEXT;
+    ALTER TABLE sources ADD COLUMN oauth TEXT;
+    """,
 )
 
-_JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",
+_JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "headers", "stdio", "oauth", "tool_sources", "tool_allowlist",
                  "model_settings", "before", "after", "content", "arguments"}
 
 

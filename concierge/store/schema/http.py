@@ -52,4 +52,4 @@ HTTP = MigrationSet("http", (
     CREATE INDEX api_keys_page ON api_keys (created_at, id);
     CREATE INDEX webhook_events_by_source ON webhook_events (source_id, id);
     """),
-), legacy={3: 1, 4: 1, 5: 1})
+), legacy={3: 1, 4: 1, 5: 1, 6: 1})

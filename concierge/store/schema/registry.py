@@ -109,4 +109,9 @@ REGISTRY = MigrationSet("registry", (
     CREATE INDEX sources_page_by_sandbox ON sources (sandbox_id, created_at, id);
     CREATE INDEX agents_page ON agents (sandbox_id, created_at, id);
     """),
-), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})
+    Migration(6, "stdio programs, OAuth settings and extra non-secret headers (JSON; secrets in the vault)", """
+    ALTER TABLE sources ADD COLUMN headers TEXT;
+    ALTER TABLE sources ADD COLUMN stdio TEXT;
+    ALTER TABLE sources ADD COLUMN oauth TEXT;
+    """),
+), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4, 6: 6})
