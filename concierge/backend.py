@@ -107,6 +107,16 @@ class LocalBackend:
     async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return await self.registry.test(source_id, sandbox=sandbox)
 
+    # OAuth sign-in and stdio logs (the CLI's; a RemoteBackend asks `serve` instead)
+    async def begin_sign_in(self, source_id: str, *, sandbox: str | None = None, timeout: float | None = None) -> Any:
+        return await self.registry.begin_sign_in(source_id, sandbox=sandbox, timeout=timeout)
+
+    async def finish_sign_in(self, source_id: str, sign_in: Any) -> Outcome:
+        return await self.registry.finish_sign_in(source_id, sign_in)
+
+    def process_log(self, source_id: str, *, lines: int = 20) -> list[str]:
+        return self.registry.stdio_log_tail(source_id, lines=lines)
+
     async def pause_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return self.registry.pause(source_id, sandbox=sandbox)
 

@@ -316,13 +316,28 @@ class Registry:
 
     def process_log(self, source_id: str) -> ProcessLog:
         """The stdio program's log of ``source_id`` in this process (pid, exits, stderr tail)."""
-        from concierge.mcp_client.stdio import ProcessLog
+        from concierge.registry.stdio_logs import FileProcessLog
 
         with self._shared_lock:
             held = self._process_logs.get(source_id)
             if held is None:
-                held = self._process_logs[source_id] = ProcessLog()
+                held = self._process_logs[source_id] = FileProcessLog(self._stdio_log_path(source_id))
             return held
+
+    def _stdio_log_path(self, source_id: str) -> Path:
+        return self.store.path.parent / "logs" / "stdio" / f"{source_id}.log"
+
+    def stdio_log_tail(self, source_id: str, *, lines: int = 20) -> list[str]:
+        """The last lines a stdio source's program wrote to stderr (secrets redacted): this
+        process's log, else what the process running it last saved."""
+        from concierge.registry.stdio_logs import read_tail
+
+        self._row(source_id)
+        with self._shared_lock:
+            held = self._process_logs.get(source_id)
+        if held is not None and held.starts:
+            return held.tail(lines)
+        return read_tail(self._stdio_log_path(source_id), lines) or []
 
     def oauth(self, source_id: str) -> OAuth:
         """The source's `OAuth` (one per source and configuration, shared by every connection)."""
@@ -900,6 +915,7 @@ class Registry:
             for table in self._dependent_tables(cx):
                 cx.execute(f"DELETE FROM {table} WHERE source_id = ?", (source_id,))
             cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+            self._stdio_log_path(source_id).unlink(missing_ok=True)
             self._audit(cx, action="source.delete", object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
         self._changed(source_id, "delete")
