@@ -24,7 +24,14 @@ import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
-from concierge.errors import Conflict, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
+from concierge.errors import (
+    Conflict,
+    InvalidForSource,
+    NamespaceTaken,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
@@ -147,6 +154,9 @@ class Registry:
         self._oauths: dict[str, tuple[tuple[Any, ...], OAuth]] = {}  # one per source: one refresh in flight
         self._process_logs: dict[str, ProcessLog] = {}  # a stdio source's program over its restarts
         self._shared_lock = threading.Lock()
+        self.allow_stdio = True
+        """Whether stdio sources may be registered and run (``serve`` turns it off unless
+        ``--allow-stdio``): their programs run on this machine."""
 
     @classmethod
     def open(cls, home: str | Path | None = None, *, settings: config.Settings | None = None,
@@ -367,6 +377,7 @@ class Registry:
         timeouts = {"connect_timeout": row["connect_timeout"], "call_timeout": row["call_timeout"]}
         stdio = row.get("stdio")
         if row["transport"] == "stdio" and isinstance(stdio, dict):
+            self._check_stdio_allowed()
             secret_env = {name: self.vault.get(env_key(row["id"], name)) or ""
                           for name in stdio.get("secret_env") or []}
             return Endpoint.stdio(stdio["command"], tuple(stdio.get("args") or ()), env=stdio.get("env") or {},
@@ -387,6 +398,11 @@ class Registry:
                     headers[row["auth_header"]] = secret
         return Endpoint(url=row["base_url"], headers=headers, transport=row["transport"],
                         extra_headers=extra_headers, url_policy=self.url_policy, **timeouts)
+
+    def _check_stdio_allowed(self) -> None:
+        if not self.allow_stdio:
+            raise PermissionDenied("this server does not run programs on its machine: stdio sources need "
+                                   "`concierge serve --allow-stdio` (and an owner key)")
 
     def _check_url_policy(self, base_url: str) -> None:
         try:
@@ -417,7 +433,9 @@ class Registry:
         """Validate, store the secret, then the row, then run one health check."""
         req = self.parse_register(body)
         is_stdio = req.transport == "stdio"
-        if not is_stdio:
+        if is_stdio:
+            self._check_stdio_allowed()
+        else:
             self._check_url_policy(req.base_url or "")
         sb = self.get_sandbox(sandbox)
         source_id = new_id("ds")

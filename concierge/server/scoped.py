@@ -82,11 +82,15 @@ class ScopedBackend:
 
     async def register_source(self, body: dict[str, Any], *, sandbox: str | None = None) -> Outcome:
         self._write("registering a source")
+        if body.get("transport") == "stdio":  # it runs a program on the server's machine
+            self.principal.require(Role.OWNER, "a stdio source (it runs a program on this server)")
         return await self.inner.register_source(body, sandbox=self._sandbox(sandbox))
 
     async def update_source(self, source_id: str, body: dict[str, Any], *,
                             sandbox: str | None = None) -> Outcome:
         self._write("updating a source")
+        if any(k in body for k in ("command", "args", "env", "secret_env", "cwd")):
+            self.principal.require(Role.OWNER, "changing a stdio source (it runs a program on this server)")
         return await self.inner.update_source(source_id, body,
                                               sandbox=self._source_sandbox(source_id, sandbox))
 
