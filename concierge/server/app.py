@@ -171,6 +171,11 @@ def build_app(registry: Registry | None = None, *,
         anonymous_with_scoped_keys=anonymous_with_scoped_keys,
         openapi=build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM}),
         sign_ins=signins.SignIns(backend.registry))
+    if port is not None and services.sign_ins is not None:  # sign-ins started from chat come back here
+        bind = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+        starter = services.sign_ins.start
+        backend.sign_in_hook = lambda source_id, sandbox: starter(
+            source_id, base_url=f"http://{bind}:{port}", sandbox=sandbox)
     gateway = GatewayMount(services, host=host)
 
     routes: list[Route] = [Route(path, _PathApp(methods, services))

@@ -94,6 +94,10 @@ class ScopedBackend:
         return await self.inner.update_source(source_id, body,
                                               sandbox=self._source_sandbox(source_id, sandbox))
 
+    async def start_sign_in(self, source_id: str, *, sandbox: str | None = None) -> str | None:
+        self._write("signing a source in")
+        return await self.inner.start_sign_in(source_id, sandbox=self._source_sandbox(source_id, sandbox))
+
     async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return await self.inner.test_source(source_id, sandbox=self._source_sandbox(source_id, sandbox))
 

@@ -89,11 +89,17 @@ def _base_url(ctx: Ctx) -> str:
     return str(ctx.request.base_url)
 
 
+def _sign_ins(ctx: Ctx) -> SignIns:
+    sign_ins = ctx.services.sign_ins
+    assert sign_ins is not None, "build_app makes one"
+    return sign_ins
+
+
 async def authorize(ctx: Ctx) -> Outcome:
     source_id = ctx.param("source_id")
     sandbox = ctx.sandbox_ref()
     await ctx.backend.get_source(source_id, sandbox=sandbox)  # 404 for another sandbox's
-    url = await ctx.services.sign_ins.start(source_id, base_url=_base_url(ctx), sandbox=sandbox)
+    url = await _sign_ins(ctx).start(source_id, base_url=_base_url(ctx), sandbox=sandbox)
     source = await ctx.backend.get_source(source_id, sandbox=sandbox)
     detail = ("open this link to sign in; the source becomes active once you have"
               if url else "the server let Concierge in without a sign-in")
@@ -106,7 +112,7 @@ async def callback(ctx: Ctx) -> HTMLResponse:
     from concierge.mcp_client.oauth_callback import callback_page
 
     params = {k: v for k, v in ctx.request.query_params.items()}
-    delivery = ctx.services.sign_ins.inbox.deliver(params)
+    delivery = _sign_ins(ctx).inbox.deliver(params)
     status, page = callback_page(delivery, params)
     return HTMLResponse(page, status_code=status)
 

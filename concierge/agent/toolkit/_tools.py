@@ -43,7 +43,9 @@ def default_toolkit() -> Toolkit:
              SourceArgs, READ, sources.show_source),
         Tool("register_source",
              "Register a new MCP server as a source, then health-check it (tools/list). Needs name, "
-             "url and auth_kind (+ auth_header for header_token). Never put a token in the "
+             "url and auth_kind (+ auth_header for header_token), or for a program run on this "
+             "machine name, command and auth_kind none. With auth_kind oauth the result carries "
+             "authorize_url: tell the person to open that link to sign in. Never put a token in the "
              "arguments: leave token_ref out and the person is asked privately. Changes state: the "
              "person must confirm, so call it once you have everything.",
              RegisterArgs, WRITE, sources.register, prepare=sources.prepare_register,
