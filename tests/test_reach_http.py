@@ -80,7 +80,7 @@ def test_register_answers_the_link_and_the_callback_route_signs_in(api: ApiServe
         assert token not in answer.text + client.get(f"{SOURCES}/{body['data_source_id']}").text
     # the same link again: nobody waits for it any more
     again = anyio.run(follow, body["authorize_url"])
-    assert again.status_code == 400 and "No sign-in is waiting" in again.text
+    assert "No sign-in is waiting" in again.text and "Signed in" not in again.text
 
     # a new sign-in on request (e.g. after a refused refresh)
     started = client.post(f"{SOURCES}/{body['data_source_id']}/user-mcp/authorize")
@@ -90,7 +90,8 @@ def test_register_answers_the_link_and_the_callback_route_signs_in(api: ApiServe
 def test_the_callback_route_needs_no_key_and_refuses_unknown_states(api: ApiServer):
     anonymous = api.client()
     answer = anonymous.get("/api/v1/oauth/callback", params={"code": "x", "state": "forged"})
-    assert answer.status_code == 400 and "No sign-in is waiting" in answer.text
+    assert answer.status_code == 200 and "No sign-in is waiting" in answer.text
+    assert answer.headers["cache-control"] == "no-store" and answer.headers["referrer-policy"] == "no-referrer"
     assert answer.headers["content-type"].startswith("text/html")
 
 

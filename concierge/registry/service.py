@@ -835,6 +835,8 @@ class Registry:
                     outcomes[source_id] = await self._check(source_id, action="source.health_check")
                 except NotFound:  # deleted meanwhile
                     pass
+                except PermissionDenied:  # a stdio source on a server that runs no programs
+                    pass
 
         if ids:
             log.info("re-checking %d source(s) whose health check was interrupted", len(ids))

@@ -5,6 +5,7 @@ from __future__ import annotations
 from concierge.errors import NotFound
 from concierge.registry import Outcome, RegisterSource, SourceView, UpdateSource
 from concierge.server.auth import Role
+from concierge.server.signins import start_or_say_why
 from concierge.registry.catalog_models import PullResult
 from concierge.registry.models import RegisteredOutcome
 from concierge.server.api import ApiRoute, Ctx, ListOf, Query
@@ -60,10 +61,7 @@ async def register(ctx: Ctx) -> RegisterResponse:
     sign_ins = ctx.services.sign_ins
     if sign_ins is not None and sign_ins.wants_sign_in(outcome):
         # the link to open; the callback route finishes the sign-in and runs the health check
-        fields["authorize_url"] = await sign_ins.start(str(outcome.data_source_id),
-                                                       base_url=str(ctx.request.base_url), sandbox=sb)
-        if fields["authorize_url"]:
-            fields["detail"] = "open this link to sign in; the source becomes active once you have"
+        fields["authorize_url"], fields["detail"] = await start_or_say_why(ctx, str(outcome.data_source_id), sb)
     return RegisterResponse(**fields, webhook_secret=secret.get_secret_value() if secret else None)
 
 

@@ -89,6 +89,21 @@ def _base_url(ctx: Ctx) -> str:
     return str(ctx.request.base_url)
 
 
+async def start_or_say_why(ctx: Ctx, source_id: str, sandbox: str | None) -> tuple[str | None, str]:
+    """A new sign-in's link and what to tell the person; when it cannot start (the server is
+    unreachable, discovery or registration failed) no link, and why (the source stays
+    ``auth_required`` with that reason: it is the upstream's failure, not this request's)."""
+    from concierge.errors import ConnectorError
+
+    try:
+        url = await _sign_ins(ctx).start(source_id, base_url=_base_url(ctx), sandbox=sandbox)
+    except ConnectorError as exc:
+        return None, f"the sign-in could not start: {exc.detail}"
+    if url is None:
+        return None, "the server let Concierge in without a sign-in"
+    return url, "open this link to sign in; the source becomes active once you have"
+
+
 def _sign_ins(ctx: Ctx) -> SignIns:
     sign_ins = ctx.services.sign_ins
     assert sign_ins is not None, "build_app makes one"
@@ -99,10 +114,8 @@ async def authorize(ctx: Ctx) -> Outcome:
     source_id = ctx.param("source_id")
     sandbox = ctx.sandbox_ref()
     await ctx.backend.get_source(source_id, sandbox=sandbox)  # 404 for another sandbox's
-    url = await _sign_ins(ctx).start(source_id, base_url=_base_url(ctx), sandbox=sandbox)
+    url, detail = await start_or_say_why(ctx, source_id, sandbox)
     source = await ctx.backend.get_source(source_id, sandbox=sandbox)
-    detail = ("open this link to sign in; the source becomes active once you have"
-              if url else "the server let Concierge in without a sign-in")
     return Outcome(data_source_id=source.id, status=source.status.value, name=source.name,
                    ingestion_mode=source.ingestion_mode, health_error=source.health_error,
                    detail=detail, authorize_url=url)
@@ -113,8 +126,10 @@ async def callback(ctx: Ctx) -> HTMLResponse:
 
     params = {k: v for k, v in ctx.request.query_params.items()}
     delivery = _sign_ins(ctx).inbox.deliver(params)
-    status, page = callback_page(delivery, params)
-    return HTMLResponse(page, status_code=status)
+    _, page = callback_page(delivery, params)
+    # Always 200: a page for the person's browser, which says what happened (a forged or
+    # stale state only ever gets "no sign-in is waiting for this link").
+    return HTMLResponse(page, headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
 
 
 ROUTES = [
@@ -127,5 +142,7 @@ ROUTES = [
     ApiRoute("GET", CALLBACK_PATH, callback, "Where the browser lands after an OAuth sign-in", "public",
              "sources", response={"type": "string"}, media="text/html",
              description="The authorization server's redirect (`code` and `state`, or `error`). Needs no "
-                         "key: the `state` of a sign-in waiting in this server is what it is matched by."),
+                         "key: the `state` of a sign-in waiting in this server is what it is matched by. "
+                         "Always 200: the page tells the person what happened (signed in, refused, or no "
+                         "sign-in waiting for this link)."),
 ]

@@ -339,7 +339,9 @@ async def register(ctx: ToolContext, args: RegisterArgs, prep: dict[str, Any]) -
             body[key] = getattr(args, key)
     outcome = await ctx.backend.register_source(body, sandbox=prep["sandbox_id"])
     result = await _with_view(ctx, outcome)
-    update: dict[str, Any] = {"sandbox": prep["sandbox"], "command_line": prep.get("command_line")}
+    update: dict[str, Any] = {"sandbox": prep["sandbox"]}
+    if prep.get("command_line"):
+        update["command_line"] = prep["command_line"]
     start = getattr(ctx.backend, "start_sign_in", None)
     if outcome.status == "auth_required" and args.auth_kind == "oauth" and start is not None:
         try:

@@ -500,7 +500,7 @@ FORMS: dict[str, Form] = {f.name: f for f in (
         Slot("url", _url, _ask_url, _url, registry_field("base_url"), required_if=_no_url_for_a_program),
         Slot("name", _label, _ask_name, _label_answer, registry_field("name")),
         Slot("auth_kind", _auth, _fixed("How does it authenticate: with a bearer token, a token in a "
-                                        "custom header, an OAuth sign-in, or none?"), _auth,
+                                        "custom header, or none?"), _auth,
              required_if=_no_url_for_a_program),
         Slot("auth_header", _header, _fixed("Which header carries the token? (for example X-Api-Key)"),
              _header, registry_field("auth_header"), required_if=_is_header),
