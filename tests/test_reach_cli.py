@@ -342,3 +342,33 @@ def test_extra_headers_reach_the_server(tmp_path: Path):
                     "--header-value", "X-Tenant=acme", "--json")
         shown = json.loads(cli(home, "source", "show", json.loads(added.stdout)["data_source_id"], "--json").stdout)
         assert shown["headers"] == {"X-Tenant": "acme"}
+
+
+def test_a_refused_refresh_in_a_pooled_call_marks_the_source(tmp_path: Path):
+    """The catalog is cached (no new listing): the gateway's own call meets the refusal."""
+    home = tmp_path / "home"
+    with oauth_servers(access_ttl=2) as srv:
+        result, _ = signing_in(home, "source", "user-mcp", "add", "Acme", "--url", srv.mcp_url, "--auth", "oauth",
+                               "--namespace", "acme")
+        source_id = result.stdout.split()[0]
+        anyio.run(_call_after_refusal, home, srv, source_id)
+
+
+async def _call_after_refusal(home: Path, srv: OAuthServers, source_id: str) -> None:
+    from concierge.backend import LocalBackend
+    from concierge.errors import ConnectorError
+
+    backend = LocalBackend(Registry.open(home))
+    try:
+        await backend.create_agent({"slug": "bot"})
+        assert not (await backend.call_tool("acme_whoami", {}, agent="bot")).is_error
+        srv.auth.revoke_refresh_tokens()
+        srv.auth.expire_access_tokens()
+        await anyio.sleep(2.1)  # the held access token has expired too
+        with pytest.raises(ConnectorError) as refused:
+            await backend.call_tool("acme_whoami", {}, agent="bot")
+        assert refused.value.kind.value == "auth_required" and "sign in again" in refused.value.detail
+        source = await backend.get_source(source_id)
+        assert source.status.value == "auth_required" and "sign in again" in (source.health_error or "")
+    finally:
+        await backend.aclose()

@@ -693,7 +693,8 @@ class ConciergeSession:
                 yield await self._execute(tool, ctx, call, args, prep)
                 continue
             summary = tool.summary(args, prep) if tool.summary else f"Run {tool.name}."
-            held = hold_reason(tool.name, self.request_text, self.history) if self.auto_approve else None
+            held = hold_reason(tool.name, self.request_text, self.history,
+                               call.arguments) if self.auto_approve else None
             if self.auto_approve and held is None:
                 yield self._emit(ConfirmationRequired(
                     id=_new_id("confirm"), call_id=call.id, tool=tool.name, summary=summary,
