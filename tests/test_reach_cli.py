@@ -104,6 +104,10 @@ def test_add_with_oauth_prints_the_link_waits_and_runs_the_health_check(servers:
     tools = cli(home, "agent", "tools", "--json")
     assert tools.returncode == 0 and "whoami" in tools.stdout
 
+    # revoke deletes every stored token (and the registered client)
+    assert cli(home, "source", "user-mcp", "revoke", outcome["data_source_id"]).returncode == 0
+    assert vault_values(home, outcome["data_source_id"]) == []
+
 
 def test_no_wait_leaves_the_source_auth_required_and_authorize_signs_it_in(servers: OAuthServers, tmp_path: Path):
     home = tmp_path / "home"
