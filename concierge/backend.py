@@ -9,6 +9,7 @@ JSON-able dicts so they can cross the wire unchanged; answers are the registry's
 from __future__ import annotations
 
 import threading
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import anyio
@@ -95,6 +96,9 @@ class LocalBackend:
         self._recovery_begun = False
         self._recovered: anyio.Event | None = None
         self._recovery_thread: int | None = None
+        self.sign_in_hook: Callable[[str, str | None], Awaitable[str | None]] | None = None
+        """Where OAuth sign-ins started from chat wait (``serve``: its callback route)."""
+        self._sign_ins: set[Any] = set()  # sign-ins finishing in the background
 
     @classmethod
     def open(cls, home: str | None = None, *, settings: Settings | None = None) -> LocalBackend:
@@ -134,6 +138,30 @@ class LocalBackend:
 
     async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return await self.registry.test(source_id, sandbox=sandbox)
+
+    # OAuth sign-in and stdio logs (the CLI's; a RemoteBackend asks `serve` instead)
+    async def begin_sign_in(self, source_id: str, *, sandbox: str | None = None, timeout: float | None = None) -> Any:
+        return await self.registry.begin_sign_in(source_id, sandbox=sandbox, timeout=timeout)
+
+    async def finish_sign_in(self, source_id: str, sign_in: Any) -> Outcome:
+        return await self.registry.finish_sign_in(source_id, sign_in)
+
+    def process_log(self, source_id: str, *, lines: int = 20) -> list[str]:
+        return self.registry.stdio_log_tail(source_id, lines=lines)
+
+    async def start_sign_in(self, source_id: str, *, sandbox: str | None = None) -> str | None:
+        """Start an OAuth sign-in that finishes in the background (the health check follows);
+        its authorize URL. ``sign_in_hook`` (set by ``serve``) holds it in the server, with its
+        callback route; else a loopback listener of this process waits (the REPL's case)."""
+        if self.sign_in_hook is not None:
+            return await self.sign_in_hook(source_id, sandbox)
+        import asyncio
+
+        sign_in = await self.registry.begin_sign_in(source_id, sandbox=sandbox)
+        task = asyncio.get_running_loop().create_task(self.registry.finish_sign_in(source_id, sign_in))
+        self._sign_ins.add(task)
+        task.add_done_callback(self._sign_ins.discard)
+        return sign_in.authorize_url
 
     async def pause_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return self.registry.pause(source_id, sandbox=sandbox)
@@ -247,6 +275,8 @@ class LocalBackend:
         return await self.ingestor.pull(source_id, sandbox=sandbox)
 
     async def aclose(self) -> None:
+        for task in list(self._sign_ins):
+            task.cancel()
         if self._catalog is not None:  # closes the pooled sessions (the gateway shares them)
             await self._catalog.aclose()
         self.registry.close()

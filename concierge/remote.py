@@ -166,6 +166,25 @@ class RemoteBackend:
     async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return await self._lifecycle(source_id, sandbox, "/user-mcp/test")
 
+    async def authorize_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
+        """A new OAuth sign-in held by the server; the outcome carries ``authorize_url``."""
+        return await self._lifecycle(source_id, sandbox, "/user-mcp/authorize")
+
+    async def wait_signed_in(self, source_id: str, *, sandbox: str | None = None,
+                             timeout: float = 600.0, every: float = 0.5) -> Outcome:
+        """Until the source leaves ``auth_required`` (the server's callback got the sign-in and
+        ran the health check), or ``timeout``; the source as an outcome."""
+        import anyio
+
+        with anyio.move_on_after(timeout):
+            while (await self.get_source(source_id, sandbox=sandbox)).status.value == "auth_required":
+                await anyio.sleep(every)
+        source = await self.get_source(source_id, sandbox=sandbox)
+        detail = None if source.status.value != "auth_required" else (
+            f"nobody finished signing in within {timeout:g} s")
+        return Outcome(data_source_id=source.id, status=source.status.value, name=source.name,
+                       ingestion_mode=source.ingestion_mode, health_error=source.health_error, detail=detail)
+
     async def pause_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return await self._lifecycle(source_id, sandbox, "/pause")
 

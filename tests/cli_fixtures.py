@@ -44,12 +44,13 @@ def _environment(changes: Mapping[str, str | None]) -> Iterator[None]:
 
 
 def run_cli(*args: str, home: Path | str | None = None, stdin: str | None = None,
-            env: Mapping[str, str | None] | None = None) -> CliResult:
+            env: Mapping[str, str | None] | None = None, stderr: io.StringIO | None = None) -> CliResult:
     """``concierge ARGS`` in-process; ``home`` sets CONCIERGE_HOME, ``env`` more variables
-    (``None`` unsets one), both only for this call."""
+    (``None`` unsets one), both only for this call. ``stderr``: a buffer of the caller's, to
+    read what the command prints while it runs (in another thread)."""
     changes: dict[str, str | None] = {"CONCIERGE_HOME": str(home)} if home is not None else {}
     changes |= dict(env or {})
-    out, err = io.StringIO(), io.StringIO()
+    out, err = io.StringIO(), stderr if stderr is not None else io.StringIO()
     old_stdin = sys.stdin
     sys.stdin = io.StringIO(stdin or "")
     try:

@@ -60,7 +60,7 @@ def test_quick_start_register_test_revoke(tmp_path, demo_server):
     assert add.returncode == 0, add.stderr
     outcome = json.loads(add.stdout)
     assert set(outcome) == {"data_source_id", "status", "name", "ingestion_mode", "health_error", "error",
-                            "detail", "webhook_secret"}
+                            "detail", "authorize_url", "webhook_secret"}
     assert outcome["webhook_secret"]  # issued once, at registration
     assert outcome["status"] == "active"
     sid = outcome["data_source_id"]

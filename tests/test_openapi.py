@@ -124,7 +124,11 @@ def test_request_bodies_follow_the_reference_and_the_models(live):
     props = doc["components"]["schemas"]["RegisterSource"]["properties"]
     assert set(props) == set(RegisterSource.model_fields)
     assert _seed_fields("001") <= set(props)
-    assert set(doc["components"]["schemas"]["RegisterSource"]["required"]) == {"name", "base_url", "auth_kind"}
+    # base_url is required unless transport is stdio (an allOf rule: see AUTH_SCHEMAS)
+    assert set(doc["components"]["schemas"]["RegisterSource"]["required"]) == {"name", "auth_kind"}
+    assert not _component(doc, "RegisterSource").is_valid({"name": "x", "auth_kind": "none"})
+    _component(doc, "RegisterSource").validate({"name": "x", "auth_kind": "none", "transport": "stdio",
+                                                "command": "uvx", "args": ["mcp-server-git"]})
     update_props = doc["components"]["schemas"]["UpdateSource"]["properties"]
     assert _seed_fields("000") <= set(update_props) and set(update_props) == set(UpdateSource.model_fields)
     assert "required" not in doc["components"]["schemas"]["UpdateSource"]
@@ -142,8 +146,9 @@ def test_request_bodies_follow_the_reference_and_the_models(live):
 def test_the_outcome_shape_is_the_reference_one(live):
     _, doc, _ = live
     outcome = doc["components"]["schemas"]["Outcome"]["properties"]
+    # the reference's shape, plus the sign-in link of an OAuth source (status auth_required)
     assert set(outcome) == {"data_source_id", "status", "name", "ingestion_mode", "health_error", "error",
-                            "detail"}
+                            "detail", "authorize_url"}
     registered = doc["components"]["schemas"]["RegisterResponse"]["properties"]
     assert set(registered) == set(outcome) | {"webhook_secret"}
     error = doc["components"]["schemas"]["ErrorBody"]

@@ -99,6 +99,9 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
     assert c.post(f"{src}/user-mcp/test").json()["status"] == "active"
     assert c.get(f"{src}/user-mcp/held-tools").json() == []  # the demo server's tools do not change
     assert c.post(f"{src}/user-mcp/approve", json={}).json()["approved"] == []
+    not_oauth = c.post(f"{src}/user-mcp/authorize")  # a bearer source: nothing to sign in to
+    assert not_oauth.status_code == 409 and "does not use OAuth" in not_oauth.json()["detail"]
+    assert "No sign-in is waiting" in anon.get("/api/v1/oauth/callback", params={"state": "x"}).text
     assert c.post(f"{src}/pause").json()["status"] == "paused"
     assert c.post(f"{src}/resume").json()["status"] == "active"
     pulled = c.post(f"{src}/pull").json()

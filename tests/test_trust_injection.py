@@ -298,3 +298,26 @@ async def test_a_servers_own_minus_32000_error_is_its_answer_not_a_closed_connec
         result = await probe(Endpoint(broken.url()))
     assert result.error_kind is ErrorKind.PROTOCOL, result.error
     assert result.error == f"protocol: the server answered with MCP error -32000: {ERROR_TEXT}"
+
+
+@pytest.mark.anyio
+async def test_yes_runs_only_the_program_the_request_spelled_out(backend: LocalBackend) -> None:
+    """A stdio source runs a program on this machine: with --yes, a model that registers some
+    other command than the one in the request gets a question, never a running program."""
+    import sys
+
+    asked = f"{sys.executable} -m mcp_server_time"
+    for request, chosen, runs in (
+            (f"add the server that runs with `{asked}` and call it Clock", asked, True),
+            ("add a clock server and call it Clock2", f"{sys.executable} -c 'print(1)'", False)):
+        model = FunctionModel(lambda m, t, c=chosen: "Done." if any(x.get("role") == "tool" for x in m)
+                              else tool_call("register_source", name="Clock", command=c, auth_kind="none",
+                                             app_namespace=f"c{int(runs)}"))
+        session = ConciergeSession(backend, model, auto_approve=True)
+        events = await collect(session.send(request))
+        approved = [e for e in events_of(events, "confirmation_required") if e.auto_approved]
+        assert bool(approved) == runs, request
+        if not runs:
+            assert isinstance(session.pending, PendingConfirmation)
+            assert "not the one the request spelled out" in (session.pending.held_because or "")
+    assert [s.command_line for s in await backend.list_sources()] == [asked]

@@ -44,7 +44,7 @@ def registry(tmp_path):
     ({"base_url": "https://bad_host!.example"}, "is not a valid host name"),
     ({"base_url": ""}, "base_url is required"),
     ({"base_url": ...}, "base_url is required"),
-    ({"auth_kind": "oauth"}, "auth_kind: must be 'none', 'bearer' or 'header_token'"),
+    ({"auth_kind": "basic"}, "auth_kind: must be 'none', 'bearer', 'header_token' or 'oauth'"),
     ({"auth_kind": "bearer"}, "token is required when auth_kind is 'bearer'"),
     ({"auth_kind": "header_token", "token": "t0ken-value"},
      "auth_header is required when auth_kind is 'header_token'"),

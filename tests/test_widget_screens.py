@@ -363,3 +363,63 @@ def test_a_conversation_gone_from_the_server_loses_nothing(page_at, site) -> Non
     box.press("Enter")
     settle(page)
     expect(page.locator(".msg.bot").last).to_contain_text("no MCP sources")
+
+
+def test_an_oauth_registration_shows_an_authorize_button(page_at, site) -> None:
+    """Chat: "connect … it uses OAuth" → confirm → an "Authorize" button for the sign-in link;
+    opening it (the authorization server auto-approves) signs the source in."""
+    from tests.oauth_servers import oauth_servers
+
+    url, registry = site
+    with oauth_servers() as srv:
+        page = page_at(url)
+        open_chat(page)
+        say(page, f"connect {srv.mcp_url} it uses OAuth and call it Linear")
+        card = page.get_by_role("group", name="Please confirm this change")
+        expect(card).to_contain_text("an OAuth sign-in (you will get a link to open)")
+        card.get_by_role("button", name="Confirm").click()
+        settle(page)
+        button = page.get_by_role("link", name="Authorize")
+        expect(button).to_be_visible()
+        expect(page.locator("[data-tool=register_source][data-status=ok]")).to_contain_text("waiting for you to sign in")
+        expect(page.locator("#cw-panel")).to_contain_text("Open this link to sign in")
+        href = button.get_attribute("href")
+        assert href is not None and href.startswith(srv.as_url + "/authorize?")
+        assert button.get_attribute("target") == "_blank" and "noopener" in (button.get_attribute("rel") or "")
+        shot(page, "oauth-authorize")
+        with page.context.expect_page() as opened:
+            button.click()
+        signed = opened.value
+        signed.wait_for_load_state()
+        expect(signed.locator("h1")).to_have_text("Signed in")
+        signed.close()
+        [source] = registry.list_sources()
+        for _ in range(200):
+            source = registry.get_source(source.id)
+            if source.status.value == "active":
+                break
+            page.wait_for_timeout(50)
+        assert source.status.value == "active" and source.signed_in
+
+
+def test_a_stdio_registration_names_the_command_in_plain_words(page_at, tmp_path) -> None:
+    """Chat on a server started with allow_stdio: the confirmation says which program runs."""
+    import sys
+
+    server, registry = start_api_server(tmp_path / "stdio-home", allow_anonymous_loopback=True,
+                                        model_factory=OfflinePlanner, allow_stdio=True)
+    try:
+        page = page_at(server.url_base)
+        open_chat(page)
+        say(page, f"add the server that runs with `{sys.executable} -m mcp_server_time` and call it Clock")
+        card = page.get_by_role("group", name="Please confirm this change")
+        expect(card).to_contain_text(f"runs the program `{sys.executable} -m mcp_server_time` on the machine "
+                                     "that hosts Concierge")
+        shot(page, "stdio-confirm")
+        card.get_by_role("button", name="Confirm").click()
+        settle(page)
+        expect(page.locator("[data-tool=register_source][data-status=ok]")).to_contain_text("healthy, 2 tools")
+        assert [s.command_line for s in registry.list_sources()] == [f"{sys.executable} -m mcp_server_time"]
+    finally:
+        server.stop()
+        registry.close()

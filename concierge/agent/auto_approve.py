@@ -65,8 +65,8 @@ def asked_for(tool: str, request: str) -> bool:
     return bool(pattern is not None and pattern.search(request))
 
 
-def hold_reason(tool: str, request: str, history: Sequence[Mapping[str, Any]], *,
-                follows_read_text: bool = True) -> str | None:
+def hold_reason(tool: str, request: str, history: Sequence[Mapping[str, Any]],
+                arguments: Mapping[str, Any] | None = None, *, follows_read_text: bool = True) -> str | None:
     """Why ``--yes`` does not cover this write, or None when it may run at once.
     ``follows_read_text``: False for a model that cannot be instructed by what it reads."""
     if follows_read_text and history_has_server_text(history):
@@ -75,4 +75,9 @@ def hold_reason(tool: str, request: str, history: Sequence[Mapping[str, Any]], *
     if not asked_for(tool, request):
         return (f"the request did not ask to {_WHAT.get(tool, tool)} ({tool}); --yes approves only the "
                 "kind of change the request asked for")
+    command = (arguments or {}).get("command")
+    if tool == "register_source" and command and " ".join(str(command).split()) not in " ".join(request.split()):
+        # a stdio source runs a program on this machine: only the one the request spelled out
+        return (f"the program to run (`{command}`) is not the one the request spelled out; --yes runs "
+                "only a command written in the request itself")
     return None

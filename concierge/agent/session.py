@@ -694,7 +694,7 @@ class ConciergeSession:
                 continue
             summary = tool.summary(args, prep) if tool.summary else f"Run {tool.name}."
             held = hold_reason(tool.name, self.request_text, self.history,
-                               follows_read_text=getattr(self.model, "follows_read_text", True)
+                               call.arguments, follows_read_text=getattr(self.model, "follows_read_text", True)
                                ) if self.auto_approve else None
             if self.auto_approve and held is None:
                 yield self._emit(ConfirmationRequired(

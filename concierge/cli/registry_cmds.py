@@ -39,16 +39,18 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                                  ).add_subparsers(dest="user_mcp_cmd", metavar="SUBCOMMAND", required=True)
     p = user_mcp.add_parser("add", parents=[common], help="register an MCP server (runs a health check)")
     p.add_argument("name", help="a label for the source, e.g. 'Acme internal'")
-    p.add_argument("--url", required=True, help="the server's MCP URL (https; http for localhost)")
-    p.add_argument("--auth", required=True, choices=["none", "bearer", "header_token"])
+    p.add_argument("--url", help="the server's MCP URL (https; http for localhost); not for --transport stdio")
+    p.add_argument("--auth", choices=AUTH_KINDS, help="none | bearer | header_token | oauth (default for "
+                   "--transport stdio: none)")
     _source_options(p)
+    _wait_option(p)
     p.set_defaults(handler=source_add)
 
     p = user_mcp.add_parser("update", parents=[common], help="change a source; omitted options keep their value")
     p.add_argument("id")
     p.add_argument("--name")
     p.add_argument("--url")
-    p.add_argument("--auth", choices=["none", "bearer", "header_token"])
+    p.add_argument("--auth", choices=AUTH_KINDS)
     _source_options(p)
     p.add_argument("--allow-all", action="store_true", help="remove the per-source tool allowlist")
     p.set_defaults(handler=source_update)
@@ -61,6 +63,13 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--sandbox")
     p.set_defaults(handler=source_approve)
 
+    p = user_mcp.add_parser("authorize", parents=[common],
+                            help="sign an OAuth source in (again): prints the link to open, waits for it")
+    p.add_argument("id")
+    p.add_argument("--sandbox")
+    _wait_option(p)
+    p.set_defaults(handler=source_authorize)
+
     for name, fn, text in (("test", source_test, "re-run the health check (lists the tools again)"),
                            ("show", source_show, "show one source and its held tools (never its credential)"),
                            ("revoke", source_revoke, "delete the secret and disconnect (terminal)")):
@@ -71,10 +80,16 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
 
     p = source.add_parser("list", parents=[common], help="list sources")
     p.add_argument("--sandbox")
-    p.add_argument("--status", choices=["active", "paused", "error", "disconnected"])
+    p.add_argument("--status", choices=["active", "paused", "error", "auth_required", "disconnected"])
     _paging(p)
     p.set_defaults(handler=source_list)
-    for name, fn, text in (("show", source_show, "show one source (never its credential)"),
+    p = source.add_parser("show", parents=[common], help="show one source (never its credential)")
+    p.add_argument("id")
+    p.add_argument("--sandbox")
+    p.add_argument("--log-lines", type=int, default=20, metavar="N",
+                   help="stdio: how many lines of the program's stderr to show (default 20)")
+    p.set_defaults(handler=source_show)
+    for name, fn, text in (
                            ("pause", source_pause, "stop offering the source's tools"),
                            ("resume", source_resume, "resume and re-check a paused source")):
         p = source.add_parser(name, parents=[common], help=text)
@@ -165,21 +180,81 @@ def _source_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--webhook-rate-cap", type=int, metavar="N", help="webhook events per minute, 1-6000")
     p.add_argument("--connect-timeout", type=float, metavar="S", help="seconds (default 10)")
     p.add_argument("--call-timeout", type=float, metavar="S", help="seconds (default 60)")
-    p.add_argument("--transport", choices=["auto", "streamable-http", "sse"])
+    p.add_argument("--transport", choices=["auto", "streamable-http", "sse", "stdio"],
+                   help="stdio runs --command on this machine and speaks MCP on its stdin/stdout")
     p.add_argument("--pin-tools", action=argparse.BooleanOptionalAction, default=None,
                    help="hold a tool whose definition changes until it is approved (default on; "
                         "--no-pin-tools for servers whose tools change by design)")
+    p.add_argument("--header-value", action="append", metavar="NAME=VALUE",
+                   help="an extra header that is not a secret, e.g. X-Tenant=acme (repeat)")
+    stdio = p.add_argument_group("stdio servers (--transport stdio)")
+    stdio.add_argument("--command", dest="stdio_command", metavar="CMD",
+                       help="the program, e.g. uvx, npx or python")
+    stdio.add_argument("--arg", action="append", metavar="A",
+                       help="one argument of the program (repeat; write --arg=-m for one that starts with -)")
+    stdio.add_argument("--env", action="append", metavar="KEY=VALUE",
+                       help="an environment variable that is not a secret (repeat)")
+    stdio.add_argument("--env-secret", action="append", metavar="KEY",
+                       help="a secret environment variable: its value is read from standard input, one "
+                            "line per --env-secret in order (after --token-stdin/--client-secret-stdin), "
+                            "or from the variable of the same name with --env-secret-from-env; kept in "
+                            "the vault, never shown")
+    stdio.add_argument("--env-secret-from-env", action="store_true",
+                       help="read each --env-secret KEY from Concierge's own environment variable KEY")
+    stdio.add_argument("--cwd", metavar="DIR", help="the program's working directory (absolute)")
+    oauth = p.add_argument_group("OAuth 2.1 (--auth oauth)")
+    oauth.add_argument("--client-id", metavar="ID", help="a pre-registered client id (default: Concierge "
+                       "registers itself with the authorization server)")
+    oauth.add_argument("--client-secret-stdin", action="store_true",
+                       help="read the pre-registered client's secret from standard input")
+    oauth.add_argument("--scope", action="append", metavar="S", help="a scope to ask for (repeat)")
+    oauth.add_argument("--grant", choices=["authorization_code", "client_credentials"],
+                       help="client_credentials for machine-to-machine servers (needs --client-id and "
+                            "--client-secret-stdin); default authorization_code (a person signs in)")
     p.add_argument("--ingest", action="append", metavar="JSON",
                    help='a tool call to run on pull, e.g. \'{"name": "list_docs", "arguments": {}}\'')
 
 
+AUTH_KINDS = ["none", "bearer", "header_token", "oauth"]
+FLAGS = {"base_url": "--url", "auth_kind": "--auth", "auth_header": "--header", "token": "--token-stdin",
+         "headers": "--header-value", "command": "--command", "args": "--arg", "env": "--env",
+         "secret_env": "--env-secret", "cwd": "--cwd", "client_id": "--client-id",
+         "client_secret": "--client-secret-stdin", "scopes": "--scope", "grant": "--grant",
+         "transport": "--transport", "app_namespace": "--namespace", "allowed_tools": "--allow",
+         "rate_cap_per_minute": "--rate-cap", "connect_timeout": "--connect-timeout",
+         "call_timeout": "--call-timeout", "ingest_tool_calls": "--ingest"}
+"""The flag of each body field, so an error names what the user typed."""
+
+
+def _with_flag(exc: ValidationFailed) -> ValidationFailed:
+    """``exc`` with the flag named first (``--command: command is only used …``)."""
+    first = exc.detail.split(" ", 1)[0].rstrip(":").split(".")[0]
+    field = first if first in FLAGS else exc.field
+    flag = FLAGS.get(field or "")
+    if flag is None or exc.detail.startswith("--"):
+        return exc
+    return type(exc)(f"{flag}: {exc.detail}", field=exc.field)
+
+
+def _wait_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-wait", action="store_true",
+                   help="OAuth: do not wait for the sign-in; the source stays auth_required (finish it "
+                        "with `source user-mcp authorize ID`)")
+    p.add_argument("--sign-in-timeout", type=float, default=600.0, metavar="S",
+                   help="OAuth: seconds to wait for the sign-in (default 600)")
+
+
+def _read_line(prompt: str) -> str | None:
+    if sys.stdin.isatty():
+        import getpass
+
+        return getpass.getpass(f"{prompt} (hidden): ").strip() or None
+    return sys.stdin.readline().strip() or None
+
+
 def _read_token(args: argparse.Namespace) -> str | None:
     if args.token_stdin:
-        if sys.stdin.isatty():
-            import getpass
-
-            return getpass.getpass("Token (hidden): ").strip() or None
-        return sys.stdin.readline().strip() or None
+        return _read_line("Token")
     if args.token_env:
         value = config.env_value(args.token_env)
         if not value:
@@ -212,23 +287,95 @@ def _source_body(args: argparse.Namespace) -> dict[str, Any]:
     token = _read_token(args)
     if token is not None:
         body["token"] = token
+    _stdio_and_oauth_body(args, body)
     return body
+
+
+def _pairs(values: list[str] | None, flag: str) -> dict[str, str] | None:
+    if values is None:
+        return None
+    out: dict[str, str] = {}
+    for item in values:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise ValidationFailed(f"{flag} takes NAME=VALUE (got {item[:60]!r})", field=flag)
+        if name.strip() in out:
+            raise ValidationFailed(f"{flag} gives {name.strip()} twice", field=flag)
+        out[name.strip()] = value
+    return out
+
+
+def _stdio_and_oauth_body(args: argparse.Namespace, body: dict[str, Any]) -> None:
+    headers = _pairs(getattr(args, "header_value", None), "--header-value")
+    if headers is not None:
+        body["headers"] = headers
+    if args.stdio_command is not None:
+        body["command"] = args.stdio_command
+        if getattr(args, "url", None) is None and "transport" not in body:
+            body["transport"] = "stdio"  # --command alone says it
+    if args.arg is not None:
+        body["args"] = args.arg
+    env = _pairs(args.env, "--env")
+    if env is not None:
+        body["env"] = env
+    if args.cwd is not None:
+        body["cwd"] = args.cwd
+    if args.client_secret_stdin:
+        secret = _read_line("Client secret")
+        if not secret:
+            raise ValidationFailed("--client-secret-stdin: nothing was read from standard input",
+                                   field="--client-secret-stdin")
+        body["client_secret"] = secret
+    if args.env_secret:
+        secrets: dict[str, str] = {}
+        for name in args.env_secret:
+            if name in secrets:
+                raise ValidationFailed(f"--env-secret gives {name} twice", field="--env-secret")
+            if args.env_secret_from_env:
+                value = config.env_value(name)
+                if not value:
+                    raise ValidationFailed(f"--env-secret {name}: the environment variable {name} is not "
+                                           "set (--env-secret-from-env)", field="--env-secret")
+            else:
+                value = _read_line(f"Value of {name}")
+                if not value:
+                    raise ValidationFailed(f"--env-secret {name}: no value was read from standard input "
+                                           "(one line per --env-secret)", field="--env-secret")
+            secrets[name] = value
+        body["secret_env"] = secrets
+    for opt, key in (("client_id", "client_id"), ("scope", "scopes"), ("grant", "grant")):
+        value = getattr(args, opt, None)
+        if value is not None:
+            body[key] = value
+    if body.get("auth_kind") is None and (body.get("transport") == "stdio"):
+        body["auth_kind"] = "none"
 
 
 def _outcome(outcome: Outcome, args: argparse.Namespace) -> int:
     human = f"{outcome.data_source_id}  {outcome.name}  status={outcome.status}"
     if outcome.detail:
         human += f"\n{outcome.detail}"
-    if outcome.health_error and outcome.status == "error":
+    if outcome.health_error and outcome.status in ("error", "auth_required"):
         human += f"\nhealth error: {outcome.health_error}"
+    if outcome.status == "auth_required":
+        human += (f"\nsign in with: concierge source user-mcp authorize {outcome.data_source_id}"
+                  if not outcome.authorize_url else f"\nopen this link to sign in: {outcome.authorize_url}")
     emit(outcome, as_json=args.json, human=human)
-    return 1 if outcome.status == "error" else 0
+    return 1 if outcome.status in ("error", "auth_required") else 0
 
 
 def _source_lines(s: SourceView) -> str:
     token = "none" if not s.has_token else ("stored" + (f" (…{s.token_last4})" if s.token_last4 else ""))
     rows = [
-        ("id", s.id), ("name", s.name), ("status", s.status.value), ("url", s.base_url),
+        ("id", s.id), ("name", s.name), ("status", s.status.value), ("url", s.base_url or None),
+        ("command", s.command_line), ("cwd", s.cwd),
+        ("env", ", ".join(f"{k}={v}" for k, v in (s.env or {}).items()) or None),
+        ("secret env", ", ".join(f"{k}=***" for k in s.secret_env or []) or None),
+        ("headers", ", ".join(f"{k}: {v}" for k, v in (s.headers or {}).items()) or None),
+        ("oauth", None if s.grant is None else (
+            f"{s.grant}" + (f", client {s.client_id}" if s.client_id else ", client registered by Concierge")
+            + (f", scopes {' '.join(s.scopes)}" if s.scopes else "")
+            + (", signed in" if s.signed_in else ", not signed in"))),
         ("auth", s.auth_kind.value + (f" via {s.auth_header}" if s.auth_header else "")),
         ("token", token), ("namespace", s.app_namespace),
         ("allowed tools", ", ".join(s.allowed_tools) if s.allowed_tools else "all"),
@@ -289,22 +436,76 @@ async def sandbox_list(args: argparse.Namespace, backend: Backend) -> int:
 
 
 async def source_add(args: argparse.Namespace, backend: Backend) -> int:
-    outcome = await backend.register_source(_source_body(args), sandbox=args.sandbox)
+    body = _source_body(args)
+    if body.get("transport") != "stdio":
+        if args.url is None:
+            raise ValidationFailed("--url is required (or --transport stdio --command CMD for a program "
+                                   "run on this machine)", field="--url")
+        if args.auth is None:
+            raise ValidationFailed("--auth is required with --url: none, bearer, header_token or oauth",
+                                   field="--auth")
+    try:
+        outcome = await backend.register_source(body, sandbox=args.sandbox)
+    except ValidationFailed as exc:
+        raise _with_flag(exc) from None
     secret = getattr(outcome, "webhook_secret", None)
+    if outcome.status == "auth_required" and body.get("grant") != "client_credentials":
+        outcome = await _sign_in(args, backend, outcome)
     if secret is None:
         return _outcome(outcome, args)
     # The webhook signing secret is issued once, here; it cannot be read back later.
     value = secret.get_secret_value()
     if args.json:
         emit(outcome.model_dump(mode="json") | {"webhook_secret": value}, as_json=True)
-        return 1 if outcome.status == "error" else 0
+        return 1 if outcome.status in ("error", "auth_required") else 0
     code = _outcome(outcome, args)
     print(f"webhook signing secret (shown once; rotate via the API if lost): {value}")
     return code
 
 
+async def _sign_in(args: argparse.Namespace, backend: Backend, outcome: Outcome | None = None) -> Outcome:
+    """Print the link to open (stderr; ``{"authorize_url": …}`` first with --json), then wait
+    for the sign-in and run the health check, unless --no-wait; the outcome."""
+    source_id = outcome.data_source_id if outcome is not None else args.id
+    assert source_id is not None
+    sandbox = getattr(args, "sandbox", None)
+    begin = getattr(backend, "begin_sign_in", None)
+    if begin is None:  # a RemoteBackend: `serve` holds the sign-in and its callback route
+        started: Outcome = await backend.authorize_source(source_id, sandbox=sandbox)  # type: ignore[attr-defined]
+        if started.authorize_url is None or args.no_wait:
+            if started.authorize_url:
+                _announce(started.authorize_url, args)
+            return started
+        _announce(started.authorize_url, args)
+        final: Outcome = await backend.wait_signed_in(  # type: ignore[attr-defined]
+            source_id, sandbox=sandbox, timeout=args.sign_in_timeout)
+        return final
+    if args.no_wait:
+        # The sign-in's callback would listen in this process, which ends now: no link to hand out.
+        return outcome or await backend.test_source(source_id, sandbox=sandbox)
+    sign_in = await begin(source_id, sandbox=sandbox, timeout=args.sign_in_timeout)
+    if sign_in.authorize_url is not None:  # (None: the server let us in without a sign-in)
+        _announce(sign_in.authorize_url, args)
+    done: Outcome = await backend.finish_sign_in(source_id, sign_in)  # type: ignore[attr-defined]
+    return done
+
+
+def _announce(url: str, args: argparse.Namespace) -> None:
+    if args.json:
+        print(json.dumps({"authorize_url": url}), flush=True)
+    print(f"Open this URL to authorize: {url}", file=sys.stderr, flush=True)
+
+
+async def source_authorize(args: argparse.Namespace, backend: Backend) -> int:
+    return _outcome(await _sign_in(args, backend), args)
+
+
 async def source_update(args: argparse.Namespace, backend: Backend) -> int:
-    return _outcome(await backend.update_source(args.id, _source_body(args), sandbox=args.sandbox), args)
+    try:
+        outcome = await backend.update_source(args.id, _source_body(args), sandbox=args.sandbox)
+    except ValidationFailed as exc:
+        raise _with_flag(exc) from None
+    return _outcome(outcome, args)
 
 
 async def source_test(args: argparse.Namespace, backend: Backend) -> int:
@@ -326,7 +527,8 @@ async def source_resume(args: argparse.Namespace, backend: Backend) -> int:
 async def source_list(args: argparse.Namespace, backend: Backend) -> int:
     page = await _page(backend.page_sources, args, sandbox=args.sandbox, status=args.status)
     human = table([(s.id, s.name, s.status.value, s.app_namespace, s.auth_kind.value,
-                    s.tool_count, s.base_url) for s in page.items],
+                    s.tool_count, s.base_url or (f"stdio: {s.command_line}" if s.command_line else ""))
+                   for s in page.items],
                   ["ID", "NAME", "STATUS", "NAMESPACE", "AUTH", "TOOLS", "URL"]) or (
         "no more sources" if args.cursor else "no sources yet")
     _emit_page(page, args, human)
@@ -344,13 +546,19 @@ def _held_lines(held: list[HeldTool]) -> str:
 async def source_show(args: argparse.Namespace, backend: Backend) -> int:
     s = await backend.get_source(args.id, sandbox=args.sandbox)
     held = await backend.held_tools(s.id, sandbox=args.sandbox) if s.pin_tools else []
+    tail: list[str] | None = None
+    if s.transport == "stdio":
+        log_of = getattr(backend, "process_log", None)
+        tail = log_of(s.id, lines=max(0, args.log_lines)) if log_of else None
     human = _source_lines(s)
+    if tail is not None:
+        human += "\n" + f"{'stderr':>14}: " + (("\n" + " " * 16).join(tail) if tail else "(nothing yet)")
     if held:
         human += (f"\n\n{len(held)} tool(s) held until approved (not offered, calls refused); "
                   f"as of the last listing:\n{_held_lines(held)}\n"
                   f"approve with: concierge source user-mcp approve {s.id} [--tool NAME]")
-    emit(s.model_dump(mode="json") | {"held_tools": [h.model_dump(mode="json") for h in held]},
-         as_json=args.json, human=human)
+    emit(s.model_dump(mode="json") | {"held_tools": [h.model_dump(mode="json") for h in held]}
+         | ({"stderr_tail": tail} if tail is not None else {}), as_json=args.json, human=human)
     return 0
 
 

@@ -46,6 +46,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--cors-origin", action="append", metavar="ORIGIN", default=[],
                    help="let pages from this origin (e.g. https://app.example.com, or *) call the API "
                         "from a browser, for the widget embedded on another site (repeat)")
+    p.add_argument("--allow-stdio", action="store_true",
+                   help="let owner keys register stdio sources, whose programs run on THIS machine "
+                        "(off: they are refused, and existing ones are not run)")
     p.set_defaults(run=serve)
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys for `concierge serve`"
@@ -127,9 +130,11 @@ def serve(args: argparse.Namespace) -> int:
     _recover_in_background(backend)
     app = build_app(backend_factory=lambda: backend, keys=keys, allow_anonymous_loopback=anonymous,
                     host=args.host, port=args.port, cors_origins=args.cors_origin, url_policy=policy,
-                    anonymous_with_scoped_keys=args.anonymous_with_scoped_keys)
+                    anonymous_with_scoped_keys=args.anonymous_with_scoped_keys, allow_stdio=args.allow_stdio)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     mode = "anonymous loopback allowed" if anonymous else "API keys required"
+    if args.allow_stdio:
+        mode += "; stdio sources allowed for owner keys"
     print(f"concierge serving on http://{url_host}:{args.port} ({mode}; URL policy {policy.mode}); widget "
           f"demo at /, API description at /openapi.json", file=sys.stderr, flush=True)
     uvicorn.run(app, host=args.host, port=args.port, log_level="warning", access_log=False,

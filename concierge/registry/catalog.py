@@ -408,6 +408,8 @@ class Catalog:
         except VaultError as exc:
             return self._skip(source, "vault_error", exc.detail)
         except ConnectorError as exc:
+            if exc.kind is ErrorKind.AUTH_REQUIRED:  # never silently expired: the source says so
+                self.registry.mark_auth_required(source.id, exc.sentence)
             return self._skip(source, exc.kind.value, exc.sentence)
         except ConciergeError as exc:
             return self._skip(source, exc.error, exc.detail)
@@ -507,7 +509,7 @@ class Catalog:
                     src, "not_in_tool_sources",
                     f"the agent's tool_sources ({', '.join(tool_sources) or 'none'}) exclude {src.kind}")
             elif src.status != SourceStatus.ACTIVE:
-                failed = src.status == SourceStatus.ERROR
+                failed = src.status in (SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED)
                 listings[src.id] = self._skip(src, src.status.value, src.health_error if failed else None,
                                               kind=src.health_error_kind if failed else None)
             else:

@@ -220,6 +220,8 @@ class Gateway:
         except ConnectorError as exc:
             if exc.kind is ErrorKind.TOO_LARGE:  # the server answered; the answer is refused
                 return _error_result(str(exc))
+            if exc.kind is ErrorKind.AUTH_REQUIRED:  # a refused refresh: sign in again, said everywhere
+                self.registry.mark_auth_required(source.id, exc.sentence)
             raise
 
     @property

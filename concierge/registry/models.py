@@ -23,6 +23,7 @@ __all__ = [
     "AgentUpdate",
     "AuditEntry",
     "AuthKind",
+    "Grant",
     "IngestToolCall",
     "Outcome",
     "RegisterSource",
@@ -54,6 +55,7 @@ class AuthKind(enum.StrEnum):
     NONE = "none"
     BEARER = "bearer"
     HEADER_TOKEN = "header_token"
+    OAUTH = "oauth"
 
 
 class SourceStatus(enum.StrEnum):
@@ -61,6 +63,8 @@ class SourceStatus(enum.StrEnum):
     PAUSED = "paused"
     ERROR = "error"
     DISCONNECTED = "disconnected"
+    AUTH_REQUIRED = "auth_required"
+    """An OAuth source nobody signed in to yet, or whose refresh was refused: sign in again."""
 
 
 class IngestToolCall(BaseModel):
@@ -74,6 +78,9 @@ class IngestToolCall(BaseModel):
 
 _Strict = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
+Grant = Literal["authorization_code", "client_credentials"]
+TransportName = Literal["auto", "streamable-http", "sse", "stdio"]
+
 RateCap = Field(default=60, ge=1, le=600, description="Tool calls per minute (1-600).")
 WebhookCap = Field(default=600, ge=1, le=6000, description="Webhook events per minute (1-6000).")
 ConnectTimeout = Field(default=10.0, gt=0, le=120, description="Seconds to connect and list tools.")
@@ -86,8 +93,9 @@ class RegisterSource(BaseModel):
     model_config = _Strict
 
     name: str = Field(min_length=1, max_length=200, description="Human-readable source name.")
-    base_url: str = Field(description="MCP server URL; https only (http for localhost).")
-    auth_kind: AuthKind = Field(description="bearer | header_token | none.")
+    base_url: str | None = Field(default=None, description=(
+        "MCP server URL; https only (http for localhost). Required unless transport is stdio."))
+    auth_kind: AuthKind = Field(description="none | bearer | header_token | oauth.")
     token: SecretStr | None = Field(default=None, description="Required iff auth_kind != none.")
     auth_header: str | None = Field(default=None, description="Required iff auth_kind = header_token.")
     app_namespace: str | None = Field(default=None, description="Tool-name prefix (<=64).")
@@ -97,22 +105,64 @@ class RegisterSource(BaseModel):
     webhook_rate_cap_per_minute: int = WebhookCap
     connect_timeout: float = ConnectTimeout
     call_timeout: float = CallTimeout
-    transport: Literal["auto", "streamable-http", "sse"] = "auto"
+    transport: TransportName = "auto"
     pin_tools: StrictBool = Field(default=True, description=(
         "Pin each tool's definition at the first listing and hold a tool whose definition changes "
         "until an owner or editor approves it; false for servers whose tools change by design."))
+    headers: dict[str, str] | None = Field(default=None, description=(
+        "Extra headers that are not secrets, sent with every request (e.g. X-Tenant)."))
+    command: str | None = Field(default=None, description="The program to run (transport stdio).")
+    args: list[str] | None = Field(default=None, description="Its arguments (transport stdio).")
+    env: dict[str, str] | None = Field(default=None, description="Plain environment variables (stdio).")
+    secret_env: dict[str, SecretStr] | None = Field(default=None, description=(
+        "Environment variables whose values are secrets (stdio): kept in the vault, never shown."))
+    cwd: str | None = Field(default=None, description="Working directory of the program (stdio).")
+    client_id: str | None = Field(default=None, description="OAuth: a pre-registered client id.")
+    client_secret: SecretStr | None = Field(default=None, description="OAuth: its secret (kept in the vault).")
+    scopes: list[str] | None = Field(default=None, description="OAuth: the scopes to ask for.")
+    grant: Grant | None = Field(default=None, description=(
+        "OAuth: authorization_code (a person signs in; the default) or client_credentials."))
 
-    _url = field_validator("base_url")(lambda cls, x: v.normalize_base_url(x))
+    _url = field_validator("base_url")(lambda cls, x: None if x is None else v.normalize_base_url(x))
     _token = field_validator("token")(lambda cls, x: v.check_token(x))
     _header = field_validator("auth_header")(lambda cls, x: v.check_header_name(x))
     _ns = field_validator("app_namespace")(lambda cls, x: v.check_namespace(x))
     _tools = field_validator("allowed_tools")(lambda cls, x: v.check_allowed_tools(x))
+    _headers = field_validator("headers")(lambda cls, x: v.check_extra_headers(x))
+    _command = field_validator("command")(lambda cls, x: v.check_command(x))
+    _args = field_validator("args")(lambda cls, x: v.check_args(x))
+    _env = field_validator("env")(lambda cls, x: v.check_env(x, field="env"))
+    _secret_env = field_validator("secret_env")(lambda cls, x: v.check_secret_env(x))
+    _cwd = field_validator("cwd")(lambda cls, x: v.check_cwd(x))
+    _client_id = field_validator("client_id")(lambda cls, x: v.check_client_id(x))
+    _client_secret = field_validator("client_secret")(lambda cls, x: v.check_client_secret(x))
+    _scopes = field_validator("scopes")(lambda cls, x: v.check_scopes(x))
 
     @model_validator(mode="after")
     def _auth_rules(self) -> RegisterSource:
-        v.check_auth_combination(self.auth_kind, has_token=self.token is not None,
-                                 token_sent=self.token is not None, auth_header=self.auth_header)
+        v.check_transport_combination(
+            self.transport, base_url=self.base_url, command=self.command, args=self.args, env=self.env,
+            secret_env=self.secret_env, cwd=self.cwd, headers=self.headers, auth_kind=self.auth_kind)
+        v.check_oauth_combination(self.auth_kind, client_id=self.client_id,
+                                  client_secret=self.client_secret is not None, scopes=self.scopes,
+                                  grant=self.grant)
+        if self.auth_kind == AuthKind.OAUTH:
+            if self.token is not None:
+                raise ValueError("token is not used with auth_kind 'oauth' (the tokens come from the sign-in); "
+                                 "give a client secret as client_secret")
+            if self.auth_header:
+                raise ValueError("auth_header is only used with auth_kind 'header_token'")
+        else:
+            v.check_auth_combination(self.auth_kind, has_token=self.token is not None,
+                                     token_sent=self.token is not None, auth_header=self.auth_header)
+        if self.headers and self.auth_header:
+            v.check_extra_headers(self.headers, auth_header=self.auth_header)
         return self
+
+    @property
+    def url_or_command(self) -> str:
+        """The URL, or for stdio the command line in plain words."""
+        return self.base_url or v.command_line(self.command or "", self.args or [])
 
 
 class UpdateSource(BaseModel):
@@ -132,16 +182,28 @@ class UpdateSource(BaseModel):
     webhook_rate_cap_per_minute: int | Unset = Field(default=UNSET, ge=1, le=6000)
     connect_timeout: float | Unset = Field(default=UNSET, gt=0, le=120)
     call_timeout: float | Unset = Field(default=UNSET, gt=0, le=600)
-    transport: Literal["auto", "streamable-http", "sse"] | Unset = UNSET
+    transport: Literal["auto", "streamable-http", "sse", "stdio"] | Unset = UNSET
     pin_tools: StrictBool | Unset = UNSET
+    headers: dict[str, str] | None | Unset = UNSET
+    command: str | Unset = UNSET
+    args: list[str] | None | Unset = UNSET
+    env: dict[str, str] | None | Unset = UNSET
+    secret_env: dict[str, SecretStr] | None | Unset = UNSET
+    cwd: str | None | Unset = UNSET
+    client_id: str | None | Unset = UNSET
+    client_secret: SecretStr | None | Unset = UNSET
+    scopes: list[str] | None | Unset = UNSET
+    grant: Grant | Unset = UNSET
 
     @model_validator(mode="before")
     @classmethod
     def _nulls_mean_keep(cls, data: Any) -> Any:
         # The reference marks every field "| null": null for a scalar means "keep". Only
-        # allowed_tools, ingest_tool_calls and auth_header give null a meaning (clear it).
+        # allowed_tools, ingest_tool_calls and auth_header give null a meaning (clear it), and
+        # the optional parts of a stdio or OAuth source (headers, args, env, ...).
         if isinstance(data, dict):
-            clearable = {"allowed_tools", "ingest_tool_calls", "auth_header"}
+            clearable = {"allowed_tools", "ingest_tool_calls", "auth_header", "headers", "args", "env",
+                         "secret_env", "cwd", "client_id", "client_secret", "scopes"}
             return {k: x for k, x in data.items() if x is not None or k in clearable}
         return data
 
@@ -152,6 +214,16 @@ class UpdateSource(BaseModel):
     _ns = field_validator("app_namespace")(lambda cls, x: x if x is UNSET else v.check_namespace(x))
     _tools = field_validator("allowed_tools")(
         lambda cls, x: x if x is UNSET else v.check_allowed_tools(x))
+    _headers = field_validator("headers")(lambda cls, x: x if x is UNSET else v.check_extra_headers(x))
+    _command = field_validator("command")(lambda cls, x: x if x is UNSET else v.check_command(x))
+    _args = field_validator("args")(lambda cls, x: x if x is UNSET else v.check_args(x))
+    _env = field_validator("env")(lambda cls, x: x if x is UNSET else v.check_env(x, field="env"))
+    _secret_env = field_validator("secret_env")(lambda cls, x: x if x is UNSET else v.check_secret_env(x))
+    _cwd = field_validator("cwd")(lambda cls, x: x if x is UNSET else v.check_cwd(x))
+    _client_id = field_validator("client_id")(lambda cls, x: x if x is UNSET else v.check_client_id(x))
+    _client_secret = field_validator("client_secret")(
+        lambda cls, x: x if x is UNSET else v.check_client_secret(x))
+    _scopes = field_validator("scopes")(lambda cls, x: x if x is UNSET else v.check_scopes(x))
 
     def sent(self) -> dict[str, Any]:
         """The fields that were sent, with their values (secrets still wrapped)."""
@@ -168,6 +240,8 @@ class Outcome(BaseModel):
     health_error: str | None = None
     error: str | None = None
     detail: str | None = None
+    authorize_url: str | None = Field(default=None, description=(
+        "OAuth: the link the person opens to sign the source in (status auth_required)."))
 
 
 class RegisteredOutcome(Outcome):
@@ -213,6 +287,17 @@ class SourceView(BaseModel):
     pin_tools: bool = Field(default=True, description="Changed tool definitions are held until approved.")
     created_at: str
     updated_at: str
+    headers: dict[str, str] | None = Field(default=None, description="Extra non-secret headers.")
+    command: str | None = Field(default=None, description="stdio: the program.")
+    args: list[str] | None = None
+    env: dict[str, str] | None = Field(default=None, description="stdio: plain environment variables.")
+    secret_env: list[str] | None = Field(default=None, description="stdio: names of the secret variables.")
+    cwd: str | None = None
+    command_line: str | None = Field(default=None, description="stdio: the command in plain words.")
+    client_id: str | None = Field(default=None, description="OAuth: the pre-registered client id.")
+    scopes: list[str] | None = None
+    grant: Grant | None = None
+    signed_in: bool | None = Field(default=None, description="OAuth: tokens are held (never shown).")
 
 
 class Sandbox(BaseModel):

@@ -23,7 +23,15 @@ import anyio
 from pydantic import SecretStr, ValidationError
 
 from concierge import config
-from concierge.errors import Conflict, IntegrityError, InvalidForSource, NamespaceTaken, NotFound, ValidationFailed
+from concierge.errors import (
+    Conflict,
+    IntegrityError,
+    InvalidForSource,
+    NamespaceTaken,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+)
 from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
@@ -41,17 +49,23 @@ from concierge.registry.models import (
     Sandbox,
     SourceStatus,
     SourceView,
+    UNSET,
     UpdateSource,
 )
 from concierge.registry.audit import current_actor
 from concierge.registry.keyset import after, page_of
 from concierge.registry.pages import Page, check_limit
 from concierge.registry.signing import new_secret as new_webhook_secret
+from concierge.registry.oauth_vault import VaultOAuthStore, oauth_key, oauth_prefix
 from concierge.registry.store import Store, Transaction, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
 
 if TYPE_CHECKING:
+    from concierge.mcp_client.oauth import OAuth
+    from concierge.mcp_client.oauth_callback import CallbackInbox
     from concierge.mcp_client.results import ProbeResult
+    from concierge.mcp_client.signin import SignIn
+    from concierge.mcp_client.stdio import ProcessLog
     from concierge.registry.pin_book import PinBook
 
 __all__ = ["DEFAULT_SANDBOX", "PENDING_CHECK", "Prober", "Registry", "SourceChange"]
@@ -63,7 +77,10 @@ SOURCES_SCOPE = "sources"
 """The change feed's scope for source changes (`concierge.store.changes`)."""
 PENDING_CHECK = "health check did not complete"
 CONNECTION_FIELDS = frozenset({"base_url", "auth_kind", "auth_header", "token", "transport",
-                               "connect_timeout"})
+                               "connect_timeout", "headers", "command", "args", "env", "secret_env",
+                               "cwd", "client_id", "client_secret", "scopes", "grant"})
+STDIO_FIELDS = ("command", "args", "env", "secret_env", "cwd")
+OAUTH_FIELDS = ("client_id", "client_secret", "scopes", "grant")
 
 Prober = Callable[[Endpoint], Awaitable["ProbeResult"]]
 SourceChange = Callable[[str, str], None]  # (source_id, action)
@@ -74,6 +91,18 @@ async def _default_probe(endpoint: Endpoint) -> ProbeResult:
     from concierge.mcp_client.connector import probe
 
     return await probe(endpoint)
+
+
+def env_key(source_id: str, name: str) -> str:
+    """Where a stdio source's secret environment value is kept in the vault."""
+    return f"user_mcp/{source_id}/env/{name}"
+
+
+def _canon(value: Any) -> Any:
+    """A JSON column's value as stored (decoded rows and raw rows compare equal)."""
+    if value is None or isinstance(value, str | int | float | bytes):
+        return value
+    return json.dumps(value, separators=(",", ":"), sort_keys=True)
 
 
 def _ingestion_mode(calls: list[Any] | None) -> str:
@@ -102,6 +131,10 @@ class _Snapshot(NamedTuple):
     connect_timeout: float
     vault_key: str | None
     secret_version: bytes | None
+    headers: str | None = None
+    stdio: str | None = None
+    oauth: str | None = None
+    env_versions: tuple[bytes | None, ...] = ()
 
 
 class Registry:
@@ -118,6 +151,17 @@ class Registry:
         self._listeners: list[SourceChange] = []
         self._checking: dict[str, int] = {}  # source id -> health checks in flight in this process
         self._checking_lock = threading.Lock()  # `serve` re-checks in a thread of its own
+        self.oauth_store = VaultOAuthStore(store, vault)
+        """Where OAuth tokens, registered clients and discovery are kept (the vault)."""
+        self.oauth_redirect_uri: str | None = None
+        """Where sign-ins send the browser back (``serve`` sets its callback route); None: a
+        loopback listener of the process that starts the sign-in."""
+        self._oauths: dict[str, tuple[tuple[Any, ...], OAuth]] = {}  # one per source: one refresh in flight
+        self._process_logs: dict[str, ProcessLog] = {}  # a stdio source's program over its restarts
+        self._shared_lock = threading.Lock()
+        self.allow_stdio = True
+        """Whether stdio sources may be registered and run (``serve`` turns it off unless
+        ``--allow-stdio``): their programs run on this machine."""
         self._own_changes: set[int] = set()  # change feed numbers this process committed
         self._feed_cursor: int | None = None  # the last change seen by `follow_changes`
         self._pins: PinBook | None = None
@@ -158,6 +202,9 @@ class Registry:
         self._listeners.append(listener)
 
     def _changed(self, source_id: str, action: str) -> None:
+        if action in ("revoke", "delete", "update"):
+            with self._shared_lock:  # its tokens are gone (or its settings changed): no cached client
+                self._oauths.pop(source_id, None)
         for listener in self._listeners:
             try:
                 listener(source_id, action)
@@ -324,9 +371,21 @@ class Registry:
     # -- sources: reads ----------------------------------------------------------------------
 
     def _view(self, row: dict[str, Any]) -> SourceView:
+        extra: dict[str, Any] = {}
+        stdio, oauth = row.get("stdio"), row.get("oauth")
+        if isinstance(stdio, dict):
+            extra |= {"command": stdio["command"], "args": list(stdio.get("args") or []),
+                      "env": dict(stdio.get("env") or {}), "secret_env": list(stdio.get("secret_env") or []),
+                      "cwd": stdio.get("cwd"),
+                      "command_line": rules.command_line(stdio["command"], stdio.get("args") or [])}
+        if isinstance(oauth, dict):
+            extra |= {"client_id": oauth.get("client_id"), "scopes": oauth.get("scopes"),
+                      "grant": oauth.get("grant") or "authorization_code",
+                      "signed_in": self.oauth_store.holds(row["id"])}
         return SourceView(
             **{k: row[k] for k in SourceView.model_fields if k in row and k not in
-               ("has_token", "ingestion_mode")},
+               ("has_token", "ingestion_mode", "stdio", "oauth")},
+            **extra,
             has_token=row["vault_key"] is not None,
             ingestion_mode=_ingestion_mode(row["ingest_tool_calls"]),
         )
@@ -381,7 +440,69 @@ class Registry:
         """How to reach a source's server, with its decrypted credential. Never log this."""
         return self._endpoint(self._row(source_id))
 
+    def process_log(self, source_id: str) -> ProcessLog:
+        """The stdio program's log of ``source_id`` in this process (pid, exits, stderr tail)."""
+        from concierge.registry.stdio_logs import FileProcessLog
+
+        with self._shared_lock:
+            held = self._process_logs.get(source_id)
+            if held is None:
+                held = self._process_logs[source_id] = FileProcessLog(self._stdio_log_path(source_id))
+            return held
+
+    def _stdio_log_path(self, source_id: str) -> Path:
+        return self.store.path.parent / "logs" / "stdio" / f"{source_id}.log"
+
+    def stdio_log_tail(self, source_id: str, *, lines: int = 20) -> list[str]:
+        """The last lines a stdio source's program wrote to stderr (secrets redacted): this
+        process's log, else what the process running it last saved."""
+        from concierge.registry.stdio_logs import read_tail
+
+        self._row(source_id)
+        with self._shared_lock:
+            held = self._process_logs.get(source_id)
+        if held is not None and held.starts:
+            return held.tail(lines)
+        return read_tail(self._stdio_log_path(source_id), lines) or []
+
+    def oauth(self, source_id: str) -> OAuth:
+        """The source's `OAuth` (one per source and configuration, shared by every connection)."""
+        return self._oauth(self._row(source_id))
+
+    def _oauth(self, row: dict[str, Any]) -> OAuth:
+        from concierge.mcp_client.oauth import OAuth
+
+        cfg = row.get("oauth") or {}
+        version = self.vault.version(row["vault_key"]) if row["vault_key"] else None
+        fingerprint = (row["base_url"], cfg.get("client_id"), tuple(cfg.get("scopes") or ()),
+                       cfg.get("grant"), version, self.oauth_redirect_uri)
+        with self._shared_lock:
+            held = self._oauths.get(row["id"])
+            if held is not None and held[0] == fingerprint:
+                return held[1]
+        secret = self.vault.get(row["vault_key"]) if row["vault_key"] else None
+        oauth = OAuth(row["base_url"], self.oauth_store, source=row["id"],
+                      grant=cfg.get("grant") or "authorization_code", client_id=cfg.get("client_id"),
+                      client_secret=secret, scope=" ".join(cfg.get("scopes") or []) or None,
+                      redirect_uri=self.oauth_redirect_uri if cfg.get("client_id") else None)
+        with self._shared_lock:
+            self._oauths[row["id"]] = (fingerprint, oauth)
+        return oauth
+
     def _endpoint(self, row: dict[str, Any], token: str | None = None) -> Endpoint:
+        timeouts = {"connect_timeout": row["connect_timeout"], "call_timeout": row["call_timeout"]}
+        stdio = row.get("stdio")
+        if row["transport"] == "stdio" and isinstance(stdio, dict):
+            self._check_stdio_allowed()
+            secret_env = {name: self.vault.get(env_key(row["id"], name)) or ""
+                          for name in stdio.get("secret_env") or []}
+            return Endpoint.stdio(stdio["command"], tuple(stdio.get("args") or ()), env=stdio.get("env") or {},
+                                  secret_env=secret_env, cwd=stdio.get("cwd"),
+                                  process_log=self.process_log(row["id"]), **timeouts)
+        extra_headers = row.get("headers") or {}
+        if row["auth_kind"] == AuthKind.OAUTH:
+            return Endpoint(url=row["base_url"], transport=row["transport"], extra_headers=extra_headers,
+                            auth=self._oauth(row), url_policy=self.url_policy, **timeouts)
         headers: dict[str, str] = {}
         if row["auth_kind"] != AuthKind.NONE:
             secret = token if token is not None else (
@@ -392,8 +513,12 @@ class Registry:
                 else:
                     headers[row["auth_header"]] = secret
         return Endpoint(url=row["base_url"], headers=headers, transport=row["transport"],
-                        connect_timeout=row["connect_timeout"], call_timeout=row["call_timeout"],
-                        url_policy=self.url_policy)
+                        extra_headers=extra_headers, url_policy=self.url_policy, **timeouts)
+
+    def _check_stdio_allowed(self) -> None:
+        if not self.allow_stdio:
+            raise PermissionDenied("this server does not run programs on its machine: stdio sources need "
+                                   "`concierge serve --allow-stdio` (and an owner key)")
 
     def _check_url_policy(self, base_url: str) -> None:
         try:
@@ -423,19 +548,30 @@ class Registry:
                        sandbox: str | None = None) -> Outcome:
         """Validate, store the secret, then the row, then run one health check."""
         req = self.parse_register(body)
-        self._check_url_policy(req.base_url)
+        is_stdio = req.transport == "stdio"
+        if is_stdio:
+            self._check_stdio_allowed()
+        else:
+            self._check_url_policy(req.base_url or "")
         sb = self.get_sandbox(sandbox)
         source_id = new_id("ds")
         namespace = req.app_namespace or source_id
         self._check_namespace_free(sb.id, namespace)
         now = now_iso()
         token = req.token.get_secret_value() if req.token else None
+        client_secret = req.client_secret.get_secret_value() if req.client_secret else None
+        secret_env = {k: x.get_secret_value() for k, x in (req.secret_env or {}).items()}
         webhook_secret = new_webhook_secret()
         row: dict[str, Any] = {
             "id": source_id, "sandbox_id": sb.id, "kind": "user_mcp", "name": req.name,
-            "base_url": req.base_url, "transport": req.transport, "auth_kind": str(req.auth_kind),
+            "base_url": req.base_url or "", "transport": req.transport, "auth_kind": str(req.auth_kind),
+            "headers": req.headers or None,
+            "stdio": {"command": req.command, "args": req.args or [], "env": req.env or {},
+                      "secret_env": sorted(secret_env), "cwd": req.cwd} if is_stdio else None,
+            "oauth": {"client_id": req.client_id, "scopes": req.scopes,
+                      "grant": req.grant or "authorization_code"} if req.auth_kind == AuthKind.OAUTH else None,
             "auth_header": req.auth_header if req.auth_kind == AuthKind.HEADER_TOKEN else None,
-            "vault_key": auth_key(source_id) if token else None,
+            "vault_key": auth_key(source_id) if token or client_secret else None,
             "token_last4": token[-4:] if token and len(token) >= 12 else None,
             "app_namespace": namespace, "allowed_tools": req.allowed_tools,
             "ingest_tool_calls": [c.model_dump() for c in req.ingest_tool_calls or []],
@@ -449,15 +585,18 @@ class Registry:
         try:
             with self.store.transaction() as cx:  # the row and its secrets, all or nothing
                 Store.insert(cx, "sources", row)
-                if token:  # (the vault takes a secret only for a live source row)
-                    self.vault.put(cx, auth_key(source_id), token)
+                if token or client_secret:  # (the vault takes a secret only for a live source row)
+                    self.vault.put(cx, auth_key(source_id), token or client_secret or "")
+                for name, value in secret_env.items():
+                    self.vault.put(cx, env_key(source_id, name), value)
                 self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
                 self._bump(cx, source_id, "register")
         except IntegrityError:
             raise self._namespace_taken(namespace, sb.name) from None
-        log.info("registered source %s (%s) in sandbox %s", source_id, req.base_url, sb.name)
+        log.info("registered source %s (%s) in sandbox %s", source_id,
+                 req.base_url or f"stdio: {req.url_or_command}", sb.name)
         outcome = await self._check(source_id, action="source.health_check")
         self._changed(source_id, "register")
         # The webhook signing secret is returned this once (excluded from model_dump()).
@@ -488,10 +627,33 @@ class Registry:
         sent = req.sent()
         if not sent:
             raise ValidationFailed("nothing to update: send at least one field", field=None)
+        was_stdio = before["transport"] == "stdio"
+        if "transport" in sent and (sent["transport"] == "stdio") != was_stdio:
+            raise InvalidForSource(
+                f"transport cannot change between stdio and HTTP for source {source_id}; "
+                "register the server again instead", field="transport")
+        for name in STDIO_FIELDS:
+            if name in sent and not was_stdio:
+                raise InvalidForSource(f"{name} is only used by stdio sources; source {source_id} "
+                                       f"is reached at {before['base_url']}", field=name)
+        if was_stdio:
+            for name in ("base_url", "auth_kind", "token", "auth_header", "headers"):
+                if name in sent:
+                    raise InvalidForSource(f"{name} is not used by stdio source {source_id} (it runs "
+                                           "a program; give it env or secret_env instead)", field=name)
+        if "command" in sent and not sent["command"]:
+            raise ValidationFailed("command must not be empty", field="command")
         if "base_url" in sent:
             self._check_url_policy(sent["base_url"])
         token_obj: SecretStr | None = sent.pop("token", None)
         token = token_obj.get_secret_value() if token_obj is not None else None
+        secret_obj = sent.pop("client_secret", UNSET)
+        client_secret = secret_obj.get_secret_value() if isinstance(secret_obj, SecretStr) else None
+        env_sent = sent.pop("secret_env", UNSET)
+        new_env: dict[str, str] | None = None if env_sent is UNSET else {
+            k: x.get_secret_value() for k, x in (env_sent or {}).items()}
+        stdio_sent = {k: sent.pop(k) for k in ("command", "args", "env", "cwd") if k in sent}
+        oauth_sent = {k: sent.pop(k) for k in ("client_id", "scopes", "grant") if k in sent}
 
         merged = dict(before)
         for key, value in sent.items():
@@ -499,27 +661,82 @@ class Registry:
                 value = [c.model_dump() for c in value or []]
             merged[key] = str(value) if key == "auth_kind" else value
         kind = merged["auth_kind"]
+        was_oauth = before["auth_kind"] == AuthKind.OAUTH
+        is_oauth = kind == AuthKind.OAUTH
+        oauth_given = [k for k, x in oauth_sent.items() if x is not None] + (
+            ["client_secret"] if secret_obj is not UNSET and secret_obj is not None else [])
+        if oauth_given and not is_oauth:
+            name = oauth_given[0]
+            raise (ValidationFailed if "auth_kind" in sent else InvalidForSource)(
+                f"{name} is only used with auth_kind 'oauth'", field=name)
+        if was_stdio:
+            stdio = dict(before["stdio"] or {})
+            stdio.update({k: (x if x is not None else ([] if k == "args" else {} if k == "env" else None))
+                          for k, x in stdio_sent.items()})
+            if new_env is not None:
+                stdio["secret_env"] = sorted(new_env)
+            both = set(stdio.get("env") or {}) & set(stdio.get("secret_env") or [])
+            if both:
+                raise ValidationFailed(f"env {sorted(both)[0]} is given both as a plain and as a secret value",
+                                       field="env")
+            merged["stdio"] = stdio
+        if is_oauth:
+            cfg = dict(before["oauth"] or {}) if was_oauth else {"client_id": None, "scopes": None,
+                                                                 "grant": "authorization_code"}
+            cfg.update({k: x for k, x in oauth_sent.items()})
+            cfg["grant"] = cfg.get("grant") or "authorization_code"
+            has_secret = client_secret is not None or (
+                secret_obj is UNSET and was_oauth and before["vault_key"] is not None)
+            try:
+                rules.check_oauth_combination(kind, client_id=cfg.get("client_id"), client_secret=has_secret,
+                                              scopes=list(cfg.get("scopes") or []) or None, grant=cfg.get("grant"))
+            except ValueError as exc:
+                raise InvalidForSource(str(exc), field="client_id") from None
+            if token is not None:
+                raise ValidationFailed("token is not used with auth_kind 'oauth'; give a client secret as "
+                                       "client_secret", field="token")
+            merged["oauth"] = cfg
+        else:
+            merged["oauth"] = None
+        if "headers" in sent and sent["headers"]:
+            try:
+                rules.check_extra_headers(sent["headers"], auth_header=merged["auth_header"])
+            except ValueError as exc:
+                raise ValidationFailed(str(exc), field="headers") from None
         if kind != AuthKind.HEADER_TOKEN and "auth_header" not in sent:
             merged["auth_header"] = None
-        if "auth_kind" in sent:  # the rules the body breaks on its own: 400
+        if is_oauth:
+            pass  # no token: the sign-in gets them
+        elif "auth_kind" in sent:  # the rules the body breaks on its own: 400
             self._check_auth(kind, has_token=True, token_sent=token is not None, error=ValidationFailed,
                              auth_header=sent["auth_header"] if "auth_header" in sent else
                              ("(stored)" if kind == AuthKind.HEADER_TOKEN else None))
-        # ... and with the source as stored (a token or header it lacks): 409
-        self._check_auth(kind, has_token=token is not None or (before["vault_key"] is not None),
-                         token_sent=token is not None, auth_header=merged["auth_header"],
-                         error=InvalidForSource)
+        # ... and with the source as stored (a token or header it lacks): 409 (a client
+        # secret is no token: crossing the oauth boundary drops the old secret)
+        if not is_oauth:
+            self._check_auth(kind, has_token=token is not None or (
+                before["vault_key"] is not None and not was_oauth),
+                token_sent=token is not None, auth_header=merged["auth_header"], error=InvalidForSource)
         if "app_namespace" in sent and sent["app_namespace"] != before["app_namespace"]:
             self._check_namespace_free(before["sandbox_id"], sent["app_namespace"], except_id=source_id)
 
-        drop_secret = kind == AuthKind.NONE and before["vault_key"] is not None
+        drop_secret = before["vault_key"] is not None and (
+            kind == AuthKind.NONE or was_oauth != is_oauth or (is_oauth and secret_obj is None))
+        if client_secret is not None:
+            token = client_secret
         if token is not None:
             merged["vault_key"] = auth_key(source_id)
             merged["token_last4"] = token[-4:] if len(token) >= 12 else None
         elif drop_secret:
             merged["vault_key"] = None
             merged["token_last4"] = None
-        recheck = bool(CONNECTION_FIELDS & (set(sent) | ({"token"} if token is not None else set())))
+        # a new client, secret, scope or server invalidates every token held: sign in again
+        drop_tokens = was_oauth and (not is_oauth or bool(oauth_sent) or secret_obj is not UNSET
+                                     or "base_url" in sent)
+        touched = set(sent) | set(stdio_sent) | set(oauth_sent) | (
+            {"token"} if token is not None else set()) | ({"secret_env"} if new_env is not None else set()) | (
+            {"client_secret"} if secret_obj is not UNSET else set())
+        recheck = bool(CONNECTION_FIELDS & touched)
         merged["updated_at"] = now_iso()
         changes = {k: merged[k] for k in merged if merged[k] != before[k]}
         try:
@@ -536,13 +753,23 @@ class Registry:
                     self.vault.put(cx, auth_key(source_id), token)
                 elif drop_secret:
                     self.vault.delete(cx, auth_key(source_id))
+                if new_env is not None:
+                    self.vault.delete_prefix(cx, f"user_mcp/{source_id}/env/")
+                    for name, value in new_env.items():
+                        self.vault.put(cx, env_key(source_id, name), value)
+                if drop_tokens:
+                    self.vault.delete_prefix(cx, oauth_prefix(source_id))
                 Store.update(cx, "sources", source_id, changes)
                 self._evict_buckets(cx, source_id)
                 if "base_url" in changes or changes.get("pin_tools"):
                     self.pins.reset(cx, source_id)  # another server, or pinning back on: start over
                 after = self._view(merged).model_dump(mode="json")
                 if token is not None:
-                    after["token"] = "rotated"
+                    after["client_secret" if is_oauth else "token"] = "rotated"
+                if new_env is not None:
+                    after["secret_env_values"] = "replaced"
+                if drop_tokens:
+                    after["oauth_tokens"] = "deleted"
                 self._audit(cx, action="source.update", object_type="source", object_id=source_id,
                             sandbox_id=before["sandbox_id"],
                             before=self._view(before).model_dump(mode="json"), after=after)
@@ -570,6 +797,66 @@ class Registry:
         return Conflict(f"source {source_id} is revoked (disconnected) and cannot be updated; "
                         "register it again instead")
 
+    # -- OAuth sign-in ----------------------------------------------------------------------
+
+    async def begin_sign_in(self, source_id: str, *, sandbox: str | None = None,
+                            inbox: CallbackInbox | None = None, redirect_uri: str | None = None,
+                            timeout: float | None = None) -> SignIn:
+        """Start a sign-in to an OAuth source (authorization-code grant); returns once its
+        authorize URL is known (``sign_in.authorize_url``). Finish with `finish_sign_in`.
+        Without ``inbox`` the browser comes back to a loopback listener of this process."""
+        from concierge.errors import ConnectorError
+        from concierge.mcp_client.signin import DEFAULT_SIGN_IN_TIMEOUT, begin_sign_in
+
+        row = self._row(source_id, sandbox)
+        if row["status"] == SourceStatus.DISCONNECTED:
+            raise Conflict(f"source {source_id} is revoked (disconnected); register it again to sign in")
+        if row["auth_kind"] != AuthKind.OAUTH:
+            raise InvalidForSource(f"source {source_id} does not use OAuth (auth_kind "
+                                   f"{row['auth_kind']}); nothing to sign in to", field="auth_kind")
+        if (row["oauth"] or {}).get("grant") == "client_credentials":
+            raise InvalidForSource(f"source {source_id} uses the client_credentials grant: nobody signs "
+                                   "in; run its health check instead", field="grant")
+        try:
+            return await begin_sign_in(self._endpoint(row), inbox=inbox,
+                                       redirect_uri=redirect_uri or (self.oauth_redirect_uri if inbox else None),
+                                       timeout=timeout or DEFAULT_SIGN_IN_TIMEOUT)
+        except ConnectorError as exc:
+            self.mark_auth_required(source_id, exc.sentence, kind=exc.kind)
+            raise
+
+    async def finish_sign_in(self, source_id: str, sign_in: SignIn) -> Outcome:
+        """Wait for ``sign_in`` to end; then the health check (``active``), or ``auth_required``
+        with the reason when nobody signed in."""
+        from concierge.errors import ConnectorError
+
+        try:
+            await sign_in.wait()
+        except ConnectorError as exc:
+            self.mark_auth_required(source_id, exc.sentence, kind=exc.kind)
+            return self._outcome(self._row(source_id), detail=exc.sentence)
+        return await self._check(source_id, action="source.health_check")
+
+    def mark_auth_required(self, source_id: str, reason: str, *,
+                           kind: ErrorKind = ErrorKind.AUTH_REQUIRED) -> None:
+        """A live request was refused for want of a sign-in (a refused refresh): the source is
+        ``auth_required`` with ``reason`` until someone signs in again (paused and revoked stay)."""
+        with self.store.transaction() as cx:
+            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            if current is None or current["status"] not in (
+                    SourceStatus.ACTIVE, SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED):
+                return
+            fields = {"status": SourceStatus.AUTH_REQUIRED.value, "health_error": reason,
+                      "health_error_kind": kind.value, "last_checked_at": now_iso()}
+            if all(current[k] == x for k, x in fields.items() if k != "last_checked_at"):
+                return
+            Store.update(cx, "sources", source_id, fields)
+            self._audit(cx, action="source.auth_required", object_type="source", object_id=source_id,
+                        sandbox_id=current["sandbox_id"],
+                        before={"status": current["status"], "health_error": current["health_error"]},
+                        after={"status": fields["status"], "health_error": reason})
+        self._changed(source_id, "status")
+
     async def test(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         row = self._row(source_id, sandbox)
         if row["status"] == SourceStatus.DISCONNECTED:
@@ -578,9 +865,15 @@ class Registry:
 
     def _snapshot(self, row: Any, cx: Transaction | None = None) -> _Snapshot:
         vault_key = row["vault_key"]
+        keys = row.keys()
+        stdio = row["stdio"] if "stdio" in keys else None
+        names = (json.loads(stdio) if isinstance(stdio, str) else stdio or {}).get("secret_env") or []
         return _Snapshot(row["base_url"], row["transport"], row["auth_kind"], row["auth_header"],
                          float(row["connect_timeout"]), vault_key,
-                         self.vault.version(vault_key, cx) if vault_key else None)
+                         self.vault.version(vault_key, cx) if vault_key else None,
+                         _canon(row["headers"] if "headers" in keys else None), _canon(stdio),
+                         _canon(row["oauth"] if "oauth" in keys else None),
+                         tuple(self.vault.version(env_key(row["id"], n), cx) for n in names))
 
     async def _check(self, source_id: str, *, action: str) -> Outcome:
         """One tools/list health check; records status, tool count, latency and time.
@@ -610,7 +903,8 @@ class Registry:
             kind = result.error_kind or ErrorKind.UNKNOWN
             fields |= {"health_error": result.error or "health check failed",
                        "health_error_kind": kind.value}
-            new_status = SourceStatus.ERROR
+            # an OAuth source nobody signed in to, or whose refresh was refused
+            new_status = SourceStatus.AUTH_REQUIRED if kind is ErrorKind.AUTH_REQUIRED else SourceStatus.ERROR
         with self.store.transaction() as cx:
             current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,),
                                  for_update=True).fetchone()
@@ -622,7 +916,7 @@ class Registry:
                 stale = "changed"
             else:
                 stale = None
-                if current["status"] in (SourceStatus.ACTIVE, SourceStatus.ERROR):
+                if current["status"] in (SourceStatus.ACTIVE, SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED):
                     fields["status"] = new_status.value  # paused stays paused
                 Store.update(cx, "sources", source_id, fields)
                 self._audit(cx, action=action, object_type="source", object_id=source_id,
@@ -671,6 +965,8 @@ class Registry:
                     outcomes[source_id] = await self._check(source_id, action="source.health_check")
                 except NotFound:  # deleted meanwhile
                     pass
+                except PermissionDenied:  # a stdio source on a server that runs no programs
+                    pass
 
         if ids:
             log.info("re-checking %d source(s) whose health check was interrupted", len(ids))
@@ -705,7 +1001,8 @@ class Registry:
     def pause(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         """Stop offering the source's tools; nothing is deleted."""
         return self._set_status(source_id, sandbox, action="source.pause", to=SourceStatus.PAUSED,
-                                allowed_from={SourceStatus.ACTIVE, SourceStatus.ERROR}, detail="paused")
+                                allowed_from={SourceStatus.ACTIVE, SourceStatus.ERROR,
+                                              SourceStatus.AUTH_REQUIRED}, detail="paused")
 
     async def resume(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         """Un-pause and re-run the health check (``active`` or ``error``)."""
@@ -760,7 +1057,7 @@ class Registry:
     def _decoded(row: dict[str, Any]) -> dict[str, Any]:
         """A raw row read inside a transaction, with its JSON columns decoded."""
         out = dict(row)
-        for key in ("allowed_tools", "ingest_tool_calls"):
+        for key in ("allowed_tools", "ingest_tool_calls", "headers", "stdio", "oauth"):
             if isinstance(out.get(key), str):
                 out[key] = json.loads(out[key])
         return out
@@ -774,6 +1071,7 @@ class Registry:
             for table in self._dependent_tables(cx):
                 cx.execute(f"DELETE FROM {table} WHERE source_id = ?", (source_id,))
             cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+            self._stdio_log_path(source_id).unlink(missing_ok=True)
             self._audit(cx, action="source.delete", object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
             self._bump(cx, source_id, "delete")

@@ -47,7 +47,7 @@ __all__ = ["Cursor", "Store", "Transaction", "now_iso"]
 
 T = TypeVar("T")
 
-_JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_allowlist",
+_JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "headers", "stdio", "oauth", "tool_sources", "tool_allowlist",
                  "model_settings", "before", "after", "content", "arguments"}
 _COMMIT, _ROLLBACK = object(), object()
 

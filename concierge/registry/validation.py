@@ -27,19 +27,33 @@ __all__ = [
     "SANDBOX_NAME_PATTERN",
     "check_allowed_tools",
     "check_allowlist",
+    "check_args",
     "check_auth_combination",
+    "check_client_id",
+    "check_client_secret",
+    "check_command",
+    "check_cwd",
+    "check_env",
     "check_extra_headers",
     "check_header_name",
     "check_namespace",
+    "check_oauth_combination",
+    "check_scopes",
+    "check_secret_env",
     "check_slug",
     "check_token",
     "check_tool_sources",
+    "check_transport_combination",
+    "command_line",
     "from_pydantic",
     "normalize_base_url",
     "trimmed_length_pattern",
 ]
 
 LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1"})
+# Variables a program's environment must not take from a source: they change which code runs.
+REFUSED_ENV = frozenset({"LD_PRELOAD", "LD_LIBRARY_PATH", "LD_AUDIT", "PYTHONSTARTUP", "PYTHONPATH",
+                         "NODE_OPTIONS", "BASH_ENV", "ENV", "DYLD_INSERT_LIBRARIES"})
 NAMESPACE_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 SLUG_RE = re.compile(r"^[a-z0-9-]+$")
 # RFC 9110 field-name = token
@@ -81,6 +95,7 @@ PY_SPACE = "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680" + "".join(
 TRIMMED = PY_SPACE.replace("\x1c\x1d\x1e\x1f", "")
 _CONTROL = "".join(map(chr, range(0x20)))
 _W, _T = _char_class(PY_SPACE), _char_class(TRIMMED)
+_REFUSED_ENV_CI = [_ci(name) for name in REFUSED_ENV]
 _NOT_T = _char_class(TRIMMED, negate=True)
 _BLANK_OR_CONTROL = _char_class(_CONTROL + PY_SPACE, negate=True)  # neither space nor control
 
@@ -130,6 +145,32 @@ FIELD_SCHEMAS: dict[str, dict[str, Any]] = {
                        "items": {"type": "string", "pattern": rf"^{_GLOB}{{1,{MAX_NAME}}}$"}},
     "tool_sources": {"type": "array", "uniqueItems": True,
                      "items": {"type": "string", "enum": sorted(KNOWN_TOOL_SOURCES)}},
+    # stdio programs and OAuth (see the rules below)
+    "command": {"type": "string", "pattern": rf"^{_T}*[!-~]{{1,4096}}{_T}*$"},
+    "args": {"type": "array", "maxItems": 100,
+             "items": {"type": "string", "maxLength": 4096, "pattern": "^[^\\x00]*$"}},
+    "env": {"type": "object", "maxProperties": 50,
+            "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                              "not": {"pattern": "^(?:" + "|".join(sorted(_REFUSED_ENV_CI)) + ")$"}},
+            "additionalProperties": {"type": "string", "maxLength": MAX_TOKEN, "pattern": "^[^\\x00]*$"}},
+    "secret_env": {"type": "object", "maxProperties": 50,
+                   "propertyNames": {"pattern": "^[A-Za-z_][A-Za-z0-9_]*$",
+                                     "not": {"pattern": "^(?:" + "|".join(sorted(_REFUSED_ENV_CI)) + ")$"}},
+                   "additionalProperties": {"type": "string", "maxLength": MAX_TOKEN,
+                                            "pattern": f"^{_T}*[!-~](?:[ -~]*[!-~])?{_T}*$"}},
+    "cwd": {"type": "string", "pattern": rf"^{_T}*/[ -~]{{0,4095}}{_T}*$"},
+    "client_id": {"type": "string", "pattern": rf"^{_T}*[!-~](?:[ -~]{{0,510}}[!-~])?{_T}*$"},
+    "client_secret": {"type": "string", "maxLength": MAX_TOKEN,
+                      "pattern": f"^{_T}*[!-~](?:[ -~]*[!-~])?{_T}*$"},
+    "scopes": {"type": "array", "maxItems": 50, "uniqueItems": True,
+               "items": {"type": "string", "pattern": rf"^{_T}*[!#-\[\]-~]{{1,256}}{_T}*$"}},
+    "headers": {"type": "object", "maxProperties": 20,
+                "propertyNames": {"pattern": rf"^{_W}*[!#$%&'*+.^_`|~0-9A-Za-z-]+{_W}*$",
+                                  "not": {"pattern": rf"^{_W}*(?:" + "|".join(
+                                      _ci(h) for h in sorted(TRANSPORT_HEADERS | {"authorization"}))
+                                      + rf"){_W}*$"}},
+                "additionalProperties": {"type": "string", "maxLength": MAX_TOKEN,
+                                         "pattern": rf"^{_W}*[ -~]*{_W}*$"}},
     # the pattern states the length (1-64 once trimmed); a length on the raw string would not
     "slug": {"type": "string", "pattern": rf"^{_T}*[a-z0-9-]{{1,64}}{_T}*$",
              "minLength": None, "maxLength": None},
@@ -154,6 +195,23 @@ AUTH_SCHEMAS: dict[str, list[dict[str, Any]]] = {
             "token": {"type": "string"}, "auth_header": _NO_HEADER}}, sent=False),
         _when("header_token", {"required": ["token", "auth_header"], "properties": {
             "token": {"type": "string"}, "auth_header": _A_HEADER}}, sent=False),
+        # oauth: no token (the sign-in gets them); client_id etc. only with oauth
+        {"if": {"properties": {"auth_kind": {"const": "oauth"}}},
+         "then": {"properties": {"token": {"type": "null"}, "auth_header": _NO_HEADER}},
+         "else": {"properties": {k: {"type": "null"} for k in ("client_id", "client_secret", "scopes", "grant")}}},
+        {"if": {"required": ["client_secret"], "properties": {"client_secret": {"type": "string"}}},
+         "then": {"required": ["client_id"], "properties": {"client_id": {"type": "string"}}}},
+        {"if": {"required": ["grant"], "properties": {"grant": {"const": "client_credentials"}}},
+         "then": {"required": ["client_id", "client_secret"], "properties": {
+             "client_id": {"type": "string"}, "client_secret": {"type": "string"}}}},
+        # stdio: a command, no URL, headers or HTTP auth; otherwise a URL and no program
+        {"if": {"required": ["transport"], "properties": {"transport": {"const": "stdio"}}},
+         "then": {"required": ["command"], "properties": {
+             "command": {"type": "string"}, "base_url": {"type": "null"}, "headers": {"type": "null"},
+             "auth_kind": {"const": "none"}}},
+         "else": {"required": ["base_url"], "properties": {
+             "base_url": {"type": "string"},
+             **{k: {"type": "null"} for k in ("command", "args", "env", "secret_env", "cwd")}}}},
     ],
     # update: what a body breaks on its own when it sends auth_kind (what depends on the stored
     # source, such as a switch to bearer for a source without a token, is a 409)
@@ -161,6 +219,9 @@ AUTH_SCHEMAS: dict[str, list[dict[str, Any]]] = {
         _when("none", {"properties": {"token": {"type": "null"}, "auth_header": _NO_HEADER}}, sent=True),
         _when("bearer", {"properties": {"auth_header": _NO_HEADER}}, sent=True),
         _when("header_token", {"properties": {"auth_header": _A_HEADER}}, sent=True),
+        _when("oauth", {"properties": {"token": {"type": "null"}}}, sent=True),
+        {"if": {"required": ["auth_kind"], "properties": {"auth_kind": {"enum": ["none", "bearer", "header_token"]}}},
+         "then": {"properties": {k: {"type": "null"} for k in ("client_id", "client_secret", "scopes", "grant")}}},
     ],
 }
 """The auth rules (token iff not none, auth_header iff header_token) as JSON Schema, by model."""
@@ -315,6 +376,184 @@ def check_auth_combination(auth_kind: str, *, has_token: bool, token_sent: bool,
     if kind == "bearer" and auth_header:
         raise ValueError("auth_header is only used with auth_kind 'header_token'; "
                          "bearer always sends Authorization: Bearer <token>")
+
+
+# -- stdio programs and OAuth ----------------------------------------------------------------
+
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+SCOPE_RE = re.compile(r"^[\x21\x23-\x5b\x5d-\x7e]+$")  # RFC 6749 scope-token
+MAX_ARGS = 100
+MAX_ENV = 50
+MAX_ARG = 4096
+
+
+def command_line(command: str, args: Iterable[str]) -> str:
+    """The command in plain words, quoted as a shell would need it (``uvx mcp-server-git``)."""
+    import shlex
+
+    return shlex.join([command, *args])
+
+
+def _printable(text: str) -> bool:
+    return not any(ord(c) < 32 or ord(c) == 127 for c in text)
+
+
+def check_command(command: str | None) -> str | None:
+    if command is None:
+        return None
+    command = command.strip()
+    if not command:
+        raise ValueError("command must not be empty (e.g. uvx, npx or python)")
+    if any(c.isspace() for c in command):
+        raise ValueError(f"command {command!r} must be the program alone; give its arguments as args "
+                         "(--arg), one each")
+    if not re.fullmatch(r"[!-~]{1,4096}", command):
+        raise ValueError("command must be a program name or path of printable ASCII characters "
+                         f"(at most {MAX_ARG})")
+    return command
+
+
+def check_args(args: list[str] | None) -> list[str] | None:
+    if args is None:
+        return None
+    if len(args) > MAX_ARGS:
+        raise ValueError(f"args may have at most {MAX_ARGS} entries (got {len(args)})")
+    for i, arg in enumerate(args):
+        if len(arg) > MAX_ARG or "\x00" in arg:
+            raise ValueError(f"args.{i} must have no NUL characters and at most {MAX_ARG} characters")
+    return list(args)
+
+
+def _check_env_name(name: str, field: str) -> str:
+    name = str(name)
+    if not ENV_NAME_RE.fullmatch(name):
+        raise ValueError(f"{field}: {name!r} is not a valid environment variable name "
+                         "(letters, digits and _, not starting with a digit)")
+    if name.upper() in REFUSED_ENV:
+        raise ValueError(f"{field}: {name} is not allowed (it changes which code the program runs)")
+    return name
+
+
+def check_env(env: Mapping[str, str] | None, *, field: str = "env") -> dict[str, str] | None:
+    if env is None:
+        return None
+    if len(env) > MAX_ENV:
+        raise ValueError(f"{field} may have at most {MAX_ENV} variables (got {len(env)})")
+    out: dict[str, str] = {}
+    for raw, value in env.items():
+        name = _check_env_name(raw, field)
+        if "\x00" in str(value) or len(str(value)) > MAX_TOKEN:
+            raise ValueError(f"{field}: the value of {name} must have no NUL characters, at most "
+                             f"{MAX_TOKEN} long")
+        out[name] = str(value)
+    return out
+
+
+def check_secret_env(env: Mapping[str, SecretStr] | None) -> dict[str, SecretStr] | None:
+    if env is None:
+        return None
+    if len(env) > MAX_ENV:
+        raise ValueError(f"secret_env may have at most {MAX_ENV} variables (got {len(env)})")
+    out: dict[str, SecretStr] = {}
+    for raw, value in env.items():
+        name = _check_env_name(raw, "secret_env")
+        try:
+            check_token(value)
+        except ValueError as exc:
+            raise ValueError(f"secret_env: the value of {name}: {str(exc).removeprefix('token ')}") from None
+        out[name] = value
+    return out
+
+
+def check_cwd(cwd: str | None) -> str | None:
+    if cwd is None:
+        return None
+    cwd = cwd.strip()
+    if not re.fullmatch(r"/[ -~]{0,4095}", cwd):
+        raise ValueError(f"cwd must be an absolute directory path such as /srv/repo (got {cwd[:100]!r})")
+    return cwd
+
+
+def check_client_id(client_id: str | None) -> str | None:
+    if client_id is None:
+        return None
+    client_id = client_id.strip()
+    if not re.fullmatch(r"[!-~](?:[ -~]{0,510}[!-~])?", client_id):
+        raise ValueError("client_id must be 1-512 printable ASCII characters")
+    return client_id
+
+
+def check_client_secret(secret: SecretStr | None) -> SecretStr | None:
+    if secret is None:
+        return None
+    try:
+        return check_token(secret)
+    except ValueError as exc:
+        raise ValueError(str(exc).replace("token", "client_secret", 1)) from None
+
+
+def check_scopes(scopes: list[str] | None) -> list[str] | None:
+    if scopes is None:
+        return None
+    out: list[str] = []
+    if not scopes:
+        return []
+    for scope in scopes:
+        part = str(scope).strip()
+        if not SCOPE_RE.fullmatch(part) or len(part) > 256:
+            raise ValueError(f"scopes: {part[:60]!r} is not a valid OAuth scope "
+                             "(printable ASCII without spaces, quotes or backslashes; one scope each)")
+        if part in out:
+            raise ValueError(f"scopes lists {part!r} twice")
+        out.append(part)
+    if len(out) > 50:
+        raise ValueError("scopes may list at most 50 scopes")
+    return out
+
+
+_STDIO_ONLY = ("command", "args", "env", "secret_env", "cwd")
+
+
+def check_transport_combination(transport: str, *, base_url: str | None, command: str | None,
+                                args: Any, env: Any, secret_env: Any, cwd: str | None, headers: Any,
+                                auth_kind: str) -> None:
+    """stdio: command, no base_url, headers or HTTP auth; otherwise base_url and no stdio fields."""
+    given = {"command": command, "args": args, "env": env, "secret_env": secret_env, "cwd": cwd}
+    if transport == "stdio":
+        if not command:
+            raise ValueError("command is required when transport is 'stdio' (e.g. uvx with args "
+                             "['mcp-server-git'])")
+        if base_url is not None:
+            raise ValueError("base_url is not used when transport is 'stdio' (the program is run instead)")
+        if headers is not None:
+            raise ValueError("headers are not used when transport is 'stdio' (give the program env instead)")
+        both = set(env or {}) & set(secret_env or {})
+        if both:
+            raise ValueError(f"env {sorted(both)[0]} is given both as a plain and as a secret value")
+        if str(auth_kind) != "none":
+            raise ValueError("auth_kind must be 'none' when transport is 'stdio'; give the program its "
+                             "credentials as secret_env")
+        return
+    if not base_url:
+        raise ValueError("base_url is required (or transport 'stdio' with a command)")
+    for name in _STDIO_ONLY:
+        if given[name] is not None:
+            raise ValueError(f"{name} is only used when transport is 'stdio'")
+
+
+def check_oauth_combination(auth_kind: str, *, client_id: str | None, client_secret: bool,
+                            scopes: list[str] | None, grant: str | None) -> None:
+    """client_id/client_secret/scopes/grant only with oauth; client_credentials needs both."""
+    if str(auth_kind) != "oauth":
+        for name, value in (("client_id", client_id), ("client_secret", client_secret), ("scopes", scopes),
+                            ("grant", grant)):
+            if value is not None and value is not False:
+                raise ValueError(f"{name} is only used with auth_kind 'oauth'")
+        return
+    if client_secret and not client_id:
+        raise ValueError("client_secret needs its client_id")
+    if grant == "client_credentials" and not (client_id and client_secret):
+        raise ValueError("grant 'client_credentials' needs client_id and client_secret")
 
 
 def check_namespace(ns: str | None) -> str | None:

@@ -40,6 +40,7 @@ from concierge.server import (
     routes_meta,
     routes_sandboxes,
     routes_sources,
+    signins,
     webhooks,
     widget,
 )
@@ -58,6 +59,7 @@ ROUTE_TABLE: tuple[ApiRoute, ...] = (
     *routes_meta.ROUTES,
     *routes_sandboxes.ROUTES,
     *routes_sources.ROUTES,
+    *signins.ROUTES,
     *routes_agents.ROUTES,
     *routes_audit.ROUTES,
     *webhooks.ROUTES,
@@ -134,7 +136,7 @@ def build_app(registry: Registry | None = None, *,
               host: str = "127.0.0.1", model_factory: Callable[[], Any] | None = None,
               chat_run_timeout: float = 120.0, cors_origins: Sequence[str] = (),
               url_policy: UrlPolicy | None = None, port: int | None = None,
-              anonymous_with_scoped_keys: bool = False) -> Starlette:
+              anonymous_with_scoped_keys: bool = False, allow_stdio: bool = False) -> Starlette:
     """The service over ``registry`` (or ``backend_factory()``; default: ``LocalBackend.open()``).
 
     ``keys``: the API key store (default: the registry database's). ``allow_anonymous_loopback``:
@@ -148,6 +150,8 @@ def build_app(registry: Registry | None = None, *,
     registry's, local); ``host`` and ``port`` are recorded in it as Concierge itself, and so
     is every address a request arrives on. ``anonymous_with_scoped_keys``: keep serving
     anonymous loopback requests while keys limited to a sandbox or role exist (off: refused).
+    ``allow_stdio``: let owner keys register stdio sources, whose programs run on this machine
+    (off: refused, and existing ones are not run).
     """
     owns_backend = registry is None
     if registry is not None:
@@ -158,13 +162,20 @@ def build_app(registry: Registry | None = None, *,
         backend.registry.url_policy = url_policy
     if port is not None:
         backend.registry.url_policy.add_self(host, port)
+    backend.registry.allow_stdio = allow_stdio
     services = Services(
         backend=backend, keys=keys or KeyStore(backend.registry.store),
         webhooks=Webhooks(backend.registry),
         chat=chat.ChatService(backend, model_factory=model_factory, run_timeout=chat_run_timeout),
         allow_anonymous_loopback=allow_anonymous_loopback,
         anonymous_with_scoped_keys=anonymous_with_scoped_keys,
-        openapi=build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM}))
+        openapi=build_openapi(ROUTE_TABLE, extra_paths={MCP_PATH: OPENAPI_PATH_ITEM}),
+        sign_ins=signins.SignIns(backend.registry))
+    if port is not None and services.sign_ins is not None:  # sign-ins started from chat come back here
+        bind = f"[{host}]" if ":" in host else ("127.0.0.1" if host in ("0.0.0.0", "") else host)
+        starter = services.sign_ins.start
+        backend.sign_in_hook = lambda source_id, sandbox: starter(
+            source_id, base_url=f"http://{bind}:{port}", sandbox=sandbox)
     gateway = GatewayMount(services, host=host)
 
     routes: list[Route] = [Route(path, _PathApp(methods, services))
@@ -182,6 +193,8 @@ def build_app(registry: Registry | None = None, *,
                 services.chat.stop()
                 gateway.stop()
         await services.chat.aclose()
+        if services.sign_ins is not None:
+            await services.sign_ins.aclose()
         if owns_backend:
             await backend.aclose()
         elif backend._gateway is not None:  # the registry is the caller's; our MCP sessions are ours

@@ -7,6 +7,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from concierge.errors import NotFound
 from concierge.registry import Outcome, RegisterSource, SourceView, UpdateSource
 from concierge.registry.catalog_models import ApprovalResult, HeldTool, PullResult
+from concierge.server.auth import Role
+from concierge.server.signins import start_or_say_why
 from concierge.registry.models import RegisteredOutcome
 from concierge.registry.pages import Page
 from concierge.registry.validation import from_pydantic
@@ -19,7 +21,17 @@ SB = "/api/v1/storage/sandboxes/{sandbox_id}"
 SRC = SB + "/sources/{source_id}"
 
 _STATUS = Query("status", "Only sources with this status.",
-                {"type": "string", "enum": ["active", "paused", "error", "disconnected"]})
+                {"type": "string", "enum": ["active", "paused", "error", "auth_required", "disconnected"]})
+
+STDIO_FIELDS = ("command", "args", "env", "secret_env", "cwd")
+
+
+def require_stdio_owner(ctx: Ctx, body: dict[str, object], source: SourceView | None = None) -> None:
+    """A stdio source runs a program on this server: only an owner may register or change one
+    (and only on a server started with --allow-stdio: the registry refuses it otherwise)."""
+    if body.get("transport") == "stdio" or (
+            source is not None and source.transport == "stdio" and any(k in body for k in STDIO_FIELDS)):
+        ctx.caller.require(Role.OWNER, "a stdio source (it runs a program on this server)")
 
 
 async def list_all_sources(ctx: Ctx) -> Page[SourceView]:
@@ -47,15 +59,23 @@ async def show_source(ctx: Ctx) -> SourceView:
 
 async def register(ctx: Ctx) -> RegisterResponse:
     sb = ctx.sandbox_ref()
-    outcome = await ctx.backend.register_source(await ctx.json(), sandbox=sb)
+    body = await ctx.json()
+    require_stdio_owner(ctx, body)
+    outcome = await ctx.backend.register_source(body, sandbox=sb)
     secret = outcome.webhook_secret if isinstance(outcome, RegisteredOutcome) else None
-    return RegisterResponse(**outcome.model_dump(),
-                            webhook_secret=secret.get_secret_value() if secret else None)
+    fields = outcome.model_dump()
+    sign_ins = ctx.services.sign_ins
+    if sign_ins is not None and sign_ins.wants_sign_in(outcome):
+        # the link to open; the callback route finishes the sign-in and runs the health check
+        fields["authorize_url"], fields["detail"] = await start_or_say_why(ctx, str(outcome.data_source_id), sb)
+    return RegisterResponse(**fields, webhook_secret=secret.get_secret_value() if secret else None)
 
 
 async def update(ctx: Ctx) -> Outcome:
     sb = ctx.sandbox_ref()
-    return await ctx.backend.update_source(ctx.param("source_id"), await ctx.json(), sandbox=sb)
+    body = await ctx.json()
+    require_stdio_owner(ctx, body, await ctx.backend.get_source(ctx.param("source_id"), sandbox=sb))
+    return await ctx.backend.update_source(ctx.param("source_id"), body, sandbox=sb)
 
 
 async def test(ctx: Ctx) -> Outcome:
@@ -118,7 +138,9 @@ ROUTES = [
              description="Validates, stores the credential in the vault, writes the row, then runs a "
                          "one-shot tools/list health check: status `active`, or `error` with "
                          "`health_error` (the row is kept). The answer carries the webhook signing "
-                         "secret once."),
+                         "secret once. An `oauth` source nobody signed in to yet answers `status: "
+                         "auth_required` with `authorize_url`, the link to open. A `stdio` source "
+                         "needs an owner key and a server started with `--allow-stdio`."),
     ApiRoute("GET", SRC, show_source, "Show a source (never its credential)", "viewer", "sources",
              response=SourceView),
     ApiRoute("DELETE", SRC, delete, "Delete a source permanently (its row, secrets and ingested data)",

@@ -97,13 +97,21 @@ class ScopedBackend:
 
     async def register_source(self, body: dict[str, Any], *, sandbox: str | None = None) -> Outcome:
         self._write("registering a source")
+        if body.get("transport") == "stdio":  # it runs a program on the server's machine
+            self.principal.require(Role.OWNER, "a stdio source (it runs a program on this server)")
         return await self.inner.register_source(body, sandbox=self._sandbox(sandbox))
 
     async def update_source(self, source_id: str, body: dict[str, Any], *,
                             sandbox: str | None = None) -> Outcome:
         self._write("updating a source")
+        if any(k in body for k in ("command", "args", "env", "secret_env", "cwd")):
+            self.principal.require(Role.OWNER, "changing a stdio source (it runs a program on this server)")
         return await self.inner.update_source(source_id, body,
                                               sandbox=self._source_sandbox(source_id, sandbox))
+
+    async def start_sign_in(self, source_id: str, *, sandbox: str | None = None) -> str | None:
+        self._write("signing a source in")
+        return await self.inner.start_sign_in(source_id, sandbox=self._source_sandbox(source_id, sandbox))
 
     async def test_source(self, source_id: str, *, sandbox: str | None = None) -> Outcome:
         return await self.inner.test_source(source_id, sandbox=self._source_sandbox(source_id, sandbox))

@@ -11,6 +11,7 @@ if TYPE_CHECKING:
     from concierge.registry.webhooks import Webhooks
     from concierge.server.auth import KeyStore
     from concierge.server.chat import ChatService
+    from concierge.server.signins import SignIns
 
 __all__ = ["Services"]
 
@@ -27,6 +28,8 @@ class Services:
     anonymous_with_scoped_keys: bool = False
     """Serve anonymous loopback requests even while scoped keys exist (explicit opt-in)."""
     openapi: dict[str, Any] = field(default_factory=dict)
+    sign_ins: SignIns | None = None
+    """OAuth sign-ins waiting in this server (their callback route is public)."""
 
     @property
     def registry(self) -> Registry:

@@ -20,7 +20,7 @@ from concierge.store.pages import Page, fetch_page
 
 __all__ = ["JSON_COLUMNS", "NAMESPACE_INDEX", "SourceRows"]
 
-JSON_COLUMNS = ("allowed_tools", "ingest_tool_calls")
+JSON_COLUMNS = ("allowed_tools", "ingest_tool_calls", "headers", "stdio", "oauth")
 NAMESPACE_INDEX = "sources_live_namespace"
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shlex
 from collections.abc import Callable
 from typing import Any
 
@@ -190,6 +191,8 @@ async def _with_view(ctx: ToolContext, outcome: Outcome) -> Lifecycle:
 
 
 def _auth_words(kind: str, header: str | None) -> str:
+    if kind == "oauth":
+        return "an OAuth sign-in (you will get a link to open)"
     if kind == "bearer":
         return f"a bearer token ({MASK})"
     if kind == "header_token":
@@ -273,11 +276,33 @@ async def delete_help(ctx: ToolContext, args: SourceArgs, _: Any) -> DeleteComma
 # Writes
 
 
+def _register_body(args: RegisterArgs, url: str | None) -> dict[str, Any]:
+    """The register body without its credential: stdio (command split as a shell would) or URL."""
+    body: dict[str, Any] = {"name": args.name, "auth_kind": args.auth_kind}
+    if args.command:
+        try:
+            words = shlex.split(args.command)
+        except ValueError as exc:
+            raise ValidationFailed(f"command {args.command!r} cannot be read ({exc})", field="command") from None
+        if not words:
+            raise ValidationFailed("command must not be empty", field="command")
+        body |= {"transport": "stdio", "command": words[0], "args": words[1:]}
+        if url:
+            body["base_url"] = url
+    else:
+        body["base_url"] = url
+    if args.auth_kind == "oauth":
+        for key in ("scopes", "client_id"):
+            if getattr(args, key) is not None:
+                body[key] = getattr(args, key)
+    return body
+
+
 async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, Any]:
-    body: dict[str, Any] = {"name": args.name, "base_url": args.url, "auth_kind": args.auth_kind}
+    body = _register_body(args, args.url)
     if args.auth_header is not None:
         body["auth_header"] = args.auth_header
-    if args.auth_kind != "none" or args.token_ref:
+    if args.auth_kind not in ("none", "oauth") or (args.token_ref and args.auth_kind != "oauth"):
         body["token"] = _PLACEHOLDER_TOKEN  # the credential may come later; its presence is a rule
     for key in ("app_namespace", "rate_cap_per_minute", "allowed_tools"):
         if getattr(args, key) is not None:
@@ -289,16 +314,24 @@ async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, An
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
     # Told before the yes: a second source for one server is allowed, but rarely meant.
     already = [f'"{s.name}" ({s.id})' for s in await ctx.backend.list_sources(sandbox=sb.id)
-               if s.status.value != "disconnected" and same_url(s.base_url, request.base_url)]
+               if request.transport != "stdio" and s.status.value != "disconnected"
+               and same_url(s.base_url, request.base_url)]
     return {"sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url,
-            "auth_header": request.auth_header, "same_url": already}
+            "auth_header": request.auth_header, "same_url": already,
+            "command_line": request.url_or_command if request.transport == "stdio" else None}
 
 
 def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
     ns = args.app_namespace or "the new source's id"
-    text = (f'Register the MCP server "{args.name}" at {prep["url"]} in sandbox "{prep["sandbox"]}", '
-            f"using {_auth_words(args.auth_kind, prep['auth_header'])}; tool names will start with "
-            f"{ns}.")
+    if prep.get("command_line"):
+        # the command in plain words: it runs on the machine that hosts Concierge
+        text = (f'Register the local MCP server "{args.name}" in sandbox "{prep["sandbox"]}": it runs the '
+                f"program `{prep['command_line']}` on the machine that hosts Concierge, and speaks MCP on "
+                f"its stdin/stdout; tool names will start with {ns}.")
+    else:
+        text = (f'Register the MCP server "{args.name}" at {prep["url"]} in sandbox "{prep["sandbox"]}", '
+                f"using {_auth_words(args.auth_kind, prep['auth_header'])}; tool names will start with "
+                f"{ns}.")
     extras = []
     if args.rate_cap_per_minute is not None:
         extras.append(f"rate cap {args.rate_cap_per_minute} calls per minute")
@@ -314,17 +347,17 @@ def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
 
 
 def secret_register(ctx: ToolContext, args: RegisterArgs, prep: Any) -> SecretNeed | None:
-    if args.auth_kind == "none" or ctx.secret(args.token_ref) is not None:
+    if args.auth_kind in ("none", "oauth") or ctx.secret(args.token_ref) is not None:
         return None
     what = "bearer token" if args.auth_kind == "bearer" else f"{args.auth_header or 'header'} token"
     return SecretNeed("token_ref", f'the {what} for "{args.name}" ({prep["url"]})')
 
 
 async def register(ctx: ToolContext, args: RegisterArgs, prep: dict[str, Any]) -> Lifecycle:
-    body: dict[str, Any] = {"name": args.name, "base_url": prep["url"], "auth_kind": args.auth_kind}
+    body = _register_body(args, prep["url"])
     if args.auth_kind == "header_token":
         body["auth_header"] = prep["auth_header"]
-    if args.auth_kind != "none":
+    if args.auth_kind not in ("none", "oauth"):
         token = ctx.secret(args.token_ref)
         if token is None:
             raise ValidationFailed("the credential is no longer available; ask the person again",
@@ -335,7 +368,20 @@ async def register(ctx: ToolContext, args: RegisterArgs, prep: dict[str, Any]) -
             body[key] = getattr(args, key)
     outcome = await ctx.backend.register_source(body, sandbox=prep["sandbox_id"])
     result = await _with_view(ctx, outcome)
-    return result.model_copy(update={"sandbox": prep["sandbox"]})
+    update: dict[str, Any] = {"sandbox": prep["sandbox"]}
+    if prep.get("command_line"):
+        update["command_line"] = prep["command_line"]
+    start = getattr(ctx.backend, "start_sign_in", None)
+    if outcome.status == "auth_required" and args.auth_kind == "oauth" and start is not None:
+        try:
+            url = await start(str(outcome.data_source_id))  # the sign-in waits for the person meanwhile
+        except ConciergeError as exc:  # discovery or registration failed: say why, keep the source
+            url = None
+            update["hint"] = f"The sign-in could not start: {exc}"
+        if url:
+            update |= {"authorize_url": url, "hint": "Open this link to sign in; the source becomes active "
+                                                     "once you have: " + url}
+    return result.model_copy(update=update)
 
 
 async def prepare_target(ctx: ToolContext, args: SourceArgs | UpdateArgs) -> dict[str, Any]:

@@ -46,10 +46,11 @@ def default_toolkit() -> Toolkit:
              "allowed tools, auth scheme (the credential masked), tool count, timeouts.",
              SourceArgs, READ, sources.show_source),
         Tool("register_source",
-             "Register a new MCP server as a source, then health-check it (tools/list). Needs name, "
-             "url and auth_kind (+ auth_header for header_token). Never put a token in the "
-             "arguments: leave token_ref out and the person is asked privately. Changes state: the "
-             "person must confirm, so call it once you have everything.",
+             "Register an MCP server as a source, then health-check it. Needs name, url and auth_kind "
+             "(+ auth_header for header_token), or name, command and auth_kind none for a local "
+             "program. oauth: tell the person to open the result's authorize_url to sign in. Never "
+             "put a token in the arguments: leave token_ref out and the person is asked privately. "
+             "Changes state: the person must confirm, so call it once you have everything.",
              RegisterArgs, WRITE, sources.register, prepare=sources.prepare_register,
              summary=sources.summary_register, needs_secret=sources.secret_register,
              progress="registering and checking the server"),

@@ -56,7 +56,7 @@ class CreateSandboxArgs(BaseModel):
 class ListSourcesArgs(BaseModel):
     model_config = _ARGS
     sandbox: str | None = _SANDBOX
-    status: Literal["active", "paused", "error", "disconnected"] | None = Field(
+    status: Literal["active", "paused", "error", "auth_required", "disconnected"] | None = Field(
         default=None, description="Only sources with this status.")
 
 
@@ -92,10 +92,18 @@ class ApproveArgs(SourceArgs):
 class RegisterArgs(BaseModel):
     model_config = _ARGS
     name: str = Field(description="A short label, e.g. 'Acme internal'.")
-    url: str = Field(description="The server's MCP URL. https only; http only for localhost/127.0.0.1/::1.")
-    auth_kind: Literal["bearer", "header_token", "none"] = Field(
+    url: str | None = Field(default=None, description=(
+        "The server's MCP URL. https only; http only for localhost/127.0.0.1/::1. Omit it for a "
+        "program run on this machine (give command instead)."))
+    command: str | None = Field(default=None, description=(
+        "For a local stdio server: the command line that runs it, e.g. 'uvx mcp-server-git' or "
+        "'npx -y @modelcontextprotocol/server-everything' (no URL then; auth_kind none)."))
+    auth_kind: Literal["bearer", "header_token", "none", "oauth"] = Field(
         description="bearer: Authorization: Bearer <token>. header_token: the token in a custom "
-                    "header (set auth_header). none: no credential.")
+                    "header (set auth_header). oauth: the person signs in with OAuth 2.1 (a link "
+                    "to open comes back). none: no credential (always none with command).")
+    scopes: list[str] | None = Field(default=None, description="oauth: the scopes to ask for (optional).")
+    client_id: str | None = Field(default=None, description="oauth: a pre-registered client id (optional).")
     auth_header: str | None = Field(default=None, description="Header name for header_token, e.g. X-Api-Key.")
     token_ref: str | None = Field(
         default=None, description="A [secret:sec_…] reference from the conversation. Omit it: the "

@@ -206,6 +206,10 @@ class Lifecycle(ToolResult):
     url: str | None = None
     sandbox_id: str | None = None
     sandbox: str | None = None
+    authorize_url: str | None = None
+    """oauth: the link the person opens to sign the source in (status auth_required)."""
+    command_line: str | None = None
+    """stdio: the program that runs, in plain words."""
 
 
 class HealthReport(ToolResult):

@@ -81,6 +81,9 @@
     ".step.off::before { content: '\\2013  '; }",
     ".step.run::before { content: '\\2026  '; }",
     ".step.wait::before { content: '\\2192  '; }",
+    ".authorize { align-self: flex-start; font-size: 13px; padding: 4px; display: flex; gap: 8px; align-items: center; flex-wrap: wrap; }",
+    ".authorize a { display: inline-block; background: #0969da; color: #fff; border-radius: 6px; padding: 5px 12px; text-decoration: none; font-weight: 600; }",
+    ".authorize a:focus-visible { outline: 2px solid #0550ae; outline-offset: 2px; }",
     ".note { align-self: center; font-size: 12px; color: #57606a; text-align: center; }",
     ".error { align-self: stretch; background: #ffebe9; border: 1px solid #ff8182; color: #82071e;",
     "  padding: 8px 10px; border-radius: 8px; }",
@@ -124,12 +127,16 @@
     webhook_rate_cap_per_minute: "webhook rate cap", allowed_tools: "allowed tools",
     tool_allowlist: "tool allowlist", token: "token", token_ref: "token", name: "name",
     message: "message", connect_timeout: "connect timeout", call_timeout: "call timeout",
-    sandbox: "sandbox", slug: "agent name", transport: "transport", value: "credential"
+    sandbox: "sandbox", slug: "agent name", transport: "transport", value: "credential",
+    command: "command", args: "program arguments", env: "environment", secret_env: "secret environment",
+    cwd: "working directory", client_id: "client id", client_secret: "client secret", scopes: "scopes",
+    grant: "grant", headers: "headers"
   };
 
   // What a result's status means, said after the step.
   var STATUS_WORDS = {
     active: "healthy", error: "failing its health check", paused: "paused", disconnected: "revoked",
+    auth_required: "waiting for you to sign in",
     declined: "cancelled; nothing was changed", not_confirmed: "not answered; nothing was changed",
     skipped: "skipped", abandoned: "stopped; nothing was changed",
     cancelled: "interrupted"
@@ -380,6 +387,18 @@
     line.setAttribute("data-status", kind === "err" ? "error" : kind === "off" ? (state || "off") : "ok");
     lastStep = { line: line, answered: false,
                  detail: kind === "err" ? (result.detail || result.health_error || d.error) : null };
+    if (typeof result.authorize_url === "string" && /^https?:\/\//i.test(result.authorize_url)) {
+      authorizeButton(result.authorize_url);
+    }
+  }
+
+  function authorizeButton(url) {
+    // An OAuth source waits for its person: the sign-in opens in a new tab, and the server's
+    // callback route finishes it (only http(s) links, never a script URL).
+    var row = el("div", { class: "authorize", "data-authorize": "true" });
+    row.appendChild(el("span", {}, "Open this link to sign in:"));
+    row.appendChild(el("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, "Authorize"));
+    add(row);
   }
 
   function parked(d) {

@@ -133,4 +133,9 @@ REGISTRY = MigrationSet("registry", (
         PRIMARY KEY (source_id, tool_name)
     );
     """),
+    Migration(7, "stdio programs, OAuth settings and extra non-secret headers (JSON; secrets in the vault)", """
+    ALTER TABLE sources ADD COLUMN headers TEXT;
+    ALTER TABLE sources ADD COLUMN stdio TEXT;
+    ALTER TABLE sources ADD COLUMN oauth TEXT;
+    """),
 ), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})

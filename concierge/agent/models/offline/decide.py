@@ -293,7 +293,7 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
 def _register(state: State, flow: Flow) -> Step:
     form = FORMS["register"]
     slots = flow.slots
-    if "url" not in slots:
+    if "url" not in slots and not slots.get("command"):
         if flow.world.sources is None and not flow.asked and _names_something(flow):
             return Call("list_sources", _WHOLE, "fetch")  # "wiki: add header auth" is about Wiki
         return _ask(state, flow, form, "url")
@@ -301,7 +301,7 @@ def _register(state: State, flow: Flow) -> Step:
     if flow.world.sources is None or (flow.world.sources_sandbox or state.sandbox) != sandbox:
         return Call("list_sources", _WHOLE if sandbox == state.sandbox else {"sandbox": sandbox, **_WHOLE},
                     "fetch")
-    if flow.url_only:
+    if flow.url_only and "url" in slots:
         known = [e for e in source_entities(flow.world.sources)
                  if e.data.status != "disconnected" and e.url and same_url(e.url, slots["url"])]
         if len(known) == 1:
@@ -319,10 +319,13 @@ def _register(state: State, flow: Flow) -> Step:
                        "ask", asks="app_namespace", ends=False)
     else:
         namespace = free_namespace(slug(slots["name"]), flow)
-    arguments: dict[str, Any] = {"name": slots["name"], "url": slots["url"], "auth_kind": slots["auth_kind"]}
-    if slots["auth_kind"] == "header_token":
+    if slots.get("command"):  # a program run on this machine: no URL, no credential
+        arguments: dict[str, Any] = {"name": slots["name"], "command": slots["command"], "auth_kind": "none"}
+    else:
+        arguments = {"name": slots["name"], "url": slots["url"], "auth_kind": slots["auth_kind"]}
+    if slots.get("auth_kind") == "header_token" and not slots.get("command"):
         arguments["auth_header"] = slots["auth_header"]
-    if slots["auth_kind"] != "none" and slots.get("token_ref"):
+    if slots.get("auth_kind") not in ("none", "oauth") and slots.get("token_ref") and not slots.get("command"):
         arguments["token_ref"] = slots["token_ref"]
     if sandbox != state.sandbox:
         arguments["sandbox"] = sandbox

@@ -14,8 +14,10 @@ from concierge.agent.models.offline.text import Text, phrase
 from concierge.agent.models.offline.vocabulary import (
     AUTH_PHRASES,
     CANCEL,
+    COMMAND_LEADS,
     CORRECTION,
     FILLER,
+    LAUNCHERS,
     STOP_BEFORE_LABEL,
     STOPWORDS,
     yes_or_no,
@@ -25,6 +27,7 @@ __all__ = [
     "Found",
     "agent_name",
     "auth_kind",
+    "command",
     "header_name",
     "is_cancel",
     "is_correction",
@@ -144,7 +147,10 @@ def auth_kind(text: Text, skip: frozenset[int] = frozenset(), *, answering: bool
     """The auth scheme the message names: none, header_token or bearer (checked in that order)."""
     if text.refs and not answering:
         pass  # a pasted credential means some scheme; which one is still read from the words
-    for kind in ("none", "header_token", "bearer"):
+    for kind in ("none", "header_token", "oauth", "bearer"):
+        if kind == "oauth" and (phrase("oauth token").find(text, skip) is not None
+                                or phrase("oauth access token").find(text, skip) is not None):
+            continue  # a token they hold, from an OAuth app: a bearer token
         best: tuple[int, ...] | None = None
         for source in AUTH_PHRASES[kind]:
             if kind == "none" and source in ("nothing", "open", "none") and not answering and \
@@ -164,6 +170,41 @@ def auth_kind(text: Text, skip: frozenset[int] = frozenset(), *, answering: bool
             return Found("none", frozenset(range(len(text.tokens))))
     if text.refs and any(t.low in ("token", "key", "bearer") for t in text.tokens):
         return Found("bearer", frozenset())
+    return None
+
+
+_BACKTICKS = re.compile(r"`([^`\n]{1,500})`")
+_QUOTED_COMMAND = re.compile(r"[\"“']([^\"“”'\n]{1,500})[\"”']")
+
+
+def command(text: Text) -> Found | None:
+    """A command line that starts a local MCP server: in backticks, quoted, or after "runs
+    with"/"command" and starting with a launcher (uvx, npx, python, node, docker, ...)."""
+    candidates: list[tuple[int, int, str]] = [(m.start(1), m.end(1), m.group(1)) for m in _BACKTICKS.finditer(text.raw)]
+    candidates += [(m.start(1), m.end(1), m.group(1)) for m in _QUOTED_COMMAND.finditer(text.raw)
+                   if m.group(1).split()[:1] and m.group(1).split()[0].lower() in LAUNCHERS]
+    if not candidates:
+        low = text.raw.lower()
+        for lead in sorted(COMMAND_LEADS, key=len, reverse=True):
+            at = re.search(rf"\b{re.escape(lead)}\s+", low)
+            if at is None:
+                continue
+            rest = text.raw[at.end():]
+            first = rest.split()[:1]
+            if first and first[0].lower().strip(",.;") in LAUNCHERS:
+                stop = re.search(r"[,;]|\s(?:and|with|call|called|name|named|as|in|no|please)\b|\.(?:\s|$)", rest)
+                line = rest[: stop.start()] if stop else rest
+                candidates.append((at.end(), at.end() + len(line), line.strip().rstrip(".")))
+                break
+        if not candidates:
+            m = re.search(r"(?:^|\s)((?:uvx|npx|bunx|pipx run|python3? -m|docker run)\s+[^\s,;]+(?:\s+-{1,2}[^\s,;]+)*)", text.raw)
+            if m:
+                candidates.append((m.start(1), m.end(1), m.group(1)))
+    for start, end, line in candidates:
+        words = line.split()
+        if words and "://" not in words[0] and not words[0].startswith("sec_"):
+            used = frozenset(i for i, t in enumerate(text.tokens) if t.start < end and t.end > start)
+            return Found(" ".join(words), used)
     return None
 
 

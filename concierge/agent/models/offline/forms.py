@@ -142,7 +142,13 @@ def free_namespace(base: str, flow: Flow) -> str:
     return f"{base}_{n}"
 
 
-def default_label(url: str) -> str:
+def default_label(url: str, command: str | None = None) -> str:
+    if command:  # "uvx mcp-server-git" -> git; "npx -y @modelcontextprotocol/server-everything" -> everything
+        words = [w for w in command.split()[1:] if not w.startswith("-")] or command.split()[:1]
+        name = words[0].rsplit("/", 1)[-1].split("@")[0]
+        for prefix in ("mcp-server-", "mcp_server_", "server-", "mcp-"):
+            name = name.removeprefix(prefix)
+        return name or "local"
     host = (urlsplit(url).hostname or "server").lower()
     if host in rules.LOCAL_HOSTS:
         return "local"
@@ -154,7 +160,17 @@ def default_label(url: str) -> str:
 # Extractors bound to the context
 
 
+def _command(ctx: Ctx) -> ex.Found | None:
+    return ex.command(ctx.text)
+
+
+def _no_url_for_a_program(flow: Flow, state: State) -> bool:
+    return not flow.slots.get("command")
+
+
 def _url(ctx: Ctx) -> ex.Found | None:
+    if ctx.flow.form == "register" and ctx.flow.slots.get("command") and not ctx.text.urls:
+        return None
     found = ex.urls(ctx.text)
     if not found:
         return None
@@ -459,7 +475,7 @@ def name_in_request(text: str) -> str | None:
 def suggested_label(flow: Flow) -> str:
     """The label offered when asking for one: what the request called the server, else a
     word from its URL's host."""
-    return name_in_request(flow.text.raw) or default_label(flow.slots.get("url", ""))
+    return name_in_request(flow.text.raw) or default_label(flow.slots.get("url", ""), flow.slots.get("command"))
 
 
 def _ask_name(state: State, flow: Flow) -> str:
@@ -499,10 +515,12 @@ _TARGET_ONLY = ()
 
 FORMS: dict[str, Form] = {f.name: f for f in (
     Form("register", "register_source", (
-        Slot("url", _url, _ask_url, _url, registry_field("base_url")),
+        Slot("command", _command, None, None, required_if=lambda flow, state: False),
+        Slot("url", _url, _ask_url, _url, registry_field("base_url"), required_if=_no_url_for_a_program),
         Slot("name", _label, _ask_name, _label_answer, registry_field("name")),
         Slot("auth_kind", _auth, _fixed("How does it authenticate: with a bearer token, a token in a "
-                                        "custom header, or none?"), _auth),
+                                        "custom header, or none?"), _auth,
+             required_if=_no_url_for_a_program),
         Slot("auth_header", _header, _fixed("Which header carries the token? (for example X-Api-Key)"),
              _header, registry_field("auth_header"), required_if=_is_header),
         Slot("sandbox", _sandbox, _ask_sandbox, _sandbox_answer, required_if=_needs_sandbox),

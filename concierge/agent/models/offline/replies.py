@@ -116,7 +116,8 @@ def plain_error(text: str | None, kind: str | None = None) -> str:
 
 
 def status_words(status: str) -> str:
-    return {"disconnected": "revoked", "error": "failing its health check"}.get(status, status)
+    return {"disconnected": "revoked", "error": "failing its health check",
+            "auth_required": "waiting for a sign-in"}.get(status, status)
 
 
 def tools_count(n: Any) -> str:
@@ -137,11 +138,19 @@ def _failed(label: str, result: Lifecycle) -> str:
 
 def _register(args: dict[str, Any], result: Lifecycle) -> str:
     label = result.name or args.get("name", "")
+    runs = f" (it runs `{result.command_line}` on this machine)" if result.command_line else ""
     if result.status == "active":
-        return (f'Done — "{label}" is registered in sandbox "{result.sandbox}" and healthy, with '
+        return (f'Done — "{label}"{runs} is registered in sandbox "{result.sandbox}" and healthy, with '
                 f"{tools_count(result.tool_count)} (their names start with {result.namespace}). "
                 "Agents in this sandbox can use them now.")
-    return f'I registered "{label}", but it' + _failed(label, result)
+    if result.status == "auth_required":
+        if result.authorize_url:
+            return (f'I registered "{label}"; it signs in with OAuth. Open this link to sign in: '
+                    f"{result.authorize_url} — the source becomes active once you have.")
+        return (f'I registered "{label}", but it needs a sign-in that could not start here: '
+                f"{plain_error(result.hint or result.health_error, result.health_error_kind)} Sign in with: "
+                f"concierge source user-mcp authorize {result.data_source_id}")
+    return f'I registered "{label}"{runs}, but it' + _failed(label, result)
 
 
 def _test(args: dict[str, Any], result: Lifecycle) -> str:

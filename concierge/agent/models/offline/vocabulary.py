@@ -16,6 +16,8 @@ __all__ = [
     "ASPECT_WORDS",
     "AUTH_PHRASES",
     "CANCEL",
+    "COMMAND_LEADS",
+    "LAUNCHERS",
     "CONTRACTIONS",
     "CORRECTION",
     "FILLER",
@@ -158,13 +160,26 @@ AUTH_PHRASES: dict[str, tuple[str, ...]] = {
         "key in a header", "key in the header", "api key header", "in a header", "in the header",
         "header auth", "header authentication", "header based", "header-based",
     ),
+    "oauth": (
+        "oauth", "oauth2", "oauth 2", "oauth 2.0", "oauth 2.1", "uses oauth", "with oauth", "via oauth",
+        "oauth sign in", "oauth login", "sign in with oauth", "sso", "single sign on", "login with",
+        "log in with", "login", "sign in first", "needs a sign in", "needs a login",
+    ),
     "bearer": (
         "bearer", "bearer token", "bearer auth", "a token", "token", "api token", "access token",
         "auth token", "authorization header", "authorization", "api key", "apikey", "oauth token",
         "personal access token", "pat", "jwt", "key",
     ),
 }
-"""How people name an auth scheme; ``none`` is checked first, then ``header_token``."""
+"""How people name an auth scheme; ``none`` is checked first, then ``header_token``, then
+``oauth`` (unless they speak of an "oauth token" they hold: that is a bearer token)."""
+
+LAUNCHERS = ("uvx", "npx", "pipx", "python", "python3", "node", "deno", "bunx", "docker", "uv")
+"""Programs that start a local MCP server: a command line starts with one of them."""
+
+COMMAND_LEADS = ("runs with", "run with", "started with", "starts with", "launched with", "runs",
+                 "command", "the command", "via the command", "using the command", "with the command")
+"""Words before a command line that is not quoted ("the server that runs with uvx mcp-server-git")."""
 
 NEVER_TYPOS = frozenset("""
 remote remotes paste pasted posted cause last lost list listed lists text test tests tested
