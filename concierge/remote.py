@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote
 
 import httpx2
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from concierge.errors import ServerTimeout, ServerUnreachable
 from concierge.registry.catalog_models import ApprovalResult, CatalogResult, HeldTool, PullResult, ToolCallOutcome

@@ -38,7 +38,7 @@ def test_import_linter_contracts_hold_and_mypy_finds_nothing():
     jobs = {
         "lint-imports": _run([str(BIN / "lint-imports"), "--no-cache"]),
         "mypy": _run([sys.executable, "-m", "mypy"]),
-        "mypy --strict": _run([sys.executable, "-m", "mypy", "--strict", *STRICT]),
+        "mypy --strict": _run([sys.executable, "-m", "mypy", "--strict", "--no-warn-unused-configs", *STRICT]),
     }
     failures = []
     for name, job in jobs.items():

@@ -36,7 +36,7 @@ class VaultOAuthStore:
         self._store, self._vault = store, vault
 
     def __repr__(self) -> str:
-        return f"VaultOAuthStore({self._store.path.name})"
+        return f"VaultOAuthStore({self._store.path.name if self._store.path else 'database'})"
 
     async def load(self, source: str, item: OAuthItem) -> str | None:
         return self._vault.get(oauth_key(source, item))

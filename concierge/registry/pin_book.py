@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +23,7 @@ from concierge.mcp_client import ToolInfo
 from concierge.registry.catalog_models import ApprovalResult, HeldTool
 from concierge.registry.models import SourceStatus, SourceView
 from concierge.registry.pins import canonical, describe_changes, pin_hash
-from concierge.registry.store import Store, now_iso
+from concierge.registry.store import Store, Transaction, now_iso
 
 if TYPE_CHECKING:
     from concierge.registry.service import Registry
@@ -229,7 +228,7 @@ class PinBook:
         return current_actor(self.registry.actor)
 
     @staticmethod
-    def reset(cx: sqlite3.Connection, source_id: str) -> None:
+    def reset(cx: Transaction, source_id: str) -> None:
         """Forget a source's pins (inside the caller's transaction): the next listing is pinned whole."""
         cx.execute("DELETE FROM tool_pins WHERE source_id = ?", (source_id,))
         cx.execute("UPDATE sources SET tools_pinned_at = NULL WHERE id = ?", (source_id,))

@@ -141,9 +141,12 @@ class Registry:
     """The system of record. Sync for reads and simple writes; async where a probe runs."""
 
     def __init__(self, store: Store, vault: Vault, *, prober: Prober | None = None,
-                 actor: str = "local", url_policy: UrlPolicy | None = None) -> None:
+                 actor: str = "local", url_policy: UrlPolicy | None = None,
+                 data_dir: Path | None = None) -> None:
         self.store = store
         self.vault = vault
+        self.data_dir = data_dir or (store.path.parent if store.path is not None else None)
+        """This home's directory (logs of stdio programs live there, whichever database is used)."""
         self.url_policy = url_policy or UrlPolicy()
         """Which addresses sources may point at (local by default; ``serve`` sets its own)."""
         self._probe: Prober = prober or _default_probe
@@ -193,7 +196,7 @@ class Registry:
         except BaseException:
             store.close()
             raise
-        return cls(store, vault, **kwargs)
+        return cls(store, vault, data_dir=directory, **kwargs)
 
     def close(self) -> None:
         self.store.close()
@@ -451,7 +454,11 @@ class Registry:
             return held
 
     def _stdio_log_path(self, source_id: str) -> Path:
-        return self.store.path.parent / "logs" / "stdio" / f"{source_id}.log"
+        if self.data_dir is None:  # a registry built by hand over a database server
+            import tempfile
+
+            return Path(tempfile.gettempdir()) / "concierge-stdio-logs" / f"{source_id}.log"
+        return self.data_dir / "logs" / "stdio" / f"{source_id}.log"
 
     def stdio_log_tail(self, source_id: str, *, lines: int = 20) -> list[str]:
         """The last lines a stdio source's program wrote to stderr (secrets redacted): this

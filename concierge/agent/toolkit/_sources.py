@@ -314,8 +314,7 @@ async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, An
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
     # Told before the yes: a second source for one server is allowed, but rarely meant.
     already = [f'"{s.name}" ({s.id})' for s in await ctx.backend.list_sources(sandbox=sb.id)
-               if request.transport != "stdio" and s.status.value != "disconnected"
-               and same_url(s.base_url, request.base_url)]
+               if request.base_url and s.status.value != "disconnected" and same_url(s.base_url, request.base_url)]
     return {"sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url,
             "auth_header": request.auth_header, "same_url": already,
             "command_line": request.url_or_command if request.transport == "stdio" else None}
