@@ -79,7 +79,7 @@ async def test_a_home_made_by_the_old_registry_store_is_adopted_with_its_data(tm
     with old.transaction() as cx:
         cx.execute("INSERT INTO sandboxes (id, name, created_at) VALUES ('sb_1', 'default', 'x')")
         cx.execute("INSERT INTO api_keys (id, hash, prefix, role, created_at) VALUES ('key_1', 'h', 'ck_', 'owner', 'x')")
-    assert old.schema_version == len(MIGRATIONS) == 6
+    assert old.schema_version == len(MIGRATIONS) == 5
     old.close()
     db = await open_database(f"sqlite://{path}")
     try:
@@ -87,7 +87,7 @@ async def test_a_home_made_by_the_old_registry_store_is_adopted_with_its_data(tm
         adopted = await db.fetch("SELECT component, version, description FROM schema_version"
                                  " WHERE description LIKE '%adopted%' ORDER BY component, version")
         assert [(r["component"], r["version"]) for r in adopted] == [
-            ("http", 1), ("registry", 1), ("registry", 2), ("registry", 3), ("registry", 4), ("registry", 5)]
+            ("http", 1), ("registry", 1), ("registry", 2), ("registry", 3), ("registry", 4)]
         assert "health_error_kind" in (await db.tables())["sources"]
         assert await db.fetchval("SELECT name FROM sandboxes WHERE id = 'sb_1'") == "default"
         assert await db.fetchval("SELECT version FROM concierge_sessions") is None  # the new column exists

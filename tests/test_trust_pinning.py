@@ -241,7 +241,7 @@ def test_cli_show_gives_the_diff_and_approve_lets_the_tool_through(tmp_path: Pat
                 reg.close()
 
         assert anyio.run(served) == ["acme_lookup"]
-        log = json.loads(run_cli("--json", "audit", home=home).stdout)
+        log = json.loads(run_cli("--json", "audit", home=home).stdout)["items"]
         actions = [e["action"] for e in log if e["object_id"] == sid]
         assert {"source.tools_pinned", "source.tools_changed", "source.tools_approved"} <= set(actions)
         changed = next(e for e in log if e["action"] == "source.tools_changed")
