@@ -265,7 +265,7 @@ class Store:
                 cx.execute("BEGIN IMMEDIATE")
             self._local.in_transaction = True
             try:
-                yield _SqliteTransaction(self, cx, translate)  # type: ignore[misc]
+                yield _SqliteTransaction(self, cx, translate)
             except BaseException:
                 cx.execute("ROLLBACK")
                 raise
