@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import sqlite3
 import threading
@@ -52,6 +53,7 @@ _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "tool_sources", "tool_all
 _COMMIT, _ROLLBACK = object(), object()
 
 
+@functools.lru_cache(maxsize=1024)
 def numbered(sql: str) -> str:
     """``?`` placeholders → ``$1, $2, …`` (outside quoted literals)."""
     out, n, quote = [], 0, ""
