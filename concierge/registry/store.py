@@ -14,13 +14,16 @@ SQL here is the common ground of both engines (see `concierge.store._base`), wri
 ``?`` placeholders, which `Store` numbers (``$1``). Rows are plain dicts; `query` and
 `query_one` decode the JSON columns.
 
-On SQLite, reads outside a transaction (`query`, `query_one`) skip both thread hops: each
-calling thread has a read-only connection of its own to the file (WAL lets it read beside the
-writer and see every committed transaction), as the store's own readers do. Measured with
-``bench/server.py``: without it the warm catalog and listings went through two thread hops per
-statement and served 3-4x fewer requests per second than the old sqlite3 store.
+On SQLite the statements skip both thread hops: reads outside a transaction (`query`,
+`query_one`) run on a read-only connection of the calling thread's own (WAL lets it read
+beside the writer and see every committed transaction), and a transaction runs ``BEGIN
+IMMEDIATE`` … ``COMMIT`` on this store's one sync writer connection, on the caller's thread
+(other processes, and the store's async writer used for rate buckets, wait for the file's
+write lock up to the busy timeout). The file, its schema and its migrations are the store's.
+Measured with ``bench/server.py``: through the loop thread, the warm catalog and listings
+served 3-4x fewer requests per second than the old sqlite3 store.
 
-A transaction (`Store.transaction`) is one task on the loop thread holding a
+On PostgreSQL a transaction (`Store.transaction`) is one task on the loop thread holding a
 `concierge.store` transaction; the sync body's statements are run in it one by one, and the
 body's end commits (an exception rolls back). ``for_update=True`` on a read inside it locks
 the row until commit (PostgreSQL; SQLite's transaction holds the file's write lock).
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import functools
 import json
 import sqlite3
 import threading
@@ -52,6 +56,7 @@ _JSON_COLUMNS = {"allowed_tools", "ingest_tool_calls", "headers", "stdio", "oaut
 _COMMIT, _ROLLBACK = object(), object()
 
 
+@functools.lru_cache(maxsize=1024)
 def numbered(sql: str) -> str:
     """``?`` placeholders → ``$1, $2, …`` (outside quoted literals)."""
     out, n, quote = [], 0, ""
