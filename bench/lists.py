@@ -8,7 +8,8 @@
    and ``/healthz`` latency idle vs while 4 clients fetch pages of 1,000 rows non-stop.
 3. Catalog: an agent over ``--active`` active sources (real MCP servers on loopback, two
    upstream processes), ``--slow`` of which answer tools/list after 5 s while their deadline
-   (connect_timeout) is 2 s; the other rows of the sandbox are paused. Time and RSS.
+   (connect_timeout) is 2 s; the other 9,900 rows are active sources of another sandbox, then
+   (a harder case) paused rows of the agent's own sandbox, which the trace lists. Time and RSS.
 4. Catalog memory: ``--wide`` active sources on one fast upstream, resolved with the
    catalog's default bounds vs unbounded (every listing at once, every session kept):
    RSS growth and sessions left open.
@@ -203,7 +204,7 @@ def bench_http(home: str) -> None:
 
 # -- 3./4. catalog ------------------------------------------------------------------------------
 
-async def bench_catalog(home: str, active: int, slow: int) -> None:
+async def bench_catalog(home: str, active: int, slow: int, idle_where: str) -> None:
     from concierge.registry.catalog import Catalog
 
     with child("--serve-upstream", "0") as fast_port, child("--serve-upstream", "5") as slow_port:
@@ -213,7 +214,11 @@ async def bench_catalog(home: str, active: int, slow: int) -> None:
                        url=lambda i: f"http://127.0.0.1:{fast_port}/s{i}/mcp")
         insert_sources(reg, slow, sandbox="agents", status="active", prefix="slow", connect_timeout=2.0,
                        url=lambda i: f"http://127.0.0.1:{slow_port}/s{i}/mcp")
-        paused = insert_sources(reg, 10_000 - active, sandbox="agents", prefix="idle")
+        if idle_where == "agents":
+            paused = insert_sources(reg, 10_000 - active, sandbox="agents", prefix="idle")
+        else:
+            reg.create_sandbox(idle_where)
+            paused = insert_sources(reg, 10_000 - active, sandbox=idle_where, prefix="idle", status="active")
         reg.create_agent({"slug": "bench"}, sandbox="agents")
         catalog = Catalog(reg)
         before = rss_mb()
@@ -228,8 +233,10 @@ async def bench_catalog(home: str, active: int, slow: int) -> None:
         t = time.perf_counter()
         await catalog.resolve("bench", sandbox="agents")
         warm = time.perf_counter() - t
+        where = ("paused, in the same sandbox" if idle_where == "agents"
+                 else "active, in another sandbox")
         print(f"3. Catalog: agent over {active} active sources ({slow} slow: tools/list after 5 s, deadline "
-              f"2 s) among {active + len(paused):,} rows")
+              f"2 s); {len(paused):,} more rows {where}")
         print(f"   cold                   {cold * 1000:8.0f} ms   {result.count} tools; skipped {skipped}")
         print(f"   warm (cached)          {warm * 1000:8.0f} ms")
         print(f"   RSS                    {before:6.0f} -> {after:.0f} MB; {catalog.pool.size} pooled sessions")
@@ -288,8 +295,9 @@ def main() -> None:
         if "http" not in args.skip:
             bench_http(home)
     if "catalog" not in args.skip:
-        with tempfile.TemporaryDirectory() as home:
-            anyio.run(bench_catalog, home, args.active, args.slow)
+        for idle_where in ("elsewhere", "agents"):
+            with tempfile.TemporaryDirectory() as home:
+                anyio.run(bench_catalog, home, args.active, args.slow, idle_where)
     if "wide" not in args.skip:
         with tempfile.TemporaryDirectory() as home:
             anyio.run(bench_wide, home, args.wide)

@@ -269,3 +269,29 @@ async def test_chat_lists_a_page_says_how_many_more_and_still_finds_any_source_b
         reg.create_agent({"slug": f"bot-{i:02d}"})
     events = await collect(session.send("list my agents"))
     assert "… and 2 more agents (of 27)" in text_of(events)
+
+
+@pytest.mark.anyio
+async def test_the_http_client_pages_like_the_local_backend(served: tuple[str, Registry, HeldPages]) -> None:
+    from concierge.remote import RemoteBackend
+
+    url, reg, _ = served
+    add_sources(reg, 7)
+    local = LocalBackend(reg)
+    remote = RemoteBackend(url)
+    try:
+        for backend in (local, remote):
+            first = await backend.page_sources(limit=3)
+            second = await backend.page_sources(limit=3, cursor=first.next_cursor)
+            assert (len(first.items), first.more, second.more) == (3, 4, 1)
+            everything = await backend.list_sources(sandbox="default")  # the unpaged path: all pages
+            assert [s.id for s in everything] == [s.id for s in reg.list_sources()]
+            assert (await backend.page_agents(limit=1)).total == 0
+            assert (await backend.page_sandboxes()).items[0].name == "default"
+            assert (await backend.page_audit(limit=1)).total >= 1
+            with pytest.raises(InvalidCursor):
+                await backend.page_sources(cursor="bogus")
+        assert ([s.id for s in (await remote.page_sources(limit=5)).items]
+                == [s.id for s in (await local.page_sources(limit=5)).items])
+    finally:
+        await remote.aclose()

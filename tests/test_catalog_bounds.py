@@ -1,0 +1,77 @@
+"""The catalog's bounds at scale: pooled sessions kept open, listings in flight at once, and
+the sandbox's inactive rows read while the active sources are listed."""
+
+from __future__ import annotations
+
+import pytest
+
+from concierge.backend import LocalBackend
+from concierge.registry.catalog import DEFAULT_MAX_CONCURRENCY, Catalog
+from tests.mcp_servers import RunningServer
+from tests.test_pages import add_sources
+
+pytestmark = pytest.mark.anyio
+
+
+async def register(backend: LocalBackend, server: RunningServer, n: int) -> list[str]:
+    ids = []
+    for i in range(n):
+        out = await backend.register_source({"name": f"Demo {i}", "base_url": server.url(),
+                                             "auth_kind": "none", "app_namespace": f"demo{i}"})
+        assert out.status == "active", out.health_error
+        ids.append(out.data_source_id)
+    return ids
+
+
+async def test_the_catalog_keeps_at_most_max_sessions_open_and_still_lists_every_source(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    ids = await register(backend, open_server, 5)
+    async with Catalog(backend.registry, max_sessions=2) as catalog:
+        result = await catalog.resolve(None)
+        assert sorted(result.trace.sources_resolved) == sorted(ids) and not result.trace.sources_skipped
+        assert catalog.pool.size <= 2
+        catalog.invalidate()
+        again = await catalog.resolve(None)  # closed sessions are opened again when needed
+        assert sorted(again.trace.sources_resolved) == sorted(ids) and catalog.pool.size <= 2
+    async with Catalog(backend.registry, max_sessions=None) as unbounded:
+        await unbounded.resolve(None)
+        assert unbounded.pool.size == 5
+
+
+async def test_listings_run_a_bounded_number_at_once(backend: LocalBackend, open_server: RunningServer) -> None:
+    assert DEFAULT_MAX_CONCURRENCY == 32
+    await register(backend, open_server, 3)
+    catalog = Catalog(backend.registry, max_concurrency=1)
+    peak, live = 0, 0
+    inner = catalog._list_source
+
+    async def counted(source):  # type: ignore[no-untyped-def]
+        nonlocal peak, live
+        live += 1
+        peak = max(peak, live)
+        try:
+            return await inner(source)
+        finally:
+            live -= 1
+
+    catalog._list_source = counted  # type: ignore[method-assign]
+    async with catalog:
+        assert (await catalog.resolve(None)).count == 12
+    assert peak == 1
+
+
+async def test_inactive_rows_still_appear_in_the_trace_in_sandbox_order(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    reg = backend.registry
+    paused = add_sources(reg, 3, status="paused")
+    ids = await register(backend, open_server, 2)
+    errored = add_sources(reg, 2, status="error")
+    async with Catalog(reg) as catalog:
+        result = await catalog.resolve(None)
+        assert result.trace.sources_resolved == ids
+        in_order = [s.id for s in reg.list_sources() if s.status.value != "active"]  # (created_at, id)
+        assert sorted(in_order) == sorted(paused + errored)
+        assert [s.source_id for s in result.trace.sources_skipped] == in_order
+        assert sorted(s.reason for s in result.trace.sources_skipped) == ["error"] * 2 + ["paused"] * 3
+        by_app = await catalog.resolve(None, app="demo1")
+        assert {t.app for t in by_app.tools} == {"demo1"}
