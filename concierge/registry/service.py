@@ -272,7 +272,8 @@ class Registry:
 
     # -- sources: reads ----------------------------------------------------------------------
 
-    def _view(self, row: dict[str, Any]) -> SourceView:
+    def _view(self, row: dict[str, Any], signed_in: frozenset[str] | None = None) -> SourceView:
+        """``signed_in``: the ids of the sources holding OAuth tokens, read once for a list."""
         extra: dict[str, Any] = {}
         stdio, oauth = row.get("stdio"), row.get("oauth")
         if isinstance(stdio, dict):
@@ -283,7 +284,8 @@ class Registry:
         if isinstance(oauth, dict):
             extra |= {"client_id": oauth.get("client_id"), "scopes": oauth.get("scopes"),
                       "grant": oauth.get("grant") or "authorization_code",
-                      "signed_in": self.oauth_store.holds(row["id"])}
+                      "signed_in": row["id"] in signed_in if signed_in is not None
+                      else self.oauth_store.holds(row["id"])}
         return SourceView(
             **{k: row[k] for k in SourceView.model_fields if k in row and k not in
                ("has_token", "ingestion_mode", "stdio", "oauth")},
@@ -318,7 +320,12 @@ class Registry:
         elif not include_disconnected:
             sql += " AND status != 'disconnected'"
         sql += " ORDER BY created_at, id"
-        return [self._view(r) for r in self.store.query(sql, params)]
+        rows = self.store.query(sql, params)
+        signed_in = frozenset(
+            r["key"].split("/")[1] for r in self.store.query(
+                "SELECT key FROM vault WHERE key LIKE 'user_mcp/%/oauth/tokens'")) if any(
+            r["auth_kind"] == AuthKind.OAUTH for r in rows) else frozenset()
+        return [self._view(r, signed_in) for r in rows]
 
     def endpoint(self, source_id: str) -> Endpoint:
         """How to reach a source's server, with its decrypted credential. Never log this."""
