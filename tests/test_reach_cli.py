@@ -93,6 +93,8 @@ def test_add_with_oauth_prints_the_link_waits_and_runs_the_health_check(servers:
     shown = json.loads(cli(home, "source", "show", outcome["data_source_id"], "--json").stdout)
     assert shown["auth_kind"] == "oauth" and shown["signed_in"] is True and shown["grant"] == "authorization_code"
     assert shown["scopes"] == ["mcp"] and shown["status"] == "active"
+    [listed] = json.loads(cli(home, "source", "list", "--json").stdout)
+    assert listed["signed_in"] is True  # (read for the whole list in one query)
     # tokens, refresh tokens and the registered client are in the vault, and nowhere else
     secrets = vault_values(home, outcome["data_source_id"])
     issued = servers.auth.issued

@@ -373,7 +373,8 @@ class Registry:
 
     # -- sources: reads ----------------------------------------------------------------------
 
-    def _view(self, row: dict[str, Any]) -> SourceView:
+    def _view(self, row: dict[str, Any], signed_in: frozenset[str] | None = None) -> SourceView:
+        """``signed_in``: the ids of the sources holding OAuth tokens, read once for a list."""
         extra: dict[str, Any] = {}
         stdio, oauth = row.get("stdio"), row.get("oauth")
         if isinstance(stdio, dict):
@@ -384,7 +385,8 @@ class Registry:
         if isinstance(oauth, dict):
             extra |= {"client_id": oauth.get("client_id"), "scopes": oauth.get("scopes"),
                       "grant": oauth.get("grant") or "authorization_code",
-                      "signed_in": self.oauth_store.holds(row["id"])}
+                      "signed_in": row["id"] in signed_in if signed_in is not None
+                      else self.oauth_store.holds(row["id"])}
         return SourceView(
             **{k: row[k] for k in SourceView.model_fields if k in row and k not in
                ("has_token", "ingestion_mode", "stdio", "oauth")},
@@ -420,12 +422,20 @@ class Registry:
             sql += " AND status != 'disconnected'"
         return sql, params
 
+    def _signed_in(self, rows: list[dict[str, Any]]) -> frozenset[str]:
+        """The OAuth sources among ``rows`` that hold tokens (one query, not one per source)."""
+        if not any(r["auth_kind"] == AuthKind.OAUTH for r in rows):
+            return frozenset()
+        return frozenset(r["key"].split("/")[1] for r in self.store.query(
+            "SELECT key FROM vault WHERE key LIKE 'user_mcp/%/oauth/tokens'"))
+
     def list_sources(self, *, sandbox: str | None = None, status: str | None = None,
                      include_disconnected: bool = True) -> list[SourceView]:
         """Every matching source (for the catalog and the gateway); surfaces use `page_sources`."""
         where, params = self._sources_where(sandbox, status, include_disconnected)
-        return [self._view(r) for r in self.store.query(
-            f"SELECT * FROM sources {where} ORDER BY created_at, id", params)]
+        rows = self.store.query(f"SELECT * FROM sources {where} ORDER BY created_at, id", params)
+        signed_in = self._signed_in(rows)
+        return [self._view(r, signed_in) for r in rows]
 
     def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
                      limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
@@ -436,8 +446,9 @@ class Registry:
         rows = self.store.query(f"SELECT * FROM sources {where}{start.sql} ORDER BY created_at, id LIMIT ?",
                                 [*params, *start.params, size + 1])
         total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sources {where}", params)
+        signed_in = self._signed_in(rows)
         return page_of("sources", rows, limit=size, keys=("created_at", "id"), start=start,
-                       total=int(total["n"]) if total else 0, item=self._view)
+                       total=int(total["n"]) if total else 0, item=lambda r: self._view(r, signed_in))
 
     def endpoint(self, source_id: str) -> Endpoint:
         """How to reach a source's server, with its decrypted credential. Never log this."""
