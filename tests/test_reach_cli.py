@@ -93,7 +93,7 @@ def test_add_with_oauth_prints_the_link_waits_and_runs_the_health_check(servers:
     shown = json.loads(cli(home, "source", "show", outcome["data_source_id"], "--json").stdout)
     assert shown["auth_kind"] == "oauth" and shown["signed_in"] is True and shown["grant"] == "authorization_code"
     assert shown["scopes"] == ["mcp"] and shown["status"] == "active"
-    [listed] = json.loads(cli(home, "source", "list", "--json").stdout)
+    [listed] = json.loads(cli(home, "source", "list", "--json").stdout)["items"]
     assert listed["signed_in"] is True  # (read for the whole list in one query)
     # tokens, refresh tokens and the registered client are in the vault, and nowhere else
     secrets = vault_values(home, outcome["data_source_id"])
@@ -120,7 +120,7 @@ def test_no_wait_leaves_the_source_auth_required_and_authorize_signs_it_in(serve
     assert "status=auth_required" in added.stdout
     assert f"sign in with: concierge source user-mcp authorize {source_id}" in added.stdout
     listed = cli(home, "source", "list", "--status", "auth_required", "--json")
-    assert [s["id"] for s in json.loads(listed.stdout)] == [source_id]
+    assert [s["id"] for s in json.loads(listed.stdout)["items"]] == [source_id]
     trace = json.loads(cli(home, "agent", "tools", "--trace", "--json").stdout)
     [skipped] = trace["trace"]["sources_skipped"]
     assert skipped["reason"] == "auth_required" and "nobody has signed in" in skipped["detail"]
@@ -221,7 +221,7 @@ def test_oauth_flags_are_checked_by_name(tmp_path: Path):
     bad = cli(home, "source", "user-mcp", "add", "x", "--url", "http://127.0.0.1:9/mcp", "--auth", "oauth",
               "--scope", "a b")
     assert bad.returncode == 1 and "--scope: scopes: 'a b' is not a valid OAuth scope" in bad.stderr
-    assert json.loads(cli(home, "source", "list", "--json").stdout) == []  # nothing was kept
+    assert json.loads(cli(home, "source", "list", "--json").stdout)["items"] == []  # nothing was kept
 
 
 # -- stdio -----------------------------------------------------------------------------------------
@@ -338,7 +338,7 @@ def test_stdio_flags_are_checked_by_name(tmp_path: Path):
     bad = cli(home, "source", "user-mcp", "add", "x", "--url", "https://example.com/mcp", "--auth", "none",
               "--header-value", "X-Tenant")
     assert bad.returncode == 1 and "--header-value takes NAME=VALUE" in bad.stderr
-    assert json.loads(cli(home, "source", "list", "--json").stdout) == []
+    assert json.loads(cli(home, "source", "list", "--json").stdout)["items"] == []
 
 
 def test_extra_headers_reach_the_server(tmp_path: Path):

@@ -101,7 +101,7 @@ def test_serve_refuses_stdio_sources_without_allow_stdio(api: ApiServer):
         "name": "Time", "transport": "stdio", "auth_kind": "none", "command": sys.executable,
         "args": ["-m", "mcp_server_time"]})
     assert answer.status_code == 403 and "--allow-stdio" in answer.json()["detail"]
-    assert client.get(SOURCES).json() == []
+    assert client.get(SOURCES).json()["items"] == []
 
 
 def test_with_allow_stdio_only_owners_register_stdio_sources(stdio_api: ApiServer):

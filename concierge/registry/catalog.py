@@ -525,7 +525,7 @@ class Catalog:
             listings[src.id] = await self._list_one(src, max(budget, 0.001))
 
         async def read_rest() -> None:
-            for status in (SourceStatus.PAUSED, SourceStatus.ERROR, SourceStatus.DISCONNECTED):
+            for status in (s for s in SourceStatus if s is not SourceStatus.ACTIVE):  # auth_required too
                 rest.extend(await off_loop(self.registry.list_sources, sandbox=sb.id, status=status.value))
 
         async with anyio.create_task_group() as tg:
