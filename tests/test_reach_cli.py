@@ -263,6 +263,10 @@ def test_stdio_source_with_mcp_server_time(tmp_path: Path):
     assert "stderr_tail" in shown
     human = cli(home, "source", "show", outcome["data_source_id"]).stdout
     assert "TIME_API_KEY=***" in human and "test-token-stdio" not in human
+    # `source user-mcp show` (which also lists held tools) is the same view, stderr included
+    also = cli(home, "source", "user-mcp", "show", outcome["data_source_id"], "--log-lines", "5")
+    assert also.returncode == 0, also.stderr
+    assert "TIME_API_KEY=***" in also.stdout and "stderr:" in also.stdout
     # the audit log records the exact command; the secret value appears nowhere
     audit = cli(home, "audit", "--json", "--limit", "10").stdout
     assert f'"command_line": "{sys.executable} -m mcp_server_time --local-timezone=UTC"' in audit

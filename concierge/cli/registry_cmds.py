@@ -76,6 +76,8 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
         p = user_mcp.add_parser(name, parents=[common], help=text)
         p.add_argument("id")
         p.add_argument("--sandbox")
+        if name == "show":
+            _log_lines_option(p)
         p.set_defaults(handler=fn)
 
     p = source.add_parser("list", parents=[common], help="list sources")
@@ -86,8 +88,7 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = source.add_parser("show", parents=[common], help="show one source (never its credential)")
     p.add_argument("id")
     p.add_argument("--sandbox")
-    p.add_argument("--log-lines", type=int, default=20, metavar="N",
-                   help="stdio: how many lines of the program's stderr to show (default 20)")
+    _log_lines_option(p)
     p.set_defaults(handler=source_show)
     for name, fn, text in (
                            ("pause", source_pause, "stop offering the source's tools"),
@@ -362,6 +363,11 @@ def _outcome(outcome: Outcome, args: argparse.Namespace) -> int:
                   if not outcome.authorize_url else f"\nopen this link to sign in: {outcome.authorize_url}")
     emit(outcome, as_json=args.json, human=human)
     return 1 if outcome.status in ("error", "auth_required") else 0
+
+
+def _log_lines_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-lines", type=int, default=20, metavar="N",
+                   help="stdio: how many lines of the program's stderr to show (default 20)")
 
 
 def _source_lines(s: SourceView) -> str:
