@@ -209,3 +209,56 @@ def test_an_unauthenticated_caller_is_refused_before_its_body_is_read(api_server
     raw.sendall(_headers(f"{SB}/default/agents", api_server, {"Content-Length": str(GIB)}))
     status, _ = _read_response(raw)
     assert status == 401
+
+
+# -- the per-agent MCP endpoint (the SDK buffers a POST whole: the limit comes first) ----------
+
+@pytest.fixture
+def agent_mcp(api_server: ApiServer, owner_key: str, source: dict[str, Any]) -> str:
+    slug = "lim-" + source["data_source_id"][-6:].lower()
+    with api_server.client(owner_key) as c:
+        assert c.post(f"{SB}/default/agents", json={"slug": slug}).status_code in (200, 201)
+    return f"{SB}/default/agents/{slug}/mcp"
+
+
+def test_the_agent_mcp_endpoint_refuses_a_gigabyte_by_its_content_length(
+        api_server, owner_key, agent_mcp, raw) -> None:
+    from concierge.gateway_server import MAX_REQUEST_BYTES
+
+    raw.sendall(_headers(agent_mcp, api_server, {"Content-Length": str(GIB), "Authorization": f"Bearer {owner_key}",
+                                                 "Accept": "application/json, text/event-stream"}))
+    status, body = _read_response(raw)  # answered without the body (or this would hang)
+    assert status == 413 and f"over the limit of {MAX_REQUEST_BYTES} bytes" in json.loads(body)["error"]["message"]
+    raw.settimeout(5)
+    assert raw.recv(1) == b""  # the connection is closed: the rest is never received
+
+
+def test_the_agent_mcp_endpoint_cuts_a_chunked_body_off_and_still_serves_a_normal_one(
+        api_server, owner_key, agent_mcp, raw) -> None:
+    from concierge.gateway_server import MAX_REQUEST_BYTES
+
+    raw.sendall(_headers(agent_mcp, api_server, {"Transfer-Encoding": "chunked", "Authorization": f"Bearer {owner_key}",
+                                                 "Accept": "application/json, text/event-stream"}))
+    chunk, sent = b"x" * 65536, 0
+    try:
+        raw.settimeout(0.05)
+        while sent < 4 * MAX_REQUEST_BYTES:
+            raw.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            try:
+                if raw.recv(1, socket.MSG_PEEK):
+                    break
+            except TimeoutError:
+                continue
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):
+        pass
+    raw.settimeout(10)
+    status, _ = _read_response(raw)
+    assert status == 413 and sent <= 4 * MAX_REQUEST_BYTES
+    # an ordinary initialize still works through the limit (the body is handed on whole)
+    init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+    with api_server.client(owner_key) as c:
+        answer = c.post(agent_mcp, json=init, headers={"Accept": "application/json, text/event-stream"})
+    assert answer.status_code == 200, answer.text
+    assert "serverInfo" in answer.text
