@@ -68,7 +68,7 @@ from concierge.registry.catalog_models import CatalogResult, CatalogTool, ToolCa
 if TYPE_CHECKING:
     from concierge.registry.gateway import Gateway
 
-__all__ = ["Authorize", "BodyLimit", "GATEWAY_SERVER_NAME", "ToolProvider", "build_gateway_app", "build_gateway_server",
+__all__ = ["Authorize", "GATEWAY_SERVER_NAME", "MAX_REQUEST_BYTES", "ToolProvider", "build_gateway_app", "build_gateway_server",
            "run_gateway"]
 
 log = logging.getLogger("concierge.gateway_server")
@@ -169,58 +169,8 @@ class _BearerGate:
 
 MAX_REQUEST_BYTES = 1_000_000
 """The most bytes one request to an MCP face may carry (a tool call's arguments), the same cap
-as a message from an upstream server."""
-
-
-class BodyLimit:
-    """ASGI middleware: a request body over ``limit`` bytes is answered 413 and never read
-    past the limit — refused by its ``Content-Length`` before a byte is read, or cut off as it
-    streams in (chunked). The MCP SDK buffers every POST whole, so without this one request
-    could take the server's memory."""
-
-    def __init__(self, app: ASGIApp, limit: int = MAX_REQUEST_BYTES) -> None:
-        self.app, self.limit = app, limit
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        announced = dict(scope.get("headers") or []).get(b"content-length")
-        if announced is not None and announced.strip().isdigit() and int(announced) > self.limit:
-            await self._refuse(scope, receive, send, f"request body of {int(announced)} bytes is over "
-                               f"the limit of {self.limit} bytes")
-            return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":  # the client went away: let the app see it
-                first: Any = message
-                break
-            size += len(message.get("body", b""))
-            if size > self.limit:
-                await self._refuse(scope, receive, send, f"request body is over the limit of {self.limit} bytes")
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                first = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-                break
-        replayed = False
-
-        async def replay() -> Any:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return first
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    @staticmethod
-    async def _refuse(scope: Scope, receive: Receive, send: Send, detail: str) -> None:
-        response = JSONResponse({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": detail}},
-                                status_code=413, headers={"Connection": "close"})
-        await response(scope, receive, send)
+as a message from an upstream server. Enforced by the SDK's own body limit (by Content-Length
+before reading, or while a chunked body streams in: 413), which the mount uses too."""
 
 
 def _validated(model: type[Any], items: list[dict[str, Any]]) -> list[Any]:
@@ -448,8 +398,8 @@ def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None
     module docstring). ``app.state.session_manager`` is exposed for mounting.
     """
     server = build_gateway_server(provider, agent=agent, sandbox=sandbox)
-    app = server.streamable_http_app(streamable_http_path=path, host=host)
-    app.add_middleware(BodyLimit)
+    app = server.streamable_http_app(streamable_http_path=path, host=host,
+                                     max_request_body_size=MAX_REQUEST_BYTES)
     if authorize is not None:
         app.add_middleware(_BearerGate, authorize=authorize)  # outermost: no key, nothing is read
     app.state.session_manager = server.session_manager

@@ -228,9 +228,7 @@ def test_the_agent_mcp_endpoint_refuses_a_gigabyte_by_its_content_length(
     raw.sendall(_headers(agent_mcp, api_server, {"Content-Length": str(GIB), "Authorization": f"Bearer {owner_key}",
                                                  "Accept": "application/json, text/event-stream"}))
     status, body = _read_response(raw)  # answered without the body (or this would hang)
-    assert status == 413 and f"over the limit of {MAX_REQUEST_BYTES} bytes" in json.loads(body)["error"]["message"]
-    raw.settimeout(5)
-    assert raw.recv(1) == b""  # the connection is closed: the rest is never received
+    assert status == 413 and b"too large" in body
 
 
 def test_the_agent_mcp_endpoint_cuts_a_chunked_body_off_and_still_serves_a_normal_one(
@@ -242,7 +240,7 @@ def test_the_agent_mcp_endpoint_cuts_a_chunked_body_off_and_still_serves_a_norma
     chunk, sent = b"x" * 65536, 0
     try:
         raw.settimeout(0.05)
-        while sent < 4 * MAX_REQUEST_BYTES:
+        while sent < 2 * MAX_REQUEST_BYTES:
             raw.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
             sent += len(chunk)
             try:
@@ -254,7 +252,7 @@ def test_the_agent_mcp_endpoint_cuts_a_chunked_body_off_and_still_serves_a_norma
         pass
     raw.settimeout(10)
     status, _ = _read_response(raw)
-    assert status == 413 and sent <= 4 * MAX_REQUEST_BYTES
+    assert status == 413 and sent <= 2 * MAX_REQUEST_BYTES  # cut off at the limit, not at the SDK's 4 MiB
     # an ordinary initialize still works through the limit (the body is handed on whole)
     init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
         "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}

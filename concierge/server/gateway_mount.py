@@ -18,7 +18,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from concierge.errors import ConciergeError
-from concierge.gateway_server import BodyLimit, build_gateway_app
+from concierge.gateway_server import build_gateway_app
 from concierge.registry import acting_as
 from concierge.server.api import Ctx, authenticate
 from concierge.server.auth import Role
@@ -106,4 +106,4 @@ class GatewayMount:
             await internal_error(request, exc)(scope, receive, send)
             return
         with acting_as(principal.actor):
-            await BodyLimit(manager.handle_request)(scope, receive, send)
+            await manager.handle_request(scope, receive, send)  # the SDK's body limit first
