@@ -275,8 +275,13 @@ class LocalBackend:
         return await self.ingestor.pull(source_id, sandbox=sandbox)
 
     async def aclose(self) -> None:
-        for task in list(self._sign_ins):
+        pending = list(self._sign_ins)
+        for task in pending:
             task.cancel()
+        if pending:  # let them end before the store closes under them (bounded: a sign-in may linger)
+            import asyncio
+
+            await asyncio.wait(pending, timeout=5)
         if self._catalog is not None:  # closes the pooled sessions (the gateway shares them)
             await self._catalog.aclose()
         self.registry.close()

@@ -382,3 +382,24 @@ async def _call_after_refusal(home: Path, srv: OAuthServers, source_id: str) -> 
         assert source.status.value == "auth_required" and "sign in again" in (source.health_error or "")
     finally:
         await backend.aclose()
+
+
+def test_closing_the_backend_ends_a_sign_in_nobody_finished(servers: OAuthServers, tmp_path: Path):
+    """Found by running the conversation corpus: a chat that started an OAuth sign-in and ended
+    (the REPL quit) left the sign-in running; it then wrote to the closed store ("the store is
+    closed", an unretrieved task exception). Closing the backend ends it first."""
+    from concierge.backend import LocalBackend
+
+    async def run() -> list[BaseException | None]:
+        backend = LocalBackend(Registry.open(tmp_path / "home"))
+        outcome = await backend.register_source({"name": "Acme", "base_url": servers.mcp_url,
+                                                 "auth_kind": "oauth", "scopes": ["mcp"]})
+        url = await backend.start_sign_in(outcome.data_source_id)
+        assert url and url.startswith(servers.as_url)
+        tasks = list(backend._sign_ins)
+        assert len(tasks) == 1 and not tasks[0].done()
+        await backend.aclose()
+        assert all(t.done() for t in tasks)  # ended before the store was closed, not after it
+        return [None if t.cancelled() else t.exception() for t in tasks]
+
+    assert anyio.run(run) == [None]
