@@ -390,7 +390,8 @@ def build_gateway_server(provider: ToolProvider, *, agent: str, sandbox: str | N
 
 
 def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None = None,
-                      host: str = "127.0.0.1", path: str = "/mcp", authorize: Authorize | None = None) -> Starlette:
+                      host: str = "127.0.0.1", path: str = "/mcp", authorize: Authorize | None = None,
+                      stateless: bool = False) -> Starlette:
     """The agent's catalog over streamable HTTP at ``path``.
 
     ``host`` is the bind address: on loopback the SDK's Host/Origin check (DNS-rebinding
@@ -398,7 +399,7 @@ def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None
     module docstring). ``app.state.session_manager`` is exposed for mounting.
     """
     server = build_gateway_server(provider, agent=agent, sandbox=sandbox)
-    app = server.streamable_http_app(streamable_http_path=path, host=host,
+    app = server.streamable_http_app(streamable_http_path=path, host=host, stateless_http=stateless,
                                      max_request_body_size=MAX_REQUEST_BYTES)
     if authorize is not None:
         app.add_middleware(_BearerGate, authorize=authorize)  # outermost: no key, nothing is read

@@ -153,3 +153,46 @@ def test_twenty_concurrent_registrations_of_one_namespace_have_one_winner(cluste
     lost = [r for r in answers if r.status_code == 409]
     assert len(won) == 1 and len(lost) == 19, [(r.status_code, r.text[:100]) for r in answers]
     assert all(r.json()["error"] == "namespace_taken" for r in lost)
+
+
+MCP_HEADERS = {"Accept": "application/json, text/event-stream"}
+INIT = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "lb-test", "version": "1"}}}
+LIST = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+
+
+def _mcp(client: httpx2.Client, path: str, body: dict[str, Any], session: str | None = None) -> httpx2.Response:
+    headers = MCP_HEADERS | ({"Mcp-Session-Id": session} if session else {})
+    return client.post(path, json=body, headers=headers)
+
+
+def test_with_stateless_mcp_any_instance_answers_an_agents_mcp_requests(
+        pg_server: PgServer, tmp_path: Path, open_mcp: RunningServer) -> None:
+    """Behind a load balancer the next request of an MCP client lands on another instance:
+    `serve --stateless-mcp` answers it there; without the flag the other instance does not know
+    the session the first one handed out."""
+    url = pg_server.create_database("stateless")
+    try:
+        made = concierge_cli("keys", "create", "--role", "owner", "--json", home=tmp_path / "cli", database_url=url)
+        key = json.loads(made.stdout)["key"]
+        for flag, expect_shared in (("--stateless-mcp", True), (None, False)):
+            extra = (flag,) if flag else ()
+            with serve_instances(tmp_path / (flag or "stateful").strip("-"), url, ("A", "B"), *extra) as (a, b):
+                ca, cb = a.client(key), b.client(key)
+                ns = "lb" + ("s" if expect_shared else "f")
+                assert _register(ca, open_mcp.url(), ns).status_code in (200, 201)
+                slug = f"bot-{ns}"
+                assert ca.post(f"{SB}/agents", json={"slug": slug}).status_code in (200, 201)
+                path = f"{SB}/agents/{slug}/mcp"
+                first = _mcp(ca, path, INIT)
+                assert first.status_code == 200, first.text
+                session = first.headers.get("mcp-session-id")
+                second = _mcp(cb, path, LIST, session)  # the balancer sent it to B
+                if expect_shared:
+                    assert session is None  # nothing to stick to
+                    assert second.status_code == 200, second.text
+                    assert f"{ns}_echo" in second.text
+                else:
+                    assert session is not None and second.status_code in (400, 404), second.text
+    finally:
+        pg_server.drop_database(url)

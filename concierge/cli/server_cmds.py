@@ -49,6 +49,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--allow-stdio", action="store_true",
                    help="let owner keys register stdio sources, whose programs run on THIS machine "
                         "(off: they are refused, and existing ones are not run)")
+    p.add_argument("--stateless-mcp", action="store_true",
+                   help="serve the per-agent MCP endpoints without sessions, so any instance behind a "
+                        "load balancer answers any request (no server-to-client notifications)")
     p.set_defaults(run=serve)
 
     keys = sub.add_parser("keys", help="create, list and revoke API keys for `concierge serve`"
@@ -130,7 +133,8 @@ def serve(args: argparse.Namespace) -> int:
     _recover_in_background(backend)
     app = build_app(backend_factory=lambda: backend, keys=keys, allow_anonymous_loopback=anonymous,
                     host=args.host, port=args.port, cors_origins=args.cors_origin, url_policy=policy,
-                    anonymous_with_scoped_keys=args.anonymous_with_scoped_keys, allow_stdio=args.allow_stdio)
+                    anonymous_with_scoped_keys=args.anonymous_with_scoped_keys, allow_stdio=args.allow_stdio,
+                    stateless_mcp=args.stateless_mcp)
     url_host = f"[{args.host}]" if ":" in args.host else args.host
     mode = "anonymous loopback allowed" if anonymous else "API keys required"
     if args.allow_stdio:

@@ -136,7 +136,8 @@ def build_app(registry: Registry | None = None, *,
               host: str = "127.0.0.1", model_factory: Callable[[], Any] | None = None,
               chat_run_timeout: float = 120.0, cors_origins: Sequence[str] = (),
               url_policy: UrlPolicy | None = None, port: int | None = None,
-              anonymous_with_scoped_keys: bool = False, allow_stdio: bool = False) -> Starlette:
+              anonymous_with_scoped_keys: bool = False, allow_stdio: bool = False,
+              stateless_mcp: bool = False) -> Starlette:
     """The service over ``registry`` (or ``backend_factory()``; default: ``LocalBackend.open()``).
 
     ``keys``: the API key store (default: the registry database's). ``allow_anonymous_loopback``:
@@ -176,7 +177,7 @@ def build_app(registry: Registry | None = None, *,
         starter = services.sign_ins.start
         backend.sign_in_hook = lambda source_id, sandbox: starter(
             source_id, base_url=f"http://{bind}:{port}", sandbox=sandbox)
-    gateway = GatewayMount(services, host=host)
+    gateway = GatewayMount(services, host=host, stateless=stateless_mcp)
 
     routes: list[Route] = [Route(path, _PathApp(methods, services))
                            for path, methods in _group(ROUTE_TABLE).items()]

@@ -54,9 +54,12 @@ OPENAPI_PATH_ITEM: dict[str, Any] = {
 class GatewayMount:
     """The ASGI app behind `MCP_PATH` (a Starlette route passes the path parameters)."""
 
-    def __init__(self, services: Services, *, host: str) -> None:
+    def __init__(self, services: Services, *, host: str, stateless: bool = False) -> None:
         self.services = services
         self.host = host
+        self.stateless = stateless
+        """No MCP sessions: every request stands alone, so any instance on the database answers
+        it (``serve --stateless-mcp``); server-to-client notifications are lost."""
         self._managers: dict[tuple[str, str], Any] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
@@ -83,7 +86,7 @@ class GatewayMount:
                 if self._tg is None:
                     raise RuntimeError("the gateway mount needs the app's lifespan to run")
                 app = build_gateway_app(self.services.backend, agent=slug, sandbox=sandbox_id,
-                                        host=self.host)
+                                        host=self.host, stateless=self.stateless)
                 manager = app.state.session_manager
                 await self._tg.start(self._serve_manager, manager)
                 self._managers[key] = manager
