@@ -42,11 +42,13 @@ CONFIGURE = ("To talk freely, configure a model: set OPENAI_API_KEY (plus OPENAI
 REPLIES: dict[str, str] = {
     "help": """I can help you connect your own MCP servers to your agents. Try:
 - "Add my MCP server at https://mcp.example.com/mcp with a bearer token"
+- "Connect https://mcp.example.com/mcp, it uses OAuth", "add the server that runs `uvx mcp-server-git`"
 - "Test the health of my custom MCP source" (or "check all my sources")
 - "Show me acme" (status, last check, rate caps, allowed tools, auth)
 - "Rename acme to Acme prod and set its rate cap to 30"
 - "Rotate the token for acme", "switch acme to no auth", "move acme to https://…/mcp"
 - "Only allow search_docs on acme", "allow all tools on acme again"
+- "Approve the changed tools on acme" (a tool whose definition changed is held until then)
 - "Pause acme", "resume acme", "revoke my custom MCP source"
 - "What tools does my support agent have right now?", "what does search_docs do?"
 - "Create an agent called support that can only use acme_* tools"
