@@ -146,6 +146,10 @@ class LocalBackend:
     async def finish_sign_in(self, source_id: str, sign_in: Any) -> Outcome:
         return await self.registry.finish_sign_in(source_id, sign_in)
 
+    def check_source_url(self, url: str) -> None:
+        """Refuse a URL the registry's URL policy refuses (`Registry.check_url_policy`)."""
+        self.registry.check_url_policy(url)
+
     def process_log(self, source_id: str, *, lines: int = 20) -> list[str]:
         return self.registry.stdio_log_tail(source_id, lines=lines)
 

@@ -337,3 +337,25 @@ async def test_tls_connections_stay_recorded_as_own_after_the_upgrade(tmp_path: 
                 tg.start_soon(watch)
                 await session.call_tool("slow_echo", {"text": "x"})
     assert seen and all(seen), seen
+
+
+def test_the_concierge_refuses_a_private_url_before_asking_for_a_yes(tmp_path: Path) -> None:
+    """Found in the trust review: on a hosted server the chat asked "Go ahead?" for a
+    registration the registry then refused. The URL policy speaks first, in the tool's words."""
+    from concierge.agent.models import OfflinePlanner
+    from concierge.agent.session import ConciergeSession
+    from concierge.backend import LocalBackend
+    from tests.agent_fixtures import collect, events_of, text_of
+
+    async def run() -> tuple[list[object], str, int]:
+        backend = LocalBackend(Registry.open(tmp_path / "home", url_policy=UrlPolicy("hosted")))
+        try:
+            session = ConciergeSession(backend, OfflinePlanner())
+            events = await collect(session.send("add https://169.254.169.254/mcp called Meta with no auth"))
+            return events_of(events, "confirmation_required"), text_of(events), len(await backend.list_sources())
+        finally:
+            await backend.aclose()
+
+    asked, text, count = anyio.run(run)
+    assert asked == [] and count == 0
+    assert "169.254.169.254" in text and "url" in text.lower(), text

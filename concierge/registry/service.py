@@ -538,6 +538,11 @@ class Registry:
             raise PermissionDenied("this server does not run programs on its machine: stdio sources need "
                                    "`concierge serve --allow-stdio` (and an owner key)")
 
+    def check_url_policy(self, base_url: str) -> None:
+        """Refuse ``base_url`` if the URL policy does (400 naming ``base_url``), before anything
+        is written: the concierge asks this before its confirmation."""
+        self._check_url_policy(base_url)
+
     def _check_url_policy(self, base_url: str) -> None:
         try:
             self.url_policy.check_url(base_url)

@@ -109,6 +109,9 @@ class ScopedBackend:
         return await self.inner.update_source(source_id, body,
                                               sandbox=self._source_sandbox(source_id, sandbox))
 
+    def check_source_url(self, url: str) -> None:
+        self.inner.check_source_url(url)
+
     async def start_sign_in(self, source_id: str, *, sandbox: str | None = None) -> str | None:
         self._write("signing a source in")
         return await self.inner.start_sign_in(source_id, sandbox=self._source_sandbox(source_id, sandbox))

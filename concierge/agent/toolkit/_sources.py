@@ -150,6 +150,17 @@ def delete_command(source_id: str, sandbox: str | None = None) -> str:
     return f"concierge source delete {source_id}" + (f" --sandbox {sandbox}" if sandbox else "") + " --yes"
 
 
+def _check_url(ctx: ToolContext, url: str | None) -> None:
+    """The URL policy's refusal now, before the confirmation, where the backend can tell it (a
+    hosted server refuses private addresses); else the registry refuses it at the write."""
+    check = getattr(ctx.backend, "check_source_url", None)
+    if url and check is not None:
+        try:
+            check(url)
+        except ValidationFailed as exc:
+            raise _registry_refused(exc) from None
+
+
 def _registry_refused(exc: ValidationError | ValueError | ValidationFailed) -> ValidationFailed:
     """The registry's own message, with its field names as the tool's arguments say them."""
     failed = rules.from_pydantic(exc) if isinstance(exc, ValidationError) else (
@@ -311,6 +322,7 @@ async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, An
         request = RegisterSource.model_validate(body)
     except ValidationError as exc:
         raise _registry_refused(exc) from None
+    _check_url(ctx, request.base_url)
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
     # Told before the yes: a second source for one server is allowed, but rarely meant.
     already = [f'"{s.name}" ({s.id})' for s in await ctx.backend.list_sources(sandbox=sb.id)
@@ -429,6 +441,7 @@ async def prepare_update(ctx: ToolContext, args: UpdateArgs) -> dict[str, Any]:
     except (ValidationError, ValueError) as exc:
         raise _registry_refused(exc) from None
     if args.url:
+        _check_url(ctx, request.base_url if isinstance(request.base_url, str) else None)
         prep["new_url"] = request.base_url
     return prep
 
