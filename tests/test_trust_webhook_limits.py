@@ -81,6 +81,26 @@ def _headers(path: str, api: ApiServer, extra: dict[str, str]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
 
 
+def _send_chunks_until_answered(sock: socket.socket, *, most: int) -> int:
+    """Send a chunked body until the server answers or stops reading (never more than
+    ``most`` bytes); how many bytes were sent. The socket is left ready to read the answer."""
+    chunk, sent = b"x" * 65536, 0
+    try:
+        sock.settimeout(0.05)
+        while sent < most:
+            sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            sent += len(chunk)
+            try:
+                if sock.recv(1, socket.MSG_PEEK):
+                    break
+            except TimeoutError:
+                continue
+    except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the server stopped reading
+        pass
+    sock.settimeout(10)
+    return sent
+
+
 def _events(api: ApiServer, key: str, source_id: str) -> list[dict[str, Any]]:
     with api.client(key) as c:
         return c.get(f"{SB}/default/sources/{source_id}/webhook-events").json()
@@ -120,21 +140,7 @@ def test_a_chunked_body_is_cut_off_at_the_limit(api_server, owner_key, source, r
     raw.sendall(_headers(f"/api/v1/webhooks/user-mcp/{sid}", api_server, {
         "Transfer-Encoding": "chunked", "X-Concierge-Timestamp": ts, "X-Concierge-Event-Id": "evt_chunked",
         "X-Concierge-Signature": sign(source["webhook_secret"], ts, b"x", event_id="evt_chunked")}))
-    chunk = b"x" * 65536
-    sent = 0
-    try:  # keep sending until the server answers or stops reading; never more than 4x the limit
-        raw.settimeout(0.05)
-        while sent < 4 * MAX_BODY_BYTES:
-            raw.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            sent += len(chunk)
-            try:
-                if raw.recv(1, socket.MSG_PEEK):
-                    break
-            except TimeoutError:
-                continue
-    except (BrokenPipeError, ConnectionResetError, TimeoutError):  # the server stopped reading
-        pass
-    raw.settimeout(10)
+    sent = _send_chunks_until_answered(raw, most=4 * MAX_BODY_BYTES)
     status, body = _read_response(raw)
     assert status == 413 and json.loads(body)["error"] == "payload_too_large"
     assert sent <= 4 * MAX_BODY_BYTES
@@ -237,20 +243,7 @@ def test_the_agent_mcp_endpoint_cuts_a_chunked_body_off_and_still_serves_a_norma
 
     raw.sendall(_headers(agent_mcp, api_server, {"Transfer-Encoding": "chunked", "Authorization": f"Bearer {owner_key}",
                                                  "Accept": "application/json, text/event-stream"}))
-    chunk, sent = b"x" * 65536, 0
-    try:
-        raw.settimeout(0.05)
-        while sent < 2 * MAX_REQUEST_BYTES:
-            raw.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            sent += len(chunk)
-            try:
-                if raw.recv(1, socket.MSG_PEEK):
-                    break
-            except TimeoutError:
-                continue
-    except (BrokenPipeError, ConnectionResetError, TimeoutError):
-        pass
-    raw.settimeout(10)
+    sent = _send_chunks_until_answered(raw, most=2 * MAX_REQUEST_BYTES)
     status, _ = _read_response(raw)
     assert status == 413 and sent <= 2 * MAX_REQUEST_BYTES  # cut off at the limit, not at the SDK's 4 MiB
     # an ordinary initialize still works through the limit (the body is handed on whole)
