@@ -34,20 +34,8 @@ from concierge.mcp_client import McpSession  # noqa: E402
 from concierge.registry import Registry  # noqa: E402
 from concierge.registry.catalog import Catalog  # noqa: E402
 from concierge.registry.gateway import Gateway  # noqa: E402
-from tests.catalog_fixtures import Upstream, upstream_app  # noqa: E402
+from tests.catalog_fixtures import PathRouter, Upstream, upstream_app  # noqa: E402
 from tests.mcp_servers import free_port  # noqa: E402
-
-
-class PathRouter:
-    """Serves one MCP app at ``/s<i>/mcp`` for every i, so each source has its own URL."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].endswith("/mcp"):
-            scope = dict(scope, path="/mcp", raw_path=b"/mcp")
-        await self.app(scope, receive, send)
 
 
 def ms(seconds: float) -> str:

@@ -88,22 +88,10 @@ def insert_sources(reg: Registry, n: int, *, sandbox: str | None = None, status:
 
 # -- child processes -----------------------------------------------------------------------------
 
-class PathRouter:
-    """One MCP app at ``/s<i>/mcp`` for every i, so each source has a URL of its own."""
-
-    def __init__(self, app: Any) -> None:
-        self.app = app
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"].endswith("/mcp"):
-            scope = dict(scope, path="/mcp", raw_path=b"/mcp")
-        await self.app(scope, receive, send)
-
-
 def serve_upstream(port: int, delay: float) -> None:
     import uvicorn
 
-    from tests.catalog_fixtures import Upstream, upstream_app
+    from tests.catalog_fixtures import PathRouter, Upstream, upstream_app
 
     state = Upstream(tools=[("echo", "Echo the text."), ("lookup", "Look something up.")], list_delay=delay)
     uvicorn.run(PathRouter(upstream_app(state)), host="127.0.0.1", port=port, log_level="warning",

@@ -30,6 +30,7 @@ from tests.mcp_servers import ASGIApp, Message, Receive, RunningServer, Scope, S
 
 __all__ = [
     "HANDSHAKE_METHODS",
+    "PathRouter",
     "Upstream",
     "register",
     "serve_here",
@@ -105,6 +106,18 @@ class _Gate:
             return message
 
         await self.app(scope, tee, send)
+
+
+class PathRouter:
+    """Serves one MCP app at ``/s<i>/mcp`` for every i, so each source has its own URL."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].endswith("/mcp"):
+            scope = dict(scope, path="/mcp", raw_path=b"/mcp")
+        await self.app(scope, receive, send)
 
 
 def upstream_app(state: Upstream, *, name: str = "upstream") -> ASGIApp:
