@@ -182,6 +182,35 @@ async def test_create_an_agent_with_an_allowlist(backend: LocalBackend, open_ser
     assert "already an agent called helper" in text_of(await say(session, "create an agent called helper"))
 
 
+async def test_an_agent_limited_to_the_ticket_tools_gets_those_tools(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found by hand: "that can only use the ticket tools" created an agent that could use
+    every tool (the restriction was dropped, only the confirmation's wording showed it)."""
+    await demo(backend, open_server.url())
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "make an agent named helpdesk that can only use the ticket tools")
+    assert calls(events)[-1] == ("create_agent", {"slug": "helpdesk", "tool_allowlist": [
+        "demo_create_ticket", "demo_get_ticket"]})
+    assert "may use only demo_create_ticket, demo_get_ticket" in session.pending.summary
+
+
+async def test_a_restriction_the_planner_cannot_read_is_asked_about_not_dropped(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    await demo(backend, open_server.url())
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "create an agent called billing that can only use the invoice tools")
+    assert session.pending is None and not any(n == "create_agent" for n, _ in calls(events))
+    assert text_of(events).startswith("Which tools should it be able to use?")
+    assert "This sandbox offers: demo_" in text_of(events)
+    events = await say(session, "demo_echo and demo_search_docs")
+    assert calls(events)[-1] == ("create_agent", {"slug": "billing", "tool_allowlist": [
+        "demo_echo", "demo_search_docs"]})
+    # "just" that does not limit the tools asks nothing
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "just create an agent called ops")
+    assert calls(events)[-1] == ("create_agent", {"slug": "ops"})
+
+
 async def test_list_switch_and_create_sandboxes(backend: LocalBackend, open_server: RunningServer) -> None:
     await demo(backend, open_server.url())
     await backend.create_sandbox("staging")

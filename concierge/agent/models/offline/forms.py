@@ -383,8 +383,64 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
                 token.low not in ("tools", "agent"):
             names.append(by_original[token.low][0])
             used.add(i)
+    for i in _topic_words(tokens, skip | used):  # "the ticket tools": every *_ticket* tool
+        word = _singular(tokens[i].low)
+        topical = [entry.name for entry in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else [])
+                   if word in re.split(r"[_\-.]", _original(entry.name, entry.app).lower())]
+        if topical:
+            names += topical
+            used.add(i)
     names = list(dict.fromkeys(names))
     return ex.Found(names, frozenset(used)) if names else None
+
+
+_TOOL_NOUNS = frozenset({"tools", "tool", "ones"})
+
+
+def _topic_words(tokens: list[Any], skip: set[int] | frozenset[int]) -> list[int]:
+    """Indices of the words just before "tools" ("the ticket and docs tools"), read back over
+    "and" and commas."""
+    found: list[int] = []
+    for i, token in enumerate(tokens):
+        if token.low not in _TOOL_NOUNS:
+            continue
+        j = i - 1
+        while j >= 0 and (tokens[j].low in ("and", ",", "or") or
+                          (tokens[j].kind == "word" and j not in skip and tokens[j].low not in STOPWORDS
+                           and tokens[j].low not in FILLER)):
+            if tokens[j].kind == "word" and tokens[j].low not in ("and", "or"):
+                found.append(j)
+            j -= 1
+    return found
+
+
+def _singular(word: str) -> str:
+    return word[:-1] if len(word) > 3 and word.endswith("s") and not word.endswith("ss") else word
+
+
+_RESTRICTING = frozenset({"only", "just", "solely"})
+_USING = frozenset({"use", "access", "call", "tools", "tool", "have", "get", "see"})
+
+
+def _restricts_tools(flow: Flow, state: State) -> bool:
+    """The request limits the agent's tools ("that can only use the ticket tools", "limited to
+    …"): an allowlist it did not name in a way that could be read is asked for, never dropped."""
+    words = [t.low for t in flow.text.tokens]
+    for i, word in enumerate(words):
+        after = words[i + 1:i + 4]
+        if word in _RESTRICTING and _USING & set(after):
+            return True
+        if word in ("limited", "restricted") and after[:1] == ["to"]:
+            return True
+    return False
+
+
+def _ask_agent_tools(state: State, flow: Flow) -> str:
+    catalog = flow.world.catalog
+    offered = ", ".join(t.name for t in catalog.tools[:8]) if catalog and catalog.tools else ""
+    more = f" (and {len(catalog.tools) - 8} more)" if catalog and len(catalog.tools) > 8 else ""
+    lead = "Which tools should it be able to use? Give their names or globs, for example demo_*"
+    return f"{lead}. This sandbox offers: {offered}{more}." if offered else lead + "."
 
 
 _ADD_WORDS = frozenset("also too additionally add adding plus extra more".split())
@@ -569,9 +625,9 @@ FORMS: dict[str, Form] = {f.name: f for f in (
         Slot("slug", _agent_slug, _fixed("What should the agent be called? (a short name like "
                                          "support-bot)"), _slug_answer, _agent_field("slug")),
         Slot("name", _agent_display_name, None, None, required_if=lambda f, s: False),
-        Slot("tool_allowlist", _agent_allowlist, None, None, _agent_field("tool_allowlist"),
-             required_if=lambda f, s: False),
-    ), asks=("slug",)),
+        Slot("tool_allowlist", _agent_allowlist, _ask_agent_tools, _agent_allowlist, _agent_field("tool_allowlist"),
+             required_if=_restricts_tools),
+    ), asks=("slug", "tool_allowlist")),
     Form("agent_access", "update_agent", (
         Slot("tool_allowlist", _agent_allowlist, _fixed("Which tools should it be able to use? (catalog "
                                                         "names or globs, for example demo_*)"),
