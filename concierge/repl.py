@@ -199,10 +199,12 @@ class TerminalIO:
             return await self._plain_line(message)
         return await self.session.prompt_async(_ansi(message))
 
-    async def confirm(self, question: str) -> bool:
-        """Yes or no, typed in words (`read_yes_no`); asks again until the answer is clear.
+    async def confirm(self, question: str) -> bool | str:
+        """Yes or no, typed in words (`read_yes_no`), or the words typed instead.
 
-        Ctrl-C or Ctrl-D means no. An unclear answer is never taken as no.
+        Ctrl-C or Ctrl-D means no; an empty line asks again. Anything else that is not a clear
+        yes or no ("yes but call it Prod", "what would it change?") is returned as text: the
+        caller sends it as the next message, as the web chat does. It is never taken as no.
         """
         while True:
             try:
@@ -217,6 +219,8 @@ class TerminalIO:
             verdict = read_yes_no(answer)
             if verdict is not None:
                 return verdict
+            if answer.strip():
+                return answer.strip()
             self.line('Please answer "yes" or "no" (Ctrl-C also means no).')
 
     async def secret(self, question: str) -> str | None:
@@ -348,6 +352,12 @@ class Repl:
             pending = self.session.pending_event()
             if isinstance(pending, ConfirmationRequired):
                 approved = await self.io.confirm(self.io.style("Go ahead? [yes/no] ", "bold"))
+                if isinstance(approved, str):  # words instead of a yes or no: the next message
+                    if len(approved) > MAX_MESSAGE_CHARS:
+                        self.io.line('Please answer "yes" or "no" (Ctrl-C also means no).')
+                        continue
+                    rendered = await self._render(self.session.send(approved), progress=None)
+                    continue
                 self.session.confirm(pending.id, approved)
                 if approved:
                     before = await self._sources_near(pending)

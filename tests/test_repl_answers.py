@@ -1,6 +1,6 @@
-"""Typed answers to "Go ahead?" through prompt_toolkit's pipe input: clear ones are taken, unclear
-ones are asked again (found by hand: "sure" and "yes please" were silently taken as no), and a
-decline gets one message, not two."""
+"""Typed answers to "Go ahead?" through prompt_toolkit's pipe input: clear ones are taken (found by
+hand: "sure" and "yes please" were silently taken as no), other words are the next message, never
+a no, and a decline gets one message, not two."""
 
 from __future__ import annotations
 
@@ -57,14 +57,26 @@ async def test_a_clear_no_in_words_declines_with_one_message(
     assert await backend.list_sources() == []
 
 
-async def test_an_unclear_answer_is_asked_again_never_taken_as_no(
+async def test_an_unclear_answer_is_never_taken_as_no(
         backend: LocalBackend, open_server: RunningServer, pipe: Any, tmp_path: Path) -> None:
+    """An empty line is asked again; words that are not a clear yes or no go to the conversation
+    as the next message, as in the web chat (found by hand: "yes but call it Prod" was asked
+    again and the next yes registered "Demo"; "hmm, actually leave it" could not be said)."""
     keys = (f"Add {open_server.url()} with no auth, call it Demo\r"
-            "yes but call it Prod\rmaybe\r\ryes please\r\x04")
+            "\ryes but call it Prod\rmaybe\ryes\ryes please\r\x04")
     text = await talk(backend, pipe, tmp_path, keys)
-    assert text.count(ASK_AGAIN) == 3  # hedged, unsure, empty: asked each time
-    assert 'Done — "Demo" is registered' in text
-    assert [s.name for s in await backend.list_sources()] == ["Demo"]
+    assert text.count(ASK_AGAIN) == 1  # the empty line
+    assert 'Register the MCP server "Prod"' in text  # the correction was taken
+    assert 'Nothing was changed. Say "yes" if you still want me to register it' in text  # "maybe"
+    assert 'Done — "Prod" is registered' in text
+    assert [s.name for s in await backend.list_sources()] == ["Prod"]
+
+
+async def test_a_new_request_at_the_question_drops_the_change_and_is_answered(
+        backend: LocalBackend, open_server: RunningServer, pipe: Any, tmp_path: Path) -> None:
+    keys = f"Add {open_server.url()} with no auth, call it Demo\rlist my sources\r\x04"
+    text = await talk(backend, pipe, tmp_path, keys)
+    assert "You have no MCP sources" in text and await backend.list_sources() == []
 
 
 async def test_ctrl_d_at_the_question_means_no(backend: LocalBackend, open_server: RunningServer, pipe: Any,

@@ -152,9 +152,12 @@ def _on_user(state: State, text: Text) -> None:
         if answer is True or (text.tokens and text.tokens[0].low in YES and not _names_new_target(
                 state, flow, text, strong)):
             flow.not_confirmed = False  # propose it again: the engine asks for the yes properly
+            fill(state, flow, text)  # "yes but call it Prod": the correction is taken first
             return
     if flow is not None and _answers(state, flow, text, hits):
         return
+    if flow is not None and flow.not_confirmed and not strong and not text.urls:
+        return  # "hmm, maybe": the change waits, and the answer says nothing was changed
     _start(state, text, hits)
 
 
