@@ -515,8 +515,10 @@ def _ask_url(state: State, flow: Flow) -> str:
 
 
 _CALLED_BY_KIND = re.compile(
-    r"(?i)\b(?:my|our|the|a|an)\s+([a-z][\w-]{1,30})\s+(?:mcp\s+)?(?:server|service|source|integration)\b")
-"""How a request names the server by what it is: "hook up my everything server"."""
+    r"(?i)\b(?:my|our|the|a|an)\s+([a-z][\w-]{1,30})(?:['\u2019]s)?\s+(?:mcp\s+)?"
+    r"(?:server|service|source|integration)\b")
+"""How a request names the server by what it is: "hook up my everything server", "our team's
+MCP server"."""
 
 
 def name_in_request(text: str) -> str | None:
