@@ -177,6 +177,15 @@ _BACKTICKS = re.compile(r"`([^`\n]{1,500})`")
 _QUOTED_COMMAND = re.compile(r"[\"“']([^\"“”'\n]{1,500})[\"”']")
 
 
+_NOT_AN_ARGUMENT = r"(?!(?:and|with|call|called|name|named|as|in|no|please|then|it)\b)"
+_BARE_COMMAND = re.compile(
+    r"(?:^|\s)((?:uvx|npx|bunx|pipx run|python3? -m|docker run)"
+    r"(?:\s+-{1,2}[^\s,;]+)*"  # the launcher's own flags ("npx -y")
+    r"\s+" + _NOT_AN_ARGUMENT + r"[^\s,;]+"  # the package or module
+    r"(?:\s+-{1,2}[^\s,;]+(?:\s+" + _NOT_AN_ARGUMENT + r"[^\s,;-][^\s,;]*)?)*)")  # its flags, with values
+"""A command line with no words before it: "add npx -y @modelcontextprotocol/server-everything"."""
+
+
 def command(text: Text) -> Found | None:
     """A command line that starts a local MCP server: in backticks, quoted, or after "runs
     with"/"command" and starting with a launcher (uvx, npx, python, node, docker, ...)."""
@@ -197,7 +206,7 @@ def command(text: Text) -> Found | None:
                 candidates.append((at.end(), at.end() + len(line), line.strip().rstrip(".")))
                 break
         if not candidates:
-            m = re.search(r"(?:^|\s)((?:uvx|npx|bunx|pipx run|python3? -m|docker run)\s+[^\s,;]+(?:\s+-{1,2}[^\s,;]+)*)", text.raw)
+            m = _BARE_COMMAND.search(text.raw)
             if m:
                 candidates.append((m.start(1), m.end(1), m.group(1)))
     for start, end, line in candidates:

@@ -84,7 +84,8 @@ INTENTS: tuple[Intent, ...] = (
     # -- sandboxes
     Intent("create_sandbox", "form:create_sandbox",
            ("create|make|add|new * sandbox|workspace", "new sandbox|workspace",
-            "set up * sandbox|workspace")),
+            "set up * sandbox|workspace", "need * fresh|new|another|separate sandbox|workspace",
+            "fresh sandbox|workspace called|named", "want * fresh|new|another|separate sandbox|workspace")),
     Intent("switch_sandbox", "form:switch_sandbox",
            ("switch to * sandbox|workspace", "switch sandbox|sandboxes|workspace",
             "change sandbox|workspace", "change * sandbox|workspace to", "go to * sandbox|workspace",
@@ -229,7 +230,7 @@ INTENTS: tuple[Intent, ...] = (
     Intent("revoke", "form:revoke",
            ("revoke", "disconnect", "remove", "unregister", "deregister", "drop", "forget",
             "forget about", "unplug", "get rid of", "detach", "uninstall", "kill", "unlink",
-            "cut off", "disable for good"),
+            "cut off", "disable for good", "disconnect|unplug|detach * for good"),
            ("allowlist", "restriction", "auth", "it is", "agent")),
     Intent("register", "form:register",
            ("add", "adding", "register", "connect", "hook up", "hook * up", "plug in", "plug * in",

@@ -177,7 +177,8 @@ AUTH_PHRASES: dict[str, tuple[str, ...]] = {
 LAUNCHERS = ("uvx", "npx", "pipx", "python", "python3", "node", "deno", "bunx", "docker", "uv")
 """Programs that start a local MCP server: a command line starts with one of them."""
 
-COMMAND_LEADS = ("runs with", "run with", "started with", "starts with", "launched with", "runs",
+COMMAND_LEADS = ("runs with", "run with", "run it with", "start it with", "launch it with", "run it using",
+                 "started with", "starts with", "launched with", "runs",
                  "command", "the command", "via the command", "using the command", "with the command")
 """Words before a command line that is not quoted ("the server that runs with uvx mcp-server-git")."""
 
