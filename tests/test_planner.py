@@ -67,6 +67,20 @@ def test_header_name_is_never_the_credential() -> None:
     assert ex.header_name(_read("a header token in X-Api-Key")).value == "X-Api-Key"
 
 
+@pytest.mark.parametrize(("text", "command"), [
+    # found by hand: the package after the launcher's own flag was dropped ("npx -y")
+    ("add npx -y @modelcontextprotocol/server-everything and call it Everything",
+     "npx -y @modelcontextprotocol/server-everything"),
+    ("set up the everything server, run it with npx -y @modelcontextprotocol/server-everything",
+     "npx -y @modelcontextprotocol/server-everything"),
+    ("add uvx mcp-server-time --local-timezone UTC, no auth", "uvx mcp-server-time --local-timezone UTC"),
+    ("hook up uvx mcp-server-git --repository /tmp/repo as git", "uvx mcp-server-git --repository /tmp/repo"),
+    ("add python -m mcp_server_time", "python -m mcp_server_time"),
+])
+def test_a_command_line_is_read_whole(text: str, command: str) -> None:
+    assert ex.command(_read(text)).value == command
+
+
 def test_url_label_and_update_fields() -> None:
     assert ex.urls(_read("add https://mcp.acme.com/mcp, please.")) == ["https://mcp.acme.com/mcp"]
     assert ex.urls(_read("it's at localhost:8000/mcp")) == ["http://localhost:8000/mcp"]
