@@ -194,6 +194,17 @@ async def test_an_agent_limited_to_the_ticket_tools_gets_those_tools(
     assert "may use only demo_create_ticket, demo_get_ticket" in session.pending.summary
 
 
+async def test_an_agents_name_is_corrected_at_the_confirmation(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in the widget: "no wait, call it ops-triage" at the confirmation of a new agent
+    was not read (the source forms took it, the agent form did not)."""
+    await demo(backend, open_server.url())
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "make an agent called triage that can only use the search tools")
+    events = await say(session, "no wait, call it ops-triage")
+    assert calls(events)[-1] == ("create_agent", {"slug": "ops-triage", "tool_allowlist": ["demo_search_docs"]})
+
+
 async def test_a_restriction_the_planner_cannot_read_is_asked_about_not_dropped(
         backend: LocalBackend, open_server: RunningServer) -> None:
     await demo(backend, open_server.url())

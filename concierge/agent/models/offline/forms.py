@@ -328,6 +328,8 @@ def _update_auth(ctx: Ctx) -> ex.Found | None:
 
 def _agent_slug(ctx: Ctx) -> ex.Found | None:
     found = ex.agent_name(ctx.text)
+    if found is None and not any(t.low in ("agent", "bot") for t in ctx.text.tokens):
+        found = ex.label(ctx.text)  # a correction: "no wait, call it ops-triage"
     if found is None:
         return None
     return ex.Found(ex.slugify(str(found.value)), found.used)
