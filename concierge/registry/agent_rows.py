@@ -22,7 +22,7 @@ class AgentRows:
         return self._store.query_one("SELECT * FROM agents WHERE sandbox_id = ? AND (slug = ? OR id = ?)",
                                      (sandbox_id, ref, ref))
 
-    def list(self, sandbox_id: str) -> list[Row]:
+    def in_sandbox(self, sandbox_id: str) -> list[Row]:
         return self._store.query("SELECT * FROM agents WHERE sandbox_id = ? ORDER BY created_at, slug", (sandbox_id,))
 
     def page(self, sandbox_id: str, *, limit: int, cursor: str | None) -> Page[Row]:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from concierge.registry.store import Store, Transaction
 from concierge.store.buckets import EVICT
 from concierge.store.changes import BUMP_HEAD, BUMP_VERSION, CHANNEL, HEAD, SINCE
@@ -30,7 +32,7 @@ class ChangeRows:
         row = self._store.query_one(HEAD, (scope,))
         return int(row["seq"]) if row else 0
 
-    def since(self, scope: str, seq: int, *, limit: int = 1000) -> list[dict[str, object]]:
+    def since(self, scope: str, seq: int, *, limit: int = 1000) -> list[dict[str, Any]]:
         """Changes numbered after ``seq`` (subject, version, seq, action), oldest first."""
         return self._store.query(SINCE, (scope, seq, limit))
 

@@ -27,7 +27,7 @@ class SandboxRows:
         """By id or name (names compare without case)."""
         return self._store.query_one("SELECT * FROM sandboxes WHERE id = ? OR lower(name) = lower(?)", (ref, ref))
 
-    def list(self, *, first: str) -> list[Row]:
+    def every(self, *, first: str) -> list[Row]:
         """Every sandbox: the one named ``first``, then the oldest first."""
         return self._store.query(
             "SELECT * FROM sandboxes ORDER BY (CASE WHEN name = ? THEN 0 ELSE 1 END), created_at", (first,))

@@ -302,7 +302,7 @@ class Registry:
 
     def list_sandboxes(self) -> list[Sandbox]:
         self.default_sandbox()
-        return [Sandbox(**r) for r in self._sandboxes.list(first=DEFAULT_SANDBOX)]
+        return [Sandbox(**r) for r in self._sandboxes.every(first=DEFAULT_SANDBOX)]
 
     def page_sandboxes(self, *, limit: int | None = None, cursor: str | None = None,
                        only: str | None = None) -> Page[Sandbox]:
@@ -387,7 +387,7 @@ class Registry:
     def list_sources(self, *, sandbox: str | None = None, status: str | None = None,
                      include_disconnected: bool = True) -> list[SourceView]:
         """Every matching source (for the catalog and the gateway); surfaces use `page_sources`."""
-        rows = self._sources.list(self._sources_where(sandbox, status, include_disconnected))
+        rows = self._sources.matching(self._sources_where(sandbox, status, include_disconnected))
         signed_in = self._signed_in(rows)
         return [self._view(r, signed_in) for r in rows]
 
@@ -1074,7 +1074,7 @@ class Registry:
 
     def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
         sb = self.get_sandbox(sandbox)
-        return [Agent(**r) for r in self._agents.list(sb.id)]
+        return [Agent(**r) for r in self._agents.in_sandbox(sb.id)]
 
     def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
                     cursor: str | None = None) -> Page[Agent]:

@@ -68,7 +68,7 @@ class SourceRows:
             sql += " AND status != 'disconnected'"
         return sql, params
 
-    def list(self, where: SourceFilter) -> list[Row]:
+    def matching(self, where: SourceFilter) -> list[Row]:
         """Every matching source, oldest first."""
         return self._store.query(f"{_SELECT} {where[0]} ORDER BY created_at, id", where[1])
 
