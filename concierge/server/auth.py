@@ -137,6 +137,9 @@ class KeyStore:
     """The ``api_keys`` table of the registry database."""
 
     def __init__(self, store: Store) -> None:
+        from concierge.store.schema import HTTP
+
+        store.migrate(HTTP)  # the HTTP layer's tables are made by the HTTP layer
         self.store = store
         self._rows = KeyRows(store)
         self._touched: dict[str, float] = {}

@@ -249,6 +249,9 @@ class ChatService:
         self._model: Any = None
         self.run_timeout = run_timeout
         self.secrets = VaultSecretStore(backend.registry.store, backend.registry.vault)
+        from concierge.store.schema import HTTP
+
+        backend.registry.store.migrate(HTTP)  # the HTTP layer's tables are made by the HTTP layer
         self._rows = ConversationRows(backend.registry.store)
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self._tg: TaskGroup | None = None
