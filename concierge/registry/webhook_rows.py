@@ -31,11 +31,6 @@ class WebhookEventRows:
     def seen(self, source_id: str, event_id: str) -> bool:
         return self._store.query_one(SEEN, (source_id, event_id)) is not None
 
-    def newest(self, source_id: str, *, limit: int) -> list[Row]:
-        rows = self._store.query("SELECT * FROM webhook_events WHERE source_id = ? ORDER BY id DESC LIMIT ?",
-                                 (source_id, limit))
-        return [_decoded(r) for r in rows]
-
     def page(self, source_id: str, *, limit: int, cursor: str | None) -> Page[Row]:
         """Newest first; ``payload`` decoded."""
         page = fetch_page(self._store, "webhook_events", select="SELECT * FROM webhook_events",

@@ -34,7 +34,9 @@ from concierge.errors import (
     SourceInactive,
     ValidationFailed,
 )
+from concierge.registry.keyset import mapped
 from concierge.registry.models import SourceStatus
+from concierge.registry.pages import Page, check_limit
 from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.signing import (
     EVENT_ID_HEADER,
@@ -194,11 +196,12 @@ class Webhooks:
     def _seen(self, source_id: str, event_id: str) -> bool:
         return self._events.seen(source_id, event_id)
 
-    def events(self, source_id: str, *, sandbox: str | None = None, limit: int = 50) -> list[WebhookEvent]:
-        """The newest stored events of a source."""
+    def page_events(self, source_id: str, *, sandbox: str | None = None, limit: int | None = None,
+                    cursor: str | None = None) -> Page[WebhookEvent]:
+        """One page of a source's stored events, newest first."""
         self.registry.get_source(source_id, sandbox=sandbox)
-        limit = max(1, min(int(limit), 1000))
-        return [WebhookEvent(**r) for r in self._events.newest(source_id, limit=limit)]
+        page = self._events.page(source_id, limit=check_limit(limit), cursor=cursor)
+        return mapped(page, lambda r: WebhookEvent(**r))
 
 
 def _parse(body: bytes, content_type: str | None) -> tuple[Any, str | None]:
