@@ -10,9 +10,14 @@ microseconds), a PostgreSQL statement one loopback round trip. Async code that m
 (the catalog's change checks, the gateway's rate buckets) uses `Store.arun`, which awaits the
 loop thread's answer instead of blocking.
 
-SQL here is the common ground of both engines (see `concierge.store._base`), written with
-``?`` placeholders, which `Store` numbers (``$1``). Rows are plain dicts; `query` and
-`query_one` decode the JSON columns.
+SQL is the common ground of both engines (see `concierge.store._base`), written with ``?``
+placeholders, which `Store` numbers (``$1``), or already numbered (the statements the
+repositories share with `concierge.store`'s). Rows are plain dicts; `query` and `query_one`
+decode the JSON columns. The SQL itself is the repositories' (``*_rows.py``): this module
+runs it and adds only the generic row insert/update they use.
+
+Opening a `Store` applies the store's and the registry's migration sets; a layer above
+applies its own with `Store.migrate` (the HTTP layer's API keys and conversations).
 
 On SQLite the statements skip both thread hops: reads outside a transaction (`query`,
 `query_one`) run on a read-only connection of the calling thread's own (WAL lets it read
