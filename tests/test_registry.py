@@ -290,8 +290,14 @@ def test_bad_master_key_is_explained(tmp_path, monkeypatch):
 
 @pytest.mark.sqlite_only  # reads the SQLite file itself
 def test_migrations_are_versioned_and_reopen_keeps_data(tmp_path: Path):
+    from concierge.server.auth import KeyStore
+
     reg = Registry.open(tmp_path)
     reg.create_sandbox("keep")
+    # the registry makes its tables and the store's; the HTTP layer its own, when it starts
+    assert reg.store.schema_version == {s.component: s.latest for s in SCHEMA if s.component != "http"}
+    assert "api_keys" not in reg.store.run(lambda db: db.tables())
+    KeyStore(reg.store)
     assert reg.store.schema_version == {s.component: s.latest for s in SCHEMA}
     assert reg.store.query_one("PRAGMA journal_mode")["journal_mode"] == "wal"
     reg.close()

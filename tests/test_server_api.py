@@ -144,7 +144,7 @@ def test_every_route_answers_with_its_documented_shape(api_server, checker, demo
         "X-Concierge-Timestamp": ts, "X-Concierge-Signature": sign(secret, ts, body),
         "Content-Type": "application/json"})
     assert hook.json() == {"status": "stored", "event_id": "evt_walk_1", "data_source_id": sid}
-    assert [e["event_id"] for e in c.get(f"{src}/webhook-events").json()] == ["evt_walk_1"]
+    assert [e["event_id"] for e in c.get(f"{src}/webhook-events").json()["items"]] == ["evt_walk_1"]
 
     assert "source.register" in [e["action"] for e in c.get("/api/v1/storage/audit").json()["items"]]
     assert all(e["sandbox_id"] == sb["id"] for e in c.get(f"{SB}/walk/audit", params={"limit": 5}).json()["items"])
@@ -525,13 +525,13 @@ def test_keys_are_printed_once_and_stored_as_hashes(tmp_path):
     key = made.stdout.split()[0]
     assert key.startswith("ck_") and len(key) > 40 and "only time the key is shown" in made.stdout
     listed = _cli(home, "keys", "list", "--json")
-    [row] = json.loads(listed.stdout)
+    [row] = json.loads(listed.stdout)["items"]
     assert key not in listed.stdout and row["role"] == "viewer" and row["label"] == "ci"
     assert key[:9] == row["prefix"] and row["sandbox_id"].startswith("sb_")
     assert key.encode() not in (home / "concierge.db").read_bytes()
     assert hashlib.sha256(key.encode()).hexdigest().encode() in (home / "concierge.db").read_bytes()
     assert _cli(home, "keys", "revoke", row["id"]).returncode == 0
-    assert json.loads(_cli(home, "keys", "list", "--all", "--json").stdout)[0]["revoked_at"]
+    assert json.loads(_cli(home, "keys", "list", "--all", "--json").stdout)["items"][0]["revoked_at"]
     registry = Registry.open(home)
     try:
         keys = KeyStore(registry.store)

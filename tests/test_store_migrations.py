@@ -98,6 +98,34 @@ async def test_a_home_made_by_the_old_registry_store_is_adopted_with_its_data(tm
         await db.aclose()
 
 
+def test_an_old_home_is_adopted_layer_by_layer(tmp_path: Path) -> None:
+    """The registry opens an old home first (its sets adopted), the HTTP layer later: the HTTP
+    set's tables, made by the old store, are adopted then instead of made again."""
+    from concierge.registry.store import Store
+    from concierge.server.auth import KeyStore
+    from tests.legacy_store import Store as LegacyStore
+
+    path = tmp_path / "concierge.db"
+    old = LegacyStore(path)
+    with old.transaction() as cx:
+        cx.execute("INSERT INTO api_keys (id, hash, prefix, role, created_at) VALUES ('key_1', 'h', 'ck_', 'owner', 'x')")
+        cx.execute("INSERT INTO webhook_events (source_id, event_id, received_at, payload) VALUES ('ds_1', 'e', 'x', '1')")
+    old.close()
+    store = Store(path)
+    try:
+        assert set(store.schema_version) == {"store", "registry"}
+        assert store.query_one("SELECT event_id FROM webhook_events")["event_id"] == "e"  # type: ignore[index]
+        keys = KeyStore(store)
+        assert store.schema_version == LATEST
+        assert [k.id for k in keys.list()] == ["key_1"]
+        adopted = store.query("SELECT component, version FROM schema_version WHERE description LIKE '%adopted%'"
+                              " ORDER BY component, version")
+        assert [(r["component"], r["version"]) for r in adopted] == [
+            ("http", 1), ("registry", 1), ("registry", 2), ("registry", 3), ("registry", 4)]
+    finally:
+        store.close()
+
+
 def _open_and_close(url: str, barrier: Any, results: Any) -> None:
     async def run() -> None:
         db = await open_database(url)

@@ -103,7 +103,7 @@ def _send_chunks_until_answered(sock: socket.socket, *, most: int) -> int:
 
 def _events(api: ApiServer, key: str, source_id: str) -> list[dict[str, Any]]:
     with api.client(key) as c:
-        return c.get(f"{SB}/default/sources/{source_id}/webhook-events").json()
+        return c.get(f"{SB}/default/sources/{source_id}/webhook-events").json()["items"]
 
 
 # -- the webhook receiver ----------------------------------------------------------------------

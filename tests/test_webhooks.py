@@ -53,7 +53,7 @@ def deliver(api: ApiServer, source_id: str, secret: str, payload: Any, *, event_
 
 
 def events(owner: httpx2.Client, source_id: str) -> list[dict[str, Any]]:
-    return owner.get(f"{SB}/default/sources/{source_id}/webhook-events").json()
+    return owner.get(f"{SB}/default/sources/{source_id}/webhook-events").json()["items"]
 
 
 def test_the_signature_is_hmac_sha256_over_timestamp_event_id_and_body():

@@ -13,7 +13,8 @@ import sys
 from typing import TYPE_CHECKING
 
 from concierge.cli.output import emit, table
-from concierge.errors import ValidationFailed
+from concierge.cli.registry_cmds import _emit_page, _page_args, _paging
+from concierge.errors import InvalidCursor, ValidationFailed
 
 if TYPE_CHECKING:
     from concierge.backend import LocalBackend
@@ -62,8 +63,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                    help="viewer: read; editor: + changes; owner: + permanent deletes (default owner)")
     p.add_argument("--label", help="a note to recognise the key by in `keys list`")
     p.set_defaults(run=keys_create)
-    p = keys.add_parser("list", parents=[common], help="list keys (never the keys themselves)")
+    p = keys.add_parser("list", parents=[common], help="list keys (never the keys themselves), oldest first")
     p.add_argument("--all", action="store_true", help="include revoked keys")
+    _paging(p)
     p.set_defaults(run=keys_list)
     p = keys.add_parser("revoke", parents=[common], help="revoke a key; it is refused from the next request")
     p.add_argument("id", help="the key's id (key_…), from `keys list`")
@@ -193,16 +195,20 @@ def keys_create(args: argparse.Namespace) -> int:
 
 def keys_list(args: argparse.Namespace) -> int:
     _local_only(args)
+    paging = _page_args(args)  # checked before anything is opened
     registry, keys = _keys(args)
     try:
-        rows = keys.list(include_revoked=args.all)
+        page = keys.page(include_revoked=args.all, **paging)
+    except InvalidCursor as exc:
+        raise InvalidCursor(exc.detail.replace("cursor", "--cursor", 1), field="--cursor") from None
     finally:
         registry.close()
     human = table([(k.id, k.prefix + "…", k.role.value, k.sandbox_id or "all", k.label,
                     k.last_used_at or "never", "revoked" if k.revoked_at else "active")
-                   for k in rows],
-                  ["ID", "KEY", "ROLE", "SANDBOX", "LABEL", "LAST USED", "STATE"]) or "no API keys"
-    emit(rows, as_json=args.json, human=human)
+                   for k in page.items],
+                  ["ID", "KEY", "ROLE", "SANDBOX", "LABEL", "LAST USED", "STATE"]) or (
+        "no more API keys" if args.cursor else "no API keys")
+    _emit_page(page, args, human)
     return 0
 
 

@@ -20,9 +20,9 @@ from pydantic import BaseModel
 from concierge.errors import ConnectorError, NothingToPull, RateLimited, SourceInactive
 from concierge.registry.catalog_models import PullResult, ToolCallOutcome
 from concierge.registry.gateway import Gateway
+from concierge.registry.ingest_rows import IngestRows
 from concierge.registry.models import SourceStatus
 from concierge.registry.service import Registry
-from concierge.registry.store import Store, now_iso
 
 __all__ = ["IngestedResult", "Ingestor", "call_key", "content_hash"]
 
@@ -56,6 +56,7 @@ class Ingestor:
     def __init__(self, registry: Registry, gateway: Gateway) -> None:
         self.registry = registry
         self.gateway = gateway
+        self._rows = IngestRows(registry.store)
 
     async def pull(self, source_id: str, *, sandbox: str | None = None) -> PullResult:
         source = self.registry.get_source(source_id, sandbox=sandbox)
@@ -91,23 +92,13 @@ class Ingestor:
     def _store(self, source_id: str, tool_name: str, arguments: dict[str, Any],
                outcome: ToolCallOutcome) -> bool:
         """Insert the result unless the last one stored for this call has the same hash."""
-        key, digest = call_key(tool_name, arguments), content_hash(outcome)
-        with self.registry.store.transaction() as cx:
-            last = cx.execute("SELECT content_hash FROM ingested_results WHERE source_id = ? "
-                              "AND call_key = ? ORDER BY id DESC LIMIT 1", (source_id, key)).fetchone()
-            if last is not None and last["content_hash"] == digest:
-                return False
-            Store.insert(cx, "ingested_results", {
-                "source_id": source_id, "tool_name": tool_name, "arguments": arguments,
-                "call_key": key, "content_hash": digest, "fetched_at": now_iso(),
-                "content": {"content": outcome.content, "structured_content": outcome.structured_content,
-                            "text": outcome.text}})
-            return True
+        return self._rows.store_if_changed(
+            source_id, tool_name, arguments, call_key=call_key(tool_name, arguments),
+            content_hash=content_hash(outcome),
+            content={"content": outcome.content, "structured_content": outcome.structured_content,
+                     "text": outcome.text})
 
     def results(self, source_id: str, *, limit: int = 100) -> list[IngestedResult]:
         """Stored results of a source, newest first."""
-        rows = self.registry.store.query(
-            "SELECT id, source_id, tool_name, arguments, content_hash, content, fetched_at "
-            "FROM ingested_results WHERE source_id = ? ORDER BY id DESC LIMIT ?",
-            (source_id, max(1, min(int(limit), 10_000))))
+        rows = self._rows.newest(source_id, limit=max(1, min(int(limit), 10_000)))
         return [IngestedResult(**r) for r in rows]

@@ -11,13 +11,16 @@ added meanwhile are neither skipped nor repeated. Cursors are `concierge.store.p
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from concierge.errors import InvalidCursor
 from concierge.registry.pages import Page
 from concierge.store.pages import decode_cursor, encode_cursor
 
-__all__ = ["After", "after", "page_of"]
+if TYPE_CHECKING:
+    from concierge.registry.store import Store
+
+__all__ = ["After", "after", "fetch_page", "mapped", "page_of"]
 
 T = TypeVar("T")
 
@@ -48,6 +51,28 @@ def after(kind: str, order: Sequence[str], cursor: str | None, *, descending: bo
     # start the page with an index range instead of scanning the list from the top.
     return After(f" AND {order[0]} {op}= ? AND (" + " OR ".join(alternatives) + ")",
                  [values[0], *params], offset)
+
+
+def fetch_page(store: Store, kind: str, *, select: str, count: str, where: str = "WHERE 1=1",
+               params: Sequence[Any] = (), order: Sequence[str], keys: Sequence[str] | None = None,
+               cursor: str | None, limit: int, descending: bool = False) -> Page[dict[str, Any]]:
+    """One page of rows: ``select`` (``SELECT … FROM t``) and ``count`` (``SELECT COUNT(*) AS n
+    FROM t``) with ``where`` and its ``params``, in ``order``; ``keys``: the row's columns that
+    hold the ``order`` values (default: ``order`` itself). The repositories own the SQL; this
+    only adds the page's start, order and limit."""
+    start = after(kind, order, cursor, descending=descending)
+    direction = " DESC" if descending else ""
+    rows = store.query(f"{select} {where}{start.sql} ORDER BY {', '.join(c + direction for c in order)} LIMIT ?",
+                       [*params, *start.params, limit + 1])
+    total = store.query_one(f"{count} {where}", list(params))
+    return page_of(kind, rows, limit=limit, keys=keys or order, start=start,
+                   total=int(total["n"]) if total else 0, item=lambda r: r)
+
+
+def mapped(page: Page[Any], item: Callable[[Any], T]) -> Page[T]:
+    """The same page with each item made by ``item``."""
+    return Page[T](items=[item(r) for r in page.items], next_cursor=page.next_cursor, total=page.total,
+                   more=page.more)
 
 
 def page_of(kind: str, rows: list[dict[str, Any]], *, limit: int, keys: Sequence[str], start: After,

@@ -22,6 +22,7 @@ from concierge.errors import Conflict, NotFound
 from concierge.mcp_client import ToolInfo
 from concierge.registry.catalog_models import ApprovalResult, HeldTool
 from concierge.registry.models import SourceStatus, SourceView
+from concierge.registry.pin_rows import PinRows
 from concierge.registry.pins import canonical, describe_changes, pin_hash
 from concierge.registry.store import Store, Transaction, now_iso
 
@@ -63,14 +64,14 @@ class PinBook:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.store: Store = registry.store
+        self._pins = PinRows(registry.store)
         self._memo: dict[str, tuple[str, Sequence[ToolInfo], dict[str, HeldTool]]] = {}
         """source id -> (its updated_at, the listing, what was held): the same cached listing of
         an unchanged source is not hashed and compared again on every resolution. Whatever can
         change the outcome (an approval, a reset, pin_tools) bumps ``updated_at``."""
 
     def _rows(self, source_id: str) -> dict[str, dict[str, Any]]:
-        return {r["tool_name"]: r for r in self.store.query(
-            "SELECT * FROM tool_pins WHERE source_id = ?", (source_id,))}
+        return self._pins.of_source(source_id)
 
     # -- listing ---------------------------------------------------------------------------
 
@@ -89,7 +90,7 @@ class PinBook:
         definitions = {t.name: definition_of(t) for t in tools}
         hashes = {name: pin_hash(d) for name, d in definitions.items()}
         rows = self._rows(source.id)
-        pinned = self.store.query_one("SELECT tools_pinned_at, pin_tools FROM sources WHERE id = ?", (source.id,))
+        pinned = self._pins.pin_state(source.id)
         if pinned is None or not pinned["pin_tools"]:
             return {}
         if pinned["tools_pinned_at"] is None:
@@ -123,16 +124,12 @@ class PinBook:
                    hashes: dict[str, str]) -> None:
         now = now_iso()
         with self.store.transaction() as cx:
-            row = cx.execute("SELECT tools_pinned_at FROM sources WHERE id = ?", (source.id,)).fetchone()
+            row = self._pins.pinned_at(cx, source.id)
             if row is None or row["tools_pinned_at"] is not None:
                 return  # pinned meanwhile (another process), or deleted
-            cx.execute("DELETE FROM tool_pins WHERE source_id = ?", (source.id,))
-            for name, digest in hashes.items():
-                Store.insert(cx, "tool_pins", {
-                    "source_id": source.id, "tool_name": name, "hash": digest,
-                    "definition": _dump(definitions[name]), "pinned_at": now,
-                    "pinned_by": "first listing"})
-            cx.execute("UPDATE sources SET tools_pinned_at = ? WHERE id = ?", (now, source.id))
+            self._pins.pin_all(cx, source.id, [
+                {"tool_name": name, "hash": digest, "definition": _dump(definitions[name]), "pinned_at": now,
+                 "pinned_by": "first listing"} for name, digest in hashes.items()], now)
             self.registry._audit(cx, action="source.tools_pinned", object_type="source", object_id=source.id,
                                  sandbox_id=source.sandbox_id,
                                  after={"tools": sorted(hashes), "count": len(hashes)})
@@ -142,14 +139,7 @@ class PinBook:
                changed: list[HeldTool]) -> None:
         with self.store.transaction() as cx:
             for name, values in writes:
-                exists = cx.execute("SELECT 1 FROM tool_pins WHERE source_id = ? AND tool_name = ?",
-                                    (source.id, name)).fetchone()
-                if exists:
-                    sets = ", ".join(f"{k} = ?" for k in values)
-                    cx.execute(f"UPDATE tool_pins SET {sets} WHERE source_id = ? AND tool_name = ?",
-                               (*values.values(), source.id, name))
-                elif values.get("pending_hash") is not None:
-                    Store.insert(cx, "tool_pins", {"source_id": source.id, "tool_name": name} | values)
+                self._pins.write_pending(cx, source.id, name, values)
             if changed:
                 self.registry._audit(
                     cx, action="source.tools_changed", object_type="source", object_id=source.id,
@@ -171,9 +161,7 @@ class PinBook:
 
     def held_tool(self, source_id: str, tool: str) -> HeldTool | None:
         """``tool`` of ``source_id`` if it is held now."""
-        row = self.store.query_one(
-            "SELECT t.* FROM tool_pins t JOIN sources s ON s.id = t.source_id WHERE t.source_id = ? "
-            "AND t.tool_name = ? AND t.pending_hash IS NOT NULL AND s.pin_tools = 1", (source_id, tool))
+        row = self._pins.held_tool(source_id, tool)
         return _held(source_id, row) if row else None
 
     # -- approval --------------------------------------------------------------------------
@@ -200,15 +188,10 @@ class PinBook:
         approved: list[HeldTool] = []
         with self.store.transaction() as cx:
             for h in chosen:
-                cur = cx.execute(
-                    "UPDATE tool_pins SET hash = pending_hash, definition = pending_definition, pinned_at = ?, "
-                    "pinned_by = ?, pending_hash = NULL, pending_definition = NULL, pending_since = NULL "
-                    "WHERE source_id = ? AND tool_name = ? AND pending_hash = ?",
-                    (now, self._actor(), source_id, h.tool, h.pending_hash))
-                if cur.rowcount:  # not changed again since it was read
-                    approved.append(h)
+                if self._pins.approve(cx, source_id, h.tool, str(h.pending_hash), at=now, by=self._actor()):
+                    approved.append(h)  # not changed again since it was read
             if approved:
-                cx.execute("UPDATE sources SET updated_at = ? WHERE id = ?", (now, source_id))
+                self._pins.touch_source(cx, source_id, now)
                 self.registry._audit(
                     cx, action="source.tools_approved", object_type="source", object_id=source_id,
                     sandbox_id=source.sandbox_id,
@@ -230,5 +213,4 @@ class PinBook:
     @staticmethod
     def reset(cx: Transaction, source_id: str) -> None:
         """Forget a source's pins (inside the caller's transaction): the next listing is pinned whole."""
-        cx.execute("DELETE FROM tool_pins WHERE source_id = ?", (source_id,))
-        cx.execute("UPDATE sources SET tools_pinned_at = NULL WHERE id = ?", (source_id,))
+        PinRows.reset(cx, source_id)

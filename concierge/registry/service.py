@@ -52,13 +52,19 @@ from concierge.registry.models import (
     UNSET,
     UpdateSource,
 )
+from concierge.registry.agent_rows import AgentRows
 from concierge.registry.audit import current_actor
-from concierge.registry.keyset import after, page_of
+from concierge.registry.audit_rows import AuditRows
+from concierge.registry.change_rows import ChangeRows
+from concierge.registry.keyset import mapped
 from concierge.registry.pages import Page, check_limit
+from concierge.registry.sandbox_rows import SandboxRows
 from concierge.registry.signing import new_secret as new_webhook_secret
 from concierge.registry.oauth_vault import VaultOAuthStore, oauth_key, oauth_prefix
+from concierge.registry.source_rows import SourceFilter, SourceRows
 from concierge.registry.store import Store, Transaction, now_iso
 from concierge.registry.vault import Vault, auth_key, load_master_key, webhook_key
+from concierge.registry.vault_rows import VaultRows
 
 if TYPE_CHECKING:
     from concierge.mcp_client.oauth import OAuth
@@ -109,17 +115,6 @@ def _ingestion_mode(calls: list[Any] | None) -> str:
     return "pull" if calls else "live_tools_only"
 
 
-def _secrets_held(store: Store) -> int:
-    row = store.query_one("SELECT COUNT(*) AS n FROM vault")
-    return int(row["n"]) if row else 0
-
-
-def _forget_key_check(store: Store) -> None:
-    """A new key for a home whose vault is empty: the old key's check value goes with it."""
-    with store.transaction() as cx:
-        cx.execute("DELETE FROM vault_key_check WHERE NOT EXISTS (SELECT 1 FROM vault)")
-
-
 class _Snapshot(NamedTuple):
     """What a health check talks to: if any of it changes while the check runs, the check's
     result describes a configuration that no longer exists and is not recorded."""
@@ -145,6 +140,13 @@ class Registry:
                  data_dir: Path | None = None) -> None:
         self.store = store
         self.vault = vault
+        # The repositories: the only places the registry's SQL is written.
+        self._sandboxes = SandboxRows(store)
+        self._sources = SourceRows(store)
+        self._agents = AgentRows(store)
+        self._audit_rows = AuditRows(store)
+        self._change_rows = ChangeRows(store)
+        self._vault_rows = VaultRows(store)
         self.data_dir = data_dir or (store.path.parent if store.path is not None else None)
         """This home's directory (logs of stdio programs live there, whichever database is used)."""
         self.url_policy = url_policy or UrlPolicy()
@@ -189,9 +191,9 @@ class Registry:
         store = Store(settings.database_url or config.db_path(directory),
                       setting="--database-url / CONCIERGE_DATABASE_URL")
         try:
+            vault_rows = VaultRows(store)
             key = load_master_key(config.key_path(directory), from_setting=settings.master_key,
-                                  secrets=lambda: _secrets_held(store),
-                                  forget_check=lambda: _forget_key_check(store))
+                                  secrets=vault_rows.count, forget_check=vault_rows.forget_key_check)
             vault = Vault(store, key)
         except BaseException:
             store.close()
@@ -223,17 +225,7 @@ class Registry:
         feed's head row orders the writers), as `concierge.store.changes.ChangeFeed.bump`
         does. Listeners in this process hear it from `_changed` after the commit; other
         processes from `follow_changes` (woken by NOTIFY on PostgreSQL)."""
-        from concierge.store.changes import CHANNEL
-
-        seq = int(cx.execute(
-            "INSERT INTO change_heads (scope, seq) VALUES (?, 1)"
-            " ON CONFLICT (scope) DO UPDATE SET seq = change_heads.seq + 1 RETURNING seq",
-            (SOURCES_SCOPE,)).fetchone()["seq"])  # type: ignore[index]
-        cx.execute("INSERT INTO change_versions (scope, subject, version, seq, action) VALUES (?, ?, 1, ?, ?)"
-                   " ON CONFLICT (scope, subject) DO UPDATE SET version = change_versions.version + 1,"
-                   " seq = excluded.seq, action = excluded.action", (SOURCES_SCOPE, source_id, seq, action))
-        if cx.dialect == "postgresql":
-            cx.execute("SELECT pg_notify(?, ?)", (CHANNEL, f"{SOURCES_SCOPE}:{seq}"))
+        seq = self._change_rows.bump(cx, SOURCES_SCOPE, source_id, action)
         with self._checking_lock:
             self._own_changes.add(seq)
 
@@ -243,11 +235,9 @@ class Registry:
         calls it before it trusts what it holds (the catalog on every resolve). The feed is
         read as `concierge.store.changes.ChangeFeed` writes it (one indexed read)."""
         if self._feed_cursor is None:  # first look: nothing is held yet, start at the head
-            head = self.store.query_one("SELECT seq FROM change_heads WHERE scope = ?", (SOURCES_SCOPE,))
-            self._feed_cursor = int(head["seq"]) if head else 0
+            self._feed_cursor = self._change_rows.head(SOURCES_SCOPE)
             return []
-        rows = self.store.query("SELECT subject, action, seq FROM change_versions WHERE scope = ? AND seq > ?"
-                                " ORDER BY seq LIMIT 1000", (SOURCES_SCOPE, self._feed_cursor))
+        rows = self._change_rows.since(SOURCES_SCOPE, self._feed_cursor, limit=1000)
         seen = []
         for row in rows:
             self._feed_cursor = max(self._feed_cursor, int(row["seq"]))
@@ -259,44 +249,29 @@ class Registry:
                 self._changed(row["subject"], row["action"])
         return seen
 
-    @staticmethod
-    def _evict_buckets(cx: Transaction, source_id: str) -> None:
+    def _evict_buckets(self, cx: Transaction, source_id: str) -> None:
         """Drop the source's rate buckets (tool calls, webhooks) in the changing transaction:
         every process sharing the database starts the source afresh (`StoreRateLimiter`)."""
-        cx.execute("DELETE FROM rate_buckets WHERE subject = ?", (source_id,))
+        self._change_rows.evict_buckets(cx, source_id)
 
     def _audit(self, cx: Transaction, *, action: str, object_type: str, object_id: str,
                sandbox_id: str | None, before: dict[str, Any] | None = None,
                after: dict[str, Any] | None = None) -> None:
-        Store.insert(cx, "audit", {
-            "at": now_iso(), "sandbox_id": sandbox_id, "actor": current_actor(self.actor),
-            "action": action,
-            "object_type": object_type, "object_id": object_id, "before": before, "after": after,
-        })
+        self._audit_rows.append(cx, actor=current_actor(self.actor), action=action, object_type=object_type,
+                                object_id=object_id, sandbox_id=sandbox_id, before=before, after=after)
 
     def audit(self, *, sandbox: str | None = None, limit: int = 50) -> list[AuditEntry]:
         limit = max(1, min(int(limit), 10_000))
-        if sandbox is not None:
-            sb = self.get_sandbox(sandbox)
-            rows = self.store.query("SELECT * FROM audit WHERE sandbox_id = ? ORDER BY id DESC LIMIT ?",
-                                    (sb.id, limit))
-        else:
-            rows = self.store.query("SELECT * FROM audit ORDER BY id DESC LIMIT ?", (limit,))
-        return [AuditEntry(**r) for r in rows]
+        sandbox_id = self.get_sandbox(sandbox).id if sandbox is not None else None
+        return [AuditEntry(**r) for r in self._audit_rows.newest(sandbox_id=sandbox_id, limit=limit)]
 
     def page_audit(self, *, sandbox: str | None = None, limit: int | None = None,
                    cursor: str | None = None) -> Page[AuditEntry]:
         """One page of the audit log, newest first."""
         size = check_limit(limit)
-        where, params = "WHERE 1=1", []
-        if sandbox is not None:
-            where, params = "WHERE sandbox_id = ?", [self.get_sandbox(sandbox).id]
-        start = after("audit", ("id",), cursor, descending=True)
-        rows = self.store.query(f"SELECT * FROM audit {where}{start.sql} ORDER BY id DESC LIMIT ?",
-                                [*params, *start.params, size + 1])
-        total = self.store.query_one(f"SELECT COUNT(*) AS n FROM audit {where}", params)
-        return page_of("audit", rows, limit=size, keys=("id",), start=start,
-                       total=int(total["n"]) if total else 0, item=lambda r: AuditEntry(**r))
+        sandbox_id = self.get_sandbox(sandbox).id if sandbox is not None else None
+        return mapped(self._audit_rows.page(sandbox_id=sandbox_id, limit=size, cursor=cursor),
+                      lambda r: AuditEntry(**r))
 
     # -- sandboxes ---------------------------------------------------------------------------
 
@@ -309,7 +284,7 @@ class Registry:
         sandbox = Sandbox(id=new_id("sb"), name=name, created_at=now_iso())
         try:
             with self.store.transaction() as cx:
-                Store.insert(cx, "sandboxes", sandbox.model_dump())
+                self._sandboxes.insert(cx, sandbox.model_dump())
                 self._audit(cx, action="sandbox.create", object_type="sandbox", object_id=sandbox.id,
                             sandbox_id=sandbox.id, after=sandbox.model_dump())
         except IntegrityError:
@@ -317,19 +292,17 @@ class Registry:
         return sandbox
 
     def default_sandbox(self) -> Sandbox:
-        row = self.store.query_one("SELECT * FROM sandboxes WHERE lower(name) = lower(?)", (DEFAULT_SANDBOX,))
+        row = self._sandboxes.by_name(DEFAULT_SANDBOX)
         if row:
             return Sandbox(**row)
         try:
             return self.create_sandbox(DEFAULT_SANDBOX)
         except Conflict:  # created by a concurrent caller
-            return Sandbox(**self.store.query_one(  # type: ignore[arg-type]
-                "SELECT * FROM sandboxes WHERE lower(name) = lower(?)", (DEFAULT_SANDBOX,)))
+            return Sandbox(**self._sandboxes.by_name(DEFAULT_SANDBOX))  # type: ignore[arg-type]
 
     def list_sandboxes(self) -> list[Sandbox]:
         self.default_sandbox()
-        return [Sandbox(**r) for r in self.store.query(
-            "SELECT * FROM sandboxes ORDER BY (CASE WHEN name = ? THEN 0 ELSE 1 END), created_at", (DEFAULT_SANDBOX,))]
+        return [Sandbox(**r) for r in self._sandboxes.every(first=DEFAULT_SANDBOX)]
 
     def page_sandboxes(self, *, limit: int | None = None, cursor: str | None = None,
                        only: str | None = None) -> Page[Sandbox]:
@@ -337,21 +310,14 @@ class Registry:
         that sandbox id (a key limited to one sandbox)."""
         size = check_limit(limit)
         self.default_sandbox()
-        rank = "CASE WHEN name = 'default' THEN 0 ELSE 1 END"
-        where, params = ("WHERE id = ?", [only]) if only is not None else ("WHERE 1=1", [])
-        start = after("sandboxes", (rank, "created_at", "id"), cursor)
-        rows = self.store.query(f"SELECT *, {rank} AS sort_rank FROM sandboxes {where}{start.sql} "
-                                f"ORDER BY {rank}, created_at, id LIMIT ?", [*params, *start.params, size + 1])
-        total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sandboxes {where}", params)
-        return page_of("sandboxes", rows, limit=size, keys=("sort_rank", "created_at", "id"), start=start,
-                       total=int(total["n"]) if total else 0,
-                       item=lambda r: Sandbox(id=r["id"], name=r["name"], created_at=r["created_at"]))
+        return mapped(self._sandboxes.page(only=only, limit=size, cursor=cursor),
+                      lambda r: Sandbox(id=r["id"], name=r["name"], created_at=r["created_at"]))
 
     def get_sandbox(self, ref: str | None = None) -> Sandbox:
         """By id or name; ``None`` means the default sandbox (created on first use)."""
         if ref is None or ref == DEFAULT_SANDBOX:
             return self.default_sandbox()
-        row = self.store.query_one("SELECT * FROM sandboxes WHERE id = ? OR lower(name) = lower(?)", (ref, ref))
+        row = self._sandboxes.by_ref(ref)
         if row is None:
             names = ", ".join(s.name for s in self.list_sandboxes())
             raise NotFound(f"no sandbox {ref!r} (sandboxes: {names})")
@@ -362,12 +328,10 @@ class Registry:
         sb = self.get_sandbox(ref)
         if sb.name == DEFAULT_SANDBOX:
             raise Conflict("the default sandbox cannot be deleted")
-        live = self.store.query_one("SELECT COUNT(*) AS n FROM sources WHERE sandbox_id = ?", (sb.id,))
-        agents = self.store.query_one("SELECT COUNT(*) AS n FROM agents WHERE sandbox_id = ?", (sb.id,))
-        if (live and live["n"]) or (agents and agents["n"]):
+        if self._sources.count_in_sandbox(sb.id) or self._agents.count_in_sandbox(sb.id):
             raise Conflict(f"sandbox {sb.name!r} still has sources or agents; delete them first")
         with self.store.transaction() as cx:
-            cx.execute("DELETE FROM sandboxes WHERE id = ?", (sb.id,))
+            self._sandboxes.delete(cx, sb.id)
             self._audit(cx, action="sandbox.delete", object_type="sandbox", object_id=sb.id,
                         sandbox_id=None, before=sb.model_dump())
 
@@ -396,7 +360,7 @@ class Registry:
         )
 
     def _row(self, source_id: str, sandbox: str | None = None) -> dict[str, Any]:
-        row = self.store.query_one("SELECT * FROM sources WHERE id = ?", (source_id,))
+        row = self._sources.get(source_id)
         if row is None:
             raise NotFound(f"no source {source_id!r}")
         if sandbox is not None and row["sandbox_id"] != self.get_sandbox(sandbox).id:
@@ -407,33 +371,23 @@ class Registry:
         return self._view(self._row(source_id, sandbox))
 
     def _sources_where(self, sandbox: str | None, status: str | None,
-                       include_disconnected: bool) -> tuple[str, list[Any]]:
-        sql, params = "WHERE 1=1", []
-        if sandbox is not None:
-            sql += " AND sandbox_id = ?"
-            params.append(self.get_sandbox(sandbox).id)
-        if status is not None:
-            if status not in set(SourceStatus):
-                raise ValidationFailed(
-                    f"status must be one of {', '.join(SourceStatus)} (got {status!r})", field="status")
-            sql += " AND status = ?"
-            params.append(status)
-        elif not include_disconnected:
-            sql += " AND status != 'disconnected'"
-        return sql, params
+                       include_disconnected: bool) -> SourceFilter:
+        sandbox_id = self.get_sandbox(sandbox).id if sandbox is not None else None
+        if status is not None and status not in set(SourceStatus):
+            raise ValidationFailed(
+                f"status must be one of {', '.join(SourceStatus)} (got {status!r})", field="status")
+        return SourceRows.where(sandbox_id=sandbox_id, status=status, include_disconnected=include_disconnected)
 
     def _signed_in(self, rows: list[dict[str, Any]]) -> frozenset[str]:
         """The OAuth sources among ``rows`` that hold tokens (one query, not one per source)."""
         if not any(r["auth_kind"] == AuthKind.OAUTH for r in rows):
             return frozenset()
-        return frozenset(r["key"].split("/")[1] for r in self.store.query(
-            "SELECT key FROM vault WHERE key LIKE 'user_mcp/%/oauth/tokens'"))
+        return frozenset(key.split("/")[1] for key in self._vault_rows.keys_like("user_mcp/%/oauth/tokens"))
 
     def list_sources(self, *, sandbox: str | None = None, status: str | None = None,
                      include_disconnected: bool = True) -> list[SourceView]:
         """Every matching source (for the catalog and the gateway); surfaces use `page_sources`."""
-        where, params = self._sources_where(sandbox, status, include_disconnected)
-        rows = self.store.query(f"SELECT * FROM sources {where} ORDER BY created_at, id", params)
+        rows = self._sources.matching(self._sources_where(sandbox, status, include_disconnected))
         signed_in = self._signed_in(rows)
         return [self._view(r, signed_in) for r in rows]
 
@@ -441,14 +395,9 @@ class Registry:
                      limit: int | None = None, cursor: str | None = None) -> Page[SourceView]:
         """One page of sources, oldest first (``sandbox=None``: every sandbox)."""
         size = check_limit(limit)
-        where, params = self._sources_where(sandbox, status, True)
-        start = after("sources", ("created_at", "id"), cursor)
-        rows = self.store.query(f"SELECT * FROM sources {where}{start.sql} ORDER BY created_at, id LIMIT ?",
-                                [*params, *start.params, size + 1])
-        total = self.store.query_one(f"SELECT COUNT(*) AS n FROM sources {where}", params)
-        signed_in = self._signed_in(rows)
-        return page_of("sources", rows, limit=size, keys=("created_at", "id"), start=start,
-                       total=int(total["n"]) if total else 0, item=lambda r: self._view(r, signed_in))
+        page = self._sources.page(self._sources_where(sandbox, status, True), limit=size, cursor=cursor)
+        signed_in = self._signed_in(page.items)
+        return mapped(page, lambda r: self._view(r, signed_in))
 
     def endpoint(self, source_id: str) -> Endpoint:
         """How to reach a source's server, with its decrypted credential. Never log this."""
@@ -607,7 +556,7 @@ class Registry:
         }
         try:
             with self.store.transaction() as cx:  # the row and its secrets, all or nothing
-                Store.insert(cx, "sources", row)
+                self._sources.insert(cx, row)
                 if token or client_secret:  # (the vault takes a secret only for a live source row)
                     self.vault.put(cx, auth_key(source_id), token or client_secret or "")
                 for name, value in secret_env.items():
@@ -626,9 +575,7 @@ class Registry:
         return RegisteredOutcome(**outcome.model_dump(), webhook_secret=SecretStr(webhook_secret))
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
-        row = self.store.query_one(
-            "SELECT id, name FROM sources WHERE sandbox_id = ? AND lower(app_namespace) = lower(?)"
-            " AND status <> 'disconnected' AND kind = 'user_mcp' AND id <> ?", (sandbox_id, namespace, except_id or ""))
+        row = self._sources.namespace_holder(sandbox_id, namespace, other_than=except_id)
         if row:
             sb = self.get_sandbox(sandbox_id)
             raise self._namespace_taken(namespace, sb.name, holder=row)
@@ -766,11 +713,10 @@ class Registry:
             with self.store.transaction() as cx:
                 # Re-read under the write lock: a revoke committed since `before` was read (in
                 # this process or another) wins, and nothing is written for a revoked source.
-                status = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,),
-                                    for_update=True).fetchone()
+                status = self._sources.status_in(cx, source_id, for_update=True)
                 if status is None:
                     raise NotFound(f"no source {source_id!r}")
-                if status["status"] == SourceStatus.DISCONNECTED:
+                if status == SourceStatus.DISCONNECTED:
                     raise self._revoked_conflict(source_id)
                 if token is not None:
                     self.vault.put(cx, auth_key(source_id), token)
@@ -782,7 +728,7 @@ class Registry:
                         self.vault.put(cx, env_key(source_id, name), value)
                 if drop_tokens:
                     self.vault.delete_prefix(cx, oauth_prefix(source_id))
-                Store.update(cx, "sources", source_id, changes)
+                self._sources.update(cx, source_id, changes)
                 self._evict_buckets(cx, source_id)
                 if "base_url" in changes or changes.get("pin_tools"):
                     self.pins.reset(cx, source_id)  # another server, or pinning back on: start over
@@ -865,7 +811,7 @@ class Registry:
         """A live request was refused for want of a sign-in (a refused refresh): the source is
         ``auth_required`` with ``reason`` until someone signs in again (paused and revoked stay)."""
         with self.store.transaction() as cx:
-            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,)).fetchone()
+            current = self._sources.get_in(cx, source_id)
             if current is None or current["status"] not in (
                     SourceStatus.ACTIVE, SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED):
                 return
@@ -873,7 +819,7 @@ class Registry:
                       "health_error_kind": kind.value, "last_checked_at": now_iso()}
             if all(current[k] == x for k, x in fields.items() if k != "last_checked_at"):
                 return
-            Store.update(cx, "sources", source_id, fields)
+            self._sources.update(cx, source_id, fields)
             self._audit(cx, action="source.auth_required", object_type="source", object_id=source_id,
                         sandbox_id=current["sandbox_id"],
                         before={"status": current["status"], "health_error": current["health_error"]},
@@ -929,8 +875,7 @@ class Registry:
             # an OAuth source nobody signed in to, or whose refresh was refused
             new_status = SourceStatus.AUTH_REQUIRED if kind is ErrorKind.AUTH_REQUIRED else SourceStatus.ERROR
         with self.store.transaction() as cx:
-            current = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,),
-                                 for_update=True).fetchone()
+            current = self._sources.get_in(cx, source_id, for_update=True)
             if current is None:
                 raise NotFound(f"no source {source_id!r} (deleted while its health check ran)")
             if current["status"] == SourceStatus.DISCONNECTED:
@@ -941,7 +886,7 @@ class Registry:
                 stale = None
                 if current["status"] in (SourceStatus.ACTIVE, SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED):
                     fields["status"] = new_status.value  # paused stays paused
-                Store.update(cx, "sources", source_id, fields)
+                self._sources.update(cx, source_id, fields)
                 self._audit(cx, action=action, object_type="source", object_id=source_id,
                             sandbox_id=row["sandbox_id"],
                             before={"status": current["status"], "health_error": current["health_error"]},
@@ -976,9 +921,8 @@ class Registry:
         complete"), except checks running in this process right now. Call it at start-up or
         before the first catalog; a check racing one in another process is harmless (the
         stale-result rule above keeps the newer configuration's result)."""
-        rows = self.store.query("SELECT id FROM sources WHERE status = ? AND health_error = ?"
-                                " ORDER BY created_at, id", (SourceStatus.ERROR.value, PENDING_CHECK))
-        ids = [r["id"] for r in rows if r["id"] not in self._checking]
+        ids = [i for i in self._sources.interrupted(SourceStatus.ERROR.value, PENDING_CHECK)
+               if i not in self._checking]
         outcomes: dict[str, Outcome] = {}
         limiter = anyio.CapacityLimiter(max(1, concurrency))
 
@@ -1012,7 +956,7 @@ class Registry:
         if status not in allowed_from:
             raise Conflict(f"source {source_id} is {status.value} and cannot be {detail}")
         with self.store.transaction() as cx:
-            Store.update(cx, "sources", source_id, {"status": to.value, "updated_at": now_iso()})
+            self._sources.update(cx, source_id, {"status": to.value, "updated_at": now_iso()})
             self._evict_buckets(cx, source_id)
             self._audit(cx, action=action, object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before={"status": status.value},
@@ -1035,7 +979,7 @@ class Registry:
                            "register it again instead")
         if row["status"] == SourceStatus.PAUSED:
             with self.store.transaction() as cx:
-                Store.update(cx, "sources", source_id, {
+                self._sources.update(cx, source_id, {
                     "status": SourceStatus.ERROR.value, "health_error": PENDING_CHECK,
                     "health_error_kind": None, "updated_at": now_iso()})
                 self._audit(cx, action="source.resume", object_type="source", object_id=source_id,
@@ -1051,14 +995,14 @@ class Registry:
         write transaction, so a concurrent update cannot slip a secret in between."""
         self._row(source_id, sandbox)  # 404 for an unknown source or another sandbox's
         with self.store.transaction() as cx:
-            row = cx.execute("SELECT * FROM sources WHERE id = ?", (source_id,), for_update=True).fetchone()
+            row = self._sources.get_in(cx, source_id, for_update=True)
             if row is None:
                 raise NotFound(f"no source {source_id!r}")
             already = row["status"] == SourceStatus.DISCONNECTED
             deleted = self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
             self._evict_buckets(cx, source_id)
             if not already:
-                Store.update(cx, "sources", source_id, {
+                self._sources.update(cx, source_id, {
                     "status": SourceStatus.DISCONNECTED.value, "vault_key": None, "token_last4": None,
                     "updated_at": now_iso()})
                 before = self._view(self._decoded(row)).model_dump(mode="json")
@@ -1091,18 +1035,12 @@ class Registry:
         with self.store.transaction() as cx:
             self.vault.delete_prefix(cx, f"user_mcp/{source_id}/")
             self._evict_buckets(cx, source_id)
-            for table in self._dependent_tables(cx):
-                cx.execute(f"DELETE FROM {table} WHERE source_id = ?", (source_id,))
-            cx.execute("DELETE FROM sources WHERE id = ?", (source_id,))
+            self._sources.delete(cx, source_id)
             self._stdio_log_path(source_id).unlink(missing_ok=True)
             self._audit(cx, action="source.delete", object_type="source", object_id=source_id,
                         sandbox_id=row["sandbox_id"], before=self._view(row).model_dump(mode="json"))
             self._bump(cx, source_id, "delete")
         self._changed(source_id, "delete")
-
-    def _dependent_tables(self, cx: Transaction) -> list[str]:
-        tables = self.store.run(lambda db: db.tables())
-        return sorted(t for t, columns in tables.items() if t != "sources" and "source_id" in columns)
 
     # -- agents ------------------------------------------------------------------------------
 
@@ -1119,7 +1057,7 @@ class Registry:
                       status="active", created_at=now, updated_at=now)
         try:
             with self.store.transaction() as cx:
-                Store.insert(cx, "agents", agent.model_dump())
+                self._agents.insert(cx, agent.model_dump())
                 self._audit(cx, action="agent.create", object_type="agent", object_id=agent.id,
                             sandbox_id=sb.id, after=agent.model_dump())
         except IntegrityError:
@@ -1128,8 +1066,7 @@ class Registry:
 
     def get_agent(self, slug: str, *, sandbox: str | None = None) -> Agent:
         sb = self.get_sandbox(sandbox)
-        row = self.store.query_one("SELECT * FROM agents WHERE sandbox_id = ? AND (slug = ? OR id = ?)",
-                                   (sb.id, slug, slug))
+        row = self._agents.get(sb.id, slug)
         if row is None:
             known = ", ".join(a.slug for a in self.list_agents(sandbox=sb.id)) or "none yet"
             raise NotFound(f"no agent {slug!r} in sandbox {sb.name!r} (agents: {known})")
@@ -1137,20 +1074,14 @@ class Registry:
 
     def list_agents(self, *, sandbox: str | None = None) -> list[Agent]:
         sb = self.get_sandbox(sandbox)
-        return [Agent(**r) for r in self.store.query(
-            "SELECT * FROM agents WHERE sandbox_id = ? ORDER BY created_at, slug", (sb.id,))]
+        return [Agent(**r) for r in self._agents.in_sandbox(sb.id)]
 
     def page_agents(self, *, sandbox: str | None = None, limit: int | None = None,
                     cursor: str | None = None) -> Page[Agent]:
         """One page of a sandbox's agents, oldest first."""
         size = check_limit(limit)
         sb = self.get_sandbox(sandbox)
-        start = after("agents", ("created_at", "id"), cursor)
-        rows = self.store.query(f"SELECT * FROM agents WHERE sandbox_id = ?{start.sql} "
-                                "ORDER BY created_at, id LIMIT ?", [sb.id, *start.params, size + 1])
-        total = self.store.query_one("SELECT COUNT(*) AS n FROM agents WHERE sandbox_id = ?", (sb.id,))
-        return page_of("agents", rows, limit=size, keys=("created_at", "id"), start=start,
-                       total=int(total["n"]) if total else 0, item=lambda r: Agent(**r))
+        return mapped(self._agents.page(sb.id, limit=size, cursor=cursor), lambda r: Agent(**r))
 
     def update_agent(self, slug: str, body: dict[str, Any] | AgentUpdate, *,
                      sandbox: str | None = None) -> Agent:
@@ -1162,7 +1093,7 @@ class Registry:
         changes = req.sent() | {"updated_at": now_iso()}
         after = before.model_copy(update=changes)
         with self.store.transaction() as cx:
-            Store.update(cx, "agents", before.id, changes)
+            self._agents.update(cx, before.id, changes)
             self._audit(cx, action="agent.update", object_type="agent", object_id=before.id,
                         sandbox_id=before.sandbox_id, before=before.model_dump(), after=after.model_dump())
         return after
@@ -1170,6 +1101,6 @@ class Registry:
     def delete_agent(self, slug: str, *, sandbox: str | None = None) -> None:
         agent = self.get_agent(slug, sandbox=sandbox)
         with self.store.transaction() as cx:
-            cx.execute("DELETE FROM agents WHERE id = ?", (agent.id,))
+            self._agents.delete(cx, agent.id)
             self._audit(cx, action="agent.delete", object_type="agent", object_id=agent.id,
                         sandbox_id=agent.sandbox_id, before=agent.model_dump())

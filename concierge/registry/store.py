@@ -10,9 +10,14 @@ microseconds), a PostgreSQL statement one loopback round trip. Async code that m
 (the catalog's change checks, the gateway's rate buckets) uses `Store.arun`, which awaits the
 loop thread's answer instead of blocking.
 
-SQL here is the common ground of both engines (see `concierge.store._base`), written with
-``?`` placeholders, which `Store` numbers (``$1``). Rows are plain dicts; `query` and
-`query_one` decode the JSON columns.
+SQL is the common ground of both engines (see `concierge.store._base`), written with ``?``
+placeholders, which `Store` numbers (``$1``), or already numbered (the statements the
+repositories share with `concierge.store`'s). Rows are plain dicts; `query` and `query_one`
+decode the JSON columns. The SQL itself is the repositories' (``*_rows.py``): this module
+runs it and adds only the generic row insert/update they use.
+
+Opening a `Store` applies the store's and the registry's migration sets; a layer above
+applies its own with `Store.migrate` (the HTTP layer's API keys and conversations).
 
 On SQLite the statements skip both thread hops: reads outside a transaction (`query`,
 `query_one`) run on a read-only connection of the calling thread's own (WAL lets it read
@@ -45,7 +50,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from concierge.store._rows import now_iso
 
 if TYPE_CHECKING:
-    from concierge.store import Connection, Database, DatabaseUrl
+    from concierge.store import Connection, Database, DatabaseUrl, MigrationSet
 
 __all__ = ["Cursor", "Store", "Transaction", "now_iso"]
 
@@ -154,8 +159,12 @@ class Transaction:
 class Store:
     """A connection to the registry database (either engine). Safe to share between threads."""
 
-    def __init__(self, target: Path | str | DatabaseUrl, *, setting: str | None = None) -> None:
+    def __init__(self, target: Path | str | DatabaseUrl, *, setting: str | None = None,
+                 migrations: Sequence[MigrationSet] | None = None) -> None:
+        """``migrations``: the sets to apply on open (default: the store's and the registry's;
+        a layer above adds its own with `migrate`)."""
         from concierge.store import DEFAULT_SETTING, DatabaseUrl, open_database, parse_database_url
+        from concierge.store.schema import REGISTRY, STORE
 
         if isinstance(target, DatabaseUrl):
             url = target
@@ -179,8 +188,10 @@ class Store:
         self._writer: sqlite3.Connection | None = None  # SQLite: the sync writer (opened on first use)
         self._writer_lock = threading.RLock()
         self._closed = False
+        sets = tuple(migrations) if migrations is not None else (STORE, REGISTRY)
+        self._migrated = {s.component for s in sets}
         try:
-            self.db: Database = self._call(lambda: open_database(url))
+            self.db: Database = self._call(lambda: open_database(url, migrations=sets))
         except BaseException:
             self._stop_loop()
             raise
@@ -205,6 +216,17 @@ class Store:
             raise RuntimeError("the store is closed")
         future = asyncio.run_coroutine_threadsafe(_awaited(lambda: fn(self.db)), self._loop)
         return await asyncio.wrap_future(future)
+
+    def migrate(self, *sets: MigrationSet) -> None:
+        """Apply ``sets`` (a layer's own tables) unless this store has already: each layer
+        creates its tables, and only those."""
+        missing = [s for s in sets if s.component not in self._migrated]
+        if not missing:
+            return
+        from concierge.store import migrate
+
+        self.run(lambda db: migrate(db, missing, now=now_iso()))
+        self._migrated.update(s.component for s in missing)
 
     @property
     def schema_version(self) -> dict[str, int]:

@@ -32,7 +32,9 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from concierge.errors import NotFound, SourceRevoked, VaultError, WrongMasterKey
-from concierge.registry.store import Store, Transaction, now_iso
+from concierge.registry.store import Store, Transaction
+from concierge.registry.vault_rows import VaultRows
+from concierge.store.vault_rows import source_of
 
 __all__ = ["ENV_KEY", "MasterKey", "Vault", "VaultError", "auth_key", "load_master_key", "webhook_key"]
 
@@ -48,12 +50,6 @@ def auth_key(source_id: str) -> str:
 
 def webhook_key(source_id: str) -> str:
     return f"user_mcp/{source_id}/webhook"
-
-
-def _source_of(key: str) -> str | None:
-    kind, _, rest = key.partition("/")
-    source_id, sep, _ = rest.partition("/")
-    return source_id if kind == "user_mcp" and sep else None
 
 
 @dataclass(frozen=True)
@@ -196,6 +192,7 @@ class Vault:
 
     def __init__(self, store: Store, master_key: bytes | MasterKey) -> None:
         self._store = store
+        self._rows = VaultRows(store)
         if isinstance(master_key, bytes):
             master_key = MasterKey(master_key, "the master key")
         self._origin = master_key
@@ -207,26 +204,23 @@ class Vault:
     def _check_key(self) -> None:
         """Refuse a key other than the one this database's secrets are encrypted with; record
         the check value on the first open (of a new database, or one from before the check)."""
-        row = self._store.query_one("SELECT nonce, ciphertext FROM vault_key_check WHERE id = 1")
+        row = self._rows.key_check()
         if row is not None:
             self._verify(row)
             return
         with self._store.transaction() as cx:
-            row = cx.execute("SELECT nonce, ciphertext FROM vault_key_check WHERE id = 1").fetchone()
+            row = self._rows.key_check(cx)
             if row is not None:  # a concurrent first open recorded it
                 self._verify(dict(row))
                 return
-            oldest = cx.execute("SELECT key, nonce, ciphertext FROM vault "
-                                "ORDER BY created_at, key LIMIT 1").fetchone()
+            oldest = self._rows.oldest(cx)
             if oldest is not None:
                 try:
                     self._aead.decrypt(oldest["nonce"], oldest["ciphertext"], oldest["key"].encode())
                 except InvalidTag:
                     raise self._wrong_key() from None
             nonce = os.urandom(12)
-            cx.execute("INSERT INTO vault_key_check (id, nonce, ciphertext, created_at) VALUES (1,?,?,?)"
-                       " ON CONFLICT (id) DO NOTHING",
-                       (nonce, self._aead.encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD), now_iso()))
+            self._rows.record_key_check(cx, nonce, self._aead.encrypt(nonce, _CHECK_PLAINTEXT, _CHECK_AAD))
 
     def _verify(self, row: dict[str, bytes]) -> None:
         try:
@@ -257,25 +251,19 @@ class Vault:
         is refused unless its row exists and is not revoked: checked here, under the
         transaction's write lock, so a revoke or delete that committed a moment ago (in any
         process) is seen and the source never gets a secret back."""
-        source_id = _source_of(key)
+        source_id = source_of(key)
         if source_id is not None:
-            row = cx.execute("SELECT status FROM sources WHERE id = ?", (source_id,), for_update=True).fetchone()
-            if row is None:
+            status = self._rows.source_status(cx, source_id)  # locked until commit
+            if status is None:
                 raise NotFound(f"no source {source_id!r}; no secret is stored for it")
-            if row["status"] == "disconnected":
+            if status == "disconnected":
                 raise SourceRevoked(f"source {source_id} is revoked (disconnected); its secrets were "
                                "deleted and no new one is stored")
         nonce = os.urandom(12)
-        ciphertext = self._aead.encrypt(nonce, secret.encode(), key.encode())
-        now = now_iso()
-        cx.execute(
-            "INSERT INTO vault (key, nonce, ciphertext, created_at, updated_at) VALUES (?,?,?,?,?)"
-            " ON CONFLICT(key) DO UPDATE SET nonce=excluded.nonce, ciphertext=excluded.ciphertext,"
-            " updated_at=excluded.updated_at",
-            (key, nonce, ciphertext, now, now))
+        self._rows.put(cx, key, nonce, self._aead.encrypt(nonce, secret.encode(), key.encode()))
 
     def get(self, key: str) -> str | None:
-        row = self._store.query_one("SELECT nonce, ciphertext FROM vault WHERE key = ?", (key,))
+        row = self._rows.get(key)
         if row is None:
             return None
         try:
@@ -286,14 +274,11 @@ class Vault:
 
     def version(self, key: str, cx: Transaction | None = None) -> bytes | None:
         """Changes whenever the secret is replaced (its nonce), without decrypting it."""
-        sql, params = "SELECT nonce FROM vault WHERE key = ?", (key,)
-        row = cx.execute(sql, params).fetchone() if cx is not None else self._store.query_one(sql, params)
-        return None if row is None else bytes(row["nonce"])
+        return self._rows.nonce(key, cx)
 
     def delete(self, cx: Transaction, key: str) -> None:
-        cx.execute("DELETE FROM vault WHERE key = ?", (key,))
+        self._rows.delete(cx, key)
 
     def delete_prefix(self, cx: Transaction, prefix: str) -> int:
         """Delete every secret under ``prefix``; how many there were."""
-        cur = cx.execute("DELETE FROM vault WHERE substr(key, 1, ?) = ?", (len(prefix), prefix))
-        return cur.rowcount
+        return self._rows.delete_prefix(cx, prefix)

@@ -34,7 +34,9 @@ from concierge.errors import (
     SourceInactive,
     ValidationFailed,
 )
+from concierge.registry.keyset import mapped
 from concierge.registry.models import SourceStatus
+from concierge.registry.pages import Page, check_limit
 from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.signing import (
     EVENT_ID_HEADER,
@@ -46,8 +48,9 @@ from concierge.registry.signing import (
     sign,
     verify,
 )
-from concierge.registry.store import now_iso
+from concierge.registry.source_rows import SourceRows
 from concierge.registry.vault import webhook_key
+from concierge.registry.webhook_rows import WebhookEventRows
 
 if TYPE_CHECKING:
     from concierge.registry.service import Registry
@@ -118,6 +121,8 @@ class Webhooks:
     def __init__(self, registry: Registry, *, limiter: RateLimiter | StoreRateLimiter | None = None,
                  clock: Callable[[], float] = time.time) -> None:
         self.registry = registry
+        self._sources = SourceRows(registry.store)
+        self._events = WebhookEventRows(registry.store)
         self.limiter = limiter or StoreRateLimiter(registry.store, "webhooks")
         self._clock = clock
         registry.on_source_change(self._on_source_change)
@@ -153,8 +158,7 @@ class Webhooks:
     def admit(self, source_id: str, headers: Mapping[str, str]) -> Admission:
         """The checks that need no body: a sender without the source's endpoint, the signature
         headers or a fresh timestamp is refused before a byte of its body is read."""
-        row = self.registry.store.query_one(
-            "SELECT id, name, status, webhook_rate_cap_per_minute FROM sources WHERE id = ?", (source_id,))
+        row = self._sources.webhook_admission(source_id)
         secret = self.registry.vault.get(webhook_key(source_id)) if row else None
         if row is None or secret is None:  # unknown and revoked look the same to a sender
             raise NotFound(f"no webhook endpoint for source {source_id!r}")
@@ -184,27 +188,20 @@ class Webhooks:
         if self._seen(source_id, event_id):
             return WebhookReceipt(status="duplicate", event_id=event_id, data_source_id=source_id)
         self.limiter.acquire(source_id, admission.rate_cap, label=f"{admission.name} webhooks")
-        with self.registry.store.transaction() as cx:
-            cur = cx.execute(
-                "INSERT INTO webhook_events (source_id, event_id, received_at, content_type,"
-                " payload) VALUES (?, ?, ?, ?, ?) ON CONFLICT (source_id, event_id) DO NOTHING",
-                (source_id, event_id, now_iso(), content_type, json.dumps(payload)))
         # A concurrent delivery of the same id may have won the insert: still only one row.
-        status: Literal["stored", "duplicate"] = "stored" if cur.rowcount else "duplicate"
+        stored = self._events.record(source_id, event_id, payload, content_type=content_type)
+        status: Literal["stored", "duplicate"] = "stored" if stored else "duplicate"
         return WebhookReceipt(status=status, event_id=event_id, data_source_id=source_id)
 
     def _seen(self, source_id: str, event_id: str) -> bool:
-        return self.registry.store.query_one(
-            "SELECT 1 AS x FROM webhook_events WHERE source_id = ? AND event_id = ?",
-            (source_id, event_id)) is not None
+        return self._events.seen(source_id, event_id)
 
-    def events(self, source_id: str, *, sandbox: str | None = None, limit: int = 50) -> list[WebhookEvent]:
-        """The newest stored events of a source."""
+    def page_events(self, source_id: str, *, sandbox: str | None = None, limit: int | None = None,
+                    cursor: str | None = None) -> Page[WebhookEvent]:
+        """One page of a source's stored events, newest first."""
         self.registry.get_source(source_id, sandbox=sandbox)
-        limit = max(1, min(int(limit), 1000))
-        rows = self.registry.store.query(
-            "SELECT * FROM webhook_events WHERE source_id = ? ORDER BY id DESC LIMIT ?", (source_id, limit))
-        return [WebhookEvent(**(r | {"payload": json.loads(r["payload"])})) for r in rows]
+        page = self._events.page(source_id, limit=check_limit(limit), cursor=cursor)
+        return mapped(page, lambda r: WebhookEvent(**r))
 
 
 def _parse(body: bytes, content_type: str | None) -> tuple[Any, str | None]:

@@ -36,7 +36,10 @@ from pydantic import BaseModel
 from concierge.errors import NotFound, PermissionDenied, ValidationFailed
 from concierge.ids import new_id
 from concierge.mcp_client.url_policy import is_own_outbound
+from concierge.registry.keyset import mapped
+from concierge.registry.pages import Page, check_limit
 from concierge.registry.store import Store, now_iso
+from concierge.server.key_rows import KeyRows
 
 __all__ = ["ANONYMOUS_WITH_SCOPED_KEYS_FLAG", "ApiKey", "CreatedKey", "KeyStore", "Principal", "Role",
            "anonymous_refusal", "is_loopback", "own_request_refusal"]
@@ -134,7 +137,11 @@ class KeyStore:
     """The ``api_keys`` table of the registry database."""
 
     def __init__(self, store: Store) -> None:
+        from concierge.store.schema import HTTP
+
+        store.migrate(HTTP)  # the HTTP layer's tables are made by the HTTP layer
         self.store = store
+        self._rows = KeyRows(store)
         self._touched: dict[str, float] = {}
         self._lock = threading.Lock()
 
@@ -149,16 +156,20 @@ class KeyStore:
         row = {"id": new_id("key"), "hash": _hash(key), "prefix": key[:9], "sandbox_id": sandbox_id,
                "role": role.value, "label": label, "created_at": now_iso(), "last_used_at": None,
                "revoked_at": None}
-        with self.store.transaction() as cx:
-            Store.insert(cx, "api_keys", row)
+        self._rows.insert(row)
         return CreatedKey.model_validate({k: v for k, v in row.items() if k != "hash"} | {"key": key})
 
     def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
-        sql = "SELECT * FROM api_keys" + ("" if include_revoked else " WHERE revoked_at IS NULL")
-        return [ApiKey(**r) for r in self.store.query(sql + " ORDER BY created_at, id")]
+        return [ApiKey(**r) for r in self._rows.every(include_revoked=include_revoked)]
+
+    def page(self, *, include_revoked: bool = True, limit: int | None = None,
+             cursor: str | None = None) -> Page[ApiKey]:
+        """One page of keys, oldest first."""
+        return mapped(self._rows.page(include_revoked=include_revoked, limit=check_limit(limit), cursor=cursor),
+                      lambda r: ApiKey(**r))
 
     def get(self, key_id: str) -> ApiKey:
-        row = self.store.query_one("SELECT * FROM api_keys WHERE id = ?", (key_id,))
+        row = self._rows.get(key_id)
         if row is None:
             raise NotFound(f"no API key {key_id!r}")
         return ApiKey(**row)
@@ -167,27 +178,21 @@ class KeyStore:
         """Idempotent; a revoked key is refused from the next request on."""
         key = self.get(key_id)
         if key.revoked_at is None:
-            with self.store.transaction() as cx:
-                cx.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (now_iso(), key_id))
+            self._rows.revoke(key_id, now_iso())
         return self.get(key_id)
 
     def active_count(self) -> int:
-        row = self.store.query_one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL")
-        return int(row["n"]) if row else 0
+        return self._rows.active_count()
 
     def scoped_count(self) -> int:
         """Live keys that grant less than an owner of every sandbox (a sandbox, or a lower role)."""
-        row = self.store.query_one("SELECT COUNT(*) AS n FROM api_keys WHERE revoked_at IS NULL AND "
-                                   "(sandbox_id IS NOT NULL OR role != 'owner')")
-        return int(row["n"]) if row else 0
+        return self._rows.scoped_count()
 
     def authenticate(self, presented: str) -> Principal | None:
         """The principal of a live key, or None."""
         if not presented.startswith(KEY_PREFIX) or len(presented) > 200:
             return None
-        row = self.store.query_one(
-            "SELECT id, role, sandbox_id FROM api_keys WHERE hash = ? AND revoked_at IS NULL",
-            (_hash(presented),))
+        row = self._rows.live_by_hash(_hash(presented))
         if row is None:
             return None
         self._touch(row["id"])
@@ -199,5 +204,4 @@ class KeyStore:
             if now - self._touched.get(key_id, -_TOUCH_EVERY_S) < _TOUCH_EVERY_S:
                 return
             self._touched[key_id] = now
-        with self.store.transaction() as cx:
-            cx.execute("UPDATE api_keys SET last_used_at = ? WHERE id = ?", (now_iso(), key_id))
+        self._rows.touch(key_id, now_iso())

@@ -61,6 +61,7 @@ from concierge.registry import validation as rules
 from concierge.registry.store import Store, now_iso
 from concierge.server.api import ApiRoute, Ctx
 from concierge.server.auth import Principal, Role
+from concierge.server.conversation_rows import ConversationRows
 from concierge.server.scoped import ScopedBackend
 from concierge.server.secret_store import VaultSecretStore, secret_key
 
@@ -248,6 +249,10 @@ class ChatService:
         self._model: Any = None
         self.run_timeout = run_timeout
         self.secrets = VaultSecretStore(backend.registry.store, backend.registry.vault)
+        from concierge.store.schema import HTTP
+
+        backend.registry.store.migrate(HTTP)  # the HTTP layer's tables are made by the HTTP layer
+        self._rows = ConversationRows(backend.registry.store)
         self._live: OrderedDict[str, _Live] = OrderedDict()
         self._tg: TaskGroup | None = None
 
@@ -283,11 +288,8 @@ class ChatService:
         self.prune(principal.key_id, keep=self.max_per_key - 1)
         session = ConciergeSession(ScopedBackend(self.backend, principal), self.model(),
                                    sandbox=sb.name, secret_store=self.secrets)
-        now = now_iso()
-        with self.store.transaction() as cx:
-            Store.insert(cx, "concierge_sessions", {
-                "id": session.session_id, "sandbox_id": sb.id, "key_id": principal.key_id,
-                "state": json.dumps(session.to_state()), "created_at": now, "updated_at": now})
+        self._rows.create(session.session_id, sandbox_id=sb.id, key_id=principal.key_id,
+                          state=json.dumps(session.to_state()), at=now_iso())
         return self._remember(_Live(session, sb.id, principal.key_id))
 
     def open(self, session_id: str, sb: Sandbox, principal: Principal) -> _Live:
@@ -295,12 +297,12 @@ class ChatService:
         another instance saved a newer version of it."""
         live = self._live.get(session_id)
         if live is not None and not live.busy:
-            stored = self.store.query_one("SELECT version FROM concierge_sessions WHERE id = ?", (session_id,))
-            if stored is None or int(stored["version"]) != live.version:
+            stored = self._rows.version(session_id)
+            if stored is None or stored != live.version:
                 del self._live[session_id]  # deleted or changed elsewhere: the store decides
                 live = None
         if live is None:
-            row = self.store.query_one("SELECT * FROM concierge_sessions WHERE id = ?", (session_id,))
+            row = self._rows.get(session_id)
             if row is None or row["sandbox_id"] != sb.id or row["key_id"] != principal.key_id:
                 raise NotFound(f"no conversation {session_id!r} in this sandbox for this key")
             session = ConciergeSession.from_state(
@@ -320,22 +322,13 @@ class ChatService:
         keep = self.max_per_key if keep is None else max(0, keep)
         cutoff = (datetime.now(UTC) - timedelta(seconds=self.retention_seconds)).isoformat(
             timespec="milliseconds").replace("+00:00", "Z")
-        idle = "running_until IS NULL OR running_until < ?"
-        rows = self.store.query(f"SELECT id, state FROM concierge_sessions WHERE updated_at < ? AND ({idle})"
-                                " ORDER BY updated_at LIMIT 500", (cutoff, time.time()))
-        mine = "key_id IS NULL" if key_id is None else "key_id = ?"
-        rows += self.store.query(
-            f"SELECT id, state FROM concierge_sessions WHERE {mine} AND ({idle})"
-            " ORDER BY updated_at DESC, id DESC LIMIT 1000000 OFFSET ?",
-            (*(() if key_id is None else (key_id,)), time.time(), keep))
+        rows = self._rows.idle(updated_before=cutoff, key_id=key_id, keep=keep, now=time.time())
         forgotten = 0
         for row in {r["id"]: r for r in rows}.values():
             refs = list((json.loads(row["state"]) or {}).get("secret_refs") or [])
             with self.store.transaction() as cx:
-                gone = cx.execute(f"DELETE FROM concierge_sessions WHERE id = ? AND ({idle})",
-                                  (row["id"], time.time())).rowcount
+                gone = self._rows.forget_if_idle(cx, row["id"], now=time.time())
                 if gone:  # (a run that claimed it meanwhile keeps it)
-                    cx.execute("DELETE FROM concierge_events WHERE session_id = ?", (row["id"],))
                     for ref in refs:
                         self.backend.registry.vault.delete(cx, secret_key(ref))
             if gone:
@@ -357,11 +350,8 @@ class ChatService:
 
     def _claim(self, live: _Live) -> None:
         """Take the conversation's run lease (compare-and-set on its version), or 409."""
-        with self.store.transaction() as cx:
-            claimed = cx.execute(
-                "UPDATE concierge_sessions SET version = version + 1, running_until = ?"
-                " WHERE id = ? AND version = ? AND (running_until IS NULL OR running_until < ?)",
-                (time.time() + self.run_timeout + 60.0, live.session.session_id, live.version, time.time())).rowcount
+        claimed = self._rows.claim(live.session.session_id, version=live.version,
+                                   until=time.time() + self.run_timeout + 60.0, now=time.time())
         if not claimed:
             self._live.pop(live.session.session_id, None)  # reloaded on the next open
             raise SessionBusy("the conversation is busy with a run, or was just changed, on another "
@@ -370,11 +360,8 @@ class ChatService:
 
     def _save(self, live: _Live) -> None:
         """The run's end, saved over the version its claim made; the lease ends."""
-        with self.store.transaction() as cx:
-            saved = cx.execute(
-                "UPDATE concierge_sessions SET state = ?, updated_at = ?, version = version + 1,"
-                " running_until = NULL WHERE id = ? AND version = ?",
-                (json.dumps(live.session.to_state()), now_iso(), live.session.session_id, live.version)).rowcount
+        saved = self._rows.save(live.session.session_id, json.dumps(live.session.to_state()), at=now_iso(),
+                                version=live.version)
         if saved:
             live.version += 1
         else:  # deleted meanwhile (the lease kept every other run out)
@@ -383,27 +370,19 @@ class ChatService:
             self._live.pop(live.session.session_id, None)
 
     def _release(self, live: _Live) -> None:
-        with self.store.transaction() as cx:
-            cx.execute("UPDATE concierge_sessions SET running_until = NULL WHERE id = ? AND version = ?",
-                       (live.session.session_id, live.version))
+        self._rows.release(live.session.session_id, version=live.version)
 
     def record(self, live: _Live, records: list[dict[str, Any]], run_id: str | None) -> None:
         if not records:
             return
-        at = now_iso()
-        with self.store.transaction() as cx:
-            cx.executemany(
-                "INSERT INTO concierge_events (session_id, run_id, type, data, at) VALUES (?,?,?,?,?)",
-                [(live.session.session_id, run_id, r["event"], json.dumps(r["data"]), at) for r in records])
+        self._rows.append_events(live.session.session_id, run_id,
+                                 [(r["event"], json.dumps(r["data"])) for r in records], at=now_iso())
 
     def history(self, live: _Live) -> SessionHistory:
-        row = self.store.query_one("SELECT * FROM concierge_sessions WHERE id = ?",
-                                   (live.session.session_id,))
+        row = self._rows.get(live.session.session_id)
         assert row is not None
         events = [EventRecord(event=r["type"], data=json.loads(r["data"]), run_id=r["run_id"], at=r["at"])
-                  for r in self.store.query(
-                      "SELECT * FROM concierge_events WHERE session_id = ? ORDER BY id",
-                      (live.session.session_id,))]
+                  for r in self._rows.events(live.session.session_id)]
         pending = None
         if not live.busy:
             waiting = live.session.pending_event()
@@ -420,9 +399,7 @@ class ChatService:
         session_id = live.session.session_id
         for ref in live.session.secret_refs:
             self.secrets.delete(ref)
-        with self.store.transaction() as cx:
-            cx.execute("DELETE FROM concierge_events WHERE session_id = ?", (session_id,))
-            cx.execute("DELETE FROM concierge_sessions WHERE id = ?", (session_id,))
+        self._rows.delete(session_id)
         self._live.pop(session_id, None)
 
     @staticmethod

@@ -20,7 +20,8 @@ from concierge.registry.webhooks import (
     WebhookReceipt,
     WebhookSecret,
 )
-from concierge.server.api import ApiRoute, Ctx, ListOf, Query
+from concierge.registry.pages import Page
+from concierge.server.api import ApiRoute, Ctx, PageOf, page_query
 
 __all__ = ["ROUTES"]
 
@@ -42,9 +43,12 @@ async def rotate(ctx: Ctx) -> WebhookSecret:
     return ctx.services.webhooks.rotate(ctx.param("source_id"), sandbox=ctx.sandbox_ref())
 
 
-async def events(ctx: Ctx) -> list[WebhookEvent]:
-    limit = ctx.int_query("limit", 50, lo=1, hi=1000)
-    return ctx.services.webhooks.events(ctx.param("source_id"), sandbox=ctx.sandbox_ref(), limit=limit)
+_EVENTS_PAGE = 50
+
+
+async def events(ctx: Ctx) -> Page[WebhookEvent]:
+    return await run_in_threadpool(ctx.services.webhooks.page_events, ctx.param("source_id"),
+                                   sandbox=ctx.sandbox_ref(), **ctx.page_args(_EVENTS_PAGE))
 
 
 ROUTES = [
@@ -63,7 +67,5 @@ ROUTES = [
              "Rotate the source's webhook signing secret (the new one is shown once)", "editor",
              "webhooks", response=WebhookSecret, errors=(409,)),
     ApiRoute("GET", SRC + "/webhook-events", events, "The source's stored webhook events, newest first",
-             "viewer", "webhooks", response=ListOf(WebhookEvent),
-             query=(Query("limit", "How many (1-1000, default 50).",
-                          {"type": "integer", "minimum": 1, "maximum": 1000, "default": 50}),)),
+             "viewer", "webhooks", response=PageOf(WebhookEvent, _EVENTS_PAGE), query=page_query(_EVENTS_PAGE)),
 ]

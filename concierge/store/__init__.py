@@ -19,7 +19,9 @@ Layout:
     changes       change feed: versions per subject, commit-ordered sequence per scope
     kv            versioned key-value entries (compare-and-set), optionally sealed
     sources, vault_rows, audit, api_keys, webhook_events, conversations
-                  the repositories: each table's SQL in one place
+                  the async repositories: each table's SQL in one place, its statements as
+                  module constants that the sync repositories of the registry and the HTTP
+                  layer (``concierge/registry/*_rows.py``, ``concierge/server/*_rows.py``) run too
 
 Dependencies point down: this package imports only `concierge.errors`, the drivers and
 cryptography; nothing above it.

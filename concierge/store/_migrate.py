@@ -117,10 +117,10 @@ async def migrate(db: Database, sets: Sequence[MigrationSet], *, now: str) -> di
         return current  # the common case: nothing to do, no write lock taken
     async with db.transaction() as cx:
         await cx.advisory_lock(_LOCK_KEY)
-        fresh = not await schema_versions(cx) and db.dialect == "sqlite"
         await cx.execute(_SCHEMA_VERSION)
-        if fresh:
-            await _adopt_legacy(cx, sets, now)
+        if db.dialect == "sqlite":  # a set met for the first time may find its tables made by the old store
+            known = await schema_versions(cx)
+            await _adopt_legacy(cx, [s for s in sets if s.component not in known], now)
         current = await schema_versions(cx)  # again, under the lock: another process may have won
         _check_not_newer(current, sets, db)
         for s in sets:
@@ -133,7 +133,9 @@ async def migrate(db: Database, sets: Sequence[MigrationSet], *, now: str) -> di
 
 
 async def _adopt_legacy(cx: Connection, sets: Sequence[MigrationSet], now: str) -> None:
-    """A SQLite file migrated by the registry's old ``PRAGMA user_version`` scheme."""
+    """A SQLite file migrated by the registry's old ``PRAGMA user_version`` scheme: the
+    versions of ``sets`` (none of them recorded yet) its tables already hold. Each layer
+    applies its own sets, so a set may be met for the first time after the others."""
     user_version = int(await cx.fetchval("PRAGMA user_version") or 0)
     if not user_version:
         return

@@ -8,7 +8,11 @@ from concierge.store._base import Connection, Database, Row
 from concierge.store._rows import decode_json, encode, now_iso
 from concierge.store.pages import Page, fetch_page
 
-__all__ = ["AuditLog"]
+__all__ = ["APPEND", "AuditLog"]
+
+APPEND = ("INSERT INTO audit (at, sandbox_id, actor, action, object_type, object_id, before, after)"
+          " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)")
+"""One record (the registry's sync repository, `concierge.registry.audit_rows`, runs it too)."""
 
 
 class AuditLog:
@@ -19,9 +23,7 @@ class AuditLog:
                      sandbox_id: str | None, before: Any = None, after: Any = None,
                      at: str | None = None) -> None:
         await cx.execute(
-            "INSERT INTO audit (at, sandbox_id, actor, action, object_type, object_id, before, after)"
-            " VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            at or now_iso(), sandbox_id, actor, action, object_type, object_id, encode(before), encode(after))
+            APPEND, at or now_iso(), sandbox_id, actor, action, object_type, object_id, encode(before), encode(after))
 
     async def page(self, *, sandbox_id: str | None = None, cursor: str | None = None,
                    limit: int | None = None) -> Page[Row]:

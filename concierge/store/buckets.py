@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concierge.errors import RateLimited
 from concierge.store._base import Connection, Database
 
-__all__ = ["RateBuckets"]
+__all__ = ["EVICT", "RateBuckets"]
 
 _EPSILON = 1e-9  # float refill sums land a hair short of whole tokens
 
@@ -43,6 +43,9 @@ ON CONFLICT (kind, subject) DO UPDATE SET
 WHERE rate_buckets.per_minute <> excluded.per_minute OR {_REFILLED} >= $5 - {_EPSILON}
 RETURNING tokens
 """
+
+EVICT = "DELETE FROM rate_buckets WHERE subject = $1"
+"""Every bucket of a subject (the registry runs it in the transaction that changes a source)."""
 
 
 class RateBuckets:
@@ -91,7 +94,7 @@ class RateBuckets:
     async def evict(self, subject: str, *, kind: str | None = None, cx: Connection | None = None) -> int:
         """Drop the subject's buckets (of one kind, or all); how many there were. Pass ``cx``
         to evict in the transaction that revokes."""
-        sql, args = "DELETE FROM rate_buckets WHERE subject = $1", [subject]
+        sql, args = EVICT, [subject]
         if kind is not None:
             sql, args = sql + " AND kind = $2", [subject, kind]
         if cx is not None:

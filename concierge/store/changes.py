@@ -24,9 +24,19 @@ import anyio
 
 from concierge.store._base import Connection, Database
 
-__all__ = ["CHANNEL", "Change", "ChangeFeed"]
+__all__ = ["BUMP_HEAD", "BUMP_VERSION", "CHANNEL", "Change", "ChangeFeed", "HEAD", "SINCE"]
 
 CHANNEL = "concierge_changes"
+
+# The statements the registry's sync repository (`concierge.registry.change_rows`) runs too.
+BUMP_HEAD = ("INSERT INTO change_heads (scope, seq) VALUES ($1, 1)"
+             " ON CONFLICT (scope) DO UPDATE SET seq = change_heads.seq + 1 RETURNING seq")
+BUMP_VERSION = ("INSERT INTO change_versions (scope, subject, version, seq, action) VALUES ($1, $2, 1, $3, $4)"
+                " ON CONFLICT (scope, subject) DO UPDATE SET version = change_versions.version + 1,"
+                " seq = excluded.seq, action = excluded.action RETURNING version")
+HEAD = "SELECT seq FROM change_heads WHERE scope = $1"
+SINCE = ("SELECT subject, version, seq, action FROM change_versions WHERE scope = $1 AND seq > $2"
+         " ORDER BY seq LIMIT $3")
 
 
 @dataclass(frozen=True)
@@ -44,19 +54,14 @@ class ChangeFeed:
 
     async def bump(self, cx: Connection, scope: str, subject: str, action: str = "change") -> Change:
         """Record a change of ``subject`` in the caller's transaction."""
-        seq = await cx.fetchval(
-            "INSERT INTO change_heads (scope, seq) VALUES ($1, 1)"
-            " ON CONFLICT (scope) DO UPDATE SET seq = change_heads.seq + 1 RETURNING seq", scope)
-        version = await cx.fetchval(
-            "INSERT INTO change_versions (scope, subject, version, seq, action) VALUES ($1, $2, 1, $3, $4)"
-            " ON CONFLICT (scope, subject) DO UPDATE SET version = change_versions.version + 1,"
-            " seq = excluded.seq, action = excluded.action RETURNING version", scope, subject, seq, action)
+        seq = await cx.fetchval(BUMP_HEAD, scope)
+        version = await cx.fetchval(BUMP_VERSION, scope, subject, seq, action)
         await cx.notify(CHANNEL, f"{scope}:{seq}")
         return Change(scope, subject, int(version), int(seq), action)
 
     async def head(self, scope: str) -> int:
         """The scope's last sequence number (0: nothing changed yet): a cursor for `since`."""
-        return int(await self._db.fetchval("SELECT seq FROM change_heads WHERE scope = $1", scope) or 0)
+        return int(await self._db.fetchval(HEAD, scope) or 0)
 
     async def version(self, scope: str, subject: str) -> int:
         return int(await self._db.fetchval(
@@ -77,9 +82,7 @@ class ChangeFeed:
     async def since(self, scope: str, cursor: int, *, limit: int = 1000) -> tuple[list[Change], int]:
         """Changes numbered after ``cursor`` (each subject once, at its latest), oldest first,
         and the cursor to pass next time."""
-        rows = await self._db.fetch(
-            "SELECT subject, version, seq, action FROM change_versions WHERE scope = $1 AND seq > $2"
-            f" ORDER BY seq LIMIT {int(limit)}", scope, cursor)
+        rows = await self._db.fetch(SINCE, scope, cursor, int(limit))
         changes = [Change(scope, r["subject"], int(r["version"]), int(r["seq"]), r["action"]) for r in rows]
         return changes, (changes[-1].seq if changes else cursor)
 

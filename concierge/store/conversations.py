@@ -23,7 +23,13 @@ from concierge.store._rows import now_iso
 from concierge.store.kv import KeyValue, Sealer
 from concierge.store.pages import Page, fetch_page
 
-__all__ = ["Conversations"]
+__all__ = ["APPEND_EVENT", "Conversations", "DELETE_EVENTS", "DELETE_SESSION", "GET_SESSION"]
+
+# The statements the HTTP layer's sync repository (`concierge.server.conversation_rows`) runs too.
+GET_SESSION = "SELECT * FROM concierge_sessions WHERE id = $1"
+APPEND_EVENT = "INSERT INTO concierge_events (session_id, run_id, type, data, at) VALUES ($1, $2, $3, $4, $5)"
+DELETE_EVENTS = "DELETE FROM concierge_events WHERE session_id = $1"
+DELETE_SESSION = "DELETE FROM concierge_sessions WHERE id = $1"
 
 
 class Conversations:
@@ -40,7 +46,7 @@ class Conversations:
 
     async def get(self, session_id: str) -> Row | None:
         """The row with ``state`` decoded and its ``version``."""
-        row = await self._db.fetchrow("SELECT * FROM concierge_sessions WHERE id = $1", session_id)
+        row = await self._db.fetchrow(GET_SESSION, session_id)
         if row is not None:
             row["state"] = json.loads(row["state"])
         return row
@@ -65,8 +71,7 @@ class Conversations:
         at = now_iso()
         async with self._db.transaction() as cx:
             await cx.executemany(
-                "INSERT INTO concierge_events (session_id, run_id, type, data, at) VALUES ($1, $2, $3, $4, $5)",
-                [(session_id, run_id, kind, json.dumps(data), at) for kind, data in events])
+                APPEND_EVENT, [(session_id, run_id, kind, json.dumps(data), at) for kind, data in events])
 
     async def events(self, session_id: str, *, cursor: str | None = None, limit: int | None = None) -> Page[Row]:
         """Oldest first; ``data`` decoded."""
@@ -88,5 +93,5 @@ class Conversations:
         async with self._db.transaction() as cx:
             await cx.execute("DELETE FROM kv WHERE namespace = $1 AND substr(key, 1, $2) = $3",
                              self.secrets.namespace, len(prefix), prefix)
-            await cx.execute("DELETE FROM concierge_events WHERE session_id = $1", session_id)
-            await cx.execute("DELETE FROM concierge_sessions WHERE id = $1", session_id)
+            await cx.execute(DELETE_EVENTS, session_id)
+            await cx.execute(DELETE_SESSION, session_id)

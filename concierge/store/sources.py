@@ -18,10 +18,18 @@ from concierge.store._errors import UniqueViolation
 from concierge.store._rows import decode_json, insert, update
 from concierge.store.pages import Page, fetch_page
 
-__all__ = ["JSON_COLUMNS", "NAMESPACE_INDEX", "SourceRows"]
+__all__ = ["BY_ID", "DELETE", "JSON_COLUMNS", "LIVE_NAMESPACE_HOLDER", "NAMESPACE_INDEX", "SourceRows"]
 
 JSON_COLUMNS = ("allowed_tools", "ingest_tool_calls", "headers", "stdio", "oauth")
 NAMESPACE_INDEX = "sources_live_namespace"
+
+# The statements the registry's sync repository (`concierge.registry.source_rows`) runs too.
+BY_ID = "SELECT * FROM sources WHERE id = $1"
+DELETE = "DELETE FROM sources WHERE id = $1"
+LIVE_NAMESPACE_HOLDER = (
+    "SELECT id, name FROM sources WHERE sandbox_id = $1 AND lower(app_namespace) = lower($2)"
+    " AND status <> 'disconnected' AND kind = 'user_mcp' AND id <> $3")
+"""The live source holding a namespace in a sandbox ($3: a source id to leave out, or '')."""
 
 
 def _taken(namespace: str) -> NamespaceTaken:
@@ -54,16 +62,12 @@ class SourceRows:
 
     async def get(self, source_id: str, *, cx: Connection | None = None, for_update: bool = False) -> Row | None:
         """The row (JSON columns decoded). ``for_update`` (with ``cx``): locked until commit."""
-        sql = "SELECT * FROM sources WHERE id = $1"
-        row = await (cx.fetchrow(sql, source_id, for_update=for_update) if cx else self._db.fetchrow(sql, source_id))
+        row = await (cx.fetchrow(BY_ID, source_id, for_update=for_update) if cx else self._db.fetchrow(BY_ID, source_id))
         return decode_json(row, JSON_COLUMNS)
 
     async def namespace_taken(self, sandbox_id: str, namespace: str, *, other_than: str | None = None) -> bool:
         """A friendly early check; the unique index is what decides a race."""
-        return bool(await self._db.fetchval(
-            "SELECT COUNT(*) FROM sources WHERE sandbox_id = $1 AND lower(app_namespace) = lower($2)"
-            " AND status <> 'disconnected' AND kind = 'user_mcp' AND id <> $3",
-            sandbox_id, namespace, other_than or ""))
+        return await self._db.fetchrow(LIVE_NAMESPACE_HOLDER, sandbox_id, namespace, other_than or "") is not None
 
     async def page(self, *, sandbox_id: str | None = None, status: str | None = None,
                    include_disconnected: bool = True, cursor: str | None = None,
@@ -83,4 +87,4 @@ class SourceRows:
         return Page([decode_json(r, JSON_COLUMNS) for r in page.items], page.next_cursor)  # type: ignore[misc]
 
     async def delete(self, cx: Connection, source_id: str) -> int:
-        return await cx.execute("DELETE FROM sources WHERE id = $1", source_id)
+        return await cx.execute(DELETE, source_id)

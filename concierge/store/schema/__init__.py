@@ -1,12 +1,14 @@
 """The migration sets, one per layer that owns tables.
 
 ``store``     the store's own shared-state tables (rate buckets, change feed, key-value)
-``registry``  sandboxes, sources, agents, vault, audit, ingested results, the key check
-``http``      the HTTP service: API keys, webhook events, conversations
+``registry``  sandboxes, sources, agents, vault, audit, ingested results, the key check,
+              tool pins, webhook events
+``http``      the HTTP service: API keys, conversations
 
-The ``registry`` and ``http`` sets mirror the tables that ``concierge/registry/store.py``
-creates today (its ``PRAGMA user_version`` 1-5, adopted by their ``legacy`` maps); they move to
-the layers that own them when those layers are wired onto this store.
+The registry's sync store (`concierge.registry.store.Store`) applies ``store`` and
+``registry``; the HTTP layer applies ``http`` when it starts using a database. The
+``registry`` and ``http`` sets hold the tables the old registry store made (its ``PRAGMA
+user_version`` 1-5, adopted by their ``legacy`` maps).
 """
 
 from __future__ import annotations

@@ -1,4 +1,6 @@
-"""The HTTP service's tables (today's ``concierge/registry/store.py`` migration 3)."""
+"""The HTTP service's tables (today's ``concierge/registry/store.py`` migration 3, but for the
+webhook events, which are the registry's): API keys and the concierge's conversations. The
+HTTP layer applies this set itself (`concierge.server.auth.KeyStore`, the chat service)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from concierge.store._migrate import Migration, MigrationSet
 __all__ = ["HTTP"]
 
 HTTP = MigrationSet("http", (
+    # Webhook events were made here until registry migration 8 took them (IF NOT EXISTS: a
+    # database that has them from this migration keeps them as they are).
     Migration(1, "API keys (hashes only), webhook events, concierge conversations", """
     CREATE TABLE api_keys (
         id TEXT PRIMARY KEY,
@@ -18,16 +22,6 @@ HTTP = MigrationSet("http", (
         created_at TEXT NOT NULL,
         last_used_at TEXT,
         revoked_at TEXT
-    );
-    -- One row per accepted event; the unique pair is what makes a replayed event id a no-op.
-    CREATE TABLE webhook_events (
-        id {serial},
-        source_id TEXT NOT NULL,
-        event_id TEXT NOT NULL,
-        received_at TEXT NOT NULL,
-        content_type TEXT,
-        payload TEXT NOT NULL,
-        UNIQUE (source_id, event_id)
     );
     CREATE TABLE concierge_sessions (
         id TEXT PRIMARY KEY,
@@ -50,7 +44,6 @@ HTTP = MigrationSet("http", (
     Migration(2, "conversation versions (compare-and-set across instances), keyset indexes", """
     ALTER TABLE concierge_sessions ADD COLUMN version BIGINT NOT NULL DEFAULT 0;
     CREATE INDEX api_keys_page ON api_keys (created_at, id);
-    CREATE INDEX webhook_events_by_source ON webhook_events (source_id, id);
     """),
     Migration(3, "a conversation's run lease: one run at a time across instances", """
     ALTER TABLE concierge_sessions ADD COLUMN running_until DOUBLE PRECISION;

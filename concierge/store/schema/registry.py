@@ -1,4 +1,5 @@
-"""The registry's tables (today's ``concierge/registry/store.py`` migrations 1, 2 and 4)."""
+"""The registry's tables (today's ``concierge/registry/store.py`` migrations 1, 2 and 4, and
+the webhook events of its migration 3)."""
 
 from __future__ import annotations
 
@@ -137,5 +138,18 @@ REGISTRY = MigrationSet("registry", (
     ALTER TABLE sources ADD COLUMN headers TEXT;
     ALTER TABLE sources ADD COLUMN stdio TEXT;
     ALTER TABLE sources ADD COLUMN oauth TEXT;
+    """),
+    Migration(8, "webhook events belong to the registry (its webhooks store them); made by the http set until now", """
+    -- One row per accepted event; the unique pair is what makes a replayed event id a no-op.
+    CREATE TABLE IF NOT EXISTS webhook_events (
+        id {serial},
+        source_id TEXT NOT NULL,
+        event_id TEXT NOT NULL,
+        received_at TEXT NOT NULL,
+        content_type TEXT,
+        payload TEXT NOT NULL,
+        UNIQUE (source_id, event_id)
+    );
+    CREATE INDEX IF NOT EXISTS webhook_events_by_source ON webhook_events (source_id, id);
     """),
 ), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})
