@@ -90,7 +90,13 @@ class ResolutionTrace(BaseModel):
 
     agent: str | None = None
     sources_resolved: list[str] = Field(default_factory=list)
-    sources_skipped: list[SkippedSource] = Field(default_factory=list)
+    sources_skipped: list[SkippedSource] = Field(default_factory=list, description=(
+        "every source whose listing failed, and of the sources skipped without a listing (paused, "
+        "error, disconnected, not_in_tool_sources) the first 20 per reason, in the sandbox's order"))
+    sources_skipped_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="every skipped source, itemized or not, counted per reason")
+    sources_skipped_omitted: int = Field(
+        default=0, description="skipped sources counted in sources_skipped_by_reason but not itemized")
     tool_names_advertised: list[str] = Field(default_factory=list)
     allowlist_filtered_out: dict[str, list[str]] = Field(
         default_factory=dict, description='{"source": [...], "agent": [...]}: names each allowlist removed')

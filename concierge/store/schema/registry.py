@@ -138,4 +138,8 @@ REGISTRY = MigrationSet("registry", (
     ALTER TABLE sources ADD COLUMN stdio TEXT;
     ALTER TABLE sources ADD COLUMN oauth TEXT;
     """),
+    Migration(8, "indexes for the catalog's idle sources and the chat's same-URL check", """
+    CREATE INDEX sources_idle ON sources (sandbox_id, status, kind, created_at, id);
+    CREATE INDEX sources_by_url ON sources (sandbox_id, base_url);
+    """),
 ), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})
