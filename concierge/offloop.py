@@ -1,8 +1,12 @@
-"""Blocking work (registry reads, serializing a big page) in a worker thread, two at a time
+"""Blocking work (registry reads, serializing a big page) in a worker thread, one at a time
 per event loop, so the loop keeps answering (``/healthz``, other requests) meanwhile.
 
-Two, not anyio's default forty: these jobs hold the GIL while they run, so more threads at
-once only take it from the event loop; the store serializes its queries on one lock anyway.
+One, not anyio's default forty: these jobs hold the GIL while they run, so more threads at
+once only take it from the event loop. With two, ``/healthz`` took 7-10 ms (10x idle) while
+4 clients pulled 1,000-row pages: whenever one thread let go of the GIL (an SQLite step)
+the other took it, and the loop waited out the switch interval again; with one, 1-2x idle
+at the same pages per second (``bench/lists.py``). A shorter switch interval
+(`sys.setswitchinterval`) made no difference measurable over that noise.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ import anyio
 __all__ = ["OFF_LOOP_THREADS", "off_loop"]
 
 T = TypeVar("T")
-OFF_LOOP_THREADS = 2
+OFF_LOOP_THREADS = 1
 
 _limiters: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, anyio.CapacityLimiter] = (
     weakref.WeakKeyDictionary())
