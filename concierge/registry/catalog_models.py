@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 __all__ = ["ApprovalResult", "CatalogPrompt", "CatalogResource", "CatalogResult", "CatalogTool", "HeldTool",
-           "PullResult", "ResolutionTrace", "SkippedSource", "ToolCallOutcome"]
+           "PullResult", "ResolutionTrace", "SameUrl", "SkippedSource", "ToolCallOutcome"]
 
 
 class CatalogTool(BaseModel):
@@ -206,3 +206,10 @@ class PullResult(BaseModel):
     unchanged: int = Field(description="results identical to the last stored one")
     skipped: int = Field(default=0, description="ingest calls not run (stopped by an error or the cap)")
     errors: list[str] = Field(default_factory=list)
+
+
+class SameUrl(BaseModel):
+    """The live sources of a sandbox at one URL (``same_url``): the first few named, all counted."""
+
+    names: list[tuple[str, str]] = Field(default_factory=list, description="(name, id), oldest first")
+    total: int = 0

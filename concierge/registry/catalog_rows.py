@@ -8,7 +8,7 @@ at 10,000 rows. `idle_sources` reads, per (kind, status), the number of rows and
 reason and counts the rest.
 
 `sources_at_url` answers the chat's "is another source already at this URL?" with indexed
-reads by ``base_url`` instead of reading the whole sandbox.
+reads by ``base_url`` (``sources_by_url``) instead of reading the whole sandbox.
 
 Both are sync (the registry's `Store.query`: on SQLite the calling thread's own read-only
 connection): callers on an event loop run them with `concierge.offloop.off_loop`.
@@ -20,10 +20,11 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from concierge.mcp_client.endpoint import same_url
+from concierge.registry.catalog_models import SameUrl
 from concierge.registry.models import SourceStatus
 from concierge.registry.store import Store
 
-__all__ = ["IdleRow", "IdleSources", "SameUrl", "idle_sources", "live_namespaces", "sources_at_url"]
+__all__ = ["IdleRow", "IdleSources", "at_url_query", "idle_sources", "live_namespaces", "sources_at_url"]
 
 _IDLE_COLUMNS = "id, name, app_namespace, kind, status, health_error, health_error_kind, created_at"
 
@@ -81,15 +82,6 @@ def live_namespaces(store: Store, sandbox_id: str) -> list[str]:
         (sandbox_id, SourceStatus.DISCONNECTED.value))]
 
 
-@dataclass(frozen=True)
-class SameUrl:
-    """The live sources of a sandbox at one URL: the first few named, all counted."""
-
-    names: list[tuple[str, str]]
-    """(name, id), oldest first."""
-    total: int
-
-
 def _spellings(url: str) -> list[str]:
     """The stored forms of ``url``'s endpoint (`same_url`'s equivalence over normalized
     base_urls: lower-case scheme and host, no trailing slash, a default port given or not,
@@ -112,22 +104,29 @@ def _spellings(url: str) -> list[str]:
     return out
 
 
-def sources_at_url(store: Store, sandbox_id: str, url: str, *, names: int = 5) -> SameUrl:
-    """The sandbox's sources (not disconnected) whose base_url `same_url` matches ``url``.
-
-    Indexed reads (``sources_by_url``): each spelling exactly, and with any query string
-    (``same_url`` ignores it), which is a range of the index (``?`` … ``@``). For normalized
-    base_urls every candidate is a match; the named ones are checked with `same_url` itself."""
-    where, params = [], []
+def at_url_query(sandbox_id: str, url: str, *, dialect: str = "sqlite") -> tuple[str, list[str]]:
+    """The statement of `sources_at_url`: per spelling of ``url``, the rows at it exactly and
+    with a query string (``same_url`` ignores it: the index range ``?`` … ``@``), each a
+    search of the ``sources_by_url`` index (one OR over them all scanned the sandbox). On
+    PostgreSQL the comparisons are byte-wise (``COLLATE "C"``, as that index is): a language
+    collation does not keep ``?`` and ``@`` apart."""
+    column = 'base_url COLLATE "C"' if dialect == "postgresql" else "base_url"
+    arms, params = [], []
     for spelling in _spellings(url):
-        where.append("base_url = ? OR (base_url >= ? AND base_url < ?)")
-        params += [spelling, spelling + "?", spelling + "@"]
-    if not where:
+        for match, values in ((f"{column} = ?", [spelling]),
+                              (f"{column} >= ? AND {column} < ?", [spelling + "?", spelling + "@"])):
+            arms.append(f"SELECT id, name, base_url, created_at FROM sources WHERE sandbox_id = ? AND {match}"
+                        " AND status <> ?")
+            params += [sandbox_id, *values, SourceStatus.DISCONNECTED.value]
+    return " UNION ALL ".join(arms), params
+
+
+def sources_at_url(store: Store, sandbox_id: str, url: str, *, names: int = 5) -> SameUrl:
+    """The sandbox's sources (not disconnected) whose base_url `same_url` matches ``url``:
+    indexed reads of those rows only (`at_url_query`), oldest first."""
+    sql, params = at_url_query(sandbox_id, url, dialect=store.dialect)
+    if not sql:
         return SameUrl(names=[], total=0)
-    match = f"sandbox_id = ? AND status <> ? AND ({' OR '.join(where)})"
-    args = (sandbox_id, SourceStatus.DISCONNECTED.value, *params)
-    rows = store.query(f"SELECT id, name, base_url FROM sources WHERE {match} ORDER BY created_at, id LIMIT ?",
-                       (*args, names))
-    total = store.query_one(f"SELECT COUNT(*) AS n FROM sources WHERE {match}", args)
-    hits = [(str(r["name"]), str(r["id"])) for r in rows if same_url(str(r["base_url"]), url)]
-    return SameUrl(names=hits, total=max(len(hits), int(total["n"]) if total else 0))
+    rows = {str(r["id"]): r for r in store.query(sql, params) if same_url(str(r["base_url"]), url)}
+    hits = sorted(rows.values(), key=lambda r: (str(r["created_at"]), str(r["id"])))
+    return SameUrl(names=[(str(r["name"]), str(r["id"])) for r in hits[:names]], total=len(hits))
