@@ -3,7 +3,8 @@
     .venv/bin/python bench/lists.py [--sources 10000] [--active 100] [--slow 10] [--wide 2000] [--rounds 5]
 
 1. Registry: a page of sources (limit 100) at ``--sources`` rows — first page, a page in the
-   middle, by sandbox, by status — against the unpaged list of the same rows (the old path).
+   middle, by sandbox, by status — against the unpaged list of the same rows (the old path);
+   the chat's same-URL check: the whole sandbox read (old) vs `catalog_rows.sources_at_url`.
 2. HTTP: the service in a child process over the same database. Page latency (limit 100),
    and ``/healthz`` latency idle vs while 4 clients (threads of another child process, so
    that they do not hold this one's GIL) fetch pages of 1,000 rows non-stop.
@@ -177,6 +178,21 @@ def bench_registry(reg: Registry, n: int) -> None:
     for label, value in rows.items():
         print(f"   {label:<22} {value:8.2f} ms")
     print(f"   unpaged list (baseline){unpaged:8.1f} ms (median of 5) = {unpaged / first:.0f}x a page")
+    bench_same_url(reg, n)
+
+
+def bench_same_url(reg: Registry, n: int) -> None:
+    """The chat's "another source already points at this URL" note before a register."""
+    from concierge.mcp_client.endpoint import same_url
+    from concierge.registry.catalog_rows import sources_at_url
+
+    sb = reg.get_sandbox(None).id
+    print(f"   same-URL check at {n:,} sources (the chat's note before a register):")
+    for label, url in (("a URL no source uses", "http://127.0.0.1:8/mcp"),
+                       (f"the URL all {n:,} use", "http://127.0.0.1:9/mcp")):
+        whole = median_ms(lambda: [s for s in reg.list_sources(sandbox=sb) if same_url(s.base_url, url)], 3)
+        indexed = median_ms(lambda: sources_at_url(reg.store, sb, url), 10)
+        print(f"     {label:<24} whole sandbox (old) {whole:7.1f} ms   indexed {indexed:7.2f} ms")
 
 
 # -- 2. HTTP ------------------------------------------------------------------------------------

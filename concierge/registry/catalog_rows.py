@@ -17,9 +17,9 @@ connection): callers on an event loop run them with `concierge.offloop.off_loop`
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urlsplit
 
-from concierge.mcp_client.endpoint import same_url
 from concierge.registry.catalog_models import SameUrl
 from concierge.registry.models import SourceStatus
 from concierge.registry.store import Store
@@ -104,29 +104,43 @@ def _spellings(url: str) -> list[str]:
     return out
 
 
-def at_url_query(sandbox_id: str, url: str, *, dialect: str = "sqlite") -> tuple[str, list[str]]:
-    """The statement of `sources_at_url`: per spelling of ``url``, the rows at it exactly and
-    with a query string (``same_url`` ignores it: the index range ``?`` … ``@``), each a
-    search of the ``sources_by_url`` index (one OR over them all scanned the sandbox). On
-    PostgreSQL the comparisons are byte-wise (``COLLATE "C"``, as that index is): a language
-    collation does not keep ``?`` and ``@`` apart."""
+def _at_url_matches(url: str, dialect: str) -> list[tuple[str, list[str]]]:
+    """(condition, parameters) per index search: each spelling exactly, and with any query
+    string (the range ``?`` … ``@``), both `same_url` matches by construction."""
     column = 'base_url COLLATE "C"' if dialect == "postgresql" else "base_url"
-    arms, params = [], []
+    out = []
     for spelling in _spellings(url):
-        for match, values in ((f"{column} = ?", [spelling]),
-                              (f"{column} >= ? AND {column} < ?", [spelling + "?", spelling + "@"])):
-            arms.append(f"SELECT id, name, base_url, created_at FROM sources WHERE sandbox_id = ? AND {match}"
-                        " AND status <> ?")
-            params += [sandbox_id, *values, SourceStatus.DISCONNECTED.value]
-    return " UNION ALL ".join(arms), params
+        out.append((f"{column} = ?", [spelling]))
+        out.append((f"{column} >= ? AND {column} < ?", [spelling + "?", spelling + "@"]))
+    return out
+
+
+def at_url_query(sandbox_id: str, url: str, *, names: int = 5,
+                 dialect: str = "sqlite") -> tuple[str, list[Any], str, list[Any]]:
+    """The two statements of `sources_at_url` (the first ``names`` rows, the count): one search
+    of the ``sources_by_url`` index per spelling (one OR over them all scanned the sandbox).
+    On PostgreSQL the comparisons are byte-wise (``COLLATE "C"``, as that index is): a
+    language collation does not keep ``?`` and ``@`` apart."""
+    where = "sandbox_id = ? AND {match} AND status <> ?"
+    firsts, counts, first_params, count_params = [], [], [], []
+    for match, values in _at_url_matches(url, dialect):
+        args = [sandbox_id, *values, SourceStatus.DISCONNECTED.value]
+        firsts.append(f"SELECT * FROM (SELECT id, name, created_at FROM sources WHERE {where.format(match=match)}"
+                      " ORDER BY created_at, id LIMIT ?) AS a")
+        first_params += [*args, names]
+        counts.append(f"(SELECT COUNT(*) FROM sources WHERE {where.format(match=match)})")
+        count_params += args
+    return (" UNION ALL ".join(firsts), first_params,
+            f"SELECT {' + '.join(counts)} AS n" if counts else "", count_params)
 
 
 def sources_at_url(store: Store, sandbox_id: str, url: str, *, names: int = 5) -> SameUrl:
-    """The sandbox's sources (not disconnected) whose base_url `same_url` matches ``url``:
-    indexed reads of those rows only (`at_url_query`), oldest first."""
-    sql, params = at_url_query(sandbox_id, url, dialect=store.dialect)
-    if not sql:
+    """The sandbox's sources (not disconnected) whose base_url `same_url` matches ``url``: the
+    oldest ``names`` of them and how many, from the index alone (`at_url_query`)."""
+    firsts, first_params, count, count_params = at_url_query(sandbox_id, url, names=names, dialect=store.dialect)
+    if not firsts:
         return SameUrl(names=[], total=0)
-    rows = {str(r["id"]): r for r in store.query(sql, params) if same_url(str(r["base_url"]), url)}
-    hits = sorted(rows.values(), key=lambda r: (str(r["created_at"]), str(r["id"])))
-    return SameUrl(names=[(str(r["name"]), str(r["id"])) for r in hits[:names]], total=len(hits))
+    rows = sorted(store.query(firsts, first_params), key=lambda r: (str(r["created_at"]), str(r["id"])))
+    total = store.query_one(count, count_params)
+    return SameUrl(names=[(str(r["name"]), str(r["id"])) for r in rows[:names]],
+                   total=int(total["n"]) if total else 0)
