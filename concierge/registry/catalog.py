@@ -17,6 +17,9 @@ resolutions of one agent share one resolution. Any change to a source (update, p
 resume, revoke, delete, a health-check status change) drops its entry and its pooled session
 at once, and so does the server's own ``list_changed`` notification; `on_change` listeners
 hear both. A source whose stored secret cannot be decrypted is skipped (``vault_error``).
+The sources skipped without a listing (paused, error, disconnected…), which can be
+thousands, are counted per reason (``trace.sources_skipped_by_reason``) and the first
+``MAX_SKIPPED_ITEMS`` of each itemized, read a few columns at a time (`catalog_rows`).
 
 Advertised names are ``<app_namespace>_<tool>``, with characters outside ``[a-zA-Z0-9_-]``
 replaced by ``_``, shortened to 64 characters with a short hash suffix when too long, and made
@@ -94,11 +97,11 @@ MAX_SCHEMA_CHARS = 64_000
 DEFAULT_MAX_CONCURRENCY = 32
 """Listings in flight at once: 2,000 at once listed nothing in 15 s (every one timed out)."""
 DEFAULT_MAX_SESSIONS = 256
+"""Pooled sessions the catalog keeps open (see `Catalog.max_sessions`)."""
 MAX_SKIPPED_ITEMS = 20
 """Sources skipped without a listing (paused, error, disconnected, not in the agent's
 tool_sources) itemized in the trace per reason; all are counted (``sources_skipped_by_reason``).
 A sandbox of 9,900 paused sources built 9,900 entries and missed the listing deadline."""
-"""Pooled sessions the catalog keeps open (see `Catalog.max_sessions`)."""
 
 Lister = Callable[[Endpoint], Awaitable[list[ToolInfo]]]
 """A one-shot listing function (instead of pooled sessions), e.g. for benchmarks."""
@@ -540,9 +543,10 @@ class Catalog:
             for view in wanted:
                 tg.start_soon(run, view)
             tg.start_soon(read_idle)
-        for row in idle.rows:
+        idle_rows = [r for r in idle.rows if r.id not in listings]  # (resumed between the two reads)
+        for row in idle_rows:
             classify(row)
-        sources: list[SourceView | IdleRow] = sorted([*active, *idle.rows], key=_sandbox_order)
+        sources: list[SourceView | IdleRow] = sorted([*active, *idle_rows], key=_sandbox_order)
         order = {s.id: i for i, s in enumerate(sources)}
         skipped_total: Counter[str] = Counter()  # per reason, itemized or not
         for (kind, status), n in idle.counts.items():
@@ -687,7 +691,10 @@ class Catalog:
     def _check_app(app: str, live: list[str], sandbox_name: str) -> None:
         """``live``: the namespaces of the sandbox's sources that are not disconnected."""
         if not any(ns.lower() == app.lower() for ns in live):
-            known = ", ".join(sorted(live)) or "none"
+            names = sorted(live)
+            known = ", ".join(names[:MAX_SKIPPED_ITEMS]) or "none"
+            if len(names) > MAX_SKIPPED_ITEMS:
+                known += f" and {len(names) - MAX_SKIPPED_ITEMS:,} more"
             raise NotFound(f"no source with app_namespace {app!r} in sandbox {sandbox_name!r} "
                            f"(namespaces: {known})")
 
