@@ -1,15 +1,18 @@
 """Lists at scale (issue 13, "Scale"). Prints numbers; asserts only that answers are complete.
 
-    .venv/bin/python bench/lists.py [--sources 10000] [--active 100] [--slow 10] [--wide 2000]
+    .venv/bin/python bench/lists.py [--sources 10000] [--active 100] [--slow 10] [--wide 2000] [--rounds 5]
 
 1. Registry: a page of sources (limit 100) at ``--sources`` rows — first page, a page in the
-   middle, by sandbox, by status — against the unpaged list of the same rows (the old path).
+   middle, by sandbox, by status — against the unpaged list of the same rows (the old path);
+   the chat's same-URL check: the whole sandbox read (old) vs `catalog_rows.sources_at_url`.
 2. HTTP: the service in a child process over the same database. Page latency (limit 100),
-   and ``/healthz`` latency idle vs while 4 clients fetch pages of 1,000 rows non-stop.
+   and ``/healthz`` latency idle vs while 4 clients (threads of another child process, so
+   that they do not hold this one's GIL) fetch pages of 1,000 rows non-stop.
 3. Catalog: an agent over ``--active`` active sources (real MCP servers on loopback, two
    upstream processes), ``--slow`` of which answer tools/list after 5 s while their deadline
    (connect_timeout) is 2 s; the other 9,900 rows are active sources of another sandbox, then
-   (a harder case) paused rows of the agent's own sandbox, which the trace lists. Time and RSS.
+   (a harder case) paused rows of the agent's own sandbox, which the trace counts. Cold (a new
+   catalog) and warm, median of ``--rounds``, against the slow sources' 2 s deadline; RSS.
 4. Catalog memory: ``--wide`` active sources on one fast upstream, resolved with the
    catalog's default bounds vs unbounded (every listing at once, every session kept):
    RSS growth and sessions left open.
@@ -52,13 +55,21 @@ def rss_mb() -> float:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
 
 
-def median_ms(fn: Callable[[], Any], n: int) -> float:
+def timings_ms(fn: Callable[[], Any], n: int) -> list[float]:
     times = []
     for _ in range(n):
         t = time.perf_counter()
         fn()
         times.append((time.perf_counter() - t) * 1000)
-    return statistics.median(times)
+    return times
+
+
+def median_ms(fn: Callable[[], Any], n: int) -> float:
+    return statistics.median(timings_ms(fn, n))
+
+
+def p90(times: list[float]) -> float:
+    return statistics.quantiles(times, n=10)[-1]
 
 
 def free_port() -> int:
@@ -96,6 +107,33 @@ def serve_upstream(port: int, delay: float) -> None:
     state = Upstream(tools=[("echo", "Echo the text."), ("lookup", "Look something up.")], list_delay=delay)
     uvicorn.run(PathRouter(upstream_app(state)), host="127.0.0.1", port=port, log_level="warning",
                 access_log=False)
+
+
+def hammer(url: str, clients: int) -> None:
+    """``clients`` threads fetching 1,000-row pages until SIGTERM; then prints pages/s."""
+    import signal
+
+    import httpx2
+
+    stop = threading.Event()
+    served = [0]
+    started = time.perf_counter()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+
+    def fetch() -> None:
+        with httpx2.Client(base_url=url, timeout=60) as h:
+            while not stop.is_set():
+                h.get(f"{SB}/default/sources", params={"limit": 1000}).raise_for_status()
+                served[0] += 1
+
+    workers = [threading.Thread(target=fetch) for _ in range(clients)]
+    for w in workers:
+        w.start()
+    while not stop.is_set():
+        stop.wait(0.1)
+    for w in workers:
+        w.join()
+    print(served[0] / (time.perf_counter() - started), flush=True)
 
 
 def serve_api(home: str, port: int) -> None:
@@ -148,6 +186,21 @@ def bench_registry(reg: Registry, n: int) -> None:
     for label, value in rows.items():
         print(f"   {label:<22} {value:8.2f} ms")
     print(f"   unpaged list (baseline){unpaged:8.1f} ms (median of 5) = {unpaged / first:.0f}x a page")
+    bench_same_url(reg, n)
+
+
+def bench_same_url(reg: Registry, n: int) -> None:
+    """The chat's "another source already points at this URL" note before a register."""
+    from concierge.mcp_client.endpoint import same_url
+    from concierge.registry.catalog_rows import sources_at_url
+
+    sb = reg.get_sandbox(None).id
+    print(f"   same-URL check at {n:,} sources (the chat's note before a register):")
+    for label, url in (("a URL no source uses", "http://127.0.0.1:8/mcp"),
+                       (f"the URL all {n:,} use", "http://127.0.0.1:9/mcp")):
+        whole = median_ms(lambda: [s for s in reg.list_sources(sandbox=sb) if same_url(s.base_url, url)], 3)
+        indexed = median_ms(lambda: sources_at_url(reg.store, sb, url), 10)
+        print(f"     {label:<24} whole sandbox (old) {whole:7.1f} ms   indexed {indexed:7.2f} ms")
 
 
 # -- 2. HTTP ------------------------------------------------------------------------------------
@@ -162,37 +215,42 @@ def bench_http(home: str) -> None:
             assert len(first["items"]) == 100, first
             page = median_ms(lambda: c.get(f"{SB}/default/sources", params={"limit": 100}).raise_for_status(), 50)
             big = median_ms(lambda: c.get(f"{SB}/default/sources", params={"limit": 1000}).raise_for_status(), 10)
-            idle = median_ms(lambda: c.get("/healthz").raise_for_status(), 100)
-            stop = threading.Event()
-            served = [0]
-
-            def hammer() -> None:
-                with httpx2.Client(base_url=url, timeout=60) as h:
-                    while not stop.is_set():
-                        h.get(f"{SB}/default/sources", params={"limit": 1000}).raise_for_status()
-                        served[0] += 1
-
-            workers = [threading.Thread(target=hammer) for _ in range(4)]
-            for w in workers:
-                w.start()
-            time.sleep(0.5)
-            started, before = time.perf_counter(), served[0]
-            busy = median_ms(lambda: c.get("/healthz").raise_for_status(), 100)
-            rate = (served[0] - before) / (time.perf_counter() - started)
-            stop.set()
-            for w in workers:
-                w.join()
+            idle_times = timings_ms(lambda: c.get("/healthz").raise_for_status(), 300)
+            idle = statistics.median(idle_times)
+            # The 4 clients run in a process of their own: threads of this one reading 1 MB
+            # bodies would hold this process's GIL and slow the /healthz client measured here.
+            hammer = subprocess.Popen([sys.executable, __file__, "--hammer", url, "4"], stdout=subprocess.PIPE,
+                                      text=True)
+            time.sleep(1.0)
+            started = time.perf_counter()
+            busy_times = timings_ms(lambda: c.get("/healthz").raise_for_status(), 300)
+            busy = statistics.median(busy_times)
+            elapsed = time.perf_counter() - started
+            hammer.terminate()
+            out, _ = hammer.communicate(timeout=30)
+            rate = float(out.split()[0]) if out.strip() else 0.0
     print("2. HTTP (service in a child process, loopback)")
     print(f"   page of 100            {page:8.2f} ms (median of 50)")
     print(f"   page of 1,000          {big:8.2f} ms (median of 10)")
-    print(f"   /healthz idle          {idle:8.2f} ms (median of 100)")
-    print(f"   /healthz under load    {busy:8.2f} ms (median of 100; 4 clients fetching 1,000-row "
-          f"pages at {rate:.0f} pages/s) = {busy / idle:.1f}x idle")
+    print(f"   /healthz idle          {idle:8.2f} ms (median of 300; p90 {p90(idle_times):.2f})")
+    print(f"   /healthz under load    {busy:8.2f} ms (median of 300; p90 {p90(busy_times):.2f}, mean {statistics.mean(busy_times):.2f}; 4 clients fetching 1,000-row "
+          f"pages at {rate:.0f} pages/s, {elapsed:.1f} s) = {busy / idle:.1f}x idle")
 
 
 # -- 3./4. catalog ------------------------------------------------------------------------------
 
-async def bench_catalog(home: str, active: int, slow: int, idle_where: str) -> None:
+def skipped_by_reason(trace: Any) -> dict[str, int]:
+    """Skipped sources per reason (counted by the trace; an older trace itemized them all)."""
+    counted = getattr(trace, "sources_skipped_by_reason", None)
+    if counted:
+        return dict(counted)
+    out: dict[str, int] = {}
+    for s in trace.sources_skipped:
+        out[s.reason] = out.get(s.reason, 0) + 1
+    return out
+
+
+async def bench_catalog(home: str, active: int, slow: int, idle_where: str, rounds: int) -> None:
     from concierge.registry.catalog import Catalog
 
     with child("--serve-upstream", "0") as fast_port, child("--serve-upstream", "5") as slow_port:
@@ -208,27 +266,35 @@ async def bench_catalog(home: str, active: int, slow: int, idle_where: str) -> N
             reg.create_sandbox(idle_where)
             paused = insert_sources(reg, 10_000 - active, sandbox=idle_where, prefix="idle", status="active")
         reg.create_agent({"slug": "bench"}, sandbox="agents")
-        catalog = Catalog(reg)
-        before = rss_mb()
-        t = time.perf_counter()
-        result = await catalog.resolve("bench", sandbox="agents")
-        cold = time.perf_counter() - t
-        after = rss_mb()
-        skipped = {}
-        for s in result.trace.sources_skipped:
-            skipped[s.reason] = skipped.get(s.reason, 0) + 1
-        assert result.count == 2 * (active - slow), (result.count, skipped)
-        t = time.perf_counter()
-        await catalog.resolve("bench", sandbox="agents")
-        warm = time.perf_counter() - t
+        colds, warms, grew = [], [], []
+        for _ in range(rounds):  # a new catalog each round: nothing cached, no session pooled
+            catalog = Catalog(reg)
+            before = rss_mb()
+            t = time.perf_counter()
+            result = await catalog.resolve("bench", sandbox="agents")
+            colds.append(time.perf_counter() - t)
+            grew.append(rss_mb() - before)
+            trace = result.trace
+            skipped = skipped_by_reason(trace)
+            assert result.count == 2 * (active - slow), (result.count, skipped)
+            assert sum(skipped.values()) == (len(paused) if idle_where == "agents" else 0) + slow, skipped
+            t = time.perf_counter()
+            await catalog.resolve("bench", sandbox="agents")
+            warms.append(time.perf_counter() - t)
+            sessions = catalog.pool.size
+            await catalog.aclose()
         where = ("paused, in the same sandbox" if idle_where == "agents"
                  else "active, in another sandbox")
+        cold = statistics.median(colds)
         print(f"3. Catalog: agent over {active} active sources ({slow} slow: tools/list after 5 s, deadline "
               f"2 s); {len(paused):,} more rows {where}")
-        print(f"   cold                   {cold * 1000:8.0f} ms   {result.count} tools; skipped {skipped}")
-        print(f"   warm (cached)          {warm * 1000:8.0f} ms")
-        print(f"   RSS                    {before:6.0f} -> {after:.0f} MB; {catalog.pool.size} pooled sessions")
-        await catalog.aclose()
+        print(f"   cold                   {cold * 1000:8.0f} ms (median of {rounds}: "
+              f"{', '.join(f'{c * 1000:.0f}' for c in colds)}) = {cold / 2.0:.2f}x the slow deadline")
+        print(f"                                      {result.count} tools; skipped "
+              f"{skipped} ({len(trace.sources_skipped)} itemized)")
+        print(f"   warm (cached)          {statistics.median(warms) * 1000:8.0f} ms (median of {rounds})")
+        print(f"   RSS growth             {statistics.median(grew):+8.0f} MB per cold resolve (median); "
+              f"{sessions} pooled sessions")
         reg.close()
 
 
@@ -265,12 +331,16 @@ def main() -> None:
     parser.add_argument("--active", type=int, default=100)
     parser.add_argument("--slow", type=int, default=10)
     parser.add_argument("--wide", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=5, help="cold catalog resolutions (median printed)")
     parser.add_argument("--skip", action="append", default=[], choices=["registry", "http", "catalog", "wide"])
     parser.add_argument("--serve-api", nargs=2, metavar=("HOME", "PORT"), help=argparse.SUPPRESS)
     parser.add_argument("--serve-upstream", nargs=2, metavar=("DELAY", "PORT"), help=argparse.SUPPRESS)
+    parser.add_argument("--hammer", nargs=2, metavar=("URL", "CLIENTS"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_api:
         return serve_api(args.serve_api[0], int(args.serve_api[1]))
+    if args.hammer:
+        return hammer(args.hammer[0], int(args.hammer[1]))
     if args.serve_upstream:
         return serve_upstream(int(args.serve_upstream[1]), float(args.serve_upstream[0]))
     os.environ["CONCIERGE_MASTER_KEY"] = MASTER_KEY
@@ -285,7 +355,7 @@ def main() -> None:
     if "catalog" not in args.skip:
         for idle_where in ("elsewhere", "agents"):
             with tempfile.TemporaryDirectory() as home:
-                anyio.run(bench_catalog, home, args.active, args.slow, idle_where)
+                anyio.run(bench_catalog, home, args.active, args.slow, idle_where, args.rounds)
     if "wide" not in args.skip:
         with tempfile.TemporaryDirectory() as home:
             anyio.run(bench_wide, home, args.wide)

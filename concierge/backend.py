@@ -24,6 +24,7 @@ if TYPE_CHECKING:
         CatalogResult,
         HeldTool,
         PullResult,
+        SameUrl,
         ToolCallOutcome,
     )
     from concierge.registry.models import Agent, AuditEntry, Outcome, Sandbox, SourceView
@@ -50,6 +51,7 @@ class Backend(Protocol):
     async def page_sources(self, *, sandbox: str | None = None, status: str | None = None,
                            limit: int | None = None, cursor: str | None = None) -> Page[SourceView]: ...
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView: ...
+    async def sources_at_url(self, url: str, *, sandbox: str | None = None) -> SameUrl: ...
     async def register_source(self, body: dict[str, Any], *,
                               sandbox: str | None = None) -> Outcome: ...
     async def update_source(self, source_id: str, body: dict[str, Any], *,
@@ -128,6 +130,13 @@ class LocalBackend:
 
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
         return self.registry.get_source(source_id, sandbox=sandbox)
+
+    async def sources_at_url(self, url: str, *, sandbox: str | None = None) -> SameUrl:
+        """The sandbox's sources (not disconnected) at ``url`` (`same_url`): indexed reads."""
+        from concierge.registry.catalog_rows import sources_at_url
+
+        sb = self.registry.get_sandbox(sandbox)
+        return await off_loop(sources_at_url, self.registry.store, sb.id, url)
 
     async def register_source(self, body: dict[str, Any], *, sandbox: str | None = None) -> Outcome:
         return await self.registry.register(body, sandbox=sandbox)

@@ -19,7 +19,14 @@ import httpx2
 from pydantic import BaseModel, SecretStr, TypeAdapter
 
 from concierge.errors import ServerTimeout, ServerUnreachable
-from concierge.registry.catalog_models import ApprovalResult, CatalogResult, HeldTool, PullResult, ToolCallOutcome
+from concierge.registry.catalog_models import (
+    ApprovalResult,
+    CatalogResult,
+    HeldTool,
+    PullResult,
+    SameUrl,
+    ToolCallOutcome,
+)
 from concierge.registry.models import Agent, AuditEntry, Outcome, RegisteredOutcome, Sandbox, SourceView
 from concierge.registry.pages import MAX_LIMIT, Page
 from concierge.wire import CatalogView, error_from_response
@@ -146,6 +153,14 @@ class RemoteBackend:
         if sandbox is None:
             return await self._get(f"/api/v1/storage/sources/{_q(source_id)}", SourceView)
         return await self._get(await self._source_path(source_id, sandbox), SourceView)
+
+    async def sources_at_url(self, url: str, *, sandbox: str | None = None) -> SameUrl:
+        """The server's list read whole (no API route filters by URL), matched here."""
+        from concierge.mcp_client.endpoint import same_url
+
+        hits = [(s.name, s.id) for s in await self.list_sources(sandbox=sandbox)
+                if s.status.value != "disconnected" and s.base_url and same_url(s.base_url, url)]
+        return SameUrl(names=hits[:5], total=len(hits))
 
     async def register_source(self, body: dict[str, Any], *, sandbox: str | None = None) -> Outcome:
         data = await self._request("POST", await self._sb_path(sandbox) + "/sources/user-mcp",

@@ -532,6 +532,10 @@ class Repl:
             self.io.line(f"  {tool.name}  {self.io.style(tool.description[:70], 'dim')}")
         for skipped in result.trace.sources_skipped:
             self.io.line(self.io.style(f"  skipped {skipped.name}: {skipped.reason}", "yellow"))
+        if result.trace.sources_skipped_omitted:
+            counts = ", ".join(f"{n:,} {r}" for r, n in result.trace.sources_skipped_by_reason.items())
+            self.io.line(self.io.style(f"  …and {result.trace.sources_skipped_omitted:,} more skipped "
+                                       f"({counts} in all)", "yellow"))
 
     async def cmd_sandbox(self, arg: str) -> None:
         """/sandbox [name] — show or switch the current sandbox."""

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import pytest
 
+from concierge.agent.models import OfflinePlanner
+from concierge.agent.session import ConciergeSession
 from concierge.backend import LocalBackend
-from concierge.registry.catalog import DEFAULT_MAX_CONCURRENCY, Catalog
+from concierge.cli.catalog_cmds import render_catalog
+from concierge.registry.catalog import DEFAULT_MAX_CONCURRENCY, MAX_SKIPPED_ITEMS, Catalog
+from tests.agent_fixtures import collect, text_of
 from tests.mcp_servers import RunningServer
 from tests.test_pages import add_sources
 
@@ -75,3 +79,46 @@ async def test_inactive_rows_still_appear_in_the_trace_in_sandbox_order(
         assert sorted(s.reason for s in result.trace.sources_skipped) == ["error"] * 2 + ["paused"] * 3
         by_app = await catalog.resolve(None, app="demo1")
         assert {t.app for t in by_app.tools} == {"demo1"}
+
+
+async def test_idle_sources_are_counted_and_only_the_first_of_each_reason_itemized(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """9,900 paused sources made a trace entry and a full source view each, and the catalog
+    missed its deadline; now they are counted per reason, the first few itemized."""
+    reg = backend.registry
+    paused = add_sources(reg, MAX_SKIPPED_ITEMS + 5, status="paused")
+    errored = add_sources(reg, 2, status="error")
+    ids = await register(backend, open_server, 1)
+    views = 0
+    inner = reg._view
+
+    def counted(row, signed_in=None):  # type: ignore[no-untyped-def]
+        nonlocal views
+        views += 1
+        return inner(row, signed_in)
+
+    reg._view = counted  # type: ignore[method-assign]
+    try:
+        async with Catalog(reg) as catalog:
+            result = await catalog.resolve(None)
+    finally:
+        del reg._view
+    assert views == 1  # the active source; the idle rows are read a few columns at a time
+    trace = result.trace
+    assert trace.sources_resolved == ids and result.count == 4
+    assert trace.sources_skipped_by_reason == {"error": 2, "paused": MAX_SKIPPED_ITEMS + 5}
+    assert trace.sources_skipped_omitted == 5
+    oldest = [s.id for s in reg.list_sources(status="paused")][:MAX_SKIPPED_ITEMS]
+    assert set(oldest) <= set(paused)
+    assert [s.source_id for s in trace.sources_skipped if s.reason == "paused"] == oldest
+    assert sorted(s.source_id for s in trace.sources_skipped if s.reason == "error") == sorted(errored)
+    assert f"5 more paused sources skipped, not itemized ({MAX_SKIPPED_ITEMS + 5} paused in all)" in trace.notes
+
+    # what the surfaces say of them: the CLI (the trace's notes) and the chat (counted)
+    shown = render_catalog(result)
+    assert f"note: 5 more paused sources skipped, not itemized ({MAX_SKIPPED_ITEMS + 5} paused in all)" in shown
+    assert shown.count("\nskipped ") == MAX_SKIPPED_ITEMS + 2
+    session = ConciergeSession(backend, OfflinePlanner())
+    reply = text_of(await collect(session.send("What tools does my support agent have right now?")))
+    assert "…and 5 more skipped sources (5 paused)." in reply, reply
+    assert reply.count("Skipped ") == MAX_SKIPPED_ITEMS + 2

@@ -17,6 +17,9 @@ resolutions of one agent share one resolution. Any change to a source (update, p
 resume, revoke, delete, a health-check status change) drops its entry and its pooled session
 at once, and so does the server's own ``list_changed`` notification; `on_change` listeners
 hear both. A source whose stored secret cannot be decrypted is skipped (``vault_error``).
+The sources skipped without a listing (paused, error, disconnected…), which can be
+thousands, are counted per reason (``trace.sources_skipped_by_reason``) and the first
+``MAX_SKIPPED_ITEMS`` of each itemized, read a few columns at a time (`catalog_rows`).
 
 Advertised names are ``<app_namespace>_<tool>``, with characters outside ``[a-zA-Z0-9_-]``
 replaced by ``_``, shortened to 64 characters with a short hash suffix when too long, and made
@@ -31,12 +34,11 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import hashlib
-import heapq
 import json
 import logging
 import re
 import time
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -49,6 +51,7 @@ from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.session import McpSession
 from concierge.offloop import off_loop
 from concierge.registry.allowlists import is_glob, matches_any, unmatched
+from concierge.registry.catalog_rows import IdleRow, IdleSources, idle_sources, live_namespaces
 from concierge.registry.catalog_models import (
     CatalogPrompt,
     CatalogResource,
@@ -69,6 +72,7 @@ __all__ = [
     "MAX_DESCRIPTION",
     "MAX_NAME",
     "MAX_SCHEMA_CHARS",
+    "MAX_SKIPPED_ITEMS",
     "MIN_NAMESPACE",
     "NAME_RE",
     "SourceListing",
@@ -94,6 +98,10 @@ DEFAULT_MAX_CONCURRENCY = 32
 """Listings in flight at once: 2,000 at once listed nothing in 15 s (every one timed out)."""
 DEFAULT_MAX_SESSIONS = 256
 """Pooled sessions the catalog keeps open (see `Catalog.max_sessions`)."""
+MAX_SKIPPED_ITEMS = 20
+"""Sources skipped without a listing (paused, error, disconnected, not in the agent's
+tool_sources) itemized in the trace per reason; all are counted (``sources_skipped_by_reason``).
+A sandbox of 9,900 paused sources built 9,900 entries and missed the listing deadline."""
 
 Lister = Callable[[Endpoint], Awaitable[list[ToolInfo]]]
 """A one-shot listing function (instead of pooled sessions), e.g. for benchmarks."""
@@ -144,6 +152,10 @@ def _collision_name(base: str, key: str, taken: set[str]) -> str:
     while (candidate := _with_suffix(base, f"{_digest(key)}{n}")) in taken:
         n += 1
     return candidate
+
+
+def _sandbox_order(source: SourceView | IdleRow) -> tuple[str, str]:
+    return source.created_at, source.id
 
 
 @dataclass(frozen=True)
@@ -443,7 +455,7 @@ class Catalog:
             raise
 
     @staticmethod
-    def _skip(source: SourceView, reason: str, detail: str | None, *,
+    def _skip(source: SourceView | IdleRow, reason: str, detail: str | None, *,
               kind: ErrorKind | None = None) -> _Listing:
         if kind is None and reason in _ERROR_KINDS:
             kind = ErrorKind(reason)
@@ -490,54 +502,56 @@ class Catalog:
         if agent is not None and agent.status != "active":
             trace.notes.append(f"agent {agent.slug} is {agent.status}: the gateway refuses its calls")
 
-        # The active sources are listed at once; the sandbox's other rows, which only the trace
-        # needs and which can be thousands, are read in a worker thread meanwhile.
-        others: list[SourceView] | None = None
+        # The active sources are listed at once. The sandbox's other rows, which only the trace
+        # needs and which can be thousands, are counted and the first of each kind read (a few
+        # columns: `catalog_rows`) in a worker thread meanwhile.
         if app is not None:
-            every = await off_loop(self.registry.list_sources, sandbox=sb.id)
-            self._check_app(app, every, sb.name)
-            active = [s for s in every if s.status == SourceStatus.ACTIVE]
-            others = [s for s in every if s.status != SourceStatus.ACTIVE]
-        else:
-            active = await off_loop(self.registry.list_sources, sandbox=sb.id,
-                                    status=SourceStatus.ACTIVE.value)
+            self._check_app(app, await off_loop(live_namespaces, self.registry.store, sb.id), sb.name)
+        active = await off_loop(self.registry.list_sources, sandbox=sb.id, status=SourceStatus.ACTIVE.value)
         listings: dict[str, _Listing] = {}
         wanted: list[SourceView] = []
+        unlisted: set[str] = set()  # skipped without a listing: itemized up to MAX_SKIPPED_ITEMS per reason
 
-        def classify(src: SourceView) -> None:
+        def classify(src: SourceView | IdleRow) -> None:
             if src.kind not in tool_sources:
+                unlisted.add(src.id)
                 listings[src.id] = self._skip(
                     src, "not_in_tool_sources",
                     f"the agent's tool_sources ({', '.join(tool_sources) or 'none'}) exclude {src.kind}")
             elif src.status != SourceStatus.ACTIVE:
+                unlisted.add(src.id)
                 failed = src.status in (SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED)
                 listings[src.id] = self._skip(src, src.status.value, src.health_error if failed else None,
-                                              kind=src.health_error_kind if failed else None)
-            else:
+                                              kind=ErrorKind(src.health_error_kind)
+                                              if failed and src.health_error_kind in _ERROR_KINDS else None)
+            elif isinstance(src, SourceView):  # (an idle row is never active)
                 wanted.append(src)
 
-        for src in active:
-            classify(src)
-        rest: list[SourceView] = []
+        for view in active:
+            classify(view)
+        idle = IdleSources(counts={}, rows=[])
 
         async def run(src: SourceView) -> None:
             budget = src.connect_timeout if deadline is None else min(src.connect_timeout, deadline)
             listings[src.id] = await self._list_one(src, max(budget, 0.001))
 
-        async def read_rest() -> None:
-            for status in (s for s in SourceStatus if s is not SourceStatus.ACTIVE):  # auth_required too
-                rest.extend(await off_loop(self.registry.list_sources, sandbox=sb.id, status=status.value))
+        async def read_idle() -> None:
+            nonlocal idle
+            idle = await off_loop(idle_sources, self.registry.store, sb.id, per_group=MAX_SKIPPED_ITEMS)
 
         async with anyio.create_task_group() as tg:
-            for src in wanted:
-                tg.start_soon(run, src)
-            if others is None:
-                tg.start_soon(read_rest)
-        for src in rest if others is None else others:
-            classify(src)
-        sources = list(heapq.merge(active, rest if others is None else others,
-                                   key=lambda s: (s.created_at, s.id)))
+            for view in wanted:
+                tg.start_soon(run, view)
+            tg.start_soon(read_idle)
+        idle_rows = [r for r in idle.rows if r.id not in listings]  # (resumed between the two reads)
+        for row in idle_rows:
+            classify(row)
+        sources: list[SourceView | IdleRow] = sorted([*active, *idle_rows], key=_sandbox_order)
         order = {s.id: i for i, s in enumerate(sources)}
+        skipped_total: Counter[str] = Counter()  # per reason, itemized or not
+        for (kind, status), n in idle.counts.items():
+            skipped_total["not_in_tool_sources" if kind not in tool_sources else status] += n
+        itemized: Counter[str] = Counter()
 
         candidates: list[_Candidate] = []
         extras: dict[str, list[_Candidate]] = {"resources": [], "resource_templates": [], "prompts": []}
@@ -545,10 +559,19 @@ class Catalog:
         for src in sources:
             listing = listings[src.id]
             if listing.skipped is None:
+                assert isinstance(src, SourceView)
                 listing = self._hold_changed(src, listing, trace)
             if listing.skipped is not None:
+                reason = listing.skipped.reason
+                if isinstance(src, SourceView):  # (the idle rows are counted by `idle_sources`)
+                    skipped_total[reason] += 1
+                if src.id in unlisted:  # a listing that failed is always itemized
+                    itemized[reason] += 1
+                    if itemized[reason] > MAX_SKIPPED_ITEMS:
+                        continue
                 trace.sources_skipped.append(listing.skipped)
                 continue
+            assert isinstance(src, SourceView)
             trace.sources_resolved.append(src.id)
             if listing.cached:
                 trace.cached_sources.append(src.id)
@@ -581,6 +604,7 @@ class Catalog:
                     items = [i for i in items if matches_any(src.allowed_tools, i.name)]
                 extras[kind].extend(_Candidate(src, i, order[src.id]) for i in items)
 
+        self._count_skipped(trace, skipped_total)
         named = _unique_names(candidates, trace)
         named.sort(key=lambda it: (it[1].order, it[0]))
         if allowlist:
@@ -609,6 +633,17 @@ class Catalog:
             prompts=[CatalogPrompt(name=n, source_id=c.source.id, original_name=c.tool.name,
                                    definition=c.tool.definition | {"name": n}) for n, c in prompts],
             instructions=instructions)
+
+    @staticmethod
+    def _count_skipped(trace: ResolutionTrace, total: Counter[str]) -> None:
+        """Every skipped source counted per reason; a note for each reason not fully itemized."""
+        trace.sources_skipped_by_reason = dict(sorted(total.items()))
+        shown = Counter(s.reason for s in trace.sources_skipped)
+        for reason, n in trace.sources_skipped_by_reason.items():
+            if n > shown[reason]:
+                trace.sources_skipped_omitted += n - shown[reason]
+                trace.notes.append(f"{n - shown[reason]:,} more {reason} sources skipped, not itemized "
+                                   f"({n:,} {reason} in all)")
 
     def _hold_changed(self, src: SourceView, listing: _Listing, trace: ResolutionTrace) -> _Listing:
         """The listing without the tools whose definition differs from its pin (named in
@@ -653,10 +688,13 @@ class Catalog:
         return named
 
     @staticmethod
-    def _check_app(app: str, sources: list[SourceView], sandbox_name: str) -> None:
-        live = [s for s in sources if s.status != SourceStatus.DISCONNECTED]
-        if not any(s.app_namespace.lower() == app.lower() for s in live):
-            known = ", ".join(sorted(s.app_namespace for s in live)) or "none"
+    def _check_app(app: str, live: list[str], sandbox_name: str) -> None:
+        """``live``: the namespaces of the sandbox's sources that are not disconnected."""
+        if not any(ns.lower() == app.lower() for ns in live):
+            names = sorted(live)
+            known = ", ".join(names[:MAX_SKIPPED_ITEMS]) or "none"
+            if len(names) > MAX_SKIPPED_ITEMS:
+                known += f" and {len(names) - MAX_SKIPPED_ITEMS:,} more"
             raise NotFound(f"no source with app_namespace {app!r} in sandbox {sandbox_name!r} "
                            f"(namespaces: {known})")
 

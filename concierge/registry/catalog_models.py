@@ -10,7 +10,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 __all__ = ["ApprovalResult", "CatalogPrompt", "CatalogResource", "CatalogResult", "CatalogTool", "HeldTool",
-           "PullResult", "ResolutionTrace", "SkippedSource", "ToolCallOutcome"]
+           "PullResult", "ResolutionTrace", "SameUrl", "SkippedSource", "ToolCallOutcome"]
 
 
 class CatalogTool(BaseModel):
@@ -90,7 +90,13 @@ class ResolutionTrace(BaseModel):
 
     agent: str | None = None
     sources_resolved: list[str] = Field(default_factory=list)
-    sources_skipped: list[SkippedSource] = Field(default_factory=list)
+    sources_skipped: list[SkippedSource] = Field(default_factory=list, description=(
+        "every source whose listing failed, and of the sources skipped without a listing (paused, "
+        "error, disconnected, not_in_tool_sources) the first 20 per reason, in the sandbox's order"))
+    sources_skipped_by_reason: dict[str, int] = Field(
+        default_factory=dict, description="every skipped source, itemized or not, counted per reason")
+    sources_skipped_omitted: int = Field(
+        default=0, description="skipped sources counted in sources_skipped_by_reason but not itemized")
     tool_names_advertised: list[str] = Field(default_factory=list)
     allowlist_filtered_out: dict[str, list[str]] = Field(
         default_factory=dict, description='{"source": [...], "agent": [...]}: names each allowlist removed')
@@ -200,3 +206,10 @@ class PullResult(BaseModel):
     unchanged: int = Field(description="results identical to the last stored one")
     skipped: int = Field(default=0, description="ingest calls not run (stopped by an error or the cap)")
     errors: list[str] = Field(default_factory=list)
+
+
+class SameUrl(BaseModel):
+    """The live sources of a sandbox at one URL (``same_url``): the first few named, all counted."""
+
+    names: list[tuple[str, str]] = Field(default_factory=list, description="(name, id), oldest first")
+    total: int = 0

@@ -227,7 +227,8 @@ class Registry:
         processes from `follow_changes` (woken by NOTIFY on PostgreSQL)."""
         seq = self._change_rows.bump(cx, SOURCES_SCOPE, source_id, action)
         with self._checking_lock:
-            self._own_changes.add(seq)
+            if self._feed_cursor is not None:  # before the first look, the feed starts at the head
+                self._own_changes.add(seq)
 
     async def follow_changes(self) -> list[tuple[str, str]]:
         """Tell this process's listeners (catalog, gateway) about the source changes other
@@ -247,6 +248,8 @@ class Registry:
             if not own:
                 seen.append((row["subject"], row["action"]))
                 self._changed(row["subject"], row["action"])
+        with self._checking_lock:  # a subject changed twice keeps only its last number in the feed
+            self._own_changes = {seq for seq in self._own_changes if seq > self._feed_cursor}
         return seen
 
     def _evict_buckets(self, cx: Transaction, source_id: str) -> None:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel
-from pydantic_core import to_json, to_jsonable_python
+from pydantic_core import to_jsonable_python
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
@@ -28,7 +28,7 @@ from concierge.errors import (
     UnsupportedMediaType,
     ValidationFailed,
 )
-from concierge.offloop import off_loop
+from concierge.offloop import json_in_slices, off_loop
 from concierge.registry import Sandbox, acting_as
 from concierge.server.auth import Principal, Role, anonymous_refusal, is_loopback, own_request_refusal
 from concierge.server.errors import error_response, internal_error
@@ -331,7 +331,7 @@ def dispatch(route: ApiRoute, services: Services) -> Callable[[Request], Awaitab
             if isinstance(route.response, (ListOf, PageOf)):
                 # A page of a thousand rows takes a while to serialize: not on the event loop
                 # (and in pydantic-core, which does it many times faster than json.dumps).
-                body = await off_loop(to_json, result)
+                body = await off_loop(json_in_slices, result)
                 return Response(body, status_code=route.status, media_type="application/json")
             return _json_response(result, route.status)
         except ConciergeError as exc:

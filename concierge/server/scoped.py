@@ -13,7 +13,14 @@ from typing import Any
 from concierge.backend import LocalBackend
 from concierge.errors import NotFound, PermissionDenied
 from concierge.registry import Agent, AuditEntry, Outcome, Sandbox, SourceView
-from concierge.registry.catalog_models import ApprovalResult, CatalogResult, HeldTool, PullResult, ToolCallOutcome
+from concierge.registry.catalog_models import (
+    ApprovalResult,
+    CatalogResult,
+    HeldTool,
+    PullResult,
+    SameUrl,
+    ToolCallOutcome,
+)
 from concierge.registry.pages import Page, check_limit
 from concierge.server.auth import Principal, Role
 
@@ -94,6 +101,9 @@ class ScopedBackend:
 
     async def get_source(self, source_id: str, *, sandbox: str | None = None) -> SourceView:
         return await self.inner.get_source(source_id, sandbox=self._source_sandbox(source_id, sandbox))
+
+    async def sources_at_url(self, url: str, *, sandbox: str | None = None) -> SameUrl:
+        return await self.inner.sources_at_url(url, sandbox=self._sandbox(sandbox))
 
     async def register_source(self, body: dict[str, Any], *, sandbox: str | None = None) -> Outcome:
         self._write("registering a source")

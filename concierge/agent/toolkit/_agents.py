@@ -59,6 +59,10 @@ def _short(text: str, limit: int) -> str:
 async def agent_tools(ctx: ToolContext, args: AgentToolsArgs, _: Any) -> Catalog:
     result = await _catalog(ctx, args.agent, args.sandbox, args.app)
     trace = result.trace
+    counted: dict[str, Any] = {}
+    if trace.sources_skipped_omitted:  # thousands of paused sources are counted, not itemized
+        counted = {"sources_skipped_by_reason": trace.sources_skipped_by_reason,
+                   "sources_skipped_omitted": trace.sources_skipped_omitted}
     return Catalog.model_validate({
         "agent": result.agent, "count": result.count, "by_app": result.by_app,
         "tools": [{"name": t.name, "app": t.app, "description": _short(t.description, 160)}
@@ -66,6 +70,7 @@ async def agent_tools(ctx: ToolContext, args: AgentToolsArgs, _: Any) -> Catalog
         "trace": {
             "sources_resolved": trace.sources_resolved,
             "sources_skipped": [s.model_dump(exclude_none=True) for s in trace.sources_skipped],
+            **counted,
             "allowlist_filtered_out": trace.allowlist_filtered_out,
             "allowlist_missing_entries": trace.allowlist_missing_entries,
             "collisions": trace.collisions,

@@ -37,7 +37,6 @@ from concierge.agent.toolkit.results import (
     SourceRow,
 )
 from concierge.errors import Ambiguous, ConciergeError, ConnectorError, NotFound, ValidationFailed
-from concierge.mcp_client.endpoint import same_url
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
@@ -325,11 +324,14 @@ async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, An
     _check_url(ctx, request.base_url)
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
     # Told before the yes: a second source for one server is allowed, but rarely meant.
-    already = [f'"{s.name}" ({s.id})' for s in await ctx.backend.list_sources(sandbox=sb.id)
-               if request.base_url and s.status.value != "disconnected" and same_url(s.base_url, request.base_url)]
-    return {"sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url,
-            "auth_header": request.auth_header, "same_url": already,
-            "command_line": request.url_or_command if request.transport == "stdio" else None}
+    at_url = await ctx.backend.sources_at_url(request.base_url, sandbox=sb.id) if request.base_url else None
+    prep: dict[str, Any] = {
+        "sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url, "auth_header": request.auth_header,
+        "same_url": [f'"{name}" ({sid})' for name, sid in at_url.names] if at_url else [],
+        "command_line": request.url_or_command if request.transport == "stdio" else None}
+    if at_url and at_url.total > len(at_url.names):
+        prep["same_url_more"] = at_url.total - len(at_url.names)
+    return prep
 
 
 def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
@@ -352,7 +354,8 @@ def summary_register(args: RegisterArgs, prep: dict[str, Any]) -> str:
         text += " With " + "; ".join(extras) + "."
     text += " A health check runs right after."
     if prep.get("same_url"):
-        text += (" Note: " + " and ".join(prep["same_url"]) + (" already points" if len(prep["same_url"]) == 1
+        named = list(prep["same_url"]) + ([f"{prep['same_url_more']:,} more"] if prep.get("same_url_more") else [])
+        text += (" Note: " + " and ".join(named) + (" already points" if len(named) == 1
                  else " already point") + " at this URL; this adds another source for the same server.")
     return text
 

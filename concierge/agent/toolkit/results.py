@@ -287,6 +287,9 @@ class SkippedSource(ToolResult):
 class CatalogTrace(ToolResult):
     sources_resolved: list[str] = []
     sources_skipped: list[SkippedSource] = []
+    sources_skipped_by_reason: dict[str, int] = {}
+    """Set when not every skipped source is itemized: all of them, counted per reason."""
+    sources_skipped_omitted: int = 0
     allowlist_filtered_out: dict[str, list[str]] = {}
     allowlist_missing_entries: list[str] = []
     collisions: list[dict[str, Any]] = []

@@ -152,4 +152,14 @@ REGISTRY = MigrationSet("registry", (
     );
     CREATE INDEX IF NOT EXISTS webhook_events_by_source ON webhook_events (source_id, id);
     """),
+    Migration(9, "indexes for the catalog's idle sources and the chat's same-URL check", {
+        "sqlite": """
+    CREATE INDEX sources_idle ON sources (sandbox_id, status, kind, created_at, id);
+    CREATE INDEX sources_by_url ON sources (sandbox_id, base_url, created_at, id);
+    """,
+        # byte-wise, for the range "a URL with any query string" (`catalog_rows.at_url_query`)
+        "postgresql": """
+    CREATE INDEX sources_idle ON sources (sandbox_id, status, kind, created_at, id);
+    CREATE INDEX sources_by_url ON sources (sandbox_id, base_url COLLATE "C", created_at, id);
+    """}),
 ), legacy={1: 1, 2: 2, 3: 2, 4: 3, 5: 4})

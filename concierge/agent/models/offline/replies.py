@@ -19,6 +19,7 @@ from concierge.agent.toolkit.results import (
     AgentList,
     ApprovedTools,
     Catalog,
+    CatalogTrace,
     DeleteCommand,
     HealthReport,
     HeldToolRow,
@@ -370,6 +371,18 @@ def _agent_updated(args: dict[str, Any], result: AgentUpdated) -> str:
             + _unmatched(result.unmatched))
 
 
+def _more_skipped(trace: CatalogTrace) -> list[str]:
+    """The skipped sources counted but not itemized (a sandbox of thousands of paused ones)."""
+    if not trace.sources_skipped_omitted:
+        return []
+    shown: dict[str, int] = {}
+    for skipped in trace.sources_skipped:
+        shown[skipped.reason] = shown.get(skipped.reason, 0) + 1
+    more = [f"{n - shown.get(reason, 0):,} {reason}" for reason, n in trace.sources_skipped_by_reason.items()
+            if n > shown.get(reason, 0)]
+    return [f"…and {trace.sources_skipped_omitted:,} more skipped sources ({', '.join(more)})."]
+
+
 def _catalog(args: dict[str, Any], result: Catalog) -> str:
     if result.agent:
         who = f"{result.agent} has"
@@ -390,6 +403,7 @@ def _catalog(args: dict[str, Any], result: Catalog) -> str:
     for skipped in result.trace.sources_skipped:
         detail = f": {plain_error(skipped.detail, skipped.kind).rstrip('.')}" if skipped.detail else ""
         lines.append(f"Skipped {skipped.name or skipped.source_id} ({skipped.reason}{detail}).")
+    lines.extend(_more_skipped(result.trace))
     if result.trace.allowlist_missing_entries:
         lines.append("Allowlist entries that matched no tool: "
                      + ", ".join(result.trace.allowlist_missing_entries) + ".")
