@@ -178,14 +178,42 @@ class Gateway:
                        meta: dict[str, Any] | None = None) -> tuple[CatalogTool, ToolCallResult]:
         """`call`, returning the catalog entry and the server's result as received (for the
         MCP face: every content block, ``structuredContent`` and ``_meta`` pass through)."""
+        ag, tool, _ = await self.admit(name, agent=agent, sandbox=sandbox)
+        result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
+                                         progress=progress, meta=meta)
+        self.remember_links(ag.id, tool.source_id, result.content)
+        return tool, result
+
+    async def admit(self, name: str, *, agent: str, sandbox: str | None = None) -> tuple[Agent, CatalogTool, SourceView]:
+        """Every check of a call of the agent's tool ``name`` before its rate cap: the agent
+        active and taking user_mcp tools, the name in its catalog and tool_allowlist, the source
+        active, the tool not held and in the source's allowed_tools. Raises what `call` raises."""
         ag, sandbox_id = await self._agent(agent, sandbox)
         tool = await self._route(ag, sandbox_id, name)
         if ag.tool_allowlist and not matches_any(ag.tool_allowlist, name):
             raise NotAllowed(f"tool {name} is not in agent {ag.slug}'s tool_allowlist")
-        result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
-                                         progress=progress, meta=meta)
-        self._remember_links(ag.id, tool.source_id, result)
-        return tool, result
+        return ag, tool, self._admit_source(tool.source_id, tool.original_name, enforce_allowlist=True)
+
+    async def acquire(self, source: SourceView) -> None:
+        """Spend one call of the source's rate cap, or raise `RateLimited`."""
+        await self._acquire(source)
+
+    async def call_failed(self, source: SourceView, session: McpSession, exc: BaseException,
+                          call_box: Any) -> ToolCallResult:
+        """A call sent outside the session's SDK client (the MCP face's lane) failed with ``exc``
+        after it was sent: the error result `call_raw` returns for it, or the `ConnectorError`
+        it raises (the same rules: the server's MCP error or a refused oversized answer is a
+        tool error, a broken session is discarded, a refused sign-in marks the source)."""
+        err = await session.request_failed(exc, call_box)
+        if session.closed:
+            self.pool.discard(source.id, session)
+        elif err.kind is ErrorKind.PROTOCOL:
+            return _error_result(str(err))
+        if err.kind is ErrorKind.TOO_LARGE:
+            return _error_result(str(err))
+        if err.kind is ErrorKind.AUTH_REQUIRED:
+            self.registry.mark_auth_required(source.id, err.sentence)
+        raise err
 
     async def call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None = None, *,
                           advertised: str | None = None, enforce_allowlist: bool = True) -> ToolCallOutcome:
@@ -201,9 +229,7 @@ class Gateway:
                            "its tools cannot be called")
         return source
 
-    async def _call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None, *,
-                           enforce_allowlist: bool, progress: Progress | None = None,
-                           meta: dict[str, Any] | None = None) -> ToolCallResult:
+    def _admit_source(self, source_id: str, tool_name: str, *, enforce_allowlist: bool) -> SourceView:
         source = self._active_source(source_id)
         held = self.registry.pins.held_tool(source.id, tool_name)
         if held is not None:
@@ -212,6 +238,12 @@ class Gateway:
                 not matches_any(source.allowed_tools, tool_name):
             raise NotAllowed(f"tool {tool_name} is not in the allowed_tools of source "
                                    f"{source.name} ({source.id})")
+        return source
+
+    async def _call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None, *,
+                           enforce_allowlist: bool, progress: Progress | None = None,
+                           meta: dict[str, Any] | None = None) -> ToolCallResult:
+        source = self._admit_source(source_id, tool_name, enforce_allowlist=enforce_allowlist)
         await self._acquire(source)
         try:
             result: ToolCallResult = await self._pooled(
@@ -258,9 +290,13 @@ class Gateway:
                              "sending it on a new session", source.id, exc.kind)
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
-    def _remember_links(self, agent_id: str, source_id: str, result: ToolCallResult) -> None:
-        for block in result.content:
-            uri = block.get("uri") or (block.get("resource") or {}).get("uri")
+    def remember_links(self, agent_id: str, source_id: str, content: list[dict[str, Any]]) -> None:
+        """Note the resource URIs a tool result of the source linked (the agent may read them)."""
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            inner = block.get("resource")
+            uri = block.get("uri") or (inner.get("uri") if isinstance(inner, dict) else None)
             if block.get("type") in ("resource_link", "resource") and isinstance(uri, str):
                 self._links[(agent_id, uri)] = source_id
                 self._links.move_to_end((agent_id, uri))
