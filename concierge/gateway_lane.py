@@ -27,6 +27,7 @@ is the gateway's, as on the SDK path. A client that disconnects closes the upstr
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -84,6 +85,11 @@ class _Answered:
 
     def __init__(self) -> None:
         self.started = False
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 def _sse_event(data: str) -> bytes:
@@ -235,24 +241,29 @@ class FastLane:
                    "mcp-protocol-version": call.version, "mcp-method": "tools/call",
                    "mcp-name": encode_header_value(tool.original_name)}
         answered = _Answered()
-        async with anyio.create_task_group() as tg:
+        deadline = Deadline(session.endpoint.call_timeout)
+        # A client that goes away cancels the upstream request (closing it is the 2026-07-28
+        # cancellation). A bare future, not a task group: this runs on every call.
+        watcher = asyncio.ensure_future(_disconnected(receive))
 
-            async def watch_disconnect() -> None:
-                while (await receive())["type"] != "http.disconnect":
-                    pass
-                tg.cancel_scope.cancel()  # the client went away: so does the upstream request
+        def on_disconnect(_: asyncio.Future[None]) -> None:
+            deadline.cancel()
 
-            tg.start_soon(watch_disconnect)
+        watcher.add_done_callback(on_disconnect)
+        try:
             with session.observe() as box:
                 try:
                     if http is None:
                         raise httpx2.TransportError("the pooled session closed meanwhile")
-                    with Deadline(session.endpoint.call_timeout) as deadline:
+                    with deadline:
                         await self._exchange(http, session.endpoint.url, payload, headers, call, agent_id,
                                              source, deadline, answered, send)
                 except Exception as exc:
-                    await self._failed(call, source, session, exc, box, answered, send)
-            tg.cancel_scope.cancel()
+                    if not watcher.done():
+                        await self._failed(call, source, session, exc, box, answered, send)
+        finally:
+            watcher.remove_done_callback(on_disconnect)
+            watcher.cancel()
 
     async def _exchange(self, http: httpx2.AsyncClient, url: str, payload: str, headers: dict[str, str],
                         call: _Call, agent_id: str, source: SourceView, deadline: Deadline, answered: _Answered,
@@ -277,9 +288,11 @@ class FastLane:
             else:
                 response.raise_for_status()
                 raise httpx2.DecodingError(f"unexpected answer: {response.status_code} {ctype or 'no content type'}")
-        finally:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(2):
+        except BaseException:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(2):  # (also when cancelled)
                 await response.aclose()
+            raise
+        await response.aclose()
 
     async def _relay(self, response: httpx2.Response, call: _Call, agent_id: str, source: SourceView,
                      deadline: Deadline, answered: _Answered, send: Send) -> None:

@@ -76,6 +76,10 @@ class Deadline:
             self.seconds = seconds
         self._scope.deadline = anyio.current_time() + self.seconds
 
+    def cancel(self) -> None:
+        """End the block now, quietly (no ``TimeoutError``): e.g. the caller went away."""
+        self._scope.cancel()
+
     def __enter__(self) -> Deadline:
         self._scope.__enter__()
         return self
