@@ -75,6 +75,7 @@ class Gateway:
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._seen: dict[str, dict[str, tuple[str, str]]] = {}
+        self._sandbox_ids: dict[str | None, str] = {}
         registry.on_source_change(self._on_source_change)
 
     # -- pool bookkeeping -------------------------------------------------------------------
@@ -131,15 +132,33 @@ class Gateway:
         """The agent's catalog (same as ``catalog.resolve``)."""
         return await self.catalog.resolve(slug, sandbox=sandbox, app=app)
 
+    def _sandbox_id(self, ref: str | None) -> str:
+        """The sandbox's id, looked up once per ref that cannot come to mean another sandbox
+        (the default, or an id): an MCP face asks on every call."""
+        held = self._sandbox_ids.get(ref)
+        if held is not None:
+            return held
+        sb = self.registry.get_sandbox(ref)
+        if ref is None or ref == sb.id:
+            self._sandbox_ids[ref] = sb.id
+        return sb.id
+
     async def _agent(self, agent: str, sandbox: str | None) -> tuple[Agent, str]:
-        sb = self.registry.get_sandbox(sandbox)
-        ag = self.registry.get_agent(agent, sandbox=sb.id)
+        sandbox_id = self._sandbox_id(sandbox)
+        try:
+            ag = self.registry.get_agent(agent, sandbox=sandbox_id)
+        except NotFound:
+            if self._sandbox_ids.pop(sandbox, None) is None:
+                raise
+            sandbox_id = self._sandbox_id(sandbox)  # the sandbox was deleted (and made again?)
+            ag = self.registry.get_agent(agent, sandbox=sandbox_id)
+        sb_id = sandbox_id
         if ag.status != "active":
             raise AgentInactive(f"agent {ag.slug} is {ag.status}; it cannot call tools until resumed")
         if "user_mcp" not in ag.tool_sources:
             raise NotAllowed(f"agent {ag.slug} does not take user_mcp tools (tool_sources: "
                              f"{', '.join(ag.tool_sources) or 'none'})")
-        return ag, sb.id
+        return ag, sb_id
 
     async def catalog_for(self, agent: Agent, sandbox_id: str) -> CatalogResult:
         """The agent's catalog, memoized for the catalog's TTL (dropped on any source change)."""
