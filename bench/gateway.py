@@ -11,7 +11,7 @@ Three kinds of process on loopback, as in production:
     gateway    ``concierge gateway --agent bench``, the real command, over a registry in a
                temporary home whose sources all point at that upstream, twice: as shipped
                ("gateway (lane)": stateless-era tools/call take `concierge.gateway_lane`) and
-               with ``CONCIERGE_NO_FAST_LANE=1`` ("gateway (SDK path)": the mcp SDK's server
+               with ``--no-fast-lane`` ("gateway (SDK path)": the mcp SDK's server
                and client carry every call)
     bare       a naive forwarder built with the same SDK and its defaults (one Client, no routing
                or policy): a reference for what one more SDK hop costs
@@ -285,13 +285,12 @@ def main_bench(args: argparse.Namespace) -> None:
         register_sources(home, urls["direct"], all_sources)
         before = stats(upstream)
         gateway_cmd = [sys.executable, "-m", "concierge", "gateway", "--agent", "bench", "--port"]
-        sdk_env = dict(env, CONCIERGE_NO_FAST_LANE="1")
         with process(gateway_cmd + [str(gw_port)], gw_port, "gateway", env=env) as gw_proc:
             started = stats(upstream)
             gateway_sessions = _sessions(started) - _sessions(before)  # the gateway's start-up listing
             with process([sys.executable, __file__, "--bare-proxy", str(bare_port), "--to", urls["direct"]],
                          bare_port, "bare proxy") as bare_proc, \
-                    process(gateway_cmd + [str(sdk_port)], sdk_port, "gateway (SDK path)", env=sdk_env) as sdk_proc:
+                    process(gateway_cmd + [str(sdk_port), "--no-fast-lane"], sdk_port, "gateway (SDK path)", env=env) as sdk_proc:
                 owner = {"direct": [(up_proc, "upstream (direct runs)")],
                          "bare": [(bare_proc, "bare forwarder")],
                          "sdk": [(sdk_proc, "gateway (SDK path)")],
@@ -325,7 +324,7 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
           f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
     print("(bare = a naive forwarder written with the same SDK and its defaults: one Client, no routing, "
           "no policy; a reference for what one SDK hop costs)\n")
-    print("(gateway (SDK path) = `concierge gateway` with CONCIERGE_NO_FAST_LANE=1: the mcp SDK's server and client "
+    print("(gateway (SDK path) = `concierge gateway --no-fast-lane`: the mcp SDK's server and client "
           "carry every call; gateway (lane) = the default: stateless-era tools/call forwarded by "
           "concierge.gateway_lane; the goals are the default's)\n")
     med = {m: statistics.median(v) for m, v in seq.items()}

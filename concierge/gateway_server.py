@@ -39,7 +39,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import sys
 import weakref
 from collections.abc import Callable
@@ -70,7 +69,7 @@ from concierge.registry.catalog_models import CatalogResult, CatalogTool, ToolCa
 if TYPE_CHECKING:
     from concierge.registry.gateway import Gateway
 
-__all__ = ["Authorize", "GATEWAY_SERVER_NAME", "MAX_REQUEST_BYTES", "NO_FAST_LANE_ENV", "ToolProvider",
+__all__ = ["Authorize", "GATEWAY_SERVER_NAME", "MAX_REQUEST_BYTES", "ToolProvider",
            "build_gateway_app", "build_gateway_server", "run_gateway"]
 
 log = logging.getLogger("concierge.gateway_server")
@@ -78,8 +77,6 @@ log = logging.getLogger("concierge.gateway_server")
 GATEWAY_SERVER_NAME = "concierge-gateway"
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 _MAX_INSTRUCTIONS = 8000
-NO_FAST_LANE_ENV = "CONCIERGE_NO_FAST_LANE"
-"""Set (to anything but 0) for ``concierge gateway`` to serve every request by the SDK path."""
 WATCH_INTERVAL = 2.0
 """Seconds between looks at the sandbox's sources for changes made by other processes."""
 
@@ -444,9 +441,10 @@ def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None
 
 
 async def run_gateway(provider: ToolProvider, *, agent: str, sandbox: str | None = None,
-                      host: str = "127.0.0.1", port: int = 8766, authorize: Authorize | None = None) -> None:
-    """Check the agent, then serve its catalog with uvicorn until interrupted (``authorize``:
-    see `build_gateway_app`; the caller decides whether a bind needs it)."""
+                      host: str = "127.0.0.1", port: int = 8766, authorize: Authorize | None = None,
+                      fast_lane: bool = True) -> None:
+    """Check the agent, then serve its catalog with uvicorn until interrupted (``authorize``,
+    ``fast_lane``: see `build_gateway_app`; the caller decides whether a bind needs a key)."""
     import uvicorn
 
     catalog = await provider.agent_tools(agent, sandbox=sandbox)  # fails fast on a bad slug
@@ -459,7 +457,6 @@ async def run_gateway(provider: ToolProvider, *, agent: str, sandbox: str | None
         print("  API key required (Authorization: Bearer <key>)" if authorize is not None else
               "  warning: --insecure-no-auth: anyone who can reach this port can call these tools with "
               "their stored credentials", file=sys.stderr)
-    fast_lane = os.environ.get(NO_FAST_LANE_ENV, "") in ("", "0")
     config = uvicorn.Config(build_gateway_app(provider, agent=agent, sandbox=sandbox, host=host,
                                               authorize=authorize, fast_lane=fast_lane),
                             host=host, port=port, log_level="warning", access_log=False,
