@@ -70,7 +70,7 @@ class Gateway:
         self.pool = catalog.pool
         # The buckets live in the database, shared by every process (on Unix time, the one
         # timeline they share; a test's injected clock drives them too).
-        self.limiter = limiter or StoreRateLimiter(registry.store, "tool_calls", clock=clock or time.time)
+        self.limiter = limiter or StoreRateLimiter(registry.store, "tool_calls", clock=clock or time.time, lease=True)
         self._clock = clock or time.monotonic
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
@@ -89,8 +89,11 @@ class Gateway:
     def _on_source_change(self, source_id: str, action: str) -> None:
         self._routes.clear()
         # Shared buckets are dropped by the registry in the changing transaction itself.
-        if action in BUCKET_EVICTING_ACTIONS and not isinstance(self.limiter, StoreRateLimiter):
-            self.limiter.evict(source_id)
+        if action in BUCKET_EVICTING_ACTIONS:
+            if isinstance(self.limiter, StoreRateLimiter):
+                self.limiter.forget(source_id)  # tokens taken ahead go with the bucket
+            else:
+                self.limiter.evict(source_id)
         self.pool.evict(source_id)
 
     def poll_changes(self, sandbox_id: str) -> list[str]:
