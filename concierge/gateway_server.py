@@ -21,6 +21,11 @@ What a client sees is the upstream servers' own, passed through under namespaced
 Policy and transport failures (not allowed, rate cap, server down, result too large) come back
 as tool errors the client can show, never as crashes.
 
+The hot path, a stateless-era ``tools/call``, takes `concierge.gateway_lane` when it can: a
+reverse proxy that reads only the JSON-RPC envelope, applies the same policy and forwards one
+POST through the source's pooled session; the SDK server below handles everything else and
+every refusal (``fast_lane=False``: the SDK handles every request).
+
 The provider is a `Gateway`, or anything with a ``.gateway`` (a `LocalBackend`): the full face
 above. Any other `ToolProvider` (a `RemoteBackend`) gets a reduced face: tools only, results
 rebuilt from the REST answer. `build_gateway_app` returns a Starlette app serving ``/mcp``; to

@@ -209,3 +209,27 @@ async def test_requests_to_a_source_wait_for_one_of_its_slots(backend) -> None:
         assert sorted(json.loads(a)["result"]["content"][0]["text"] for a in answers) == [
             f"execution {i}" for i in range(1, 6)]
         assert app.state.lane.served == 6
+
+
+async def test_the_body_limit_holds_in_the_lane(backend) -> None:
+    from concierge.gateway_server import MAX_REQUEST_BYTES
+
+    state = Rich()
+    with serve_in_thread(factory=lambda: rich_app(state)) as up:
+        await register(backend.registry, up.url(), "rich")
+        backend.registry.create_agent({"slug": "bot"})
+        app = build_gateway_app(backend, agent="bot")
+        async with serve_here(app) as base:
+            assert (await _post(base, "rich_count", {}))[0] == 200
+            headers, _ = _call("rich_count", {})
+            _, body = _call("rich_count", {"text": "x" * (MAX_REQUEST_BYTES + 10)})
+
+            async def chunks():  # no Content-Length: the limit is counted while the body streams in
+                for start in range(0, len(body), 65536):
+                    yield body[start:start + 65536]
+
+            async with httpx2.AsyncClient(timeout=20) as http:
+                declared = await http.post(f"{base}/mcp", content=body, headers=headers)
+                streamed = await http.post(f"{base}/mcp", content=chunks(), headers=headers)
+        assert declared.status_code == streamed.status_code == 413
+        assert state.executions == 1 and app.state.lane.served == 1
