@@ -233,3 +233,34 @@ async def test_the_body_limit_holds_in_the_lane(backend) -> None:
                 streamed = await http.post(f"{base}/mcp", content=chunks(), headers=headers)
         assert declared.status_code == streamed.status_code == 413
         assert state.executions == 1 and app.state.lane.served == 1
+
+
+async def test_a_change_made_by_another_process_refuses_the_next_call(backend) -> None:
+    from concierge.registry import Registry
+
+    state = Rich()
+    with serve_in_thread(factory=lambda: rich_app(state)) as up:
+        sid = await register(backend.registry, up.url(), "rich")
+        backend.registry.create_agent({"slug": "bot"})
+        other = Registry.open(backend.registry.data_dir)  # the CLI, in another process
+        try:
+            app = build_gateway_app(backend, agent="bot")
+            async with serve_here(app) as base:
+                for _ in range(3):  # admitted once, then remembered while nothing changed
+                    assert json.loads((await _post(base, "rich_count", {}))[2])["result"]["isError"] is False
+                other.update_agent("bot", {"tool_allowlist": ["rich_lookup"]})
+                refused = json.loads((await _post(base, "rich_count", {}))[2])["result"]
+                assert refused["isError"] is True and "tool_allowlist" in refused["content"][0]["text"]
+                other.update_agent("bot", {"tool_allowlist": []})
+                assert json.loads((await _post(base, "rich_count", {}))[2])["result"]["isError"] is False
+                other.update_agent("bot", {"status": "paused"})
+                refused = json.loads((await _post(base, "rich_count", {}))[2])["result"]
+                assert refused["isError"] is True and "paused" in refused["content"][0]["text"]
+                other.update_agent("bot", {"status": "active"})
+                assert json.loads((await _post(base, "rich_count", {}))[2])["result"]["isError"] is False
+                other.pause(sid)
+                refused = json.loads((await _post(base, "rich_count", {}))[2])["result"]
+                assert refused["isError"] is True and "paused" in refused["content"][0]["text"]
+            assert app.state.lane.served == 5 and state.executions == 5
+        finally:
+            other.close()

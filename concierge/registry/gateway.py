@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -52,9 +53,11 @@ __all__ = ["BUCKET_EVICTING_ACTIONS", "Gateway", "Progress"]
 log = logging.getLogger("concierge.gateway")
 
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+Admitted = tuple[Agent, CatalogTool, SourceView]
 BUCKET_EVICTING_ACTIONS = frozenset({"update", "pause", "revoke", "delete"})
 """Source changes that reset the rate bucket (a health-check status change does not)."""
 INACTIVE_REASONS = frozenset({"paused", "error", "disconnected"})
+_MAX_ADMITTED = 4096
 _MAX_LINKS = 4096
 """Resource URIs seen in an agent's tool results, remembered so its client can read them."""
 
@@ -73,6 +76,8 @@ class Gateway:
         self.limiter = limiter or StoreRateLimiter(registry.store, "tool_calls", clock=clock or time.time, lease=True)
         self._clock = clock or time.monotonic
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
+        self._admitted: dict[tuple[int, str, str, str | None], tuple[int, float, Admitted]] = {}
+        """(thread, name, agent, sandbox) -> (the database's data_version, expiry, what `admit` found)."""
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._seen: dict[str, dict[str, tuple[str, str]]] = {}
         self._sandbox_ids: dict[str | None, str] = {}
@@ -88,6 +93,7 @@ class Gateway:
 
     def _on_source_change(self, source_id: str, action: str) -> None:
         self._routes.clear()
+        self._admitted.clear()
         # Shared buckets are dropped by the registry in the changing transaction itself.
         if action in BUCKET_EVICTING_ACTIONS:
             if isinstance(self.limiter, StoreRateLimiter):
@@ -206,15 +212,41 @@ class Gateway:
         self.remember_links(ag.id, tool.source_id, result.content)
         return tool, result
 
-    async def admit(self, name: str, *, agent: str, sandbox: str | None = None) -> tuple[Agent, CatalogTool, SourceView]:
+    async def admit(self, name: str, *, agent: str, sandbox: str | None = None) -> Admitted:
         """Every check of a call of the agent's tool ``name`` before its rate cap: the agent
         active and taking user_mcp tools, the name in its catalog and tool_allowlist, the source
-        active, the tool not held and in the source's allowed_tools. Raises what `call` raises."""
+        active, the tool not held and in the source's allowed_tools. Raises what `call` raises.
+
+        On SQLite an admission is remembered while the database is unchanged: its
+        ``data_version`` moves with every commit by any connection (this process's writes, a
+        CLI ``source pause`` in another process), so a remembered answer is what the reads would
+        return; it also ends with the agent's catalog memo and on any source change heard."""
+        version = self._data_version()
+        key = (threading.get_ident(), name, agent, sandbox)
+        if version is not None:
+            held = self._admitted.get(key)
+            if held is not None and held[0] == version and self._clock() < held[1]:
+                return held[2]
         ag, sandbox_id = await self._agent(agent, sandbox)
         tool = await self._route(ag, sandbox_id, name)
         if ag.tool_allowlist and not matches_any(ag.tool_allowlist, name):
             raise NotAllowed(f"tool {name} is not in agent {ag.slug}'s tool_allowlist")
-        return ag, tool, self._admit_source(tool.source_id, tool.original_name, enforce_allowlist=True)
+        admitted = (ag, tool, self._admit_source(tool.source_id, tool.original_name, enforce_allowlist=True))
+        route = self._routes.get((ag.id, sandbox_id))
+        if version is not None and route is not None:
+            if len(self._admitted) >= _MAX_ADMITTED:
+                self._admitted.clear()
+            self._admitted[key] = (version, route[0] + self.catalog.ttl_seconds, admitted)
+        return admitted
+
+    def _data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on this thread's read connection (None on PostgreSQL,
+        which has no such signal: every admission reads afresh)."""
+        store = self.registry.store
+        if store.path is None:
+            return None
+        row = store.query_one("PRAGMA data_version")
+        return int(row["data_version"]) if row else None
 
     async def acquire(self, source: SourceView) -> None:
         """Spend one call of the source's rate cap, or raise `RateLimited`."""
