@@ -226,6 +226,8 @@ class FastLane:
                     await gateway.acquire(source)
                 except RateLimited:
                     raise _Refer from None  # nothing was spent: the SDK path refuses it the same way
+                if session.lane_http is None:  # it closed while we waited: the SDK path opens another
+                    raise _Refer
                 self.served += 1
                 await self._forward(call, agent.id, tool, source, session, receive, send)
         except ConciergeError as exc:  # no slot came free (the request did not leave)
@@ -234,6 +236,7 @@ class FastLane:
     async def _forward(self, call: _Call, agent_id: str, tool: CatalogTool, source: SourceView,
                        session: McpSession, receive: Receive, send: Send) -> None:
         http = session.lane_http
+        assert http is not None  # checked by the caller, with no await since
         params = dict(call.envelope["params"])
         params["name"] = tool.original_name
         payload = json.dumps({**call.envelope, "params": params}, separators=(",", ":"))
@@ -253,8 +256,6 @@ class FastLane:
         try:
             with session.observe() as box:
                 try:
-                    if http is None:
-                        raise httpx2.TransportError("the pooled session closed meanwhile")
                     with deadline:
                         await self._exchange(http, session.endpoint.url, payload, headers, call, agent_id,
                                              source, deadline, answered, send)
