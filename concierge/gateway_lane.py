@@ -66,6 +66,8 @@ _SSE_HEADERS: Final = [(b"content-type", b"text/event-stream"), (b"cache-control
 _ENVELOPE_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
 _PARAM_KEYS: Final = frozenset({"name", "arguments", "_meta"})
 _MODERN: Final = frozenset(v.encode() for v in MODERN_PROTOCOL_VERSIONS)
+_UPSTREAM_HEADERS: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json",
+                            "mcp-method": "tools/call"}
 
 
 class _Refer(Exception):
@@ -111,6 +113,7 @@ class FastLane:
         self.face, self.gateway, self.max_body, self.enabled = face, gateway, max_body, enabled
         self._security = TransportSecurityMiddleware(security)
         self._declares: dict[int, tuple[CatalogTool, bool]] = {}
+        self._bases: dict[int, tuple[httpx2.AsyncClient, list[tuple[bytes, bytes]], httpx2.URL, dict[str, Any]]] = {}
         self.served = 0
         """Requests the lane answered (for tests and the bench)."""
 
@@ -240,9 +243,7 @@ class FastLane:
         params = dict(call.envelope["params"])
         params["name"] = tool.original_name
         payload = json.dumps({**call.envelope, "params": params}, separators=(",", ":"))
-        headers = {"accept": "application/json, text/event-stream", "content-type": "application/json",
-                   "mcp-protocol-version": call.version, "mcp-method": "tools/call",
-                   "mcp-name": encode_header_value(tool.original_name)}
+        request = self._request(http, session.endpoint.url, payload, call.version, tool.original_name)
         answered = _Answered()
         deadline = Deadline(session.endpoint.call_timeout)
         # A client that goes away cancels the upstream request (closing it is the 2026-07-28
@@ -257,8 +258,7 @@ class FastLane:
             with session.observe() as box:
                 try:
                     with deadline:
-                        await self._exchange(http, session.endpoint.url, payload, headers, call, agent_id,
-                                             source, deadline, answered, send)
+                        await self._exchange(http, request, call, agent_id, source, deadline, answered, send)
                 except Exception as exc:
                     if not watcher.done():
                         await self._failed(call, source, session, exc, box, answered, send)
@@ -266,10 +266,26 @@ class FastLane:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
 
-    async def _exchange(self, http: httpx2.AsyncClient, url: str, payload: str, headers: dict[str, str],
-                        call: _Call, agent_id: str, source: SourceView, deadline: Deadline, answered: _Answered,
-                        send: Send) -> None:
-        response = await http.send(http.build_request("POST", url, content=payload, headers=headers), stream=True)
+    def _request(self, http: httpx2.AsyncClient, url: str, payload: str, version: str, name: str) -> httpx2.Request:
+        """The POST as the SDK client sends it, with the session client's headers (its auth)."""
+        mcp_name = encode_header_value(name)
+        if len(http.cookies.jar):  # cookies the server set: httpx2 sends them as it would for the SDK
+            return http.build_request("POST", url, content=payload, headers={
+                **_UPSTREAM_HEADERS, "mcp-protocol-version": version, "mcp-name": mcp_name})
+        base = self._bases.get(id(http))
+        if base is None or base[0] is not http:  # what build_request merges, once per client
+            if len(self._bases) > 256:
+                self._bases.clear()
+            merged = httpx2.Headers(http.headers)
+            merged.update(_UPSTREAM_HEADERS)
+            base = self._bases[id(http)] = (http, list(merged.raw), httpx2.URL(url), http.timeout.as_dict())
+        headers = httpx2.Headers([*base[1], (b"mcp-protocol-version", version.encode("latin-1")),
+                                  (b"mcp-name", mcp_name.encode("latin-1"))])
+        return httpx2.Request("POST", base[2], content=payload, headers=headers, extensions={"timeout": base[3]})
+
+    async def _exchange(self, http: httpx2.AsyncClient, request: httpx2.Request, call: _Call, agent_id: str,
+                        source: SourceView, deadline: Deadline, answered: _Answered, send: Send) -> None:
+        response = await http.send(request, stream=True)
         try:
             ctype = response.headers.get("content-type", "").lower()
             if response.status_code == 200 and ctype.startswith("application/json"):

@@ -264,3 +264,22 @@ async def test_a_change_made_by_another_process_refuses_the_next_call(backend) -
             assert app.state.lane.served == 5 and state.executions == 5
         finally:
             other.close()
+
+
+async def test_the_lane_sends_the_sources_credentials(backend) -> None:
+    from tests.mcp_servers import demo_app
+
+    token = "test-token-" + "lane-123"
+    with serve_in_thread(demo_app(token=token)) as up:  # refuses a request without the bearer token
+        await register(backend.registry, up.url(), "demo", auth_kind="bearer", token=token)
+        backend.registry.create_agent({"slug": "bot"})
+        app = build_gateway_app(backend, agent="bot")
+        async with serve_here(app) as base, Client(f"{base}/mcp") as client:
+            for text in ("one", "two"):
+                result = await client.call_tool("demo_echo", {"text": text})
+                assert not result.is_error and text in result.content[0].text
+            listed = [t.name for t in (await client.list_tools()).tools]
+        assert "demo_echo" in listed and app.state.lane.served == 2
+        async with httpx2.AsyncClient() as http:  # (and the upstream does refuse without it)
+            headers, body = _call("echo", {"text": "x"})
+            assert (await http.post(up.url(), content=body, headers=headers)).status_code == 401
