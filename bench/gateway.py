@@ -9,16 +9,19 @@ Three kinds of process on loopback, as in production:
                with an ``echo`` tool; it counts the sessions opened (``server/discover`` or
                ``initialize``) and serves the counts at ``/stats``
     gateway    ``concierge gateway --agent bench``, the real command, over a registry in a
-               temporary home whose sources all point at that upstream
+               temporary home whose sources all point at that upstream, twice: as shipped
+               ("gateway (lane)": stateless-era tools/call take `concierge.gateway_lane`) and
+               with ``--no-fast-lane`` ("gateway (SDK path)": the mcp SDK's server
+               and client carry every call)
     bare       a naive forwarder built with the same SDK and its defaults (one Client, no routing
                or policy): a reference for what one more SDK hop costs
     client     a process running the mcp SDK's ``Client``: one client making calls one after
                another (latency), or N clients making M calls each at once (throughput)
 
-Direct, bare and gateway runs alternate (``--rounds`` of each, interleaved) so drift on a shared
+Direct, bare and both gateway runs alternate (``--rounds`` of each, interleaved) so drift on a shared
 machine hits both alike. Rate caps: every source has the maximum cap (600 calls a minute, a
 burst of 600), so a concurrent round of 20 x 50 = 1000 calls is spread over two sources of
-that round (clients alternate), each source used by one round only.
+that round (clients alternate), each source used by one round of one gateway mode only.
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 RATE_CAP = 600  # the maximum rate_cap_per_minute
+LABELS = {"direct": "direct", "bare": "bare", "sdk": "gateway (SDK path)", "gateway": "gateway (lane)"}
 METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"]+)"')
 
 
@@ -259,18 +263,20 @@ def register_sources(home: str, url: str, names: list[str]) -> None:
 
 
 def main_bench(args: argparse.Namespace) -> None:
-    up_port, gw_port, bare_port = free_port(), free_port(), free_port()
+    up_port, gw_port, bare_port, sdk_port = free_port(), free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
     urls = {"direct": f"{upstream}/mcp", "bare": f"http://127.0.0.1:{bare_port}/mcp",
-            "gateway": f"http://127.0.0.1:{gw_port}/mcp"}
+            "sdk": f"http://127.0.0.1:{sdk_port}/mcp", "gateway": f"http://127.0.0.1:{gw_port}/mcp"}
+    gateways = ("sdk", "gateway")
     rounds = args.rounds
-    seq_sources = [f"seq{r}" for r in range(rounds)]
-    conc_sources = [[f"c{r}a", f"c{r}b"] for r in range(rounds)]
-    all_sources = seq_sources + [s for pair in conc_sources for s in pair]
+    # each gateway mode has sources of its own (rate caps), each round too
+    seq_sources = {g: [f"{g}seq{r}" for r in range(rounds)] for g in gateways}
+    conc_sources = {g: [[f"{g}c{r}a", f"{g}c{r}b"] for r in range(rounds)] for g in gateways}
+    all_sources = [s for g in gateways for s in seq_sources[g] + [s for pair in conc_sources[g] for s in pair]]
     seq: dict[str, list[float]] = {mode: [] for mode in urls}
     conc: dict[str, list[dict[str, Any]]] = {mode: [] for mode in urls}
-    cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "bare forwarder": 0.0, "gateway": 0.0,
-                             "upstream (gateway runs)": 0.0}
+    cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "bare forwarder": 0.0, "gateway (SDK path)": 0.0,
+                             "gateway (lane)": 0.0, "upstream (lane runs)": 0.0}
     with tempfile.TemporaryDirectory() as home, \
             process([sys.executable, __file__, "--upstream", str(up_port)], up_port, "upstream") as up_proc:
         env = dict(os.environ, CONCIERGE_HOME=home,
@@ -278,24 +284,26 @@ def main_bench(args: argparse.Namespace) -> None:
         os.environ["CONCIERGE_MASTER_KEY"] = env["CONCIERGE_MASTER_KEY"]
         register_sources(home, urls["direct"], all_sources)
         before = stats(upstream)
-        gateway_cmd = [sys.executable, "-m", "concierge", "gateway", "--agent", "bench", "--port", str(gw_port)]
-        with process(gateway_cmd, gw_port, "gateway", env=env) as gw_proc:
+        gateway_cmd = [sys.executable, "-m", "concierge", "gateway", "--agent", "bench", "--port"]
+        with process(gateway_cmd + [str(gw_port)], gw_port, "gateway", env=env) as gw_proc:
             started = stats(upstream)
             gateway_sessions = _sessions(started) - _sessions(before)  # the gateway's start-up listing
             with process([sys.executable, __file__, "--bare-proxy", str(bare_port), "--to", urls["direct"]],
-                         bare_port, "bare proxy") as bare_proc:
+                         bare_port, "bare proxy") as bare_proc, \
+                    process(gateway_cmd + [str(sdk_port), "--no-fast-lane"], sdk_port, "gateway (SDK path)", env=env) as sdk_proc:
                 owner = {"direct": [(up_proc, "upstream (direct runs)")],
                          "bare": [(bare_proc, "bare forwarder")],
-                         "gateway": [(gw_proc, "gateway"), (up_proc, "upstream (gateway runs)")]}
+                         "sdk": [(sdk_proc, "gateway (SDK path)")],
+                         "gateway": [(gw_proc, "gateway (lane)"), (up_proc, "upstream (lane runs)")]}
                 for r in range(rounds):
-                    for mode in urls:  # interleaved: direct, bare proxy, gateway, and again
-                        tools = [f"{seq_sources[r]}_echo"] if mode == "gateway" else ["echo"]
+                    for mode in urls:  # interleaved: direct, bare proxy, the gateway's two paths, and again
+                        tools = [f"{seq_sources[mode][r]}_echo"] if mode in gateways else ["echo"]
                         s0 = stats(upstream)
                         seq[mode] += client_process(urls[mode], tools, 1, args.seq_calls)["latencies"]
                         if mode == "gateway":
                             gateway_sessions += _sessions(stats(upstream)) - _sessions(s0)
                     for mode in urls:
-                        tools = [f"{s}_echo" for s in conc_sources[r]] if mode == "gateway" else ["echo"]
+                        tools = [f"{s}_echo" for s in conc_sources[mode][r]] if mode in gateways else ["echo"]
                         s0 = stats(upstream)
                         before_cpu = [cpu_seconds(p) for p, _ in owner[mode]]
                         conc[mode].append(client_process(urls[mode], tools, args.clients, args.calls))
@@ -316,13 +324,18 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
           f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
     print("(bare = a naive forwarder written with the same SDK and its defaults: one Client, no routing, "
           "no policy; a reference for what one SDK hop costs)\n")
+    print("(gateway (SDK path) = `concierge gateway --no-fast-lane`: the mcp SDK's server and client "
+          "carry every call; gateway (lane) = the default: stateless-era tools/call forwarded by "
+          "concierge.gateway_lane; the goals are the default's)\n")
     med = {m: statistics.median(v) for m, v in seq.items()}
     p99 = {m: pct(v, 0.99) for m, v in seq.items()}
     print(f"Sequential: 1 client, {args.seq_calls} calls per round ({len(seq['direct'])} calls per mode)")
     for mode in seq:
-        print(f"  {mode:8s} median {ms(med[mode]):>9}   p99 {ms(p99[mode]):>9}")
+        print(f"  {LABELS[mode]:18s} median {ms(med[mode]):>9}   p99 {ms(p99[mode]):>9}")
     added = med["gateway"] - med["direct"]
-    print(f"  added by the gateway   median {ms(added):>9}   p99 {ms(p99['gateway'] - p99['direct']):>9}   "
+    print(f"  added by the SDK path   median {ms(med['sdk'] - med['direct']):>9}   "
+          f"p99 {ms(p99['sdk'] - p99['direct']):>9}")
+    print(f"  added by the lane       median {ms(added):>9}   p99 {ms(p99['gateway'] - p99['direct']):>9}   "
           f"(ratios to direct: median {med['gateway'] / med['direct']:.2f}x, p99 {p99['gateway'] / p99['direct']:.2f}x)")
     print(f"  added by the bare SDK forwarder   median {ms(med['bare'] - med['direct']):>9}   "
           f"(the gateway's own share: {ms(med['gateway'] - med['bare'])})")
@@ -337,22 +350,25 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
     print(f"\nConcurrent: {args.clients} clients x {args.calls} calls per round")
     for mode, (tp, m, p, e) in sums.items():
         rounds = ", ".join(f"{len(r['latencies']) / r['wall']:.0f}" for r in conc[mode])
-        print(f"  {mode:8s} {tp:7.1f} calls/s   median {ms(m):>9}   p99 {ms(p):>9}   errors {e}   (rounds: {rounds})")
+        print(f"  {LABELS[mode]:18s} {tp:7.1f} calls/s   median {ms(m):>9}   p99 {ms(p):>9}   errors {e}   (rounds: {rounds})")
     dt, dm, dp, _ = sums["direct"]
     gt, gm, gp, ge = sums["gateway"]
     bt, _, bp, _ = sums["bare"]
-    print(f"  ratios   gateway/direct: throughput {gt / dt:.2f}x, p99 {gp / dp:.2f}x, median {gm / dm:.2f}x;  "
+    st, _, sp, _ = sums["sdk"]
+    print(f"  ratios   lane/direct: throughput {gt / dt:.2f}x, p99 {gp / dp:.2f}x, median {gm / dm:.2f}x;  "
+          f"SDK path/direct: throughput {st / dt:.2f}x, p99 {sp / dp:.2f}x;  "
           f"bare/direct: throughput {bt / dt:.2f}x, p99 {bp / dp:.2f}x")
-    for e in [e for r in conc["gateway"] for e in r["errors"]][:3]:
+    for e in [e for mode in ("gateway", "sdk") for r in conc[mode] for e in r["errors"]][:3]:
         print(f"  e.g. error: {e}")
     calls = args.rounds * args.clients * args.calls
     per_call = {name: spent / calls * 1000 for name, spent in cpu.items()}
     print("  CPU per call in the concurrent runs (wall-clock independent): " + ", ".join(
         f"{name} {value:.2f} ms" for name, value in per_call.items()))
     cores = os.cpu_count() or 1
-    ceiling = min(1000 / per_call["gateway"], cores * 1000 / (per_call["gateway"] + per_call["upstream (gateway runs)"]))
+    lane = per_call["gateway (lane)"]
+    ceiling = min(1000 / lane, cores * 1000 / (lane + per_call["upstream (lane runs)"]))
     direct_ceiling = min(1000 / per_call["upstream (direct runs)"], cores * 1000 / per_call["upstream (direct runs)"])
-    print(f"  what bounds it: the gateway is one Python process; at {per_call['gateway']:.2f} ms of CPU per call it "
+    print(f"  what bounds it: the gateway is one Python process; at {lane:.2f} ms of CPU per call it "
           f"serves at most ~{ceiling:.0f} calls/s on this machine, while the upstream alone allows "
           f"~{direct_ceiling:.0f} (ceiling ratio {ceiling / direct_ceiling:.2f}x, before the clients' own CPU)")
     limit = n_sources + args.clients

@@ -21,6 +21,11 @@ What a client sees is the upstream servers' own, passed through under namespaced
 Policy and transport failures (not allowed, rate cap, server down, result too large) come back
 as tool errors the client can show, never as crashes.
 
+The hot path, a stateless-era ``tools/call``, takes `concierge.gateway_lane` when it can: a
+reverse proxy that reads only the JSON-RPC envelope, applies the same policy and forwards one
+POST through the source's pooled session; the SDK server below handles everything else and
+every refusal (``fast_lane=False``: the SDK handles every request).
+
 The provider is a `Gateway`, or anything with a ``.gateway`` (a `LocalBackend`): the full face
 above. Any other `ToolProvider` (a `RemoteBackend`) gets a reduced face: tools only, results
 rebuilt from the REST answer. `build_gateway_app` returns a Starlette app serving ``/mcp``; to
@@ -63,13 +68,14 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from concierge.errors import ConciergeError, ConnectorError, NotFound
+from concierge.gateway_lane import FastLane
 from concierge.registry.catalog_models import CatalogResult, CatalogTool, ToolCallOutcome
 
 if TYPE_CHECKING:
     from concierge.registry.gateway import Gateway
 
-__all__ = ["Authorize", "GATEWAY_SERVER_NAME", "MAX_REQUEST_BYTES", "ToolProvider", "build_gateway_app", "build_gateway_server",
-           "run_gateway"]
+__all__ = ["Authorize", "GATEWAY_SERVER_NAME", "MAX_REQUEST_BYTES", "ToolProvider",
+           "build_gateway_app", "build_gateway_server", "run_gateway"]
 
 log = logging.getLogger("concierge.gateway_server")
 
@@ -212,17 +218,26 @@ class _Face:
     async def remember(self, ctx: Any, call_next: Any) -> Any:
         """Middleware: note each client connection (to notify it later) and refresh the
         instructions before a handshake."""
-        if self.loop is None:
-            self.loop = asyncio.get_running_loop()
-            if self.gateway is not None:  # changes made by other processes, seen by polling
-                watcher = self.loop.create_task(self._watch())
-                self._tasks.add(watcher)
+        self.start_watch()
         connection = getattr(ctx.session, "_connection", None)  # the SDK keeps it private
         if connection is not None:
             self.connections.add(connection)
         if ctx.method in ("initialize", "server/discover") and self.gateway is not None:
             await self._refresh_instructions()
         return await call_next(ctx)
+
+    def start_watch(self) -> None:
+        """On the first request: note the loop, and watch for changes made by other processes."""
+        if self.loop is None:
+            self.loop = asyncio.get_running_loop()
+            if self.gateway is not None:  # changes made by other processes, seen by polling
+                watcher = self.loop.create_task(self._watch())
+                self._tasks.add(watcher)
+
+    @staticmethod
+    def error_text(exc: ConciergeError) -> str:
+        """A refusal as the text of the tool error result a client gets."""
+        return _error_text(exc)
 
     async def _refresh_instructions(self) -> None:
         assert self.server is not None
@@ -389,18 +404,40 @@ def build_gateway_server(provider: ToolProvider, *, agent: str, sandbox: str | N
     return server
 
 
+class _LaneGate:
+    """ASGI middleware: requests to ``path`` go through the face's `FastLane` first."""
+
+    def __init__(self, app: ASGIApp, lane: FastLane, path: str) -> None:
+        self.app, self.lane, self.path = app, lane, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == self.path:
+            await self.lane.handle(scope, receive, send, self.app)
+        else:
+            await self.app(scope, receive, send)
+
+
 def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None = None,
                       host: str = "127.0.0.1", path: str = "/mcp", authorize: Authorize | None = None,
-                      stateless: bool = False) -> Starlette:
+                      stateless: bool = False, fast_lane: bool = True) -> Starlette:
     """The agent's catalog over streamable HTTP at ``path``.
 
     ``host`` is the bind address: on loopback the SDK's Host/Origin check (DNS-rebinding
     protection) is on. ``authorize`` checks every request's bearer token first (see the
-    module docstring). ``app.state.session_manager`` is exposed for mounting.
+    module docstring). ``fast_lane``: stateless-era ``tools/call`` requests are forwarded by
+    `concierge.gateway_lane` (False: the SDK serves every request). ``app.state.session_manager``
+    and ``app.state.lane`` (None for a reduced face) are exposed for mounting.
     """
     server = build_gateway_server(provider, agent=agent, sandbox=sandbox)
     app = server.streamable_http_app(streamable_http_path=path, host=host, stateless_http=stateless,
                                      max_request_body_size=MAX_REQUEST_BYTES)
+    face: _Face = server.face  # type: ignore[attr-defined]
+    lane = None
+    if face.gateway is not None:
+        lane = FastLane(face, face.gateway, security=server.session_manager.security_settings,
+                        max_body=MAX_REQUEST_BYTES, enabled=fast_lane)
+        app.add_middleware(_LaneGate, lane=lane, path=path)
+    app.state.lane = lane
     if authorize is not None:
         app.add_middleware(_BearerGate, authorize=authorize)  # outermost: no key, nothing is read
     app.state.session_manager = server.session_manager
@@ -409,9 +446,10 @@ def build_gateway_app(provider: ToolProvider, *, agent: str, sandbox: str | None
 
 
 async def run_gateway(provider: ToolProvider, *, agent: str, sandbox: str | None = None,
-                      host: str = "127.0.0.1", port: int = 8766, authorize: Authorize | None = None) -> None:
-    """Check the agent, then serve its catalog with uvicorn until interrupted (``authorize``:
-    see `build_gateway_app`; the caller decides whether a bind needs it)."""
+                      host: str = "127.0.0.1", port: int = 8766, authorize: Authorize | None = None,
+                      fast_lane: bool = True) -> None:
+    """Check the agent, then serve its catalog with uvicorn until interrupted (``authorize``,
+    ``fast_lane``: see `build_gateway_app`; the caller decides whether a bind needs a key)."""
     import uvicorn
 
     catalog = await provider.agent_tools(agent, sandbox=sandbox)  # fails fast on a bad slug
@@ -425,7 +463,7 @@ async def run_gateway(provider: ToolProvider, *, agent: str, sandbox: str | None
               "  warning: --insecure-no-auth: anyone who can reach this port can call these tools with "
               "their stored credentials", file=sys.stderr)
     config = uvicorn.Config(build_gateway_app(provider, agent=agent, sandbox=sandbox, host=host,
-                                              authorize=authorize),
+                                              authorize=authorize, fast_lane=fast_lane),
                             host=host, port=port, log_level="warning", access_log=False,
                             timeout_graceful_shutdown=2)
     await uvicorn.Server(config).serve()

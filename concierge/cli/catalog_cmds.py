@@ -47,6 +47,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--insecure-no-auth", action="store_true",
                    help="serve a non-loopback --host without keys: anyone who can reach the port can call "
                         "the agent's tools with their stored credentials")
+    p.add_argument("--no-fast-lane", action="store_true",
+                   help="serve every request by the mcp SDK's server (no tools/call pass-through lane; "
+                        "for comparison, e.g. bench/gateway.py)")
     p.set_defaults(handler=gateway)
 
 
@@ -184,5 +187,5 @@ async def gateway(args: argparse.Namespace, backend: Backend) -> int:
     if registry is not None:  # no source may point at this gateway (it would call itself)
         registry.url_policy.add_self(args.host, args.port)
     await run_gateway(backend, agent=args.agent, sandbox=args.sandbox, host=args.host, port=args.port,
-                      authorize=authorize)
+                      authorize=authorize, fast_lane=not args.no_fast_lane)
     return 0

@@ -18,6 +18,8 @@ A refusal is a `Blocked` (an ``httpcore2.ConnectError``: the request was never s
 
 from __future__ import annotations
 
+import select
+import socket
 from collections.abc import Iterable
 from typing import Any
 
@@ -35,19 +37,27 @@ class Blocked(httpcore2.ConnectError):
 
 class _Tracked(httpcore2.AsyncNetworkStream):
     """A connection as the pool holds it, recorded as Concierge's own for as long as it lives
-    (also after a TLS upgrade, which hands the pool a new stream)."""
+    (also after a TLS upgrade, which hands the pool a new stream).
+
+    It costs nothing per request: reads and writes are the inner stream's own methods, and
+    the raw socket is looked up once (httpcore2 asks whether it is readable before every
+    request on a kept-alive connection, and anyio builds its attribute table per lookup)."""
 
     def __init__(self, inner: httpcore2.AsyncNetworkStream, local: tuple[Any, ...]) -> None:
         self._inner, self._local = inner, local
+        self._socket = inner.get_extra_info("socket")
+        self.read = inner.read  # type: ignore[method-assign]
+        self.write = inner.write  # type: ignore[method-assign]
+        self.aclose = inner.aclose  # type: ignore[method-assign]
         remember_outbound(self, local)
 
-    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+    async def read(self, max_bytes: int, timeout: float | None = None) -> bytes:  # (replaced per instance)
         return await self._inner.read(max_bytes, timeout)
 
-    async def write(self, buffer: bytes, timeout: float | None = None) -> None:
+    async def write(self, buffer: bytes, timeout: float | None = None) -> None:  # (replaced per instance)
         await self._inner.write(buffer, timeout)
 
-    async def aclose(self) -> None:
+    async def aclose(self) -> None:  # (replaced per instance)
         await self._inner.aclose()
 
     async def start_tls(self, ssl_context: Any, server_hostname: str | None = None,
@@ -56,7 +66,22 @@ class _Tracked(httpcore2.AsyncNetworkStream):
         return _Tracked(upgraded, self._local)
 
     def get_extra_info(self, info: str) -> Any:
+        if info == "is_readable" and self._socket is not None:
+            return _readable(self._socket)
+        if info == "socket":
+            return self._socket
         return self._inner.get_extra_info(info)
+
+
+def _readable(sock: socket.socket) -> bool:
+    """Whether a read would return at once (data, or the b"" of a peer that closed), as
+    httpcore2 checks it; a socket without a descriptor any more counts as readable."""
+    fd = sock.fileno()
+    if fd < 0:
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    return bool(poller.poll(0))
 
 
 class GuardedBackend(httpcore2.AsyncNetworkBackend):

@@ -160,7 +160,8 @@ def _http_client(endpoint: Endpoint, box: Observed, *, timeout: httpx2.Timeout,
 
 @asynccontextmanager
 async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_timeout: float,
-                  http_timeout: float, message_handler: MessageHandler | None) -> AsyncIterator[Client]:
+                  http_timeout: float, message_handler: MessageHandler | None,
+                  http_sink: list[httpx2.AsyncClient] | None = None) -> AsyncIterator[Client]:
     connect = min(endpoint.connect_timeout, 5.0)
     backstop = endpoint.max_message_bytes * 2  # the SDK's own per-event cap, behind ours
     options: dict[str, Any] = {"mode": "auto", "read_timeout_seconds": read_timeout, "cache": None,
@@ -185,6 +186,8 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
             yield client
         return
     http = _http_client(endpoint, box, timeout=httpx2.Timeout(http_timeout, connect=connect))
+    if http_sink is not None:
+        http_sink.append(http)
     async with http:
         stream = streamable_http_client(endpoint.url, http_client=http, max_sse_event_size=backstop)
         async with Client(stream, **options) as client:
@@ -194,12 +197,15 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
 @asynccontextmanager
 async def open_client(endpoint: Endpoint, box: Observed, *, read_timeout: float,
                       http_timeout: float | None = None,
-                      message_handler: MessageHandler | None = None) -> AsyncIterator[tuple[Client, str]]:
+                      message_handler: MessageHandler | None = None,
+                      http_sink: list[httpx2.AsyncClient] | None = None) -> AsyncIterator[tuple[Client, str]]:
     """An open, negotiated ``Client`` and the transport it uses. The caller owns the deadline
     and the error mapping (connect failures surface as nested exception groups).
 
     ``read_timeout`` bounds each MCP request by default; ``http_timeout`` (default the same)
     is httpx2's per-read budget and must cover the slowest tool call the client will make.
+    ``http_sink`` receives the httpx2 client of a streamable-HTTP connection (the gateway's
+    pass-through lane sends its POSTs through it: same pool, headers, URL policy and cap).
     """
     http_timeout = max(read_timeout, http_timeout or 0.0)
     candidates = endpoint.transports
@@ -208,9 +214,11 @@ async def open_client(endpoint: Endpoint, box: Observed, *, read_timeout: float,
         try:
             client = await stack.enter_async_context(_client(
                 endpoint, box, transport, read_timeout=read_timeout, http_timeout=http_timeout,
-                message_handler=message_handler))
+                message_handler=message_handler, http_sink=http_sink))
         except Exception:
             await stack.aclose()
+            if http_sink is not None:
+                http_sink.clear()  # that connection is closed
             if i + 1 < len(candidates) and box.status in _FALLBACK_STATUSES and box.cause is None:
                 box.clear()
                 continue

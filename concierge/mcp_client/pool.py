@@ -172,9 +172,13 @@ class SessionPool:
         if limiter is None:
             limiter = self._limiters[key] = anyio.CapacityLimiter(self.max_in_flight)
         acquired = False
-        with anyio.move_on_after(wait if wait is not None else float("inf")):
-            await limiter.acquire()
+        try:  # a free place at once (the common case) needs no cancel scope
+            limiter.acquire_nowait()
             acquired = True
+        except anyio.WouldBlock:
+            with anyio.move_on_after(wait if wait is not None else float("inf")):
+                await limiter.acquire()
+                acquired = True
         if not acquired:
             raise ConnectorError(ErrorKind.TIMEOUT, f"{self.max_in_flight} requests to this server are in "
                                  f"flight and none finished within {wait:g} s — try again", delivered=False)

@@ -9,12 +9,14 @@ open; a broken transport closes it, and a pool must open a new one.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, TypeVar
 
 import anyio
+import httpx2
 import mcp_types as types
 from mcp import Client
 from mcp_types.version import MODERN_PROTOCOL_VERSIONS
@@ -73,6 +75,10 @@ class Deadline:
         if seconds is not None:
             self.seconds = seconds
         self._scope.deadline = anyio.current_time() + self.seconds
+
+    def cancel(self) -> None:
+        """End the block now, quietly (no ``TimeoutError``): e.g. the caller went away."""
+        self._scope.cancel()
 
     def __enter__(self) -> Deadline:
         self._scope.__enter__()
@@ -144,6 +150,7 @@ class McpSession:
         self._error: ConnectorError | None = None
         self._closed = False
         self._opening = False
+        self._http: list[httpx2.AsyncClient] = []
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("open" if self._client is not None else "new")
@@ -249,8 +256,8 @@ class McpSession:
         assert self._stop is not None and self._done is not None
         try:
             async with open_client(self.endpoint, self._box, read_timeout=self.endpoint.connect_timeout,
-                                   http_timeout=self.endpoint.call_timeout,
-                                   message_handler=self._message_handler) as (client, transport):
+                                   http_timeout=self.endpoint.call_timeout, message_handler=self._message_handler,
+                                   http_sink=self._http) as (client, transport):
                 info = client.server_info
                 if info is not None:
                     self.server_name = sanitize(info.name, MAX_TITLE_CHARS, single_line=True) or None
@@ -280,6 +287,35 @@ class McpSession:
     @property
     def _grace(self) -> float:
         return _STDIO_CLOSE_GRACE if self.endpoint.command is not None else _CLOSE_GRACE
+
+    @property
+    def lane_http(self) -> httpx2.AsyncClient | None:
+        """The httpx2 client of an open stateless (2026-07-28) streamable-HTTP session without an
+        OAuth flow: what the gateway's pass-through lane may POST a ``tools/call`` through (its
+        pool, static headers, URL policy and size cap are this session's). None otherwise."""
+        if self._closed or self._client is None or not self._http or self.transport != "streamable-http" \
+                or self.protocol_version not in MODERN_PROTOCOL_VERSIONS or self.endpoint.auth is not None:
+            return None
+        return self._http[-1]
+
+    @contextlib.contextmanager
+    def observe(self) -> Iterator[Observed]:
+        """Within: what the session's HTTP client sees of a request (status, content type, a
+        refused size) is recorded on the box yielded, for `request_failed`."""
+        box = Observed()
+        token = current_observed.set(box)
+        try:
+            yield box
+        finally:
+            current_observed.reset(token)
+
+    async def request_failed(self, exc: BaseException, call_box: Observed) -> ConnectorError:
+        """A ``tools/call`` made outside the SDK client (the gateway's lane) failed with ``exc``:
+        the same `ConnectorError` as one made here, and as here a broken transport closes us."""
+        err = translate(exc, self.endpoint, call_box, phase="call", deadline=self.endpoint.call_timeout,
+                        in_session=True)
+        await self._after_failure(err, call_box)
+        return err
 
     @property
     def pid(self) -> int | None:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
@@ -52,9 +53,11 @@ __all__ = ["BUCKET_EVICTING_ACTIONS", "Gateway", "Progress"]
 log = logging.getLogger("concierge.gateway")
 
 Progress = Callable[[float, float | None, str | None], Awaitable[None]]
+Admitted = tuple[Agent, CatalogTool, SourceView]
 BUCKET_EVICTING_ACTIONS = frozenset({"update", "pause", "revoke", "delete"})
 """Source changes that reset the rate bucket (a health-check status change does not)."""
 INACTIVE_REASONS = frozenset({"paused", "error", "disconnected"})
+_MAX_ADMITTED = 4096
 _MAX_LINKS = 4096
 """Resource URIs seen in an agent's tool results, remembered so its client can read them."""
 
@@ -70,11 +73,14 @@ class Gateway:
         self.pool = catalog.pool
         # The buckets live in the database, shared by every process (on Unix time, the one
         # timeline they share; a test's injected clock drives them too).
-        self.limiter = limiter or StoreRateLimiter(registry.store, "tool_calls", clock=clock or time.time)
+        self.limiter = limiter or StoreRateLimiter(registry.store, "tool_calls", clock=clock or time.time, lease=True)
         self._clock = clock or time.monotonic
         self._routes: dict[tuple[str, str], tuple[float, CatalogResult]] = {}
+        self._admitted: dict[tuple[int, str, str, str | None], tuple[int, float, Admitted]] = {}
+        """(thread, name, agent, sandbox) -> (the database's data_version, expiry, what `admit` found)."""
         self._links: OrderedDict[tuple[str, str], str] = OrderedDict()
         self._seen: dict[str, dict[str, tuple[str, str]]] = {}
+        self._sandbox_ids: dict[str | None, str] = {}
         registry.on_source_change(self._on_source_change)
 
     # -- pool bookkeeping -------------------------------------------------------------------
@@ -87,9 +93,13 @@ class Gateway:
 
     def _on_source_change(self, source_id: str, action: str) -> None:
         self._routes.clear()
+        self._admitted.clear()
         # Shared buckets are dropped by the registry in the changing transaction itself.
-        if action in BUCKET_EVICTING_ACTIONS and not isinstance(self.limiter, StoreRateLimiter):
-            self.limiter.evict(source_id)
+        if action in BUCKET_EVICTING_ACTIONS:
+            if isinstance(self.limiter, StoreRateLimiter):
+                self.limiter.forget(source_id)  # tokens taken ahead go with the bucket
+            else:
+                self.limiter.evict(source_id)
         self.pool.evict(source_id)
 
     def poll_changes(self, sandbox_id: str) -> list[str]:
@@ -131,15 +141,33 @@ class Gateway:
         """The agent's catalog (same as ``catalog.resolve``)."""
         return await self.catalog.resolve(slug, sandbox=sandbox, app=app)
 
+    def _sandbox_id(self, ref: str | None) -> str:
+        """The sandbox's id, looked up once per ref that cannot come to mean another sandbox
+        (the default, or an id): an MCP face asks on every call."""
+        held = self._sandbox_ids.get(ref)
+        if held is not None:
+            return held
+        sb = self.registry.get_sandbox(ref)
+        if ref is None or ref == sb.id:
+            self._sandbox_ids[ref] = sb.id
+        return sb.id
+
     async def _agent(self, agent: str, sandbox: str | None) -> tuple[Agent, str]:
-        sb = self.registry.get_sandbox(sandbox)
-        ag = self.registry.get_agent(agent, sandbox=sb.id)
+        sandbox_id = self._sandbox_id(sandbox)
+        try:
+            ag = self.registry.get_agent(agent, sandbox=sandbox_id)
+        except NotFound:
+            if self._sandbox_ids.pop(sandbox, None) is None:
+                raise
+            sandbox_id = self._sandbox_id(sandbox)  # the sandbox was deleted (and made again?)
+            ag = self.registry.get_agent(agent, sandbox=sandbox_id)
+        sb_id = sandbox_id
         if ag.status != "active":
             raise AgentInactive(f"agent {ag.slug} is {ag.status}; it cannot call tools until resumed")
         if "user_mcp" not in ag.tool_sources:
             raise NotAllowed(f"agent {ag.slug} does not take user_mcp tools (tool_sources: "
                              f"{', '.join(ag.tool_sources) or 'none'})")
-        return ag, sb.id
+        return ag, sb_id
 
     async def catalog_for(self, agent: Agent, sandbox_id: str) -> CatalogResult:
         """The agent's catalog, memoized for the catalog's TTL (dropped on any source change)."""
@@ -178,14 +206,68 @@ class Gateway:
                        meta: dict[str, Any] | None = None) -> tuple[CatalogTool, ToolCallResult]:
         """`call`, returning the catalog entry and the server's result as received (for the
         MCP face: every content block, ``structuredContent`` and ``_meta`` pass through)."""
+        ag, tool, _ = await self.admit(name, agent=agent, sandbox=sandbox)
+        result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
+                                         progress=progress, meta=meta)
+        self.remember_links(ag.id, tool.source_id, result.content)
+        return tool, result
+
+    async def admit(self, name: str, *, agent: str, sandbox: str | None = None) -> Admitted:
+        """Every check of a call of the agent's tool ``name`` before its rate cap: the agent
+        active and taking user_mcp tools, the name in its catalog and tool_allowlist, the source
+        active, the tool not held and in the source's allowed_tools. Raises what `call` raises.
+
+        On SQLite an admission is remembered while the database is unchanged: its
+        ``data_version`` moves with every commit by any connection (this process's writes, a
+        CLI ``source pause`` in another process), so a remembered answer is what the reads would
+        return; it also ends with the agent's catalog memo and on any source change heard."""
+        version = self._data_version()
+        key = (threading.get_ident(), name, agent, sandbox)
+        if version is not None:
+            held = self._admitted.get(key)
+            if held is not None and held[0] == version and self._clock() < held[1]:
+                return held[2]
         ag, sandbox_id = await self._agent(agent, sandbox)
         tool = await self._route(ag, sandbox_id, name)
         if ag.tool_allowlist and not matches_any(ag.tool_allowlist, name):
             raise NotAllowed(f"tool {name} is not in agent {ag.slug}'s tool_allowlist")
-        result = await self._call_source(tool.source_id, tool.original_name, arguments, enforce_allowlist=True,
-                                         progress=progress, meta=meta)
-        self._remember_links(ag.id, tool.source_id, result)
-        return tool, result
+        admitted = (ag, tool, self._admit_source(tool.source_id, tool.original_name, enforce_allowlist=True))
+        route = self._routes.get((ag.id, sandbox_id))
+        if version is not None and route is not None:
+            if len(self._admitted) >= _MAX_ADMITTED:
+                self._admitted.clear()
+            self._admitted[key] = (version, route[0] + self.catalog.ttl_seconds, admitted)
+        return admitted
+
+    def _data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on this thread's read connection (None on PostgreSQL,
+        which has no such signal: every admission reads afresh)."""
+        store = self.registry.store
+        if store.path is None:
+            return None
+        row = store.query_one("PRAGMA data_version")
+        return int(row["data_version"]) if row else None
+
+    async def acquire(self, source: SourceView) -> None:
+        """Spend one call of the source's rate cap, or raise `RateLimited`."""
+        await self._acquire(source)
+
+    async def call_failed(self, source: SourceView, session: McpSession, exc: BaseException,
+                          call_box: Any) -> ToolCallResult:
+        """A call sent outside the session's SDK client (the MCP face's lane) failed with ``exc``
+        after it was sent: the error result `call_raw` returns for it, or the `ConnectorError`
+        it raises (the same rules: the server's MCP error or a refused oversized answer is a
+        tool error, a broken session is discarded, a refused sign-in marks the source)."""
+        err = await session.request_failed(exc, call_box)
+        if session.closed:
+            self.pool.discard(source.id, session)
+        elif err.kind is ErrorKind.PROTOCOL:
+            return _error_result(str(err))
+        if err.kind is ErrorKind.TOO_LARGE:
+            return _error_result(str(err))
+        if err.kind is ErrorKind.AUTH_REQUIRED:
+            self.registry.mark_auth_required(source.id, err.sentence)
+        raise err
 
     async def call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None = None, *,
                           advertised: str | None = None, enforce_allowlist: bool = True) -> ToolCallOutcome:
@@ -201,9 +283,7 @@ class Gateway:
                            "its tools cannot be called")
         return source
 
-    async def _call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None, *,
-                           enforce_allowlist: bool, progress: Progress | None = None,
-                           meta: dict[str, Any] | None = None) -> ToolCallResult:
+    def _admit_source(self, source_id: str, tool_name: str, *, enforce_allowlist: bool) -> SourceView:
         source = self._active_source(source_id)
         held = self.registry.pins.held_tool(source.id, tool_name)
         if held is not None:
@@ -212,6 +292,12 @@ class Gateway:
                 not matches_any(source.allowed_tools, tool_name):
             raise NotAllowed(f"tool {tool_name} is not in the allowed_tools of source "
                                    f"{source.name} ({source.id})")
+        return source
+
+    async def _call_source(self, source_id: str, tool_name: str, arguments: dict[str, Any] | None, *,
+                           enforce_allowlist: bool, progress: Progress | None = None,
+                           meta: dict[str, Any] | None = None) -> ToolCallResult:
+        source = self._admit_source(source_id, tool_name, enforce_allowlist=enforce_allowlist)
         await self._acquire(source)
         try:
             result: ToolCallResult = await self._pooled(
@@ -258,9 +344,13 @@ class Gateway:
                              "sending it on a new session", source.id, exc.kind)
         raise AssertionError  # pragma: no cover - the loop returns or raises
 
-    def _remember_links(self, agent_id: str, source_id: str, result: ToolCallResult) -> None:
-        for block in result.content:
-            uri = block.get("uri") or (block.get("resource") or {}).get("uri")
+    def remember_links(self, agent_id: str, source_id: str, content: list[dict[str, Any]]) -> None:
+        """Note the resource URIs a tool result of the source linked (the agent may read them)."""
+        for block in content:
+            if not isinstance(block, dict):
+                continue
+            inner = block.get("resource")
+            uri = block.get("uri") or (inner.get("uri") if isinstance(inner, dict) else None)
             if block.get("type") in ("resource_link", "resource") and isinstance(uri, str):
                 self._links[(agent_id, uri)] = source_id
                 self._links.move_to_end((agent_id, uri))

@@ -13,6 +13,7 @@ process sees the bucket gone). `RateLimiter` is the same rule in one process's m
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
@@ -26,7 +27,8 @@ if TYPE_CHECKING:
     from concierge.store import Database
     from concierge.store.buckets import RateBuckets
 
-__all__ = ["Clock", "RateLimited", "RateLimiter", "StoreRateLimiter", "TokenBucket"]
+__all__ = ["Clock", "LEASE_SECONDS", "MAX_LEASE", "RateLimited", "RateLimiter", "StoreRateLimiter", "TokenBucket",
+           "lease_size"]
 
 Clock = Callable[[], float]
 _EPSILON = 1e-9
@@ -107,14 +109,36 @@ class RateLimiter:
             self._buckets.clear()
 
 
+LEASE_SECONDS = 1.0
+"""How long tokens taken ahead (`StoreRateLimiter` with ``lease=True``) stay usable."""
+MAX_LEASE = 10
+
+
+def lease_size(per_minute: int) -> int:
+    """Tokens taken ahead at once for a cap: one second's refill, 1 (none ahead) below 120 a
+    minute, at most `MAX_LEASE`."""
+    return max(1, min(MAX_LEASE, per_minute // 60))
+
+
 class StoreRateLimiter:
     """The buckets of one ``kind`` (``tool_calls``, ``webhooks``) in the registry's database,
-    shared by every process using it. ``clock``: Unix seconds (every process's common timeline)."""
+    shared by every process using it. ``clock``: Unix seconds (every process's common timeline).
 
-    def __init__(self, store: Store, kind: str, *, clock: Clock = time.time) -> None:
+    ``lease=True`` (the gateway's): a cap of 120 a minute or more is taken from the shared
+    bucket `lease_size` tokens at a time, spent here for at most `LEASE_SECONDS`, so a busy
+    source costs one database write per second's worth of calls, not one per call. Tokens are
+    taken before they are spent, so the processes together still never exceed the cap; tokens
+    not spent within the lease are lost (a cap of N may admit up to a second's refill fewer),
+    and `forget` drops a source's lease (its update, pause, revoke or delete)."""
+
+    def __init__(self, store: Store, kind: str, *, clock: Clock = time.time, lease: bool = False) -> None:
         self._store = store
         self.kind = kind
         self._clock = clock
+        self._lease = lease
+        self._leases: dict[str, tuple[int, int, float]] = {}
+        """source id -> (tokens left, the cap they were taken under, monotonic expiry)."""
+        self._refilling: dict[tuple[int, str], asyncio.Lock] = {}
 
     def _buckets(self, db: Database) -> RateBuckets:
         from concierge.store.buckets import RateBuckets
@@ -132,9 +156,39 @@ class StoreRateLimiter:
 
     async def aacquire(self, source_id: str, per_minute: int, *, label: str | None = None) -> None:
         """`acquire`, awaited (the caller's event loop keeps running meanwhile)."""
+        size = lease_size(per_minute) if self._lease else 1
+        if size > 1:
+            if self._spend(source_id, per_minute):
+                return
+            # One refill at a time per source: callers that missed meanwhile spend what it took.
+            key = (id(asyncio.get_running_loop()), source_id)
+            lock = self._refilling.get(key)
+            if lock is None:
+                lock = self._refilling[key] = asyncio.Lock()
+            async with lock:
+                if self._spend(source_id, per_minute):
+                    return
+                wait = await self._store.arun(lambda db: self._buckets(db).take(self.kind, source_id, per_minute,
+                                                                                n=size))
+                if wait == 0:
+                    self._leases[source_id] = (size - 1, per_minute, time.monotonic() + LEASE_SECONDS)
+                    return
+                self._leases.pop(source_id, None)  # fewer left than a lease: one at a time, as without
         await self._store.arun(
             lambda db: self._buckets(db).acquire(self.kind, source_id, per_minute, label=label))
 
+    def _spend(self, source_id: str, per_minute: int) -> bool:
+        held = self._leases.get(source_id)
+        if held is None or held[0] < 1 or held[1] != per_minute or time.monotonic() >= held[2]:
+            return False
+        self._leases[source_id] = (held[0] - 1, per_minute, held[2])
+        return True
+
+    def forget(self, source_id: str) -> None:
+        """Drop the source's lease in this process (the shared bucket is evicted elsewhere)."""
+        self._leases.pop(source_id, None)
+
     def evict(self, source_id: str) -> bool:
         """Forget the source's bucket of this kind, in every process. True if there was one."""
+        self.forget(source_id)
         return bool(self._store.run(lambda db: self._buckets(db).evict(source_id, kind=self.kind)))

@@ -18,6 +18,7 @@ from starlette.requests import Request
 from starlette.types import Receive, Scope, Send
 
 from concierge.errors import ConciergeError
+from concierge.gateway_lane import FastLane
 from concierge.gateway_server import build_gateway_app
 from concierge.registry import acting_as
 from concierge.server.api import Ctx, authenticate
@@ -54,13 +55,15 @@ OPENAPI_PATH_ITEM: dict[str, Any] = {
 class GatewayMount:
     """The ASGI app behind `MCP_PATH` (a Starlette route passes the path parameters)."""
 
-    def __init__(self, services: Services, *, host: str, stateless: bool = False) -> None:
+    def __init__(self, services: Services, *, host: str, stateless: bool = False, fast_lane: bool = True) -> None:
         self.services = services
         self.host = host
+        self.fast_lane = fast_lane
+        """Stateless-era ``tools/call`` requests take `concierge.gateway_lane` (False: the SDK path)."""
         self.stateless = stateless
         """No MCP sessions: every request stands alone, so any instance on the database answers
         it (``serve --stateless-mcp``); server-to-client notifications are lost."""
-        self._managers: dict[tuple[str, str], Any] = {}
+        self._managers: dict[tuple[str, str], tuple[Any, FastLane | None]] = {}
         self._lock = anyio.Lock()
         self._tg: TaskGroup | None = None
         self._stop = anyio.Event()
@@ -78,19 +81,19 @@ class GatewayMount:
             task_status.started()
             await self._stop.wait()
 
-    async def _manager(self, sandbox_id: str, slug: str) -> Any:
+    async def _manager(self, sandbox_id: str, slug: str) -> tuple[Any, FastLane | None]:
         key = (sandbox_id, slug)
         async with self._lock:
-            manager = self._managers.get(key)
-            if manager is None:
+            held = self._managers.get(key)
+            if held is None:
                 if self._tg is None:
                     raise RuntimeError("the gateway mount needs the app's lifespan to run")
                 app = build_gateway_app(self.services.backend, agent=slug, sandbox=sandbox_id,
-                                        host=self.host, stateless=self.stateless)
+                                        host=self.host, stateless=self.stateless, fast_lane=self.fast_lane)
                 manager = app.state.session_manager
                 await self._tg.start(self._serve_manager, manager)
-                self._managers[key] = manager
-            return manager
+                held = self._managers[key] = (manager, app.state.lane)
+            return held
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         params = scope.get("path_params") or {}
@@ -101,7 +104,7 @@ class GatewayMount:
             ctx = Ctx(request, principal, self.services)
             sb = ctx.sandbox(params["sandbox_id"])
             agent = await self.services.backend.get_agent(params["slug"], sandbox=sb.id)
-            manager = await self._manager(sb.id, agent.slug)
+            manager, lane = await self._manager(sb.id, agent.slug)
         except ConciergeError as exc:
             await error_response(exc)(scope, receive, send)
             return
@@ -109,4 +112,7 @@ class GatewayMount:
             await internal_error(request, exc)(scope, receive, send)
             return
         with acting_as(principal.actor):
-            await manager.handle_request(scope, receive, send)  # the SDK's body limit first
+            if lane is None:
+                await manager.handle_request(scope, receive, send)  # the SDK's body limit first
+            else:  # (the lane keeps the same limit, and gives the SDK what it does not take)
+                await lane.handle(scope, receive, send, manager.handle_request)
