@@ -122,3 +122,25 @@ async def test_idle_sources_are_counted_and_only_the_first_of_each_reason_itemiz
     reply = text_of(await collect(session.send("What tools does my support agent have right now?")))
     assert "…and 5 more skipped sources (5 paused)." in reply, reply
     assert reply.count("Skipped ") == MAX_SKIPPED_ITEMS + 2
+
+
+async def test_a_call_to_a_tool_of_a_paused_source_the_trace_only_counted_says_it_is_paused(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found at the merge: with more paused sources than the trace itemizes, a call to a tool of
+    one it only counted was "no tool" (the source was not among the itemized ones)."""
+    from concierge.errors import SourceInactive
+    from concierge.registry.gateway import Gateway
+
+    reg = backend.registry
+    await register(backend, open_server, 1)
+    reg.create_agent({"slug": "support"})
+    add_sources(reg, MAX_SKIPPED_ITEMS + 3, status="paused")
+    last = add_sources(reg, 1, status="paused")[0]  # the newest: never itemized
+    namespace = reg.get_source(last).app_namespace
+    async with Catalog(reg) as catalog:
+        gateway = Gateway(reg, catalog)
+        result = await catalog.resolve("support")
+        assert last not in {s.source_id for s in result.trace.sources_skipped}
+        with pytest.raises(SourceInactive, match=rf"belongs to source .*\({last}\), which is paused"):
+            await gateway.call(f"{namespace}_echo", {"text": "hi"}, agent="support")
+        await gateway.aclose()

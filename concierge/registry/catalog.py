@@ -455,6 +455,15 @@ class Catalog:
             raise
 
     @staticmethod
+    def skipped_entry(source: SourceView | IdleRow) -> SkippedSource:
+        """The trace entry of a source that is not active (its status is the reason)."""
+        failed = source.status in (SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED)
+        kind = ErrorKind(source.health_error_kind) if failed and source.health_error_kind in _ERROR_KINDS else None
+        listing = Catalog._skip(source, source.status.value, source.health_error if failed else None, kind=kind)
+        assert listing.skipped is not None
+        return listing.skipped
+
+    @staticmethod
     def _skip(source: SourceView | IdleRow, reason: str, detail: str | None, *,
               kind: ErrorKind | None = None) -> _Listing:
         if kind is None and reason in _ERROR_KINDS:
@@ -520,10 +529,7 @@ class Catalog:
                     f"the agent's tool_sources ({', '.join(tool_sources) or 'none'}) exclude {src.kind}")
             elif src.status != SourceStatus.ACTIVE:
                 unlisted.add(src.id)
-                failed = src.status in (SourceStatus.ERROR, SourceStatus.AUTH_REQUIRED)
-                listings[src.id] = self._skip(src, src.status.value, src.health_error if failed else None,
-                                              kind=ErrorKind(src.health_error_kind)
-                                              if failed and src.health_error_kind in _ERROR_KINDS else None)
+                listings[src.id] = _Listing(skipped=self.skipped_entry(src))
             elif isinstance(src, SourceView):  # (an idle row is never active)
                 wanted.append(src)
 

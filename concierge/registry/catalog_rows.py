@@ -24,7 +24,8 @@ from concierge.registry.catalog_models import SameUrl
 from concierge.registry.models import SourceStatus
 from concierge.registry.store import Store
 
-__all__ = ["IdleRow", "IdleSources", "at_url_query", "idle_sources", "live_namespaces", "sources_at_url"]
+__all__ = ["IdleRow", "IdleSources", "at_url_query", "idle_source_of_tool", "idle_sources", "live_namespaces",
+           "sources_at_url"]
 
 _IDLE_COLUMNS = "id, name, app_namespace, kind, status, health_error, health_error_kind, created_at"
 
@@ -73,6 +74,26 @@ def idle_sources(store: Store, sandbox_id: str, *, per_group: int) -> IdleSource
                                 health_error_kind=r["health_error_kind"], created_at=r["created_at"]))
     rows.sort(key=lambda r: (r.created_at, r.id))
     return IdleSources(counts=counts, rows=rows)
+
+
+def idle_source_of_tool(store: Store, sandbox_id: str, name: str) -> IdleRow | None:
+    """The paused or failing source whose namespace an advertised tool ``name`` starts with
+    ("acme_prod_echo": namespace acme or acme_prod), for a call of a tool the trace did not
+    itemize. One read of the live-namespace index; the longest namespace wins."""
+    parts = name.lower().split("_")
+    candidates = ["_".join(parts[:i]) for i in range(1, len(parts))]
+    if not candidates:
+        return None
+    marks = ", ".join("?" for _ in candidates)
+    rows = store.query(f"SELECT {_IDLE_COLUMNS} FROM sources WHERE sandbox_id = ? AND lower(app_namespace) IN ({marks})"
+                       " AND status <> ? AND status <> ?",
+                       (sandbox_id, *candidates, SourceStatus.ACTIVE.value, SourceStatus.DISCONNECTED.value))
+    if not rows:
+        return None
+    r = max(rows, key=lambda row: len(str(row["app_namespace"])))
+    return IdleRow(id=r["id"], name=r["name"], app_namespace=r["app_namespace"], kind=r["kind"],
+                   status=SourceStatus(r["status"]), health_error=r["health_error"],
+                   health_error_kind=r["health_error_kind"], created_at=r["created_at"])
 
 
 def live_namespaces(store: Store, sandbox_id: str) -> list[str]:

@@ -28,7 +28,7 @@ import logging
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from concierge.errors import (
@@ -43,7 +43,15 @@ from concierge.errors import (
 )
 from concierge.mcp_client import ErrorKind, McpSession, ToolCallResult
 from concierge.registry.catalog import Catalog, matches_any, namespace_prefix
-from concierge.registry.catalog_models import CatalogResult, CatalogTool, HeldTool, ResolutionTrace, ToolCallOutcome
+from concierge.registry.catalog_models import (
+    CatalogResult,
+    CatalogTool,
+    HeldTool,
+    ResolutionTrace,
+    SkippedSource,
+    ToolCallOutcome,
+)
+from concierge.registry.catalog_rows import idle_source_of_tool
 from concierge.registry.models import Agent, SourceStatus, SourceView
 from concierge.registry.ratelimit import RateLimiter, StoreRateLimiter
 from concierge.registry.service import Registry
@@ -185,6 +193,10 @@ class Gateway:
         for tool in result.tools:
             if tool.name == name:
                 return tool
+        if result.trace.sources_skipped_omitted:  # the tool's source may be one the trace only counted
+            idle = idle_source_of_tool(self.registry.store, sandbox_id, name)
+            if idle is not None and idle.kind in agent.tool_sources:
+                _explain_missing(name, agent, result, also=[Catalog.skipped_entry(idle)])
         _explain_missing(name, agent, result)
         raise AssertionError  # pragma: no cover - _explain_missing always raises
 
@@ -242,11 +254,7 @@ class Gateway:
     def _data_version(self) -> int | None:
         """SQLite's ``PRAGMA data_version`` on this thread's read connection (None on PostgreSQL,
         which has no such signal: every admission reads afresh)."""
-        store = self.registry.store
-        if store.path is None:
-            return None
-        row = store.query_one("PRAGMA data_version")
-        return int(row["data_version"]) if row else None
+        return self.registry.store.data_version()
 
     async def acquire(self, source: SourceView) -> None:
         """Spend one call of the source's rate cap, or raise `RateLimited`."""
@@ -398,8 +406,10 @@ class Gateway:
         return await self._pooled(source, lambda s: s.get_prompt(prompt.original_name, arguments))
 
 
-def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
-    """Raise the most telling error for a name the agent's catalog does not advertise."""
+def _explain_missing(name: str, agent: Agent, result: CatalogResult, *,
+                      also: Sequence[SkippedSource] = ()) -> None:
+    """Raise the most telling error for a name the agent's catalog does not advertise (``also``:
+    a skipped source looked up beyond the trace's itemized ones)."""
     trace: ResolutionTrace = result.trace
     if name in trace.allowlist_filtered_out.get("agent", []):
         raise NotAllowed(f"tool {name} is not in agent {agent.slug}'s tool_allowlist")
@@ -412,7 +422,7 @@ def _explain_missing(name: str, agent: Agent, result: CatalogResult) -> None:
         if left["name"] == name:
             raise NotSupported(f"tool {name} is not offered: it requires task-augmented execution, "
                                "which the gateway does not support")
-    for skipped in trace.sources_skipped:  # the tool's source is down or switched off
+    for skipped in [*also, *trace.sources_skipped]:  # the tool's source is down or switched off
         if skipped.app and name.startswith(namespace_prefix(skipped.app)):
             why = skipped.detail or skipped.reason
             if skipped.reason in INACTIVE_REASONS:

@@ -356,6 +356,14 @@ class Store:
         rows = self.query(sql, params)
         return rows[0] if rows else None
 
+    def data_version(self) -> int | None:
+        """SQLite's ``PRAGMA data_version`` on this thread's read connection: it moves with every
+        commit by any connection to the file. None on PostgreSQL, which has no such signal."""
+        if self.path is None:
+            return None
+        row = self.query_one("PRAGMA data_version")
+        return int(row["data_version"]) if row else None
+
     def close(self) -> None:
         if self._closed:
             return
