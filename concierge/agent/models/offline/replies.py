@@ -72,6 +72,9 @@ I'm the offline planner, so I only understand requests like these. """ + CONFIGU
     "unsupported_delete_agent": ("I can't delete agents (and there is no command for it yet). To "
                                  "change what an agent may use, run `concierge agent update SLUG "
                                  "--allowlist TOOL` (once per tool)."),
+    "unsupported_copy": ("I can't copy a source into another sandbox (its credential is never copied "
+                         "either). Register it there: say \"switch to\" and the sandbox's name, then "
+                         "\"add\" and the server's URL; I'll ask for its credential again."),
     "unsupported_audit": ("I can't show the audit log here; run `concierge audit` (add `--sandbox "
                           "NAME` or `--limit N`)."),
     "unsupported_model": ("I'm the offline planner, so I can't switch models myself. " + CONFIGURE +
