@@ -205,6 +205,17 @@ async def test_an_agents_name_is_corrected_at_the_confirmation(
     assert calls(events)[-1] == ("create_agent", {"slug": "ops-triage", "tool_allowlist": ["demo_search_docs"]})
 
 
+async def test_taking_one_tool_from_an_agent_allowed_a_glob(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found by hand: "remove helpdesk's access to create_ticket" asked which source to revoke;
+    with a glob allowlist (demo_*) it answered "already has that allowlist" and changed nothing."""
+    await demo(backend, open_server.url())
+    await backend.create_agent({"slug": "helpdesk", "tool_allowlist": ["demo_*"]})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "remove helpdesk's access to demo_echo")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "tool_allowlist": [
+        "demo_create_ticket", "demo_get_ticket", "demo_search_docs"]})
+
+
 async def test_a_restriction_the_planner_cannot_read_is_asked_about_not_dropped(
         backend: LocalBackend, open_server: RunningServer) -> None:
     await demo(backend, open_server.url())

@@ -479,7 +479,7 @@ def _agent_access(state: State, flow: Flow) -> Step:
                     and not any(_glob(w, t.name) for w in wanted)]
             new = keep
         else:
-            new = [c for c in current if c not in wanted]
+            new = _without(current, wanted, [t.name for t in flow.world.catalog.tools])
         if not new:
             return Say(f"That would leave {row.slug} with no tools at all; an empty allowlist means every "
                        "tool. Pause its sources instead, or name the tools it should keep.", "not_eligible")
@@ -488,6 +488,21 @@ def _agent_access(state: State, flow: Flow) -> Step:
     if new == current:
         return Say(f"{row.slug} already has that allowlist: {', '.join(current) or 'every tool'}.", "not_eligible")
     return Call("update_agent", {"agent": row.slug, "tool_allowlist": new})
+
+
+def _without(current: list[str], wanted: list[str], catalog: list[str]) -> list[str]:
+    """``current`` less ``wanted``: an entry named is dropped, and a glob that covers a named
+    tool ("demo_*" less demo_echo) becomes the catalog's other tools it matches."""
+    out: list[str] = []
+    for entry in current:
+        if entry in wanted:
+            continue
+        if any(ch in entry for ch in "*?[") and any(_glob(entry, w) for w in wanted):
+            out += [t for t in catalog if _glob(entry, t) and t not in wanted
+                    and not any(_glob(w, t) for w in wanted)]
+            continue
+        out.append(entry)
+    return list(dict.fromkeys(out))
 
 
 def _glob(pattern: str, name: str) -> bool:
