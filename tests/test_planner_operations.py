@@ -216,6 +216,16 @@ async def test_taking_one_tool_from_an_agent_allowed_a_glob(backend: LocalBacken
         "demo_create_ticket", "demo_get_ticket", "demo_search_docs"]})
 
 
+async def test_a_new_name_is_corrected_at_the_confirmation(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in the REPL: "hmm, make it Support Desk" at a rename's confirmation was not read."""
+    await demo(backend, open_server.url())
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "rename demo to Team Desk")
+    for said, name in (("hmm, make it Support Desk", "Support Desk"), ("no wait, call it Helpdesk", "Helpdesk")):
+        events = await say(session, said)
+        assert calls(events)[-1] == ("update_source", {"source": "Demo", "name": name})
+
+
 async def test_a_restriction_the_planner_cannot_read_is_asked_about_not_dropped(
         backend: LocalBackend, open_server: RunningServer) -> None:
     await demo(backend, open_server.url())

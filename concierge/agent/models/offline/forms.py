@@ -304,8 +304,17 @@ def _true_for(aspect: str) -> Extractor:
     return extract
 
 
+_CORRECTED_NAME = re.compile(r"(?i)^(?:\W*(?:hmm+|no|nah|wait|actually|sorry|oh|um+|ok|okay|rather)\b[\s,.!]*)*"
+                             r"(?:call it|name it|make it|rename it to|change it to|let us call it)\s+(.+?)[.!]*$")
+
+
 def _new_name(ctx: Ctx) -> ex.Found | None:
     found = ex.new_name(ctx.text)
+    if found is None and ctx.flow.slots.get("name") and not ctx.text.urls:  # a rename being corrected
+        match = _CORRECTED_NAME.match(ctx.text.raw.strip())
+        value = match.group(1).strip("\"'“”` ") if match else ""
+        if value and len(value) <= 200:
+            return ex.Found(value, frozenset(range(len(ctx.text.tokens))))
     if found is None:
         return None
     value, target = cast(tuple[str, frozenset[int]], found.value)  # what new_name finds
