@@ -226,6 +226,28 @@ async def test_a_new_name_is_corrected_at_the_confirmation(backend: LocalBackend
         assert calls(events)[-1] == ("update_source", {"source": "Demo", "name": name})
 
 
+async def test_a_pause_says_which_agents_lose_its_tools(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in the REPL: at "Pause team tools?" the person asked "what would that do to
+    helpdesk?" and could not be told; the confirmation now names the agents using its tools."""
+    await demo(backend, open_server.url())
+    await backend.register_source({"name": "Billing", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "billing"})
+    await backend.create_agent({"slug": "helpdesk", "tool_allowlist": ["demo_*_ticket"]})
+    await backend.create_agent({"slug": "everyone"})
+    await backend.create_agent({"slug": "elsewhere", "tool_allowlist": ["billing_*"]})
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "pause demo")
+    assert session.pending.summary.endswith("Agents using its tools now: helpdesk (2 tools), everyone (4 tools).")
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "revoke billing")
+    assert "Agents using its tools now: everyone (4 tools), elsewhere (4 tools)." in session.pending.summary
+    await backend.update_agent("everyone", {"tool_allowlist": ["demo_echo"]})
+    await backend.update_agent("elsewhere", {"tool_allowlist": ["demo_echo"]})
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "pause billing")
+    assert session.pending.summary.endswith("No agent uses its tools right now.")
+
+
 async def test_a_restriction_the_planner_cannot_read_is_asked_about_not_dropped(
         backend: LocalBackend, open_server: RunningServer) -> None:
     await demo(backend, open_server.url())

@@ -40,6 +40,7 @@ from concierge.errors import Ambiguous, ConciergeError, ConnectorError, NotFound
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import DEFAULT_SANDBOX
 from concierge.registry import validation as rules
+from concierge.registry.allowlists import matches_any
 from concierge.registry.catalog_models import HeldTool
 from concierge.registry.models import Outcome, RegisterSource, SourceView, UpdateSource
 
@@ -500,8 +501,50 @@ def _target(prep: dict[str, Any]) -> str:
 
 def summary_simple(verb: str, tail: str) -> Callable[[SourceArgs, dict[str, Any]], str]:
     def summary(args: SourceArgs, prep: dict[str, Any]) -> str:
-        return f"{verb} {_target(prep)}. {tail}"
+        return f"{verb} {_target(prep)}. {tail}" + _losing(prep)
     return summary
+
+
+_MAX_AGENTS_NAMED = 5
+_IMPACT_SECONDS = 3.0
+
+
+async def prepare_switch_off(ctx: ToolContext, args: SourceArgs) -> dict[str, Any]:
+    """`prepare_target`, plus which agents use the source's tools now (for a pause or revoke:
+    the person sees who loses what before the yes). Best effort: left out if the catalog cannot
+    be read quickly."""
+    prep = await prepare_target(ctx, args)
+    if prep["status"] != "active":
+        return prep
+    try:
+        catalog, agents = await asyncio.wait_for(asyncio.gather(
+            ctx.backend.agent_tools(None, sandbox=prep["sandbox_id"]),
+            ctx.backend.page_agents(sandbox=prep["sandbox_id"], limit=100)), _IMPACT_SECONDS)
+    except (ConciergeError, asyncio.TimeoutError):
+        return prep
+    tools = [t.name for t in catalog.tools if t.source_id == prep["id"]]
+    losing: list[tuple[str, int]] = []
+    for agent in agents.items:
+        if agent.status != "active" or "user_mcp" not in agent.tool_sources:
+            continue
+        allowlist = agent.tool_allowlist
+        n = len(tools) if allowlist in ("all", []) else sum(1 for t in tools if matches_any(list(allowlist), t))
+        if n:
+            losing.append((agent.slug, n))
+    prep["losing"] = losing
+    prep["agents_unread"] = agents.more
+    return prep
+
+
+def _losing(prep: dict[str, Any]) -> str:
+    losing = prep.get("losing")
+    if losing is None:
+        return ""
+    if not losing:
+        return " No agent uses its tools right now." if not prep.get("agents_unread") else ""
+    named = ", ".join(f"{slug} ({n} tool{'s' if n != 1 else ''})" for slug, n in losing[:_MAX_AGENTS_NAMED])
+    more = len(losing) - _MAX_AGENTS_NAMED + (prep.get("agents_unread") or 0)
+    return f" Agents using its tools now: {named}" + (f" and {more} more" if more > 0 else "") + "."
 
 
 async def pause(ctx: ToolContext, args: SourceArgs, prep: dict[str, Any]) -> Lifecycle:

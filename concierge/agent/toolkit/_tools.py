@@ -71,7 +71,7 @@ def default_toolkit() -> Toolkit:
              ListSourcesArgs, READ, sources.test_all_sources, progress="checking every server"),
         Tool("pause_source", "Pause a source: agents stop seeing its tools; nothing is deleted. "
              "Changes state: the person must confirm.",
-             SourceArgs, WRITE, sources.pause, prepare=sources.prepare_target,
+             SourceArgs, WRITE, sources.pause, prepare=sources.prepare_switch_off,
              summary=sources.summary_simple("Pause", "Agents stop seeing its tools until it is resumed.")),
         Tool("resume_source", "Resume a paused source and re-run its health check. Changes state: "
              "the person must confirm.",
@@ -81,7 +81,7 @@ def default_toolkit() -> Toolkit:
         Tool("revoke_source", "Revoke a source: delete its stored credential and disconnect it "
              "for good (only a new registration brings it back). Changes state: the person must "
              "confirm. If several sources could be meant, ask which one first.",
-             SourceArgs, WRITE, sources.revoke, prepare=sources.prepare_target,
+             SourceArgs, WRITE, sources.revoke, prepare=sources.prepare_switch_off,
              summary=sources.summary_simple("Revoke", "Its stored credential is deleted and it is "
                                                       "disconnected for good; your server keeps running.")),
         Tool("accept_tool_changes", "Accept the new definitions of the tools of a source that are held because their definition "
