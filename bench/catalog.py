@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import socket
 import statistics
 import subprocess
 import sys
@@ -29,12 +28,13 @@ import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from _procs import free_port, wait_for_port  # noqa: E402  (bench/, the script's own directory)
+
 from concierge.mcp_client import McpSession  # noqa: E402
 from concierge.registry import Registry  # noqa: E402
 from concierge.registry.catalog import Catalog  # noqa: E402
 from concierge.registry.gateway import Gateway  # noqa: E402
 from tests.catalog_fixtures import PathRouter, Upstream, upstream_app  # noqa: E402
-from tests.mcp_servers import free_port  # noqa: E402
 
 
 def ms(seconds: float) -> str:
@@ -55,15 +55,7 @@ def upstream_process(delay: float) -> Iterator[str]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, __file__, "--serve", str(port), "--delay", str(delay)])
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError("the upstream server did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, proc, "the upstream server", timeout=20)
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.terminate()

@@ -31,7 +31,6 @@ import contextlib
 import json
 import os
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,27 +45,11 @@ import anyio
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from _procs import free_port, wait_for_port  # noqa: E402  (bench/, the script's own directory)
+
 RATE_CAP = 600  # the maximum rate_cap_per_minute
 LABELS = {"direct": "direct", "bare": "bare", "sdk": "gateway (SDK path)", "gateway": "gateway (lane)"}
 METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"]+)"')
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the {what} did not start") from None
-            time.sleep(0.05)
 
 
 # -- the upstream process ---------------------------------------------------------------------
@@ -211,7 +194,7 @@ def process(args: list[str], port: int, what: str,
             env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
-        wait_for_port(port, proc, what)
+        wait_for_port(port, proc, f"the {what}")
         yield proc
     finally:
         proc.terminate()

@@ -26,7 +26,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ from typing import Any
 import anyio
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from _procs import free_port, wait_for_port  # noqa: E402  (bench/, the script's own directory)
 
 from concierge.ids import new_id  # noqa: E402
 from concierge.registry import Registry  # noqa: E402
@@ -70,12 +71,6 @@ def median_ms(fn: Callable[[], Any], n: int) -> float:
 
 def p90(times: list[float]) -> float:
     return statistics.quantiles(times, n=10)[-1]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def insert_sources(reg: Registry, n: int, *, sandbox: str | None = None, status: str = "paused",
@@ -153,15 +148,7 @@ def child(*args: str) -> Iterator[int]:
     env = os.environ | {"CONCIERGE_MASTER_KEY": MASTER_KEY}
     proc = subprocess.Popen([sys.executable, __file__, *args, str(port)], env=env)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"{args[0]} did not start") from None
-                time.sleep(0.05)
+        wait_for_port(port, proc, args[0])
         yield port
     finally:
         proc.terminate()
