@@ -193,11 +193,10 @@ class Gateway:
         for tool in result.tools:
             if tool.name == name:
                 return tool
-        if result.trace.sources_skipped_omitted:  # the tool's source may be one the trace only counted
-            idle = idle_source_of_tool(self.registry.store, sandbox_id, name)
-            if idle is not None and idle.kind in agent.tool_sources:
-                _explain_missing(name, agent, result, also=[Catalog.skipped_entry(idle)])
-        _explain_missing(name, agent, result)
+        idle = (idle_source_of_tool(self.registry.store, sandbox_id, name)  # one the trace only counted
+                if result.trace.sources_skipped_omitted else None)
+        also = [Catalog.skipped_entry(idle)] if idle is not None and idle.kind in agent.tool_sources else []
+        _explain_missing(name, agent, result, also=also)
         raise AssertionError  # pragma: no cover - _explain_missing always raises
 
     # -- calls ------------------------------------------------------------------------------
