@@ -48,6 +48,7 @@ from starlette.requests import Request
 from starlette.types import Message, Receive, Scope, Send
 
 from concierge.errors import ConciergeError, RateLimited
+from concierge.mcp_client.lane_wire import LaneWire, WireResponse
 from concierge.mcp_client.session import Deadline
 
 if TYPE_CHECKING:
@@ -104,6 +105,18 @@ def _declares_headers(tool: CatalogTool) -> bool:
     return "x-mcp-header" in json.dumps(tool.input_schema)
 
 
+def _head_of(http: httpx2.AsyncClient, url: httpx2.URL) -> tuple[bytes, bool]:
+    """The request line and the headers every lane POST through ``http`` starts with (those
+    ``build_request`` merges: the client's, its credentials among them, and the MCP ones; not
+    ``accept-encoding``: the answer is relayed as sent), and whether they can be written as they are."""
+    merged = httpx2.Headers(http.headers)
+    merged.update(_UPSTREAM_HEADERS)
+    pairs = [(b"host", httpx2.Request("POST", url).headers["host"].encode("latin-1"))]
+    pairs += [(k, v) for k, v in merged.raw if k.lower() not in (b"host", b"content-length", b"accept-encoding")]
+    head = b"POST %s HTTP/1.1\r\n" % url.raw_path + b"".join(b"%s: %s\r\n" % pair for pair in pairs)
+    return head, LaneWire.headers_ok(pairs)
+
+
 class FastLane:
     """The lane of one MCP face; ``handle(scope, receive, send, sdk)`` serves a request or gives
     it to ``sdk`` (the SDK's handler). ``enabled=False`` sends everything to the SDK."""
@@ -113,7 +126,7 @@ class FastLane:
         self.face, self.gateway, self.max_body, self.enabled = face, gateway, max_body, enabled
         self._security = TransportSecurityMiddleware(security)
         self._declares: dict[int, tuple[CatalogTool, bool]] = {}
-        self._bases: dict[int, tuple[httpx2.AsyncClient, list[tuple[bytes, bytes]], httpx2.URL, dict[str, Any]]] = {}
+        self._bases: dict[int, tuple[httpx2.AsyncClient, httpx2.URL, bytes, bool]] = {}
         self.served = 0
         """Requests the lane answered (for tests and the bench)."""
 
@@ -220,7 +233,7 @@ class FastLane:
         except ConciergeError:
             raise _Refer from None  # the SDK path says why, in its words
         session = gateway.pool.pooled(source.id)
-        if session is None or session.lane_http is None or session.protocol_version != call.version \
+        if session is None or session.lane_wire is None or session.protocol_version != call.version \
                 or self._declaring(tool):
             raise _Refer
         try:
@@ -229,7 +242,7 @@ class FastLane:
                     await gateway.acquire(source)
                 except RateLimited:
                     raise _Refer from None  # nothing was spent: the SDK path refuses it the same way
-                if session.lane_http is None:  # it closed while we waited: the SDK path opens another
+                if session.lane_wire is None:  # it closed while we waited: the SDK path opens another
                     raise _Refer
                 self.served += 1
                 await self._forward(call, agent.id, tool, source, session, receive, send)
@@ -238,12 +251,11 @@ class FastLane:
 
     async def _forward(self, call: _Call, agent_id: str, tool: CatalogTool, source: SourceView,
                        session: McpSession, receive: Receive, send: Send) -> None:
-        http = session.lane_http
-        assert http is not None  # checked by the caller, with no await since
+        http, wire = session.lane_http, session.lane_wire
+        assert http is not None and wire is not None  # checked by the caller, with no await since
         params = dict(call.envelope["params"])
         params["name"] = tool.original_name
-        payload = json.dumps({**call.envelope, "params": params}, separators=(",", ":"))
-        request = self._request(http, session.endpoint.url, payload, call.version, tool.original_name)
+        payload = json.dumps({**call.envelope, "params": params}, separators=(",", ":")).encode()
         answered = _Answered()
         deadline = Deadline(session.endpoint.call_timeout)
         # A client that goes away cancels the upstream request (closing it is the 2026-07-28
@@ -258,7 +270,9 @@ class FastLane:
             with session.observe() as box:
                 try:
                     with deadline:
-                        await self._exchange(http, request, call, agent_id, source, deadline, answered, send)
+                        response = await self._send(http, wire, session.endpoint.url, payload, call.version,
+                                                    tool.original_name)
+                        await self._exchange(response, call, agent_id, source, deadline, answered, send)
                 except Exception as exc:
                     if not watcher.done():
                         await self._failed(call, source, session, exc, box, answered, send)
@@ -266,26 +280,27 @@ class FastLane:
             watcher.remove_done_callback(on_disconnect)
             watcher.cancel()
 
-    def _request(self, http: httpx2.AsyncClient, url: str, payload: str, version: str, name: str) -> httpx2.Request:
-        """The POST as the SDK client sends it, with the session client's headers (its auth)."""
+    async def _send(self, http: httpx2.AsyncClient, wire: LaneWire, url: str, payload: bytes, version: str,
+                    name: str) -> httpx2.Response | WireResponse:
+        """The POST as the SDK client sends it, with the session client's headers (its auth):
+        on the session's `LaneWire`, or through its httpx2 client when that one holds cookies
+        the server set (httpx2 sends them as it would for the SDK)."""
         mcp_name = encode_header_value(name)
-        if len(http.cookies.jar):  # cookies the server set: httpx2 sends them as it would for the SDK
-            return http.build_request("POST", url, content=payload, headers={
-                **_UPSTREAM_HEADERS, "mcp-protocol-version": version, "mcp-name": mcp_name})
         base = self._bases.get(id(http))
-        if base is None or base[0] is not http:  # what build_request merges, once per client
+        if base is None or base[0] is not http:  # what the request line and headers start with, once per client
             if len(self._bases) > 256:
                 self._bases.clear()
-            merged = httpx2.Headers(http.headers)
-            merged.update(_UPSTREAM_HEADERS)
-            base = self._bases[id(http)] = (http, list(merged.raw), httpx2.URL(url), http.timeout.as_dict())
-        headers = httpx2.Headers([*base[1], (b"mcp-protocol-version", version.encode("latin-1")),
-                                  (b"mcp-name", mcp_name.encode("latin-1"))])
-        return httpx2.Request("POST", base[2], content=payload, headers=headers, extensions={"timeout": base[3]})
+            base = self._bases[id(http)] = (http, httpx2.URL(url), *_head_of(http, httpx2.URL(url)))
+        _, target, head, writable = base
+        if len(http.cookies.jar) or not writable:
+            request = http.build_request("POST", url, content=payload, headers={
+                **_UPSTREAM_HEADERS, "mcp-protocol-version": version, "mcp-name": mcp_name})
+            return await http.send(request, stream=True)
+        return await wire.post(target, b"%smcp-protocol-version: %s\r\nmcp-name: %s\r\n" % (
+            head, version.encode("latin-1"), mcp_name.encode("latin-1")), payload)
 
-    async def _exchange(self, http: httpx2.AsyncClient, request: httpx2.Request, call: _Call, agent_id: str,
+    async def _exchange(self, response: httpx2.Response | WireResponse, call: _Call, agent_id: str,
                         source: SourceView, deadline: Deadline, answered: _Answered, send: Send) -> None:
-        response = await http.send(request, stream=True)
         try:
             ctype = response.headers.get("content-type", "").lower()
             if response.status_code == 200 and ctype.startswith("application/json"):
@@ -311,7 +326,7 @@ class FastLane:
             raise
         await response.aclose()
 
-    async def _relay(self, response: httpx2.Response, call: _Call, agent_id: str, source: SourceView,
+    async def _relay(self, response: httpx2.Response | WireResponse, call: _Call, agent_id: str, source: SourceView,
                      deadline: Deadline, answered: _Answered, send: Send) -> None:
         """Pass the upstream's SSE events on as they come; the final one is the answer."""
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})

@@ -18,9 +18,10 @@ A refusal is a `Blocked` (an ``httpcore2.ConnectError``: the request was never s
 
 from __future__ import annotations
 
+import asyncio
 import select
 import socket
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpcore2
@@ -84,6 +85,11 @@ def _readable(sock: socket.socket) -> bool:
     return bool(poller.poll(0))
 
 
+def _to_self(host: str, port: int) -> Blocked:
+    return Blocked(f"base_url points at this Concierge server itself ({host}:{port}); "
+                   "a source must be another MCP server")
+
+
 class GuardedBackend(httpcore2.AsyncNetworkBackend):
     """A network backend that resolves through ``policy`` and pins what it checked."""
 
@@ -122,10 +128,34 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                 local, peer = sock.getsockname(), sock.getpeername()
                 if self.policy.connected_to_self((str(local[0]), int(local[1])), (str(peer[0]), int(peer[1]))):
                     await stream.aclose()
-                    raise Blocked(f"base_url points at this Concierge server itself ({host}:{port}); "
-                                  "a source must be another MCP server")
+                    raise _to_self(host, port)
                 return _Tracked(stream, local)
             return stream
+        assert failure is not None
+        raise failure
+
+    async def open_protocol(self, host: str, port: int, factory: Callable[[], asyncio.Protocol], *,
+                            loop: asyncio.AbstractEventLoop, ssl: Any = None,
+                            server_hostname: str | None = None) -> asyncio.Transport:
+        """For a client that speaks HTTP itself (the gateway lane's `LaneWire`): an asyncio
+        connection to a checked, pinned address of ``host``, under the same self-connection
+        check, recorded as Concierge's own (the protocol is recorded: it answers
+        ``get_extra_info`` as a stream does)."""
+        failure: OSError | None = None
+        for address in await self._addresses(host, port):
+            try:
+                transport, protocol = await loop.create_connection(factory, str(address), port, ssl=ssl,
+                                                                   server_hostname=server_hostname)
+            except OSError as exc:
+                failure = exc  # the next checked address, if any
+                continue
+            local, peer = transport.get_extra_info("sockname"), transport.get_extra_info("peername")
+            if self.policy.connected_to_self((str(local[0]), int(local[1])), (str(peer[0]), int(peer[1]))):
+                transport.close()
+                raise _to_self(host, port)
+            remember_outbound(protocol, local)
+            assert isinstance(transport, asyncio.Transport)
+            return transport
         assert failure is not None
         raise failure
 
@@ -137,15 +167,17 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
-def guarded_transport(verify: Any, policy: UrlPolicy | None) -> httpx2.AsyncHTTPTransport:
+def guarded_transport(verify: Any, policy: UrlPolicy | None,
+                      backend: GuardedBackend | None = None) -> httpx2.AsyncHTTPTransport:
     """httpx2's transport with its connection pool dialling through `GuardedBackend`.
 
     httpx2 has no public hook for the network backend, so the pool it built is replaced by an
     identical one (httpx2's default limits) that has ours; the pinning tests fail if a new
-    httpx2 stops using it."""
+    httpx2 stops using it. ``backend``: one to share (the gateway lane's `LaneWire` dials the
+    addresses this client pinned)."""
     transport = httpx2.AsyncHTTPTransport(verify=verify)
     transport._pool = httpcore2.AsyncConnectionPool(  # noqa: SLF001 - see the docstring
         ssl_context=verify if not isinstance(verify, bool) else None,
         max_connections=100, max_keepalive_connections=20, keepalive_expiry=5.0,
-        network_backend=GuardedBackend(policy))
+        network_backend=backend or GuardedBackend(policy))
     return transport

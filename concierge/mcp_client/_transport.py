@@ -5,8 +5,10 @@ or, for ``transport="stdio"``, the program run by `_stdio`."""
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import httpx2
@@ -16,12 +18,12 @@ from mcp.client.streamable_http import streamable_http_client
 
 from concierge.errors import ConnectorError
 from concierge.mcp_client._errors import MessageTooLarge, Observed, current_observed
-from concierge.mcp_client._pinned import guarded_transport
+from concierge.mcp_client._pinned import GuardedBackend, guarded_transport
 from concierge.mcp_client._stdio import stdio_transport
 from concierge.mcp_client.endpoint import Endpoint, tls_context
 from concierge.mcp_client.stdio import ProcessLog
 
-__all__ = ["open_client"]
+__all__ = ["HttpRoute", "open_client"]
 
 _SSE_READ_TIMEOUT = 300.0
 _FALLBACK_STATUSES = frozenset({404, 405})
@@ -145,8 +147,19 @@ class _ObservedAuth(httpx2.Auth):
             await flow.aclose()
 
 
+@dataclass(frozen=True)
+class HttpRoute:
+    """A streamable-HTTP connection's httpx2 client and the backend that dials (and pinned)
+    its connections: what the gateway's pass-through lane sends through."""
+
+    client: httpx2.AsyncClient
+    backend: GuardedBackend
+    ssl_context: ssl.SSLContext
+
+
 def _http_client(endpoint: Endpoint, box: Observed, *, timeout: httpx2.Timeout,
-                 headers: dict[str, str] | None = None, auth: httpx2.Auth | None = None) -> httpx2.AsyncClient:
+                 headers: dict[str, str] | None = None, auth: httpx2.Auth | None = None,
+                 backend: GuardedBackend | None = None) -> httpx2.AsyncClient:
     verify = tls_context(endpoint.verify_tls)
     if auth is None and endpoint.auth is not None:
         auth = _ObservedAuth(endpoint.auth, box)
@@ -154,14 +167,14 @@ def _http_client(endpoint: Endpoint, box: Observed, *, timeout: httpx2.Timeout,
         headers=headers if headers is not None else endpoint.request_headers, timeout=timeout, auth=auth,
         verify=verify, event_hooks={"response": [_hook(box)]},
         follow_redirects=False,  # (the SDK follows same-origin ones itself; each new connection is checked)
-        transport=_CappedTransport(guarded_transport(verify, endpoint.url_policy), endpoint.max_message_bytes,
-                                   box))
+        transport=_CappedTransport(guarded_transport(verify, endpoint.url_policy, backend),
+                                   endpoint.max_message_bytes, box))
 
 
 @asynccontextmanager
 async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_timeout: float,
                   http_timeout: float, message_handler: MessageHandler | None,
-                  http_sink: list[httpx2.AsyncClient] | None = None) -> AsyncIterator[Client]:
+                  http_sink: list[HttpRoute] | None = None) -> AsyncIterator[Client]:
     connect = min(endpoint.connect_timeout, 5.0)
     backstop = endpoint.max_message_bytes * 2  # the SDK's own per-event cap, behind ours
     options: dict[str, Any] = {"mode": "auto", "read_timeout_seconds": read_timeout, "cache": None,
@@ -185,9 +198,10 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
         async with Client(sse, **options) as client:
             yield client
         return
-    http = _http_client(endpoint, box, timeout=httpx2.Timeout(http_timeout, connect=connect))
+    backend = GuardedBackend(endpoint.url_policy)
+    http = _http_client(endpoint, box, timeout=httpx2.Timeout(http_timeout, connect=connect), backend=backend)
     if http_sink is not None:
-        http_sink.append(http)
+        http_sink.append(HttpRoute(http, backend, tls_context(endpoint.verify_tls)))
     async with http:
         stream = streamable_http_client(endpoint.url, http_client=http, max_sse_event_size=backstop)
         async with Client(stream, **options) as client:
@@ -198,14 +212,14 @@ async def _client(endpoint: Endpoint, box: Observed, transport: str, *, read_tim
 async def open_client(endpoint: Endpoint, box: Observed, *, read_timeout: float,
                       http_timeout: float | None = None,
                       message_handler: MessageHandler | None = None,
-                      http_sink: list[httpx2.AsyncClient] | None = None) -> AsyncIterator[tuple[Client, str]]:
+                      http_sink: list[HttpRoute] | None = None) -> AsyncIterator[tuple[Client, str]]:
     """An open, negotiated ``Client`` and the transport it uses. The caller owns the deadline
     and the error mapping (connect failures surface as nested exception groups).
 
     ``read_timeout`` bounds each MCP request by default; ``http_timeout`` (default the same)
     is httpx2's per-read budget and must cover the slowest tool call the client will make.
-    ``http_sink`` receives the httpx2 client of a streamable-HTTP connection (the gateway's
-    pass-through lane sends its POSTs through it: same pool, headers, URL policy and cap).
+    ``http_sink`` receives the `HttpRoute` of a streamable-HTTP connection (the gateway's
+    pass-through lane sends its POSTs that way: same headers, pinned addresses, URL policy and cap).
     """
     http_timeout = max(read_timeout, http_timeout or 0.0)
     candidates = endpoint.transports

@@ -24,9 +24,10 @@ from mcp_types.version import MODERN_PROTOCOL_VERSIONS
 from concierge.errors import ConnectorError
 from concierge.mcp_client._errors import Observed, current_observed, hosted_unreachable, map_errors, translate
 from concierge.mcp_client._sanitize import sanitize
-from concierge.mcp_client._transport import open_client
+from concierge.mcp_client._transport import HttpRoute, open_client
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
+from concierge.mcp_client.lane_wire import LaneWire
 from concierge.mcp_client.results import (
     MAX_INSTRUCTIONS_CHARS,
     MAX_TITLE_CHARS,
@@ -150,7 +151,8 @@ class McpSession:
         self._error: ConnectorError | None = None
         self._closed = False
         self._opening = False
-        self._http: list[httpx2.AsyncClient] = []
+        self._http: list[HttpRoute] = []
+        self._wire: LaneWire | None = None
 
     def __repr__(self) -> str:
         state = "closed" if self.closed else ("open" if self._client is not None else "new")
@@ -278,6 +280,8 @@ class McpSession:
         finally:
             self._client = None
             self._closed = True
+            if self._wire is not None:
+                self._wire.close()
             self._done.set()
 
     @property
@@ -296,7 +300,20 @@ class McpSession:
         if self._closed or self._client is None or not self._http or self.transport != "streamable-http" \
                 or self.protocol_version not in MODERN_PROTOCOL_VERSIONS or self.endpoint.auth is not None:
             return None
-        return self._http[-1]
+        return self._http[-1].client
+
+    @property
+    def lane_wire(self) -> LaneWire | None:
+        """The lane's own HTTP/1.1 connections to this server (`LaneWire`), when `lane_http` is
+        there: dialled by the same backend (pinned addresses, URL policy), held to the same size
+        cap, recording on the same boxes; closed with the session."""
+        if self.lane_http is None:
+            return None
+        if self._wire is None:
+            route = self._http[-1]
+            self._wire = LaneWire(route.backend, route.ssl_context, limit=self.endpoint.max_message_bytes,
+                                  connect_timeout=min(self.endpoint.connect_timeout, 5.0), boxes=[self._box])
+        return self._wire
 
     @contextlib.contextmanager
     def observe(self) -> Iterator[Observed]:
