@@ -269,7 +269,7 @@ class LaneWire:
     """POSTs to one session's server over connections of its own (``max_idle`` kept alive)."""
 
     def __init__(self, backend: GuardedBackend, ssl_context: Any, *, limit: int, connect_timeout: float,
-                 boxes: list[Observed], keepalive_expiry: float = 5.0, max_idle: int = 20) -> None:
+                 boxes: list[Observed], keepalive_expiry: float = 4.0, max_idle: int = 20) -> None:
         self._backend, self._ssl, self._limit = backend, ssl_context, limit
         self._connect_timeout, self._boxes = connect_timeout, boxes
         self._expiry, self._max_idle = keepalive_expiry, max_idle
