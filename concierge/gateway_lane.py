@@ -67,6 +67,11 @@ _SSE_HEADERS: Final = [(b"content-type", b"text/event-stream"), (b"cache-control
 _ENVELOPE_KEYS: Final = frozenset({"jsonrpc", "id", "method", "params"})
 _PARAM_KEYS: Final = frozenset({"name", "arguments", "_meta"})
 _MODERN: Final = frozenset(v.encode() for v in MODERN_PROTOCOL_VERSIONS)
+_LADDER_HEADERS: Final = (b"mcp-protocol-version", b"mcp-method", b"mcp-name")
+"""What the SDK's routing-header ladder (`classify_inbound_request`) reads."""
+_UNIQUE_HEADERS: Final = frozenset({b"mcp-protocol-version", b"mcp-method"})
+_READ_HEADERS: Final = frozenset({*_LADDER_HEADERS, b"accept", b"content-type", b"host", b"origin",
+                                  b"content-length"})
 _UPSTREAM_HEADERS: Final = {"accept": "application/json, text/event-stream", "content-type": "application/json",
                             "mcp-method": "tools/call"}
 
@@ -126,35 +131,51 @@ class FastLane:
         self.face, self.gateway, self.max_body, self.enabled = face, gateway, max_body, enabled
         self._security = TransportSecurityMiddleware(security)
         self._declares: dict[int, tuple[CatalogTool, bool]] = {}
+        self._verdicts: dict[tuple[bytes | None, ...], bool] = {}
         self._bases: dict[int, tuple[httpx2.AsyncClient, httpx2.URL, bytes, bool]] = {}
         self.served = 0
         """Requests the lane answered (for tests and the bench)."""
 
     # -- taking the request -------------------------------------------------------------------
 
-    def _wanted(self, scope: Scope) -> bool:
-        """The cheap look at the headers: a stateless-era ``tools/call`` POST without a session."""
+    def _wanted(self, scope: Scope) -> dict[bytes, bytes] | None:
+        """The cheap look at the headers: a stateless-era ``tools/call`` POST without a session.
+        Its headers that the checks read (the first of each name, as starlette reads them), or None."""
         if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
-            return False
-        version = method = None
+            return None
+        seen: dict[bytes, bytes] = {}
         for key, value in scope["headers"]:
-            if key == b"mcp-protocol-version":
-                if version is not None:
-                    return False
-                version = value
-            elif key == b"mcp-method":
-                if method is not None:
-                    return False
-                method = value
+            if key in _READ_HEADERS:
+                if key in seen:
+                    if key in _UNIQUE_HEADERS:
+                        return None
+                    continue
+                seen[key] = value
             elif key == b"mcp-session-id" or key.startswith(b"mcp-param-"):
-                return False
-        return method == b"tools/call" and version in _MODERN
+                return None
+        if seen.get(b"mcp-method") != b"tools/call" or seen.get(b"mcp-protocol-version") not in _MODERN:
+            return None
+        return seen
 
-    async def _body(self, scope: Scope, receive: Receive) -> tuple[bytes | None, Receive]:
+    async def _sdk_accepts(self, scope: Scope, seen: dict[bytes, bytes]) -> bool:
+        """Whether the SDK's own header checks pass (Accept; transport security: Content-Type,
+        Host, Origin). They read only those headers, so a verdict is kept per combination."""
+        key = (seen.get(b"accept"), seen.get(b"content-type"), seen.get(b"host"), seen.get(b"origin"))
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            request = Request(scope)
+            has_json, has_sse = check_accept_headers(request)
+            verdict = has_json and has_sse and await self._security.validate_request(request, is_post=True) is None
+            if len(self._verdicts) > 256:
+                self._verdicts.clear()
+            self._verdicts[key] = verdict
+        return verdict
+
+    async def _body(self, seen: dict[bytes, bytes], receive: Receive) -> tuple[bytes | None, Receive]:
         """The whole body (None: over the limit or cut short) and a ``receive`` that replays it."""
         chunks: list[bytes] = []
         size, complete, trailing = 0, False, None
-        declared = next((v for k, v in scope["headers"] if k == b"content-length"), None)
+        declared = seen.get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.max_body:
             return None, receive
         while size <= self.max_body:
@@ -179,7 +200,7 @@ class FastLane:
         return (body if complete and size <= self.max_body else None), replay
 
     @staticmethod
-    def _parse(body: bytes, request: Request) -> _Call:
+    def _parse(body: bytes, seen: dict[bytes, bytes]) -> _Call:
         try:
             envelope = json.loads(body)
         except (ValueError, RecursionError):
@@ -192,7 +213,8 @@ class FastLane:
                 or params.keys() - _PARAM_KEYS or not isinstance(params.get("name"), str) \
                 or not isinstance(params.get("arguments", {}), dict):
             raise _Refer
-        verdict = classify_inbound_request(envelope, headers=dict(request.headers))
+        headers = {k.decode("latin-1"): seen[k].decode("latin-1") for k in _LADDER_HEADERS if k in seen}
+        verdict = classify_inbound_request(envelope, headers=headers)
         if isinstance(verdict, InboundLadderRejection):
             raise _Refer
         return _Call(request_id, verdict.protocol_version, params["name"], envelope)
@@ -206,19 +228,15 @@ class FastLane:
         return held[1]
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, sdk: ASGIHandler) -> None:
-        if not self._wanted(scope):
-            await sdk(scope, receive, send)
+        seen = self._wanted(scope)
+        if seen is None or not await self._sdk_accepts(scope, seen):
+            await sdk(scope, receive, send)  # not the lane's, or the SDK's own refusal
             return
-        request = Request(scope)
-        has_json, has_sse = check_accept_headers(request)
-        if not (has_json and has_sse) or await self._security.validate_request(request, is_post=True) is not None:
-            await sdk(scope, receive, send)  # the SDK's own refusal
-            return
-        body, replay = await self._body(scope, receive)
+        body, replay = await self._body(seen, receive)
         try:
             if body is None:
                 raise _Refer
-            call = self._parse(body, request)
+            call = self._parse(body, seen)
             await self._serve(call, replay, send)
         except _Refer:
             await sdk(scope, replay, send)

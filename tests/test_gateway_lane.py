@@ -283,3 +283,30 @@ async def test_the_lane_sends_the_sources_credentials(backend) -> None:
         async with httpx2.AsyncClient() as http:  # (and the upstream does refuse without it)
             headers, body = _call("echo", {"text": "x"})
             assert (await http.post(up.url(), content=body, headers=headers)).status_code == 401
+
+
+async def test_headers_the_sdk_refuses_are_refused_alike_before_and_after_good_ones(backend) -> None:
+    """The lane keeps the SDK's verdict per Accept/Content-Type/Host/Origin combination: a
+    refused combination stays refused (the SDK's answer) however many good requests came first."""
+    state = Rich()
+    with serve_in_thread(factory=lambda: rich_app(state)) as up:
+        await register(backend.registry, up.url(), "rich")
+        backend.registry.create_agent({"slug": "bot"})
+        lane_app, sdk_app = _apps(backend)
+        bad = {"accept without SSE": {"accept": "application/json"},
+               "form content type": {"content-type": "application/x-www-form-urlencoded"},
+               "foreign Host": {"host": "evil.example"},
+               "foreign Origin": {"origin": "http://evil.example"}}
+        async with serve_here(lane_app) as lane, serve_here(sdk_app) as sdk, httpx2.AsyncClient(timeout=20) as http:
+
+            async def post(base: str, extra: dict[str, str]) -> tuple[int, bytes]:
+                headers, body = _call("rich_count", {})
+                response = await http.post(f"{base}/mcp", content=body, headers={**headers, **extra})
+                return response.status_code, response.content
+
+            for round_ in range(2):
+                assert (await post(lane, {}))[0] == 200
+                for what, extra in bad.items():
+                    via_lane, via_sdk = await post(lane, extra), await post(sdk, extra)
+                    assert via_lane == via_sdk and via_lane[0] >= 400, (what, round_, via_lane)
+        assert lane_app.state.lane.served == 2

@@ -335,6 +335,14 @@ class Store:
 
     def _read(self, sql: str, params: Sequence[Any]) -> list[dict[str, Any]]:
         """A read on this thread's own read-only connection to the SQLite file."""
+        cx = self._reader()
+        from concierge.store._sqlite import _sql, _Translate  # the engine's own $n and error handling
+
+        with _Translate(self.db):  # type: ignore[arg-type]
+            return list(cx.execute(_sql(numbered(sql)), [_encode(p) for p in params]).fetchall())
+
+    def _reader(self) -> sqlite3.Connection:
+        """This thread's own read-only connection to the SQLite file (opened on first use)."""
         if self._closed:
             raise RuntimeError("the store is closed")
         cx: sqlite3.Connection | None = getattr(self._local, "reader", None)
@@ -347,10 +355,7 @@ class Store:
             self._local.reader = cx
             with self._readers_lock:
                 self._readers.append(cx)
-        from concierge.store._sqlite import _sql, _Translate  # the engine's own $n and error handling
-
-        with _Translate(self.db):  # type: ignore[arg-type]
-            return list(cx.execute(_sql(numbered(sql)), [_encode(p) for p in params]).fetchall())
+        return cx
 
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self.query(sql, params)
@@ -361,8 +366,11 @@ class Store:
         commit by any connection to the file. None on PostgreSQL, which has no such signal."""
         if self.path is None:
             return None
-        row = self.query_one("PRAGMA data_version")
-        return int(row["data_version"]) if row else None
+        if getattr(self._local, "in_transaction", False):
+            row = self.query_one("PRAGMA data_version")
+            return int(row["data_version"]) if row else None
+        # asked on every call the gateway admits: straight to the reader (a few µs, not tens)
+        return int(self._reader().execute("PRAGMA data_version").fetchone()["data_version"])
 
     def close(self) -> None:
         if self._closed:
