@@ -16,9 +16,10 @@ and hands anything else, untouched, to the SDK's handler:
     the upstream  the source's pooled session is open, stateless streamable HTTP at the
                   client's protocol version, without an OAuth flow (`McpSession.lane_http`)
 
-The request is then POSTed to the upstream through that session's httpx2 client (its pool,
-headers, URL policy and size cap, enforced while reading) with only ``params.name`` rewritten to
-the server's own tool name; the ``id`` and ``_meta`` (progress token included) are the client's.
+The request is then POSTed to the upstream on the session's `LaneWire` (its own kept-alive
+connections, dialled by the session's pinned backend under its URL policy, with its client's
+headers and size cap; through its httpx2 client when the server set cookies) with only
+``params.name`` rewritten to the server's own tool name; the ``id`` and ``_meta`` (progress token included) are the client's.
 The answer streams back as it comes (JSON, or SSE: progress and other notifications pass
 through untouched and push the call's deadline back); the result's ``_meta`` serverInfo stamp
 is the gateway's, as on the SDK path. A client that disconnects closes the upstream request
