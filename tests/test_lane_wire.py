@@ -25,6 +25,13 @@ from tests.test_gateway_lane import _post
 
 pytestmark = pytest.mark.anyio
 
+
+@pytest.fixture(params=[pytest.param(("asyncio", {}), id="asyncio"),
+                        pytest.param(("asyncio", {"use_uvloop": True}), id="uvloop")])
+def anyio_backend(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    """Both loops the lane runs on: asyncio's (tests, embedding) and uvloop (`concierge gateway`)."""
+    return request.param  # type: ignore[no-any-return]
+
 Answer = Callable[[int], bytes]
 """The bytes a server writes for its n-th request (0-based) on a connection."""
 
@@ -194,6 +201,12 @@ async def test_connections_go_only_where_the_url_policy_allows() -> None:
     with pytest.raises(httpx2.ConnectError):
         await _post_to(refused, url)  # the server is gone: refused
     refused.close()
+
+
+def test_the_gateway_command_runs_on_uvloop() -> None:
+    from concierge.cli.app import _uvloop_for
+
+    assert _uvloop_for("gateway") and not _uvloop_for("chat") and not _uvloop_for(None)
 
 
 def test_headers_that_would_break_the_request_are_not_written() -> None:

@@ -22,7 +22,7 @@ import asyncio
 import select
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, cast
 
 import httpcore2
 import httpx2
@@ -154,8 +154,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                 transport.close()
                 raise _to_self(host, port)
             remember_outbound(protocol, local)
-            assert isinstance(transport, asyncio.Transport)
-            return transport
+            return cast(asyncio.Transport, transport)  # (uvloop's are not asyncio's subclasses)
         assert failure is not None
         raise failure
 
