@@ -150,7 +150,7 @@ async def test_cache_ttl_and_invalidation_on_every_change(reg: Registry) -> None
 
 
 @pytest.mark.anyio
-async def test_failures_are_not_cached(reg: Registry) -> None:
+async def test_quick_failures_are_not_remembered(reg: Registry) -> None:
     up = Upstream()
     with serve_upstream(up) as srv:
         await register(reg, srv.url(), "acme", connect_timeout=1)
@@ -159,6 +159,38 @@ async def test_failures_are_not_cached(reg: Registry) -> None:
         assert (await catalog.resolve(None)).trace.sources_skipped[0].reason == "unauthorized"
         up.token = None  # fixed on the server side: the next resolve sees it at once
         assert names(await catalog.resolve(None)) == {"acme_echo"}
+
+
+@pytest.mark.anyio
+async def test_a_hung_server_is_waited_on_once_and_found_again_in_the_background(reg: Registry) -> None:
+    up = Upstream()
+    with serve_upstream(up) as srv:
+        sid = await register(reg, srv.url(), "acme", connect_timeout=1)
+        clock = FakeClock()
+        catalog = Catalog(reg, clock=clock)
+        up.list_delay = 3  # it hangs past its 1 s deadline
+        first = await catalog.resolve(None)
+        assert first.trace.sources_skipped[0].reason == "timeout"
+        await anyio.sleep(0.2)  # (the listing's own deadline ends with the waiter's)
+        assert catalog.listings_started == 1
+        again = await catalog.resolve(None)  # answered at once from what the last attempt found
+        skipped = again.trace.sources_skipped[0]
+        assert skipped.reason == "timeout" and "tried just now; trying again in the background" in skipped.detail
+        assert catalog.listings_started == 1  # no second attempt within a second
+        up.list_delay = 0  # the server recovers
+        clock.advance(2)
+        still = await catalog.resolve(None)
+        assert still.trace.sources_skipped[0].reason == "timeout" and catalog.listings_started == 2
+        with anyio.fail_after(5):
+            while not catalog.cached(sid):  # the background attempt fills the cache
+                await anyio.sleep(0.02)
+        assert names(await catalog.resolve(None)) == {"acme_echo"}
+        up.list_delay = 3
+        clock.advance(31)  # the listing expired: stale-while-revalidate, then the failure is remembered
+        assert names(await catalog.resolve(None)) == {"acme_echo"}
+        await reg.update(sid, {"name": "Acme Two"})  # a change forgets everything: the next resolve waits again
+        final = await catalog.resolve(None)
+        assert final.trace.sources_skipped[0].detail.startswith("no tools/list answer within")
 
 
 # -- names ---------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import asyncio
 import select
 import socket
 from collections.abc import Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 import httpcore2
 import httpx2
@@ -154,7 +154,7 @@ class GuardedBackend(httpcore2.AsyncNetworkBackend):
                 transport.close()
                 raise _to_self(host, port)
             remember_outbound(protocol, local)
-            return cast(asyncio.Transport, transport)  # (uvloop's are not asyncio's subclasses)
+            return transport
         assert failure is not None
         raise failure
 

@@ -12,7 +12,14 @@ delays the answer past that deadline.
 Listings are cached per source for ``ttl_seconds``. Only one listing per source is ever in
 flight (single flight): concurrent resolutions wait for the same one, a waiter whose
 deadline passes stops waiting but the listing goes on and fills the cache. An expired listing
-is served while a refresh runs (stale-while-revalidate, ``trace.stale_sources``). Concurrent
+is served while a refresh runs (stale-while-revalidate, ``trace.stale_sources``). A listing that
+failed slowly (no answer within its deadline, or a failure after half of it) is remembered for
+``failure_ttl_seconds``:
+resolutions in that time skip the source at once, with the same reason and a detail that says
+when it was tried, and start a new attempt in the background (at most one a second), which
+fills the cache as soon as the server answers again; one hung server costs one deadline per
+``failure_ttl_seconds``, not one per resolution. A quick failure (refused, unauthorized) is not
+remembered: the next resolution tries again, and sees a fix at once. Concurrent
 resolutions of one agent share one resolution. Any change to a source (update, pause,
 resume, revoke, delete, a health-check status change) drops its entry and its pooled session
 at once, and so does the server's own ``list_changed`` notification; `on_change` listeners
@@ -260,6 +267,17 @@ class _Entry:
 
 
 @dataclass
+class _Failure:
+    skipped: SkippedSource
+    at: float
+    stamp: str  # as `_Entry.stamp`: a changed row is tried afresh
+
+
+FAILURE_RETRY_SECONDS = 1.0
+"""While a failed listing is remembered, background attempts start at most this often."""
+
+
+@dataclass
 class _Listing:
     listing: SourceListing | None = None
     skipped: SkippedSource | None = None
@@ -270,7 +288,7 @@ class _Listing:
 class Catalog:
     """Resolves agents' catalogs from live servers, with a per-source TTL cache."""
 
-    def __init__(self, registry: Registry, *, ttl_seconds: float = 30.0,
+    def __init__(self, registry: Registry, *, ttl_seconds: float = 30.0, failure_ttl_seconds: float = 10.0,
                  clock: Callable[[], float] = time.monotonic, lister: Lister | None = None,
                  max_concurrency: int | None = DEFAULT_MAX_CONCURRENCY, pool: SessionPool | None = None,
                  max_sessions: int | None = DEFAULT_MAX_SESSIONS,
@@ -280,6 +298,9 @@ class Catalog:
         """The cap on one message (a listing page, a tool result) read from a server; applies
         to sessions opened from now on."""
         self.ttl_seconds = ttl_seconds
+        self.failure_ttl_seconds = failure_ttl_seconds
+        """How long a slowly failed listing answers for its source without waiting (0: never)."""
+        self._failures: dict[str, _Failure] = {}
         self.pool = pool if pool is not None else SessionPool()
         """Pooled upstream sessions, shared with the gateway."""
         self._clock = clock
@@ -342,8 +363,11 @@ class Catalog:
     def invalidate(self, source_id: str | None = None) -> None:
         """Drop one source's cached listing (or all); an in-flight listing is not stored."""
         ids = [source_id] if source_id is not None else list(self._cache)
+        if source_id is None:
+            self._failures.clear()
         for sid in ids:
             self._cache.pop(sid, None)
+            self._failures.pop(sid, None)
             self._flights.pop(sid, None)  # a listing under way may use the old row: nobody joins it now
             self._generation[sid] = self._generation.get(sid, 0) + 1
         self._resolving.clear()  # a resolution under way may predate the change
@@ -361,6 +385,16 @@ class Catalog:
                 return _Listing(listing=entry.listing, cached=True)
             self._flight(source)  # refresh in the background; serve what we have meanwhile
             return _Listing(listing=entry.listing, cached=True, stale=True)
+        failed = self._failures.get(source.id)
+        if failed is not None and failed.stamp == source.updated_at:
+            age = self._clock() - failed.at
+            if age < self.failure_ttl_seconds:
+                if age >= FAILURE_RETRY_SECONDS:
+                    self._flight(source)  # try again in the background (one attempt at a time)
+                when = "just now" if age < 1 else f"{age:.0f} s ago"
+                detail = f"{failed.skipped.detail or failed.skipped.reason} (tried {when}; trying again " \
+                         "in the background)"
+                return _Listing(skipped=failed.skipped.model_copy(update={"detail": detail}))
         flight = self._flight(source)
         with anyio.move_on_after(budget):
             return await asyncio.shield(flight)
@@ -414,6 +448,18 @@ class Catalog:
                     self.pool.evict(sid)
 
     async def _fetch_now(self, source: SourceView, budget: float, generation: int) -> _Listing:
+        began = time.monotonic()
+        result = await self._fetch_listing(source, budget, generation)
+        if self._generation.get(source.id, 0) == generation:  # (a change since: nothing to remember)
+            skipped = result.skipped
+            slow = skipped is not None and (skipped.reason == "timeout" or time.monotonic() - began >= budget / 2)
+            if skipped is not None and slow and self.failure_ttl_seconds > 0:
+                self._failures[source.id] = _Failure(skipped, self._clock(), source.updated_at)
+            else:
+                self._failures.pop(source.id, None)
+        return result
+
+    async def _fetch_listing(self, source: SourceView, budget: float, generation: int) -> _Listing:
         listing: SourceListing | None = None
         try:
             with anyio.move_on_after(budget):
