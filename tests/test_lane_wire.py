@@ -232,3 +232,36 @@ async def test_the_gateway_lane_keeps_one_connection_per_session_and_closes_it_w
             assert wire is not None and wire.connections_opened == 1
             await session.aclose()
             assert wire.closed and not wire._open and session.lane_wire is None
+
+
+async def test_headers_without_end_are_cut_off() -> None:
+    """A server that sends header lines forever (httptools sets no limit) is refused past
+    MAX_HEAD_BYTES, and the connection closed; a large body is not mistaken for headers."""
+    from concierge.mcp_client.lane_wire import MAX_HEAD_BYTES
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        try:
+            for n in range(100_000):
+                writer.write(b"x-filler-%d: %s\r\n" % (n, b"a" * 200))
+                await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    url = f"http://127.0.0.1:{server.sockets[0].getsockname()[1]}/mcp"
+    wire = _wire()
+    with pytest.raises(httpx2.RemoteProtocolError, match="headers are over 64 KiB"):
+        await _post_to(wire, url, b"")
+    assert not wire._open
+    wire.close()
+    server.close()
+    big = b'{"x": "' + b"a" * (4 * MAX_HEAD_BYTES) + b'"}'
+    async with _raw_server(lambda n: _json(big)) as (url, _):
+        wire = _wire(limit=len(big) + 1)
+        response = await _post_to(wire, url)
+        assert await response.aread() == big
+        await response.aclose()
+        wire.close()

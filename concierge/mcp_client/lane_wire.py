@@ -36,11 +36,13 @@ import httpx2
 from concierge.mcp_client._errors import MessageTooLarge, Observed, current_observed
 from concierge.mcp_client._pinned import GuardedBackend
 
-__all__ = ["LaneWire", "WireResponse"]
+__all__ = ["MAX_HEAD_BYTES", "LaneWire", "WireResponse"]
 
 _PAUSE_AT: Final = 1 << 20
 """Buffered answer bytes past which the socket stops being read until the lane catches up."""
 _BAD_HEADER_CHARS: Final = frozenset("\r\n\0")
+MAX_HEAD_BYTES: Final = 64 * 1024
+"""The most an answer's status line and headers may take (h11, under httpx2, allows 16 KiB a line)."""
 
 
 class WireResponse:
@@ -178,7 +180,7 @@ class _Connection(asyncio.Protocol):
         self.closed = False
         self.idle_since = 0.0
         self._paused = False
-        self._header_name = b""
+        self._head_bytes = 0
 
     # asyncio.Protocol
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -194,6 +196,13 @@ class _Connection(asyncio.Protocol):
         except httptools.HttpParserError as exc:
             response._fail(httpx2.RemoteProtocolError(f"the server's answer is not valid HTTP/1.1: {exc}"))
             self.close()
+            return
+        if not response._head_done:  # (httptools itself would read headers without end)
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEAD_BYTES:
+                response._fail(httpx2.RemoteProtocolError(
+                    f"the server's answer headers are over {MAX_HEAD_BYTES // 1024} KiB"))
+                self.close()
 
     def eof_received(self) -> bool | None:
         try:
@@ -246,7 +255,7 @@ class _Connection(asyncio.Protocol):
 
     def send(self, response: WireResponse, data: bytes) -> None:
         assert self.transport is not None
-        self.response = response
+        self.response, self._head_bytes = response, 0
         self.transport.write(data)
 
     def finished(self, response: WireResponse) -> None:
