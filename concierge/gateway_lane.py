@@ -315,8 +315,13 @@ class FastLane:
             request = http.build_request("POST", url, content=payload, headers={
                 **_UPSTREAM_HEADERS, "mcp-protocol-version": version, "mcp-name": mcp_name})
             return await http.send(request, stream=True)
-        return await wire.post(target, b"%smcp-protocol-version: %s\r\nmcp-name: %s\r\n" % (
+        response = await wire.post(target, b"%smcp-protocol-version: %s\r\nmcp-name: %s\r\n" % (
             head, version.encode("latin-1"), mcp_name.encode("latin-1")), payload)
+        if response.set_cookies:  # kept as httpx2 keeps them: later requests go through it and send them
+            http.cookies.extract_cookies(httpx2.Response(
+                response.status_code, headers=[("set-cookie", v) for v in response.set_cookies],
+                request=httpx2.Request("POST", target)))
+        return response
 
     async def _exchange(self, response: httpx2.Response | WireResponse, call: _Call, agent_id: str,
                         source: SourceView, deadline: Deadline, answered: _Answered, send: Send) -> None:

@@ -310,3 +310,42 @@ async def test_headers_the_sdk_refuses_are_refused_alike_before_and_after_good_o
                     via_lane, via_sdk = await post(lane, extra), await post(sdk, extra)
                     assert via_lane == via_sdk and via_lane[0] >= 400, (what, round_, via_lane)
         assert lane_app.state.lane.served == 2
+
+
+async def test_cookies_the_server_sets_in_the_lane_are_sent_back_as_httpx2_would(backend) -> None:
+    """A server that sets a cookie on a tools/call answer (e.g. a load balancer's affinity)
+    gets it back on the next request, as through the SDK's httpx2 client."""
+    state = Rich()
+    seen: list[str | None] = []
+
+    def with_cookie() -> Any:
+        inner = rich_app(state)
+
+        async def app(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                await inner(scope, receive, send)
+                return
+            headers = dict(scope["headers"])
+            calling = headers.get(b"mcp-method") == b"tools/call"
+            if calling:
+                seen.append(headers.get(b"cookie", b"").decode() or None)
+
+            async def stamped(message: Any) -> None:
+                if message["type"] == "http.response.start" and calling and len(seen) == 1:  # once
+                    message = {**message, "headers": [*message["headers"], (b"set-cookie", b"affinity=node-7; Path=/")]}
+                await send(message)
+
+            await inner(scope, receive, stamped)
+
+        return app
+
+    with serve_in_thread(factory=with_cookie) as up:
+        await register(backend.registry, up.url(), "rich")
+        backend.registry.create_agent({"slug": "bot"})
+        app = build_gateway_app(backend, agent="bot", fast_lane=True)
+        async with serve_here(app) as base:
+            seen.clear()
+            for _ in range(3):
+                assert (await _post(base, "rich_count", {}))[0] == 200
+        assert seen == [None, "affinity=node-7", "affinity=node-7"]
+        assert app.state.lane.served == 3

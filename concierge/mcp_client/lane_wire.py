@@ -52,6 +52,8 @@ class WireResponse:
         self._conn, self._limit, self._boxes = conn, limit, boxes
         self.status_code = 0
         self.headers: dict[str, str] = {}
+        self.set_cookies: list[str] = []
+        """Every ``set-cookie`` value (not joined: a cookie's date has a comma)."""
         self._chunks: deque[bytes] = deque()
         self._buffered = 0
         self._head_done = self._complete = self._closed = False
@@ -223,6 +225,8 @@ class _Connection(asyncio.Protocol):
         assert self.response is not None
         key = name.decode("latin-1").lower()
         text = value.decode("latin-1")
+        if key == "set-cookie":
+            self.response.set_cookies.append(text)
         headers = self.response.headers
         headers[key] = f"{headers[key]}, {text}" if key in headers and key != "content-type" else text
 
