@@ -157,3 +157,30 @@ async def test_a_follow_up_asks_the_same_about_another(backend: LocalBackend, op
     events = await say(session, "and ops-bot?")
     assert calls(events)[-1] == ("list_agent_tools", {"agent": "ops-bot"})
     assert text_of(events).startswith("ops-bot has 4 tools right now:")
+
+
+async def test_a_question_asked_instead_of_a_yes_keeps_the_change_waiting(world: ConciergeSession,
+                                                                          backend: LocalBackend) -> None:
+    """At "Go ahead?" the person asks what the agent would get: the question is answered, the
+    creation waits (the answer says so), and a "yes" then proposes it again: a new confirmation,
+    never a change made on the strength of the earlier one."""
+    events = await say(world, "create an agent called triage")
+    assert calls(events)[-1][0] == "create_agent" and world.pending is not None
+    events = await say(world, "what tools would it get?")  # typed at "Go ahead?"
+    answer = text_of(events)
+    assert calls(events)[-1][0] == "list_agent_tools" and world.pending is None
+    assert answer.endswith('Nothing was changed yet: say "yes" if you still want me to create the agent '
+                           'triage, or "no" to drop it.')
+    assert "triage" not in [a.slug for a in await backend.list_agents()]
+    events = await say(world, "yes")
+    assert calls(events)[-1] == ("create_agent", {"slug": "triage"})
+    assert isinstance(world.pending, PendingConfirmation)  # asked again, properly
+    # …and a "no" after a question drops it
+    await say(world, "no")
+    await say(world, "create an agent called intake")
+    events = await say(world, "help")
+    assert "say \"yes\" if you still want me to create the agent intake" in text_of(events)
+    events = await say(world, "no thanks")
+    assert calls(events) == [] and "Nothing was changed" in text_of(events)
+    events = await say(world, "yes")
+    assert calls(events) == []  # nothing waits any more

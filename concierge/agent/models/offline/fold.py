@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from collections.abc import Sequence
@@ -137,12 +138,24 @@ def _on_call(state: State, name: str, args: dict[str, Any], step: Any) -> None:
 def _on_user(state: State, text: Text) -> None:
     state.reply = None
     flow = state.flow
+    parked, state.parked = state.parked, None
     hits = classify(text, sandboxes=state.sandboxes)
     strong = [h for h in hits if not h.intent.weak]
     if ex.is_cancel(text):  # the whole message is "never mind", "forget about it", …
         state.flow = None
         state.reply = Say(REPLIES["cancelled"], "nothing")
         return
+    if parked is not None:  # the question asked instead of a yes was answered: now the yes or no
+        answer = ex.yes_no(text)
+        if answer is False:
+            state.flow = None
+            state.reply = Say(REPLIES["cancelled"], "nothing")
+            return
+        if answer is True or (text.tokens and text.tokens[0].low in YES and not strong):
+            state.flow = parked
+            fill(state, parked, text)  # "yes, but call it Prod"
+            parked.not_confirmed = False  # propose it again: the engine asks for the yes properly
+            return
     if flow is not None and flow.not_confirmed:
         answer = ex.yes_no(text)
         if answer is False:
@@ -158,7 +171,41 @@ def _on_user(state: State, text: Text) -> None:
         return
     if flow is not None and flow.not_confirmed and not strong and not text.urls:
         return  # "hmm, maybe": the change waits, and the answer says nothing was changed
+    unconfirmed = flow if flow is not None and flow.not_confirmed else parked
     _start(state, text, hits)
+    if unconfirmed is not None and _a_question(state):
+        state.parked = unconfirmed  # "what tools would it get?" before saying yes
+        if state.reply is not None:
+            state.reply = _reminding(state.reply, unconfirmed)
+
+
+_QUESTION_FORMS = frozenset({"catalog", "show", "describe"})
+_QUESTION_REPLIES = frozenset({"help", "greet", "thanks", "unsupported"})
+
+
+def _a_question(state: State) -> bool:
+    """The new request only asks (a listing, a catalog, a fixed reply): nothing it does
+    replaces the change waiting for a yes."""
+    if state.flow is None:
+        return state.reply is not None and state.reply.kind in _QUESTION_REPLIES
+    return state.flow.form.startswith("read:") or state.flow.form in _QUESTION_FORMS
+
+
+_PENDING_WORDS = {"register_source": "register {name}", "create_agent": "create the agent {slug}",
+                  "create_sandbox": "create the sandbox {name}", "pause_source": "pause it",
+                  "resume_source": "resume it", "revoke_source": "revoke it",
+                  "update_source": "make that change", "accept_tool_changes": "approve those tools"}
+
+
+def _reminding(say: Say, parked: Flow) -> Say:
+    """``say`` and, after it, that the change asked about is still waiting."""
+    tool, args = parked.proposed or ("", {})
+    try:
+        what = _PENDING_WORDS.get(tool, "go ahead").format(**{k: str(v) for k, v in args.items()})
+    except (KeyError, IndexError):
+        what = "go ahead"
+    return dataclasses.replace(say, text=f'{say.text}\n\nNothing was changed yet: say "yes" if you still '
+                                          f'want me to {what}, or "no" to drop it.')
 
 
 def _answers(state: State, flow: Flow, text: Text, hits: list[IntentHit]) -> bool:
@@ -365,6 +412,8 @@ def _on_result(state: State, name: str, args: dict[str, Any], result: ToolResult
         words = (f'There are no agents in sandbox "{state.sandbox}" yet; one you create (say "create an '
                  'agent called support") would see what this sandbox offers.\n' + words)
     state.reply = Say(words, kind, tool=name)
+    if state.parked is not None:  # a question asked instead of a yes: the change still waits
+        state.reply = _reminding(state.reply, state.parked)
 
 
 def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: ToolResult) -> None:

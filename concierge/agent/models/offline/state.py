@@ -104,3 +104,6 @@ class State:
     last: tuple[str, str] | None = None
     """(form, intent) of the request last answered, for a follow-up like "and ops-bot?"."""
     calls_seen: int = 0
+    parked: Flow | None = None
+    """A change the person did not confirm because they asked a question instead: kept while
+    the question is answered (the answer reminds them); a "yes" next proposes it again."""
