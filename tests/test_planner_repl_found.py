@@ -184,3 +184,21 @@ async def test_a_question_asked_instead_of_a_yes_keeps_the_change_waiting(world:
     assert calls(events) == [] and "Nothing was changed" in text_of(events)
     events = await say(world, "yes")
     assert calls(events) == []  # nothing waits any more
+
+
+async def test_a_source_verb_on_an_agents_name_says_what_it_is(world: ConciergeSession, backend: LocalBackend) -> None:
+    """ "pause helpdesk" names an agent: said so, with what can be done for an agent, instead of
+    "I couldn't find a source called helpdesk" (or, with no sources, "You have no MCP sources")."""
+    for verb, doing in (("pause", "Pausing"), ("revoke", "Revoking"), ("check", "Health checks")):
+        events = await say(world, f"{verb} helpdesk")
+        assert [c for c, _ in calls(events) if c not in ("list_sources", "list_agents")] == [], verb
+        assert text_of(events).startswith(f'"helpdesk" is an agent, not an MCP source. {doing} applies to '
+                                          "sources."), verb
+
+
+async def test_a_source_verb_on_an_agents_name_with_no_sources_at_all(backend: LocalBackend) -> None:
+    await backend.create_agent({"slug": "helpdesk"})
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "pause helpdesk")
+    assert text_of(events).startswith('"helpdesk" is an agent, not an MCP source. Pausing applies to sources.')
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "pause wiki")  # neither: as before
+    assert text_of(events).startswith("You have no MCP sources yet.")

@@ -221,6 +221,16 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
                choices=tuple(pool), ends=False)
 
 
+_SOURCE_ONLY_VERBS = {"pause": "Pausing", "resume": "Resuming", "revoke": "Revoking", "test": "Health checks",
+                      "delete": "Deleting"}
+
+
+def _agent_not_source(slug: str, doing: str) -> str:
+    return (f'"{slug}" is an agent, not an MCP source. {doing} applies to sources. For an agent I can '
+            f'show its tools ("what tools does {slug} have?") or change which ones it may use ("{slug} '
+            'can only use acme_*").')
+
+
 def _source_form(state: State, flow: Flow, form: Form) -> Step:
     if flow.world.sources is None:
         return Call("list_sources", _WHOLE, "fetch")
@@ -230,6 +240,13 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
         # "set support's allowlist to demo_*": not a source — maybe an agent.
         if flow.world.agents is None:
             return Call("list_agents", _WHOLE, "fetch")  # the fold turns the request into the agent's
+    if isinstance(target, Say) and target.kind == "not_found" and form.name in _SOURCE_ONLY_VERBS:
+        # "pause helpdesk": an agent's name, with a verb only sources take
+        if flow.world.agents is None:
+            return Call("list_agents", _WHOLE, "fetch")
+        found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
+        if found.one is not None and found.how in ("id", "name"):
+            return Say(_agent_not_source(found.one.key, _SOURCE_ONLY_VERBS[form.name]), "not_eligible")
     if not isinstance(target, Entity):
         return target
     row: SourceRow = target.data
