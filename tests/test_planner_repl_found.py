@@ -202,3 +202,19 @@ async def test_a_source_verb_on_an_agents_name_with_no_sources_at_all(backend: L
     assert text_of(events).startswith('"helpdesk" is an agent, not an MCP source. Pausing applies to sources.')
     events = await say(ConciergeSession(backend, OfflinePlanner()), "pause wiki")  # neither: as before
     assert text_of(events).startswith("You have no MCP sources yet.")
+
+
+@pytest.mark.parametrize("said,namespace", [("can the namespace just be ev?", "ev"),
+                                            ("use ev2 as the namespace", "ev2"),
+                                            ("change the prefix to ev3", "ev3")])
+async def test_a_namespace_said_at_the_registrations_go_ahead_corrects_it(
+        backend: LocalBackend, open_server: RunningServer, said: str, namespace: str) -> None:
+    """Found in tmux: "can the namespace just be ev?" at "Go ahead?" dropped the registration
+    and answered "You have no MCP sources yet"."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"add my server at {open_server.url()}, no auth, call it everything demo")
+    assert isinstance(session.pending, PendingConfirmation)
+    events = await say(session, said)
+    assert calls(events)[-1] == ("register_source", {"name": "everything demo", "url": open_server.url(),
+                                                     "auth_kind": "none", "app_namespace": namespace})
+    assert isinstance(session.pending, PendingConfirmation)

@@ -290,17 +290,30 @@ def rate_cap(text: Text) -> Found | None:
     return None
 
 
+_NAMESPACE_FILLER = frozenset({"to", "is", "of", "as", "be", "should", "the", "tool", "just", "simply", "please",
+                               "now", "instead", "rather", "set", "become", "called", "named", "could", "can"})
+
+
 def namespace(text: Text) -> Found | None:
-    """"namespace acme", "with the prefix acme", "namespace: acme"."""
-    for i, token in enumerate(text.tokens):
+    """"namespace acme", "with the prefix acme", "namespace: acme", "can the namespace just be
+    acme?", "use acme as the namespace"."""
+    tokens = text.tokens
+    for i, token in enumerate(tokens):
         if token.low in ("namespace", "prefix"):
-            for j in range(i + 1, min(i + 4, len(text.tokens))):
-                nxt = text.tokens[j]
-                if nxt.low in ("to", "is", "of", "as", "be", "should", "the", "tool"):
+            for j in range(i + 1, min(i + 5, len(tokens))):
+                nxt = tokens[j]
+                if nxt.low in _NAMESPACE_FILLER:
                     continue
                 if nxt.kind == "word" and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", nxt.text):
                     return Found(nxt.text, frozenset({i, j}))
                 break
+            # "acme as the namespace": the word before "as"
+            k = i - 1
+            while k >= 0 and tokens[k].low in ("the", "a", "its"):
+                k -= 1
+            if k >= 1 and tokens[k].low == "as" and tokens[k - 1].kind == "word" and \
+                    re.fullmatch(r"[A-Za-z0-9_-]{1,64}", tokens[k - 1].text) and tokens[k - 1].low not in _NAMESPACE_FILLER:
+                return Found(tokens[k - 1].text, frozenset({i, k - 1}))
     return None
 
 

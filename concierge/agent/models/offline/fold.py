@@ -287,6 +287,9 @@ def _is_new_request(state: State, flow: Flow, text: Text, strong: list[IntentHit
     if correction and form in (flow.form, "update", "register") and not _names_new_target(
             state, flow, text, strong):
         return False
+    if flow.form == "register" and form == "update" and (flow.not_confirmed or flow.proposed is not None) \
+            and not _names_known(flow, text):
+        return False  # "can the namespace just be ev?" at the registration's "Go ahead?": a correction
     short = len([t for t in text.tokens if t.kind == "word"]) <= 4 and not text.urls and not text.refs
     if flow.asked in _FREE_TEXT and short and top.score <= 1 and not correction and not _names_known(flow, text):
         return False  # "Test server" is a name, not a request
