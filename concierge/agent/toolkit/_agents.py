@@ -63,6 +63,11 @@ async def agent_tools(ctx: ToolContext, args: AgentToolsArgs, _: Any) -> Catalog
     if trace.sources_skipped_omitted:  # thousands of paused sources are counted, not itemized
         counted = {"sources_skipped_by_reason": trace.sources_skipped_by_reason,
                    "sources_skipped_omitted": trace.sources_skipped_omitted}
+    if trace.tools_left_out:  # listed by the server, not offered: say which and why
+        counted["tools_left_out"] = [{"name": t["name"], "reason": t["reason"]} for t in trace.tools_left_out[:20]]
+    if trace.tools_held:
+        counted["tools_held"] = [{"name": h.name or h.tool, "tool": h.tool, "source_id": h.source_id,
+                                  "status": h.status} for h in trace.tools_held[:20]]
     return Catalog.model_validate({
         "agent": result.agent, "count": result.count, "by_app": result.by_app,
         "tools": [{"name": t.name, "app": t.app, "description": _short(t.description, 160)}

@@ -293,6 +293,10 @@ class CatalogTrace(ToolResult):
     allowlist_filtered_out: dict[str, list[str]] = {}
     allowlist_missing_entries: list[str] = []
     collisions: list[dict[str, Any]] = []
+    tools_left_out: list[dict[str, str]] = []
+    """Set when the server lists tools the catalog does not offer: ``{name, reason}`` (``task_required``)."""
+    tools_held: list[dict[str, str]] = []
+    """Set when tools wait for approval: ``{name, tool, source_id, status}`` (``changed`` | ``new``)."""
 
 
 class Catalog(ToolResult):

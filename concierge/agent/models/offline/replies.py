@@ -407,6 +407,14 @@ def _catalog(args: dict[str, Any], result: Catalog) -> str:
         detail = f": {plain_error(skipped.detail, skipped.kind).rstrip('.')}" if skipped.detail else ""
         lines.append(f"Skipped {skipped.name or skipped.source_id} ({skipped.reason}{detail}).")
     lines.extend(_more_skipped(result.trace))
+    left_out = [t["name"] for t in result.trace.tools_left_out if t.get("reason") == "task_required"]
+    if left_out:
+        lines.append(f"Left out: {', '.join(left_out)} — {'it requires' if len(left_out) == 1 else 'they require'} "
+                     "task support, which agents here do not have.")
+    if result.trace.tools_held:
+        held = ", ".join(h["name"] for h in result.trace.tools_held)
+        lines.append(f"Held until approved: {held} (new, or changed since approved; say \"show <source>\" to see "
+                     "what changed).")
     if result.trace.allowlist_missing_entries:
         lines.append("Allowlist entries that matched no tool: "
                      + ", ".join(result.trace.allowlist_missing_entries) + ".")
