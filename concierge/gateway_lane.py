@@ -238,7 +238,8 @@ class FastLane:
             if body is None:
                 raise _Refer
             call = self._parse(body, seen)
-            await self._serve(call, replay, send)
+            # the body was read whole: what ``receive`` gives next is the disconnect the lane watches for
+            await self._serve(call, receive, send)
         except _Refer:
             await sdk(scope, replay, send)
 

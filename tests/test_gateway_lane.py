@@ -349,3 +349,24 @@ async def test_cookies_the_server_sets_in_the_lane_are_sent_back_as_httpx2_would
                 assert (await _post(base, "rich_count", {}))[0] == 200
         assert seen == [None, "affinity=node-7", "affinity=node-7"]
         assert app.state.lane.served == 3
+
+
+async def test_a_call_past_its_timeout_is_answered_alike_and_the_lane_goes_on(backend) -> None:
+    """A tool that never answers: both paths answer the same timeout error at call_timeout, the
+    upstream request is closed (the server sees it cancelled), and the next call works."""
+    state = Rich()
+    with serve_in_thread(factory=lambda: rich_app(state)) as up:
+        await register(backend.registry, up.url(), "rich", call_timeout=0.5)
+        backend.registry.create_agent({"slug": "bot"})
+        lane_app, sdk_app = _apps(backend)
+        async with serve_here(lane_app) as lane, serve_here(sdk_app) as sdk:
+            assert (await _post(lane, "rich_count", {}))[0] == 200  # pooled
+            via_lane, via_sdk = await _post(lane, "rich_hang", {}), await _post(sdk, "rich_hang", {})
+            assert via_lane == via_sdk, (via_lane, via_sdk)
+            result = json.loads(via_lane[2])["result"]
+            assert result["isError"] is True and "0.5 s" in result["content"][0]["text"]
+            with anyio.fail_after(5):
+                while state.cancelled < 2:
+                    await anyio.sleep(0.02)
+            assert b"execution 2" in (await _post(lane, "rich_count", {}))[2]
+        assert lane_app.state.lane.served == 3
