@@ -249,3 +249,26 @@ async def test_tools_held_for_approval_are_named_in_the_catalog(backend: LocalBa
         answer = text_of(await say(ConciergeSession(backend, OfflinePlanner()), "what tools does Acme offer?"))
     assert "- acme_echo" in answer and "- acme_lookup" not in answer
     assert 'Held until approved: acme_lookup (new, or changed since approved; say "show <source>"' in answer
+
+
+@pytest.mark.parametrize("said", ["give helpdesk the clock_echo tool too", "give helpdesk the clock_echo tool as well",
+                                  "let helpdesk also use clock_echo"])
+async def test_giving_an_agent_one_more_tool_adds_it(world: ConciergeSession, said: str) -> None:
+    """Found in tmux: "give scout the get-sum tool too" listed scout's tools; "… as well"
+    replaced the allowlist instead of adding to it; "let scout also use sum" asked which tools."""
+    events = await say(world, said)
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk",
+                                                  "tool_allowlist": ["scratchpad_*", "clock_echo"]}), said
+
+
+async def test_one_word_of_a_tools_name_after_use_names_that_tool(backend: LocalBackend,
+                                                                  open_server: RunningServer) -> None:
+    """ "let scout also use sum" (server-everything's get-sum): a word after "use" that is part
+    of exactly one tool's name is that tool; a word in several names is asked about."""
+    await backend.register_source({"name": "clock", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "clock"})
+    await backend.create_agent({"slug": "scout", "tool_allowlist": ["clock_echo"]})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "let scout also use docs")
+    assert calls(events)[-1] == ("update_agent", {"agent": "scout",
+                                                  "tool_allowlist": ["clock_echo", "clock_search_docs"]})

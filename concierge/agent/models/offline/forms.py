@@ -24,7 +24,7 @@ from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.intents import classify
 from concierge.agent.models.offline.replies import in_user_words, sentence
 from concierge.agent.models.offline.state import Flow, State
-from concierge.agent.models.offline.text import Text
+from concierge.agent.models.offline.text import Text, phrase
 from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, GENERIC, STOPWORDS, yes_or_no
 from concierge.registry import validation as rules
 from concierge.registry.models import AgentCreate, UpdateSource
@@ -401,6 +401,20 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
         if topical:
             names += topical
             used.add(i)
+    if not names:  # "let scout also use sum": one word after the verb, part of exactly one tool's name
+        catalog = ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []
+        for i, token in enumerate(tokens):
+            if token.low not in ("use", "access", "call") or i in skip:
+                continue
+            for j in range(i + 1, min(i + 4, len(tokens))):
+                word = tokens[j].low
+                if j in skip or tokens[j].kind != "word" or word in ("the", "also", "too", "a", "an", "to"):
+                    continue
+                hits = [e.name for e in catalog if word in re.split(r"[_\-.]", _original(e.name, e.app).lower())]
+                if len(hits) == 1:
+                    names.append(hits[0])
+                    used.add(j)
+                break
     names = list(dict.fromkeys(names))
     return ex.Found(names, frozenset(used)) if names else None
 
@@ -466,7 +480,7 @@ def _access_mode(ctx: Ctx) -> ex.Found | None:
         return ex.Found("all", frozenset())
     if words & {"longer", "stop", "remove", "away", "revoke"} or {"not", "use"} <= words:
         return ex.Found("remove", frozenset())
-    if words & _ADD_WORDS:
+    if words & _ADD_WORDS or phrase("as well").find(ctx.text) is not None:
         return ex.Found("add", frozenset())
     return None
 
