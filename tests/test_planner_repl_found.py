@@ -272,3 +272,19 @@ async def test_one_word_of_a_tools_name_after_use_names_that_tool(backend: Local
     events = await say(session, "let scout also use docs")
     assert calls(events)[-1] == ("update_agent", {"agent": "scout",
                                                   "tool_allowlist": ["clock_echo", "clock_search_docs"]})
+
+
+async def test_a_tool_the_allowlist_excludes_anyway_is_not_called_left_out(backend: LocalBackend) -> None:
+    from tests.mcp_servers import Rich, rich_app, serve_in_thread
+
+    state = Rich(legacy_only=True)
+    with serve_in_thread(factory=lambda: rich_app(state)) as up:
+        await backend.register_source({"name": "Rich", "base_url": up.url(), "auth_kind": "none",
+                                       "app_namespace": "rich"})
+        await backend.create_agent({"slug": "scout", "tool_allowlist": ["rich_lookup"]})
+        await backend.create_agent({"slug": "wide", "tool_allowlist": ["rich_*"]})
+        session = ConciergeSession(backend, OfflinePlanner())
+        scout = text_of(await say(session, "what tools does scout have?"))
+        wide = text_of(await say(session, "what tools does wide have?"))
+    assert "- rich_lookup" in scout and "Left out" not in scout
+    assert "Left out: rich_long_task" in wide

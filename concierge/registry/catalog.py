@@ -635,6 +635,8 @@ class Catalog:
             tools = []
             for tool in offered.tools:
                 if tool.task_support == "required":
+                    if src.allowed_tools is not None and not matches_any(src.allowed_tools, tool.name):
+                        continue  # not the agent's to have anyway: nothing left out
                     trace.tools_left_out.append({
                         "name": base_name(src.app_namespace, tool.name), "source_id": src.id,
                         "original_name": tool.name, "reason": "task_required"})
@@ -663,6 +665,7 @@ class Catalog:
             trace.allowlist_missing_entries = unmatched(allowlist, (n for n, _ in named))
             trace.allowlist_filtered_out["agent"] = [n for n, _ in named if not matches_any(allowlist, n)]
             named = [(n, c) for n, c in named if matches_any(allowlist, n)]
+            trace.tools_left_out = [t for t in trace.tools_left_out if matches_any(allowlist, t["name"])]
 
         entries = [self._entry(name, cand, trace) for name, cand in named]
         trace.tool_names_advertised = [e.name for e in entries]
