@@ -288,3 +288,17 @@ async def test_a_tool_the_allowlist_excludes_anyway_is_not_called_left_out(backe
         wide = text_of(await say(session, "what tools does wide have?"))
     assert "- rich_lookup" in scout and "Left out" not in scout
     assert "Left out: rich_long_task" in wide
+
+
+async def test_what_happens_if_at_go_ahead_is_not_the_audit_log(world: ConciergeSession) -> None:
+    """Found in tmux: "what happens to scout if I do that?" at a pause's "Go ahead?" answered
+    "I can't show the audit log here"."""
+    await say(world, "pause clock")
+    assert isinstance(world.pending, PendingConfirmation)
+    events = await say(world, "what happens to helpdesk if I do that?")
+    answer = text_of(events)
+    assert "audit" not in answer
+    assert answer == ('Nothing was changed. Say "yes" if you still want me to pause it, or tell me what to '
+                      "change.")
+    events = await say(world, "yes")
+    assert calls(events)[-1][0] == "pause_source"

@@ -14,7 +14,7 @@ from typing import Any
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
 from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug
 from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
-from concierge.agent.models.offline.replies import REPLIES, status_words
+from concierge.agent.models.offline.replies import REPLIES, pending_words, status_words
 from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
 from concierge.agent.toolkit.results import SourceRow
 
@@ -35,7 +35,7 @@ def decide(state: State) -> Step:
     if flow is None:
         return Say(REPLIES["unknown"], "unknown")
     if flow.not_confirmed:
-        what = "register it" if flow.form == "register" else "go ahead"
+        what = "register it" if flow.form == "register" else pending_words(flow.proposed)
         return Say(f'Nothing was changed. Say "yes" if you still want me to {what}, or tell me what '
                    "to change.", "ask", asks="confirm", ends=False)
     if flow.form.startswith("read:"):

@@ -29,7 +29,7 @@ from concierge.agent.models.offline.forms import (
     update_aspects,
 )
 from concierge.agent.models.offline.intents import IntentHit, classify
-from concierge.agent.models.offline.replies import REPLIES, in_user_words, reply_for, sentence
+from concierge.agent.models.offline.replies import REPLIES, in_user_words, pending_words, reply_for, sentence
 from concierge.agent.models.offline.state import Call, Flow, Say, State, World
 from concierge.agent.models.offline.text import Text
 from concierge.agent.models.offline.vocabulary import YES
@@ -191,19 +191,9 @@ def _a_question(state: State) -> bool:
     return state.flow.form.startswith("read:") or state.flow.form in _QUESTION_FORMS
 
 
-_PENDING_WORDS = {"register_source": "register {name}", "create_agent": "create the agent {slug}",
-                  "create_sandbox": "create the sandbox {name}", "pause_source": "pause it",
-                  "resume_source": "resume it", "revoke_source": "revoke it",
-                  "update_source": "make that change", "accept_tool_changes": "approve those tools"}
-
-
 def _reminding(say: Say, parked: Flow) -> Say:
     """``say`` and, after it, that the change asked about is still waiting."""
-    tool, args = parked.proposed or ("", {})
-    try:
-        what = _PENDING_WORDS.get(tool, "go ahead").format(**{k: str(v) for k, v in args.items()})
-    except (KeyError, IndexError):
-        what = "go ahead"
+    what = pending_words(parked.proposed)
     return dataclasses.replace(say, text=f'{say.text}\n\nNothing was changed yet: say "yes" if you still '
                                           f'want me to {what}, or "no" to drop it.')
 

@@ -35,7 +35,7 @@ from concierge.agent.toolkit.results import (
 )
 
 __all__ = ["CONFIGURE", "FIELD_WORDS", "REPLIES", "TOOL_REPLIES", "in_user_words", "plain_error",
-           "reply_for", "sentence", "status_words", "tools_count"]
+           "pending_words", "reply_for", "sentence", "status_words", "tools_count"]
 
 CONFIGURE = ("To talk freely, configure a model: set OPENAI_API_KEY (plus OPENAI_BASE_URL for "
              "another OpenAI-compatible server, and CONCIERGE_MODEL to pick the model).")
@@ -468,6 +468,21 @@ TOOL_REPLIES: dict[str, Callable[[dict[str, Any], Any], str]] = {
     "list_agent_tools": _catalog, "describe_tool": _describe, "accept_tool_changes": _approved,
 }
 """The answer to each tool's result, by tool name."""
+
+
+_PENDING_WORDS = {"register_source": "register {name}", "create_agent": "create the agent {slug}",
+                  "create_sandbox": "create the sandbox {name}", "pause_source": "pause it",
+                  "resume_source": "resume it", "revoke_source": "revoke it", "update_agent": "change {agent}",
+                  "update_source": "make that change", "accept_tool_changes": "approve those tools"}
+
+
+def pending_words(proposed: tuple[str, dict[str, Any]] | None) -> str:
+    """The change waiting for a yes, as the end of "if you still want me to …"."""
+    tool, args = proposed or ("", {})
+    try:
+        return _PENDING_WORDS.get(tool, "go ahead").format(**{k: str(v) for k, v in args.items()})
+    except (KeyError, IndexError):
+        return "go ahead"
 
 
 def reply_for(tool: str, args: dict[str, Any], result: ToolResult) -> str:
