@@ -252,6 +252,7 @@ async def test_tools_held_for_approval_are_named_in_the_catalog(backend: LocalBa
 
 
 @pytest.mark.parametrize("said", ["give helpdesk the clock_echo tool too", "give helpdesk the clock_echo tool as well",
+                                  "give helpdesk the clock echo tool as well",
                                   "let helpdesk also use clock_echo"])
 async def test_giving_an_agent_one_more_tool_adds_it(world: ConciergeSession, said: str) -> None:
     """Found in tmux: "give scout the get-sum tool too" listed scout's tools; "… as well"

@@ -396,8 +396,12 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
             used.add(i)
     for i in _topic_words(tokens, skip | used):  # "the ticket tools": every *_ticket* tool
         word = _singular(tokens[i].low)
+        if word in namespaces:
+            continue
+        app = namespaces.get(tokens[i - 1].low) if i else None  # "the clock echo tool": clock's only
         topical = [entry.name for entry in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else [])
-                   if word in re.split(r"[_\-.]", _original(entry.name, entry.app).lower())]
+                   if word in re.split(r"[_\-.]", _original(entry.name, entry.app).lower())
+                   and (app is None or entry.app == app)]
         if topical:
             names += topical
             used.add(i)
