@@ -319,7 +319,7 @@ class LaneWire:
             conn = self._idle.pop()  # the most recently used: the least likely to have expired
             if not conn.closed and now - conn.idle_since < self._expiry:
                 return conn
-            self._drop(conn)
+            conn.close()
         return await self._dial(url)
 
     async def _dial(self, url: httpx2.URL) -> _Connection:
@@ -345,18 +345,14 @@ class LaneWire:
 
     def _release(self, conn: _Connection) -> None:
         if self.closed or len(self._idle) >= self._max_idle:
-            self._drop(conn)
+            conn.close()
             return
         conn.idle_since = time.monotonic()
         self._idle.append(conn)
-
-    @staticmethod
-    def _drop(conn: _Connection) -> None:
-        conn.close()
 
     def close(self) -> None:
         """Close every connection (a request still running fails with a read error)."""
         self.closed = True
         for conn in list(self._open):
-            self._drop(conn)
+            conn.close()
         self._idle.clear()

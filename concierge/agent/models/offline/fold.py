@@ -145,28 +145,11 @@ def _on_user(state: State, text: Text) -> None:
         state.flow = None
         state.reply = Say(REPLIES["cancelled"], "nothing")
         return
-    if parked is not None:  # the question asked instead of a yes was answered: now the yes or no
-        answer = ex.yes_no(text)
-        if answer is False:
-            state.flow = None
-            state.reply = Say(REPLIES["cancelled"], "nothing")
-            return
-        if answer is True or (text.tokens and text.tokens[0].low in YES and not strong):
-            state.flow = parked
-            fill(state, parked, text)  # "yes, but call it Prod"
-            parked.not_confirmed = False  # propose it again: the engine asks for the yes properly
-            return
-    if flow is not None and flow.not_confirmed:
-        answer = ex.yes_no(text)
-        if answer is False:
-            state.flow = None
-            state.reply = Say(REPLIES["cancelled"], "nothing")
-            return
-        if answer is True or (text.tokens and text.tokens[0].low in YES and not _names_new_target(
-                state, flow, text, strong)):
-            flow.not_confirmed = False  # propose it again: the engine asks for the yes properly
-            fill(state, flow, text)  # "yes but call it Prod": the correction is taken first
-            return
+    if parked is not None and _yes_or_no(state, parked, text, more=bool(strong)):
+        return  # the question asked instead of a yes was answered: this is the yes or no
+    if flow is not None and flow.not_confirmed and _yes_or_no(
+            state, flow, text, more=_names_new_target(state, flow, text, strong)):
+        return
     if flow is not None and _answers(state, flow, text, hits):
         return
     if flow is not None and flow.not_confirmed and not strong and not text.urls:
@@ -177,6 +160,22 @@ def _on_user(state: State, text: Text) -> None:
         state.parked = unconfirmed  # "what tools would it get?" before saying yes
         if state.reply is not None:
             state.reply = _reminding(state.reply, unconfirmed)
+
+
+def _yes_or_no(state: State, unconfirmed: Flow, text: Text, *, more: bool) -> bool:
+    """Apply a yes or no to a change that waits unconfirmed; a "yes …" that says ``more`` (a
+    request of its own) is not one. A yes proposes it again: the engine asks for the yes properly."""
+    answer = ex.yes_no(text)
+    if answer is False:
+        state.flow = None
+        state.reply = Say(REPLIES["cancelled"], "nothing")
+        return True
+    if answer is True or (text.tokens and text.tokens[0].low in YES and not more):
+        state.flow = unconfirmed
+        unconfirmed.not_confirmed = False
+        fill(state, unconfirmed, text)  # "yes but call it Prod": the correction is taken first
+        return True
+    return False
 
 
 _QUESTION_FORMS = frozenset({"catalog", "show", "describe"})

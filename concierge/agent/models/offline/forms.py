@@ -369,15 +369,16 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     slug_found = ex.agent_name(text)
     skip = ctx.skip | (slug_found.used if slug_found else frozenset())
     known = _known_tools(ctx.flow, original=False)
+    catalog = ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []
     by_original: dict[str, list[str]] = {}
     for advertised in known.values():
-        for entry in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []):
+        for entry in catalog:
             if entry.name == advertised:
                 by_original.setdefault(_original(entry.name, entry.app).lower(), []).append(entry.name)
     names: list[str] = []
     used: set[int] = set()
     namespaces = {s.namespace.lower(): s.namespace for s in ctx.flow.world.sources or []}
-    namespaces |= {e.app.lower(): e.app for e in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else [])}
+    namespaces |= {e.app.lower(): e.app for e in catalog}
     tokens = text.tokens
     for i, token in enumerate(tokens):
         if i in skip or token.kind != "word":
@@ -399,14 +400,12 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
         if word in namespaces:
             continue
         app = namespaces.get(tokens[i - 1].low) if i else None  # "the clock echo tool": clock's only
-        topical = [entry.name for entry in (ctx.flow.world.catalog.tools if ctx.flow.world.catalog else [])
-                   if word in re.split(r"[_\-.]", _original(entry.name, entry.app).lower())
+        topical = [entry.name for entry in catalog if word in _name_words(entry)
                    and (app is None or entry.app == app)]
         if topical:
             names += topical
             used.add(i)
     if not names:  # "let scout also use sum": one word after the verb, part of exactly one tool's name
-        catalog = ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []
         for i, token in enumerate(tokens):
             if token.low not in ("use", "access", "call") or i in skip:
                 continue
@@ -414,13 +413,18 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
                 word = tokens[j].low
                 if j in skip or tokens[j].kind != "word" or word in ("the", "also", "too", "a", "an", "to"):
                     continue
-                hits = [e.name for e in catalog if word in re.split(r"[_\-.]", _original(e.name, e.app).lower())]
+                hits = [e.name for e in catalog if word in _name_words(e)]
                 if len(hits) == 1:
                     names.append(hits[0])
                     used.add(j)
                 break
     names = list(dict.fromkeys(names))
     return ex.Found(names, frozenset(used)) if names else None
+
+
+def _name_words(entry: Any) -> list[str]:
+    """The words of a catalog tool's own name ("get-sum" → get, sum)."""
+    return re.split(r"[_\-.]", _original(entry.name, entry.app).lower())
 
 
 _TOOL_NOUNS = frozenset({"tools", "tool", "ones"})
