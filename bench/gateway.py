@@ -172,10 +172,10 @@ async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> d
             for i in range(clients):
                 tg.start_soon(one, i)
             await opened.wait()
-            began = time.perf_counter()
+            began, cpu_began = time.perf_counter(), time.process_time()
             start_gate.set()
-        wall = time.perf_counter() - began
-    return {"latencies": latencies, "errors": errors, "wall": wall}
+        wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
+    return {"latencies": latencies, "errors": errors, "wall": wall, "cpu": cpu}
 
 
 def client_process(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:

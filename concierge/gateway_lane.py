@@ -29,6 +29,7 @@ is the gateway's, as on the SDK path. A client that disconnects closes the upstr
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -50,7 +51,6 @@ from starlette.types import Message, Receive, Scope, Send
 
 from concierge.errors import ConciergeError, RateLimited
 from concierge.mcp_client.lane_wire import LaneWire, WireResponse
-from concierge.mcp_client.session import Deadline
 
 if TYPE_CHECKING:
     from concierge.mcp_client.session import McpSession
@@ -101,6 +101,70 @@ async def _disconnected(receive: Receive) -> None:
         pass
 
 
+class _CallGuard:
+    """A forwarded call's deadline and its client's going away, on one timer per call.
+
+    The task serving the call is cancelled when the deadline passes (``expired``: then it
+    answers the SDK path's timeout) or when the client disconnects (``gone``: then it ends
+    quietly, and closing the upstream request is the 2026-07-28 cancellation). A call that
+    answers within `WATCH_AFTER` seconds (nearly all of them) costs one timer, set and
+    cancelled; only a longer one starts a task that watches ``receive`` and the deadline.
+    ``reset()`` (progress from the server) pushes the deadline back.
+    """
+
+    WATCH_AFTER: Final = 0.1
+
+    def __init__(self, seconds: float, receive: Receive) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        self._seconds, self._receive = seconds, receive
+        self._expires = self._loop.time() + seconds
+        self._watch: asyncio.Task[None] | None = None
+        self._closed = False
+        self.reason: str | None = None
+        self._timer = self._loop.call_at(min(self._expires, self._loop.time() + self.WATCH_AFTER), self._start)
+
+    def reset(self) -> None:
+        self._expires = self._loop.time() + self._seconds
+
+    @property
+    def expired(self) -> bool:
+        return self.reason == "expired"
+
+    def caught(self) -> bool:
+        """In an ``except CancelledError``: whether the cancellation is this guard's own (and
+        nothing else asked for one), which the caller then handles instead of re-raising."""
+        return self.reason is not None and self._task is not None and self._task.uncancel() == 0
+
+    def _start(self) -> None:
+        self._watch = self._loop.create_task(self._watching())
+
+    async def _watching(self) -> None:
+        gone = self._loop.create_task(_disconnected(self._receive))
+        try:
+            while True:
+                left = self._expires - self._loop.time()
+                if left <= 0:
+                    return self._fire("expired")
+                done, _ = await asyncio.wait((gone,), timeout=left)
+                if done:
+                    return self._fire("gone")
+        finally:
+            gone.cancel()
+
+    def _fire(self, reason: str) -> None:
+        if self.reason is None and not self._closed and self._task is not None:
+            self.reason = reason
+            self._task.cancel()
+
+    def close(self) -> None:
+        """The call is over (answered, or about to answer its failure): nothing fires after this."""
+        self._closed = True
+        self._timer.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
+
+
 def _sse_event(data: str) -> bytes:
     return f"event: message\r\ndata: {data}\r\n\r\n".encode()
 
@@ -136,6 +200,12 @@ class FastLane:
         self._bases: dict[int, tuple[httpx2.AsyncClient, httpx2.URL, bytes, bool]] = {}
         self.served = 0
         """Requests the lane answered (for tests and the bench)."""
+
+    @functools.cached_property
+    def _stamp(self) -> dict[str, Any]:
+        """The gateway's serverInfo stamp (fixed when its server is made; a copy of the SDK's,
+        taken once: it is only ever serialized here, never changed)."""
+        return self.face.server.server_info_stamp
 
     # -- taking the request -------------------------------------------------------------------
 
@@ -277,28 +347,26 @@ class FastLane:
         params["name"] = tool.original_name
         payload = json.dumps({**call.envelope, "params": params}, separators=(",", ":")).encode()
         answered = _Answered()
-        deadline = Deadline(session.endpoint.call_timeout)
-        # A client that goes away cancels the upstream request (closing it is the 2026-07-28
-        # cancellation). A bare future, not a task group: this runs on every call.
-        watcher = asyncio.ensure_future(_disconnected(receive))
-
-        def on_disconnect(_: asyncio.Future[None]) -> None:
-            deadline.cancel()
-
-        watcher.add_done_callback(on_disconnect)
+        guard = _CallGuard(session.endpoint.call_timeout, receive)
         try:
             with session.observe() as box:
+                failure: Exception | None = None
                 try:
-                    with deadline:
-                        response = await self._send(http, wire, session.endpoint.url, payload, call.version,
-                                                    tool.original_name)
-                        await self._exchange(response, call, agent_id, source, deadline, answered, send)
-                except Exception as exc:
-                    if not watcher.done():
-                        await self._failed(call, source, session, exc, box, answered, send)
+                    response = await self._send(http, wire, session.endpoint.url, payload, call.version,
+                                                tool.original_name)
+                    await self._exchange(response, call, agent_id, source, guard, answered, send)
+                except BaseException as exc:
+                    if guard.caught():  # the deadline (answered as the SDK path answers it), or the client left
+                        failure = TimeoutError() if guard.expired else None
+                    elif isinstance(exc, Exception):
+                        failure = exc
+                    else:
+                        raise
+                if failure is not None:
+                    guard.close()
+                    await self._failed(call, source, session, failure, box, answered, send)
         finally:
-            watcher.remove_done_callback(on_disconnect)
-            watcher.cancel()
+            guard.close()
 
     async def _send(self, http: httpx2.AsyncClient, wire: LaneWire, url: str, payload: bytes, version: str,
                     name: str) -> httpx2.Response | WireResponse:
@@ -325,14 +393,14 @@ class FastLane:
         return response
 
     async def _exchange(self, response: httpx2.Response | WireResponse, call: _Call, agent_id: str,
-                        source: SourceView, deadline: Deadline, answered: _Answered, send: Send) -> None:
+                        source: SourceView, guard: _CallGuard, answered: _Answered, send: Send) -> None:
         try:
             ctype = response.headers.get("content-type", "").lower()
             if response.status_code == 200 and ctype.startswith("application/json"):
                 answer = self._answer(json.loads(await response.aread()), call, agent_id, source)
                 await self._send_json(send, answer)
             elif response.status_code == 200 and ctype.startswith("text/event-stream"):
-                await self._relay(response, call, agent_id, source, deadline, answered, send)
+                await self._relay(response, call, agent_id, source, guard, answered, send)
             elif response.status_code >= 400 and ctype.startswith("application/json"):
                 # A server may answer a JSON-RPC error at a 4xx status (as the SDK client reads it)
                 try:
@@ -352,7 +420,7 @@ class FastLane:
         await response.aclose()
 
     async def _relay(self, response: httpx2.Response | WireResponse, call: _Call, agent_id: str, source: SourceView,
-                     deadline: Deadline, answered: _Answered, send: Send) -> None:
+                     guard: _CallGuard, answered: _Answered, send: Send) -> None:
         """Pass the upstream's SSE events on as they come; the final one is the answer."""
         await send({"type": "http.response.start", "status": 200, "headers": _SSE_HEADERS})
         answered.started = True
@@ -375,7 +443,7 @@ class FastLane:
                     await send({"type": "http.response.body", "body": _sse_event(answer), "more_body": False})
                     return
                 if isinstance(message, dict) and message.get("method") == "notifications/progress":
-                    deadline.reset()  # a tool that reports progress is not cut off
+                    guard.reset()  # a tool that reports progress is not cut off
                 await send({"type": "http.response.body", "body": _sse_event(text), "more_body": True})
         raise httpx2.RemoteProtocolError("the server's event stream ended without an answer")
 
@@ -389,7 +457,7 @@ class FastLane:
         if not isinstance(result, dict):
             raise httpx2.DecodingError("the answer has no result object")
         meta = result.get("_meta")
-        stamp = self.face.server.server_info_stamp
+        stamp = self._stamp
         if isinstance(meta, dict):
             result["_meta"] = {**{k: v for k, v in meta.items() if k != SERVER_INFO_META_KEY},
                                SERVER_INFO_META_KEY: stamp}
@@ -421,7 +489,7 @@ class FastLane:
             "tools/call", call.version, result.model_dump(by_alias=True, mode="json", exclude_none=True))
         if dumped.get("resultType") is None:
             dumped["resultType"] = "complete"
-        dumped["_meta"] = {SERVER_INFO_META_KEY: self.face.server.server_info_stamp}
+        dumped["_meta"] = {SERVER_INFO_META_KEY: self._stamp}
         body = JSONRPCResponse(jsonrpc="2.0", id=call.request_id, result=dumped)
         return json.dumps(body.model_dump(mode="json", by_alias=True, exclude_none=True), separators=(",", ":"))
 

@@ -130,21 +130,23 @@ async def test_results_and_progress_through_either_path(backend, fast_lane: bool
     assert backend.gateway.pool.size == 0
 
 
-@pytest.mark.parametrize("fast_lane", [True, False])
-async def test_a_client_that_gives_up_cancels_the_upstream_call(backend, fast_lane: bool) -> None:
+@pytest.mark.parametrize(("fast_lane", "give_up"), [(True, 0.4), (False, 0.4), (True, 0.06)])
+async def test_a_client_that_gives_up_cancels_the_upstream_call(backend, fast_lane: bool, give_up: float) -> None:
+    """Also when it gives up before the lane starts watching for that (after 0.1 s)."""
     state = Rich()
     with serve_in_thread(factory=lambda: rich_app(state)) as up:
         await register(backend.registry, up.url(), "rich", call_timeout=30)  # no deadline ends it
         backend.registry.create_agent({"slug": "bot"})
         app = build_gateway_app(backend, agent="bot", fast_lane=fast_lane)
         async with serve_here(app) as base, Client(f"{base}/mcp") as client:
-            with anyio.move_on_after(0.4):  # the client gives up: the upstream call is cancelled
+            assert (await client.call_tool("rich_count", {})).content[0].text == "execution 1"  # pooled, warm
+            with anyio.move_on_after(give_up):  # the client gives up: the upstream call is cancelled
                 await client.call_tool("rich_hang", {})
             with anyio.fail_after(5):
                 while state.cancelled == 0:
                     await anyio.sleep(0.02)
-            assert (await client.call_tool("rich_count", {})).content[0].text == "execution 1"  # still fine
-        assert app.state.lane.served == (2 if fast_lane else 0)
+            assert (await client.call_tool("rich_count", {})).content[0].text == "execution 2"  # still fine
+        assert app.state.lane.served == (3 if fast_lane else 0)
     assert state.cancelled == 1
 
 
@@ -351,12 +353,14 @@ async def test_cookies_the_server_sets_in_the_lane_are_sent_back_as_httpx2_would
         assert app.state.lane.served == 3
 
 
-async def test_a_call_past_its_timeout_is_answered_alike_and_the_lane_goes_on(backend) -> None:
-    """A tool that never answers: both paths answer the same timeout error at call_timeout, the
-    upstream request is closed (the server sees it cancelled), and the next call works."""
+@pytest.mark.parametrize("timeout", [0.5, 0.05])
+async def test_a_call_past_its_timeout_is_answered_alike_and_the_lane_goes_on(backend, timeout: float) -> None:
+    """A tool that never answers: both paths answer the same timeout error at call_timeout (also
+    one shorter than the lane's 0.1 s before it watches), the upstream request is closed (the
+    server sees it cancelled), and the next call works."""
     state = Rich()
     with serve_in_thread(factory=lambda: rich_app(state)) as up:
-        await register(backend.registry, up.url(), "rich", call_timeout=0.5)
+        await register(backend.registry, up.url(), "rich", call_timeout=timeout)
         backend.registry.create_agent({"slug": "bot"})
         lane_app, sdk_app = _apps(backend)
         async with serve_here(lane_app) as lane, serve_here(sdk_app) as sdk:
@@ -364,7 +368,7 @@ async def test_a_call_past_its_timeout_is_answered_alike_and_the_lane_goes_on(ba
             via_lane, via_sdk = await _post(lane, "rich_hang", {}), await _post(sdk, "rich_hang", {})
             assert via_lane == via_sdk, (via_lane, via_sdk)
             result = json.loads(via_lane[2])["result"]
-            assert result["isError"] is True and "0.5 s" in result["content"][0]["text"]
+            assert result["isError"] is True and f"{timeout:g} s" in result["content"][0]["text"]
             with anyio.fail_after(5):
                 while state.cancelled < 2:
                     await anyio.sleep(0.02)

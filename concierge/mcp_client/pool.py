@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import functools
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 
 import anyio
 
@@ -164,28 +164,13 @@ class SessionPool:
             self._retired.append(session)
         return session
 
-    @contextlib.asynccontextmanager
-    async def slot(self, key: str, *, wait: float | None = None) -> AsyncIterator[None]:
-        """One of ``max_in_flight`` places for a request to ``key``: waits (at most ``wait``
-        seconds, then ``ConnectorError`` timeout, not delivered) when all are taken."""
+    def slot(self, key: str, *, wait: float | None = None) -> _Slot:
+        """One of ``max_in_flight`` places for a request to ``key`` (``async with``): waits (at
+        most ``wait`` seconds, then ``ConnectorError`` timeout, not delivered) when all are taken."""
         limiter = self._limiters.get(key)
         if limiter is None:
             limiter = self._limiters[key] = anyio.CapacityLimiter(self.max_in_flight)
-        acquired = False
-        try:  # a free place at once (the common case) needs no cancel scope
-            limiter.acquire_nowait()
-            acquired = True
-        except anyio.WouldBlock:
-            with anyio.move_on_after(wait if wait is not None else float("inf")):
-                await limiter.acquire()
-                acquired = True
-        if not acquired:
-            raise ConnectorError(ErrorKind.TIMEOUT, f"{self.max_in_flight} requests to this server are in "
-                                 f"flight and none finished within {wait:g} s — try again", delivered=False)
-        try:
-            yield
-        finally:
-            limiter.release()
+        return _Slot(limiter, wait)
 
     def in_flight(self, key: str) -> int:
         limiter = self._limiters.get(key)
@@ -205,3 +190,29 @@ class SessionPool:
 
     def __repr__(self) -> str:
         return f"SessionPool(size={self.size}, opening={len(self._opening)})"
+
+
+class _Slot:
+    """`SessionPool.slot`: a plain context manager, as it is entered on every call."""
+
+    __slots__ = ("_limiter", "_wait")
+
+    def __init__(self, limiter: anyio.CapacityLimiter, wait: float | None) -> None:
+        self._limiter, self._wait = limiter, wait
+
+    async def __aenter__(self) -> None:
+        try:  # a free place at once (the common case) needs no cancel scope
+            self._limiter.acquire_nowait()
+            return
+        except anyio.WouldBlock:
+            pass
+        acquired = False
+        with anyio.move_on_after(self._wait if self._wait is not None else float("inf")):
+            await self._limiter.acquire()
+            acquired = True
+        if not acquired:
+            raise ConnectorError(ErrorKind.TIMEOUT, f"{self._limiter.total_tokens:g} requests to this server are "
+                                 f"in flight and none finished within {self._wait:g} s — try again", delivered=False)
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        self._limiter.release()
