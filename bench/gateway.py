@@ -354,6 +354,13 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
     print(f"  what bounds it: the gateway is one Python process; at {lane:.2f} ms of CPU per call it "
           f"serves at most ~{ceiling:.0f} calls/s on this machine, while the upstream alone allows "
           f"~{direct_ceiling:.0f} (ceiling ratio {ceiling / direct_ceiling:.2f}x, before the clients' own CPU)")
+    client_cpu = {m: sum(r.get("cpu", 0.0) for r in runs) / max(1, sum(len(r["latencies"]) for r in runs)) * 1000
+                  for m, runs in conc.items()}
+    direct_total = client_cpu["direct"] + per_call["upstream (direct runs)"]
+    lane_total = client_cpu["gateway"] + lane + per_call["upstream (lane runs)"]
+    print(f"  the whole machine's CPU per call: direct {direct_total:.2f} ms (clients {client_cpu['direct']:.2f} + "
+          f"upstream), through the lane {lane_total:.2f} ms (clients {client_cpu['gateway']:.2f} + gateway + upstream); "
+          f"when {cores} cores are the limit, the lane can reach ~{direct_total / lane_total:.2f}x direct")
     limit = n_sources + args.clients
     print(f"\nUpstream sessions opened by the gateway (start-up and its runs): {gateway_sessions} "
           f"(sources {n_sources} + clients {args.clients} = {limit})")
