@@ -303,3 +303,17 @@ async def test_what_happens_if_at_go_ahead_is_not_the_audit_log(world: Concierge
                       "change.")
     events = await say(world, "yes")
     assert calls(events)[-1][0] == "pause_source"
+
+
+async def test_we_rotated_the_token_the_new_one_is(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in tmux: "we rotated the token, the new one is demo-token-456" was not understood,
+    and the token was written to the REPL's history file in clear (no cue right before it)."""
+    await backend.register_source({"name": "demo", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "we rotated the token, the new one is canary-rot-456")
+    name, arguments = calls(events)[-1]
+    assert name == "update_source" and "token_ref" in arguments and "auth_kind" not in arguments  # not a switch
+    assert "canary-rot-456" not in repr(events)
+    assert "replace the stored token with a new one" in session.pending.summary
+    assert "switch" not in session.pending.summary

@@ -138,6 +138,12 @@ CUED_SECRETS = [
     ("TOKEN IS ABC", "ABC"),
     ("my token's abc123", "abc123"),
     ("The token is: tok_9", "tok_9"),
+    # a later clause that names the credential (found in the REPL: this one reached the history file)
+    ("we rotated the token, the new one is demo-token-456", "demo-token-456"),
+    ("the token for Demo changed; it's now n3w-t0ken", "n3w-t0ken"),
+    ("the key expired. The new one: k3y-2026", "k3y-2026"),
+    ("we reset the password and changed it to hunter22", "hunter22"),
+    ("the old token leaked, use tok-789 instead", "tok-789"),
 ]
 
 # Ordinary requests that mention credentials without giving one: redacting any of these would
@@ -183,6 +189,10 @@ CUED_PLAIN = [
     "key points: it works",
     "keyboard and monkey business",
     "bearer",
+    "the token changed, the new one is in the vault",
+    "rotate the token for Demo, it's expired",
+    "the key for acme2 changed, use the new one",
+    "the token is fine; it's server2 that fails",
 ]
 
 

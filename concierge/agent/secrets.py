@@ -15,7 +15,9 @@ What counts as a credential (any one suffices):
   is one, whatever its length ("my key is abc"); right after the cue, or after ``to`` /
   ``as``, only a value shaped like a credential is (it has a digit: "with bearer token
   demo-token-123", "password hunter2"), so "rotate the token for Demo", "which key does it
-  use", "bearer token auth" are left alone;
+  use", "bearer token auth" are left alone; so is a credential-shaped value in a later clause
+  that names it ("we rotated the token, the new one is X", "it's now X", "changed it to X",
+  "use X instead");
 - a value after ``Authorization:`` (``Bearer``/``Basic``/``Token`` scheme optional);
 - a ``token=`` / ``api_key=`` / ``key=`` query parameter, or ``with value X``;
 - a well-known key prefix (``sk-``, ``ghp_``, ``github_pat_``, ``xoxb-``, ``AKIA``,
@@ -105,6 +107,17 @@ _AFTER_CUE_FOR_RE = re.compile(  # "the token for Demo is X", "set the key of th
     r"|\s+(?:to|as)\s+)" + _VALUE)
 _AUTHORIZATION_RE = re.compile(
     r"(?i)\bauthorization(?P<link>\s*[:=]\s*)(?:(?:bearer|basic|token)\s+)?" + _VALUE)
+_ANAPHORA_RE = re.compile(  # after a cue, a later clause naming the value: "…, the new one is X"
+    r"(?i)(?<![A-Za-z0-9_])(?P<link>"
+    r"(?:the\s+|a\s+)?(?:new|current|updated|fresh|latest|right|correct|real|actual|replacement)\s+one"
+    r"(?:\s+(?:is|will\s+be|should\s+be)|['’]s|\s*[:=])"
+    r"|(?:it|that)(?:['’]s|\s+is|\s+will\s+be|\s+should\s+be)(?:\s+now)?"
+    r"|now\s+(?:it['’]s|it\s+is)"
+    r"|(?:changed|rotated|updated|reset|switched|set)\s+(?:it\s+|them\s+)?to"
+    r"|use\s+(?=\S+\s+(?:instead|now)\b)"
+    r")\s*" + _VALUE + r"(?!\s+(?:that|which|who)\b)")  # not "it's server2 that fails"
+_ANAPHORA_REACH = 120
+"""How far after a cue word such a clause is taken to speak of that credential (characters)."""
 _STRONG_LINK_RE = re.compile(r"[:=]|->|['’]s\b|\b(?:is|was|be|equals)\b", re.I)
 _HEADER_NAME_RE = re.compile(r"^(?:[Xx]-[A-Za-z][A-Za-z\-]*|(?:[A-Z][a-z]+-)+[A-Z][a-z]+)$")
 
@@ -261,13 +274,21 @@ def _cue_value(text: str, match: re.Match[str]) -> tuple[int, int] | None:
 
 def _cue_spans(text: str) -> list[tuple[int, int]]:
     spans = [span for m in _AUTHORIZATION_RE.finditer(text) if (span := _cue_value(text, m))]
-    for cue in _CUE_RE.finditer(text):
+    cues = list(_CUE_RE.finditer(text))
+    for cue in cues:
         for follow in (_AFTER_CUE_FOR_RE, _AFTER_CUE_RE):
             match = follow.match(text, cue.end())
             span = _cue_value(text, match) if match else None
             if span is not None:
                 spans.append(span)
                 break
+    if cues:  # "we rotated the token, the new one is X", "the key changed — use X instead"
+        for match in _ANAPHORA_RE.finditer(text, cues[0].end()):
+            if not any(0 <= match.start() - c.end() <= _ANAPHORA_REACH for c in cues):
+                continue
+            span = _cue_value(text, match)
+            if span is not None and _credential_shaped(text[span[0]:span[1]]):
+                spans.append(span)
     return spans
 
 

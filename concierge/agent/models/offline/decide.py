@@ -281,6 +281,8 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
         if key in slots:
             arguments[key] = slots[key]
     kind = slots.get("auth_kind")
+    if kind == "bearer" and row.scheme == "bearer":  # "the bearer token is now X": a new token, not a switch
+        kind = None
     if "token" in flow.aspects and kind is None:
         arguments["rotate_token"] = True
     if "url" in slots:
