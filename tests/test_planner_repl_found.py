@@ -317,3 +317,19 @@ async def test_we_rotated_the_token_the_new_one_is(backend: LocalBackend, open_s
     assert "canary-rot-456" not in repr(events)
     assert "replace the stored token with a new one" in session.pending.summary
     assert "switch" not in session.pending.summary
+
+
+async def test_it_is_the_source_last_talked_about_even_after_other_words(backend: LocalBackend,
+                                                                         open_server: RunningServer) -> None:
+    """Found in tmux: "ugh wrong one. rotate it again, the token is …" asked for a source called
+    "ugh wrong" — "it" was never read as a pronoun (the word list was a set of letters)."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    await backend.register_source({"name": "other", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-654321", "app_namespace": "other"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, "is demo tools ok?")
+    events = await say(session, "ugh wrong one. rotate it again, the token is canary-it-789")
+    name, arguments = calls(events)[-1]
+    assert name == "update_source" and "token_ref" in arguments
+    assert '"demo tools"' in session.pending.summary

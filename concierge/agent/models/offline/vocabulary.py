@@ -91,7 +91,7 @@ stuff etc
 """.split())
 """Words that often stand where a name would, but never are one."""
 
-PRONOUNS = frozenset("it this that them those").union({"this one", "that one"})
+PRONOUNS = frozenset("it this that them those".split()) | {"this one", "that one"}
 """Words that point back at the source last talked about."""
 
 STOP_BEFORE_LABEL = frozenset("""
