@@ -333,3 +333,15 @@ async def test_it_is_the_source_last_talked_about_even_after_other_words(backend
     name, arguments = calls(events)[-1]
     assert name == "update_source" and "token_ref" in arguments
     assert '"demo tools"' in session.pending.summary
+
+
+async def test_put_the_right_token_back(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in tmux: "put the right token back: demo-token-123" was read as "resume", its
+    token was not seen as one (reaching the history file), then "put" as a source's name."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "put the right token back: canary-back-123")
+    name, arguments = calls(events)[-1]
+    assert name == "update_source" and "token_ref" in arguments and "auth_kind" not in arguments
+    assert "canary-back-123" not in repr(events)

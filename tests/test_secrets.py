@@ -144,6 +144,8 @@ CUED_SECRETS = [
     ("the key expired. The new one: k3y-2026", "k3y-2026"),
     ("we reset the password and changed it to hunter22", "hunter22"),
     ("the old token leaked, use tok-789 instead", "tok-789"),
+    ("put the right token back: demo-token-123", "demo-token-123"),
+    ("the key again = abc", "abc"),
 ]
 
 # Ordinary requests that mention credentials without giving one: redacting any of these would
@@ -193,6 +195,8 @@ CUED_PLAIN = [
     "rotate the token for Demo, it's expired",
     "the key for acme2 changed, use the new one",
     "the token is fine; it's server2 that fails",
+    "give the token back to demo2",
+    "put the token back in the vault",
 ]
 
 

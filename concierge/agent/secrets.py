@@ -105,6 +105,9 @@ _AFTER_CUE_FOR_RE = re.compile(  # "the token for Demo is X", "set the key of th
     r"(?i)\s+(?:for|of|on)\s+(?:the\s+|my\s+|our\s+)?[\"'`]?[\w.\-]+[\"'`]?(?:\s+(?:server|source))?"
     r"(?P<link>\s*[:=]\s*|\s+(?:is|was|will\s+be|should\s+be|would\s+be|equals)\b\s*[:=]?\s*"
     r"|\s+(?:to|as)\s+)" + _VALUE)
+_AFTER_CUE_ADVERB_RE = re.compile(  # "put the token back: X", "the key again = X" (a strong link only)
+    r"(?i)\s+(?:back|again|here|now|then|instead|too|also|below)"
+    r"(?P<link>\s*[:=]\s*|\s*->\s*|\s+(?:is|was|will\s+be|should\s+be)\b\s*[:=]?\s*)" + _VALUE)
 _AUTHORIZATION_RE = re.compile(
     r"(?i)\bauthorization(?P<link>\s*[:=]\s*)(?:(?:bearer|basic|token)\s+)?" + _VALUE)
 _ANAPHORA_RE = re.compile(  # after a cue, a later clause naming the value: "…, the new one is X"
@@ -276,7 +279,7 @@ def _cue_spans(text: str) -> list[tuple[int, int]]:
     spans = [span for m in _AUTHORIZATION_RE.finditer(text) if (span := _cue_value(text, m))]
     cues = list(_CUE_RE.finditer(text))
     for cue in cues:
-        for follow in (_AFTER_CUE_FOR_RE, _AFTER_CUE_RE):
+        for follow in (_AFTER_CUE_FOR_RE, _AFTER_CUE_ADVERB_RE, _AFTER_CUE_RE):
             match = follow.match(text, cue.end())
             span = _cue_value(text, match) if match else None
             if span is not None:

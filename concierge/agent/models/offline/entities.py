@@ -192,6 +192,13 @@ def _abbreviates(typed: str, word: str) -> bool:
         typed not in GENERIC and typed not in NOT_NAMES
 
 
+_NOT_ATTEMPTED_NAMES = frozenset("""
+put give set try make get take store save keep back ugh oops whoops sorry hmm argh meh damn dang
+""".split())
+"""Verbs and interjections around a request ("put the right token back", "ugh, wrong one"): never
+read as a name that was not found."""
+
+
 def leftover_words(text: Text, skip: frozenset[int]) -> list[str]:
     """Words that are neither skipped nor filler: what may have been meant as a name."""
     out = []
@@ -202,7 +209,7 @@ def leftover_words(text: Text, skip: frozenset[int]) -> list[str]:
         if low in STOPWORDS or low in FILLER or low in GENERIC or low in NOT_NAMES or low in PRONOUNS:
             continue
         if low in ("now", "for", "while", "bit", "again", "please", "thanks", "anymore", "instead",
-                   "sandbox", "workspace", "here", "there", "available"):
+                   "sandbox", "workspace", "here", "there", "available") or low in _NOT_ATTEMPTED_NAMES:
             continue
         out.append(token.text)
     return out
