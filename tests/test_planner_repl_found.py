@@ -345,3 +345,15 @@ async def test_put_the_right_token_back(backend: LocalBackend, open_server: Runn
     name, arguments = calls(events)[-1]
     assert name == "update_source" and "token_ref" in arguments and "auth_kind" not in arguments
     assert "canary-back-123" not in repr(events)
+
+
+async def test_an_agents_rate_cap_is_its_sources(world: ConciergeSession, backend: LocalBackend) -> None:
+    """Found in tmux: "make sure helpdesk-bot can't call more than 20 times a minute" looked for a
+    source called "sure helpdesk-bot times", then asked which tools the agent should use."""
+    await backend.create_agent({"slug": "ticker", "tool_allowlist": ["clock_*"]})
+    events = await say(world, "can you make sure ticker can't call more than 20 times a minute")
+    answer = text_of(events)
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []  # nothing proposed
+    assert answer.startswith('"ticker" is an agent, and rate caps belong to MCP sources')
+    assert '"clock" (60 calls a minute)' in answer and "scratchpad" not in answer  # what it may call
+    assert answer.endswith('say "cap clock at 20 calls a minute".')

@@ -231,6 +231,27 @@ def _agent_not_source(slug: str, doing: str) -> str:
             'can only use acme_*").')
 
 
+def _agent_rate_cap(agent: Any, flow: Flow) -> str:
+    """Why an agent has no rate cap of its own, and the caps of the sources it calls."""
+    allow = agent.tool_allowlist if isinstance(agent.tool_allowlist, list) else []
+
+    def used(row: SourceRow) -> bool:
+        stem = row.namespace + "_"
+        return not allow or any(p.split("*", 1)[0].startswith(stem) or stem.startswith(p.split("*", 1)[0])
+                                for p in allow)
+
+    rows = [r for r in flow.world.sources or [] if r.status != "disconnected" and used(r)]
+    text = (f'"{agent.slug}" is an agent, and rate caps belong to MCP sources: a source\'s cap counts the '
+            "calls every agent makes to that server.")
+    if not rows:
+        return text + f" {agent.slug} calls no source yet."
+    caps = ", ".join(f'"{r.name}" ({r.rate_cap_per_minute} calls a minute)' if r.rate_cap_per_minute
+                     else f'"{r.name}"' for r in rows)
+    per_minute = flow.slots.get("rate_cap_per_minute") or 20
+    return (text + f" {agent.slug} calls {caps}. To cap one, say \"cap {rows[0].name} at {per_minute} calls "
+            'a minute".')
+
+
 def _source_form(state: State, flow: Flow, form: Form) -> Step:
     if flow.world.sources is None:
         return Call("list_sources", _WHOLE, "fetch")
@@ -240,6 +261,14 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
         # "set support's allowlist to demo_*": not a source — maybe an agent.
         if flow.world.agents is None:
             return Call("list_agents", _WHOLE, "fetch")  # the fold turns the request into the agent's
+    if isinstance(target, Say) and target.kind == "not_found" and form.name == "update" \
+            and "rate_cap" in flow.aspects:
+        # "helpdesk-bot can't call more than 20 times a minute": caps are a source's
+        if flow.world.agents is None:
+            return Call("list_agents", _WHOLE, "fetch")
+        found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
+        if found.one is not None and found.how in ("id", "name"):
+            return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
     if isinstance(target, Say) and target.kind == "not_found" and form.name in _SOURCE_ONLY_VERBS:
         # "pause helpdesk": an agent's name, with a verb only sources take
         if flow.world.agents is None:

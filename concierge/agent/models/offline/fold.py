@@ -421,7 +421,7 @@ def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: To
             fill(state, flow, flow.text, flow.skip - _value_tokens(flow))
     elif name == "list_agents" and isinstance(result, AgentList):
         world.agents = result.agents
-        if flow.form == "update":
+        if flow.form == "update" and flow.aspects <= {"allowlist", "allow_all"}:
             _maybe_agent_allowlist(state, flow)
     elif name == "list_agent_tools" and isinstance(result, Catalog):
         world.catalog, world.catalog_key = result, (args.get("agent"), args.get("app"))
