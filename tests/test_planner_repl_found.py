@@ -357,3 +357,20 @@ async def test_an_agents_rate_cap_is_its_sources(world: ConciergeSession, backen
     assert answer.startswith('"ticker" is an agent, and rate caps belong to MCP sources')
     assert '"clock" (60 calls a minute)' in answer and "scratchpad" not in answer  # what it may call
     assert answer.endswith('say "cap clock at 20 calls a minute".')
+
+
+async def test_should_also_be_able_to_search_the_docs(backend: LocalBackend) -> None:
+    """Found in tmux: "helpdesk-bot should also be able to search the docs" answered "I don't run
+    tools myself"; it adds the one tool whose name holds those words to the agent's allowlist."""
+    from concierge.demo_server import build_demo_app
+    from tests.mcp_servers import serve_in_thread
+
+    with serve_in_thread(factory=lambda: build_demo_app()) as up:
+        await backend.register_source({"name": "demo tools", "base_url": up.url(), "auth_kind": "none",
+                                       "app_namespace": "demo_tools"})
+        await backend.create_agent({"slug": "helpdesk-bot",
+                                    "tool_allowlist": ["demo_tools_create_ticket", "demo_tools_get_ticket"]})
+        session = ConciergeSession(backend, OfflinePlanner())
+        events = await say(session, "helpdesk-bot should also be able to search the docs")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk-bot", "tool_allowlist": [
+        "demo_tools_create_ticket", "demo_tools_get_ticket", "demo_tools_search_docs"]})

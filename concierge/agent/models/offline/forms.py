@@ -405,21 +405,46 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
         if topical:
             names += topical
             used.add(i)
-    if not names:  # "let scout also use sum": one word after the verb, part of exactly one tool's name
+    if not names:  # "let scout also use sum", "should also be able to search the docs"
         for i, token in enumerate(tokens):
-            if token.low not in ("use", "access", "call") or i in skip:
+            after_able = token.low == "to" and i > 0 and tokens[i - 1].low == "able"
+            if (token.low not in ("use", "access", "call") and not after_able) or i in skip:
                 continue
-            for j in range(i + 1, min(i + 4, len(tokens))):
-                word = tokens[j].low
-                if j in skip or tokens[j].kind != "word" or word in ("the", "also", "too", "a", "an", "to"):
-                    continue
-                hits = [e.name for e in catalog if word in _name_words(e)]
-                if len(hits) == 1:
-                    names.append(hits[0])
-                    used.add(j)
+            hit = _tool_named_by(tokens, range(i + 1, min(i + 5, len(tokens))), skip, catalog)
+            if hit is not None:
+                names.append(hit[0])
+                used |= hit[1]
                 break
     names = list(dict.fromkeys(names))
     return ex.Found(names, frozenset(used)) if names else None
+
+
+_NOT_TOOL_WORDS = frozenset({"the", "also", "too", "a", "an", "to", "its", "their", "our", "my", "tool", "tools"})
+
+
+def _tool_named_by(tokens: list[Any], span: range, skip: set[int] | frozenset[int],
+                   catalog: list[Any]) -> tuple[str, set[int]] | None:
+    """The one catalog tool whose own name holds the most of the words in ``span`` ("search the
+    docs" → search_docs), stopping at the first word that is in none; None if no tool or a tie."""
+    words: list[tuple[int, str]] = []
+    for j in span:
+        if j in skip or tokens[j].kind != "word":
+            break
+        if tokens[j].low in _NOT_TOOL_WORDS:
+            continue
+        low = tokens[j].low
+        if not any(w in (low, _singular(low)) for e in catalog for w in _name_words(e)):
+            break
+        words.append((j, low))
+    if not words:
+        return None
+    scored = sorted(((sum(any(w in (low, _singular(low)) for w in _name_words(e)) for _, low in words), e.name)
+                     for e in catalog), reverse=True)
+    if not scored or scored[0][0] == 0 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
+        return None
+    best = scored[0][1]
+    entry = next(e for e in catalog if e.name == best)
+    return best, {j for j, low in words if any(w in (low, _singular(low)) for w in _name_words(entry))}
 
 
 def _name_words(entry: Any) -> list[str]:

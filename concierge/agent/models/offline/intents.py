@@ -82,7 +82,7 @@ INTENTS: tuple[Intent, ...] = (
             "create * ticket", "open * ticket", "get * ticket", "look up ticket", "what time is it"),
            ("health", "check", "test", "from now on", "call it", "rename", "what does", "what do",
             "how do i", "describe", "explain", "arguments", "parameters", "what input", "called",
-            "what can", "what tools", "allow", "only")),
+            "what can", "what tools", "allow", "only", "able to", "let", "give")),
 
     # -- sandboxes
     Intent("create_sandbox", "form:create_sandbox",
@@ -114,7 +114,8 @@ INTENTS: tuple[Intent, ...] = (
             "can use everything|anything|all", "can now use", "also use", "no longer use",
             "stop using", "can not use", "should not use", "access to everything", "take away",
             "remove|revoke|drop * access to TOOL", "no more access to TOOL",
-            "give * tool|tools too", "give * tool|tools as well", "give * tool|tools also"),
+            "give * tool|tools too", "give * tool|tools as well", "give * tool|tools also",
+            "should|can|could|must * able to", "be able to"),
            ("what|which|how", "offer|expose|serve|register|add|create|make|new", "URL")),
     Intent("describe_tool", "form:describe",
            ("what does TOOL do", "what does * tool do", "what is * tool for", "what does * do",
