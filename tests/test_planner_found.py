@@ -209,6 +209,10 @@ async def test_the_label_offered_is_what_the_request_called_the_server(
     session = ConciergeSession(backend, OfflinePlanner())
     events = await collect(session.send(f"connect my new server at {open_server.url()} with no auth"))
     assert '"ok" for "local"' in text_of(events)
+    # nor is which one (found in tmux: "hook up a second server" offered "second")
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await collect(session.send(f"I want to hook up a second server, it's at {open_server.url()}, no auth"))
+    assert '"ok" for "local"' in text_of(events)
     # a possessive names it too: "our team's MCP server" is "team"
     session = ConciergeSession(backend, OfflinePlanner())
     events = await collect(session.send(f"hook up our team's MCP server, it lives at {open_server.url()}, no auth"))

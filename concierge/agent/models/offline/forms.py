@@ -579,11 +579,16 @@ _CALLED_BY_KIND = re.compile(
 MCP server"."""
 
 
+_WHICH_ONE = frozenset("new another different other old current existing first second third fourth last next "
+                       "previous extra additional".split())
+"""Words that say which server, not what it is called ("hook up a *second* server")."""
+
+
 def name_in_request(text: str) -> str | None:
     """The label a request already gives its server ("my *everything* server"), or None."""
     for match in _CALLED_BY_KIND.finditer(text):
         word = match.group(1).lower()
-        if word not in GENERIC | STOPWORDS | FILLER | {"new", "own", "local", "remote", "other", "http", "https"}:
+        if word not in GENERIC | STOPWORDS | FILLER | _WHICH_ONE | {"own", "local", "remote", "http", "https"}:
             return match.group(1)
     return None
 
