@@ -374,3 +374,17 @@ async def test_should_also_be_able_to_search_the_docs(backend: LocalBackend) -> 
         events = await say(session, "helpdesk-bot should also be able to search the docs")
     assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk-bot", "tool_allowlist": [
         "demo_tools_create_ticket", "demo_tools_get_ticket", "demo_tools_search_docs"]})
+
+
+async def test_not_needing_a_source_anymore_is_a_revoke(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found in tmux: "I don't need demo tools anymore, get rid of it" asked which auth scheme
+    demo tools should use now ("does not need * anymore" was read as dropping its auth)."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "I don't need demo tools anymore, get rid of it")
+    assert calls(events)[-1][0] == "revoke_source"
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "demo tools doesn't need a token anymore")
+    assert calls(events)[-1] == ("update_source", {"source": "demo tools", "auth_kind": "none"})
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "our team no longer uses demo tools, remove it")
+    assert calls(events)[-1][0] == "revoke_source"
