@@ -146,6 +146,10 @@ CUED_SECRETS = [
     ("the old token leaked, use tok-789 instead", "tok-789"),
     ("put the right token back: demo-token-123", "demo-token-123"),
     ("the key again = abc", "abc"),
+    ("send k-12345 in the X-Api-Key header", "k-12345"),
+    ("my PAT is ghp_short1", "ghp_short1"),
+    ("creds: admin/hunter22", "admin/hunter22"),
+    ("pw hunter22", "hunter22"),
 ]
 
 # Ordinary requests that mention credentials without giving one: redacting any of these would
@@ -197,6 +201,11 @@ CUED_PLAIN = [
     "the token is fine; it's server2 that fails",
     "give the token back to demo2",
     "put the token back in the vault",
+    "pat the dog",
+    "which credentials does it use?",
+    "the creds are in the vault",
+    "send the token in the X-Api-Key header",
+    "send ticket42 as a header",
 ]
 
 

@@ -68,8 +68,11 @@ _TOKEN_CHARS = r"[A-Za-z0-9._~+/=:\-]"
 # matches are merged. Values after cue words ("token is X") are found by `_cue_spans`.
 _PATTERNS: list[tuple[re.Pattern[str], int]] = [
     # "header X-Api-Key with value X", "value: X" (only values mixing letters and digits).
-    (re.compile(r"(?i)\b(?:with\s+(?:the\s+)?value|value\s*[:=])\s*[\"'`]?"
+    (re.compile(r"(?i)\b(?:with\s+(?:the\s+)?value|value\s*[:=]|value\s+is)\s*[\"'`]?"
                 r"((?=[A-Za-z._~+/=:\-]*[0-9])(?=[0-9._~+/=:\-]*[A-Za-z])" + _TOKEN_CHARS + r"{8,})"), 1),
+    # "send k-12345 in the X-Api-Key header" (only values mixing letters and digits).
+    (re.compile(r"(?i)\bsend\s+[\"'`]?((?=[A-Za-z._~+/=:\-]*[0-9])(?=[0-9._~+/=:\-]*[A-Za-z])" + _TOKEN_CHARS
+                + r"{6,})[\"'`]?\s+(?:in|as)\s+(?:the\s+|an?\s+)?(?:[A-Za-z]\w*(?:-\w+)+|authorization)\s+header\b"), 1),
     # Query parameters.
     (re.compile(r"(?i)[?&](?:token|access_token|api_key|apikey|key|secret|sig|password)=([^&\s#]{6,})"), 1),
     # Well-known prefixes.
@@ -93,7 +96,7 @@ _CUE_RE = re.compile(
     r"(?i)(?<![A-Za-z0-9_])(?:"
     r"(?:x-)?(?:(?:bearer|access|auth|api|refresh|session|secret|personal[ _-]access)[ _-]?)?token"
     r"|(?:x-)?(?:(?:api|access|secret|private|license|licence)[ _-]?)?key|apikey"
-    r"|(?:client[ _-]?)?secret|password|passwd|passphrase|passcode|credential|bearer"
+    r"|(?:client[ _-]?)?secret|password|passwd|pwd|pw|passphrase|passcode|credentials?|creds?|bearer|pat"
     r")(?![A-Za-z0-9_])")
 # What follows a cue: an optional "for Demo" / "of the Acme server", a link, then the value
 # (quoted, or one run of non-space characters).
