@@ -351,12 +351,12 @@ async def test_an_agents_rate_cap_is_its_sources(world: ConciergeSession, backen
     """Found in tmux: "make sure helpdesk-bot can't call more than 20 times a minute" looked for a
     source called "sure helpdesk-bot times", then asked which tools the agent should use."""
     await backend.create_agent({"slug": "ticker", "tool_allowlist": ["clock_*"]})
-    events = await say(world, "can you make sure ticker can't call more than 20 times a minute")
+    events = await say(world, "can you make sure ticker can't call more than 5 times a minute")
     answer = text_of(events)
     assert [c for c in calls(events) if not c[0].startswith("list_")] == []  # nothing proposed
     assert answer.startswith('"ticker" is an agent, and rate caps belong to MCP sources')
     assert '"clock" (60 calls a minute)' in answer and "scratchpad" not in answer  # what it may call
-    assert answer.endswith('say "cap clock at 20 calls a minute".')
+    assert answer.endswith('say "cap clock at 5 calls a minute".')  # the number said
 
 
 async def test_should_also_be_able_to_search_the_docs(backend: LocalBackend) -> None:

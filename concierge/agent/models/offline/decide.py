@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
 from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug
 from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
@@ -247,7 +248,8 @@ def _agent_rate_cap(agent: Any, flow: Flow) -> str:
         return text + f" {agent.slug} calls no source yet."
     caps = ", ".join(f'"{r.name}" ({r.rate_cap_per_minute} calls a minute)' if r.rate_cap_per_minute
                      else f'"{r.name}"' for r in rows)
-    per_minute = flow.slots.get("rate_cap_per_minute") or 20
+    said = ex.rate_cap(flow.text)
+    per_minute = flow.slots.get("rate_cap_per_minute") or (said.value if said else 20)
     return (text + f" {agent.slug} calls {caps}. To cap one, say \"cap {rows[0].name} at {per_minute} calls "
             'a minute".')
 

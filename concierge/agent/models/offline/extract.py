@@ -284,7 +284,7 @@ def rate_cap(text: Text) -> Found | None:
             continue
         after = [t.low for t in tokens[j + 1:j + 4]]
         if after[:1] and after[0] in ("rpm", "min", "minute") or (
-                after[:1] and after[0] in ("calls", "requests", "call", "request", "per", "a", "every")
+                after[:1] and after[0] in ("calls", "requests", "call", "request", "times", "per", "a", "every")
                 and any(w in ("minute", "min", "minutes") for w in after)):
             return Found(int(token.low), frozenset({j}))
     return None
