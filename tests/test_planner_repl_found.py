@@ -388,3 +388,23 @@ async def test_not_needing_a_source_anymore_is_a_revoke(backend: LocalBackend, o
     assert calls(events)[-1] == ("update_source", {"source": "demo tools", "auth_kind": "none"})
     events = await say(ConciergeSession(backend, OfflinePlanner()), "our team no longer uses demo tools, remove it")
     assert calls(events)[-1][0] == "revoke_source"
+
+
+async def test_two_sources_named_at_once_are_taken_one_at_a_time(world: ConciergeSession) -> None:
+    """Found in tmux: "get rid of ghost and ghost2" asked "Which one do you mean?" and "both"
+    was not understood; now it says why it asks, "both" is answered, and "and clock" after the
+    first is done proposes the same change for the other."""
+    events = await say(world, "get rid of scratchpad and clock, they were typos")
+    assert text_of(events).startswith("I change one source at a time. Which one first?\n1. ")
+    events = await say(world, "both")
+    assert text_of(events).startswith("I change one source at a time. Which one first?\n1. ")
+    events = await say(world, "scratchpad")
+    assert calls(events)[-1] == ("revoke_source", {"source": "scratchpad"})
+    world.confirm(world.pending.id, True)
+    await collect(world.resume())
+    events = await say(world, "and clock")
+    assert calls(events)[-1] == ("revoke_source", {"source": "clock"})
+    # one mention that fits two is still "which one do you mean?"
+    events = await say(world, "no")
+    events = await say(world, "what about clock?")  # a question after a change stays a question
+    assert [c for c in calls(events) if not c[0].startswith(("list_", "get_", "show_"))] == []

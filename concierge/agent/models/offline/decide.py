@@ -171,6 +171,10 @@ def _none_eligible(form: str, sources: list[SourceRow]) -> str:
     return "All of your sources are revoked; there is nothing left to change."
 
 
+ONE_AT_A_TIME = "I change one source at a time. Which one first?"
+"""Asked when a request names several sources ("revoke ghost and ghost2") or the answer is "both"."""
+
+
 def _no_sources(state: State) -> Say:
     return Say('You have no MCP sources yet. Say "add my MCP server at <URL>" to register one.',
                "not_found")
@@ -199,7 +203,9 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
         if len(live_matches) == 1 and found.how in ("name", "id", "url"):
             return live_matches[0]
         choices = fitting or live_matches or matches
-        return Say(_prefix(flow) + "Which one do you mean?\n" + _numbered(choices), "ask", asks="source",
+        question = ONE_AT_A_TIME if found.each_named else "Which one do you mean?"
+        prefix = "" if found.each_named and ONE_AT_A_TIME.startswith(flow.notice) else _prefix(flow)
+        return Say(prefix + question + "\n" + _numbered(choices), "ask", asks="source",
                    choices=tuple(choices), ends=False)
     if found.how == "pronoun" and found.one is not None:
         return found.one

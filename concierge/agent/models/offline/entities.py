@@ -51,6 +51,9 @@ class Resolution:
     ``unknown`` (words that look like a name but match nothing) or ``unnamed``."""
     used: frozenset[int] = frozenset()
     leftovers: list[str] = field(default_factory=list)
+    each_named: bool = False
+    """Several matches, each named by words of its own ("revoke ghost and ghost2"), not one
+    mention that fits several ("the demo one")."""
 
     @property
     def one(self) -> Entity | None:
@@ -125,7 +128,7 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
     by_id = [e for e in pool if e.key in ids]
     if by_id:
         used = frozenset(i for i, t in enumerate(tokens) if t.text in {e.key for e in by_id})
-        return Resolution(by_id, "id", used)
+        return Resolution(by_id, "id", used, each_named=len(by_id) > 1)
     addresses = [(i, t.text) for i, t in enumerate(tokens) if t.kind == "url" and i not in skip]
     by_url = [e for e in pool if e.url and any(same_url(u, e.url) for _, u in addresses)]
     if by_url:
@@ -156,7 +159,8 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
         winners = [s for s in scored if (s[0], s[1]) == top]
         # A name inside a longer matched name ("Acme" in "Acme staging") loses to it.
         used = frozenset().union(*(s[3] for s in winners))
-        return Resolution([s[2] for s in winners], "name", used)
+        apart = len(winners) > 1 and sum(len(s[3]) for s in winners) == len(used)
+        return Resolution([s[2] for s in winners], "name", used, each_named=apart)
     # 3. Distinctive words of names.
     partial: list[tuple[Entity, frozenset[int]]] = []
     for entity in pool:

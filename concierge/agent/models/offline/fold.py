@@ -197,6 +197,10 @@ def _reminding(say: Say, parked: Flow) -> Say:
                                           f'want me to {what}, or "no" to drop it.')
 
 
+_ALL_OF_THEM = re.compile(r"(?i)^\W*(?:both|all|each|every\s*one|all\s+of\s+them|both\s+of\s+them|"
+                          r"all\s+\w+|both\s+please|the\s+two|them\s+all)\W*$")
+
+
 def _answers(state: State, flow: Flow, text: Text, hits: list[IntentHit]) -> bool:
     """Apply ``text`` to the open request if it belongs to it (an answer or a correction)."""
     strong = [h for h in hits if not h.intent.weak]
@@ -213,6 +217,9 @@ def _answers(state: State, flow: Flow, text: Text, hits: list[IntentHit]) -> boo
             return False
         if asked == "agent" and not strong:
             flow.text, flow.skip = text, frozenset()
+            return True
+        if asked == "source" and _ALL_OF_THEM.search(text.raw):
+            flow.notice = "I change one source at a time."  # then: "Which one do you mean?"
             return True
         flow.notice = "Sorry, I couldn't tell which one you mean."
         return True
@@ -246,14 +253,20 @@ def _answers(state: State, flow: Flow, text: Text, hits: list[IntentHit]) -> boo
 
 _FOLLOWS = {"catalog", "show", "test", "describe"}
 _FOLLOW_WORDS = ("and", "what about", "how about", "same for", "also", "now")
+_FOLLOW_WRITES = {"pause", "resume", "revoke", "delete"}
+_FOLLOW_WRITE_WORDS = ("and", "same for", "also", "now", "then")
+"""After a change: "and ghost2" proposes the same change for it (confirmed, as every change is);
+"what about ghost2?" stays a question."""
 
 
 def _follow_up(state: State, text: Text) -> Flow | None:
-    """ "and ops-bot?" right after a question about another one: the same question about it."""
-    if state.last is None or state.last[0] not in _FOLLOWS:
+    """ "and ops-bot?" right after a question about another one: the same question about it;
+    "and ghost2" right after revoking ghost: revoke ghost2 (after its confirmation)."""
+    if state.last is None or state.last[0] not in _FOLLOWS | _FOLLOW_WRITES:
         return None
     words = " ".join(t.low for t in text.tokens if t.kind == "word")
-    if not any(words == w or words.startswith(w + " ") for w in _FOLLOW_WORDS) or len(text.tokens) > 6:
+    starts = _FOLLOW_WORDS if state.last[0] in _FOLLOWS else _FOLLOW_WRITE_WORDS
+    if not any(words == w or words.startswith(w + " ") for w in starts) or len(text.tokens) > 6:
         return None
     form, intent = state.last
     return Flow(form, intent, text)
