@@ -408,3 +408,15 @@ async def test_two_sources_named_at_once_are_taken_one_at_a_time(world: Concierg
     events = await say(world, "no")
     events = await say(world, "what about clock?")  # a question after a change stays a question
     assert [c for c in calls(events) if not c[0].startswith(("list_", "get_", "show_"))] == []
+
+
+async def test_moving_a_source_to_another_sandbox_is_explained(world: ConciergeSession, backend: LocalBackend) -> None:
+    """Found in tmux: "move demo tools into staging" switched the conversation to staging and
+    said nothing about demo tools."""
+    await backend.create_sandbox("staging")
+    events = await say(world, "move clock into staging")
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+    assert text_of(events).startswith("Sources can't move between sandboxes")
+    assert '"switch to staging"' in text_of(events)
+    events = await say(world, "move to staging")  # no source named: the conversation moves
+    assert calls(events)[-1] == ("switch_sandbox", {"sandbox": "staging"})

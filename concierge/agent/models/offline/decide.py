@@ -576,9 +576,22 @@ def _switch_sandbox(state: State, flow: Flow) -> Step:
             return Say(f'There is no sandbox called "{unknown}". Your sandboxes: {", ".join(state.sandboxes)}. '
                        "Which one?", "not_found", asks="sandbox", ends=False)
         return _ask(state, flow, form, "sandbox")
+    if any(t.low in _MOVING for t in flow.text.tokens):  # "move demo tools into staging": a source, not us
+        if flow.world.sources is None:
+            return Call("list_sources", _WHOLE, "fetch")
+        found = resolve(flow.text, source_entities(flow.world.sources), skip=flow.skip)
+        if found.matches and found.how in ("id", "name", "url", "word"):
+            row: SourceRow = found.matches[0].data
+            return Say(f'Sources can\'t move between sandboxes: each sandbox keeps its own sources, agents and '
+                       f'credentials. To use "{row.name}" in "{name}" too, say "switch to {name}", then register '
+                       f'it there ("add {row.url}"); it stays in "{state.sandbox}" until you revoke it.',
+                       "not_eligible")
     if name == state.sandbox:
         return Say(f'You are already working in sandbox "{name}".', "not_eligible")
     return Call("switch_sandbox", {"sandbox": name})
+
+
+_MOVING = frozenset({"move", "moving", "transfer", "copy", "migrate", "put"})
 
 
 def _create_sandbox(state: State, flow: Flow) -> Step:
