@@ -420,3 +420,15 @@ async def test_moving_a_source_to_another_sandbox_is_explained(world: ConciergeS
     assert '"switch to staging"' in text_of(events)
     events = await say(world, "move to staging")  # no source named: the conversation moves
     assert calls(events)[-1] == ("switch_sandbox", {"sandbox": "staging"})
+
+
+async def test_a_header_token_named_then_valued(backend: LocalBackend) -> None:
+    """Found in tmux: "with a header token X-GitHub-Key value ghp_…" asked which header carries
+    the token (a word after "token" was never taken for the header's name)."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    fake = "gh" + "p_" + "abcdefghijklmnopqrstuvwxyz0123456789"  # assembled: no scanner flags this file
+    events = await say(session, f"add https://mcp.example.com/mcp with a header token X-GitHub-Key value {fake} "
+                                "and call it gh")
+    [asked] = events_of(events, "confirmation_required")
+    assert asked.arguments["auth_kind"] == "header_token" and asked.arguments["auth_header"] == "X-GitHub-Key"
+    assert fake not in repr(events)

@@ -247,7 +247,11 @@ def header_name(text: Text, *, answering: bool = False) -> Found | None:
 
 def _header_like(text: Text, j: int, *, near_header: bool) -> bool:
     token = text.tokens[j]
-    if token.kind != "word" or (j > 0 and text.tokens[j - 1].low in _VALUE_WORDS - {"is"}):
+    after = text.tokens[j + 1] if j + 1 < len(text.tokens) else None
+    named_then_valued = after is not None and (after.kind == "ref" or after.low in ("value", "with", "header")) \
+        and token.text.lower().startswith("x-") and bool(_HEADER_RE.match(token.text))
+    if token.kind != "word" or (j > 0 and text.tokens[j - 1].low in _VALUE_WORDS - {"is"}
+                                and not named_then_valued):  # "a header token X-GitHub-Key value …"
         return False
     word = token.text
     if word.lower() in ("header", "custom", "a", "the", "called", "named", "token", "auth", "key", "in",
