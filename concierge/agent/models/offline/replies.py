@@ -75,6 +75,9 @@ I'm the offline planner, so I only understand requests like these. """ + CONFIGU
     "unsupported_copy": ("I can't copy a source into another sandbox (its credential is never copied "
                          "either). Register it there: say \"switch to\" and the sandbox's name, then "
                          "\"add\" and the server's URL; I'll ask for its credential again."),
+    "unsupported_reveal": ("I can't show a stored credential: it is kept encrypted and is never shown, not "
+                           "even to me. If it is lost, get a new one from the server's admin and say \"rotate "
+                           "the token for\" and the source's name."),
     "unsupported_audit": ("I can't show the audit log here; run `concierge audit` (add `--sandbox "
                           "NAME` or `--limit N`)."),
     "unsupported_model": ("I'm the offline planner, so I can't switch models myself. " + CONFIGURE +

@@ -188,7 +188,7 @@ testing rest reset result results resource resources resort restore restart stat
 statuses state states stage staged staging start started stars stay track tracks ticket
 tickets token tokens taken tools tool pools pull pulls poll polls house pauses paused
 resumed revoked deleted registered connected connecting connection disabled enabled
-removed dropped forgotten renamed moved moving moves check checked checking checks health
+removed dropped forgot forgotten renamed moved moving moves check checked checking checks health
 healthy chat chats cat hat that what when then than them there these those this those
 both bath path paths paste name names named same game came come some more move mode model
 models node nodes code codes cost post host hosts most must rate rates late later date
