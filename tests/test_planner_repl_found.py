@@ -443,3 +443,13 @@ async def test_asking_for_a_stored_credential_is_refused_and_nothing_is_proposed
     events = await say(world, text)
     assert [c for c in calls(events) if not c[0].startswith("list_")] == []
     assert text_of(events).startswith("I can't show a stored credential: it is kept encrypted")
+
+
+async def test_a_revoked_source_is_not_listed_as_skipped(world: ConciergeSession, backend: LocalBackend) -> None:
+    """Found in tmux: every tool list went on saying "Skipped ghost (disconnected)" after ghost
+    was revoked on purpose; a paused source is still named (it can come back)."""
+    ids = {s.name: s.id for s in await backend.list_sources()}
+    await backend.revoke_source(ids["scratchpad"])
+    await backend.pause_source(ids["clock"])
+    answer = text_of(await say(world, "what tools does this sandbox have?"))
+    assert "scratchpad" not in answer and "Skipped clock (paused" in answer

@@ -377,6 +377,10 @@ def _agent_updated(args: dict[str, Any], result: AgentUpdated) -> str:
             + _unmatched(result.unmatched))
 
 
+_GONE = "disconnected"
+"""A revoked source's skip reason: gone for good by the person's own choice, so not itemized."""
+
+
 def _more_skipped(trace: CatalogTrace) -> list[str]:
     """The skipped sources counted but not itemized (a sandbox of thousands of paused ones)."""
     if not trace.sources_skipped_omitted:
@@ -384,9 +388,12 @@ def _more_skipped(trace: CatalogTrace) -> list[str]:
     shown: dict[str, int] = {}
     for skipped in trace.sources_skipped:
         shown[skipped.reason] = shown.get(skipped.reason, 0) + 1
-    more = [f"{n - shown.get(reason, 0):,} {reason}" for reason, n in trace.sources_skipped_by_reason.items()
-            if n > shown.get(reason, 0)]
-    return [f"…and {trace.sources_skipped_omitted:,} more skipped sources ({', '.join(more)})."]
+    rest = {reason: n - shown.get(reason, 0) for reason, n in trace.sources_skipped_by_reason.items()
+            if n > shown.get(reason, 0) and reason != _GONE}
+    if not rest:
+        return []
+    more = [f"{n:,} {reason}" for reason, n in rest.items()]
+    return [f"…and {sum(rest.values()):,} more skipped sources ({', '.join(more)})."]
 
 
 def _catalog(args: dict[str, Any], result: Catalog) -> str:
@@ -406,7 +413,7 @@ def _catalog(args: dict[str, Any], result: Catalog) -> str:
             lines.append(f"- {t.name}" + (f" — {desc}" if desc else ""))
         if len(result.tools) > 20:
             lines.append(f"…and {len(result.tools) - 20} more.")
-    for skipped in result.trace.sources_skipped:
+    for skipped in [s for s in result.trace.sources_skipped if s.reason != _GONE]:
         detail = f": {plain_error(skipped.detail, skipped.kind).rstrip('.')}" if skipped.detail else ""
         lines.append(f"Skipped {skipped.name or skipped.source_id} ({skipped.reason}{detail}).")
     lines.extend(_more_skipped(result.trace))
