@@ -453,3 +453,28 @@ async def test_a_revoked_source_is_not_listed_as_skipped(world: ConciergeSession
     await backend.pause_source(ids["clock"])
     answer = text_of(await say(world, "what tools does this sandbox have?"))
     assert "scratchpad" not in answer and "Skipped clock (paused" in answer
+
+
+async def test_can_an_agent_use_a_tool_is_answered_yes_or_no(backend: LocalBackend) -> None:
+    """Found in tmux: "can helpdesk-bot see the echo tool?" listed every tool of the agent and
+    left the question unanswered; "does it have the get ticket tool" said "I don't run tools"."""
+    from concierge.demo_server import build_demo_app
+    from tests.mcp_servers import serve_in_thread
+
+    with serve_in_thread(factory=lambda: build_demo_app()) as up:
+        await backend.register_source({"name": "demo tools", "base_url": up.url(), "auth_kind": "none",
+                                       "app_namespace": "demo_tools"})
+        await backend.create_agent({"slug": "helpdesk-bot",
+                                    "tool_allowlist": ["demo_tools_create_ticket", "demo_tools_get_ticket"]})
+        answers = {}
+        for text in ("can helpdesk-bot see the echo tool?", "can helpdesk-bot create tickets?",
+                     "does helpdesk-bot have the get ticket tool", "what tools does helpdesk-bot have?"):
+            answers[text] = text_of(await say(ConciergeSession(backend, OfflinePlanner()), text))
+    assert answers["can helpdesk-bot see the echo tool?"].startswith(
+        "No — helpdesk-bot has no echo tool right now (its tools: demo_tools_create_ticket, demo_tools_get_ticket).")
+    assert answers["can helpdesk-bot create tickets?"].startswith(
+        "Yes — helpdesk-bot has demo_tools_create_ticket (Open a new support ticket")
+    assert answers["does helpdesk-bot have the get ticket tool"].startswith(
+        "Yes — helpdesk-bot has demo_tools_get_ticket (") and "create_ticket" not in answers[
+        "does helpdesk-bot have the get ticket tool"]
+    assert answers["what tools does helpdesk-bot have?"].startswith("helpdesk-bot has 2 tools right now:")

@@ -452,6 +452,12 @@ def _name_words(entry: Any) -> list[str]:
     return re.split(r"[_\-.]", _original(entry.name, entry.app).lower())
 
 
+def tool_named(entry: Any, words: list[str]) -> bool:
+    """Whether every one of ``words`` ("echo", "tickets") is a word of the tool's own name."""
+    own = _name_words(entry)
+    return all(w in own or _singular(w) in own for w in words)
+
+
 _TOOL_NOUNS = frozenset({"tools", "tool", "ones"})
 
 

@@ -91,7 +91,7 @@ INTENTS: tuple[Intent, ...] = (
             "create * ticket", "open * ticket", "get * ticket", "look up ticket", "what time is it"),
            ("health", "check", "test", "from now on", "call it", "rename", "what does", "what do",
             "how do i", "describe", "explain", "arguments", "parameters", "what input", "called",
-            "what can", "what tools", "allow", "only", "able to", "let", "give")),
+            "what can", "what tools", "allow", "only", "able to", "let", "give", "have|has * tool|tools")),
 
     # -- sandboxes
     Intent("create_sandbox", "form:create_sandbox",
