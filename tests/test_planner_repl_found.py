@@ -478,3 +478,22 @@ async def test_can_an_agent_use_a_tool_is_answered_yes_or_no(backend: LocalBacke
         "Yes — helpdesk-bot has demo_tools_get_ticket (") and "create_ticket" not in answers[
         "does helpdesk-bot have the get ticket tool"]
     assert answers["what tools does helpdesk-bot have?"].startswith("helpdesk-bot has 2 tools right now:")
+
+
+async def test_an_agent_is_renamed_and_an_allowlist_shrinks_by_chat(world: ConciergeSession,
+                                                                    backend: LocalBackend) -> None:
+    """Found in tmux: "rename helpdesk to Support Bot" looked for a source called helpdesk;
+    "helpdesk shouldn't be able to use clock tools anymore" listed tools; "should be able to X"
+    replaced the allowlist instead of adding to it."""
+    events = await say(world, "rename helpdesk to Support Bot")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "name": "Support Bot"})
+    world.confirm(world.pending.id, True)
+    answer = text_of(await collect(world.resume()))
+    assert answer.startswith('Renamed the agent helpdesk to "Support Bot"') and "before:" not in answer
+    assert (await backend.get_agent("helpdesk")).name == "Support Bot"
+    events = await say(world, "helpdesk should be able to use the clock tools")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "tool_allowlist": ["scratchpad_*", "clock_*"]})
+    world.confirm(world.pending.id, True)
+    await collect(world.resume())
+    events = await say(world, "helpdesk shouldn't be able to use the clock tools anymore")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "tool_allowlist": ["scratchpad_*"]})

@@ -277,6 +277,14 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
         found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
         if found.one is not None and found.how in ("id", "name"):
             return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
+    if isinstance(target, Say) and target.kind == "not_found" and form.name == "update" \
+            and flow.aspects == {"name"} and flow.slots.get("name"):
+        # "rename helpdesk-bot to Support bot": an agent's display name (its slug stays)
+        if flow.world.agents is None:
+            return Call("list_agents", _WHOLE, "fetch")
+        found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
+        if found.one is not None and found.how in ("id", "name"):
+            return Call("update_agent", {"agent": found.one.key, "name": flow.slots["name"]})
     if isinstance(target, Say) and target.kind == "not_found" and form.name in _SOURCE_ONLY_VERBS:
         # "pause helpdesk": an agent's name, with a verb only sources take
         if flow.world.agents is None:

@@ -517,9 +517,11 @@ def _access_mode(ctx: Ctx) -> ex.Found | None:
     words = {t.low for t in ctx.text.tokens}
     if words & _ALL_WORDS and not any("_" in w or "*" in w for w in words):
         return ex.Found("all", frozenset())
-    if words & {"longer", "stop", "remove", "away", "revoke"} or {"not", "use"} <= words:
+    if words & {"longer", "stop", "remove", "away", "revoke"} or {"not", "use"} <= words or {"not", "able"} <= words:
         return ex.Found("remove", frozenset())
     if words & _ADD_WORDS or phrase("as well").find(ctx.text) is not None:
+        return ex.Found("add", frozenset())
+    if "able" in words and not words & _RESTRICTING:  # "X should be able to search docs": one more, not only
         return ex.Found("add", frozenset())
     return None
 

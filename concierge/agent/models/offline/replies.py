@@ -372,6 +372,9 @@ def _agent_created(args: dict[str, Any], result: AgentCreated) -> str:
 
 
 def _agent_updated(args: dict[str, Any], result: AgentUpdated) -> str:
+    if args.get("name") and not args.get("tool_allowlist") and not args.get("allow_all_tools"):
+        return (f'Renamed the agent {result.slug} to "{args["name"]}" in sandbox "{result.sandbox}" (its slug '
+                f"stays {result.slug}; it may use {_may_use(result.tool_allowlist)}).")
     return (f'Updated the agent {result.slug} in sandbox "{result.sandbox}": it may use '
             f'{_may_use(result.tool_allowlist)} (before: {_may_use(result.previous_allowlist).replace(" in the sandbox", "")}).'
             + _unmatched(result.unmatched))
