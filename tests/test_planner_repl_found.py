@@ -497,3 +497,15 @@ async def test_an_agent_is_renamed_and_an_allowlist_shrinks_by_chat(world: Conci
     await collect(world.resume())
     events = await say(world, "helpdesk shouldn't be able to use the clock tools anymore")
     assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "tool_allowlist": ["scratchpad_*"]})
+
+
+@pytest.mark.parametrize("text", ["turn off demo tools for the weekend", "shut down demo tools for now",
+                                  "take demo tools down for maintenance"])
+async def test_pausing_a_source_whose_name_says_tools(backend: LocalBackend, open_server: RunningServer,
+                                                      text: str) -> None:
+    """Found with phrasings no test had: "turn off demo tools for the weekend" listed its tools
+    ("tools for" read as a catalog question)."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo_tools"})
+    events = await say(ConciergeSession(backend, OfflinePlanner()), text)
+    assert calls(events)[-1] == ("pause_source", {"source": "demo tools"})
