@@ -509,3 +509,17 @@ async def test_pausing_a_source_whose_name_says_tools(backend: LocalBackend, ope
                                    "app_namespace": "demo_tools"})
     events = await say(ConciergeSession(backend, OfflinePlanner()), text)
     assert calls(events)[-1] == ("pause_source", {"source": "demo tools"})
+
+
+async def test_removing_some_tools_from_a_source_never_proposes_revoking_it(backend: LocalBackend,
+                                                                            open_server: RunningServer) -> None:
+    """Found with phrasings no test had: "remove the ticket tools from demo tools" proposed
+    revoking the whole source."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo_tools"})
+    for text in ("remove the ticket tools from demo tools", "stop offering the echo tool on demo tools"):
+        events = await say(ConciergeSession(backend, OfflinePlanner()), text)
+        assert [c for c in calls(events) if not c[0].startswith("list_")] == [], text
+        assert text_of(events).startswith("A source offers either all its tools or only the ones you list")
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "remove demo tools")
+    assert calls(events)[-1] == ("revoke_source", {"source": "demo tools"})  # the source itself, confirmed

@@ -78,6 +78,10 @@ I'm the offline planner, so I only understand requests like these. """ + CONFIGU
     "unsupported_reveal": ("I can't show a stored credential: it is kept encrypted and is never shown, not "
                            "even to me. If it is lost, get a new one from the server's admin and say \"rotate "
                            "the token for\" and the source's name."),
+    "unsupported_remove_tools": ("A source offers either all its tools or only the ones you list, so tell me the "
+                                 "ones to keep: say \"<source> should only offer <tool>, <tool>\" (\"what tools "
+                                 "does <source> have?\" lists them). To take a tool away from one agent "
+                                 "instead, say \"<agent> shouldn't use <tool>\"."),
     "unsupported_audit": ("I can't show the audit log here; run `concierge audit` (add `--sandbox "
                           "NAME` or `--limit N`)."),
     "unsupported_model": ("I'm the offline planner, so I can't switch models myself. " + CONFIGURE +
