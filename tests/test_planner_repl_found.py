@@ -523,3 +523,15 @@ async def test_removing_some_tools_from_a_source_never_proposes_revoking_it(back
         assert text_of(events).startswith("A source offers either all its tools or only the ones you list")
     events = await say(ConciergeSession(backend, OfflinePlanner()), "remove demo tools")
     assert calls(events)[-1] == ("revoke_source", {"source": "demo tools"})  # the source itself, confirmed
+
+
+async def test_a_timeout_change_is_pointed_at_the_cli(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found with phrasings no test had: "set the timeout for demo tools to 30 seconds" asked what
+    to change, offering everything but the timeout (a loop)."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo_tools"})
+    for text in ("set the timeout for demo tools to 30 seconds", "demo tools keeps timing out, can you give it more time"):
+        events = await say(ConciergeSession(backend, OfflinePlanner()), text)
+        assert calls(events) == [] and "--call-timeout SECONDS" in text_of(events), text
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "is demo tools timing out?")
+    assert "--call-timeout" not in text_of(events) and '"demo tools"' in text_of(events)  # a question about it

@@ -78,6 +78,9 @@ I'm the offline planner, so I only understand requests like these. """ + CONFIGU
     "unsupported_reveal": ("I can't show a stored credential: it is kept encrypted and is never shown, not "
                            "even to me. If it is lost, get a new one from the server's admin and say \"rotate "
                            "the token for\" and the source's name."),
+    "unsupported_timeout": ("I can't change a source's timeouts in the chat. Run `concierge source user-mcp "
+                            "update ID --call-timeout SECONDS` (how long one tool call may take, up to 600; "
+                            "`--connect-timeout` for connecting); `concierge source list` shows the ids."),
     "unsupported_remove_tools": ("A source offers either all its tools or only the ones you list, so tell me the "
                                  "ones to keep: say \"<source> should only offer <tool>, <tool>\" (\"what tools "
                                  "does <source> have?\" lists them). To take a tool away from one agent "
