@@ -31,6 +31,7 @@ and the HTTP layer supplies a vault-backed one so references survive a restart.
 
 from __future__ import annotations
 
+import bisect
 import math
 import re
 import secrets as _random
@@ -289,8 +290,10 @@ def _cue_spans(text: str) -> list[tuple[int, int]]:
                 spans.append(span)
                 break
     if cues:  # "we rotated the token, the new one is X", "the key changed — use X instead"
-        for match in _ANAPHORA_RE.finditer(text, cues[0].end()):
-            if not any(0 <= match.start() - c.end() <= _ANAPHORA_REACH for c in cues):
+        ends = [c.end() for c in cues]
+        for match in _ANAPHORA_RE.finditer(text, ends[0]):
+            before = bisect.bisect_right(ends, match.start())  # the nearest cue ending before it
+            if not before or match.start() - ends[before - 1] > _ANAPHORA_REACH:
                 continue
             span = _cue_value(text, match)
             if span is not None and _credential_shaped(text[span[0]:span[1]]):
