@@ -535,3 +535,13 @@ async def test_a_timeout_change_is_pointed_at_the_cli(backend: LocalBackend, ope
         assert calls(events) == [] and "--call-timeout SECONDS" in text_of(events), text
     events = await say(ConciergeSession(backend, OfflinePlanner()), "is demo tools timing out?")
     assert "--call-timeout" not in text_of(events) and '"demo tools"' in text_of(events)  # a question about it
+
+
+async def test_show_me_everything_and_undo(world: ConciergeSession) -> None:
+    """Tried with phrasings no test had: "show me everything" and "undo that" were not understood."""
+    events = await say(world, "show me everything")
+    assert calls(events)[-1][0] == "list_sources"
+    events = await say(world, "undo that")
+    assert calls(events) == [] and text_of(events).startswith("I can't undo a change by itself")
+    events = await say(world, "undo the pause of clock")
+    assert calls(events)[-1] == ("resume_source", {"source": "clock"}) or "isn't paused" in text_of(events)

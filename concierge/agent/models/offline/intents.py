@@ -85,6 +85,9 @@ INTENTS: tuple[Intent, ...] = (
             "display * token|key|password|secret", "get * token|key|password * back"),
            ("api key for me", "create", "generate", "new", "rotate", "change", "update", "replace", "which",
             "header", "expire", "expires", "expired", "valid", "URL")),
+    Intent("unsupported_undo", "reply:unsupported_undo",
+           ("undo", "revert", "roll back", "rollback", "take that back", "change * back", "put * back how"),
+           ("pause", "undo * pause", "token|key|secret|password")),
     Intent("unsupported_timeout", "reply:unsupported_timeout",
            ("timeout", "timeouts", "time out", "timing out", "times out", "timed out", "more time",
             "wait longer", "longer to answer|respond"),
@@ -298,7 +301,8 @@ INTENTS: tuple[Intent, ...] = (
             "show * sources|servers", "list * sources|servers", "what sources|servers",
             "which sources|servers", "overview", "everything i", "what * added", "connected",
             "hooked up", "plugged in", "what * hooked|plugged|registered", "compare", "side by side",
-            "which * more|most|fewer tools", "how many tools"),
+            "which * more|most|fewer tools", "how many tools", "show me everything", "show everything",
+            "summary", "status of everything", "all of it"),
            ()),
 
     # -- talking about the conversation itself

@@ -78,6 +78,9 @@ I'm the offline planner, so I only understand requests like these. """ + CONFIGU
     "unsupported_reveal": ("I can't show a stored credential: it is kept encrypted and is never shown, not "
                            "even to me. If it is lost, get a new one from the server's admin and say \"rotate "
                            "the token for\" and the source's name."),
+    "unsupported_undo": ("I can't undo a change by itself; tell me what to set back (\"resume demo\" after a "
+                         "pause, \"demo can use all its tools again\", \"rename it back to …\"). A revoke "
+                         "can't be undone: register the server again. `concierge audit` shows what changed."),
     "unsupported_timeout": ("I can't change a source's timeouts in the chat. Run `concierge source user-mcp "
                             "update ID --call-timeout SECONDS` (how long one tool call may take, up to 600; "
                             "`--connect-timeout` for connecting); `concierge source list` shows the ids."),
