@@ -545,3 +545,18 @@ async def test_show_me_everything_and_undo(world: ConciergeSession) -> None:
     assert calls(events) == [] and text_of(events).startswith("I can't undo a change by itself")
     events = await say(world, "undo the pause of clock")
     assert calls(events)[-1] == ("resume_source", {"source": "clock"}) or "isn't paused" in text_of(events)
+
+
+async def test_basic_auth_stdio_labels_and_a_question_about_limits(backend: LocalBackend) -> None:
+    """Tried with phrasings no test had: "basic auth user:pass" kept the pair in clear and asked the
+    auth question as if nothing was said; "register a stdio server: npx …" offered the label
+    "stdio"; "is there a limit on how many sources I can add?" started a registration."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "add https://mcp.example.com/mcp using basic auth canary-user:canary-pw-1")
+    assert "canary-pw-1" not in repr(events)
+    assert text_of(events).startswith("Basic authentication (a user name and password) isn't supported. How does")
+    events = await say(ConciergeSession(backend, OfflinePlanner()),
+                       "register a stdio server: npx -y @modelcontextprotocol/server-everything")
+    assert '"ok" for "stdio"' not in text_of(events)
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "is there a limit on how many sources I can add?")
+    assert "What's the URL" not in text_of(events) and not [c for c in calls(events) if c[0] == "register_source"]

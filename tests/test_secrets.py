@@ -150,6 +150,8 @@ CUED_SECRETS = [
     ("my PAT is ghp_short1", "ghp_short1"),
     ("creds: admin/hunter22", "admin/hunter22"),
     ("pw hunter22", "hunter22"),
+    ("add https://x.example/mcp using basic auth user:pass", "user:pass"),
+    ("it uses basic authentication with bob:s3cret", "bob:s3cret"),
 ]
 
 # Ordinary requests that mention credentials without giving one: redacting any of these would

@@ -74,6 +74,9 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
     # "send k-12345 in the X-Api-Key header" (only values mixing letters and digits).
     (re.compile(r"(?i)\bsend\s+[\"'`]?((?=[A-Za-z._~+/=:\-]*[0-9])(?=[0-9._~+/=:\-]*[A-Za-z])" + _TOKEN_CHARS
                 + r"{6,})[\"'`]?\s+(?:in|as)\s+(?:the\s+|an?\s+)?(?:[A-Za-z]\w*(?:-\w+)+|authorization)\s+header\b"), 1),
+    # "basic auth user:pass" (a user and a password joined by a colon).
+    (re.compile(r"(?i)\bbasic(?:\s+auth(?:entication)?)?(?:\s+(?:with|using|of|is|=|:))?\s+[\"'`]?"
+                r"([^\s:\"'`/]{1,128}:[^\s\"'`]{1,256})"), 1),
     # Query parameters.
     (re.compile(r"(?i)[?&](?:token|access_token|api_key|apikey|key|secret|sig|password)=([^&\s#]{6,})"), 1),
     # Well-known prefixes.

@@ -596,7 +596,8 @@ def name_in_request(text: str) -> str | None:
     """The label a request already gives its server ("my *everything* server"), or None."""
     for match in _CALLED_BY_KIND.finditer(text):
         word = match.group(1).lower()
-        if word not in GENERIC | STOPWORDS | FILLER | _WHICH_ONE | {"own", "local", "remote", "http", "https"}:
+        if word not in GENERIC | STOPWORDS | FILLER | _WHICH_ONE | {"own", "local", "remote", "http", "https", "stdio",
+                                                                  "sse", "streamable"}:
             return match.group(1)
     return None
 
@@ -615,6 +616,13 @@ def _ask_name(state: State, flow: Flow) -> str:
 def _ask_sandbox(state: State, flow: Flow) -> str:
     return (f"Which sandbox should it go in? You have: {', '.join(state.sandboxes)} "
             f"(current: {state.sandbox}).")
+
+
+def _ask_auth(state: State, flow: Flow) -> str:
+    """The auth question; a request that said "basic auth" first hears that it is not one of them."""
+    basic = any(t.low == "basic" for t in flow.text.tokens)
+    return (("Basic authentication (a user name and password) isn't supported. " if basic else "")
+            + "How does it authenticate: with a bearer token, a token in a custom header, or none?")
 
 
 def _fixed(text: str) -> Callable[[State, Flow], str]:
@@ -647,9 +655,7 @@ FORMS: dict[str, Form] = {f.name: f for f in (
         Slot("command", _command, None, None, required_if=lambda flow, state: False),
         Slot("url", _url, _ask_url, _url, registry_field("base_url"), required_if=_no_url_for_a_program),
         Slot("name", _label, _ask_name, _label_answer, registry_field("name")),
-        Slot("auth_kind", _auth, _fixed("How does it authenticate: with a bearer token, a token in a "
-                                        "custom header, or none?"), _auth,
-             required_if=_no_url_for_a_program),
+        Slot("auth_kind", _auth, _ask_auth, _auth, required_if=_no_url_for_a_program),
         Slot("auth_header", _header, _fixed("Which header carries the token? (for example X-Api-Key)"),
              _header, registry_field("auth_header"), required_if=_is_header),
         Slot("sandbox", _sandbox, _ask_sandbox, _sandbox_answer, required_if=_needs_sandbox),

@@ -274,7 +274,7 @@ INTENTS: tuple[Intent, ...] = (
             "link", "bring in", "add * server|source", "i have * server", "got * server",
             "want * agents to use", "use * server"),
            ("connected", "allowlist", "api key for me", "alert|alerts|alerting|notify|notification|notifications",
-            "monitoring")),
+            "monitoring", "is there * limit", "how many * can")),
     Intent("test", "form:test",
            ("test", "check", "health", "health check", "healthcheck", "ping", "is * working",
             "is * up", "is * ok|okay|fine|alive|reachable|healthy|responding|running|online",
