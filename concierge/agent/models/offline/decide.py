@@ -260,38 +260,39 @@ def _agent_rate_cap(agent: Any, flow: Flow) -> str:
             'a minute".')
 
 
+def _agent_instead(flow: Flow, form: Form) -> Step | None:
+    """A source request that named no source: what to do if it names an agent instead (after
+    fetching the agents). "set support's allowlist to demo_*" becomes the agent's in the fold;
+    "helpdesk-bot can't call more than 20 times a minute" is told where caps live; "rename
+    helpdesk-bot to Support Bot" renames the agent; "pause helpdesk" is told it is an agent."""
+    update = form.name == "update"
+    allowlist = update and flow.aspects <= {"allowlist", "allow_all"}
+    rate_cap = update and "rate_cap" in flow.aspects
+    rename = update and flow.aspects == {"name"} and bool(flow.slots.get("name"))
+    if not (allowlist or rate_cap or rename or form.name in _SOURCE_ONLY_VERBS):
+        return None
+    if flow.world.agents is None:
+        return Call("list_agents", _WHOLE, "fetch")
+    if allowlist:
+        return None  # the fold has made it the agent's request already, if it names one
+    found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
+    if found.one is None or found.how not in ("id", "name"):
+        return None
+    if rate_cap:
+        return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
+    if rename:
+        return Call("update_agent", {"agent": found.one.key, "name": flow.slots["name"]})
+    return Say(_agent_not_source(found.one.key, _SOURCE_ONLY_VERBS[form.name]), "not_eligible")
+
+
 def _source_form(state: State, flow: Flow, form: Form) -> Step:
     if flow.world.sources is None:
         return Call("list_sources", _WHOLE, "fetch")
     target = resolve_source(state, flow, form.name)
-    if isinstance(target, Say) and form.name == "update" and flow.aspects <= {"allowlist", "allow_all"} \
-            and target.kind == "not_found":
-        # "set support's allowlist to demo_*": not a source — maybe an agent.
-        if flow.world.agents is None:
-            return Call("list_agents", _WHOLE, "fetch")  # the fold turns the request into the agent's
-    if isinstance(target, Say) and target.kind == "not_found" and form.name == "update" \
-            and "rate_cap" in flow.aspects:
-        # "helpdesk-bot can't call more than 20 times a minute": caps are a source's
-        if flow.world.agents is None:
-            return Call("list_agents", _WHOLE, "fetch")
-        found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
-        if found.one is not None and found.how in ("id", "name"):
-            return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
-    if isinstance(target, Say) and target.kind == "not_found" and form.name == "update" \
-            and flow.aspects == {"name"} and flow.slots.get("name"):
-        # "rename helpdesk-bot to Support bot": an agent's display name (its slug stays)
-        if flow.world.agents is None:
-            return Call("list_agents", _WHOLE, "fetch")
-        found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
-        if found.one is not None and found.how in ("id", "name"):
-            return Call("update_agent", {"agent": found.one.key, "name": flow.slots["name"]})
-    if isinstance(target, Say) and target.kind == "not_found" and form.name in _SOURCE_ONLY_VERBS:
-        # "pause helpdesk": an agent's name, with a verb only sources take
-        if flow.world.agents is None:
-            return Call("list_agents", _WHOLE, "fetch")
-        found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
-        if found.one is not None and found.how in ("id", "name"):
-            return Say(_agent_not_source(found.one.key, _SOURCE_ONLY_VERBS[form.name]), "not_eligible")
+    if isinstance(target, Say) and target.kind == "not_found":
+        instead = _agent_instead(flow, form)
+        if instead is not None:
+            return instead
     if not isinstance(target, Entity):
         return target
     row: SourceRow = target.data
