@@ -25,7 +25,6 @@ from concierge.agent.models.offline.forms import (
     Ctx,
     fill,
     tidy_aspects,
-    tool_named,
     unknown_sandbox,
     update_aspects,
 )
@@ -33,6 +32,7 @@ from concierge.agent.models.offline.intents import IntentHit, classify
 from concierge.agent.models.offline.replies import REPLIES, in_user_words, pending_words, reply_for, sentence
 from concierge.agent.models.offline.state import Call, Flow, Say, State, World
 from concierge.agent.models.offline.text import Text
+from concierge.agent.models.offline.tool_question import has_tool
 from concierge.agent.models.offline.vocabulary import YES
 from concierge.agent.toolkit.results import (
     AgentList,
@@ -415,86 +415,13 @@ def _on_result(state: State, name: str, args: dict[str, Any], result: ToolResult
         if label:
             words = words.replace(f"The source with namespace {args['app']} offers", f'"{label}" offers')
     if name == "list_agent_tools" and kind == "answer" and isinstance(result, Catalog):
-        words = _has_tool(flow.text, result) or words  # "can helpdesk-bot use the echo tool?": yes or no
+        words = has_tool(flow.text, result) or words  # "can helpdesk-bot use the echo tool?": yes or no
     if name == "list_agent_tools" and flow.form == "catalog" and flow.world.agents == [] and kind == "answer":
         words = (f'There are no agents in sandbox "{state.sandbox}" yet; one you create (say "create an '
                  'agent called support") would see what this sandbox offers.\n' + words)
     state.reply = Say(words, kind, tool=name)
     if state.parked is not None:  # a question asked instead of a yes: the change still waits
         state.reply = _reminding(state.reply, state.parked)
-
-
-_ASKS_WHETHER = re.compile(r"(?i)^\W*(?:can|could|does|do|is|has|will|may)\b")
-_USING_VERBS = frozenset({"use", "see", "call", "access", "run", "have", "get"})
-_NOT_TOOL_WORDS = frozenset({"the", "a", "an", "its", "their", "any", "this", "that", "tool", "tools"})
-
-
-def _asked_tool(text: Text, agent: str) -> list[str]:
-    """The words that name the tool a yes/no question asks about: before "tool" ("the echo
-    tool"), else after the verb ("use search docs")."""
-    tokens = text.tokens
-    for i, token in enumerate(tokens):
-        if token.low in ("tool", "tools"):
-            words: list[str] = []
-            j = i - 1
-            while j >= 0 and tokens[j].kind == "word" and tokens[j].low not in _NOT_TOOL_WORDS \
-                    and tokens[j].low not in _USING_VERBS - {"get", "run"} and tokens[j].low != agent.lower():
-                words.insert(0, tokens[j].low)
-                j -= 1
-            if words:
-                return words
-    for i, token in enumerate(tokens):
-        if token.low in _USING_VERBS:
-            words = []
-            for later in tokens[i + 1:i + 5]:
-                if later.kind != "word" or later.low in ("now", "yet", "too", "also", "right"):
-                    break
-                if later.low not in _NOT_TOOL_WORDS:
-                    words.append(later.low)
-            return words
-    return []
-
-
-def _described(tools: list[Any]) -> str:
-    return "; ".join(f"{t.name} ({t.description.rstrip('.')})" if t.description else t.name for t in tools[:5])
-
-
-def _words_after(text: Text, agent: str) -> list[str]:
-    """Up to three words after the agent's name ("can helpdesk-bot *create tickets*?")."""
-    tokens = text.tokens
-    at = next((i for i, t in enumerate(tokens) if t.low == agent.lower()), None)
-    if at is None:
-        return []
-    words = []
-    for later in tokens[at + 1:at + 4]:
-        if later.kind != "word" or later.low in ("now", "yet", "too", "also", "right"):
-            break
-        if later.low not in _NOT_TOOL_WORDS and later.low not in ("be", "able", "to"):
-            words.append(later.low)
-    return words
-
-
-def _has_tool(text: Text, result: Catalog) -> str | None:
-    """The answer to "can X use the echo tool?" from X's catalog, or None if not such a question."""
-    agent = result.agent
-    if not agent or not _ASKS_WHETHER.match(text.raw):
-        return None
-    asked = _asked_tool(text, agent)
-    if not asked:  # "can helpdesk-bot create tickets?": only if those words name one of its tools
-        after = _words_after(text, agent)
-        found = [t for t in result.tools if after and tool_named(t, after)]
-        return f"Yes — {agent} has {_described(found)}." if found else None
-    named = " ".join(asked)
-    found = [t for t in result.tools if tool_named(t, asked)]
-    if found:
-        return f"Yes — {agent} has {_described(found)}."
-    held = [h["name"] for h in result.trace.tools_held if all(w in h["name"].lower() for w in asked)]
-    if held:
-        return (f"Not yet — {', '.join(held)} is held until approved (new, or changed since it was approved); "
-                'say "show" and its source to see what changed.')
-    mine = ", ".join(t.name for t in result.tools[:10]) or "none"
-    return (f"No — {agent} has no {named} tool right now (its tools: {mine}). If a source offers one, say "
-            f'"let {agent} also use {named}".')
 
 
 def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: ToolResult) -> None:

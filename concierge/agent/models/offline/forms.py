@@ -426,25 +426,30 @@ def _tool_named_by(tokens: list[Any], span: range, skip: set[int] | frozenset[in
                    catalog: list[Any]) -> tuple[str, set[int]] | None:
     """The one catalog tool whose own name holds the most of the words in ``span`` ("search the
     docs" → search_docs), stopping at the first word that is in none; None if no tool or a tie."""
-    words: list[tuple[int, str]] = []
+    own = {e.name: set(_name_words(e)) for e in catalog}
+    every = set().union(*own.values()) if own else set()
+
+    def in_name(low: str, words: set[str]) -> bool:
+        return low in words or _singular(low) in words
+
+    said: list[tuple[int, str]] = []
     for j in span:
         if j in skip or tokens[j].kind != "word":
             break
-        if tokens[j].low in _NOT_TOOL_WORDS:
-            continue
         low = tokens[j].low
-        if not any(w in (low, _singular(low)) for e in catalog for w in _name_words(e)):
+        if low in _NOT_TOOL_WORDS:
+            continue
+        if not in_name(low, every):
             break
-        words.append((j, low))
-    if not words:
+        said.append((j, low))
+    if not said:
         return None
-    scored = sorted(((sum(any(w in (low, _singular(low)) for w in _name_words(e)) for _, low in words), e.name)
-                     for e in catalog), reverse=True)
-    if not scored or scored[0][0] == 0 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
+    scored = sorted(((sum(in_name(low, words) for _, low in said), name) for name, words in own.items()),
+                    reverse=True)
+    if scored[0][0] == 0 or (len(scored) > 1 and scored[1][0] == scored[0][0]):
         return None
     best = scored[0][1]
-    entry = next(e for e in catalog if e.name == best)
-    return best, {j for j, low in words if any(w in (low, _singular(low)) for w in _name_words(entry))}
+    return best, {j for j, low in said if in_name(low, own[best])}
 
 
 def _name_words(entry: Any) -> list[str]:
