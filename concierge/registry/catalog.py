@@ -14,13 +14,12 @@ flight (single flight): concurrent resolutions wait for the same one, a waiter w
 deadline passes stops waiting but the listing goes on and fills the cache. An expired listing
 is served while a refresh runs (stale-while-revalidate, ``trace.stale_sources``). A listing that
 failed slowly (no answer within its deadline, or a failure after half of it) is remembered for
-``failure_ttl_seconds``:
-resolutions in that time skip the source at once, with the same reason and a detail that says
-when it was tried, and start a new attempt in the background (at most one a second), which
-fills the cache as soon as the server answers again; one hung server costs one deadline per
-``failure_ttl_seconds``, not one per resolution. A quick failure (refused, unauthorized) is not
-remembered: the next resolution tries again, and sees a fix at once. Concurrent
-resolutions of one agent share one resolution. Any change to a source (update, pause,
+``failure_ttl_seconds``: resolutions in that time skip the source at once, with the same reason
+and a detail that says when it was tried, and start a new attempt in the background (at most one
+a second), which fills the cache as soon as the server answers again; one hung server costs one
+deadline per ``failure_ttl_seconds``, not one per resolution. A quick failure (refused,
+unauthorized) is not remembered: the next resolution tries again, and sees a fix at once.
+Concurrent resolutions of one agent share one resolution. Any change to a source (update, pause,
 resume, revoke, delete, a health-check status change) drops its entry and its pooled session
 at once, and so does the server's own ``list_changed`` notification; `on_change` listeners
 hear both. A source whose stored secret cannot be decrypted is skipped (``vault_error``).
