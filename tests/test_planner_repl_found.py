@@ -560,3 +560,16 @@ async def test_basic_auth_stdio_labels_and_a_question_about_limits(backend: Loca
     assert '"ok" for "stdio"' not in text_of(events)
     events = await say(ConciergeSession(backend, OfflinePlanner()), "is there a limit on how many sources I can add?")
     assert "What's the URL" not in text_of(events) and not [c for c in calls(events) if c[0] == "register_source"]
+
+
+async def test_a_token_for_a_source_of_two_words_is_taken_as_one(backend: LocalBackend,
+                                                                 open_server: RunningServer) -> None:
+    """Found in the widget at 375 px: "put the right token back for demo tools: X" asked for the
+    credential and sent X to the server in clear (a name of two words after "for")."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "bearer",
+                                   "token": "test-token-123456"})
+    events = await say(ConciergeSession(backend, OfflinePlanner()),
+                       "put the right token back for demo tools: canary-two-words-9")
+    assert "canary-two-words-9" not in repr(events)
+    name, arguments = calls(events)[-1]
+    assert name == "update_source" and "token_ref" in arguments

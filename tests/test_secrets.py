@@ -152,6 +152,10 @@ CUED_SECRETS = [
     ("pw hunter22", "hunter22"),
     ("add https://x.example/mcp using basic auth user:pass", "user:pass"),
     ("it uses basic authentication with bob:s3cret", "bob:s3cret"),
+    # a source's name of several words after "for" (found in the widget: these reached the server)
+    ("the token for demo tools is abc123", "abc123"),
+    ("put the right token back for demo tools: canary-widget-375", "canary-widget-375"),
+    ("set the token for my demo tools server to xyz789", "xyz789"),
 ]
 
 # Ordinary requests that mention credentials without giving one: redacting any of these would
@@ -208,6 +212,10 @@ CUED_PLAIN = [
     "the creds are in the vault",
     "send the token in the X-Api-Key header",
     "send ticket42 as a header",
+    "rotate the token for demo tools",
+    "the token for demo tools is expired",
+    "the token for demo tools is in the vault",
+    "the key for acme is to be rotated",
 ]
 
 

@@ -108,12 +108,15 @@ _VALUE = r"(?:(?P<q>[\"'`])(?P<quoted>[^\"'`\n]{1,256})(?P=q)|(?P<bare>[^\s\"'`<
 _AFTER_CUE_RE = re.compile(
     r"(?i)(?P<link>\s*[:=]\s*|\s*->\s*|['’]s\s+|\s+(?:is|was|will\s+be|should\s+be|would\s+be|equals)\b\s*[:=]?\s*"
     r"|\s+(?:to|as)\s+|\s+)" + _VALUE)
+_FOR_NAME = (  # " for Demo", " of the Acme server", " for demo tools": a source's name, up to three words
+    r"\s+(?:for|of|on)\s+(?:the\s+|my\s+|our\s+)?[\"'`]?[\w.\-]+"
+    r"(?:\s+(?!(?:is|was|to|as|will|should|would|equals|be)\b)[\w.\-]+){0,2}[\"'`]?(?:\s+(?:server|source))?")
 _AFTER_CUE_FOR_RE = re.compile(  # "the token for Demo is X", "set the key of the Acme server to X"
-    r"(?i)\s+(?:for|of|on)\s+(?:the\s+|my\s+|our\s+)?[\"'`]?[\w.\-]+[\"'`]?(?:\s+(?:server|source))?"
+    r"(?i)" + _FOR_NAME +
     r"(?P<link>\s*[:=]\s*|\s+(?:is|was|will\s+be|should\s+be|would\s+be|equals)\b\s*[:=]?\s*"
     r"|\s+(?:to|as)\s+)" + _VALUE)
 _AFTER_CUE_ADVERB_RE = re.compile(  # "put the token back: X", "the key again = X" (a strong link only)
-    r"(?i)\s+(?:back|again|here|now|then|instead|too|also|below)"
+    r"(?i)\s+(?:back|again|here|now|then|instead|too|also|below)(?:" + _FOR_NAME + r")?"
     r"(?P<link>\s*[:=]\s*|\s*->\s*|\s+(?:is|was|will\s+be|should\s+be)\b\s*[:=]?\s*)" + _VALUE)
 _AUTHORIZATION_RE = re.compile(
     r"(?i)\bauthorization(?P<link>\s*[:=]\s*)(?:(?:bearer|basic|token)\s+)?" + _VALUE)
