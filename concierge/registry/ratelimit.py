@@ -168,14 +168,29 @@ class StoreRateLimiter:
             async with lock:
                 if self._spend(source_id, per_minute):
                     return
-                wait = await self._store.arun(lambda db: self._buckets(db).take(self.kind, source_id, per_minute,
-                                                                                n=size))
-                if wait == 0:
+                if await self._take(source_id, per_minute, size) == 0:
                     self._leases[source_id] = (size - 1, per_minute, time.monotonic() + LEASE_SECONDS)
                     return
                 self._leases.pop(source_id, None)  # fewer left than a lease: one at a time, as without
-        await self._store.arun(
-            lambda db: self._buckets(db).acquire(self.kind, source_id, per_minute, label=label))
+        wait = await self._take(source_id, per_minute, 1)
+        if wait > 0:
+            from concierge.store.buckets import rate_limited
+
+            raise rate_limited(source_id, per_minute, wait, label=label)
+
+    async def _take(self, source_id: str, per_minute: int, n: int) -> float:
+        """Take ``n`` tokens from the shared bucket: 0.0, or the seconds to wait (none taken).
+        On SQLite the one statement is first tried on this thread at once (`Store.write_at_once`);
+        only when another writer holds the file is it awaited on the store's thread."""
+        from concierge.store.buckets import BUCKET, TAKE, take_args, wait_for
+
+        now = float(self._clock())
+        rows = self._store.write_at_once(TAKE, take_args(self.kind, source_id, per_minute, now, n))
+        if rows is None:
+            return await self._store.arun(lambda db: self._buckets(db).take(self.kind, source_id, per_minute, n=n))
+        if rows:
+            return 0.0
+        return wait_for(self._store.query_one(BUCKET, (self.kind, source_id)), per_minute, now, n)
 
     def _spend(self, source_id: str, per_minute: int) -> bool:
         held = self._leases.get(source_id)
