@@ -573,3 +573,78 @@ async def test_a_token_for_a_source_of_two_words_is_taken_as_one(backend: LocalB
     assert "canary-two-words-9" not in repr(events)
     name, arguments = calls(events)[-1]
     assert name == "update_source" and "token_ref" in arguments
+
+
+@pytest.fixture
+async def demo_tools(backend: LocalBackend, open_server: RunningServer) -> ConciergeSession:
+    """A source whose name is two words and not its namespace ("demo tools", demo_tools_*)."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo_tools"})
+    await backend.register_source({"name": "clock", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "clock"})
+    return ConciergeSession(backend, OfflinePlanner())
+
+
+@pytest.mark.parametrize("request_text", [
+    "create an agent called helper that can only use demo tools",
+    "make an agent helper with access to demo tools",
+    "new agent helper for demo tools only",
+])
+async def test_an_agent_for_a_named_source_gets_that_sources_tools(demo_tools: ConciergeSession,
+                                                                   request_text: str) -> None:
+    """Found driving the planner: "that can only use demo tools" (a source called "demo tools")
+    asked which tools, and "with access to demo tools" / "for demo tools only" created an agent
+    that could use every tool in the sandbox, the clock's too."""
+    events = await say(demo_tools, request_text)
+    assert calls(events)[-1] == ("create_agent", {"slug": "helper", "tool_allowlist": ["demo_tools_*"]})
+    assert "only demo_tools_*" in demo_tools.pending.summary
+
+
+async def test_giving_an_agent_a_tool_adds_it_and_never_narrows(demo_tools: ConciergeSession,
+                                                                backend: LocalBackend) -> None:
+    """Found driving the planner: "give helpdesk-bot access to demo_tools_echo", said of an agent
+    that could use every tool, proposed letting it use only that one."""
+    await backend.create_agent({"slug": "generalist"})
+    await backend.create_agent({"slug": "ticketer", "tool_allowlist": ["demo_tools_create_ticket"]})
+    for text in ("give generalist access to demo_tools_echo", "let generalist use the echo tool"):
+        events = await say(demo_tools, text)
+        assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+        assert text_of(events).startswith("generalist can already use every tool, demo_tools_echo")
+    events = await say(demo_tools, "give ticketer access to demo_tools_echo")
+    assert calls(events)[-1] == ("update_agent", {"agent": "ticketer", "tool_allowlist": [
+        "demo_tools_create_ticket", "demo_tools_echo"]})
+    demo_tools.confirm(demo_tools.pending.id, False)
+    await collect(demo_tools.resume())
+    events = await say(demo_tools, "give ticketer access to only demo_tools_echo")  # "only" still sets it
+    assert calls(events)[-1] == ("update_agent", {"agent": "ticketer", "tool_allowlist": ["demo_tools_echo"]})
+
+
+@pytest.mark.parametrize("request_text", [
+    "ticketer should not be allowed to use echo",
+    "ticketer is not allowed to use echo anymore",
+    "ticketer must not use echo",
+    "ticketer may not call echo",
+    "ticketer should not access echo",
+])
+async def test_not_allowed_takes_the_tool_away(backend: LocalBackend, open_server: RunningServer,
+                                               request_text: str) -> None:
+    """Found driving the planner: "should not be allowed to use echo" looked for a source called
+    "ticketer use echo", "must not use echo" listed tools, and "may not call create ticket"
+    proposed letting the agent use only that tool."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "demo_tools"})
+    await backend.create_agent({"slug": "ticketer", "tool_allowlist": ["demo_tools_create_ticket", "demo_tools_echo"]})
+    events = await say(ConciergeSession(backend, OfflinePlanner()), request_text)
+    assert calls(events)[-1] == ("update_agent", {"agent": "ticketer", "tool_allowlist": ["demo_tools_create_ticket"]})
+
+
+async def test_a_tool_to_take_away_that_fits_several_is_asked_among_the_agents(
+        demo_tools: ConciergeSession, backend: LocalBackend) -> None:
+    """"echo" is demo_tools_echo and clock_echo: the question names what the agent has now (it
+    asked "Which tools should it be able to use?", as if setting them)."""
+    await backend.create_agent({"slug": "ticketer", "tool_allowlist": ["demo_tools_create_ticket", "demo_tools_echo"]})
+    events = await say(demo_tools, "ticketer should not be allowed to use echo")
+    assert text_of(events) == ("Which tool should ticketer lose? It can use now: demo_tools_create_ticket, "
+                               "demo_tools_echo.")
+    events = await say(demo_tools, "demo_tools_echo")
+    assert calls(events)[-1] == ("update_agent", {"agent": "ticketer", "tool_allowlist": ["demo_tools_create_ticket"]})

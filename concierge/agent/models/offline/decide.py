@@ -477,6 +477,8 @@ def _create_agent(state: State, flow: Flow) -> Step:
         return Call("list_agents", _WHOLE, "fetch")
     if flow.world.catalog is None and _mentions_tools(flow):
         return Call("list_agent_tools", {}, "fetch")
+    if flow.world.sources is None and _mentions_tools(flow):  # their names: "that can use demo tools"
+        return Call("list_sources", _WHOLE, "fetch")
     missing = _missing(state, flow, form)
     if missing is not None:
         return _ask(state, flow, form, missing)
@@ -532,6 +534,9 @@ def _agent_access(state: State, flow: Flow) -> Step:
     if flow.world.sources is None:  # their namespaces: "the clock tools" are clock_*
         return Call("list_sources", _WHOLE, "fetch")
     wanted = flow.slots.get("tool_allowlist")
+    if not wanted and mode == "remove":  # (a tool name that fits several tools: say which it has)
+        return Say(_prefix(flow) + f"Which tool should {row.slug} lose? It can use now: "
+                   f"{', '.join(current) or 'every tool'}.", "ask", asks="tool_allowlist", ends=False)
     if not wanted:
         return _ask(state, flow, FORMS["agent_access"], "tool_allowlist")
     if mode == "add":

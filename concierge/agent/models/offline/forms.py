@@ -380,11 +380,16 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     namespaces = {s.namespace.lower(): s.namespace for s in ctx.flow.world.sources or []}
     namespaces |= {e.app.lower(): e.app for e in catalog}
     tokens = text.tokens
+    named = _source_names(ctx.flow)
     for i, token in enumerate(tokens):
-        if i in skip or token.kind != "word":
+        if i in skip or i in used or token.kind != "word":
             continue
         nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
-        if token.low in namespaces and nxt in ("tools", "tool", "ones"):
+        span = _named_source_at(tokens, i, named, skip)
+        if span is not None:  # "that can use demo tools" (a source called "demo tools"): all of its tools
+            names.append(f"{span[0]}_*")
+            used |= span[1]
+        elif token.low in namespaces and nxt in ("tools", "tool", "ones"):
             names.append(f"{namespaces[token.low]}_*")
             used |= {i, i + 1}
         elif "_" in token.low or "*" in token.low:
@@ -417,6 +422,36 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
                 break
     names = list(dict.fromkeys(names))
     return ex.Found(names, frozenset(used)) if names else None
+
+
+def _source_names(flow: Flow) -> dict[tuple[str, ...], str]:
+    """The words of each source's name that is more than a namespace word (``("demo", "tools")``)
+    → its namespace: a name of two words or more, or one that differs from its namespace."""
+    out: dict[tuple[str, ...], str] = {}
+    for source in flow.world.sources or []:
+        if source.status == "disconnected":
+            continue
+        words = tuple(w for w in re.split(r"[^a-z0-9]+", source.name.lower()) if w)
+        if words and (len(words) > 1 or words[0] != source.namespace.lower()):
+            out[words] = source.namespace
+    return out
+
+
+def _named_source_at(tokens: list[Any], i: int, named: dict[tuple[str, ...], str],
+                     skip: set[int] | frozenset[int]) -> tuple[str, set[int]] | None:
+    """The source whose whole name starts at token ``i`` (the longest), and the tokens it takes
+    (with a following "tools", "tool", "ones" or "server"); a one-word name only when one of
+    those follows it ("the clock tools", never a bare "clock")."""
+    words = [t.low if t.kind == "word" and j not in skip else "" for j, t in enumerate(tokens)]
+    for name in sorted(named, key=len, reverse=True):
+        end = i + len(name)
+        if tuple(words[i:end]) != name:
+            continue
+        follows = end < len(words) and words[end] in ("tools", "tool", "ones", "server")
+        if len(name) == 1 and not follows:
+            continue
+        return named[name], set(range(i, end + (1 if follows else 0)))
+    return None
 
 
 _NOT_TOOL_WORDS = frozenset({"the", "also", "too", "a", "an", "to", "its", "their", "our", "my", "tool", "tools"})
@@ -513,6 +548,10 @@ def _ask_agent_tools(state: State, flow: Flow) -> str:
 
 
 _ADD_WORDS = frozenset("also too additionally add adding plus extra more".split())
+_GRANTING = frozenset("give grant let allow enable".split())
+_USING_VERBS = frozenset("use able allowed call access".split())
+"""With a "not": the tools named are taken away ("may not call", "shouldn't be allowed to use")."""
+_NARROWING = _RESTRICTING | frozenset("restrict restricted limit limited".split())
 _REMOVE_WORDS = frozenset("no longer stop remove take away revoke without except not".split())
 _ALL_WORDS = frozenset("everything anything all every".split())
 
@@ -522,9 +561,11 @@ def _access_mode(ctx: Ctx) -> ex.Found | None:
     words = {t.low for t in ctx.text.tokens}
     if words & _ALL_WORDS and not any("_" in w or "*" in w for w in words):
         return ex.Found("all", frozenset())
-    if words & {"longer", "stop", "remove", "away", "revoke"} or {"not", "use"} <= words or {"not", "able"} <= words:
+    if words & {"longer", "stop", "remove", "away", "revoke"} or "not" in words and words & _USING_VERBS:
         return ex.Found("remove", frozenset())
     if words & _ADD_WORDS or phrase("as well").find(ctx.text) is not None:
+        return ex.Found("add", frozenset())
+    if words & _GRANTING and not words & _NARROWING:  # "give X access to Y": Y as well, never Y alone
         return ex.Found("add", frozenset())
     if "able" in words and not words & _RESTRICTING:  # "X should be able to search docs": one more, not only
         return ex.Found("add", frozenset())
