@@ -138,6 +138,14 @@ def test_sandbox_and_agent_commands(tmp_path):
     assert "demo_*" in shown.stdout
     bad = run(tmp_path, "agent", "create", "Bad Slug")
     assert bad.returncode == 1 and "slug 'Bad Slug' may only use lowercase" in bad.stderr
+    paused = run(tmp_path, "agent", "pause", "support", "--sandbox", "staging")
+    assert paused.returncode == 0 and paused.stdout.strip() == (
+        "paused agent support: the gateway refuses its tool calls until `concierge agent resume support`")
+    assert "status: paused" in run(tmp_path, "agent", "show", "support", "--sandbox", "staging").stdout
+    resumed = run(tmp_path, "agent", "resume", "support", "--sandbox", "staging", "--json")
+    assert resumed.returncode == 0 and json.loads(resumed.stdout)["status"] == "active"
+    missing = run(tmp_path, "agent", "pause", "nobody")
+    assert missing.returncode == 1 and "no agent 'nobody' in sandbox 'default'" in missing.stderr
 
 
 @pytest.mark.parametrize("argv", [["--json", "sandbox", "list"], ["sandbox", "list", "--json"],

@@ -189,7 +189,7 @@ async def test_a_question_asked_instead_of_a_yes_keeps_the_change_waiting(world:
 async def test_a_source_verb_on_an_agents_name_says_what_it_is(world: ConciergeSession, backend: LocalBackend) -> None:
     """ "pause helpdesk" names an agent: said so, with what can be done for an agent, instead of
     "I couldn't find a source called helpdesk" (or, with no sources, "You have no MCP sources")."""
-    for verb, doing in (("pause", "Pausing"), ("revoke", "Revoking"), ("check", "Health checks")):
+    for verb, doing in (("revoke", "Revoking"), ("check", "Health checks")):
         events = await say(world, f"{verb} helpdesk")
         assert [c for c, _ in calls(events) if c not in ("list_sources", "list_agents")] == [], verb
         assert text_of(events).startswith(f'"helpdesk" is an agent, not an MCP source. {doing} applies to '
@@ -198,8 +198,8 @@ async def test_a_source_verb_on_an_agents_name_says_what_it_is(world: ConciergeS
 
 async def test_a_source_verb_on_an_agents_name_with_no_sources_at_all(backend: LocalBackend) -> None:
     await backend.create_agent({"slug": "helpdesk"})
-    events = await say(ConciergeSession(backend, OfflinePlanner()), "pause helpdesk")
-    assert text_of(events).startswith('"helpdesk" is an agent, not an MCP source. Pausing applies to sources.')
+    events = await say(ConciergeSession(backend, OfflinePlanner()), "revoke helpdesk")
+    assert text_of(events).startswith('"helpdesk" is an agent, not an MCP source. Revoking applies to sources.')
     events = await say(ConciergeSession(backend, OfflinePlanner()), "pause wiki")  # neither: as before
     assert text_of(events).startswith("You have no MCP sources yet.")
 
@@ -648,3 +648,36 @@ async def test_a_tool_to_take_away_that_fits_several_is_asked_among_the_agents(
                                "demo_tools_echo.")
     events = await say(demo_tools, "demo_tools_echo")
     assert calls(events)[-1] == ("update_agent", {"agent": "ticketer", "tool_allowlist": ["demo_tools_create_ticket"]})
+
+
+@pytest.mark.parametrize("request_text", ["how many tools do I have in total?", "count the tools"])
+async def test_counting_the_tools_is_the_catalog(world: ConciergeSession, request_text: str) -> None:
+    """Found driving the planner: "how many tools do I have in total?" looked for an agent called
+    "total", and "count the tools" was not understood."""
+    events = await say(world, request_text)
+    assert calls(events)[-1] == ("list_agent_tools", {})
+    assert text_of(events).startswith("This sandbox offers")
+
+
+async def test_an_agent_is_paused_and_resumed_in_the_chat(world: ConciergeSession, backend: LocalBackend) -> None:
+    """"pause helpdesk" (an agent) was answered "Pausing applies to sources" though the registry
+    and the gateway pause agents: now it is proposed, confirmed, and said in the agent's tools."""
+    events = await say(world, "pause helpdesk")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "status": "paused"})
+    assert world.pending.summary == ('Update the agent helpdesk in sandbox "default": pause it: the gateway '
+                                     "refuses its tool calls until it is resumed.")
+    world.confirm(world.pending.id, True)
+    assert text_of(await collect(world.resume())).startswith("Paused the agent helpdesk")
+    assert (await backend.get_agent("helpdesk")).status == "paused"
+    answer = text_of(await say(world, "what tools does helpdesk have?"))
+    assert answer.startswith('helpdesk is paused: the gateway refuses its tool calls until you resume it '
+                             '(say "resume helpdesk").\nOnce resumed, helpdesk has')
+    events = await say(world, "pause helpdesk")
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+    assert text_of(events) == "helpdesk is already paused."
+    events = await say(world, "resume helpdesk")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "status": "active"})
+    world.confirm(world.pending.id, True)
+    assert text_of(await collect(world.resume())).startswith("Resumed the agent helpdesk")
+    assert (await backend.get_agent("helpdesk")).status == "active"
+    assert text_of(await say(world, "resume helpdesk")) == "helpdesk isn't paused: it can call its tools."

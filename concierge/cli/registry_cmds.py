@@ -137,6 +137,12 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("slug")
     p.add_argument("--sandbox")
     p.set_defaults(handler=agent_show)
+    for verb, status, helptext in (("pause", "paused", "refuse every tool call the agent makes, until resumed"),
+                                   ("resume", "active", "let a paused agent call its tools again")):
+        p = agent.add_parser(verb, parents=[common], help=helptext)
+        p.add_argument("slug")
+        p.add_argument("--sandbox")
+        p.set_defaults(handler=agent_set_status, status=status)
     p = agent.add_parser("tools", parents=[common], help="the agent's tools right now (live catalog)")
     p.add_argument("slug", nargs="?", help="omit to see every tool an agent could have")
     p.add_argument("--sandbox")
@@ -626,6 +632,15 @@ async def agent_list(args: argparse.Namespace, backend: Backend) -> int:
                    for a in page.items], ["SLUG", "NAME", "TOOL SOURCES", "ALLOWLIST"]) or (
         "no more agents" if args.cursor else "no agents yet")
     _emit_page(page, args, human)
+    return 0
+
+
+async def agent_set_status(args: argparse.Namespace, backend: Backend) -> int:
+    agent = await backend.update_agent(args.slug, {"status": args.status}, sandbox=args.sandbox)
+    done = "paused" if agent.status == "paused" else "resumed"
+    emit(agent, as_json=args.json, human=f"{done} agent {agent.slug}" + (
+        ": the gateway refuses its tool calls until `concierge agent resume " + agent.slug + "`"
+        if agent.status == "paused" else ""))
     return 0
 
 

@@ -68,8 +68,12 @@ async def agent_tools(ctx: ToolContext, args: AgentToolsArgs, _: Any) -> Catalog
     if trace.tools_held:
         counted["tools_held"] = [{"name": h.name or h.tool, "tool": h.tool, "source_id": h.source_id,
                                   "status": h.status} for h in trace.tools_held[:20]]
+    status = None
+    if result.agent is not None:  # a paused agent's calls are all refused: its tools are for later
+        agent = await ctx.backend.get_agent(result.agent, sandbox=sandbox_of(ctx, args.sandbox))
+        status = agent.status if agent.status != "active" else None
     return Catalog.model_validate({
-        "agent": result.agent, "count": result.count, "by_app": result.by_app,
+        "agent": result.agent, "agent_status": status, "count": result.count, "by_app": result.by_app,
         "tools": [{"name": t.name, "app": t.app, "description": _short(t.description, 160)}
                   for t in result.tools],
         "trace": {
@@ -149,8 +153,10 @@ async def prepare_update_agent(ctx: ToolContext, args: UpdateAgentArgs) -> dict[
         body["tool_allowlist"] = args.tool_allowlist
     if args.allow_all_tools:
         body["tool_allowlist"] = []
+    if args.status is not None:
+        body["status"] = args.status
     if not body:
-        raise ToolArgumentError("nothing to change: give a name, a tool_allowlist or allow_all_tools")
+        raise ToolArgumentError("nothing to change: give a name, a tool_allowlist, allow_all_tools or a status")
     try:
         AgentUpdate.model_validate(body)
     except ValidationError as exc:
@@ -158,13 +164,19 @@ async def prepare_update_agent(ctx: ToolContext, args: UpdateAgentArgs) -> dict[
     sb = await ctx.backend.get_sandbox(sandbox_of(ctx, args.sandbox))
     agent = await ctx.backend.get_agent(args.agent, sandbox=sb.id)
     return {"sandbox": sb.name, "sandbox_id": sb.id, "body": body, "before": agent.tool_allowlist,
-            "slug": agent.slug, "unmatched": await _unmatched(ctx, body.get("tool_allowlist"), sb.id)}
+            "before_status": agent.status, "slug": agent.slug,
+            "unmatched": await _unmatched(ctx, body.get("tool_allowlist"), sb.id)}
 
 
 def summary_update_agent(args: UpdateAgentArgs, prep: dict[str, Any]) -> str:
     parts = []
     if args.name:
         parts.append(f'rename it to "{args.name}"')
+    if args.status == "paused":
+        parts.append("pause it: the gateway refuses its tool calls until it is resumed")
+    elif args.status == "active":
+        parts.append("resume it: it can call its tools again" + (
+            "" if prep.get("before_status") == "paused" else f' (now: {prep.get("before_status")})'))
     if "tool_allowlist" in prep["body"]:
         new = prep["body"]["tool_allowlist"]
         before = ", ".join(prep["before"]) or "every tool"
@@ -177,7 +189,8 @@ def summary_update_agent(args: UpdateAgentArgs, prep: dict[str, Any]) -> str:
 async def update_agent(ctx: ToolContext, args: UpdateAgentArgs, prep: dict[str, Any]) -> AgentUpdated:
     agent = await ctx.backend.update_agent(prep["slug"], prep["body"], sandbox=prep["sandbox_id"])
     return AgentUpdated(id=agent.id, slug=agent.slug, name=agent.name, sandbox=prep["sandbox"],
-                        status=agent.status, tool_allowlist=agent.tool_allowlist or "all",
+                        status=agent.status, previous_status=prep.get("before_status", agent.status),
+                        tool_allowlist=agent.tool_allowlist or "all",
                         previous_allowlist=prep["before"] or "all", unmatched=prep.get("unmatched", []))
 
 

@@ -101,8 +101,9 @@ def default_toolkit() -> Toolkit:
              "catalog names or globs such as demo_*). Changes state: the person must confirm.",
              CreateAgentArgs, WRITE, agents.create_agent, prepare=agents.prepare_create_agent,
              summary=agents.summary_create_agent),
-        Tool("update_agent", "Change an agent: its display name, or which tools it may use "
-             "(tool_allowlist replaces the list; allow_all_tools clears it). Changes state: the person "
+        Tool("update_agent", "Change an agent: its display name, which tools it may use "
+             "(tool_allowlist replaces the list; allow_all_tools clears it), or pause it (status paused: "
+             "the gateway refuses its calls) and resume it (status active). Changes state: the person "
              "must confirm.",
              UpdateAgentArgs, WRITE, agents.update_agent, prepare=agents.prepare_update_agent,
              summary=agents.summary_update_agent),

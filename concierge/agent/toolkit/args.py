@@ -164,6 +164,9 @@ class UpdateAgentArgs(BaseModel):
         default=None, description="The agent's new allowlist (replaces the old one): catalog names or "
                                   "globs such as demo_*.")
     allow_all_tools: bool = Field(default=False, description="Clear the allowlist: every tool.")
+    status: Literal["active", "paused"] | None = Field(
+        default=None, description="paused: the gateway refuses every tool call the agent makes until it is "
+                                  "active again.")
     sandbox: str | None = _SANDBOX
 
 

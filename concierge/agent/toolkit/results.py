@@ -266,6 +266,7 @@ class AgentUpdated(ToolResult):
     previous_allowlist: list[str] | str
     unmatched: list[str] = []
     """Allowlist entries that name no tool the sandbox offers right now."""
+    previous_status: str = "active"
 
 
 class CatalogEntry(ToolResult):
@@ -301,6 +302,8 @@ class CatalogTrace(ToolResult):
 
 class Catalog(ToolResult):
     agent: str | None = None
+    agent_status: str | None = None
+    """The agent's status when it is not active (paused: the gateway refuses its every call)."""
     count: int
     by_app: dict[str, list[str]]
     tools: list[CatalogEntry]

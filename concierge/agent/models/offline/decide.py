@@ -234,8 +234,8 @@ _SOURCE_ONLY_VERBS = {"pause": "Pausing", "resume": "Resuming", "revoke": "Revok
 
 def _agent_not_source(slug: str, doing: str) -> str:
     return (f'"{slug}" is an agent, not an MCP source. {doing} applies to sources. For an agent I can '
-            f'show its tools ("what tools does {slug} have?") or change which ones it may use ("{slug} '
-            'can only use acme_*").')
+            f'show its tools ("what tools does {slug} have?"), change which ones it may use ("{slug} '
+            f'can only use acme_*"), or pause it ("pause {slug}").')
 
 
 def _agent_rate_cap(agent: Any, flow: Flow) -> str:
@@ -264,7 +264,8 @@ def _agent_instead(flow: Flow, form: Form) -> Step | None:
     """A source request that named no source: what to do if it names an agent instead (after
     fetching the agents). "set support's allowlist to demo_*" becomes the agent's in the fold;
     "helpdesk-bot can't call more than 20 times a minute" is told where caps live; "rename
-    helpdesk-bot to Support Bot" renames the agent; "pause helpdesk" is told it is an agent."""
+    helpdesk-bot to Support Bot" renames the agent; "pause helpdesk" pauses the agent (the gateway
+    refuses its calls) and "resume helpdesk" resumes it; "revoke helpdesk" is told it is an agent."""
     update = form.name == "update"
     allowlist = update and flow.aspects <= {"allowlist", "allow_all"}
     rate_cap = update and "rate_cap" in flow.aspects
@@ -282,6 +283,12 @@ def _agent_instead(flow: Flow, form: Form) -> Step | None:
         return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
     if rename:
         return Call("update_agent", {"agent": found.one.key, "name": flow.slots["name"]})
+    if form.name in ("pause", "resume"):  # an agent is paused and resumed as a whole
+        status = "paused" if form.name == "pause" else "active"
+        if found.one.data.status == status:
+            return Say(f"{found.one.key} is already paused." if status == "paused" else
+                       f"{found.one.key} isn't paused: it can call its tools.", "not_eligible")
+        return Call("update_agent", {"agent": found.one.key, "status": status})
     return Say(_agent_not_source(found.one.key, _SOURCE_ONLY_VERBS[form.name]), "not_eligible")
 
 

@@ -198,9 +198,10 @@ def _abbreviates(typed: str, word: str) -> bool:
 
 _NOT_ATTEMPTED_NAMES = frozenset("""
 put give set try make get take store save keep back ugh oops whoops sorry hmm argh meh damn dang
+total altogether overall combined currently count counting
 """.split())
-"""Verbs and interjections around a request ("put the right token back", "ugh, wrong one"): never
-read as a name that was not found."""
+"""Verbs, interjections and tallies around a request ("put the right token back", "ugh, wrong one",
+"how many tools in total"): never read as a name that was not found."""
 
 
 def leftover_words(text: Text, skip: frozenset[int]) -> list[str]:

@@ -158,7 +158,7 @@ INTENTS: tuple[Intent, ...] = (
             "have access to", "has access to", "access to what", "what does * have", "what do * have",
             "what * get|gets", "tools * get|gets",
             "catalog", "catalogue", "tools can * call|use", "agent|bot tools", "tools of|on",
-            "how many tools does|do|can * have|get|see|use|call"),
+            "how many tools does|do|can * have|get|see|use|call", "count * tools", "number of tools"),
            ("allowlist", "allowed tools", "only allow", "all its tools", "all tools", "tools source",
             "tools server", "pause|disable|suspend|deactivate|freeze|mute|unpause|resume|revoke|remove|delete",
             "turn|switch|shut * off|down|on", "take * offline|down")),

@@ -382,6 +382,13 @@ def _agent_created(args: dict[str, Any], result: AgentCreated) -> str:
 
 
 def _agent_updated(args: dict[str, Any], result: AgentUpdated) -> str:
+    if args.get("status") and not args.get("name") and not args.get("tool_allowlist") \
+            and not args.get("allow_all_tools"):
+        if result.status == "paused":
+            return (f'Paused the agent {result.slug} in sandbox "{result.sandbox}": the gateway refuses its tool '
+                    f'calls until you resume it (say "resume {result.slug}").')
+        return (f'Resumed the agent {result.slug} in sandbox "{result.sandbox}": it can call its tools again '
+                f"(it may use {_may_use(result.tool_allowlist)}).")
     if args.get("name") and not args.get("tool_allowlist") and not args.get("allow_all_tools"):
         return (f'Renamed the agent {result.slug} to "{args["name"]}" in sandbox "{result.sandbox}" (its slug '
                 f"stays {result.slug}; it may use {_may_use(result.tool_allowlist)}).")
@@ -417,6 +424,10 @@ def _catalog(args: dict[str, Any], result: Catalog) -> str:
     else:
         who = "This sandbox offers"
     lines = []
+    if result.agent and result.agent_status == "paused":
+        lines.append(f'{result.agent} is paused: the gateway refuses its tool calls until you resume it '
+                     f'(say "resume {result.agent}").')
+        who = f"Once resumed, {result.agent} has"
     if not result.tools:
         lines.append(f"{who} no tools right now.")
     else:
