@@ -681,3 +681,34 @@ async def test_an_agent_is_paused_and_resumed_in_the_chat(world: ConciergeSessio
     assert text_of(await collect(world.resume())).startswith("Resumed the agent helpdesk")
     assert (await backend.get_agent("helpdesk")).status == "active"
     assert text_of(await say(world, "resume helpdesk")) == "helpdesk isn't paused: it can call its tools."
+
+
+async def test_which_agents_can_use_a_source_or_a_tool(demo_tools: ConciergeSession, backend: LocalBackend) -> None:
+    """Found driving the planner: "which agents use demo tools?" showed the source's details, and
+    "who can call demo_tools_echo" said "I don't run tools myself": now each agent's allowlist is
+    read against the live catalog."""
+    await backend.create_agent({"slug": "generalist"})
+    await backend.create_agent({"slug": "ticketer", "tool_allowlist": ["demo_tools_create_ticket", "demo_tools_echo"]})
+    await backend.create_agent({"slug": "timer", "tool_allowlist": ["clock_*"]})
+    await backend.update_agent("generalist", {"status": "paused"})
+    events = await say(demo_tools, "which agents use demo tools?")
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+    assert text_of(events) == (
+        'Who can use "demo tools" (4 tools) in sandbox "default":\n'
+        "- generalist: all of them (paused: its calls are refused until it is resumed)\n"
+        "- ticketer: 2 of them (demo_tools_create_ticket, demo_tools_echo)\n"
+        "Not timer (its allowlist leaves them out).")
+    assert text_of(await say(demo_tools, "who can call demo_tools_echo")) == (
+        'Who can use demo_tools_echo in sandbox "default":\n'
+        "- generalist (paused: its calls are refused until it is resumed)\n- ticketer\n"
+        "Not timer (its allowlist leaves it out).")
+    assert text_of(await say(demo_tools, "which agent can search the docs?")) == (  # both sources have one
+        "Which tool do you mean?\n1. demo_tools_search_docs\n2. clock_search_docs")
+    assert text_of(await say(demo_tools, "the clock one")) == (
+        'Who can use clock_search_docs in sandbox "default":\n'
+        "- generalist (paused: its calls are refused until it is resumed)\n- timer\n"
+        "Not ticketer (its allowlist leaves it out).")
+    assert text_of(await say(demo_tools, "which agent can use demo_tools_search_docs?")).startswith(
+        'Who can use demo_tools_search_docs in sandbox "default":\n- generalist')
+    assert text_of(await say(demo_tools, "who can use the ghost server")).startswith(
+        'I couldn\'t find a source or tool called "ghost".')

@@ -13,7 +13,7 @@ from typing import Any
 
 from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
-from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug
+from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug, tool_named_in
 from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
 from concierge.agent.models.offline.replies import REPLIES, pending_words, status_words
 from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
@@ -582,6 +582,72 @@ def _without(current: list[str], wanted: list[str], catalog: list[str]) -> list[
     return list(dict.fromkeys(out))
 
 
+def _who_uses(state: State, flow: Flow) -> Step:
+    """ "which agents use demo tools?", "who can call demo_tools_echo?": each agent, and which of
+    the source's tools (or whether the tool) its allowlist lets it use, from the live catalog."""
+    if flow.world.agents is None:
+        return Call("list_agents", _WHOLE, "fetch")
+    if flow.world.sources is None:
+        return Call("list_sources", _WHOLE, "fetch")
+    if flow.world.catalog is None:
+        return Call("list_agent_tools", {}, "fetch")
+    skip = flow.skip | {i for i, t in enumerate(flow.text.tokens) if t.low in _AGENT_WORDS}
+    tool = resolve(flow.text, tool_entities(flow), skip=frozenset(skip))
+    source = resolve(flow.text, source_entities(flow.world.sources), skip=frozenset(skip))
+    named = tool_named_in(flow.text, frozenset(skip), flow.world.catalog.tools)  # "who can create tickets"
+    strong = source.one is not None and source.how in ("id", "name", "url")
+    if flow.target is not None:  # the answer to "Which tool do you mean?"
+        names, what = [flow.target.key], flow.target.key
+    elif tool.one is not None and (tool.how == "id" or tool.how == "name" and not strong):
+        names, what = [tool.one.key], tool.one.key  # a tool's catalog name, or its own
+    elif named is not None and not strong:
+        names, what = [named], named
+    elif source.one is None or source.how in ("unknown", "pronoun"):
+        offered = ", ".join(s.name for s in flow.world.sources) or "none yet"
+        said = " ".join(w for w in source.leftovers if w.lower() not in ("server", "source", "tool", "tools"))
+        fits = [e for e in tool_entities(flow) if said and all(
+            w.rstrip("s") in e.key.lower() for w in said.lower().split())]
+        if len(fits) > 1:  # "search docs": demo_search_docs and clock_search_docs
+            return Say("Which tool do you mean?\n" + _numbered(fits[:10]), "ask", asks="tool",
+                       choices=tuple(fits[:10]), ends=False)
+        lead = f'I couldn\'t find a source or tool called "{said}". ' if said else ""
+        return Say(f"{lead}Which source or tool do you mean? Your sources: {offered}.",
+                   "not_found" if said else "ask", ends=False)
+    else:
+        assert source.one is not None
+        row: SourceRow = source.one.data
+        names = [t.name for t in flow.world.catalog.tools if t.app == row.namespace]
+        what = f'"{row.name}"'
+        if not names:
+            return Say(f'{what} offers no tools right now (it is {row.status}), so no agent can use any of its '
+                       "tools.", "not_eligible")
+        what += f" ({len(names)} tool{'s' if len(names) != 1 else ''})"
+    agents = flow.world.agents
+    if not agents:
+        return Say(f'No agent can use {what}: there are no agents in sandbox "{state.sandbox}" yet. Say '
+                   '"create an agent called support" to make one.', "not_found")
+    can, cannot = [], []
+    for agent in agents:
+        allow = [] if agent.tool_allowlist == "all" else list(agent.tool_allowlist)
+        usable = [n for n in names if not allow or any(_glob(p, n) for p in allow)]
+        paused = " (paused: its calls are refused until it is resumed)" if agent.status == "paused" else ""
+        if not usable:
+            cannot.append(agent.slug)
+        elif len(names) == 1:
+            can.append(f"- {agent.slug}{paused}")
+        elif len(usable) == len(names):
+            can.append(f"- {agent.slug}: all of them{paused}")
+        else:
+            can.append(f"- {agent.slug}: {len(usable)} of them ({', '.join(usable)}){paused}")
+    lines = [f"Who can use {what} in sandbox \"{state.sandbox}\":" if can else
+             f"No agent in sandbox \"{state.sandbox}\" can use {what}."] + can
+    if cannot:
+        whose = "its allowlist leaves" if len(cannot) == 1 else "their allowlists leave"
+        lines.append(f"Not {', '.join(cannot)} ({whose} {'them' if len(names) > 1 else 'it'} out)." if can else
+                     f"{whose.capitalize()} {'them' if len(names) > 1 else 'it'} out: {', '.join(cannot)}.")
+    return Say("\n".join(lines), "answer")
+
+
 def _glob(pattern: str, name: str) -> bool:
     import fnmatch
 
@@ -627,6 +693,6 @@ def _create_sandbox(state: State, flow: Flow) -> Step:
 
 _HANDLERS = {
     "register": _register, "catalog": _catalog, "describe": _describe, "create_agent": _create_agent,
-    "agent_access": _agent_access,
+    "agent_access": _agent_access, "who_uses": _who_uses,
     "switch_sandbox": _switch_sandbox, "create_sandbox": _create_sandbox,
 }

@@ -457,6 +457,21 @@ def _named_source_at(tokens: list[Any], i: int, named: dict[tuple[str, ...], str
 _NOT_TOOL_WORDS = frozenset({"the", "also", "too", "a", "an", "to", "its", "their", "our", "my", "tool", "tools"})
 
 
+def tool_named_in(text: Text, skip: frozenset[int], catalog: list[Any]) -> str | None:
+    """The one catalog tool that the words after a verb of using name ("who can *create tickets*",
+    "which agent may *search the docs*"), or None."""
+    tokens = text.tokens
+    for i, token in enumerate(tokens):
+        if token.low in _USING_OR_ABLE:
+            hit = _tool_named_by(tokens, range(i + 1, min(i + 5, len(tokens))), skip, catalog)
+            if hit is not None:
+                return hit[0]
+    return None
+
+
+_USING_OR_ABLE = frozenset("use uses call calls access see sees get gets can could may".split())
+
+
 def _tool_named_by(tokens: list[Any], span: range, skip: set[int] | frozenset[int],
                    catalog: list[Any]) -> tuple[str, set[int]] | None:
     """The one catalog tool whose own name holds the most of the words in ``span`` ("search the
@@ -745,6 +760,7 @@ FORMS: dict[str, Form] = {f.name: f for f in (
     Form("approve", "accept_tool_changes", _TARGET_ONLY, target="source"),
     Form("delete", "delete_source_command", _TARGET_ONLY, target="source"),
     Form("catalog", "list_agent_tools", ()),
+    Form("who_uses", "list_agents", ()),
     Form("describe", "describe_tool", ()),
     Form("create_agent", "create_agent", (
         Slot("slug", _agent_slug, _fixed("What should the agent be called? (a short name like "
