@@ -712,3 +712,10 @@ async def test_which_agents_can_use_a_source_or_a_tool(demo_tools: ConciergeSess
         'Who can use demo_tools_search_docs in sandbox "default":\n- generalist')
     assert text_of(await say(demo_tools, "who can use the ghost server")).startswith(
         'I couldn\'t find a source or tool called "ghost".')
+
+
+async def test_raising_the_cap_to_a_number_is_the_rate_cap(demo_tools: ConciergeSession) -> None:
+    """Found driving the planner: "raise the cap on demo tools to 120" showed the source's details."""
+    events = await say(demo_tools, "raise the cap on demo tools to 120")
+    name, arguments = calls(events)[-1]
+    assert name == "update_source" and arguments["rate_cap_per_minute"] == 120
