@@ -68,12 +68,12 @@ async def agent_tools(ctx: ToolContext, args: AgentToolsArgs, _: Any) -> Catalog
     if trace.tools_held:
         counted["tools_held"] = [{"name": h.name or h.tool, "tool": h.tool, "source_id": h.source_id,
                                   "status": h.status} for h in trace.tools_held[:20]]
-    status = None
+    status: dict[str, str] = {}  # (only when not active: the result stays as short as before)
     if result.agent is not None:  # a paused agent's calls are all refused: its tools are for later
         agent = await ctx.backend.get_agent(result.agent, sandbox=sandbox_of(ctx, args.sandbox))
-        status = agent.status if agent.status != "active" else None
+        status = {"agent_status": agent.status} if agent.status != "active" else {}
     return Catalog.model_validate({
-        "agent": result.agent, "agent_status": status, "count": result.count, "by_app": result.by_app,
+        "agent": result.agent, **status, "count": result.count, "by_app": result.by_app,
         "tools": [{"name": t.name, "app": t.app, "description": _short(t.description, 160)}
                   for t in result.tools],
         "trace": {
