@@ -719,3 +719,31 @@ async def test_raising_the_cap_to_a_number_is_the_rate_cap(demo_tools: Concierge
     events = await say(demo_tools, "raise the cap on demo tools to 120")
     name, arguments = calls(events)[-1]
     assert name == "update_source" and arguments["rate_cap_per_minute"] == 120
+
+
+@pytest.mark.parametrize("question,verb", [
+    ("what happens to my agents if I revoke demo tools?", "revoke"),
+    ("what if I pause demo tools", "pause"),
+    ("is it safe to pause demo tools?", "pause"),
+])
+async def test_a_question_about_a_change_is_answered_not_proposed(demo_tools: ConciergeSession,
+                                                                  backend: LocalBackend, question: str,
+                                                                  verb: str) -> None:
+    """Found driving the planner: "what happens to my agents if I revoke demo tools?" proposed
+    the revoke itself."""
+    await backend.create_agent({"slug": "ticketer", "tool_allowlist": ["demo_tools_create_ticket", "demo_tools_echo"]})
+    events = await say(demo_tools, question)
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == [] and demo_tools.pending is None
+    answer = text_of(events)
+    assert answer.startswith({"revoke": 'Revoking "demo tools" deletes its stored credential',
+                              "pause": 'Pausing "demo tools" stops every call to its tools'}[verb])
+    assert "Agents using its tools now: ticketer (2 tools)." in answer
+    assert answer.endswith(f'Say "{verb} demo tools" to do it.')
+    events = await say(demo_tools, f"{verb} demo tools")  # and asked for, it is proposed as always
+    assert calls(events)[-1][0] == f"{verb}_source"
+
+
+async def test_where_agents_connect_is_the_gateway(world: ConciergeSession) -> None:
+    """Found driving the planner: "where do agents connect?" listed the agents."""
+    for question in ("where do agents connect?", "how does my agent connect to its tools"):
+        assert "concierge gateway --agent SLUG" in text_of(await say(world, question))

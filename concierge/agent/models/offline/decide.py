@@ -9,6 +9,8 @@ required slot still missing, and finally call the tool.
 
 from __future__ import annotations
 
+import re
+
 from typing import Any
 
 from concierge.agent.models.offline import extract as ex
@@ -307,6 +309,8 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
     if reason is not None:
         return Say(reason, "not_eligible")
     ref = source_ref(target, flow.world.sources)
+    if form.name in _CONSEQUENCES and _HYPOTHETICAL.search(flow.text.raw):
+        return _consequence(flow, form.name, row)  # "what happens if I revoke X?": said, not proposed
     if form.name != "update":
         return Call(form.tool, {"source": ref})
     return _update(state, flow, form, target, ref)
@@ -580,6 +584,41 @@ def _without(current: list[str], wanted: list[str], catalog: list[str]) -> list[
             continue
         out.append(entry)
     return list(dict.fromkeys(out))
+
+
+_HYPOTHETICAL = re.compile(r"(?i)\bwhat\s+(?:(?:would|will|does)\s+)?happens?\b|\bwhat\s+if\b|"
+                           r"\bwould\s+(?:it|that)\s+break\b|\bis\s+it\s+safe\s+to\b")
+"""A question about a change ("what happens to my agents if I revoke X?"), not a request for it."""
+_CONSEQUENCES = {
+    "pause": "Pausing {name} stops every call to its tools at once (agents get an error saying it is "
+             "paused) and keeps everything else: resuming gives the tools back.",
+    "revoke": "Revoking {name} deletes its stored credential and disconnects it for good (your server keeps "
+              "running): its tools leave every agent's catalog at once. To stop its calls for a while, "
+              "pause it instead.",
+    "resume": "Resuming {name} checks it again and, when it is healthy, gives its tools back to the agents "
+              "allowed them.",
+}
+
+
+def _consequence(flow: Flow, verb: str, row: SourceRow) -> Step:
+    """What a pause, revoke or resume of ``row`` would do, and to which agents, without proposing it."""
+    if verb != "resume" and flow.world.agents is None:
+        return Call("list_agents", _WHOLE, "fetch")
+    if verb != "resume" and flow.world.catalog is None:
+        return Call("list_agent_tools", {}, "fetch")
+    lines = [_CONSEQUENCES[verb].format(name=f'"{row.name}"')]
+    if verb != "resume" and flow.world.catalog is not None:
+        names = [t.name for t in flow.world.catalog.tools if t.app == row.namespace]
+        using = []
+        for agent in flow.world.agents or []:
+            allow = [] if agent.tool_allowlist == "all" else list(agent.tool_allowlist)
+            usable = [n for n in names if not allow or any(_glob(p, n) for p in allow)]
+            if usable:
+                using.append(f"{agent.slug} ({len(usable)} tool{'s' if len(usable) != 1 else ''})")
+        lines.append("Agents using its tools now: " + ", ".join(using) + "." if using else
+                     "No agent uses its tools now.")
+    lines.append(f'Say "{verb} {row.name}" to do it.')
+    return Say("\n".join(lines), "answer")
 
 
 def _who_uses(state: State, flow: Flow) -> Step:
