@@ -343,33 +343,24 @@ class Store:
 
     def _reader(self) -> sqlite3.Connection:
         """This thread's own read-only connection to the SQLite file (opened on first use)."""
-        if self._closed:
-            raise RuntimeError("the store is closed")
-        cx: sqlite3.Connection | None = getattr(self._local, "reader", None)
-        if cx is None:
-            assert self.path is not None
-            cx = sqlite3.connect(self.path, isolation_level=None, timeout=10.0, check_same_thread=False)
-            cx.row_factory = _dict_row
-            cx.execute("PRAGMA busy_timeout=10000")
-            cx.execute("PRAGMA query_only=ON")
-            self._local.reader = cx
-            with self._readers_lock:
-                self._readers.append(cx)
-        return cx
+        return self._thread_connection("reader", 10.0, ("busy_timeout=10000", "query_only=ON"))
 
     def _own(self) -> sqlite3.Connection:
         """This thread's own read-write connection to the SQLite file (opened on first use):
         autocommit, and never waiting for the write lock (`write_at_once`, `data_version`)."""
+        return self._thread_connection("own", 0, ("busy_timeout=0", "synchronous=NORMAL"))
+
+    def _thread_connection(self, kind: str, timeout: float, pragmas: tuple[str, ...]) -> sqlite3.Connection:
         if self._closed:
             raise RuntimeError("the store is closed")
-        cx: sqlite3.Connection | None = getattr(self._local, "own", None)
+        cx: sqlite3.Connection | None = getattr(self._local, kind, None)
         if cx is None:
             assert self.path is not None
-            cx = sqlite3.connect(self.path, isolation_level=None, timeout=0, check_same_thread=False)
+            cx = sqlite3.connect(self.path, isolation_level=None, timeout=timeout, check_same_thread=False)
             cx.row_factory = _dict_row
-            for pragma in ("busy_timeout=0", "synchronous=NORMAL"):
+            for pragma in pragmas:
                 cx.execute(f"PRAGMA {pragma}")
-            self._local.own = cx
+            setattr(self._local, kind, cx)
             with self._readers_lock:
                 self._readers.append(cx)
         return cx
