@@ -747,3 +747,16 @@ async def test_where_agents_connect_is_the_gateway(world: ConciergeSession) -> N
     """Found driving the planner: "where do agents connect?" listed the agents."""
     for question in ("where do agents connect?", "how does my agent connect to its tools"):
         assert "concierge gateway --agent SLUG" in text_of(await say(world, question))
+
+
+async def test_a_source_named_with_a_status_word_is_found(backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found driving the planner: of a source called "dead", "is dead down?" and "why is dead
+    failing?" asked which source was meant (its name was read as the question's own word)."""
+    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none"})
+    await backend.register_source({"name": "dead", "base_url": "http://127.0.0.1:9/mcp", "auth_kind": "none"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    for question in ("is dead down?", "why is dead failing?"):
+        events = await say(session, question)
+        assert calls(events)[-1] == ("test_source", {"source": "dead"}), question
+    events = await say(session, "is demo tools down?")
+    assert calls(events)[-1] == ("test_source", {"source": "demo tools"})

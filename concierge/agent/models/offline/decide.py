@@ -182,6 +182,15 @@ def _no_sources(state: State) -> Say:
                "not_found")
 
 
+def _called_by_a_request_word(flow: Flow, entities: list[Entity]) -> Entity | None:
+    """The one live source whose whole name or namespace is a word the request's phrase took
+    ("dead" in "is dead down?", read as "is * dead")."""
+    taken = {flow.text.tokens[i].low for i in flow.skip if i < len(flow.text.tokens)}
+    hits = [e for e in entities if e.data.status != "disconnected" and any(
+        name.lower() in taken for name in e.names if name)]
+    return hits[0] if len(hits) == 1 else None
+
+
 def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
     """The source the request is about, or what to say instead (which one? none like that?)."""
     if flow.target is not None:
@@ -194,6 +203,10 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
         return _ineligible(form, e.data, flow) is None
 
     found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus, ignore=_ignored(flow))
+    if found.how not in ("id", "url", "name"):  # "is dead down?" of a source called "dead": a word
+        called = _called_by_a_request_word(flow, entities)  # the request's own, and the whole name
+        if called is not None:
+            return called
     if flow.guess and (found.one is None or found.how not in ("id", "url", "name")):
         return _guess_agent(flow)
     if found.matches and found.how != "pronoun":
