@@ -760,3 +760,21 @@ async def test_a_source_named_with_a_status_word_is_found(backend: LocalBackend,
         assert calls(events)[-1] == ("test_source", {"source": "dead"}), question
     events = await say(session, "is demo tools down?")
     assert calls(events)[-1] == ("test_source", {"source": "demo tools"})
+
+
+async def test_a_sources_topic_tools_and_a_move_to_where_it_is(demo_tools: ConciergeSession,
+                                                              open_server: RunningServer) -> None:
+    """Found driving the planner: "demo tools should only expose the ticket tools" asked which
+    tools, and "change demo tools' url to" its own URL proposed a move to where it already is."""
+    events = await say(demo_tools, "demo tools should only expose the ticket tools")
+    assert calls(events)[-1] == ("update_source", {"source": "demo tools",
+                                                   "allowed_tools": ["create_ticket", "get_ticket"]})
+    demo_tools.confirm(demo_tools.pending.id, False)
+    await collect(demo_tools.resume())
+    events = await say(demo_tools, "limit demo tools to the ticket and docs tools")
+    assert calls(events)[-1][1]["allowed_tools"] == ["create_ticket", "get_ticket", "search_docs"]
+    demo_tools.confirm(demo_tools.pending.id, False)
+    await collect(demo_tools.resume())
+    events = await say(demo_tools, f"change demo tools' url to {open_server.url()}")
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+    assert text_of(events) == f'"demo tools" is already at {open_server.url()}.'

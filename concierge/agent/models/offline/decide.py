@@ -355,7 +355,7 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
         kind = None
     if "token" in flow.aspects and kind is None:
         arguments["rotate_token"] = True
-    if "url" in slots:
+    if "url" in slots and not (row.url and same_url(row.url, slots["url"])):  # (already there: no move)
         arguments["url"] = slots["url"]
     if kind is not None:
         arguments["auth_kind"] = kind
@@ -370,6 +370,8 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
     if "app_namespace" in slots:
         arguments["app_namespace"] = slots["app_namespace"]
     if len(arguments) == 1:
+        if "url" in slots:
+            return Say(f'"{row.name}" is already at {row.url}.', "not_eligible")
         return Say(_prefix(flow) + f'What would you like to change about "{row.name}"?', "ask",
                    asks="change", ends=False)
     return Call("update_source", arguments)

@@ -275,9 +275,21 @@ def _allowed(ctx: Ctx) -> ex.Found | None:
 
 
 def _source_allowlist(ctx: Ctx) -> ex.Found | None:
-    """Tool names for a source's allowlist (known names from its catalog when loaded)."""
+    """Tool names for a source's allowlist (known names from its catalog when loaded; "only
+    the ticket tools": every one of its tools whose own name has that word)."""
     known = _known_tools(ctx.flow, original=True)
-    return ex.tool_names(ctx.text, known, skip=ctx.skip)
+    found = ex.tool_names(ctx.text, known, skip=ctx.skip)
+    if found is not None or ctx.flow.world.catalog is None:
+        return found
+    names: list[str] = []
+    used: set[int] = set()
+    for i in sorted(_topic_words(ctx.text.tokens, ctx.skip)):
+        low = ctx.text.tokens[i].low
+        topical = [_original(e.name, e.app) for e in ctx.flow.world.catalog.tools if tool_named(e, [low])]
+        if topical:
+            names += topical
+            used.add(i)
+    return ex.Found(list(dict.fromkeys(names)), frozenset(used)) if names else None
 
 
 def _known_tools(flow: Flow, *, original: bool) -> dict[str, str]:
