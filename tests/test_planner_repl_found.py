@@ -778,3 +778,13 @@ async def test_a_sources_topic_tools_and_a_move_to_where_it_is(demo_tools: Conci
     events = await say(demo_tools, f"change demo tools' url to {open_server.url()}")
     assert [c for c in calls(events) if not c[0].startswith("list_")] == []
     assert text_of(events) == f'"demo tools" is already at {open_server.url()}.'
+
+
+@pytest.mark.parametrize("url,label", [("https://tools.acme.dev/mcp", "acme"), ("https://mcp.example.com/mcp", "example"),
+                                       ("https://10.0.0.5/mcp", "server"), ("https://acme.dev/mcp", "acme")])
+async def test_the_offered_label_is_whose_server_it_is(backend: LocalBackend, url: str, label: str) -> None:
+    """Found driving the planner: https://tools.acme.dev/mcp was offered the label "tools" (and an
+    address its first number)."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"add {url}")
+    assert text_of(await say(session, "no auth")) == f'What should I call it? Give a short label, or say "ok" for "{label}".'

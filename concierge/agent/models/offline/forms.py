@@ -12,6 +12,7 @@ registry's own: a value is checked by the registry's request models (`UpdateSour
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -152,8 +153,17 @@ def default_label(url: str, command: str | None = None) -> str:
     host = (urlsplit(url).hostname or "server").lower()
     if host in rules.LOCAL_HOSTS:
         return "local"
-    parts = [p for p in host.split(".") if p not in ("mcp", "www", "api")]
-    return parts[0] if parts else host
+    try:
+        ipaddress.ip_address(host.strip("[]"))
+        return "server"  # an address, not a name
+    except ValueError:
+        pass
+    parts = [p for p in host.split(".")[:-1] if p not in _SERVICE_SUBDOMAINS]  # (never the TLD)
+    return parts[0] if parts else host.split(".")[0]
+
+
+_SERVICE_SUBDOMAINS = frozenset("mcp www api tools tool app apps server servers service services gateway".split())
+"""Host labels that say what kind of server it is, not whose: tools.acme.dev is "acme"."""
 
 
 # --------------------------------------------------------------------------------------------
