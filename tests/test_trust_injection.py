@@ -99,6 +99,23 @@ async def test_yes_approves_only_the_kind_of_write_the_request_asked_for(
     assert (await _statuses(backend))["Other"] == "disconnected"
 
 
+def test_yes_covers_an_agents_pause_only_when_the_request_asked_for_that_status() -> None:
+    """ "pause helper" asks for update_agent with status paused — that, and not an allowlist
+    chosen with it, nor a resume ("--yes does not cover it" was said of "resume helper")."""
+    from concierge.agent.auto_approve import hold_reason
+
+    pause = {"agent": "helper", "status": "paused"}
+    assert hold_reason("update_agent", "pause helper", [], pause) is None
+    assert hold_reason("update_agent", "resume helper", [], {"agent": "helper", "status": "active"}) is None
+    assert hold_reason("update_agent", "resume helper", [], pause) == (
+        "the request did not ask to change an agent (update_agent); --yes approves only the kind of change "
+        "the request asked for")
+    assert hold_reason("update_agent", "pause helper", [], {**pause, "tool_allowlist": ["x_*"]}) is not None
+    assert hold_reason("update_agent", "pause helper and only let it use x_*", [],
+                       {**pause, "tool_allowlist": ["x_*"]}) is None
+    assert hold_reason("update_agent", "let helper use x_*", [], {"agent": "helper", "tool_allowlist": ["x_*"]}) is None
+
+
 # -- the real openai client against tests/fake_openai.py, through `concierge ask` ----------
 
 

@@ -51,6 +51,14 @@ WRITE_WORDS: dict[str, re.Pattern[str]] = {
 }
 """The words by which a request asks for each kind of write."""
 
+_AGENT_STATUS_WORDS: dict[str, re.Pattern[str]] = {
+    "paused": _words(r"paus\w*", r"suspend\w*", r"disabl\w*", r"stop\w*", r"turn\s+off", r"freez\w*"),
+    "active": _words(r"resum\w*", r"unpaus\w*", r"re-?enabl\w*", r"enabl\w*", r"turn\s+(?:back\s+)?on",
+                     r"reactivat\w*", r"back\s+on", r"unfreez\w*"),
+}
+"""The words by which a request asks to pause an agent (``update_agent`` with ``status: paused``)
+or resume one: a pause asked for covers only the status, never an allowlist chosen with it."""
+
 _WHAT = {
     "register_source": "register a source", "update_source": "change a source", "pause_source": "pause a source",
     "resume_source": "resume a source", "revoke_source": "revoke a source", "create_agent": "create an agent",
@@ -59,8 +67,15 @@ _WHAT = {
 }
 
 
-def asked_for(tool: str, request: str) -> bool:
-    """Does ``request`` (the person's message) ask for a write of ``tool``'s kind?"""
+def asked_for(tool: str, request: str, arguments: Mapping[str, Any] | None = None) -> bool:
+    """Does ``request`` (the person's message) ask for a write of ``tool``'s kind (for an
+    agent's status, of that status; for anything else about an agent, of that)?"""
+    arguments = arguments or {}
+    if tool == "update_agent" and arguments.get("status") in _AGENT_STATUS_WORDS:
+        if not _AGENT_STATUS_WORDS[arguments["status"]].search(request):
+            return False
+        if not any(arguments.get(k) for k in ("name", "tool_allowlist", "allow_all_tools")):
+            return True
     pattern = WRITE_WORDS.get(tool)
     return bool(pattern is not None and pattern.search(request))
 
@@ -72,7 +87,7 @@ def hold_reason(tool: str, request: str, history: Sequence[Mapping[str, Any]],
     if follows_read_text and history_has_server_text(history):
         return ("it was chosen after reading text that an MCP server wrote (tool descriptions, server "
                 "names or errors), which may carry instructions; --yes never approves such a change")
-    if not asked_for(tool, request):
+    if not asked_for(tool, request, arguments):
         return (f"the request did not ask to {_WHAT.get(tool, tool)} ({tool}); --yes approves only the "
                 "kind of change the request asked for")
     command = (arguments or {}).get("command")
