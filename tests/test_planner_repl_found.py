@@ -788,3 +788,19 @@ async def test_the_offered_label_is_whose_server_it_is(backend: LocalBackend, ur
     session = ConciergeSession(backend, OfflinePlanner())
     await say(session, f"add {url}")
     assert text_of(await say(session, "no auth")) == f'What should I call it? Give a short label, or say "ok" for "{label}".'
+
+
+async def test_an_agent_is_shown_and_listed_with_what_it_may_use(world: ConciergeSession, backend: LocalBackend) -> None:
+    """Found with `concierge ask`: "show helper" and "what's helper's allowlist" looked for a source
+    called "helper", and the agent list said only "helper (helper)"."""
+    await backend.create_agent({"slug": "triage", "name": "Triage Desk"})
+    await backend.update_agent("triage", {"status": "paused"})
+    for question in ("show helpdesk", "what's helpdesk's allowlist?"):
+        assert text_of(await say(world, question)) == (
+            'helpdesk is an agent, active. It may use only scratchpad_*. Ask "what tools does helpdesk have?" '
+            "for its tools right now.")
+    assert text_of(await say(world, "show triage")).startswith(
+        'triage ("Triage Desk") is an agent, paused: the gateway refuses its calls until it is resumed.')
+    assert text_of(await say(world, "list my agents")) == (
+        "Your agents:\n- helpdesk: may use only scratchpad_*\n"
+        '- triage ("Triage Desk"): may use every tool in the sandbox — paused: the gateway refuses its calls')

@@ -17,7 +17,7 @@ from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
 from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug, tool_named_in
 from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
-from concierge.agent.models.offline.replies import REPLIES, pending_words, status_words
+from concierge.agent.models.offline.replies import REPLIES, agent_label, may_use, pending_words, status_words
 from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
 from concierge.agent.toolkit.results import SourceRow
 
@@ -285,7 +285,7 @@ def _agent_instead(flow: Flow, form: Form) -> Step | None:
     allowlist = update and flow.aspects <= {"allowlist", "allow_all"}
     rate_cap = update and "rate_cap" in flow.aspects
     rename = update and flow.aspects == {"name"} and bool(flow.slots.get("name"))
-    if not (allowlist or rate_cap or rename or form.name in _SOURCE_ONLY_VERBS):
+    if not (allowlist or rate_cap or rename or form.name in _SOURCE_ONLY_VERBS or form.name == "show"):
         return None
     if flow.world.agents is None:
         return Call("list_agents", _WHOLE, "fetch")
@@ -298,6 +298,13 @@ def _agent_instead(flow: Flow, form: Form) -> Step | None:
         return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
     if rename:
         return Call("update_agent", {"agent": found.one.key, "name": flow.slots["name"]})
+    if form.name == "show":  # "show helpdesk-bot", "what's helpdesk-bot's allowlist?"
+        agent = found.one.data
+        state = ("paused: the gateway refuses its calls until it is resumed" if agent.status == "paused"
+                 else agent.status)
+        return Say(f"{agent_label(agent)} is an agent, {state}. It may use "
+                   f'{may_use(agent.tool_allowlist)}. Ask "what tools does {agent.slug} have?" for its tools '
+                   "right now.", "answer")
     if form.name in ("pause", "resume"):  # an agent is paused and resumed as a whole
         status = "paused" if form.name == "pause" else "active"
         if found.one.data.status == status:

@@ -359,11 +359,22 @@ def _sandbox_created(args: dict[str, Any], result: SandboxCreated) -> str:
 def _agents(args: dict[str, Any], result: AgentList) -> str:
     if not result.agents:
         return "There are no agents here yet. Create one with `concierge agent create SLUG`."
-    listed = "Your agents: " + ", ".join(f"{a.slug} ({a.name})" for a in result.agents) + "."
-    return listed + ("\n" + _more(result.more, "agent", result.total) if result.more else "")
+    lines = ["Your agents:"] + [agent_line(a) for a in result.agents]
+    return "\n".join(lines) + ("\n" + _more(result.more, "agent", result.total) if result.more else "")
 
 
-def _may_use(allowlist: list[str] | str) -> str:
+def agent_label(agent: Any) -> str:
+    """An agent's slug, and its display name when it has one of its own: 'helpdesk ("Help Desk")'."""
+    return agent.slug + (f' ("{agent.name}")' if agent.name and agent.name != agent.slug else "")
+
+
+def agent_line(agent: Any) -> str:
+    """One agent in a list: its label, what it may use, a pause."""
+    paused = " — paused: the gateway refuses its calls" if agent.status == "paused" else ""
+    return f"- {agent_label(agent)}: may use {may_use(agent.tool_allowlist)}{paused}"
+
+
+def may_use(allowlist: list[str] | str) -> str:
     return "every tool in the sandbox" if allowlist in ("all", []) else "only " + ", ".join(allowlist)
 
 
@@ -377,7 +388,7 @@ def _unmatched(unmatched: list[str]) -> str:
 
 def _agent_created(args: dict[str, Any], result: AgentCreated) -> str:
     return (f'Created the agent {result.slug} in sandbox "{result.sandbox}"; it may use '
-            f'{_may_use(result.tool_allowlist)}.' + _unmatched(result.unmatched)
+            f'{may_use(result.tool_allowlist)}.' + _unmatched(result.unmatched)
             + f' Ask "what tools does {result.slug} have?" to see them.')
 
 
@@ -388,12 +399,12 @@ def _agent_updated(args: dict[str, Any], result: AgentUpdated) -> str:
             return (f'Paused the agent {result.slug} in sandbox "{result.sandbox}": the gateway refuses its tool '
                     f'calls until you resume it (say "resume {result.slug}").')
         return (f'Resumed the agent {result.slug} in sandbox "{result.sandbox}": it can call its tools again '
-                f"(it may use {_may_use(result.tool_allowlist)}).")
+                f"(it may use {may_use(result.tool_allowlist)}).")
     if args.get("name") and not args.get("tool_allowlist") and not args.get("allow_all_tools"):
         return (f'Renamed the agent {result.slug} to "{args["name"]}" in sandbox "{result.sandbox}" (its slug '
-                f"stays {result.slug}; it may use {_may_use(result.tool_allowlist)}).")
+                f"stays {result.slug}; it may use {may_use(result.tool_allowlist)}).")
     return (f'Updated the agent {result.slug} in sandbox "{result.sandbox}": it may use '
-            f'{_may_use(result.tool_allowlist)} (before: {_may_use(result.previous_allowlist).replace(" in the sandbox", "")}).'
+            f'{may_use(result.tool_allowlist)} (before: {may_use(result.previous_allowlist).replace(" in the sandbox", "")}).'
             + _unmatched(result.unmatched))
 
 
