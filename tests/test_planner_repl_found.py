@@ -804,3 +804,14 @@ async def test_an_agent_is_shown_and_listed_with_what_it_may_use(world: Concierg
     assert text_of(await say(world, "list my agents")) == (
         "Your agents:\n- helpdesk: may use only scratchpad_*\n"
         '- triage ("Triage Desk"): may use every tool in the sandbox — paused: the gateway refuses its calls')
+
+
+async def test_stop_x_from_is_a_pause(world: ConciergeSession) -> None:
+    """Found driving the planner: "stop helpdesk from calling anything" was read as "stop" (cancel):
+    "Nothing is waiting for a yes or no right now"."""
+    events = await say(world, "stop helpdesk from calling anything")
+    assert calls(events)[-1] == ("update_agent", {"agent": "helpdesk", "status": "paused"})
+    world.confirm(world.pending.id, False)
+    await collect(world.resume())
+    events = await say(world, "stop scratchpad from being used for now")
+    assert calls(events)[-1] == ("pause_source", {"source": "scratchpad"})
