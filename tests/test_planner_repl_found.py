@@ -189,7 +189,7 @@ async def test_a_question_asked_instead_of_a_yes_keeps_the_change_waiting(world:
 async def test_a_source_verb_on_an_agents_name_says_what_it_is(world: ConciergeSession, backend: LocalBackend) -> None:
     """ "pause helpdesk" names an agent: said so, with what can be done for an agent, instead of
     "I couldn't find a source called helpdesk" (or, with no sources, "You have no MCP sources")."""
-    for verb, doing in (("revoke", "Revoking"), ("check", "Health checks")):
+    for verb, doing in (("revoke", "Revoking"), ("check", "A health check")):
         events = await say(world, f"{verb} helpdesk")
         assert [c for c, _ in calls(events) if c not in ("list_sources", "list_agents")] == [], verb
         assert text_of(events).startswith(f'"helpdesk" is an agent, not an MCP source. {doing} applies to '

@@ -243,7 +243,7 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
                choices=tuple(pool), ends=False)
 
 
-_SOURCE_ONLY_VERBS = {"pause": "Pausing", "resume": "Resuming", "revoke": "Revoking", "test": "Health checks",
+_SOURCE_ONLY_VERBS = {"pause": "Pausing", "resume": "Resuming", "revoke": "Revoking", "test": "A health check",
                       "delete": "Deleting"}
 
 
