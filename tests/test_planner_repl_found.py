@@ -815,3 +815,17 @@ async def test_stop_x_from_is_a_pause(world: ConciergeSession) -> None:
     await collect(world.resume())
     events = await say(world, "stop scratchpad from being used for now")
     assert calls(events)[-1] == ("pause_source", {"source": "scratchpad"})
+
+
+async def test_is_an_agent_paused_is_answered_yes_or_no(world: ConciergeSession, backend: LocalBackend) -> None:
+    """Found driving the planner: "is helpdesk paused?" listed its tools, and "is helpdesk
+    running" said "A health check applies to sources"."""
+    assert text_of(await say(world, "is helpdesk paused?")) == (
+        "No — helpdesk is active: it may use only scratchpad_*.")
+    assert text_of(await say(world, "is helpdesk running")).startswith("Yes — helpdesk is active")
+    await backend.update_agent("helpdesk", {"status": "paused"})
+    events = await say(world, "is helpdesk paused?")
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+    assert text_of(events) == ('Yes — helpdesk is paused: the gateway refuses its tool calls until it is resumed '
+                               '(say "resume helpdesk").')
+    assert text_of(await say(world, "is helpdesk running?")).startswith("No — helpdesk is paused")

@@ -161,8 +161,26 @@ def _guess_agent(flow: Flow) -> Step:
         return Call("list_agents", _WHOLE, "fetch")
     found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
     if found.one is not None and found.how in ("id", "name"):
-        return Call("list_agent_tools", {"agent": found.one.key})
+        return _agent_status(flow, found.one.data) or Call("list_agent_tools", {"agent": found.one.key})
     return Say(REPLIES["unknown"], "unknown")
+
+
+_ASKS_STATUS = re.compile(r"(?i)^\W*(?:is|are)\b.*\b(paused|suspended|frozen|disabled|stopped|active|enabled|"
+                          r"running|working|on|off)\W*$")
+"""A yes/no question about an agent's status: "is helpdesk paused?", "is it running?"."""
+
+
+def _agent_status(flow: Flow, agent: Any) -> Say | None:
+    """The answer to "is helpdesk paused?" (yes or no, and what that means), or None."""
+    asked = _ASKS_STATUS.search(flow.text.raw)
+    if asked is None:
+        return None
+    paused = agent.status == "paused"
+    yes = paused == (asked.group(1).lower() in ("paused", "suspended", "frozen", "disabled", "stopped", "off"))
+    said = (f"{agent.slug} is paused: the gateway refuses its tool calls until it is resumed "
+            f'(say "resume {agent.slug}").' if paused else
+            f"{agent.slug} is active: it may use {may_use(agent.tool_allowlist)}.")
+    return Say(("Yes — " if yes else "No — ") + said, "answer")
 
 
 def _none_eligible(form: str, sources: list[SourceRow]) -> str:
@@ -294,6 +312,9 @@ def _agent_instead(flow: Flow, form: Form) -> Step | None:
     found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
     if found.one is None or found.how not in ("id", "name"):
         return None
+    status = _agent_status(flow, found.one.data)  # "is helpdesk running?" of an agent
+    if status is not None:
+        return status
     if rate_cap:
         return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
     if rename:
