@@ -312,9 +312,9 @@ def _agent_instead(flow: Flow, form: Form) -> Step | None:
     found = resolve(flow.text, agent_entities(flow), skip=flow.skip)
     if found.one is None or found.how not in ("id", "name"):
         return None
-    status = _agent_status(flow, found.one.data)  # "is helpdesk running?" of an agent
-    if status is not None:
-        return status
+    answer = _agent_status(flow, found.one.data)  # "is helpdesk running?" of an agent
+    if answer is not None:
+        return answer
     if rate_cap:
         return Say(_agent_rate_cap(found.one.data, flow), "not_eligible")
     if rename:
