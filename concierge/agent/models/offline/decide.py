@@ -15,11 +15,12 @@ from typing import Any
 
 from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
-from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug, tool_named_in
+from concierge.agent.models.offline.forms import FORMS, Form, free_namespace, slug, tool_named, tool_named_in
 from concierge.agent.models.offline.intents import STATUS_WORDS, intent_words
 from concierge.agent.models.offline.replies import REPLIES, agent_label, may_use, pending_words, status_words
 from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
 from concierge.agent.toolkit.results import SourceRow
+from concierge.registry.allowlists import matches_any
 
 __all__ = ["agent_entities", "decide", "source_entities", "source_ref", "tool_entities"]
 
@@ -165,8 +166,9 @@ def _guess_agent(flow: Flow) -> Step:
     return Say(REPLIES["unknown"], "unknown")
 
 
-_ASKS_STATUS = re.compile(r"(?i)^\W*(?:is|are)\b.*\b(paused|suspended|frozen|disabled|stopped|active|enabled|"
-                          r"running|working|on|off)\W*$")
+_PAUSED_WORDS = ("paused", "suspended", "frozen", "disabled", "stopped", "off")
+_ASKS_STATUS = re.compile(r"(?i)^\W*(?:is|are)\b.*\b(" + "|".join(_PAUSED_WORDS)
+                          + r"|active|enabled|running|working|on)\W*$")
 """A yes/no question about an agent's status: "is helpdesk paused?", "is it running?"."""
 
 
@@ -176,7 +178,7 @@ def _agent_status(flow: Flow, agent: Any) -> Say | None:
     if asked is None:
         return None
     paused = agent.status == "paused"
-    yes = paused == (asked.group(1).lower() in ("paused", "suspended", "frozen", "disabled", "stopped", "off"))
+    yes = paused == (asked.group(1).lower() in _PAUSED_WORDS)
     said = (f"{agent.slug} is paused: the gateway refuses its tool calls until it is resumed "
             f'(say "resume {agent.slug}").' if paused else
             f"{agent.slug} is active: it may use {may_use(agent.tool_allowlist)}.")
@@ -654,8 +656,7 @@ def _consequence(flow: Flow, verb: str, row: SourceRow) -> Step:
         names = [t.name for t in flow.world.catalog.tools if t.app == row.namespace]
         using = []
         for agent in flow.world.agents or []:
-            allow = [] if agent.tool_allowlist == "all" else list(agent.tool_allowlist)
-            usable = [n for n in names if not allow or any(_glob(p, n) for p in allow)]
+            usable = _usable(agent, names)
             if usable:
                 using.append(f"{agent.slug} ({len(usable)} tool{'s' if len(usable) != 1 else ''})")
         lines.append("Agents using its tools now: " + ", ".join(using) + "." if using else
@@ -687,8 +688,7 @@ def _who_uses(state: State, flow: Flow) -> Step:
     elif source.one is None or source.how in ("unknown", "pronoun"):
         offered = ", ".join(s.name for s in flow.world.sources) or "none yet"
         said = " ".join(w for w in source.leftovers if w.lower() not in ("server", "source", "tool", "tools"))
-        fits = [e for e in tool_entities(flow) if said and all(
-            w.rstrip("s") in e.key.lower() for w in said.lower().split())]
+        fits = [e for e in tool_entities(flow) if said and tool_named(e.data, said.lower().split())]
         if len(fits) > 1:  # "search docs": demo_search_docs and clock_search_docs
             return Say("Which tool do you mean?\n" + _numbered(fits[:10]), "ask", asks="tool",
                        choices=tuple(fits[:10]), ends=False)
@@ -710,8 +710,7 @@ def _who_uses(state: State, flow: Flow) -> Step:
                    '"create an agent called support" to make one.', "not_found")
     can, cannot = [], []
     for agent in agents:
-        allow = [] if agent.tool_allowlist == "all" else list(agent.tool_allowlist)
-        usable = [n for n in names if not allow or any(_glob(p, n) for p in allow)]
+        usable = _usable(agent, names)
         paused = " (paused: its calls are refused until it is resumed)" if agent.status == "paused" else ""
         if not usable:
             cannot.append(agent.slug)
@@ -728,6 +727,12 @@ def _who_uses(state: State, flow: Flow) -> Step:
         lines.append(f"Not {', '.join(cannot)} ({whose} {'them' if len(names) > 1 else 'it'} out)." if can else
                      f"{whose.capitalize()} {'them' if len(names) > 1 else 'it'} out: {', '.join(cannot)}.")
     return Say("\n".join(lines), "answer")
+
+
+def _usable(agent: Any, names: list[str]) -> list[str]:
+    """Which of the catalog tools ``names`` the agent's allowlist lets it use (the registry's rule)."""
+    allow = [] if agent.tool_allowlist == "all" else list(agent.tool_allowlist)
+    return [n for n in names if not allow or matches_any(allow, n)]
 
 
 def _glob(pattern: str, name: str) -> bool:

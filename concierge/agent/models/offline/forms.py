@@ -403,11 +403,12 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     namespaces |= {e.app.lower(): e.app for e in catalog}
     tokens = text.tokens
     named = _source_names(ctx.flow)
+    name_words = [t.low if t.kind == "word" and j not in skip else "" for j, t in enumerate(tokens)]
     for i, token in enumerate(tokens):
         if i in skip or i in used or token.kind != "word":
             continue
         nxt = tokens[i + 1].low if i + 1 < len(tokens) else ""
-        span = _named_source_at(tokens, i, named, skip)
+        span = _named_source_at(name_words, i, named)
         if span is not None:  # "that can use demo tools" (a source called "demo tools"): all of its tools
             names.append(f"{span[0]}_*")
             used |= span[1]
@@ -459,12 +460,11 @@ def _source_names(flow: Flow) -> dict[tuple[str, ...], str]:
     return out
 
 
-def _named_source_at(tokens: list[Any], i: int, named: dict[tuple[str, ...], str],
-                     skip: set[int] | frozenset[int]) -> tuple[str, set[int]] | None:
-    """The source whose whole name starts at token ``i`` (the longest), and the tokens it takes
-    (with a following "tools", "tool", "ones" or "server"); a one-word name only when one of
-    those follows it ("the clock tools", never a bare "clock")."""
-    words = [t.low if t.kind == "word" and j not in skip else "" for j, t in enumerate(tokens)]
+def _named_source_at(words: list[str], i: int, named: dict[tuple[str, ...], str]) -> tuple[str, set[int]] | None:
+    """The source whose whole name starts at word ``i`` (the longest; ``words``: the message's,
+    "" where skipped), and the tokens it takes (with a following "tools", "tool", "ones" or
+    "server"); a one-word name only when one of those follows it ("the clock tools", never a
+    bare "clock")."""
     for name in sorted(named, key=len, reverse=True):
         end = i + len(name)
         if tuple(words[i:end]) != name:
