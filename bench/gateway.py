@@ -1,7 +1,7 @@
 """The gateway against direct calls, under one client and under twenty. Prints numbers and
 whether each goal is met; asserts nothing.
 
-    .venv/bin/python bench/gateway.py [--rounds 3] [--seq-calls 200] [--clients 20] [--calls 50]
+    .venv/bin/python bench/gateway.py [--rounds 3] [--seq-calls 200] [--block 20] [--clients 20] [--calls 50]
 
 Three kinds of process on loopback, as in production:
 
@@ -13,13 +13,16 @@ Three kinds of process on loopback, as in production:
                ("gateway (lane)": stateless-era tools/call take `concierge.gateway_lane`) and
                with ``--no-fast-lane`` ("gateway (SDK path)": the mcp SDK's server
                and client carry every call)
+    relay      a TCP relay that copies bytes both ways (uvloop, no parsing): the floor, what any
+               process in the path costs on this machine at the moment
     bare       a naive forwarder built with the same SDK and its defaults (one Client, no routing
                or policy): a reference for what one more SDK hop costs
-    client     a process running the mcp SDK's ``Client``: one client making calls one after
-               another (latency), or N clients making M calls each at once (throughput)
+    client     a process running the mcp SDK's ``Client``: for latency, one client per mode,
+               making calls one after another, the modes taking turns every ``--block`` calls;
+               for throughput, N clients making M calls each at once
 
-Direct, bare and both gateway runs alternate (``--rounds`` of each, interleaved) so drift on a shared
-machine hits both alike. Rate caps: every source has the maximum cap (600 calls a minute, a
+Direct, bare and both gateway runs alternate (``--rounds`` of each, interleaved; the sequential
+calls in blocks within each round) so drift on a shared machine hits them alike. Rate caps: every source has the maximum cap (600 calls a minute, a
 burst of 600), so a concurrent round of 20 x 50 = 1000 calls is spread over two sources of
 that round (clients alternate), each source used by one round of one gateway mode only.
 """
@@ -48,7 +51,7 @@ sys.path.insert(0, str(ROOT))
 from _procs import free_port, wait_for_port  # noqa: E402  (bench/, the script's own directory)
 
 RATE_CAP = 600  # the maximum rate_cap_per_minute
-LABELS = {"direct": "direct", "bare": "bare", "sdk": "gateway (SDK path)", "gateway": "gateway (lane)"}
+LABELS = {"direct": "direct", "relay": "byte relay", "bare": "bare", "sdk": "gateway (SDK path)", "gateway": "gateway (lane)"}
 METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"]+)"')
 
 
@@ -105,6 +108,58 @@ def serve_upstream(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+# -- the byte relay: the floor of any proxy process ----------------------------------------------
+
+def serve_relay(port: int, upstream_port: int) -> None:
+    """Every connection is copied, byte for byte, to a connection of its own to the upstream."""
+    import asyncio
+
+    class Back(asyncio.Protocol):
+        def __init__(self, front: asyncio.Transport) -> None:
+            self.front = front
+
+        def data_received(self, data: bytes) -> None:
+            self.front.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.front.close()
+
+    class Front(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport: asyncio.Transport = transport
+            self.back: asyncio.Transport | None = None
+            self.held: list[bytes] = []
+            asyncio.get_running_loop().create_task(self.dial())
+
+        async def dial(self) -> None:
+            back, _ = await asyncio.get_running_loop().create_connection(
+                lambda: Back(self.transport), "127.0.0.1", upstream_port)
+            self.back = back
+            for data in self.held:
+                back.write(data)
+
+        def data_received(self, data: bytes) -> None:
+            if self.back is None:
+                self.held.append(data)
+            else:
+                self.back.write(data)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.back is not None:
+                self.back.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Front, "127.0.0.1", port)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:  # (as the gateway: uvloop when installed)
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
 # -- the bare SDK forwarder: what one more SDK hop costs, for reference ---------------------------
 
 def serve_bare_proxy(port: int, upstream: str) -> None:
@@ -137,6 +192,12 @@ def serve_bare_proxy(port: int, upstream: str) -> None:
 
 # -- the client process -----------------------------------------------------------------------
 
+def first_text(result: Any) -> str:
+    """The text of a call result's first content block ("empty" when it has none)."""
+    first = result.content[0] if result.content else None
+    return str(getattr(first, "text", "empty"))
+
+
 async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:
     """``clients`` SDK clients, each making ``calls`` calls; client i uses ``tools[i % len]``."""
     from mcp import Client
@@ -160,8 +221,8 @@ async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> d
                 t = time.perf_counter()
                 try:
                     result = await client.call_tool(tool, {"text": f"{i}-{n}"})
-                    if result.is_error or result.content[0].text != f"{i}-{n}":
-                        errors.append(result.content[0].text[:200] if result.content else "empty")
+                    if result.is_error or first_text(result) != f"{i}-{n}":
+                        errors.append(first_text(result)[:200])
                 except Exception as exc:  # counted, not raised: the bench reports errors
                     errors.append(f"{type(exc).__name__}: {exc}"[:200])
                 latencies.append(time.perf_counter() - t)
@@ -176,6 +237,39 @@ async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> d
             start_gate.set()
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
     return {"latencies": latencies, "errors": errors, "wall": wall, "cpu": cpu}
+
+
+async def run_sequential(routes: dict[str, tuple[str, str]], calls: int, block: int) -> dict[str, list[float]]:
+    """One SDK client per mode (``routes``: mode -> (url, tool)), all open at once, each warm;
+    then ``calls`` calls per mode, one after another, in blocks of ``block`` that take turns
+    (direct, bare, SDK path, lane, direct, ...): a drift of the machine's speed within the run
+    hits every mode alike, and each block but its first call finds its process warm."""
+    from mcp import Client
+
+    latencies: dict[str, list[float]] = {mode: [] for mode in routes}
+    async with contextlib.AsyncExitStack() as stack:
+        clients = {mode: await stack.enter_async_context(Client(url)) for mode, (url, _) in routes.items()}
+        for mode, client in clients.items():
+            await client.call_tool(routes[mode][1], {"text": "warm"})
+        for start in range(0, calls, block):
+            for mode, client in clients.items():
+                tool = routes[mode][1]
+                for n in range(start, min(calls, start + block)):
+                    t = time.perf_counter()
+                    result = await client.call_tool(tool, {"text": f"s-{n}"})
+                    latencies[mode].append(time.perf_counter() - t)
+                    if result.is_error or first_text(result) != f"s-{n}":
+                        raise RuntimeError(f"{mode}: {first_text(result)[:200]}")
+    return latencies
+
+
+def sequential_process(routes: dict[str, tuple[str, str]], calls: int, block: int) -> dict[str, list[float]]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--sequential", json.dumps(routes), "--calls", str(calls), "--block", str(block)],
+        capture_output=True, text=True, timeout=400, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def client_process(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:
@@ -246,9 +340,9 @@ def register_sources(home: str, url: str, names: list[str]) -> None:
 
 
 def main_bench(args: argparse.Namespace) -> None:
-    up_port, gw_port, bare_port, sdk_port = free_port(), free_port(), free_port(), free_port()
+    up_port, gw_port, bare_port, sdk_port, relay_port = free_port(), free_port(), free_port(), free_port(), free_port()
     upstream = f"http://127.0.0.1:{up_port}"
-    urls = {"direct": f"{upstream}/mcp", "bare": f"http://127.0.0.1:{bare_port}/mcp",
+    urls = {"direct": f"{upstream}/mcp", "relay": f"http://127.0.0.1:{relay_port}/mcp", "bare": f"http://127.0.0.1:{bare_port}/mcp",
             "sdk": f"http://127.0.0.1:{sdk_port}/mcp", "gateway": f"http://127.0.0.1:{gw_port}/mcp"}
     gateways = ("sdk", "gateway")
     rounds = args.rounds
@@ -258,7 +352,8 @@ def main_bench(args: argparse.Namespace) -> None:
     all_sources = [s for g in gateways for s in seq_sources[g] + [s for pair in conc_sources[g] for s in pair]]
     seq: dict[str, list[float]] = {mode: [] for mode in urls}
     conc: dict[str, list[dict[str, Any]]] = {mode: [] for mode in urls}
-    cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "bare forwarder": 0.0, "gateway (SDK path)": 0.0,
+    cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "byte relay": 0.0, "upstream (relay runs)": 0.0,
+                             "bare forwarder": 0.0, "gateway (SDK path)": 0.0,
                              "gateway (lane)": 0.0, "upstream (lane runs)": 0.0}
     with tempfile.TemporaryDirectory() as home, \
             process([sys.executable, __file__, "--upstream", str(up_port)], up_port, "upstream") as up_proc:
@@ -273,18 +368,22 @@ def main_bench(args: argparse.Namespace) -> None:
             gateway_sessions = _sessions(started) - _sessions(before)  # the gateway's start-up listing
             with process([sys.executable, __file__, "--bare-proxy", str(bare_port), "--to", urls["direct"]],
                          bare_port, "bare proxy") as bare_proc, \
+                    process([sys.executable, __file__, "--relay", str(relay_port), "--to", str(up_port)],
+                            relay_port, "byte relay") as relay_proc, \
                     process(gateway_cmd + [str(sdk_port), "--no-fast-lane"], sdk_port, "gateway (SDK path)", env=env) as sdk_proc:
                 owner = {"direct": [(up_proc, "upstream (direct runs)")],
+                         "relay": [(relay_proc, "byte relay"), (up_proc, "upstream (relay runs)")],
                          "bare": [(bare_proc, "bare forwarder")],
                          "sdk": [(sdk_proc, "gateway (SDK path)")],
                          "gateway": [(gw_proc, "gateway (lane)"), (up_proc, "upstream (lane runs)")]}
                 for r in range(rounds):
-                    for mode in urls:  # interleaved: direct, bare proxy, the gateway's two paths, and again
-                        tools = [f"{seq_sources[mode][r]}_echo"] if mode in gateways else ["echo"]
-                        s0 = stats(upstream)
-                        seq[mode] += client_process(urls[mode], tools, 1, args.seq_calls)["latencies"]
-                        if mode == "gateway":
-                            gateway_sessions += _sessions(stats(upstream)) - _sessions(s0)
+                    routes = {mode: (urls[mode], f"{seq_sources[mode][r]}_echo" if mode in gateways else "echo")
+                              for mode in urls}
+                    s0 = stats(upstream)
+                    for mode, latencies in sequential_process(routes, args.seq_calls, args.block).items():
+                        seq[mode] += latencies
+                    # less the direct and relayed clients' own; what the SDK path opens is counted too (an upper bound)
+                    gateway_sessions += _sessions(stats(upstream)) - _sessions(s0) - 2
                     for mode in urls:
                         tools = [f"{s}_echo" for s in conc_sources[mode][r]] if mode in gateways else ["echo"]
                         s0 = stats(upstream)
@@ -305,6 +404,8 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
            gateway_sessions: int, n_sources: int, cpu: dict[str, float]) -> None:
     print(f"Gateway bench: upstream, `concierge gateway` and clients in separate processes on loopback; "
           f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
+    print("(byte relay = a TCP relay copying bytes both ways, no parsing: what any process in the path "
+          "costs on this machine now, the floor for a proxy)")
     print("(bare = a naive forwarder written with the same SDK and its defaults: one Client, no routing, "
           "no policy; a reference for what one SDK hop costs)\n")
     print("(gateway (SDK path) = `concierge gateway --no-fast-lane`: the mcp SDK's server and client "
@@ -320,6 +421,9 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
           f"p99 {ms(p99['sdk'] - p99['direct']):>9}")
     print(f"  added by the lane       median {ms(added):>9}   p99 {ms(p99['gateway'] - p99['direct']):>9}   "
           f"(ratios to direct: median {med['gateway'] / med['direct']:.2f}x, p99 {p99['gateway'] / p99['direct']:.2f}x)")
+    floor = med["relay"] - med["direct"]
+    print(f"  added by the byte relay median {ms(floor):>9}   p99 {ms(p99['relay'] - p99['direct']):>9}   "
+          f"(the floor; the lane beyond it: median {ms(added - floor)})")
     print(f"  added by the bare SDK forwarder   median {ms(med['bare'] - med['direct']):>9}   "
           f"(the gateway's own share: {ms(med['gateway'] - med['bare'])})")
 
@@ -337,10 +441,12 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
     dt, dm, dp, _ = sums["direct"]
     gt, gm, gp, ge = sums["gateway"]
     bt, _, bp, _ = sums["bare"]
+    rt, _, rp, _ = sums["relay"]
     st, _, sp, _ = sums["sdk"]
     print(f"  ratios   lane/direct: throughput {gt / dt:.2f}x, p99 {gp / dp:.2f}x, median {gm / dm:.2f}x;  "
           f"SDK path/direct: throughput {st / dt:.2f}x, p99 {sp / dp:.2f}x;  "
-          f"bare/direct: throughput {bt / dt:.2f}x, p99 {bp / dp:.2f}x")
+          f"bare/direct: throughput {bt / dt:.2f}x, p99 {bp / dp:.2f}x;  "
+          f"byte relay/direct (the floor): throughput {rt / dt:.2f}x, p99 {rp / dp:.2f}x")
     for e in [e for mode in ("gateway", "sdk") for r in conc[mode] for e in r["errors"]][:3]:
         print(f"  e.g. error: {e}")
     calls = args.rounds * args.clients * args.calls
@@ -358,9 +464,11 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
                   for m, runs in conc.items()}
     direct_total = client_cpu["direct"] + per_call["upstream (direct runs)"]
     lane_total = client_cpu["gateway"] + lane + per_call["upstream (lane runs)"]
+    relay_total = client_cpu["relay"] + per_call["byte relay"] + per_call["upstream (relay runs)"]
     print(f"  the whole machine's CPU per call: direct {direct_total:.2f} ms (clients {client_cpu['direct']:.2f} + "
           f"upstream), through the lane {lane_total:.2f} ms (clients {client_cpu['gateway']:.2f} + gateway + upstream); "
-          f"when {cores} cores are the limit, the lane can reach ~{direct_total / lane_total:.2f}x direct")
+          f"when {cores} cores are the limit, the lane can reach ~{direct_total / lane_total:.2f}x direct "
+          f"(through the byte relay {relay_total:.2f} ms: ~{direct_total / relay_total:.2f}x)")
     limit = n_sources + args.clients
     print(f"\nUpstream sessions opened by the gateway (start-up and its runs): {gateway_sessions} "
           f"(sources {n_sources} + clients {args.clients} = {limit})")
@@ -381,19 +489,29 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seq-calls", type=int, default=200)
+    parser.add_argument("--block", type=int, default=20, help="sequential calls per mode before the next mode's turn")
     parser.add_argument("--clients", type=int, default=20)
     parser.add_argument("--calls", type=int, default=50)
     parser.add_argument("--upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-proxy", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--relay", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--to", help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--tools", help=argparse.SUPPRESS)
+    parser.add_argument("--sequential", metavar="ROUTES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
         serve_upstream(args.upstream)
         return
+    if args.relay:
+        serve_relay(args.relay, int(args.to))
+        return
     if args.bare_proxy:
         serve_bare_proxy(args.bare_proxy, args.to)
+        return
+    if args.sequential:
+        routes = {mode: (url, tool) for mode, (url, tool) in json.loads(args.sequential).items()}
+        print(json.dumps(anyio.run(run_sequential, routes, args.calls, args.block)))
         return
     if args.client:
         result = anyio.run(run_clients, args.client, args.tools.split(","), args.clients, args.calls)
