@@ -5,15 +5,17 @@ Each test is one thing the planner got wrong in that session, run through a real
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from concierge.agent.models import OfflinePlanner
+from concierge.agent.secrets import normalize_ref
 from concierge.agent.session import ConciergeSession, PendingConfirmation, parse_yes_no
 from concierge.backend import LocalBackend
 from tests.agent_fixtures import collect, events_of, text_of
-from tests.mcp_servers import RunningServer
+from tests.mcp_servers import RunningServer, demo_server_fixture
 
 pytestmark = pytest.mark.anyio
 
@@ -829,3 +831,26 @@ async def test_is_an_agent_paused_is_answered_yes_or_no(world: ConciergeSession,
     assert text_of(events) == ('Yes — helpdesk is paused: the gateway refuses its tool calls until it is resumed '
                                '(say "resume helpdesk").')
     assert text_of(await say(world, "is helpdesk running?")).startswith("No — helpdesk is paused")
+
+
+WORDY_TOKEN = "demo-token-4711"  # shaped like the README's demo token: a word that names itself a token
+wordy_bearer_server = demo_server_fixture(token=WORDY_TOKEN)
+
+
+async def test_a_token_typed_for_the_name_is_the_token(backend: LocalBackend,
+                                                       wordy_bearer_server: RunningServer) -> None:
+    """Found driving the planner: asked "What should I call it?" after "bearer", the person
+    typed the token ("demo-token-123"), and it became the source's name, in clear."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"hook up my MCP server at {wordy_bearer_server.url()}")
+    assert text_of(await say(session, "bearer")).startswith("What should I call it?")
+    events = await say(session, WORDY_TOKEN)
+    assert calls(events) == [] and text_of(events).startswith(
+        "Thanks, I have the token (it is never shown, nor stored in clear). What should I call it?")
+    events = await say(session, "Demo")
+    name, arguments = calls(events)[-1]
+    assert name == "register_source" and arguments["name"] == "Demo" and normalize_ref(arguments["token_ref"])
+    assert not events_of(events, "secret_required")
+    session.confirm(session.pending.id, True)
+    assert "healthy" in text_of(await collect(session.resume()))
+    assert WORDY_TOKEN not in json.dumps(session.to_state())

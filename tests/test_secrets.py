@@ -10,6 +10,7 @@ from concierge.agent.secrets import (
     InMemorySecretStore,
     SecretStore,
     find_secrets,
+    named_credential,
     normalize_ref,
     redact,
     ref_text,
@@ -239,3 +240,17 @@ def test_scrub_replaces_a_short_value_only_as_a_whole_word() -> None:
     assert scrub("the demo server, namespace demo_tools", pairs) == \
         "the [secret:sec_00000002] server, namespace demo_tools"
     assert scrub('{"token": "hunter2"}', [("sec_00000003", "hunter2")]) == '{"token": "[secret:sec_00000003]"}'
+
+
+@pytest.mark.parametrize("text", ["demo-token-123", "secret42", "password1", "  my_api_key_7 ", '"MyToken2026"'])
+def test_a_lone_word_that_names_itself_a_credential_is_one(text: str) -> None:
+    assert named_credential(text)
+
+
+@pytest.mark.parametrize("text", ["secret-store", "token", "jira-prod-2", "show secret-store-2", "tok3n",
+                                  "https://x.example/token123", "[secret:sec_0123abcd]", "sec_0123abcd99",
+                                  "rotate the token for demo-token-123"])
+def test_other_words_and_sentences_are_not_named_credentials(text: str) -> None:
+    """A sentence is left to the cue words ("the token is …"): a source may be called
+    "secret-store-2", and "show secret-store-2" must still find it."""
+    assert not named_credential(text)

@@ -479,3 +479,16 @@ def test_public_api_is_sorted_and_resolves() -> None:
         assert module.__all__ == sorted(module.__all__), name
         for export in module.__all__:
             assert hasattr(module, export), f"{name}.{export}"
+
+
+async def test_a_lone_named_credential_reaches_the_model_as_a_reference(backend: LocalBackend) -> None:
+    """Typed where a name was asked ("What should I call it?" answered "demo-token-123"), with
+    no credential pending: the model still sees only a reference."""
+    model = ScriptedModel(["What should I call it?", "Noted.", "Noted."])
+    session = ConciergeSession(backend, model)
+    await collect(session.send("add my server"))
+    await collect(session.send("demo-token-4711"))
+    seen = json.dumps([c.messages for c in model.calls])
+    assert "demo-token-4711" not in seen and "[secret:sec_" in seen
+    await collect(session.send("call it secret-store-2"))  # in a sentence: a name, left alone
+    assert "secret-store-2" in json.dumps(model.calls[-1].messages)

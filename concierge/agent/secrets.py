@@ -48,6 +48,7 @@ __all__ = [
     "SecretStore",
     "find_secrets",
     "is_ref",
+    "named_credential",
     "new_ref",
     "normalize_ref",
     "redact",
@@ -379,6 +380,22 @@ def redact(text: str, store: SecretStore | None = None) -> Redaction:
         last = end
     out.append(text[last:])
     return Redaction("".join(out), tuple(refs), replaced)
+
+
+_CREDENTIAL_WORD_RE = re.compile(r"token|secret|passw|apikey|api[-_]key", re.I)
+
+
+def named_credential(text: str) -> bool:
+    """The whole message is one word that names itself a credential and has a digit in it
+    ("demo-token-123", "secret42", "password1"): typed alone, it is a credential, whatever
+    was asked (not a label, not a name). In a sentence such a word is left to the cues
+    ("the token is demo-token-123"): a source may be called "secret-store-2"."""
+    word = text.strip().strip("\"'`")
+    if len(word) < 8 or len(word.split()) != 1 or not any(c.isdigit() for c in word):
+        return False
+    if is_ref(word) or _OUR_ID_RE.match(word) or "://" in word:
+        return False
+    return bool(_CREDENTIAL_WORD_RE.search(word))
 
 
 def redact_all(text: str, store: SecretStore | None = None) -> Redaction:

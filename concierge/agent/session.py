@@ -357,8 +357,9 @@ class ConciergeSession:
         """
         self._guard()
         waiting_secret = isinstance(self.pending, PendingSecret)
-        if waiting_secret and _credential_like(text) and not sec.find_secrets(text):
-            # Asked for a credential, the person typed one bare word in the chat: that is it.
+        if (waiting_secret and _credential_like(text) or sec.named_credential(text)) and not sec.find_secrets(text):
+            # Asked for a credential, the person typed one bare word in the chat: that is it
+            # (and a lone "demo-token-123" is one, whatever was asked).
             redaction = sec.redact_all(text, self.secrets)
         else:
             redaction = sec.redact(text, self.secrets)

@@ -847,11 +847,17 @@ def fill(state: State, flow: Flow, text: Text, skip: frozenset[int] = frozenset(
             found = slot.answer(ctx) if bare and slot.answer else slot.extract(ctx)
             if found is None:
                 continue
-            changed |= _set(flow, state, slot, found.value)
+            now = _set(flow, state, slot, found.value)
+            if now and slot.name == "token_ref" and answering not in (None, "token_ref") and not flow.notice:
+                flow.notice = TOKEN_TAKEN  # a token given where another question was asked
+            changed |= now
             used |= found.used
         if changed:
             break
     return changed, frozenset(used) | skip
+
+
+TOKEN_TAKEN = "Thanks, I have the token (it is never shown, nor stored in clear)."
 
 
 def _set(flow: Flow, state: State, slot: Slot, value: Any) -> bool:
