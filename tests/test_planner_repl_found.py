@@ -854,3 +854,52 @@ async def test_a_token_typed_for_the_name_is_the_token(backend: LocalBackend,
     session.confirm(session.pending.id, True)
     assert "healthy" in text_of(await collect(session.resume()))
     assert WORDY_TOKEN not in json.dumps(session.to_state())
+
+
+async def _decline(session: ConciergeSession) -> str:
+    session.confirm(session.pending.id, False)
+    return text_of(await collect(session.resume()))
+
+
+async def test_a_correction_after_a_no_proposes_the_change_again(backend: LocalBackend,
+                                                                 open_server: RunningServer) -> None:
+    """Found driving the REPL: after "no" at "Go ahead?", "call it support desk instead" was
+    not understood (a dead end: the whole registration had to be said again); and "the
+    support desk" kept its article in the name."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"connect {open_server.url()} with no auth")
+    events = await say(session, "the support desk")
+    assert calls(events)[-1][1]["name"] == "support desk"
+    assert await _decline(session) == 'OK — I didn\'t register "support desk". Nothing was changed.'
+    events = await say(session, "call it Help Desk instead")
+    assert calls(events)[-1] == ("register_source", {"name": "Help Desk", "url": open_server.url(),
+                                                     "auth_kind": "none", "app_namespace": "help_desk"})
+    await _decline(session)
+    events = await say(session, "use namespace helpdesk instead")
+    assert calls(events)[-1][1] == {"name": "Help Desk", "url": open_server.url(), "auth_kind": "none",
+                                    "app_namespace": "helpdesk"}
+    session.confirm(session.pending.id, True)
+    assert "healthy" in text_of(await collect(session.resume()))
+    assert [(s.name, s.app_namespace) for s in await backend.list_sources()] == [("Help Desk", "helpdesk")]
+
+
+async def test_after_a_no_a_new_request_starts_afresh(backend: LocalBackend, open_server: RunningServer) -> None:
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"connect {open_server.url()} with no auth, call it demo")
+    await _decline(session)
+    other = open_server.url().replace("127.0.0.1", "localhost")
+    events = await say(session, f"add {other} with no auth")
+    assert [c for c in calls(events) if c[0] == "register_source"] == []  # not "demo" again
+    assert text_of(events).startswith("What should I call it?")
+
+
+async def test_a_declined_rename_can_be_corrected(world: ConciergeSession) -> None:
+    events = await say(world, "rename clock to timer")
+    assert calls(events)[-1] == ("update_source", {"source": "clock", "name": "timer"})
+    assert await _decline(world) == "OK — nothing was changed."
+    events = await say(world, "make it stopwatch instead")
+    assert calls(events)[-1] == ("update_source", {"source": "clock", "name": "stopwatch"})
+    await _decline(world)
+    await say(world, "list my sources")
+    events = await say(world, "call it foo")  # the declined change is forgotten once something else was asked
+    assert [c for c in calls(events) if c[0] == "update_source"] == []

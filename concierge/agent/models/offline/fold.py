@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import re
@@ -140,11 +141,14 @@ def _on_user(state: State, text: Text) -> None:
     state.reply = None
     flow = state.flow
     parked, state.parked = state.parked, None
+    declined, state.declined = state.declined, None
     hits = classify(text, sandboxes=state.sandboxes)
     strong = [h for h in hits if not h.intent.weak]
     if ex.is_cancel(text):  # the whole message is "never mind", "forget about it", …
         state.flow = None
         state.reply = Say(REPLIES["cancelled"], "nothing")
+        return
+    if flow is None and declined is not None and _corrected(state, declined, text, strong):
         return
     if parked is not None and _yes_or_no(state, parked, text, more=bool(strong)):
         return  # the question asked instead of a yes was answered: this is the yes or no
@@ -161,6 +165,26 @@ def _on_user(state: State, text: Text) -> None:
         state.parked = unconfirmed  # "what tools would it get?" before saying yes
         if state.reply is not None:
             state.reply = _reminding(state.reply, unconfirmed)
+
+
+def _corrected(state: State, declined: Flow, text: Text, strong: list[IntentHit]) -> bool:
+    """After a no, a message that only changes what was proposed ("call it Support desk
+    instead", "use namespace helpdesk"): the change is proposed again with it (and confirmed
+    again). A request of another kind, or one naming a source, is a new request."""
+    if strong and _names_known(declined, text):
+        return False
+    flow = copy.deepcopy(declined)
+    changed, used = fill(state, flow, text)  # stated values only, no bare answer
+    if not changed and not used:  # (a value said again, unchanged, also asks for it again)
+        return False
+    others = [h for h in strong if not h.consumed <= used]  # ("call it Help Desk": not a request for help)
+    if not all(_form_of(h) == "update" or _form_of(h) == declined.form and ex.is_correction(text) for h in others):
+        return False  # "add http://other/mcp" after a no is a request of its own, not this one changed
+    declined = flow
+    declined.not_confirmed = False
+    declined.proposed = None
+    state.flow = declined
+    return True
 
 
 def _yes_or_no(state: State, unconfirmed: Flow, text: Text, *, more: bool) -> bool:
@@ -393,7 +417,7 @@ def _on_result(state: State, name: str, args: dict[str, Any], result: ToolResult
     flow = state.flow
     if isinstance(result, EngineStatus):
         if result.status == "declined":
-            state.flow = None
+            state.flow, state.declined = None, flow
             state.reply = Say(_declined(name, args), "nothing")
         elif result.status == "not_confirmed" and flow is not None:
             flow.not_confirmed = True

@@ -202,6 +202,11 @@ def _not_a_value(ctx: Ctx) -> bool:
     return yes_or_no(ctx.text.raw) is not None or ex.is_cancel(ctx.text)
 
 
+def _without_filler_end(value: str) -> str:
+    """"support desk instead" -> "support desk"."""
+    return re.sub(r"\s+(?:instead|please|then|rather)$", "", value, flags=re.I)
+
+
 def _label_answer(ctx: Ctx) -> ex.Found | None:
     words = " ".join(t.low for t in ctx.text.tokens)
     if _OK_DEFAULT.match(words) or words in ("y", "yeah", "yep", "yup", "the default"):
@@ -209,6 +214,9 @@ def _label_answer(ctx: Ctx) -> ex.Found | None:
     value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
     value = re.sub(r"^(?:call it|name it|it is|its|it's|let's call it|how about)\s+", "", value, flags=re.I)
     value = value.strip().strip("\"'“”`")
+    value = _without_filler_end(value)
+    if value.startswith("the ") and len(value.split()) > 2:
+        value = value[4:]  # "the support desk": the article is not part of the name ("The Hub" keeps it)
     if not value or ctx.text.urls or ctx.text.refs or len(value) > 200:
         return None
     return ex.Found(value, frozenset(range(len(ctx.text.tokens))))
@@ -327,7 +335,8 @@ def _true_for(aspect: str) -> Extractor:
 
 
 _CORRECTED_NAME = re.compile(r"(?i)^(?:\W*(?:hmm+|no|nah|wait|actually|sorry|oh|um+|ok|okay|rather)\b[\s,.!]*)*"
-                             r"(?:call it|name it|make it|rename it to|change it to|let us call it)\s+(.+?)[.!]*$")
+                             r"(?:call it|name it|make it|rename it to|change it to|let us call it)\s+(.+?)"
+                             r"(?:\s+(?:instead|please|then|rather))?[.!]*$")
 
 
 def _new_name(ctx: Ctx) -> ex.Found | None:
@@ -348,6 +357,7 @@ def _new_name_answer(ctx: Ctx) -> ex.Found | None:
         return None
     value = ctx.text.raw.strip().strip("\"'“”`").rstrip(".!")
     value = re.sub(r"^(?:call it|name it|rename it to|make it|to)\s+", "", value, flags=re.I).strip("\"'“”` ")
+    value = _without_filler_end(value)
     if not value or ctx.text.urls or len(value) > 200:
         return None
     return ex.Found(value, frozenset(range(len(ctx.text.tokens))))

@@ -107,3 +107,6 @@ class State:
     parked: Flow | None = None
     """A change the person did not confirm because they asked a question instead: kept while
     the question is answered (the answer reminds them); a "yes" next proposes it again."""
+    declined: Flow | None = None
+    """A change the person just said no to: a correction next ("call it Support instead")
+    proposes it again, changed; anything else forgets it."""

@@ -97,7 +97,7 @@ PRONOUNS = frozenset("it this that them those".split()) | {"this one", "that one
 STOP_BEFORE_LABEL = frozenset("""
 with and in on at using use no without please thanks thank but so it its which that
 rate limit limited max maximum namespace sandbox auth authentication token bearer header
-key only allow allowing to from for via then also
+key only allow allowing to from for via then also instead rather anyway
 """.split())
 """Words that end a label ("call it Acme docs *with* no auth")."""
 
