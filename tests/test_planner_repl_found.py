@@ -903,3 +903,40 @@ async def test_a_declined_rename_can_be_corrected(world: ConciergeSession) -> No
     await say(world, "list my sources")
     events = await say(world, "call it foo")  # the declined change is forgotten once something else was asked
     assert [c for c in calls(events) if c[0] == "update_source"] == []
+
+
+@pytest.fixture
+async def desk(backend: LocalBackend, open_server: RunningServer) -> ConciergeSession:
+    await backend.register_source({"name": "Support Desk", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "desk"})
+    return ConciergeSession(backend, OfflinePlanner())
+
+
+def _allowlist(events: list[Any]) -> Any:
+    name, arguments = calls(events)[-1]
+    assert name == "create_agent", calls(events)
+    return arguments.get("tool_allowlist", "all")
+
+
+async def test_what_a_new_agent_can_and_cannot_do_is_its_allowlist(desk: ConciergeSession) -> None:
+    """Found driving the REPL: "set up a bot for the billing team that can search docs but not
+    create tickets" proposed an agent that "may use every tool in the sandbox"."""
+    await say(desk, "set up a bot for the billing team that can search docs but not create tickets")
+    assert _allowlist(await say(desk, "billing-bot")) == ["desk_search_docs"]
+    desk.confirm(desk.pending.id, False)
+    await collect(desk.resume())
+    events = await say(desk, "make an agent billing-bot that can search docs and get tickets but not create tickets")
+    assert _allowlist(events) == ["desk_search_docs", "desk_get_ticket"]
+
+
+@pytest.mark.parametrize("request_text, allowed", [
+    ("make an agent billing-bot that can do everything except create tickets",
+     ["desk_echo", "desk_get_ticket", "desk_search_docs"]),
+    ("create an agent billing-bot, it cannot create tickets or echo", ["desk_get_ticket", "desk_search_docs"]),
+    ("create agent billing-bot that can echo but not create tickets", ["desk_echo"]),
+])
+async def test_a_new_agent_told_what_it_must_not_use_gets_the_rest(desk: ConciergeSession, request_text: str,
+                                                                   allowed: list[str]) -> None:
+    events = await say(desk, request_text)
+    assert sorted(_allowlist(events)) == allowed
+    assert "may use only " + ", ".join(_allowlist(events)) in desk.pending.summary

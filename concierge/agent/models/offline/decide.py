@@ -552,7 +552,8 @@ def _create_agent(state: State, flow: Flow) -> Step:
 
 def _mentions_tools(flow: Flow) -> bool:
     words = {t.low for t in flow.text.tokens}
-    return bool(words & {"tools", "tool", "use", "access", "only", "allowlist", "allow", "with"}) or any(
+    return bool(words & {"tools", "tool", "use", "access", "only", "allowlist", "allow", "with",
+                         "can", "may", "could", "should", "cannot", "not", "except", "without"}) or any(
         "_" in w or "*" in w for w in words)
 
 

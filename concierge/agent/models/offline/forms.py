@@ -402,6 +402,10 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     skip = ctx.skip | (slug_found.used if slug_found else frozenset())
     known = _known_tools(ctx.flow, original=False)
     catalog = ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []
+    excluded = None
+    if ctx.flow.form == "create_agent" and catalog:  # what a new agent must not use is not what it may
+        excluded = _tools_after(text.tokens, _EXCLUDING - {"but"}, skip, catalog)
+        skip = skip | (excluded[1] if excluded else frozenset())
     by_original: dict[str, list[str]] = {}
     for advertised in known.values():
         for entry in catalog:
@@ -453,8 +457,42 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
                 names.append(hit[0])
                 used |= hit[1]
                 break
+    if not names:  # "a bot that can search docs (and get tickets) but not create tickets": what it *can* do
+        negated = frozenset(i for i in range(len(tokens) - 1) if tokens[i + 1].low in _NEGATIONS)
+        allowed = _tools_after(tokens, _MAY, frozenset(skip) | negated, catalog)
+        if allowed:
+            names += allowed[0]
+            used |= allowed[1]
+    if not names and excluded:
+        # "that can do everything except create tickets", "it cannot create tickets": the
+        # sandbox's tools less those (an allowlist names what it may use; the proposal lists them)
+        names = [entry.name for entry in catalog if entry.name not in excluded[0]]
+        used |= excluded[1]
     names = list(dict.fromkeys(names))
     return ex.Found(names, frozenset(used)) if names else None
+
+
+def _tools_after(tokens: list[Any], triggers: frozenset[str], skip: frozenset[int],
+                 catalog: list[Any]) -> tuple[list[str], set[int]] | None:
+    """The catalog tools named just after any of ``triggers`` ("except create tickets and echo")."""
+    names: list[str] = []
+    used: set[int] = set()
+    for i, token in enumerate(tokens):
+        if token.low not in triggers or i in skip:
+            continue
+        j = i + 1
+        while j < len(tokens):
+            hit = _tool_named_by(tokens, range(j, min(j + 4, len(tokens))), skip | used, catalog)
+            if hit is None:
+                break
+            names.append(hit[0])
+            used |= hit[1] | {i}
+            j = max(hit[1]) + 1
+            if j < len(tokens) and tokens[j].low in ("and", "or", ","):
+                j += 1
+            else:
+                break
+    return (names, used) if names else None
 
 
 def _source_names(flow: Flow) -> dict[tuple[str, ...], str]:
@@ -570,6 +608,9 @@ def _singular(word: str) -> str:
 
 
 _RESTRICTING = frozenset({"only", "just", "solely"})
+_MAY = frozenset({"can", "may", "could", "should"})
+_NEGATIONS = frozenset({"not", "never", "cannot", "no"})
+_EXCLUDING = _NEGATIONS | frozenset({"except", "without", "but"})
 _USING = frozenset({"use", "access", "call", "tools", "tool", "have", "get", "see"})
 
 
@@ -583,7 +624,16 @@ def _restricts_tools(flow: Flow, state: State) -> bool:
             return True
         if word in ("limited", "restricted") and after[:1] == ["to"]:
             return True
+        if word in _EXCLUDING and i > 0 and (_USING & set(after) or _tool_words_at(flow, i + 1)):
+            return True  # "… but not create tickets", "everything except the ticket tools": never all of them
     return False
+
+
+def _tool_words_at(flow: Flow, i: int) -> bool:
+    """A catalog tool is named by the words from ``i`` ("create tickets")."""
+    catalog = flow.world.catalog.tools if flow.world.catalog else []
+    tokens = flow.text.tokens
+    return bool(catalog) and _tool_named_by(tokens, range(i, min(i + 4, len(tokens))), frozenset(), catalog) is not None
 
 
 def _ask_agent_tools(state: State, flow: Flow) -> str:
