@@ -940,3 +940,23 @@ async def test_a_new_agent_told_what_it_must_not_use_gets_the_rest(desk: Concier
     events = await say(desk, request_text)
     assert sorted(_allowlist(events)) == allowed
     assert "may use only " + ", ".join(_allowlist(events)) in desk.pending.summary
+
+
+@pytest.mark.parametrize("question", ["who can create tickets", "can any agent create tickets?",
+                                      "is anyone able to create tickets?", "does any agent have access to desk_create_ticket?"])
+async def test_who_can_do_a_thing_names_the_agents(desk: ConciergeSession, backend: LocalBackend,
+                                                    question: str) -> None:
+    """Found driving the planner: "can any agent create tickets?", "who can create tickets",
+    "is anyone able to …" were not understood (or "create_ticket" was taken for an agent's name)."""
+    await backend.create_agent({"slug": "reader", "tool_allowlist": ["desk_search_docs"]})
+    await backend.create_agent({"slug": "ops"})
+    events = await say(desk, question)
+    assert [c for c in calls(events) if not c[0].startswith("list_")] == []
+    assert text_of(events) == ('Who can use desk_create_ticket in sandbox "default":\n- ops\n'
+                               "Not reader (its allowlist leaves it out).")
+
+
+@pytest.mark.parametrize("request_text, starts", [("can anyone help me", "I can help you"),
+                                                  ("who can help me add a server", "What's the URL")])
+async def test_asking_for_help_is_not_asking_who_can(desk: ConciergeSession, request_text: str, starts: str) -> None:
+    assert text_of(await say(desk, request_text)).startswith(starts)

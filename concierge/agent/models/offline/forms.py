@@ -539,7 +539,10 @@ def tool_named_in(text: Text, skip: frozenset[int], catalog: list[Any]) -> str |
     return None
 
 
-_USING_OR_ABLE = frozenset("use uses call calls access see sees get gets can could may".split())
+_USING_OR_ABLE = frozenset("use uses call calls access see sees get gets can could may "
+                           "to agent agents bot bots anyone anybody someone somebody".split())
+"""Words a tool's name follows in "who can *create tickets*", "can any agent *create tickets*",
+"is anyone able to *search docs*"."""
 
 
 def _tool_named_by(tokens: list[Any], span: range, skip: set[int] | frozenset[int],
