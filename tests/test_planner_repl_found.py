@@ -960,3 +960,17 @@ async def test_who_can_do_a_thing_names_the_agents(desk: ConciergeSession, backe
                                                   ("who can help me add a server", "What's the URL")])
 async def test_asking_for_help_is_not_asking_who_can(desk: ConciergeSession, request_text: str, starts: str) -> None:
     assert text_of(await say(desk, request_text)).startswith(starts)
+
+
+async def test_a_compound_name_is_not_another_for_a_common_part(desk: ConciergeSession, backend: LocalBackend) -> None:
+    """Found driving the planner: "what does ghost-bot have access to" listed billing-bot's tools
+    (their common "bot"), and "pause support-staging" would have paused "Support Desk"."""
+    await backend.create_agent({"slug": "billing-bot", "tool_allowlist": ["desk_search_docs"]})
+    await backend.create_agent({"slug": "ops"})
+    events = await say(desk, "what does ghost-bot have access to")
+    assert text_of(events) == 'I couldn\'t find an agent called "ghost-bot". Your agents: billing-bot, ops. Which one?'
+    events = await say(desk, "pause support-staging")
+    assert [c for c in calls(events) if c[0] == "pause_source"] == []
+    assert text_of(events).startswith('I couldn\'t find a source called "support-staging".')
+    events = await say(desk, "pause support-desk")  # the same name, written as one word
+    assert calls(events)[-1] == ("pause_source", {"source": "Support Desk"})

@@ -167,10 +167,15 @@ def resolve(text: Text, entities: Iterable[Entity], *, skip: frozenset[int] = fr
         name_words = {w for name in entity.names[:1] for w in _split(name)}
         distinctive = {w for w in name_words if len(w) >= 3 and w not in GENERIC and w not in STOPWORDS
                        and w not in NOT_NAMES}
-        covered = frozenset(item.index for item in stream if item is not None and any(
-            item.low == w or typo_of(item.low, w, name=True) or _abbreviates(item.low, w)
-            for w in distinctive)
-            and item.low not in STOPWORDS and item.low not in FILLER)
+        def fits(low: str) -> bool:
+            return any(low == w or typo_of(low, w, name=True) or _abbreviates(low, w) for w in distinctive)
+
+        covered = frozenset(item.index for item in stream if item is not None and fits(item.low)
+                            and item.low not in STOPWORDS and item.low not in FILLER)
+        # A compound word is one name: "ghost-bot" is not "billing-bot" for their common "bot".
+        covered = frozenset(i for i in covered if fits("".join(_split(tokens[i].low))) or all(
+            fits(item.low) or item.low in name_words or item.low in GENERIC or item.low in STOPWORDS
+            for item in stream if item is not None and item.index == i))
         if covered:
             partial.append((entity, covered))
     leftovers = [w for w in leftover_words(text, skip) if w.lower() not in ignore]
