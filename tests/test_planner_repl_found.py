@@ -974,3 +974,14 @@ async def test_a_compound_name_is_not_another_for_a_common_part(desk: ConciergeS
     assert text_of(events).startswith('I couldn\'t find a source called "support-staging".')
     events = await say(desk, "pause support-desk")  # the same name, written as one word
     assert calls(events)[-1] == ("pause_source", {"source": "Support Desk"})
+
+
+async def test_localhost_for_127_0_0_1_is_said_to_be_the_same_address(desk: ConciergeSession,
+                                                                        open_server: RunningServer) -> None:
+    """Found driving the planner: "moved to http://localhost:…" of a source at 127.0.0.1 was
+    answered "is already at http://127.0.0.1:…", which reads as if the message was not read."""
+    moved = open_server.url().replace("127.0.0.1", "localhost")
+    events = await say(desk, f"the support desk server moved to {moved}")
+    assert [c for c in calls(events) if c[0] == "update_source"] == []
+    assert text_of(events) == (f'"Support Desk" is already at {open_server.url()}, which is the same address '
+                               f"as {moved} (nothing to change).")

@@ -401,7 +401,9 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
         arguments["app_namespace"] = slots["app_namespace"]
     if len(arguments) == 1:
         if "url" in slots:
-            return Say(f'"{row.name}" is already at {row.url}.', "not_eligible")
+            same = "" if slots["url"].rstrip("/") == row.url.rstrip("/") else \
+                f", which is the same address as {slots['url']} (nothing to change)"
+            return Say(f'"{row.name}" is already at {row.url}{same}.', "not_eligible")
         return Say(_prefix(flow) + f'What would you like to change about "{row.name}"?', "ask",
                    asks="change", ends=False)
     return Call("update_source", arguments)
