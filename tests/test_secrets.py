@@ -254,3 +254,15 @@ def test_other_words_and_sentences_are_not_named_credentials(text: str) -> None:
     """A sentence is left to the cue words ("the token is …"): a source may be called
     "secret-store-2", and "show secret-store-2" must still find it."""
     assert not named_credential(text)
+
+
+def test_a_credential_in_a_url_query_ends_at_the_next_parameter() -> None:
+    """Found driving the planner: "…/mcp?api_key=sk_live_…&region=eu" took "&region=eu" into
+    the credential (a wrong token, and the URL lost its region)."""
+    store = InMemorySecretStore()
+    result = redact("add https://mcp.example.com/mcp?api_key=sk_live_abcdef1234567890&region=eu, bearer", store)
+    (ref,) = result.refs
+    assert store.get(ref) == "sk_live_abcdef1234567890"
+    assert result.text == f"add https://mcp.example.com/mcp?api_key={ref_text(ref)}&region=eu, bearer"
+    fragment = redact("https://x.example/mcp?key=abcdef123456#top", store)
+    assert store.get(fragment.refs[0]) == "abcdef123456" and fragment.text.endswith("]#top")

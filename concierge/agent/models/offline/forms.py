@@ -186,7 +186,32 @@ def _url(ctx: Ctx) -> ex.Found | None:
         return None
     used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind in ("url", "num")
                      and (t.kind == "url" or f":{t.low}/" in found[0]))
-    return ex.Found(found[-1] if ctx.flow.slots.get("url") else found[0], used)
+    url = found[-1] if ctx.flow.slots.get("url") else found[0]
+    if "[secret:" in url:  # "…/mcp?api_key=sk_live_…": the credential leaves the URL, which is stored in clear
+        url = _without_credential(_whole_url(ctx.text, url))
+        ctx.flow.notice = URL_CREDENTIAL
+    return ex.Found(url, used)
+
+
+URL_CREDENTIAL = ("I took the credential out of the URL: a URL is stored and shown in clear, so the key goes "
+                  "with the request as a token instead (kept encrypted, never shown).")
+
+
+def _whole_url(text: Text, url: str) -> str:
+    """``url`` as typed, up to the next space (its reference's "]" ends the URL token early)."""
+    start = text.raw.find(url.partition("[secret:")[0])
+    if start < 0:
+        return url
+    match = re.match(r"\S+", text.raw[start:])
+    return match.group().rstrip(".,;:!?)") if match else url
+
+
+def _without_credential(url: str) -> str:
+    """``url`` less its query parameters (and fragment) that hold a redacted credential."""
+    base, _, query = url.partition("?")
+    query = query.partition("#")[0]
+    kept = [pair for pair in query.split("&") if pair and "[secret:" not in pair]
+    return base + ("?" + "&".join(kept) if kept else "")
 
 
 def _label(ctx: Ctx) -> ex.Found | None:
