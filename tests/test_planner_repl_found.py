@@ -1006,3 +1006,34 @@ async def test_a_key_in_the_url_leaves_it_and_becomes_the_token(backend: LocalBa
     session.confirm(session.pending.id, True)
     assert "healthy" in text_of(await collect(session.resume()))
     assert key not in json.dumps(session.to_state())
+
+
+async def test_taking_a_tool_from_an_agent_or_a_source(desk: ConciergeSession, backend: LocalBackend) -> None:
+    """Found driving the planner: "drop echo from ops" proposed letting ops use *only* echo;
+    "remove echo from support desk" proposed revoking the whole source; "remove get tickets
+    from ops" was told ops is not a source."""
+    await backend.create_agent({"slug": "ops"})
+    everything_else = ["desk_create_ticket", "desk_get_ticket", "desk_search_docs"]
+    for request_text in ("drop echo from ops", "remove echo from ops", "revoke ops's access to echo"):
+        events = await say(desk, request_text)
+        assert calls(events)[-1] == ("update_agent", {"agent": "ops", "tool_allowlist": everything_else}), request_text
+        desk.confirm(desk.pending.id, False)
+        await collect(desk.resume())
+    for request_text in ("remove echo from support desk", "remove desk_echo from support desk"):
+        events = await say(desk, request_text)
+        assert [c for c in calls(events) if c[0] == "revoke_source"] == [], request_text
+        assert text_of(events).startswith("A source offers either all its tools or only the ones you list")
+    events = await say(desk, "remove support desk")
+    assert calls(events)[-1] == ("revoke_source", {"source": "Support Desk"})  # the source itself: proposed
+
+
+async def test_an_agent_that_may_do_everything(desk: ConciergeSession, backend: LocalBackend) -> None:
+    """Found driving the planner: "let ops do everything" listed its tools; "make an agent
+    that can do everything, call it helper" asked for the name it had been given."""
+    await backend.create_agent({"slug": "ops", "tool_allowlist": ["desk_echo"]})
+    events = await say(desk, "let ops do everything")
+    assert calls(events)[-1] == ("update_agent", {"agent": "ops", "allow_all_tools": True})
+    desk.confirm(desk.pending.id, False)
+    await collect(desk.resume())
+    events = await say(desk, "make an agent that can do everything, call it helper")
+    assert calls(events)[-1] == ("create_agent", {"slug": "helper"})

@@ -354,9 +354,29 @@ def _source_form(state: State, flow: Flow, form: Form) -> Step:
     ref = source_ref(target, flow.world.sources)
     if form.name in _CONSEQUENCES and _HYPOTHETICAL.search(flow.text.raw):
         return _consequence(flow, form.name, row)  # "what happens if I revoke X?": said, not proposed
+    if form.name in ("revoke", "delete") and _takes_something_from(flow, target):
+        return Say(REPLIES["unsupported_remove_tools"], "unsupported")  # "remove echo from acme": not acme itself
     if form.name != "update":
         return Call(form.tool, {"source": ref})
     return _update(state, flow, form, target, ref)
+
+
+def _takes_something_from(flow: Flow, target: Entity) -> bool:
+    """ "remove echo from acme support": something else (a tool) is taken from the source, which
+    is named only after "from"."""
+    tokens = flow.text.tokens
+    cut = next((i for i, t in enumerate(tokens) if t.low == "from"), None)
+    if cut is None:
+        return False
+    before = resolve(flow.text, [target], skip=flow.skip | frozenset(range(cut, len(tokens))))
+    named_after = resolve(flow.text, [target], skip=flow.skip | frozenset(range(cut + 1)))
+    between = [t for i, t in enumerate(tokens[:cut]) if i not in flow.skip and t.kind == "word"
+               and t.low not in _FILLER_BEFORE_FROM]
+    tool_like = any("_" in t.low or "*" in t.low for t in between)  # "remove acme_support_echo from acme"
+    return named_after.one is not None and bool(between) and (before.one is None or tool_like)
+
+
+_FILLER_BEFORE_FROM = frozenset("the a an my our please all its this that it".split())
 
 
 def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> Step:
@@ -611,7 +631,8 @@ def _agent_access(state: State, flow: Flow) -> Step:
             new = _without(current, wanted, [t.name for t in flow.world.catalog.tools])
         if not new:
             return Say(f"That would leave {row.slug} with no tools at all; an empty allowlist means every "
-                       "tool. Pause its sources instead, or name the tools it should keep.", "not_eligible")
+                       f'tool. Pause it instead ("pause {row.slug}"), or name the tools it should keep.',
+                       "not_eligible")
     else:
         new = list(wanted)
     if new == current:

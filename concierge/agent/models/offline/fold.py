@@ -463,6 +463,8 @@ def _learn(state: State, flow: Flow, name: str, args: dict[str, Any], result: To
         world.agents = result.agents
         if flow.form == "update" and flow.aspects <= {"allowlist", "allow_all"}:
             _maybe_agent_allowlist(state, flow)
+        elif flow.form in ("revoke", "delete") and {"from", "access"} & {t.low for t in flow.text.tokens}:
+            _maybe_agent_allowlist(state, flow)  # "remove search docs from billing-bot": a tool taken away
     elif name == "list_agent_tools" and isinstance(result, Catalog):
         world.catalog, world.catalog_key = result, (args.get("agent"), args.get("app"))
         if flow.form in ("update", "create_agent", "agent_access"):

@@ -394,8 +394,8 @@ def _update_auth(ctx: Ctx) -> ex.Found | None:
 
 def _agent_slug(ctx: Ctx) -> ex.Found | None:
     found = ex.agent_name(ctx.text)
-    if found is None and not any(t.low in ("agent", "bot") for t in ctx.text.tokens):
-        found = ex.label(ctx.text)  # a correction: "no wait, call it ops-triage"
+    if found is None:  # "… , call it helper"; a correction: "no wait, call it ops-triage"
+        found = ex.label(ctx.text)
     if found is None:
         return None
     return ex.Found(ex.slugify(str(found.value)), found.used)
@@ -475,7 +475,8 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     if not names:  # "let scout also use sum", "should also be able to search the docs"
         for i, token in enumerate(tokens):
             after_able = token.low == "to" and i > 0 and tokens[i - 1].low == "able"
-            if (token.low not in ("use", "access", "call") and not after_able) or i in skip:
+            if (token.low not in ("use", "access", "call", "take", "away", "remove", "drop", "lose")
+                    and not after_able) or i in skip:
                 continue
             hit = _tool_named_by(tokens, range(i + 1, min(i + 5, len(tokens))), skip, catalog)
             if hit is not None:
@@ -677,7 +678,7 @@ _GRANTING = frozenset("give grant let allow enable".split())
 _USING_VERBS = frozenset("use able allowed call access".split())
 """With a "not": the tools named are taken away ("may not call", "shouldn't be allowed to use")."""
 _NARROWING = _RESTRICTING | frozenset("restrict restricted limit limited".split())
-_REMOVE_WORDS = frozenset("no longer stop remove take away revoke without except not".split())
+_REMOVE_WORDS = frozenset("no longer stop remove take away revoke without except not drop lose".split())
 _ALL_WORDS = frozenset("everything anything all every".split())
 
 
@@ -686,7 +687,8 @@ def _access_mode(ctx: Ctx) -> ex.Found | None:
     words = {t.low for t in ctx.text.tokens}
     if words & _ALL_WORDS and not any("_" in w or "*" in w for w in words):
         return ex.Found("all", frozenset())
-    if words & {"longer", "stop", "remove", "away", "revoke"} or "not" in words and words & _USING_VERBS:
+    if words & {"longer", "stop", "remove", "away", "revoke", "drop", "lose"} or \
+            "not" in words and words & _USING_VERBS:
         return ex.Found("remove", frozenset())
     if words & _ADD_WORDS or phrase("as well").find(ctx.text) is not None:
         return ex.Found("add", frozenset())

@@ -145,6 +145,7 @@ INTENTS: tuple[Intent, ...] = (
            ("let * use|access|call", "let * also", "give * access", "allow * to use|access|call",
             "should only use|access|call", "can only use|access|call", "only use", "use only",
             "can use everything|anything|all", "can now use", "also use", "no longer use",
+            "let * do everything|anything", "can do everything|anything", "take * away from",
             "stop using", "can not use|access|call", "should not use|access|call", "access to everything", "take away",
             "not allowed to use|access|call", "not be allowed to use|access|call", "must not use|access|call",
             "may not use|access|call",
