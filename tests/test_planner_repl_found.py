@@ -1037,3 +1037,13 @@ async def test_an_agent_that_may_do_everything(desk: ConciergeSession, backend: 
     await collect(desk.resume())
     events = await say(desk, "make an agent that can do everything, call it helper")
     assert calls(events)[-1] == ("create_agent", {"slug": "helper"})
+
+
+@pytest.mark.parametrize("question", ["how many calls per minute can support desk take?",
+                                      "how fast can support desk go?"])
+async def test_questions_about_a_source_show_it(desk: ConciergeSession, question: str) -> None:
+    """Found driving the planner: "how many calls per minute can acme take?" was not understood;
+    the source's card answers it (its rate cap)."""
+    events = await say(desk, question)
+    assert calls(events)[-1] == ("show_source", {"source": "Support Desk"})
+    assert "Rate caps: " in text_of(events)
