@@ -1039,11 +1039,12 @@ async def test_an_agent_that_may_do_everything(desk: ConciergeSession, backend: 
     assert calls(events)[-1] == ("create_agent", {"slug": "helper"})
 
 
-@pytest.mark.parametrize("question", ["how many calls per minute can support desk take?",
-                                      "how fast can support desk go?"])
-async def test_questions_about_a_source_show_it(desk: ConciergeSession, question: str) -> None:
+@pytest.mark.parametrize("question", ["how many calls per minute can acme take?", "how fast can acme go?"])
+async def test_questions_about_a_source_show_it(backend: LocalBackend, open_server: RunningServer,
+                                                question: str) -> None:
     """Found driving the planner: "how many calls per minute can acme take?" was not understood;
     the source's card answers it (its rate cap)."""
-    events = await say(desk, question)
-    assert calls(events)[-1] == ("show_source", {"source": "Support Desk"})
+    await backend.register_source({"name": "Acme Support", "base_url": open_server.url(), "auth_kind": "none"})
+    events = await say(ConciergeSession(backend, OfflinePlanner()), question)
+    assert calls(events)[-1] == ("show_source", {"source": "Acme Support"})
     assert "Rate caps: " in text_of(events)
