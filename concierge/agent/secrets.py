@@ -333,8 +333,7 @@ def find_secrets(text: str) -> list[tuple[int, int]]:
     urls = [m.span() for m in _URL_RE.finditer(text)]
     for start, end in _cue_spans(text):
         if any(u0 <= start < u1 for u0, u1 in urls):  # "?api_key=VALUE&region=eu": the value ends at & or #
-            cut = min((i for i in (text.find("&", start, end), text.find("#", start, end)) if i >= 0), default=end)
-            end = cut
+            end = min((i for i in (text.find("&", start, end), text.find("#", start, end)) if i >= 0), default=end)
         spans.append((start, end))
     for match in _WORD_RE.finditer(text):
         start, end = match.span()

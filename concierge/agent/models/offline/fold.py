@@ -173,17 +173,15 @@ def _corrected(state: State, declined: Flow, text: Text, strong: list[IntentHit]
     again). A request of another kind, or one naming a source, is a new request."""
     if strong and _names_known(declined, text):
         return False
-    flow = copy.deepcopy(declined)
-    changed, used = fill(state, flow, text)  # stated values only, no bare answer
+    corrected = copy.deepcopy(declined)
+    changed, used = fill(state, corrected, text)  # stated values only, no bare answer
     if not changed and not used:  # (a value said again, unchanged, also asks for it again)
         return False
     others = [h for h in strong if not h.consumed <= used]  # ("call it Help Desk": not a request for help)
     if not all(_form_of(h) == "update" or _form_of(h) == declined.form and ex.is_correction(text) for h in others):
         return False  # "add http://other/mcp" after a no is a request of its own, not this one changed
-    declined = flow
-    declined.not_confirmed = False
-    declined.proposed = None
-    state.flow = declined
+    corrected.not_confirmed, corrected.proposed = False, None
+    state.flow = corrected
     return True
 
 

@@ -429,7 +429,7 @@ def _agent_allowlist(ctx: Ctx) -> ex.Found | None:
     catalog = ctx.flow.world.catalog.tools if ctx.flow.world.catalog else []
     excluded = None
     if ctx.flow.form == "create_agent" and catalog:  # what a new agent must not use is not what it may
-        excluded = _tools_after(text.tokens, _EXCLUDING - {"but"}, skip, catalog)
+        excluded = _tools_after(text.tokens, _EXCLUDING_WORDS, skip, catalog)
         skip = skip | (excluded[1] if excluded else frozenset())
     by_original: dict[str, list[str]] = {}
     for advertised in known.values():
@@ -558,7 +558,7 @@ def tool_named_in(text: Text, skip: frozenset[int], catalog: list[Any]) -> str |
     "which agent may *search the docs*"), or None."""
     tokens = text.tokens
     for i, token in enumerate(tokens):
-        if token.low in _USING_OR_ABLE:
+        if token.low in _USING_OR_ABLE:  # (the verb may itself be skipped: "anyone" is an agent word)
             hit = _tool_named_by(tokens, range(i + 1, min(i + 5, len(tokens))), skip, catalog)
             if hit is not None:
                 return hit[0]
@@ -639,7 +639,9 @@ def _singular(word: str) -> str:
 _RESTRICTING = frozenset({"only", "just", "solely"})
 _MAY = frozenset({"can", "may", "could", "should"})
 _NEGATIONS = frozenset({"not", "never", "cannot", "no"})
-_EXCLUDING = _NEGATIONS | frozenset({"except", "without", "but"})
+_EXCLUDING_WORDS = _NEGATIONS | frozenset({"except", "without"})
+"""Before the tools a new agent must not use ("except create tickets", "cannot echo")."""
+_EXCLUDING = _EXCLUDING_WORDS | {"but"}
 _USING = frozenset({"use", "access", "call", "tools", "tool", "have", "get", "see"})
 
 
@@ -678,7 +680,6 @@ _GRANTING = frozenset("give grant let allow enable".split())
 _USING_VERBS = frozenset("use able allowed call access".split())
 """With a "not": the tools named are taken away ("may not call", "shouldn't be allowed to use")."""
 _NARROWING = _RESTRICTING | frozenset("restrict restricted limit limited".split())
-_REMOVE_WORDS = frozenset("no longer stop remove take away revoke without except not drop lose".split())
 _ALL_WORDS = frozenset("everything anything all every".split())
 
 
