@@ -1048,3 +1048,18 @@ async def test_questions_about_a_source_show_it(backend: LocalBackend, open_serv
     events = await say(ConciergeSession(backend, OfflinePlanner()), question)
     assert calls(events)[-1] == ("show_source", {"source": "Acme Support"})
     assert "Rate caps: " in text_of(events)
+
+
+async def test_a_token_typed_for_a_server_without_auth_is_said_unused(backend: LocalBackend,
+                                                                      open_server: RunningServer) -> None:
+    """Found trying the README's first command from a fresh clone: after "with no auth", a
+    token typed at "What should I call it?" was answered "Thanks, I have the token", then the
+    server was registered with no authentication."""
+    session = ConciergeSession(backend, OfflinePlanner())
+    await say(session, f"add my server at {open_server.url()} with no auth")
+    events = await say(session, WORDY_TOKEN)
+    assert text_of(events).startswith("That looks like a token, so I kept it hidden. You said the server needs no "
+                                      'authentication, so it won\'t be sent; say "it uses a bearer token" if it should be.')
+    await say(session, "it uses a bearer token")
+    name, arguments = calls(await say(session, "ok"))[-1]
+    assert name == "register_source" and arguments["auth_kind"] == "bearer" and normalize_ref(arguments["token_ref"])

@@ -940,7 +940,8 @@ def fill(state: State, flow: Flow, text: Text, skip: frozenset[int] = frozenset(
                 continue
             now = _set(flow, state, slot, found.value)
             if now and slot.name == "token_ref" and answering not in (None, "token_ref") and not flow.notice:
-                flow.notice = TOKEN_TAKEN  # a token given where another question was asked
+                # a token given where another question was asked
+                flow.notice = TOKEN_UNUSED if flow.slots.get("auth_kind") == "none" else TOKEN_TAKEN
             changed |= now
             used |= found.used
         if changed:
@@ -949,6 +950,8 @@ def fill(state: State, flow: Flow, text: Text, skip: frozenset[int] = frozenset(
 
 
 TOKEN_TAKEN = "Thanks, I have the token (it is never shown, nor stored in clear)."
+TOKEN_UNUSED = ("That looks like a token, so I kept it hidden. You said the server needs no authentication, so it "
+                'won\'t be sent; say "it uses a bearer token" if it should be.')
 
 
 def _set(flow: Flow, state: State, slot: Slot, value: Any) -> bool:
