@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+import socket
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import httpx2
@@ -112,6 +115,74 @@ async def test_a_connection_the_server_ends_is_not_used_again() -> None:
             assert response.status_code == 200 and await response.aread() == b"{}"
             await response.aclose()
         assert seen.connections == 3 and wire.connections_opened == 3  # closed, kept, dropped while idle
+        wire.close()
+
+
+@contextmanager
+def _threaded_server(idle_close: float) -> Iterator[tuple[str, _Server]]:
+    """A server on its own thread (it runs while the test's loop is blocked): answers each
+    request with ``{"n": <request number on the connection>}`` and closes a connection left
+    idle for ``idle_close`` seconds."""
+    seen = _Server()
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    done = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        seen.connections += 1
+        buffered, n = b"", 0
+        with conn:
+            conn.settimeout(idle_close)
+            while True:
+                try:
+                    while b"\r\n\r\n" not in buffered:
+                        chunk = conn.recv(65536)
+                        if not chunk:
+                            return
+                        buffered += chunk
+                except TimeoutError:
+                    return  # idle: close it
+                head, _, buffered = buffered.partition(b"\r\n\r\n")
+                length = next((int(line.split(b":")[1]) for line in head.split(b"\r\n")
+                               if line.lower().startswith(b"content-length:")), 0)
+                while len(buffered) < length:
+                    buffered += conn.recv(65536)
+                seen.requests.append(head + b"\r\n\r\n" + buffered[:length])
+                buffered = buffered[length:]
+                conn.sendall(_json(b'{"n": %d}' % n))
+                n += 1
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/mcp", seen
+    finally:
+        done.set()
+        thread.join(5)
+        listener.close()
+
+
+async def test_a_connection_the_server_closed_during_a_stall_is_not_used_again() -> None:
+    # The server closes connections idle for 50 ms; the gateway's loop is blocked for 300 ms
+    # (a busy gateway): the close has reached the socket, but no callback has seen it yet.
+    with _threaded_server(idle_close=0.05) as (url, seen):
+        wire = _wire()
+        response = await _post_to(wire, url)
+        assert json.loads(await response.aread()) == {"n": 0}
+        await response.aclose()
+        time.sleep(0.3)  # blocks the loop
+        response = await _post_to(wire, url)
+        assert response.status_code == 200 and json.loads(await response.aread()) == {"n": 0}
+        await response.aclose()
+        assert seen.connections == 2 and wire.connections_opened == 2
         wire.close()
 
 

@@ -16,13 +16,16 @@ client does only that one exchange, with the session's own rules:
   ``RemoteProtocolError``, ``HTTPStatusError``), so the error mapping is the SDK path's.
 
 A connection is reused only after a complete answer the server let it keep; one closed (or
-expired: ``keepalive_expiry``) while idle is dropped. A response abandoned early (a client that
+expired: ``keepalive_expiry``) while idle is dropped, and so is one whose socket is readable
+while idle: the server closed it (or wrote out of turn) and the loop has not yet seen it, as
+after a stall (httpcore's check before reusing a connection). A response abandoned early (a client that
 cancelled, a failure) closes its connection, which is how the 2026-07-28 protocol cancels.
 """
 
 from __future__ import annotations
 
 import asyncio
+import select
 import time
 from collections import deque
 from collections.abc import AsyncIterator
@@ -247,6 +250,19 @@ class _Connection(asyncio.Protocol):
         return self.transport.get_extra_info(name) if self.transport is not None else None
 
     # the wire's use of it
+    def dropped(self) -> bool:
+        """Whether this idle connection's socket is readable: the server has closed it (or sent
+        what nobody asked for), though the loop has not handled that yet."""
+        sock = self.transport.get_extra_info("socket") if self.transport is not None else None
+        if sock is None:
+            return False
+        try:
+            poller = select.poll()
+            poller.register(sock.fileno(), select.POLLIN)
+            return bool(poller.poll(0))
+        except (OSError, ValueError):  # (a socket already closed)
+            return True
+
     def pause(self) -> None:
         if not self._paused and self.transport is not None:
             self._paused = True
@@ -317,7 +333,7 @@ class LaneWire:
         now = time.monotonic()
         while self._idle:
             conn = self._idle.pop()  # the most recently used: the least likely to have expired
-            if not conn.closed and now - conn.idle_since < self._expiry:
+            if not conn.closed and now - conn.idle_since < self._expiry and not conn.dropped():
                 return conn
             conn.close()
         return await self._dial(url)
