@@ -15,13 +15,16 @@ Three kinds of process on loopback, as in production:
                and client carry every call)
     relay      a TCP relay that copies bytes both ways (uvloop, no parsing): the floor, what any
                process in the path costs on this machine at the moment
+    forwarder  the least a Python proxy of MCP does (uvloop, httptools, every JSON body parsed
+               and written again, a kept-alive upstream connection; no policy, no ASGI): the
+               floor for any proxy written in Python, the gateway's language
     bare       a naive forwarder built with the same SDK and its defaults (one Client, no routing
                or policy): a reference for what one more SDK hop costs
     client     a process running the mcp SDK's ``Client``: for latency, one client per mode,
                making calls one after another, the modes taking turns every ``--block`` calls;
                for throughput, N clients making M calls each at once
 
-Direct, bare and both gateway runs alternate (``--rounds`` of each, interleaved; the sequential
+Direct, relay, forwarder, bare and both gateway runs alternate (``--rounds`` of each, interleaved; the sequential
 calls in blocks within each round) so drift on a shared machine hits them alike. Rate caps: every source has the maximum cap (600 calls a minute, a
 burst of 600), so a concurrent round of 20 x 50 = 1000 calls is spread over two sources of
 that round (clients alternate), each source used by one round of one gateway mode only.
@@ -51,7 +54,7 @@ sys.path.insert(0, str(ROOT))
 from _procs import free_port, wait_for_port  # noqa: E402  (bench/, the script's own directory)
 
 RATE_CAP = 600  # the maximum rate_cap_per_minute
-LABELS = {"direct": "direct", "relay": "byte relay", "bare": "bare", "sdk": "gateway (SDK path)", "gateway": "gateway (lane)"}
+LABELS = {"direct": "direct", "relay": "byte relay", "floor": "Python forwarder", "bare": "bare", "sdk": "gateway (SDK path)", "gateway": "gateway (lane)"}
 METHOD_RE = re.compile(rb'"method"\s*:\s*"([^"]+)"')
 
 
@@ -160,6 +163,150 @@ def serve_relay(port: int, upstream_port: int) -> None:
         uvloop.run(main())
 
 
+# -- the Python forwarder: the floor of a proxy written in Python ---------------------------------
+
+def serve_python_forwarder(port: int, upstream_port: int) -> None:
+    """The least a Python proxy of MCP must do, on the gateway's own stack (uvloop, httptools,
+    json): read each request, parse its JSON body and write it again, send it to the upstream on
+    a kept-alive connection of its own, parse the JSON answer and write it again with a stamp.
+    No policy, no routing, no ASGI; an SSE or other answer is relayed as it comes."""
+    import asyncio
+
+    import httptools
+
+    hop = {b"host", b"content-length", b"connection", b"transfer-encoding", b"keep-alive"}
+    stamp = {"io.modelcontextprotocol/serverInfo": {"name": "python-forwarder", "version": "1.0"}}
+
+    def rewritten(body: bytes) -> bytes:
+        message = json.loads(body)
+        result = message.get("result") if isinstance(message, dict) else None
+        if isinstance(result, dict):
+            result["_meta"] = {**result.get("_meta", {}), **stamp}
+        return json.dumps(message, separators=(",", ":")).encode()
+
+    class Back(asyncio.Protocol):
+        """The upstream connection of one client connection: one request at a time."""
+
+        def __init__(self, front: Front) -> None:
+            self.front, self.transport = front, None
+            self.parser = httptools.HttpResponseParser(self)
+            self.got = False
+
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+
+        def data_received(self, data: bytes) -> None:
+            self.got = True
+            self.parser.feed_data(data)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
+
+        def on_headers_complete(self) -> None:
+            self.status = self.parser.get_status_code()
+            lengths = [v for k, v in self.headers if k == b"content-length"]
+            self.buffered = bool(lengths)
+            self.json = any(k == b"content-type" and v.startswith(b"application/json") for k, v in self.headers)
+            if not self.buffered:
+                self.front.write_head(self.status, self.headers, None)
+
+        def on_body(self, body: bytes) -> None:
+            if self.buffered:
+                self.body.append(body)
+            else:
+                self.front.transport.write(b"%x\r\n%s\r\n" % (len(body), body))
+
+        def on_message_complete(self) -> None:
+            if self.buffered:
+                body = b"".join(self.body)
+                if self.json and body:
+                    body = rewritten(body)
+                self.front.write_head(self.status, self.headers, body)
+            else:
+                self.front.transport.write(b"0\r\n\r\n")
+            self.front.done()
+
+        def start(self) -> None:
+            self.headers: list[tuple[bytes, bytes]] = []
+            self.body: list[bytes] = []
+            self.got = False
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self.front.back_lost(self)
+
+    class Front(asyncio.Protocol):
+        def connection_made(self, transport: Any) -> None:
+            self.transport = transport
+            self.parser = httptools.HttpRequestParser(self)
+            self.back: Back | None = None
+            self.sent: bytes | None = None
+
+        def data_received(self, data: bytes) -> None:
+            self.parser.feed_data(data)
+
+        def on_message_begin(self) -> None:
+            self.url = b""
+            self.headers: list[tuple[bytes, bytes]] = []
+            self.body: list[bytes] = []
+
+        def on_url(self, url: bytes) -> None:
+            self.url += url
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self.headers.append((name.lower(), value))
+
+        def on_body(self, body: bytes) -> None:
+            self.body.append(body)
+
+        def on_message_complete(self) -> None:
+            body = b"".join(self.body)
+            if body and any(k == b"content-type" and v.startswith(b"application/json") for k, v in self.headers):
+                body = json.dumps(json.loads(body), separators=(",", ":")).encode()
+            head = b"%s %s HTTP/1.1\r\nhost: 127.0.0.1:%d\r\n" % (self.parser.get_method(), self.url, upstream_port)
+            head += b"".join(b"%s: %s\r\n" % (k, v) for k, v in self.headers if k not in hop)
+            self.sent = head + b"content-length: %d\r\n\r\n" % len(body) + body
+            asyncio.get_running_loop().create_task(self.forward())
+
+        async def forward(self) -> None:
+            if self.back is None or self.back.transport is None or self.back.transport.is_closing():
+                _, self.back = await asyncio.get_running_loop().create_connection(
+                    lambda: Back(self), "127.0.0.1", upstream_port)
+            assert self.sent is not None and self.back.transport is not None
+            self.back.start()
+            self.back.transport.write(self.sent)
+
+        def back_lost(self, back: Back) -> None:
+            if back is self.back:
+                self.back = None
+                if self.sent is not None and not back.got:  # closed while idle, before any answer: again
+                    asyncio.get_running_loop().create_task(self.forward())
+
+        def write_head(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes | None) -> None:
+            out = [b"HTTP/1.1 %d OK\r\n" % status]
+            out += [b"%s: %s\r\n" % (k, v) for k, v in headers if k not in hop]
+            out.append(b"content-length: %d\r\n\r\n" % len(body) if body is not None
+                       else b"transfer-encoding: chunked\r\n\r\n")
+            self.transport.write(b"".join(out) + (body or b""))
+
+        def done(self) -> None:
+            self.sent = None
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self.back is not None and self.back.transport is not None:
+                self.back.transport.close()
+
+    async def main() -> None:
+        server = await asyncio.get_running_loop().create_server(Front, "127.0.0.1", port)
+        await server.serve_forever()
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main())
+    else:
+        uvloop.run(main())
+
+
 # -- the bare SDK forwarder: what one more SDK hop costs, for reference ---------------------------
 
 def serve_bare_proxy(port: int, upstream: str) -> None:
@@ -198,8 +345,11 @@ def first_text(result: Any) -> str:
     return str(getattr(first, "text", "empty"))
 
 
-async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:
-    """``clients`` SDK clients, each making ``calls`` calls; client i uses ``tools[i % len]``."""
+async def run_clients(url: str, tools: list[str], clients: int, calls: int,
+                      watch: tuple[int, ...] = ()) -> dict[str, Any]:
+    """``clients`` SDK clients, each making ``calls`` calls; client i uses ``tools[i % len]``.
+    ``watch``: pids whose CPU time is taken over the calls alone (``server_cpu``: after every
+    client connected and made its first call, until the last call ended)."""
     from mcp import Client
 
     latencies: list[float] = []
@@ -233,10 +383,12 @@ async def run_clients(url: str, tools: list[str], clients: int, calls: int) -> d
             for i in range(clients):
                 tg.start_soon(one, i)
             await opened.wait()
+            servers_began = [cpu_seconds(pid) for pid in watch]
             began, cpu_began = time.perf_counter(), time.process_time()
             start_gate.set()
         wall, cpu = time.perf_counter() - began, time.process_time() - cpu_began
-    return {"latencies": latencies, "errors": errors, "wall": wall, "cpu": cpu}
+        server_cpu = [cpu_seconds(pid) - spent for pid, spent in zip(watch, servers_began)]
+    return {"latencies": latencies, "errors": errors, "wall": wall, "cpu": cpu, "server_cpu": server_cpu}
 
 
 async def run_sequential(routes: dict[str, tuple[str, str]], calls: int, block: int) -> dict[str, list[float]]:
@@ -272,10 +424,11 @@ def sequential_process(routes: dict[str, tuple[str, str]], calls: int, block: in
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-def client_process(url: str, tools: list[str], clients: int, calls: int) -> dict[str, Any]:
+def client_process(url: str, tools: list[str], clients: int, calls: int, watch: list[int]) -> dict[str, Any]:
     out = subprocess.run(
         [sys.executable, __file__, "--client", url, "--tools", ",".join(tools), "--clients", str(clients),
-         "--calls", str(calls)], capture_output=True, text=True, timeout=400, check=False)
+         "--calls", str(calls), "--watch", ",".join(map(str, watch))],
+        capture_output=True, text=True, timeout=400, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"client failed: {out.stderr[-2000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -299,10 +452,10 @@ def process(args: list[str], port: int, what: str,
             proc.wait(5)
 
 
-def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+def cpu_seconds(pid: int) -> float:
     """User + system CPU time the process has used (Linux /proc): a measure that load from
     other processes on a shared machine does not distort the way wall time is distorted."""
-    fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
@@ -340,9 +493,10 @@ def register_sources(home: str, url: str, names: list[str]) -> None:
 
 
 def main_bench(args: argparse.Namespace) -> None:
-    up_port, gw_port, bare_port, sdk_port, relay_port = free_port(), free_port(), free_port(), free_port(), free_port()
+    up_port, gw_port, bare_port, sdk_port, relay_port, floor_port = (free_port() for _ in range(6))
     upstream = f"http://127.0.0.1:{up_port}"
-    urls = {"direct": f"{upstream}/mcp", "relay": f"http://127.0.0.1:{relay_port}/mcp", "bare": f"http://127.0.0.1:{bare_port}/mcp",
+    urls = {"direct": f"{upstream}/mcp", "relay": f"http://127.0.0.1:{relay_port}/mcp",
+            "floor": f"http://127.0.0.1:{floor_port}/mcp", "bare": f"http://127.0.0.1:{bare_port}/mcp",
             "sdk": f"http://127.0.0.1:{sdk_port}/mcp", "gateway": f"http://127.0.0.1:{gw_port}/mcp"}
     gateways = ("sdk", "gateway")
     rounds = args.rounds
@@ -353,6 +507,7 @@ def main_bench(args: argparse.Namespace) -> None:
     seq: dict[str, list[float]] = {mode: [] for mode in urls}
     conc: dict[str, list[dict[str, Any]]] = {mode: [] for mode in urls}
     cpu: dict[str, float] = {"upstream (direct runs)": 0.0, "byte relay": 0.0, "upstream (relay runs)": 0.0,
+                             "Python forwarder": 0.0, "upstream (Python forwarder runs)": 0.0,
                              "bare forwarder": 0.0, "gateway (SDK path)": 0.0,
                              "gateway (lane)": 0.0, "upstream (lane runs)": 0.0}
     with tempfile.TemporaryDirectory() as home, \
@@ -370,9 +525,12 @@ def main_bench(args: argparse.Namespace) -> None:
                          bare_port, "bare proxy") as bare_proc, \
                     process([sys.executable, __file__, "--relay", str(relay_port), "--to", str(up_port)],
                             relay_port, "byte relay") as relay_proc, \
+                    process([sys.executable, __file__, "--python-forwarder", str(floor_port), "--to", str(up_port)],
+                            floor_port, "Python forwarder") as floor_proc, \
                     process(gateway_cmd + [str(sdk_port), "--no-fast-lane"], sdk_port, "gateway (SDK path)", env=env) as sdk_proc:
                 owner = {"direct": [(up_proc, "upstream (direct runs)")],
                          "relay": [(relay_proc, "byte relay"), (up_proc, "upstream (relay runs)")],
+                         "floor": [(floor_proc, "Python forwarder"), (up_proc, "upstream (Python forwarder runs)")],
                          "bare": [(bare_proc, "bare forwarder")],
                          "sdk": [(sdk_proc, "gateway (SDK path)")],
                          "gateway": [(gw_proc, "gateway (lane)"), (up_proc, "upstream (lane runs)")]}
@@ -382,15 +540,16 @@ def main_bench(args: argparse.Namespace) -> None:
                     s0 = stats(upstream)
                     for mode, latencies in sequential_process(routes, args.seq_calls, args.block).items():
                         seq[mode] += latencies
-                    # less the direct and relayed clients' own; what the SDK path opens is counted too (an upper bound)
-                    gateway_sessions += _sessions(stats(upstream)) - _sessions(s0) - 2
+                    # less the direct, relayed and forwarded clients' own; what the SDK path opens is counted too (an upper bound)
+                    gateway_sessions += _sessions(stats(upstream)) - _sessions(s0) - 3
                     for mode in urls:
                         tools = [f"{s}_echo" for s in conc_sources[mode][r]] if mode in gateways else ["echo"]
                         s0 = stats(upstream)
-                        before_cpu = [cpu_seconds(p) for p, _ in owner[mode]]
-                        conc[mode].append(client_process(urls[mode], tools, args.clients, args.calls))
-                        for (p, name), spent in zip(owner[mode], before_cpu):
-                            cpu[name] += cpu_seconds(p) - spent
+                        run = client_process(urls[mode], tools, args.clients, args.calls,
+                                             [p.pid for p, _ in owner[mode]])
+                        conc[mode].append(run)
+                        for (_, name), spent in zip(owner[mode], run["server_cpu"]):
+                            cpu[name] += spent
                         if mode == "gateway":
                             gateway_sessions += _sessions(stats(upstream)) - _sessions(s0)
     report(args, seq, conc, gateway_sessions, len(all_sources), cpu)
@@ -406,6 +565,8 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
           f"{args.rounds} interleaved rounds of each mode; {os.cpu_count()} cores")
     print("(byte relay = a TCP relay copying bytes both ways, no parsing: what any process in the path "
           "costs on this machine now, the floor for a proxy)")
+    print("(Python forwarder = the least a Python proxy of MCP does, on the gateway's own stack: "
+          "uvloop, httptools, each JSON body parsed and written again; no policy, no ASGI: the floor for Python)")
     print("(bare = a naive forwarder written with the same SDK and its defaults: one Client, no routing, "
           "no policy; a reference for what one SDK hop costs)\n")
     print("(gateway (SDK path) = `concierge gateway --no-fast-lane`: the mcp SDK's server and client "
@@ -424,6 +585,9 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
     floor = med["relay"] - med["direct"]
     print(f"  added by the byte relay median {ms(floor):>9}   p99 {ms(p99['relay'] - p99['direct']):>9}   "
           f"(the floor; the lane beyond it: median {ms(added - floor)})")
+    pyfloor = med["floor"] - med["direct"]
+    print(f"  added by the Python forwarder median {ms(pyfloor):>9}   p99 {ms(p99['floor'] - p99['direct']):>9}   "
+          f"(the floor for Python; the lane beyond it: median {ms(added - pyfloor)})")
     print(f"  added by the bare SDK forwarder   median {ms(med['bare'] - med['direct']):>9}   "
           f"(the gateway's own share: {ms(med['gateway'] - med['bare'])})")
 
@@ -442,16 +606,19 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
     gt, gm, gp, ge = sums["gateway"]
     bt, _, bp, _ = sums["bare"]
     rt, _, rp, _ = sums["relay"]
+    ft, _, fp, _ = sums["floor"]
     st, _, sp, _ = sums["sdk"]
     print(f"  ratios   lane/direct: throughput {gt / dt:.2f}x, p99 {gp / dp:.2f}x, median {gm / dm:.2f}x;  "
           f"SDK path/direct: throughput {st / dt:.2f}x, p99 {sp / dp:.2f}x;  "
           f"bare/direct: throughput {bt / dt:.2f}x, p99 {bp / dp:.2f}x;  "
-          f"byte relay/direct (the floor): throughput {rt / dt:.2f}x, p99 {rp / dp:.2f}x")
+          f"byte relay/direct (the floor): throughput {rt / dt:.2f}x, p99 {rp / dp:.2f}x;  "
+          f"Python forwarder/direct: throughput {ft / dt:.2f}x, p99 {fp / dp:.2f}x")
     for e in [e for mode in ("gateway", "sdk") for r in conc[mode] for e in r["errors"]][:3]:
         print(f"  e.g. error: {e}")
     calls = args.rounds * args.clients * args.calls
     per_call = {name: spent / calls * 1000 for name, spent in cpu.items()}
-    print("  CPU per call in the concurrent runs (wall-clock independent): " + ", ".join(
+    print("  CPU per call in the concurrent runs (over the calls alone, not the clients' connecting; "
+          "wall-clock independent): " + ", ".join(
         f"{name} {value:.2f} ms" for name, value in per_call.items()))
     cores = os.cpu_count() or 1
     lane = per_call["gateway (lane)"]
@@ -465,10 +632,12 @@ def report(args: argparse.Namespace, seq: dict[str, list[float]], conc: dict[str
     direct_total = client_cpu["direct"] + per_call["upstream (direct runs)"]
     lane_total = client_cpu["gateway"] + lane + per_call["upstream (lane runs)"]
     relay_total = client_cpu["relay"] + per_call["byte relay"] + per_call["upstream (relay runs)"]
+    floor_total = client_cpu["floor"] + per_call["Python forwarder"] + per_call["upstream (Python forwarder runs)"]
     print(f"  the whole machine's CPU per call: direct {direct_total:.2f} ms (clients {client_cpu['direct']:.2f} + "
           f"upstream), through the lane {lane_total:.2f} ms (clients {client_cpu['gateway']:.2f} + gateway + upstream); "
           f"when {cores} cores are the limit, the lane can reach ~{direct_total / lane_total:.2f}x direct "
-          f"(through the byte relay {relay_total:.2f} ms: ~{direct_total / relay_total:.2f}x)")
+          f"(through the byte relay {relay_total:.2f} ms: ~{direct_total / relay_total:.2f}x; "
+          f"through the Python forwarder {floor_total:.2f} ms: ~{direct_total / floor_total:.2f}x)")
     limit = n_sources + args.clients
     print(f"\nUpstream sessions opened by the gateway (start-up and its runs): {gateway_sessions} "
           f"(sources {n_sources} + clients {args.clients} = {limit})")
@@ -495,9 +664,11 @@ def main() -> None:
     parser.add_argument("--upstream", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--bare-proxy", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--relay", type=int, metavar="PORT", help=argparse.SUPPRESS)
+    parser.add_argument("--python-forwarder", type=int, metavar="PORT", help=argparse.SUPPRESS)
     parser.add_argument("--to", help=argparse.SUPPRESS)
     parser.add_argument("--client", metavar="URL", help=argparse.SUPPRESS)
     parser.add_argument("--tools", help=argparse.SUPPRESS)
+    parser.add_argument("--watch", default="", help=argparse.SUPPRESS)
     parser.add_argument("--sequential", metavar="ROUTES", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.upstream:
@@ -505,6 +676,9 @@ def main() -> None:
         return
     if args.relay:
         serve_relay(args.relay, int(args.to))
+        return
+    if args.python_forwarder:
+        serve_python_forwarder(args.python_forwarder, int(args.to))
         return
     if args.bare_proxy:
         serve_bare_proxy(args.bare_proxy, args.to)
@@ -514,7 +688,8 @@ def main() -> None:
         print(json.dumps(anyio.run(run_sequential, routes, args.calls, args.block)))
         return
     if args.client:
-        result = anyio.run(run_clients, args.client, args.tools.split(","), args.clients, args.calls)
+        watch = tuple(int(pid) for pid in args.watch.split(",") if pid)
+        result = anyio.run(run_clients, args.client, args.tools.split(","), args.clients, args.calls, watch)
         print(json.dumps(result))
         return
     started = time.perf_counter()
