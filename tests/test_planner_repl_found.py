@@ -1063,3 +1063,24 @@ async def test_a_token_typed_for_a_server_without_auth_is_said_unused(backend: L
     await say(session, "it uses a bearer token")
     name, arguments = calls(await say(session, "ok"))[-1]
     assert name == "register_source" and arguments["auth_kind"] == "bearer" and normalize_ref(arguments["token_ref"])
+
+
+@pytest.mark.parametrize("wording", [
+    "hey, I'd like my agents to use our ticketing MCP at {url}",
+    "let my agents use {url}",
+    "my agents should be able to use our MCP at {url}",
+])
+async def test_wanting_agents_to_use_a_server_at_an_address_registers_it(
+        backend: LocalBackend, open_server: RunningServer, wording: str) -> None:
+    # Found as a first message in a fresh home: it was read as "list my agents" ("There are no
+    # agents here yet"), and every answer after it was a dead end.
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, wording.format(url=open_server.url()))
+    assert text_of(events).startswith("How does it authenticate")
+    assert all(name != "register_source" for name, _ in calls(events))  # (asked first, nothing done)
+
+
+async def test_asking_whether_agents_can_use_a_named_server_is_not_a_registration(world: ConciergeSession) -> None:
+    events = await say(world, "can my agents use the clock mcp?")
+    assert not text_of(events).startswith("How does it authenticate")
+    assert all(name != "register_source" for name, _ in calls(events))
