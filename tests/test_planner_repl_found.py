@@ -1084,3 +1084,17 @@ async def test_asking_whether_agents_can_use_a_named_server_is_not_a_registratio
     events = await say(world, "can my agents use the clock mcp?")
     assert not text_of(events).startswith("How does it authenticate")
     assert all(name != "register_source" for name, _ in calls(events))
+
+
+@pytest.mark.parametrize("request_text, allowed", [
+    ("make an agent called billing-bot that can only create tickets", ["desk_create_ticket"]),
+    ("make an agent billing-bot that can just search docs and get tickets", ["desk_search_docs", "desk_get_ticket"]),
+    ("create agent billing-bot that should only echo", ["desk_echo"]),
+])
+async def test_a_new_agent_that_can_only_do_a_thing_may_use_only_that(desk: ConciergeSession, request_text: str,
+                                                                      allowed: list[str]) -> None:
+    # Found driving the planner: "… that can only create tickets" proposed an agent that "may
+    # use every tool in the sandbox".
+    events = await say(desk, request_text)
+    assert _allowlist(events) == allowed
+    assert "may use only " + ", ".join(allowed) in desk.pending.summary

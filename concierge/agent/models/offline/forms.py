@@ -507,6 +507,8 @@ def _tools_after(tokens: list[Any], triggers: frozenset[str], skip: frozenset[in
         if token.low not in triggers or i in skip:
             continue
         j = i + 1
+        while j < len(tokens) and tokens[j].low in _RESTRICTING:  # "can only create tickets"
+            j += 1
         while j < len(tokens):
             hit = _tool_named_by(tokens, range(j, min(j + 4, len(tokens))), skip | used, catalog)
             if hit is None:
@@ -651,8 +653,8 @@ def _restricts_tools(flow: Flow, state: State) -> bool:
     words = [t.low for t in flow.text.tokens]
     for i, word in enumerate(words):
         after = words[i + 1:i + 4]
-        if word in _RESTRICTING and _USING & set(after):
-            return True
+        if word in _RESTRICTING and (_USING & set(after) or _tool_words_at(flow, i + 1)):
+            return True  # "that can only use the ticket tools", "that can only create tickets"
         if word in ("limited", "restricted") and after[:1] == ["to"]:
             return True
         if word in _EXCLUDING and i > 0 and (_USING & set(after) or _tool_words_at(flow, i + 1)):
