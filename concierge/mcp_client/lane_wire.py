@@ -257,6 +257,8 @@ class _Connection(asyncio.Protocol):
         if sock is None:
             return False
         try:
+            if not hasattr(select, "poll"):  # (Windows)
+                return bool(select.select([sock.fileno()], [], [], 0)[0])
             poller = select.poll()
             poller.register(sock.fileno(), select.POLLIN)
             return bool(poller.poll(0))
