@@ -42,7 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -111,6 +111,18 @@ def serve_upstream(port: int) -> None:
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
+def run_on_uvloop(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed, as the gateway does (asyncio's loop if not)."""
+    import asyncio
+
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(main)
+    else:
+        uvloop.run(main)
+
+
 # -- the byte relay: the floor of any proxy process ----------------------------------------------
 
 def serve_relay(port: int, upstream_port: int) -> None:
@@ -155,12 +167,7 @@ def serve_relay(port: int, upstream_port: int) -> None:
         server = await asyncio.get_running_loop().create_server(Front, "127.0.0.1", port)
         await server.serve_forever()
 
-    try:
-        import uvloop
-    except ImportError:  # (as the gateway: uvloop when installed)
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_uvloop(main())
 
 
 # -- the Python forwarder: the floor of a proxy written in Python ---------------------------------
@@ -299,12 +306,7 @@ def serve_python_forwarder(port: int, upstream_port: int) -> None:
         server = await asyncio.get_running_loop().create_server(Front, "127.0.0.1", port)
         await server.serve_forever()
 
-    try:
-        import uvloop
-    except ImportError:
-        asyncio.run(main())
-    else:
-        uvloop.run(main())
+    run_on_uvloop(main())
 
 
 # -- the bare SDK forwarder: what one more SDK hop costs, for reference ---------------------------
