@@ -12,6 +12,7 @@ import hmac
 import itertools
 import json
 import threading
+from urllib.parse import parse_qs
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any, Literal
 
@@ -153,11 +154,12 @@ def build_demo_server() -> MCPServer:
 class _RequireToken:
     """Pure-ASGI gate: HTTP requests must carry the token; lifespan and other scopes pass through."""
 
-    def __init__(self, app: ASGIApp, *, token: str, header: str | None) -> None:
+    def __init__(self, app: ASGIApp, *, token: str, header: str | None, query: str | None = None) -> None:
         self.app = app
         self._token = token.encode("utf-8")
         self._header = (header or "authorization").strip().lower().encode("latin-1")
-        self._bearer = header is None or self._header == b"authorization"
+        self._bearer = query is None and (header is None or self._header == b"authorization")
+        self._query = query
 
     def __repr__(self) -> str:  # never show the token
         return f"_RequireToken(header={self._header.decode('latin-1')!r}, token='***')"
@@ -167,10 +169,14 @@ class _RequireToken:
             await self.app(scope, receive, send)
             return
         value = b""
-        for name, raw in scope.get("headers", ()):
-            if name.lower() == self._header:
-                value = raw
-                break
+        if self._query is not None:
+            values = parse_qs(scope.get("query_string", b"").decode("latin-1")).get(self._query) or [""]
+            value = values[0].encode("utf-8")
+        else:
+            for name, raw in scope.get("headers", ()):
+                if name.lower() == self._header:
+                    value = raw
+                    break
         if self._bearer:
             scheme, _, rest = value.partition(b" ")
             value = rest.strip() if scheme.lower() == b"bearer" else b""
@@ -185,26 +191,30 @@ class _RequireToken:
         await self.app(scope, receive, send)
 
 
-def build_demo_app(*, token: str | None = None, header: str | None = None, host: str = "127.0.0.1") -> ASGIApp:
+def build_demo_app(*, token: str | None = None, header: str | None = None, host: str = "127.0.0.1",
+                   query: str | None = None) -> ASGIApp:
     """The demo server's streamable HTTP app at ``/mcp``.
 
     With ``token``, every HTTP request must carry ``Authorization: Bearer <token>`` (or
-    ``<header>: <token>`` when ``header`` is given), else it gets a 401 JSON answer.
+    ``<header>: <token>`` when ``header`` is given, or ``?<query>=<token>`` in the URL when
+    ``query`` is), else it gets a 401 JSON answer.
     ``host`` is the bind address; loopback addresses turn on the SDK's Host-header check.
     Each call builds a fresh server (a session manager can only run once).
     """
     app: ASGIApp = build_demo_server().streamable_http_app(streamable_http_path="/mcp", host=host)
     if token:
-        app = _RequireToken(app, token=token, header=header)
+        app = _RequireToken(app, token=token, header=header, query=query)
     return app
 
 
 def run_demo_server(
-    host: str = "127.0.0.1", port: int = 8765, token: str | None = None, header: str | None = None
+    host: str = "127.0.0.1", port: int = 8765, token: str | None = None, header: str | None = None,
+    query: str | None = None,
 ) -> None:
     """Serve the demo app with uvicorn until interrupted."""
     import uvicorn
 
-    auth = "none" if not token else (f"header {header}" if header else "bearer")
+    auth = "none" if not token else (f"?{query}= in the URL" if query else f"header {header}" if header else "bearer")
     print(f"Demo MCP server on http://{host}:{port}/mcp (auth: {auth})", flush=True)
-    uvicorn.run(build_demo_app(token=token, header=header, host=host), host=host, port=port, log_level="warning")
+    uvicorn.run(build_demo_app(token=token, header=header, host=host, query=query), host=host, port=port,
+                log_level="warning")

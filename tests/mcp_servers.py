@@ -211,17 +211,18 @@ def serve_in_thread(
 # MCP apps
 
 
-def demo_app(token: str | None = None, header: str | None = None) -> ASGIApp:
-    """concierge's demo server (4 tools) at ``/mcp``; gated by bearer ``token`` or ``header: token``."""
-    return build_demo_app(token=token, header=header)
+def demo_app(token: str | None = None, header: str | None = None, query: str | None = None) -> ASGIApp:
+    """concierge's demo server (4 tools) at ``/mcp``; gated by bearer ``token``, ``header: token``
+    or ``?query=token``."""
+    return build_demo_app(token=token, header=header, query=query)
 
 
-def demo_server_fixture(token: str | None = None, header: str | None = None) -> Any:
-    """A module-scoped pytest fixture serving `demo_app(token, header)` on loopback."""
+def demo_server_fixture(token: str | None = None, header: str | None = None, query: str | None = None) -> Any:
+    """A module-scoped pytest fixture serving `demo_app(token, header, query)` on loopback."""
 
     @pytest.fixture(scope="module")
     def serve_demo() -> Iterator[RunningServer]:
-        with serve_in_thread(demo_app(token=token, header=header)) as srv:
+        with serve_in_thread(demo_app(token=token, header=header, query=query)) as srv:
             yield srv
 
     return serve_demo

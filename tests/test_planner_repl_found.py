@@ -987,27 +987,6 @@ async def test_localhost_for_127_0_0_1_is_said_to_be_the_same_address(desk: Conc
                                f"as {moved} (nothing to change).")
 
 
-async def test_a_key_in_the_url_leaves_it_and_becomes_the_token(backend: LocalBackend,
-                                                                 open_server: RunningServer) -> None:
-    """Found driving the planner: "add …/mcp?api_key=sk_live_…" proposed the URL with the
-    reference cut in half ("…?api_key=[secret:sec_…") — a broken address, and a key meant to
-    be stored in a URL, which is kept in clear."""
-    session = ConciergeSession(backend, OfflinePlanner())
-    key = "sk_live_abcdef1234567890"
-    events = await say(session, f"add {open_server.url()}?api_key={key}&region=eu")
-    assert text_of(events).startswith("I took the credential out of the URL: a URL is stored and shown in clear, "
-                                      "so the key goes with the request as a token instead")
-    assert text_of(events).endswith("How does it authenticate: with a bearer token, a token in a custom header, "
-                                    "or none?")
-    await say(session, "bearer")
-    name, arguments = calls(await say(session, "Keyed"))[-1]
-    assert name == "register_source" and arguments["url"] == f"{open_server.url()}?region=eu"
-    assert normalize_ref(arguments["token_ref"]) and key not in json.dumps(arguments)
-    session.confirm(session.pending.id, True)
-    assert "healthy" in text_of(await collect(session.resume()))
-    assert key not in json.dumps(session.to_state())
-
-
 async def test_taking_a_tool_from_an_agent_or_a_source(desk: ConciergeSession, backend: LocalBackend) -> None:
     """Found driving the planner: "drop echo from ops" proposed letting ops use *only* echo;
     "remove echo from support desk" proposed revoking the whole source; "remove get tickets

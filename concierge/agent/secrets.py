@@ -19,7 +19,8 @@ What counts as a credential (any one suffices):
   that names it ("we rotated the token, the new one is X", "it's now X", "changed it to X",
   "use X instead");
 - a value after ``Authorization:`` (``Bearer``/``Basic``/``Token`` scheme optional);
-- a ``token=`` / ``api_key=`` / ``key=`` query parameter, or ``with value X``;
+- a query parameter whose name holds a credential word (``token=``, ``api_key=``,
+  ``tavilyApiKey=``: `concierge.registry.url_secrets`), or ``with value X``;
 - a well-known key prefix (``sk-``, ``ghp_``, ``github_pat_``, ``xoxb-``, ``AKIA``,
   ``glpat-``, ``AIza``, ``hf_``, ``sk_live_``, ``npm_``, JWTs, PEM private keys, …);
 - a long, high-entropy word (≥ 24 characters mixing letters and digits), unless it is one of
@@ -40,6 +41,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
+from concierge.url_secrets import CREDENTIAL_WORD, MASK
+
 __all__ = [
     "InMemorySecretStore",
     "MASK",
@@ -57,8 +60,6 @@ __all__ = [
     "scrub",
 ]
 
-MASK = "••••"
-"""How a credential is shown to people (never any of its characters)."""
 
 REF_RE = re.compile(r"\[secret:(sec_[0-9a-f]{8,32})\]")
 """A reference as it appears in text."""
@@ -79,7 +80,8 @@ _PATTERNS: list[tuple[re.Pattern[str], int]] = [
     (re.compile(r"(?i)\bbasic(?:\s+auth(?:entication)?)?(?:\s+(?:with|using|of|is|=|:))?\s+[\"'`]?"
                 r"([^\s:\"'`/]{1,128}:[^\s\"'`]{1,256})"), 1),
     # Query parameters.
-    (re.compile(r"(?i)[?&](?:token|access_token|api_key|apikey|key|secret|sig|password)=([^&\s#]{6,})"), 1),
+    # Query parameters whose name holds a credential word ("?api_key=", "?tavilyApiKey=", "&X-Amz-Signature=").
+    (re.compile(r"(?i)[?&][\w.~-]*?" + CREDENTIAL_WORD + r"[\w.~-]*=([^&\s#]{6,})"), 1),
     # Well-known prefixes.
     (re.compile(r"\b(sk-(?:proj-|ant-|live-)?[A-Za-z0-9_\-]{16,})"), 1),
     (re.compile(r"\b((?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{20,})"), 1),

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from types import ModuleType
 from typing import Any
 
-from concierge import config
+from concierge import config, log_scrub
 from concierge.cli import output
 from concierge.errors import ConciergeError
 
@@ -99,6 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         leaf.error(_unrecognized(extra, leaf))  # exits 2, with that command's usage
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         stream=sys.stderr, format="%(levelname)s %(name)s: %(message)s")
+    log_scrub.install()  # a source's ?api_key=… never reaches a log line
     if not args.verbose:
         # The mcp SDK logs tracebacks for server faults we already classify and explain.
         logging.getLogger("mcp").setLevel(logging.CRITICAL)

@@ -161,7 +161,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--token", help="require this token (a demo value, not a real secret)")
-    p.add_argument("--header", help="send the token in this header instead of Authorization: Bearer")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--header", help="send the token in this header instead of Authorization: Bearer")
+    group.add_argument("--query-param", metavar="NAME",
+                       help="send the token in the URL instead, as ?NAME=TOKEN (e.g. api_key)")
     p.set_defaults(run=demo_server)
 
 
@@ -665,5 +668,5 @@ async def audit(args: argparse.Namespace, backend: Backend) -> int:
 def demo_server(args: argparse.Namespace) -> int:
     from concierge.demo_server import run_demo_server
 
-    run_demo_server(host=args.host, port=args.port, token=args.token, header=args.header)
+    run_demo_server(host=args.host, port=args.port, token=args.token, header=args.header, query=args.query_param)
     return 0

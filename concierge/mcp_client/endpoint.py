@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
+from concierge import log_scrub
 from concierge.mcp_client.stdio import ProcessLog, StdioCommand
 
 if TYPE_CHECKING:
@@ -17,6 +18,8 @@ if TYPE_CHECKING:
     from concierge.mcp_client.url_policy import UrlPolicy
 
 __all__ = ["DEFAULT_MAX_MESSAGE_BYTES", "Endpoint", "display_url", "host_of", "redact", "same_url", "tls_context"]
+
+log_scrub.install()  # httpx2 and the mcp SDK log the URLs dialled: a ?api_key=… there is shown as ••••
 
 DEFAULT_MAX_MESSAGE_BYTES = 1_000_000
 """The default cap on one message from a server (a tool result, a listing page): about

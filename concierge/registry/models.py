@@ -94,7 +94,9 @@ class RegisterSource(BaseModel):
 
     name: str = Field(min_length=1, max_length=200, description="Human-readable source name.")
     base_url: str | None = Field(default=None, description=(
-        "MCP server URL; https only (http for localhost). Required unless transport is stdio."))
+        "MCP server URL; https only (http for localhost). Required unless transport is stdio. A key "
+        "in its query (api_key=…, any parameter named like a key, token, secret or signature) is kept "
+        "in the vault and shown as ••••."))
     auth_kind: AuthKind = Field(description="none | bearer | header_token | oauth.")
     token: SecretStr | None = Field(default=None, description="Required iff auth_kind != none.")
     auth_header: str | None = Field(default=None, description="Required iff auth_kind = header_token.")

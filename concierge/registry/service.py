@@ -36,6 +36,7 @@ from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.url_policy import UrlPolicy, UrlRefused
+from concierge import url_secrets
 from concierge.registry import validation as rules
 from concierge.registry.models import (
     Agent,
@@ -130,6 +131,7 @@ class _Snapshot(NamedTuple):
     stdio: str | None = None
     oauth: str | None = None
     env_versions: tuple[bytes | None, ...] = ()
+    url_version: bytes | None = None
 
 
 class Registry:
@@ -451,13 +453,20 @@ class Registry:
             if held is not None and held[0] == fingerprint:
                 return held[1]
         secret = self.vault.get(row["vault_key"]) if row["vault_key"] else None
-        oauth = OAuth(row["base_url"], self.oauth_store, source=row["id"],
+        oauth = OAuth(self._dial_url(row), self.oauth_store, source=row["id"],
                       grant=cfg.get("grant") or "authorization_code", client_id=cfg.get("client_id"),
                       client_secret=secret, scope=" ".join(cfg.get("scopes") or []) or None,
                       redirect_uri=self.oauth_redirect_uri if cfg.get("client_id") else None)
         with self._shared_lock:
             self._oauths[row["id"]] = (fingerprint, oauth)
         return oauth
+
+    def _dial_url(self, row: dict[str, Any]) -> str:
+        """The URL a connection dials: the stored one with its credentials from the vault."""
+        url = str(row["base_url"])
+        if not url_secrets.has_masked(url):
+            return url
+        return url_secrets.unmask(url, url_secrets.loads(self.vault.get(url_secrets.url_key(row["id"]))))
 
     def _endpoint(self, row: dict[str, Any], token: str | None = None) -> Endpoint:
         timeouts = {"connect_timeout": row["connect_timeout"], "call_timeout": row["call_timeout"]}
@@ -471,7 +480,7 @@ class Registry:
                                   process_log=self.process_log(row["id"]), **timeouts)
         extra_headers = row.get("headers") or {}
         if row["auth_kind"] == AuthKind.OAUTH:
-            return Endpoint(url=row["base_url"], transport=row["transport"], extra_headers=extra_headers,
+            return Endpoint(url=self._dial_url(row), transport=row["transport"], extra_headers=extra_headers,
                             auth=self._oauth(row), url_policy=self.url_policy, **timeouts)
         headers: dict[str, str] = {}
         if row["auth_kind"] != AuthKind.NONE:
@@ -482,7 +491,7 @@ class Registry:
                     headers["Authorization"] = f"Bearer {secret}"
                 else:
                     headers[row["auth_header"]] = secret
-        return Endpoint(url=row["base_url"], headers=headers, transport=row["transport"],
+        return Endpoint(url=self._dial_url(row), headers=headers, transport=row["transport"],
                         extra_headers=extra_headers, url_policy=self.url_policy, **timeouts)
 
     def _check_stdio_allowed(self) -> None:
@@ -537,9 +546,10 @@ class Registry:
         client_secret = req.client_secret.get_secret_value() if req.client_secret else None
         secret_env = {k: x.get_secret_value() for k, x in (req.secret_env or {}).items()}
         webhook_secret = new_webhook_secret()
+        base_url, url_values = self._split_url(req.base_url or "")
         row: dict[str, Any] = {
             "id": source_id, "sandbox_id": sb.id, "kind": "user_mcp", "name": req.name,
-            "base_url": req.base_url or "", "transport": req.transport, "auth_kind": str(req.auth_kind),
+            "base_url": base_url, "transport": req.transport, "auth_kind": str(req.auth_kind),
             "headers": req.headers or None,
             "stdio": {"command": req.command, "args": req.args or [], "env": req.env or {},
                       "secret_env": sorted(secret_env), "cwd": req.cwd} if is_stdio else None,
@@ -564,6 +574,8 @@ class Registry:
                     self.vault.put(cx, auth_key(source_id), token or client_secret or "")
                 for name, value in secret_env.items():
                     self.vault.put(cx, env_key(source_id, name), value)
+                if url_values:
+                    self.vault.put(cx, url_secrets.url_key(source_id), url_secrets.dumps(url_values))
                 self.vault.put(cx, webhook_key(source_id), webhook_secret)
                 self._audit(cx, action="source.register", object_type="source", object_id=source_id,
                             sandbox_id=sb.id, after=self._view(row).model_dump(mode="json"))
@@ -571,11 +583,19 @@ class Registry:
         except IntegrityError:
             raise self._namespace_taken(namespace, sb.name) from None
         log.info("registered source %s (%s) in sandbox %s", source_id,
-                 req.base_url or f"stdio: {req.url_or_command}", sb.name)
+                 base_url or f"stdio: {req.url_or_command}", sb.name)
         outcome = await self._check(source_id, action="source.health_check")
         self._changed(source_id, "register")
         # The webhook signing secret is returned this once (excluded from model_dump()).
         return RegisteredOutcome(**outcome.model_dump(), webhook_secret=SecretStr(webhook_secret))
+
+    @staticmethod
+    def _split_url(url: str, stored: list[tuple[str, str]] | None = None) -> tuple[str, list[tuple[str, str]]]:
+        """``url`` as stored (its credential values masked) and those values (`url_secrets`)."""
+        try:
+            return url_secrets.split(url, stored)
+        except url_secrets.MissingValue as exc:
+            raise ValidationFailed(str(exc), field="base_url") from None
 
     def _check_namespace_free(self, sandbox_id: str, namespace: str, *, except_id: str | None = None) -> None:
         row = self._sources.namespace_holder(sandbox_id, namespace, other_than=except_id)
@@ -616,8 +636,14 @@ class Registry:
                                            "a program; give it env or secret_env instead)", field=name)
         if "command" in sent and not sent["command"]:
             raise ValidationFailed("command must not be empty", field="command")
+        new_url_values: list[tuple[str, str]] | None = None
         if "base_url" in sent:
-            self._check_url_policy(sent["base_url"])
+            stored = url_secrets.loads(self.vault.get(url_secrets.url_key(source_id))) \
+                if url_secrets.has_masked(before["base_url"]) else []
+            sent["base_url"], new_url_values = self._split_url(sent["base_url"], stored)
+            self._check_url_policy(url_secrets.unmask(sent["base_url"], new_url_values))
+            if new_url_values == stored:
+                new_url_values = None  # the same credentials: nothing to write
         token_obj: SecretStr | None = sent.pop("token", None)
         token = token_obj.get_secret_value() if token_obj is not None else None
         secret_obj = sent.pop("client_secret", UNSET)
@@ -729,6 +755,10 @@ class Registry:
                     self.vault.delete_prefix(cx, f"user_mcp/{source_id}/env/")
                     for name, value in new_env.items():
                         self.vault.put(cx, env_key(source_id, name), value)
+                if new_url_values:
+                    self.vault.put(cx, url_secrets.url_key(source_id), url_secrets.dumps(new_url_values))
+                elif new_url_values is not None:
+                    self.vault.delete(cx, url_secrets.url_key(source_id))
                 if drop_tokens:
                     self.vault.delete_prefix(cx, oauth_prefix(source_id))
                 self._sources.update(cx, source_id, changes)
@@ -740,6 +770,8 @@ class Registry:
                     after["client_secret" if is_oauth else "token"] = "rotated"
                 if new_env is not None:
                     after["secret_env_values"] = "replaced"
+                if new_url_values is not None:
+                    after["url_credentials"] = "replaced" if new_url_values else "deleted"
                 if drop_tokens:
                     after["oauth_tokens"] = "deleted"
                 self._audit(cx, action="source.update", object_type="source", object_id=source_id,
@@ -845,7 +877,9 @@ class Registry:
                          self.vault.version(vault_key, cx) if vault_key else None,
                          _canon(row["headers"] if "headers" in keys else None), _canon(stdio),
                          _canon(row["oauth"] if "oauth" in keys else None),
-                         tuple(self.vault.version(env_key(row["id"], n), cx) for n in names))
+                         tuple(self.vault.version(env_key(row["id"], n), cx) for n in names),
+                         self.vault.version(url_secrets.url_key(row["id"]), cx)
+                         if url_secrets.has_masked(row["base_url"]) else None)
 
     async def _check(self, source_id: str, *, action: str) -> Outcome:
         """One tools/list health check; records status, tool count, latency and time.

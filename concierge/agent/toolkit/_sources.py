@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from concierge.agent.secrets import MASK
+from concierge.agent.secrets import MASK, REF_RE
 from concierge.agent.toolkit._base import SecretNeed, ToolArgumentError, ToolContext
 from concierge.agent.toolkit.args import (
     ApproveArgs,
@@ -39,6 +39,7 @@ from concierge.agent.toolkit.results import (
 from concierge.errors import Ambiguous, ConciergeError, ConnectorError, NotFound, ValidationFailed
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.registry import DEFAULT_SANDBOX
+from concierge import url_secrets
 from concierge.registry import validation as rules
 from concierge.registry.allowlists import matches_any
 from concierge.registry.catalog_models import HeldTool
@@ -148,6 +149,31 @@ def health_hint(kind: ErrorKind | str | None) -> str | None:
 def delete_command(source_id: str, sandbox: str | None = None) -> str:
     """The CLI command for permanent deletion (never run from chat)."""
     return f"concierge source delete {source_id}" + (f" --sandbox {sandbox}" if sandbox else "") + " --yes"
+
+
+def _shown_url(url: str | None) -> str | None:
+    """``url`` as people see it: a credential in its query (a reference) shown as ••••."""
+    if not url:
+        return url
+    try:
+        return url_secrets.split(url)[0]
+    except url_secrets.MissingValue:  # "api_key=••••" given back: the registry knows the value
+        return url
+
+
+def _dialled_url(ctx: ToolContext, url: str | None) -> str | None:
+    """``url`` with each credential reference in it (``?api_key=[secret:…]``) resolved, for the write."""
+    if not url or "[secret:" not in url:
+        return url
+
+    def value(match: re.Match[str]) -> str:
+        secret = ctx.secret(match.group(1))
+        if secret is None:
+            raise ValidationFailed("the key in the URL is no longer available; ask the person for the URL again",
+                                   field="url")
+        return secret  # as it was written in the URL (the query parameter's value, encoded or not)
+
+    return REF_RE.sub(value, url)
 
 
 def _check_url(ctx: ToolContext, url: str | None) -> None:
@@ -327,7 +353,8 @@ async def prepare_register(ctx: ToolContext, args: RegisterArgs) -> dict[str, An
     # Told before the yes: a second source for one server is allowed, but rarely meant.
     at_url = await ctx.backend.sources_at_url(request.base_url, sandbox=sb.id) if request.base_url else None
     prep: dict[str, Any] = {
-        "sandbox": sb.name, "sandbox_id": sb.id, "url": request.base_url, "auth_header": request.auth_header,
+        "sandbox": sb.name, "sandbox_id": sb.id, "url": _shown_url(request.base_url),
+        "auth_header": request.auth_header,
         "same_url": [f'"{name}" ({sid})' for name, sid in at_url.names] if at_url else [],
         "command_line": request.url_or_command if request.transport == "stdio" else None}
     if at_url and at_url.total > len(at_url.names):
@@ -369,7 +396,7 @@ def secret_register(ctx: ToolContext, args: RegisterArgs, prep: Any) -> SecretNe
 
 
 async def register(ctx: ToolContext, args: RegisterArgs, prep: dict[str, Any]) -> Lifecycle:
-    body = _register_body(args, prep["url"])
+    body = _register_body(args, _dialled_url(ctx, args.url))
     if args.auth_kind == "header_token":
         body["auth_header"] = prep["auth_header"]
     if args.auth_kind not in ("none", "oauth"):
@@ -446,7 +473,7 @@ async def prepare_update(ctx: ToolContext, args: UpdateArgs) -> dict[str, Any]:
         raise _registry_refused(exc) from None
     if args.url:
         _check_url(ctx, request.base_url if isinstance(request.base_url, str) else None)
-        prep["new_url"] = request.base_url
+        prep["new_url"] = _shown_url(request.base_url if isinstance(request.base_url, str) else None)
     return prep
 
 
@@ -491,7 +518,10 @@ async def update(ctx: ToolContext, args: UpdateArgs, prep: dict[str, Any]) -> Li
         if token is None:
             raise ValidationFailed("the new token is no longer available; ask the person again",
                                    field="token_ref")
-    outcome = await ctx.backend.update_source(prep["id"], _update_body(args, token=token))
+    body = _update_body(args, token=token)
+    if "base_url" in body:
+        body["base_url"] = _dialled_url(ctx, body["base_url"])
+    outcome = await ctx.backend.update_source(prep["id"], body)
     return await _with_view(ctx, outcome)
 
 

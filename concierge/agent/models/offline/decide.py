@@ -465,10 +465,10 @@ def _register(state: State, flow: Flow) -> Step:
     if slots.get("command"):  # a program run on this machine: no URL, no credential
         arguments: dict[str, Any] = {"name": slots["name"], "command": slots["command"], "auth_kind": "none"}
     else:
-        arguments = {"name": slots["name"], "url": slots["url"], "auth_kind": slots["auth_kind"]}
+        arguments = {"name": slots["name"], "url": slots["url"], "auth_kind": slots.get("auth_kind", "none")}
     if slots.get("auth_kind") == "header_token" and not slots.get("command"):
         arguments["auth_header"] = slots["auth_header"]
-    if slots.get("auth_kind") not in ("none", "oauth") and slots.get("token_ref") and not slots.get("command"):
+    if arguments["auth_kind"] not in ("none", "oauth") and slots.get("token_ref") and not slots.get("command"):
         arguments["token_ref"] = slots["token_ref"]
     if sandbox != state.sandbox:
         arguments["sandbox"] = sandbox

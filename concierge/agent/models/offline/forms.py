@@ -28,6 +28,7 @@ from concierge.agent.models.offline.state import Flow, State
 from concierge.agent.models.offline.text import Text, phrase
 from concierge.agent.models.offline.vocabulary import ASPECT_WORDS, FILLER, GENERIC, STOPWORDS, yes_or_no
 from concierge.registry import validation as rules
+from concierge.url_secrets import MASK
 from concierge.registry.models import AgentCreate, UpdateSource
 
 __all__ = [
@@ -187,14 +188,29 @@ def _url(ctx: Ctx) -> ex.Found | None:
     used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind in ("url", "num")
                      and (t.kind == "url" or f":{t.low}/" in found[0]))
     url = found[-1] if ctx.flow.slots.get("url") else found[0]
-    if "[secret:" in url:  # "…/mcp?api_key=sk_live_…": the credential leaves the URL, which is stored in clear
-        url = _without_credential(_whole_url(ctx.text, url))
+    if "[secret:" in url:  # "…/mcp?api_key=sk_live_…": the key stays where the server reads it, by reference
+        url = _whole_url(ctx.text, url)
         ctx.flow.notice = URL_CREDENTIAL
     return ex.Found(url, used)
 
 
-URL_CREDENTIAL = ("I took the credential out of the URL: a URL is stored and shown in clear, so the key goes "
-                  "with the request as a token instead (kept encrypted, never shown).")
+URL_CREDENTIAL = (f"The key stays in the URL, where the server reads it: it is kept encrypted and shown as {MASK}, "
+                  "never in clear.")
+
+
+def _url_holds_key(flow: Flow, state: State) -> bool:
+    return "[secret:" in str(flow.slots.get("url") or "")
+
+
+def _auth_needed(flow: Flow, state: State) -> bool:
+    """The auth question, unless a program is run or the URL carries the key."""
+    return _no_url_for_a_program(flow, state) and not _url_holds_key(flow, state)
+
+
+def _refs_in_urls(text: Text) -> frozenset[str]:
+    """The references that are part of a URL of the message (its query's key), not a token."""
+    wholes = [_whole_url(text, url) for url in ex.urls(text) if "[secret:" in url]
+    return frozenset(ref for ref in text.refs if any(f"[secret:{ref}]" in whole for whole in wholes))
 
 
 def _whole_url(text: Text, url: str) -> str:
@@ -204,14 +220,6 @@ def _whole_url(text: Text, url: str) -> str:
         return url
     match = re.match(r"\S+", text.raw[start:])
     return match.group().rstrip(".,;:!?)") if match else url
-
-
-def _without_credential(url: str) -> str:
-    """``url`` less its query parameters (and fragment) that hold a redacted credential."""
-    base, _, query = url.partition("?")
-    query = query.partition("#")[0]
-    kept = [pair for pair in query.split("&") if pair and "[secret:" not in pair]
-    return base + ("?" + "&".join(kept) if kept else "")
 
 
 def _label(ctx: Ctx) -> ex.Found | None:
@@ -261,10 +269,12 @@ def _header(ctx: Ctx) -> ex.Found | None:
 
 
 def _ref(ctx: Ctx) -> ex.Found | None:
-    if not ctx.text.refs:
+    in_urls = _refs_in_urls(ctx.text) if ctx.text.refs else frozenset()
+    refs = [ref for ref in ctx.text.refs if ref not in in_urls]
+    if not refs:
         return None
-    used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind == "ref")
-    return ex.Found(f"[secret:{ctx.text.refs[-1]}]", used)
+    used = frozenset(i for i, t in enumerate(ctx.text.tokens) if t.kind == "ref" and t.text not in in_urls)
+    return ex.Found(f"[secret:{refs[-1]}]", used)
 
 
 def _sandbox(ctx: Ctx) -> ex.Found | None:
@@ -831,7 +841,7 @@ FORMS: dict[str, Form] = {f.name: f for f in (
         Slot("command", _command, None, None, required_if=lambda flow, state: False),
         Slot("url", _url, _ask_url, _url, registry_field("base_url"), required_if=_no_url_for_a_program),
         Slot("name", _label, _ask_name, _label_answer, registry_field("name")),
-        Slot("auth_kind", _auth, _ask_auth, _auth, required_if=_no_url_for_a_program),
+        Slot("auth_kind", _auth, _ask_auth, _auth, required_if=_auth_needed),
         Slot("auth_header", _header, _fixed("Which header carries the token? (for example X-Api-Key)"),
              _header, registry_field("auth_header"), required_if=_is_header),
         Slot("sandbox", _sandbox, _ask_sandbox, _sandbox_answer, required_if=_needs_sandbox),
@@ -977,9 +987,10 @@ def update_aspects(text: Text, state: State) -> set[str]:
                if h.intent.does == "form:update" and h.intent.aspect}
     if text.urls and ("url" in aspects or "auth" in aspects or not aspects):
         aspects.add("url")
-    if ("url" in aspects or text.refs) and ex.auth_kind(text) is not None:
+    tokens = [ref for ref in text.refs if ref not in _refs_in_urls(text)] if text.refs else []  # not a URL's key
+    if ("url" in aspects or tokens) and ex.auth_kind(text) is not None:
         aspects.add("auth")  # "moved to https://… and uses a bearer token now"
-    if text.refs and "auth" not in aspects:
+    if tokens and "auth" not in aspects:
         aspects.add("token")
     return tidy_aspects(aspects)
 
