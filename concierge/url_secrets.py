@@ -24,7 +24,7 @@ import re
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["CREDENTIAL_NAME", "CREDENTIAL_WORD", "MASK", "MissingValue", "dumps", "has_masked", "loads", "scrub", "split", "unmask", "url_key"]
+__all__ = ["CREDENTIAL_NAME", "CREDENTIAL_WORD", "MASK", "MissingValue", "dumps", "has_masked", "loads", "scrub", "shown", "split", "unmask", "url_key"]
 
 MASK: Final = "••••"
 """How a credential is shown to people (never any of its characters)."""
@@ -133,3 +133,11 @@ def scrub(text: str) -> str:
     """``text`` with the value of every credential parameter of a URL in it shown as `MASK`
     (for log lines: httpx2 logs each request's URL)."""
     return _IN_TEXT.sub(lambda m: m.group(1) + MASK, text) if "=" in text else text
+
+
+def shown(url: str) -> str:
+    """``url`` as people may see it: each credential value (or a reference to one) as `MASK`."""
+    try:
+        return split(url)[0]
+    except MissingValue:  # "api_key=••••" given back: already shown so
+        return url

@@ -22,6 +22,7 @@ from concierge.errors import ValidationFailed
 from concierge.registry import Registry
 from concierge.url_secrets import split, unmask
 from tests.agent_fixtures import collect, events_of, text_of
+from tests.cli_fixtures import run_cli
 from tests.mcp_servers import RunningServer, demo_server_fixture
 
 pytestmark = pytest.mark.anyio
@@ -175,3 +176,44 @@ async def test_the_concierge_keeps_the_key_in_the_url_by_reference(
     assert KEY not in json.dumps(session.to_state()) and KEY not in done
     sources = await backend.list_sources()
     assert [s.base_url for s in sources] == [f"{keyed_server.url()}?api_key=••••&region=eu"]
+
+
+async def test_in_chat_a_new_key_is_a_new_url_and_a_refused_key_says_so(
+        backend: LocalBackend, keyed_server: RunningServer) -> None:
+    outcome = await backend.register_source({"name": "search", "base_url": f"{keyed_server.url()}?api_key={KEY}",
+                                             "auth_kind": "none"})
+    assert outcome.status == "active"
+    session = ConciergeSession(backend, OfflinePlanner())
+    shown = f"{keyed_server.url()}?api_key=••••"
+    # "rotate the key": there is no token; the key is in the URL, and how to change it is said
+    said = text_of(await collect(session.send("rotate the key of search")))
+    assert said == (f'"search" takes its key in its URL ({shown}). To change the key, give the URL with the new '
+                    f'key: "search moved to {keyed_server.url()}?api_key=NEW-KEY".')
+    # the URL as listed is not a credential, and names the stored key
+    assert "••••" in redact(f"search moved to {shown}", InMemorySecretStore()).text
+    # a wrong new key: proposed as a change, refused by the server, with the hint for a URL key
+    events = await collect(session.send(f"search moved to {keyed_server.url()}?api_key=wrong-key-9"))
+    name, arguments = _calls(events)[-1]
+    assert name == "update_source" and arguments["url"].startswith(f"{keyed_server.url()}?api_key=[secret:sec_")
+    assert session.pending is not None and f"move it to {shown} (with the key given in it)" in session.pending.summary
+    session.confirm(session.pending.id, True)
+    done = text_of(await collect(session.resume()))
+    assert "answered HTTP 401. Check the key in the URL; if it changed, give the URL again with the new key." in done
+    assert "wrong-key-9" not in done + json.dumps(session.to_state())
+
+
+def test_the_cli_reads_a_keyed_url_from_the_environment_and_names_that_flag(
+        keyed_server: RunningServer, tmp_path: Path) -> None:
+    """``--url "…?api_key=$KEY"`` puts the key in the process list: ``--url-env VAR`` keeps it out."""
+    home = tmp_path / "env-home"
+    added = run_cli("--json", "source", "user-mcp", "add", "Keyed", "--url-env", "KEYED_URL", "--auth", "none",
+                    home=home, env={"KEYED_URL": f"{keyed_server.url()}?api_key={KEY}"})
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)["status"] == "active" and KEY not in added.stdout + added.stderr
+    missing = run_cli("source", "user-mcp", "add", "Other", "--url-env", "NO_SUCH_URL_VAR", "--auth", "none",
+                      home=home, env={"NO_SUCH_URL_VAR": None})
+    assert missing.returncode != 0
+    assert "--url-env: the environment variable NO_SUCH_URL_VAR is not set" in missing.stderr
+    refused = run_cli("source", "user-mcp", "add", "Other", "--url-env", "BAD_URL", "--auth", "none",
+                      home=home, env={"BAD_URL": f"http://example.com/mcp?api_key={KEY}"})
+    assert "--url-env: base_url must use https for example.com" in refused.stderr and KEY not in refused.stderr

@@ -349,6 +349,8 @@ def find_secrets(text: str) -> list[tuple[int, int]]:
     # Spans inside an existing reference are not secrets.
     refs = [m.span() for m in REF_RE.finditer(text)]
     spans = [s for s in spans if not any(r0 <= s[0] and s[1] <= r1 for r0, r1 in refs)]
+    # Nor is the mask a credential is shown as ("…?api_key=••••", copied from a listing).
+    spans = [s for s in spans if text[s[0]:s[1]].strip("\"'`.,;:!?)]}") != MASK]
     merged: list[tuple[int, int]] = []
     for start, end in sorted(spans):
         if merged and start < merged[-1][1]:

@@ -39,7 +39,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
                                  ).add_subparsers(dest="user_mcp_cmd", metavar="SUBCOMMAND", required=True)
     p = user_mcp.add_parser("add", parents=[common], help="register an MCP server (runs a health check)")
     p.add_argument("name", help="a label for the source, e.g. 'Acme internal'")
-    p.add_argument("--url", help="the server's MCP URL (https; http for localhost); not for --transport stdio")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url", help="the server's MCP URL (https; http for localhost); not for --transport stdio")
+    where.add_argument("--url-env", metavar="VAR", help=_URL_ENV_HELP)
     p.add_argument("--auth", choices=AUTH_KINDS, help="none | bearer | header_token | oauth (default for "
                    "--transport stdio: none)")
     _source_options(p)
@@ -49,7 +51,9 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p = user_mcp.add_parser("update", parents=[common], help="change a source; omitted options keep their value")
     p.add_argument("id")
     p.add_argument("--name")
-    p.add_argument("--url")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--url")
+    where.add_argument("--url-env", metavar="VAR", help=_URL_ENV_HELP)
     p.add_argument("--auth", choices=AUTH_KINDS)
     _source_options(p)
     p.add_argument("--allow-all", action="store_true", help="remove the per-source tool allowlist")
@@ -168,6 +172,10 @@ def add_commands(sub: argparse._SubParsersAction, common: argparse.ArgumentParse
     p.set_defaults(run=demo_server)
 
 
+_URL_ENV_HELP = ("read the URL from this environment variable: for a URL with a key in it "
+                 "(?api_key=…), kept out of the process list and shell history")
+
+
 class _RefuseToken(argparse.Action):
     """``--token VALUE`` would land in shell history and process lists: refuse it, and say why."""
 
@@ -236,11 +244,14 @@ FLAGS = {"base_url": "--url", "auth_kind": "--auth", "auth_header": "--header", 
 """The flag of each body field, so an error names what the user typed."""
 
 
-def _with_flag(exc: ValidationFailed) -> ValidationFailed:
-    """``exc`` with the flag named first (``--command: command is only used …``)."""
+def _with_flag(exc: ValidationFailed, args: argparse.Namespace | None = None) -> ValidationFailed:
+    """``exc`` with the flag named first (``--command: command is only used …``; the URL's
+    flag is ``--url-env`` when it came from there)."""
     first = exc.detail.split(" ", 1)[0].rstrip(":").split(".")[0]
     field = first if first in FLAGS else exc.field
     flag = FLAGS.get(field or "")
+    if field == "base_url" and getattr(args, "url_env", None):
+        flag = "--url-env"
     if flag is None or exc.detail.startswith("--"):
         return exc
     return type(exc)(f"{flag}: {exc.detail}", field=exc.field)
@@ -294,6 +305,12 @@ def _source_body(args: argparse.Namespace) -> dict[str, Any]:
                                    field="ingest_tool_calls") from None
     if getattr(args, "allow_all", False):
         body["allowed_tools"] = None
+    if getattr(args, "url_env", None):
+        url = config.env_value(args.url_env)
+        if not url:
+            raise ValidationFailed(f"--url-env: the environment variable {args.url_env} is not set",
+                                   field="base_url")
+        body["base_url"] = url
     token = _read_token(args)
     if token is not None:
         body["token"] = token
@@ -453,7 +470,7 @@ async def sandbox_list(args: argparse.Namespace, backend: Backend) -> int:
 async def source_add(args: argparse.Namespace, backend: Backend) -> int:
     body = _source_body(args)
     if body.get("transport") != "stdio":
-        if args.url is None:
+        if args.url is None and not args.url_env:
             raise ValidationFailed("--url is required (or --transport stdio --command CMD for a program "
                                    "run on this machine)", field="--url")
         if args.auth is None:
@@ -462,7 +479,7 @@ async def source_add(args: argparse.Namespace, backend: Backend) -> int:
     try:
         outcome = await backend.register_source(body, sandbox=args.sandbox)
     except ValidationFailed as exc:
-        raise _with_flag(exc) from None
+        raise _with_flag(exc, args) from None
     secret = getattr(outcome, "webhook_secret", None)
     if outcome.status == "auth_required" and body.get("grant") != "client_credentials":
         outcome = await _sign_in(args, backend, outcome)
@@ -519,7 +536,7 @@ async def source_update(args: argparse.Namespace, backend: Backend) -> int:
     try:
         outcome = await backend.update_source(args.id, _source_body(args), sandbox=args.sandbox)
     except ValidationFailed as exc:
-        raise _with_flag(exc) from None
+        raise _with_flag(exc, args) from None
     return _outcome(outcome, args)
 
 

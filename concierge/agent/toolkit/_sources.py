@@ -136,10 +136,17 @@ HEALTH_HINTS: dict[ErrorKind, str] = {
 GENERIC_HINT = "Check the URL and the credential."
 
 
-def health_hint(kind: ErrorKind | str | None) -> str | None:
-    """What to try after a failed health check of ``kind`` (``None``: no failure recorded)."""
+URL_KEY_HINT = "Check the key in the URL; if it changed, give the URL again with the new key."
+"""The UNAUTHORIZED hint for a source that sends no token but has a key in its URL (``?api_key=••••``)."""
+
+
+def health_hint(kind: ErrorKind | str | None, *, url: str | None = None, auth_kind: str | None = None) -> str | None:
+    """What to try after a failed health check of ``kind`` (``None``: no failure recorded) of
+    the source at ``url`` with ``auth_kind``, when known."""
     if kind is None:
         return None
+    if kind == ErrorKind.UNAUTHORIZED and auth_kind == "none" and url and url_secrets.has_masked(url):
+        return URL_KEY_HINT
     try:
         return HEALTH_HINTS.get(ErrorKind(kind), GENERIC_HINT)
     except ValueError:
@@ -153,12 +160,7 @@ def delete_command(source_id: str, sandbox: str | None = None) -> str:
 
 def _shown_url(url: str | None) -> str | None:
     """``url`` as people see it: a credential in its query (a reference) shown as ••••."""
-    if not url:
-        return url
-    try:
-        return url_secrets.split(url)[0]
-    except url_secrets.MissingValue:  # "api_key=••••" given back: the registry knows the value
-        return url
+    return url_secrets.shown(url) if url else url
 
 
 def _dialled_url(ctx: ToolContext, url: str | None) -> str | None:
@@ -202,8 +204,9 @@ def _lifecycle(outcome: Outcome, extra: dict[str, Any] | None = None) -> Lifecyc
     """The outcome as a tool result; a failed check gets the hint for the kind stored with it
     (the outcome keeps the reference shape, so the kind comes from the source's view)."""
     data = outcome.model_dump(exclude_none=True) | (extra or {})
+    auth_kind = data.pop("auth_kind", None)
     if outcome.status == "error":
-        hint = health_hint(data.get("health_error_kind"))
+        hint = health_hint(data.get("health_error_kind"), url=data.get("url"), auth_kind=auth_kind)
         if hint:
             data["hint"] = hint
     else:
@@ -221,7 +224,7 @@ async def _with_view(ctx: ToolContext, outcome: Outcome) -> Lifecycle:
             view = None
         if view is not None:
             extra = {"namespace": view.app_namespace, "tool_count": view.tool_count,
-                     "url": view.base_url, "sandbox_id": view.sandbox_id}
+                     "url": view.base_url, "sandbox_id": view.sandbox_id, "auth_kind": view.auth_kind.value}
             if view.health_error_kind is not None:
                 extra["health_error_kind"] = view.health_error_kind.value
     return _lifecycle(outcome, extra)
@@ -482,7 +485,8 @@ def summary_update(args: UpdateArgs, prep: dict[str, Any]) -> str:
     if args.name:
         parts.append(f'rename it to "{args.name}"')
     if args.url:
-        parts.append(f"move it to {prep.get('new_url', args.url)}")
+        parts.append(f"move it to {prep.get('new_url', args.url)}"
+                     + (" (with the key given in it)" if REF_RE.search(args.url) else ""))
     if args.auth_kind:
         parts.append(f"switch to {_auth_words(args.auth_kind, args.auth_header or prep['auth_header'])}")
     elif args.auth_header:

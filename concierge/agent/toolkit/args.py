@@ -94,7 +94,8 @@ class RegisterArgs(BaseModel):
     name: str = Field(description="A short label, e.g. 'Acme internal'.")
     url: str | None = Field(default=None, description=(
         "The server's MCP URL. https only; http only for localhost/127.0.0.1/::1. Omit it for a "
-        "program run on this machine (give command instead)."))
+        "program run on this machine (give command instead). A key in its query stays there as its "
+        "[secret:…] reference (auth_kind none)."))
     command: str | None = Field(default=None, description=(
         "For a local stdio server: the command line that runs it, e.g. 'uvx mcp-server-git' or "
         "'npx -y @modelcontextprotocol/server-everything' (no URL then; auth_kind none)."))

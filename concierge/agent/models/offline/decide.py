@@ -12,6 +12,7 @@ from __future__ import annotations
 import re
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from concierge.agent.models.offline import extract as ex
 from concierge.agent.models.offline.entities import Entity, leftover_words, resolve, same_url
@@ -21,6 +22,8 @@ from concierge.agent.models.offline.replies import REPLIES, agent_label, may_use
 from concierge.agent.models.offline.state import Call, Flow, Say, State, Step
 from concierge.agent.toolkit.results import SourceRow
 from concierge.registry.allowlists import matches_any
+from concierge.url_secrets import MASK
+from concierge.url_secrets import shown as shown_url
 
 __all__ = ["agent_entities", "decide", "source_entities", "source_ref", "tool_entities"]
 
@@ -142,6 +145,10 @@ def _ineligible(form: str, row: SourceRow, flow: Flow) -> str | None:
     if form == "update" and not revoked:
         kind = flow.slots.get("auth_kind")
         if "token" in flow.aspects and kind is None and row.scheme == "none" and "token_ref" not in flow.slots:
+            if MASK in row.url:  # its key is in its URL ("…?api_key=••••")
+                example = re.sub(re.escape(MASK), "NEW-KEY", row.url, count=1)
+                return (f"{name} takes its key in its URL ({row.url}). To change the key, give the URL with "
+                        f'the new key: "{row.name} moved to {example}".')
             return (f"{name} uses no authentication, so there is no token to rotate. To add one, say "
                     f'"{row.name} now needs a bearer token".')
         if kind is not None and kind == row.scheme and kind != "header_token" and len(
@@ -405,7 +412,7 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
         kind = None
     if "token" in flow.aspects and kind is None:
         arguments["rotate_token"] = True
-    if "url" in slots and not (row.url and same_url(row.url, slots["url"])):  # (already there: no move)
+    if "url" in slots and not (row.url and _already_at(row.url, slots["url"])):  # (already there: no move)
         arguments["url"] = slots["url"]
     if kind is not None:
         arguments["auth_kind"] = kind
@@ -422,7 +429,7 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
     if len(arguments) == 1:
         if "url" in slots:
             same = "" if slots["url"].rstrip("/") == row.url.rstrip("/") else \
-                f", which is the same address as {slots['url']} (nothing to change)"
+                f", which is the same address as {shown_url(slots['url'])} (nothing to change)"
             return Say(f'"{row.name}" is already at {row.url}{same}.', "not_eligible")
         return Say(_prefix(flow) + f'What would you like to change about "{row.name}"?', "ask",
                    asks="change", ends=False)
@@ -807,3 +814,11 @@ _HANDLERS = {
     "agent_access": _agent_access, "who_uses": _who_uses,
     "switch_sandbox": _switch_sandbox, "create_sandbox": _create_sandbox,
 }
+
+
+def _already_at(current: str, given: str) -> bool:
+    """Whether ``given`` names the URL a source is at: the same endpoint and query (a key in
+    ``given``, a reference, may be a new one: then it is a change)."""
+    if "[secret:" in given or not same_url(current, given):
+        return False
+    return urlsplit(current).query == urlsplit(shown_url(given)).query
