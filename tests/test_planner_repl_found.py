@@ -473,7 +473,8 @@ async def test_can_an_agent_use_a_tool_is_answered_yes_or_no(backend: LocalBacke
                      "does helpdesk-bot have the get ticket tool", "what tools does helpdesk-bot have?"):
             answers[text] = text_of(await say(ConciergeSession(backend, OfflinePlanner()), text))
     assert answers["can helpdesk-bot see the echo tool?"].startswith(
-        "No — helpdesk-bot has no echo tool right now (its tools: demo_tools_create_ticket, demo_tools_get_ticket).")
+        "No — helpdesk-bot's allowlist keeps demo_tools_echo from it (its tools: demo_tools_create_ticket, "
+        'demo_tools_get_ticket). To allow it, say "let helpdesk-bot also use demo_tools_echo".')
     assert answers["can helpdesk-bot create tickets?"].startswith(
         "Yes — helpdesk-bot has demo_tools_create_ticket (Open a new support ticket")
     assert answers["does helpdesk-bot have the get ticket tool"].startswith(
@@ -1077,3 +1078,23 @@ async def test_a_new_agent_that_can_only_do_a_thing_may_use_only_that(desk: Conc
     events = await say(desk, request_text)
     assert _allowlist(events) == allowed
     assert "may use only " + ", ".join(allowed) in desk.pending.summary
+
+
+async def test_what_an_agent_may_not_use_is_said_and_asked_about_by_name(
+        backend: LocalBackend, open_server: RunningServer) -> None:
+    """Found driving the planner: "what can support not do?" and "can support create tickets?"
+    of an agent limited to search_docs listed its one tool (or said nothing of the rest), and
+    "can support search docs?" showed the *source* called "search"."""
+    await backend.register_source({"name": "search", "base_url": open_server.url(), "auth_kind": "none",
+                                   "app_namespace": "search"})
+    await backend.create_agent({"slug": "support", "name": "support", "tool_sources": ["user_mcp"],
+                                "tool_allowlist": ["search_search_docs"]})
+    session = ConciergeSession(backend, OfflinePlanner())
+    listed = text_of(await say(session, "what can support not do?"))
+    assert listed.endswith("Not allowed by support's allowlist: search_create_ticket, search_echo, "
+                           "search_get_ticket.")
+    assert text_of(await say(session, "can support create tickets?")) == (
+        "No — support's allowlist keeps search_create_ticket from it (its tools: search_search_docs). To allow "
+        'it, say "let support also use search_create_ticket".')
+    assert text_of(await say(session, "can support search docs?")).startswith(
+        "Yes — support has search_search_docs")

@@ -192,6 +192,10 @@ def _agent_status(flow: Flow, agent: Any) -> Say | None:
     return Say(("Yes — " if yes else "No — ") + said, "answer")
 
 
+_ASKS_ABOUT = re.compile(r"(?i)^\W*(?:can|could|does|will|may|is)\s+([\w.-]+)\s+\w")
+"""A question whose subject follows its first word: "can *support* search docs?"."""
+
+
 def _none_eligible(form: str, sources: list[SourceRow]) -> str:
     if form == "resume":
         return "None of your sources is paused."
@@ -229,6 +233,12 @@ def resolve_source(state: State, flow: Flow, form: str) -> Entity | Step:
     def ok(e: Entity) -> bool:
         return _ineligible(form, e.data, flow) is None
 
+    if flow.guess and (asked := _ASKS_ABOUT.match(flow.text.raw)):
+        # "can support search docs?" asks about the agent support, whatever a source is called
+        if flow.world.agents is None:
+            return Call("list_agents", _WHOLE, "fetch")
+        if any(asked.group(1).lower() in (a.slug.lower(), a.name.lower()) for a in flow.world.agents):
+            return _guess_agent(flow)
     found = resolve(flow.text, entities, skip=flow.skip, focus=state.focus, ignore=_ignored(flow))
     if found.how not in ("id", "url", "name"):  # "is dead down?" of a source called "dead": a word
         called = _called_by_a_request_word(flow, entities)  # the request's own, and the whole name

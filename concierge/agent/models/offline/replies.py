@@ -460,6 +460,10 @@ def _catalog(args: dict[str, Any], result: Catalog) -> str:
         held = ", ".join(h["name"] for h in result.trace.tools_held)
         lines.append(f"Held until approved: {held} (new, or changed since approved; say \"show <source>\" to see "
                      "what changed).")
+    barred = result.trace.allowlist_filtered_out.get("agent") or []
+    if result.agent and barred:  # "what can support not do?": what its allowlist keeps from it
+        named = ", ".join(barred[:20]) + (f" and {len(barred) - 20:,} more" if len(barred) > 20 else "")
+        lines.append(f"Not allowed by {result.agent}'s allowlist: {named}.")
     if result.trace.allowlist_missing_entries:
         lines.append("Allowlist entries that matched no tool: "
                      + ", ".join(result.trace.allowlist_missing_entries) + ".")

@@ -9,6 +9,7 @@ ordinary catalog answer.
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Any
 
 from concierge.agent.models.offline.forms import tool_named
@@ -63,6 +64,19 @@ def _described(tools: list[Any]) -> str:
     return "; ".join(f"{t.name} ({t.description.rstrip('.')})" if t.description else t.name for t in tools[:5])
 
 
+def _barred(result: Catalog, words: list[str]) -> list[str]:
+    """The tools the agent's own allowlist keeps from it whose names hold ``words``."""
+    names = result.trace.allowlist_filtered_out.get("agent") or []
+    return [n for n in names if words and tool_named(SimpleNamespace(name=n, app=""), words)]
+
+
+def _not_allowed(result: Catalog, agent: str, barred: list[str]) -> str:
+    them, it = ", ".join(barred[:5]), "it" if len(barred) == 1 else "them"
+    mine = ", ".join(t.name for t in result.tools[:10]) or "none"
+    return (f"No — {agent}'s allowlist keeps {them} from it (its tools: {mine}). To allow {it}, say "
+            f'"let {agent} also use {barred[0]}".')
+
+
 def has_tool(text: Text, result: Catalog) -> str | None:
     """The answer to "can X use the echo tool?" from X's catalog, or None if not such a question."""
     agent = result.agent
@@ -72,11 +86,17 @@ def has_tool(text: Text, result: Catalog) -> str | None:
     if not asked:  # "can helpdesk-bot create tickets?": only if those words name one of its tools
         after = _words_after(text, agent)
         found = [t for t in result.tools if after and tool_named(t, after)]
-        return f"Yes — {agent} has {_described(found)}." if found else None
+        if found:
+            return f"Yes — {agent} has {_described(found)}."
+        barred = _barred(result, after)
+        return _not_allowed(result, agent, barred) if barred else None
     named = " ".join(asked)
     found = [t for t in result.tools if tool_named(t, asked)]
     if found:
         return f"Yes — {agent} has {_described(found)}."
+    barred = _barred(result, asked)
+    if barred:
+        return _not_allowed(result, agent, barred)
     held = [h["name"] for h in result.trace.tools_held if all(w in h["name"].lower() for w in asked)]
     if held:
         return (f"Not yet — {', '.join(held)} is held until approved (new, or changed since it was approved); "
