@@ -217,3 +217,20 @@ def test_the_cli_reads_a_keyed_url_from_the_environment_and_names_that_flag(
     refused = run_cli("source", "user-mcp", "add", "Other", "--url-env", "BAD_URL", "--auth", "none",
                       home=home, env={"BAD_URL": f"http://example.com/mcp?api_key={KEY}"})
     assert "--url-env: base_url must use https for example.com" in refused.stderr and KEY not in refused.stderr
+
+
+async def test_an_oauth_source_refuses_a_key_in_its_url(registry: Registry, keyed_server: RunningServer) -> None:
+    """The mcp SDK's sign-in sends the server URL, query and all, to the authorization server
+    as the RFC 8707 resource: a key there would leave for a third party."""
+    with pytest.raises(ValidationFailed) as caught:
+        await registry.register({"name": "Signed", "base_url": f"{keyed_server.url()}?api_key={KEY}",
+                                 "auth_kind": "oauth"})
+    assert caught.value.field == "base_url" and str(caught.value) == (
+        "base_url carries api_key in its query, which an OAuth sign-in would send to the authorization server "
+        "(as the resource): with auth_kind 'oauth' the URL must hold no key")
+    outcome = await registry.register({"name": "Keyed", "base_url": f"{keyed_server.url()}?api_key={KEY}",
+                                       "auth_kind": "none"})
+    with pytest.raises(ValidationFailed) as caught:
+        await registry.update(str(outcome.data_source_id), {"auth_kind": "oauth"})
+    assert "with auth_kind 'oauth' the URL must hold no key" in str(caught.value)
+    assert registry.get_source(str(outcome.data_source_id)).auth_kind == "none"

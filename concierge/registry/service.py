@@ -100,6 +100,10 @@ async def _default_probe(endpoint: Endpoint) -> ProbeResult:
     return await probe(endpoint)
 
 
+_OAUTH_URL_KEY = ("base_url carries {name} in its query, which an OAuth sign-in would send to the authorization "
+                  "server (as the resource): with auth_kind 'oauth' the URL must hold no key")
+
+
 def env_key(source_id: str, name: str) -> str:
     """Where a stdio source's secret environment value is kept in the vault."""
     return f"user_mcp/{source_id}/env/{name}"
@@ -547,6 +551,8 @@ class Registry:
         secret_env = {k: x.get_secret_value() for k, x in (req.secret_env or {}).items()}
         webhook_secret = new_webhook_secret()
         base_url, url_values = self._split_url(req.base_url or "")
+        if url_values and req.auth_kind == AuthKind.OAUTH:
+            raise ValidationFailed(_OAUTH_URL_KEY.format(name=url_values[0][0]), field="base_url")
         row: dict[str, Any] = {
             "id": source_id, "sandbox_id": sb.id, "kind": "user_mcp", "name": req.name,
             "base_url": base_url, "transport": req.transport, "auth_kind": str(req.auth_kind),
@@ -662,6 +668,10 @@ class Registry:
         kind = merged["auth_kind"]
         was_oauth = before["auth_kind"] == AuthKind.OAUTH
         is_oauth = kind == AuthKind.OAUTH
+        if is_oauth and url_secrets.has_masked(merged["base_url"]):
+            name = next((n for n, _ in (new_url_values or [])), None) or "a key"
+            raise (ValidationFailed if "base_url" in sent or "auth_kind" in sent else InvalidForSource)(
+                _OAUTH_URL_KEY.format(name=name), field="base_url")
         oauth_given = [k for k, x in oauth_sent.items() if x is not None] + (
             ["client_secret"] if secret_obj is not UNSET and secret_obj is not None else [])
         if oauth_given and not is_oauth:
