@@ -528,16 +528,39 @@ async def test_removing_some_tools_from_a_source_never_proposes_revoking_it(back
     assert calls(events)[-1] == ("revoke_source", {"source": "demo tools"})  # the source itself, confirmed
 
 
-async def test_a_timeout_change_is_pointed_at_the_cli(backend: LocalBackend, open_server: RunningServer) -> None:
+async def test_a_source_s_timeouts_are_changed_in_chat(backend: LocalBackend, open_server: RunningServer) -> None:
     """Found with phrasings no test had: "set the timeout for demo tools to 30 seconds" asked what
-    to change, offering everything but the timeout (a loop)."""
-    await backend.register_source({"name": "demo tools", "base_url": open_server.url(), "auth_kind": "none",
-                                   "app_namespace": "demo_tools"})
-    for text in ("set the timeout for demo tools to 30 seconds", "demo tools keeps timing out, can you give it more time"):
-        events = await say(ConciergeSession(backend, OfflinePlanner()), text)
-        assert calls(events) == [] and "--call-timeout SECONDS" in text_of(events), text
+    to change, offering everything but the timeout (a loop); then it pointed at the CLI. Now
+    the chat changes them, confirmed, in seconds or minutes, within the registry's range."""
+    outcome = await backend.register_source({"name": "demo tools", "base_url": open_server.url(),
+                                             "auth_kind": "none", "app_namespace": "demo_tools"})
+    session = ConciergeSession(backend, OfflinePlanner())
+    events = await say(session, "set the timeout for demo tools to 30 seconds")
+    assert calls(events)[-1] == ("update_source", {"source": "demo tools", "call_timeout": 30})
+    assert session.pending is not None and "let one tool call take up to 30 seconds" in session.pending.summary
+    session.confirm(session.pending.id, True)
+    assert text_of(await collect(session.resume())) == 'Updated "demo tools": a tool call may now take up to 30 seconds.'
+    # no number: asked, in seconds or minutes; over the cap: said so, in seconds, and asked again
+    assert text_of(await say(session, "demo tools keeps timing out, can you give it more time")) == (
+        "How many seconds may one tool call take? (up to 600; the default is 60)")
+    assert text_of(await say(session, "20 minutes")).startswith(
+        "The timeout for a tool call can be at most 600 seconds (10 minutes), and more than 0 (you said 1200 "
+        "seconds). How many seconds may one tool call take?")
+    assert calls(await say(session, "5 minutes"))[-1] == ("update_source", {"source": "demo tools",
+                                                                          "call_timeout": 300})
+    session.confirm(session.pending.id, True)
+    await collect(session.resume())
+    events = await say(session, "demo tools needs a connect timeout of 15s")
+    assert calls(events)[-1] == ("update_source", {"source": "demo tools", "connect_timeout": 15})
+    assert "A health check runs right after." in session.pending.summary
+    session.confirm(session.pending.id, True)
+    assert "healthy" in text_of(await collect(session.resume()))
+    view = await backend.get_source(str(outcome.data_source_id))
+    assert (view.call_timeout, view.connect_timeout) == (300, 15)
+    shown = text_of(await say(session, "show me the demo tools source"))
+    assert "- Timeouts: 300 seconds (5 minutes) per tool call, 15 seconds to connect" in shown
     events = await say(ConciergeSession(backend, OfflinePlanner()), "is demo tools timing out?")
-    assert "--call-timeout" not in text_of(events) and '"demo tools"' in text_of(events)  # a question about it
+    assert [c for c in calls(events) if c[0] == "update_source"] == [] and '"demo tools"' in text_of(events)
 
 
 async def test_show_me_everything_and_undo(world: ConciergeSession) -> None:

@@ -443,7 +443,8 @@ def _update_body(args: UpdateArgs, *, token: str | None) -> dict[str, Any]:
     body: dict[str, Any] = {}
     for arg, key in (("name", "name"), ("url", "base_url"), ("auth_kind", "auth_kind"),
                      ("auth_header", "auth_header"), ("app_namespace", "app_namespace"),
-                     ("rate_cap_per_minute", "rate_cap_per_minute"), ("allowed_tools", "allowed_tools")):
+                     ("rate_cap_per_minute", "rate_cap_per_minute"), ("allowed_tools", "allowed_tools"),
+                     ("call_timeout", "call_timeout"), ("connect_timeout", "connect_timeout")):
         if getattr(args, arg) is not None:
             body[key] = getattr(args, arg)
     if args.allow_all_tools:
@@ -501,8 +502,13 @@ def summary_update(args: UpdateArgs, prep: dict[str, Any]) -> str:
         parts.append("offer only " + ", ".join(args.allowed_tools))
     if args.allow_all_tools:
         parts.append("offer all of its tools")
+    if args.call_timeout is not None:
+        parts.append(f"let one tool call take up to {_seconds(args.call_timeout)}")
+    if args.connect_timeout is not None:
+        parts.append(f"let connecting take up to {_seconds(args.connect_timeout)}")
     text = f"Update {_target(prep)}: " + "; ".join(parts) + "."
-    if args.url or args.auth_kind or args.auth_header or args.rotate_token or args.token_ref:
+    if args.url or args.auth_kind or args.auth_header or args.rotate_token or args.token_ref \
+            or args.connect_timeout is not None:
         text += " A health check runs right after."
     return text
 
@@ -527,6 +533,11 @@ async def update(ctx: ToolContext, args: UpdateArgs, prep: dict[str, Any]) -> Li
         body["base_url"] = _dialled_url(ctx, body["base_url"])
     outcome = await ctx.backend.update_source(prep["id"], body)
     return await _with_view(ctx, outcome)
+
+
+def _seconds(value: float) -> str:
+    shown = f"{value:g}"
+    return f"{shown} second" + ("" if shown == "1" else "s")
 
 
 def _target(prep: dict[str, Any]) -> str:

@@ -131,6 +131,8 @@ class UpdateArgs(BaseModel):
     auth_header: str | None = Field(default=None, description="New header name for header_token.")
     rotate_token: bool = Field(default=False, description="Replace the stored token; the person "
                                                           "is asked for the new one privately.")
+    call_timeout: float | None = Field(default=None, description="Seconds one tool call may take (default 60).")
+    connect_timeout: float | None = Field(default=None, description="Seconds connecting may take (default 10).")
     token_ref: str | None = Field(default=None, description="A [secret:sec_…] reference, if the "
                                                             "person already gave the new token.")
     app_namespace: str | None = Field(default=None, description="New tool-name prefix.")

@@ -28,7 +28,8 @@ from concierge.url_secrets import shown as shown_url
 __all__ = ["agent_entities", "decide", "source_entities", "source_ref", "tool_entities"]
 
 _CHANGE_SLOTS = ("name", "url", "auth_kind", "auth_header", "rotate_token", "token_ref",
-                 "rate_cap_per_minute", "allowed_tools", "allow_all_tools", "app_namespace")
+                 "rate_cap_per_minute", "allowed_tools", "allow_all_tools", "app_namespace", "call_timeout",
+                 "connect_timeout")
 _AGENT_WORDS = {"agent", "agents", "bot", "bots"}
 _WHOLE = {"limit": 1000}
 """A look at the world to find what the words name takes the largest page, not a chat page."""
@@ -407,14 +408,14 @@ def _update(state: State, flow: Flow, form: Form, target: Entity, ref: str) -> S
                    "tools.", "ask", asks="change", ends=False)
     wanted = (("name", "name"), ("url", "url"), ("auth", "auth_kind"), ("auth", "auth_header"),
               ("rate_cap", "rate_cap_per_minute"), ("allowlist", "allowed_tools"),
-              ("namespace", "app_namespace"))
+              ("namespace", "app_namespace"), ("timeout", "call_timeout"))
     by_name = {s.name: s for s in form.slots}
     for aspect, slot_name in wanted:
         slot = by_name[slot_name]
         if aspect in flow.aspects and slot_name not in slots and slot.required_if(flow, state):
             return _ask(state, flow, form, slot_name)
     arguments: dict[str, Any] = {"source": ref}
-    for key in ("name", "rate_cap_per_minute"):
+    for key in ("name", "rate_cap_per_minute", "call_timeout", "connect_timeout"):
         if key in slots:
             arguments[key] = slots[key]
     kind = slots.get("auth_kind")

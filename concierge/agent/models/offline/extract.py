@@ -483,3 +483,52 @@ def is_correction(text: Text) -> bool:
     low = " ".join(t.low for t in text.tokens[:4])
     return any(low.startswith(c) or f" {c}" in f" {low}" for c in CORRECTION) or \
         (bool(text.tokens) and text.tokens[0].low == "no" and len(text.tokens) > 1)
+
+
+_DURATION_RE = re.compile(r"(?i)^(\d+(?:\.\d+)?)(s|sec|secs|m|min|mins)?$")
+_SECONDS_UNITS = frozenset({"s", "sec", "secs", "second", "seconds"})
+_MINUTES_UNITS = frozenset({"m", "min", "mins", "minute", "minutes"})
+_CONNECT_RE = re.compile(r"(?i)\bconnect(?:ion|ing)?\b")
+
+
+def _duration_at(text: Text, j: int) -> float | None:
+    """Seconds written at token ``j``: "30", "30 seconds", "2 minutes", "120s", "1.5 min"."""
+    tokens = text.tokens
+    match = _DURATION_RE.match(tokens[j].low)
+    if match is None:
+        return None
+    value = float(match.group(1))
+    unit = match.group(2) or (tokens[j + 1].low if j + 1 < len(tokens) else "")
+    return value * 60 if unit in _MINUTES_UNITS else value
+
+
+def timeout(text: Text, which: str) -> Found | None:
+    """A source's ``call`` or ``connect`` timeout in seconds: "set the timeout to 30 seconds",
+    "give it 2 minutes", "connect timeout 10". A message that says "connect" is about the
+    connect timeout (unless it names the call timeout too, each with its own number)."""
+    tokens = text.tokens
+    durations = [j for j in range(len(tokens)) if tokens[j].kind in ("num", "word") and _duration_at(text, j)
+                 is not None and not (tokens[j].kind == "word" and not any(c.isdigit() for c in tokens[j].low))]
+    if not durations:
+        return None
+    connect_at = next((i for i, t in enumerate(tokens) if _CONNECT_RE.fullmatch(t.low)), None)
+    call_at = next((i for i, t in enumerate(tokens) if t.low == "call" and i + 1 < len(tokens)
+                    and tokens[i + 1].low in ("timeout", "time")), None)
+    if which == "connect":
+        if connect_at is None:
+            return None
+        after = [j for j in durations if j > connect_at and (call_at is None or j < call_at or call_at < connect_at)]
+        j = after[0] if after else durations[0] if call_at is None else None
+    else:
+        if connect_at is not None and call_at is None:
+            return None
+        start = call_at if call_at is not None else 0
+        after = [j for j in durations if j > start and (connect_at is None or j < connect_at or connect_at < start)]
+        j = after[0] if after else None
+        if j is None and connect_at is None:
+            j = durations[0]
+    if j is None:
+        return None
+    seconds = _duration_at(text, j)
+    assert seconds is not None
+    return Found(int(seconds) if seconds == int(seconds) else seconds, frozenset({j}))

@@ -316,6 +316,33 @@ def _rate(ctx: Ctx) -> ex.Found | None:
     return ex.rate_cap(ctx.text)
 
 
+def _call_timeout(ctx: Ctx) -> ex.Found | None:
+    return ex.timeout(ctx.text, "call")
+
+
+def _connect_timeout(ctx: Ctx) -> ex.Found | None:
+    return ex.timeout(ctx.text, "connect")
+
+
+def _seconds_answer(ctx: Ctx) -> ex.Found | None:
+    """A bare answer to "how many seconds?": "90", "2 minutes"."""
+    return ex.timeout(ctx.text, "call")
+
+
+def _timeout_check(field: str, what: str, most: int) -> Check:
+    """A timeout in seconds within the registry's range, refused in words of seconds."""
+    def check(value: Any, flow: Flow, state: State) -> tuple[Any, str | None]:
+        if not 0 < float(value) <= most:
+            return None, (f"The timeout for {what} can be at most {most} seconds ({most // 60:g} minutes), and "
+                          f"more than 0 (you said {float(value):g} seconds).")
+        return registry_field(field)(value, flow, state)
+    return check
+
+
+def _call_timeout_needed(flow: Flow, state: State) -> bool:
+    return "timeout" in flow.aspects and "connect_timeout" not in flow.slots
+
+
 def _number_answer(ctx: Ctx) -> ex.Found | None:
     nums = [i for i, t in enumerate(ctx.text.tokens) if t.kind == "num"]
     if len(nums) == 1:
@@ -868,6 +895,12 @@ FORMS: dict[str, Form] = {f.name: f for f in (
         Slot("token_ref", _ref, None, None, required_if=lambda f, s: False),
         Slot("rate_cap_per_minute", _rate, _fixed("What should its rate cap be, in tool calls per minute?"),
              _number_answer, registry_field("rate_cap_per_minute"), aspect="rate_cap"),
+        Slot("call_timeout", _call_timeout, _fixed("How many seconds may one tool call take? (up to 600; "
+                                                   "the default is 60)"), _seconds_answer,
+             _timeout_check("call_timeout", "a tool call", 600), required_if=_call_timeout_needed,
+             aspect="timeout"),
+        Slot("connect_timeout", _connect_timeout, None, None, _timeout_check("connect_timeout", "connecting", 120),
+             required_if=lambda f, s: False, aspect="timeout"),
         Slot("allowed_tools", _source_allowlist, _fixed("Which tools should it offer? (their names, "
                                                         "for example search_docs, echo)"),
              _source_allowlist, registry_field("allowed_tools"), aspect="allowlist"),

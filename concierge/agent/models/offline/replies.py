@@ -81,9 +81,6 @@ I'm the offline planner, so I only understand requests like these. """ + CONFIGU
     "unsupported_undo": ("I can't undo a change by itself; tell me what to set back (\"resume demo\" after a "
                          "pause, \"demo can use all its tools again\", \"rename it back to …\"). A revoke "
                          "can't be undone: register the server again. `concierge audit` shows what changed."),
-    "unsupported_timeout": ("I can't change a source's timeouts in the chat. Run `concierge source user-mcp "
-                            "update ID --call-timeout SECONDS` (how long one tool call may take, up to 600; "
-                            "`--connect-timeout` for connecting); `concierge source list` shows the ids."),
     "unsupported_remove_tools": ("A source offers either all its tools or only the ones you list, so tell me the "
                                  "ones to keep: say \"<source> should only offer <tool>, <tool>\" (\"what tools "
                                  "does <source> have?\" lists them). To take a tool away from one agent "
@@ -182,6 +179,15 @@ def _test(args: dict[str, Any], result: Lifecycle) -> str:
     return f'"{label}" is failing its health check: {cause} Once it\'s fixed, say "test {label}" again.'
 
 
+def seconds(value: float) -> str:
+    """``120.0`` -> "120 seconds" (and "2 minutes" in brackets from two minutes on)."""
+    shown = f"{value:g}"
+    text = f"{shown} second" + ("" if shown == "1" else "s")
+    if value >= 120 and value % 60 == 0:
+        text += f" ({value / 60:g} minutes)"
+    return text
+
+
 def _update(args: dict[str, Any], result: Lifecycle) -> str:
     label = result.name or args.get("source", "")
     changes = []
@@ -205,6 +211,10 @@ def _update(args: dict[str, Any], result: Lifecycle) -> str:
         changes.append("now offering all of its tools")
     if args.get("app_namespace"):
         changes.append(f"tool names now start with {args['app_namespace']}")
+    if args.get("call_timeout"):
+        changes.append(f"a tool call may now take up to {seconds(args['call_timeout'])}")
+    if args.get("connect_timeout"):
+        changes.append(f"connecting may now take up to {seconds(args['connect_timeout'])}")
     done = "; ".join(changes) or "updated"
     before = args.get("source") if args.get("name") else label
     if result.status == "error":
@@ -304,6 +314,8 @@ def _show(args: dict[str, Any], s: SourceDetails) -> str:
     if s.webhook_rate_cap_per_minute is not None:
         caps += f", {s.webhook_rate_cap_per_minute} webhook events per minute"
     lines.append(caps)
+    if s.call_timeout is not None and s.connect_timeout is not None:
+        lines.append(f"- Timeouts: {seconds(s.call_timeout)} per tool call, {seconds(s.connect_timeout)} to connect")
     allowed = s.allowed_tools
     lines.append("- Allowed tools: " + ("all" if allowed in (None, "all") else ", ".join(allowed)))
     if s.last_checked_at:

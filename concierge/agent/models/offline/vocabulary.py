@@ -127,6 +127,7 @@ ASPECT_WORDS: dict[str, str] = {
     "rate": "rate_cap", "cap": "rate_cap", "limit": "rate_cap", "throttle": "rate_cap",
     "tools": "allowlist", "allowlist": "allowlist", "tool": "allowlist",
     "namespace": "namespace", "prefix": "namespace",
+    "timeout": "timeout", "timeouts": "timeout",
 }
 """A one-word answer to "what would you like to change?" and the part of the source it means."""
 
