@@ -24,7 +24,8 @@ import re
 from typing import Final
 from urllib.parse import unquote
 
-__all__ = ["CREDENTIAL_NAME", "CREDENTIAL_WORD", "MASK", "MissingValue", "dumps", "has_masked", "loads", "scrub", "shown", "split", "unmask", "url_key"]
+__all__ = ["CREDENTIAL_NAME", "CREDENTIAL_WORD", "MASK", "MissingValue", "dumps", "has_masked", "loads", "scrub",
+           "shown", "split", "unmask", "url_key"]
 
 MASK: Final = "••••"
 """How a credential is shown to people (never any of its characters)."""

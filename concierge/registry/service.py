@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import anyio
 from pydantic import SecretStr, ValidationError
 
-from concierge import config
+from concierge import config, url_secrets
 from concierge.errors import (
     Conflict,
     IntegrityError,
@@ -36,7 +36,6 @@ from concierge.ids import new_id
 from concierge.mcp_client.endpoint import Endpoint
 from concierge.mcp_client.kinds import ErrorKind
 from concierge.mcp_client.url_policy import UrlPolicy, UrlRefused
-from concierge import url_secrets
 from concierge.registry import validation as rules
 from concierge.registry.models import (
     Agent,
